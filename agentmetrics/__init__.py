@@ -1,0 +1,14 @@
+"""Track multi-agent AI orchestrations in SQLite and analyse them with pandas."""
+
+from .db import open_database
+from .errors import AgentMetricsError
+from .monitor import AgentRun, Monitor, Orchestration, get_monitor
+
+__all__ = [
+    "AgentMetricsError",
+    "AgentRun",
+    "Monitor",
+    "Orchestration",
+    "get_monitor",
+    "open_database",
+]

@@ -1,0 +1,3 @@
+from agentmetrics.cli import cli
+
+cli(prog_name="agentmetrics")

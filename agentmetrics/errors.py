@@ -1,0 +1,29 @@
+"""Exceptions raised by agentmetrics for user mistakes and unusable files."""
+
+
+class AgentMetricsError(Exception):
+    """Base class: every error agentmetrics raises on purpose."""
+
+
+class DatabaseError(AgentMetricsError):
+    """The database file cannot be used (a directory, not SQLite, corrupt, missing)."""
+
+
+class ReadOnlyDatabase(DatabaseError):
+    """A write was attempted on a database opened read-only."""
+
+
+class InvalidValue(AgentMetricsError, ValueError):
+    """An argument has a value agentmetrics cannot store or use."""
+
+
+class UnknownSession(AgentMetricsError, LookupError):
+    """No orchestration or execution has the given session id."""
+
+
+class DuplicateSession(AgentMetricsError):
+    """A session id is already used by another orchestration or execution."""
+
+
+class AlreadyFinished(AgentMetricsError):
+    """The orchestration or execution has already been completed."""

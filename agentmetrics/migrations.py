@@ -1,0 +1,109 @@
+"""The schema, as an ordered list of migrations (sqlite-utils ``Migrations``).
+
+Migrations run in the order they are defined. An applied migration is never edited:
+changes go in a new one. Every migration is safe on a file the original tool created,
+where the tables already exist: it only adds what is missing, and never rewrites rows.
+"""
+
+from __future__ import annotations
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+migrations = Migrations("agentmetrics")
+
+# The original's tables, column for column. Written as SQL because sqlite-utils'
+# create() has no CHECK constraints and cannot express the datetime('now') default.
+ORCHESTRATIONS_SQL = """
+CREATE TABLE IF NOT EXISTS orchestrations (
+  id TEXT PRIMARY KEY,
+  session_id TEXT UNIQUE NOT NULL,
+  task_description TEXT,
+  status TEXT NOT NULL CHECK(status IN ('running', 'completed', 'failed', 'partial')),
+  started_at TEXT NOT NULL,
+  completed_at TEXT,
+  duration_ms INTEGER,
+  total_tasks INTEGER DEFAULT 0,
+  completed_tasks INTEGER DEFAULT 0,
+  failed_tasks INTEGER DEFAULT 0,
+  git_commit_hash TEXT,
+  plan_file_path TEXT,
+  progress_file_path TEXT,
+  created_at TEXT DEFAULT (datetime('now'))
+)
+"""
+
+AGENT_EXECUTIONS_SQL = """
+CREATE TABLE IF NOT EXISTS agent_executions (
+  id TEXT PRIMARY KEY,
+  orchestration_id TEXT,
+  agent_session_id TEXT UNIQUE NOT NULL,
+  agent_name TEXT NOT NULL,
+  task_id TEXT,
+  task_number INTEGER,
+  status TEXT NOT NULL CHECK(status IN ('in_progress', 'completed', 'failed')),
+  started_at TEXT NOT NULL,
+  completed_at TEXT,
+  duration_ms INTEGER,
+  retry_count INTEGER DEFAULT 0,
+  self_healed INTEGER DEFAULT 0,
+  files_created INTEGER DEFAULT 0,
+  files_modified INTEGER DEFAULT 0,
+  error_message TEXT,
+  summary_report_path TEXT,
+  session_log_path TEXT,
+  created_at TEXT DEFAULT (datetime('now')),
+  FOREIGN KEY (orchestration_id) REFERENCES orchestrations(id) ON DELETE CASCADE
+)
+"""
+
+# Nullable additions only, so the original tool can keep writing to a file we opened.
+EXTRA_COLUMNS = {
+    "agent_executions": {
+        "model": str,
+        "input_tokens": int,
+        "output_tokens": int,
+        "cost_usd": float,
+        "metadata_json": str,
+    },
+    "orchestrations": {"metadata_json": str},
+}
+
+# Indexes for the report queries. Partial indexes keep the write path cheap: a new
+# execution enters only the in-progress index, and moves to the finished one when it
+# completes; the original's statements never touch either.
+INDEXES = [
+    "CREATE INDEX IF NOT EXISTS idx_am_orch_started ON orchestrations(started_at)",
+    "CREATE INDEX IF NOT EXISTS idx_am_orch_status_started ON orchestrations(status, started_at)",
+    "CREATE INDEX IF NOT EXISTS idx_am_exec_orchestration ON agent_executions(orchestration_id)"
+    " WHERE orchestration_id IS NOT NULL",
+    "CREATE INDEX IF NOT EXISTS idx_am_exec_agent_started"
+    " ON agent_executions(agent_name, started_at)",
+    "CREATE INDEX IF NOT EXISTS idx_am_exec_finished_started"
+    " ON agent_executions(started_at, status, duration_ms) WHERE status != 'in_progress'",
+    "CREATE INDEX IF NOT EXISTS idx_am_exec_running_started"
+    " ON agent_executions(started_at) WHERE status = 'in_progress'",
+    "CREATE INDEX IF NOT EXISTS idx_am_exec_standalone_started"
+    " ON agent_executions(started_at) WHERE orchestration_id IS NULL",
+]
+
+
+@migrations()
+def m001_original_tables(db: Database) -> None:
+    db.execute(ORCHESTRATIONS_SQL)
+    db.execute(AGENT_EXECUTIONS_SQL)
+
+
+@migrations()
+def m002_extra_columns(db: Database) -> None:
+    for table_name, columns in EXTRA_COLUMNS.items():
+        table = db.table(table_name)
+        for name, col_type in columns.items():
+            if name not in table.columns_dict:
+                table.add_column(name, col_type)
+
+
+@migrations()
+def m003_report_indexes(db: Database) -> None:
+    for sql in INDEXES:
+        db.execute(sql)

@@ -1,0 +1,62 @@
+import sqlite3
+from pathlib import Path
+
+import pytest
+import sqlite_utils
+
+import agentmetrics
+
+FIXTURES = Path(__file__).parent / "fixtures"
+ORIGINAL_SCHEMA = (FIXTURES / "original_schema.sql").read_text()
+
+
+def pytest_report_header(config):
+    return f"SQLite {sqlite3.sqlite_version}, sqlite-utils {sqlite_utils.__version__}"
+
+
+@pytest.fixture(autouse=True)
+def env_setup(tmp_path, monkeypatch):
+    """Point the default database at the test's temporary folder."""
+    monkeypatch.setenv("AGENTMETRICS_DB", str(tmp_path / "monitoring.db"))
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def db_path(tmp_path) -> Path:
+    return tmp_path / "test.db"
+
+
+@pytest.fixture
+def db(db_path):
+    database = agentmetrics.open_database(db_path)
+    yield database
+    database.close()
+
+
+@pytest.fixture
+def monitor(db):
+    return agentmetrics.Monitor(db)
+
+
+def make_original_db(path: Path, orchestrations=(), executions=()) -> Path:
+    """Create a file exactly as the original tool would, with plain sqlite3.
+
+    ``orchestrations`` and ``executions`` are dicts of column values; missing columns
+    take the schema defaults, as the original's INSERTs did.
+    """
+    conn = sqlite3.connect(path)
+    conn.executescript(ORIGINAL_SCHEMA)
+    for table, rows in (("orchestrations", orchestrations), ("agent_executions", executions)):
+        for row in rows:
+            columns = ", ".join(row)
+            marks = ", ".join("?" for _ in row)
+            conn.execute(f"INSERT INTO {table} ({columns}) VALUES ({marks})", list(row.values()))
+    conn.commit()
+    conn.close()
+    return path
+
+
+@pytest.fixture
+def original_db_path(tmp_path) -> Path:
+    """An empty database file in the original tool's schema."""
+    return make_original_db(tmp_path / "original.db")
