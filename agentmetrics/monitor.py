@@ -361,7 +361,8 @@ class Monitor:
                 raise UnknownSession(foreign_key) from None
             raise InvalidValue(message) from None
         except sqlite3.OperationalError as e:
-            if "readonly" in str(e):
+            # "is a view": the read-only shim of an original file (db._shim_missing_columns)
+            if "readonly" in str(e) or "because it is a view" in str(e):
                 raise ReadOnlyDatabase("The database is open read-only") from None
             raise
 
