@@ -1,0 +1,263 @@
+"""Cost estimation for finished agent executions.
+
+Each finished execution is priced by the first method that applies:
+
+1. ``recorded``: the ``cost_usd`` the tracking call stored, as is;
+2. ``tokens``: its ``model`` has a price in the ``[costs.models]`` table and it carries
+   token counts: ``input_tokens * input_per_million / 1e6 + output_tokens * ...``;
+3. ``time``: ``duration_ms`` at the agent's hourly rate (``[costs.agents]``), else the
+   default hourly rate (``[costs] default_hourly_rate``).
+
+Executions still in progress have no duration yet and are not counted.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+
+from ..config import load_config
+from ._common import DbArg, TimeArg, database, iso, read_frame
+
+# Only a placeholder so that time-based estimates are never silently zero; set your own
+# rate in the config file.
+DEFAULT_HOURLY_RATE = 1.0
+METHODS = ("time", "tokens", "recorded")
+_METHOD_COLUMNS = ("time_cost_usd", "token_cost_usd", "recorded_cost_usd")
+GROUPINGS = {
+    "agent": ("e.agent_name", ["agent_name"]),
+    "day": ("substr(e.started_at, 1, 10)", ["day"]),
+    "orchestration": ("e.orchestration_id", ["orchestration_id", "session_id", "task_description"]),
+}
+VALUE_COLUMNS = [
+    "executions",
+    "duration_ms",
+    "time_executions",
+    "token_executions",
+    "recorded_executions",
+    "time_cost_usd",
+    "token_cost_usd",
+    "recorded_cost_usd",
+    "cost_usd",
+    "method",
+]
+
+_PRICED = """
+WITH agent_rates(agent_name, hourly_rate) AS ({agent_rates}),
+model_prices(model, input_per_million, output_per_million) AS ({model_prices}),
+classified AS (
+  SELECT e.*, {key} AS group_key,
+    CASE
+      WHEN e.cost_usd IS NOT NULL THEN 'recorded'
+      WHEN mp.model IS NOT NULL
+        AND (e.input_tokens IS NOT NULL OR e.output_tokens IS NOT NULL) THEN 'tokens'
+      ELSE 'time'
+    END AS method,
+    COALESCE(ar.hourly_rate, :default_rate) AS hourly_rate,
+    mp.input_per_million, mp.output_per_million
+  FROM agent_executions e
+  LEFT JOIN agent_rates ar ON ar.agent_name = e.agent_name
+  LEFT JOIN model_prices mp ON mp.model = e.model
+  WHERE e.status != 'in_progress'{where}
+),
+priced AS (
+  SELECT group_key, method, duration_ms,
+    CASE method
+      WHEN 'recorded' THEN cost_usd
+      WHEN 'tokens' THEN (COALESCE(input_tokens, 0) * input_per_million
+                          + COALESCE(output_tokens, 0) * output_per_million) / 1e6
+      ELSE COALESCE(duration_ms, 0) * hourly_rate / 3600000.0
+    END AS cost
+  FROM classified
+)
+SELECT group_key,
+  count(*) AS executions,
+  sum(duration_ms) AS duration_ms,
+  sum(method = 'time') AS time_executions,
+  sum(method = 'tokens') AS token_executions,
+  sum(method = 'recorded') AS recorded_executions,
+  total(CASE WHEN method = 'time' THEN cost END) AS time_cost_usd,
+  total(CASE WHEN method = 'tokens' THEN cost END) AS token_cost_usd,
+  total(CASE WHEN method = 'recorded' THEN cost END) AS recorded_cost_usd,
+  total(cost) AS cost_usd,
+  CASE WHEN count(DISTINCT method) > 1 THEN 'mixed' ELSE max(method) END AS method
+FROM priced
+GROUP BY group_key
+"""
+
+
+def cost_rates(config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ``[costs]`` table of a loaded config (the config file when None), checked."""
+    section = (load_config() if config is None else config).get("costs", {})
+    return _validate(section)
+
+
+def costs(
+    db: DbArg,
+    rates: dict[str, Any] | None = None,
+    since: TimeArg = None,
+    until: TimeArg = None,
+    by: str = "agent",
+) -> pd.DataFrame:
+    """Estimated cost of finished executions, grouped by agent, day or orchestration.
+
+    :param rates: a ``[costs]`` table: ``default_hourly_rate``, ``agents`` (name ->
+      hourly rate) and ``models`` (name -> ``input_per_million``/``output_per_million``
+      USD). None reads it from the config file (see :mod:`agentmetrics.config`).
+    :param since: only executions started at or after this time
+    :param until: only executions started before this time
+    :param by: ``"agent"``, ``"day"`` (UTC date of ``started_at``) or ``"orchestration"``
+    :returns: one row per group with the key columns ``agent_name`` / ``day`` /
+      ``orchestration_id``, ``session_id``, ``task_description`` (NULL id: executions
+      outside any orchestration), then ``executions``, ``duration_ms`` (total),
+      ``time_executions``, ``token_executions``, ``recorded_executions`` (how many
+      were priced by each method), ``time_cost_usd``, ``token_cost_usd``,
+      ``recorded_cost_usd`` (the cost each method produced), ``cost_usd`` (their sum)
+      and ``method``: ``time``, ``tokens``, ``recorded`` or ``mixed``. Sorted by day,
+      or by cost (highest first) for agents and orchestrations.
+    """
+    if by not in GROUPINGS:
+        raise ValueError(f"Invalid grouping {by!r}: use one of {', '.join(GROUPINGS)}")
+    checked = cost_rates() if rates is None else _validate(rates)
+    key, key_columns = GROUPINGS[by]
+    params: dict[str, Any] = {"default_rate": checked["default_hourly_rate"]}
+    where = ""
+    if since is not None:
+        where += " AND e.started_at >= :since"
+        params["since"] = iso(since)
+    if until is not None:
+        where += " AND e.started_at < :until"
+        params["until"] = iso(until)
+    agent_rates = _values(checked["agents"].items(), "ar", params, 2)
+    model_prices = _values(
+        (
+            (name, price["input_per_million"], price["output_per_million"])
+            for name, price in checked["models"].items()
+        ),
+        "mp",
+        params,
+        3,
+    )
+    sql = _PRICED.format(agent_rates=agent_rates, model_prices=model_prices, key=key, where=where)
+    with database(db) as conn:
+        frame = read_frame(conn, sql, params)
+        if by == "orchestration":
+            frame = _with_orchestrations(conn, frame)
+    frame = frame.rename(columns={"group_key": key_columns[0]})
+    frame = frame.reindex(columns=key_columns + VALUE_COLUMNS)
+    for column in VALUE_COLUMNS[:5]:
+        frame[column] = frame[column].astype("Int64" if column == "duration_ms" else "int64")
+    for column in VALUE_COLUMNS[5:9]:
+        frame[column] = frame[column].astype("float64")
+    frame["method"] = frame["method"].astype(object)
+    if by == "day":
+        frame = frame.sort_values("day")
+    else:
+        frame = frame.sort_values(
+            ["cost_usd", key_columns[0]], ascending=[False, True], na_position="last"
+        )
+    return frame.reset_index(drop=True)
+
+
+def _values(rows, prefix: str, params: dict[str, Any], width: int) -> str:
+    """A parameterised VALUES list (an empty one still has ``width`` columns)."""
+    parts = []
+    for i, row in enumerate(rows):
+        names = [f":{prefix}{i}_{j}" for j in range(width)]
+        params.update({name[1:]: value for name, value in zip(names, row, strict=True)})
+        parts.append(f"({', '.join(names)})")
+    if not parts:
+        return "SELECT " + ", ".join(["NULL"] * width) + " WHERE 0"
+    return "VALUES " + ", ".join(parts)
+
+
+def _with_orchestrations(conn, frame: pd.DataFrame) -> pd.DataFrame:
+    ids = [i for i in frame["group_key"] if i is not None]
+    if not ids:
+        return frame.assign(session_id=None, task_description=None)
+    marks = ", ".join("?" for _ in ids)
+    details = read_frame(
+        conn,
+        f"SELECT id AS group_key, session_id, task_description FROM orchestrations"
+        f" WHERE id IN ({marks})",
+        ids,
+    )
+    return frame.merge(details, on="group_key", how="left")
+
+
+def _rate(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{what} must be a number, got {value!r}")
+    if value < 0:
+        raise ValueError(f"{what} must not be negative, got {value!r}")
+    return float(value)
+
+
+def _validate(section: dict[str, Any]) -> dict[str, Any]:
+    if not isinstance(section, dict):
+        raise ValueError("[costs] must be a table")
+    unknown = set(section) - {"default_hourly_rate", "agents", "models"}
+    if unknown:
+        raise ValueError(
+            f"Unknown [costs] setting {sorted(unknown)[0]!r}:"
+            " use default_hourly_rate, agents or models"
+        )
+    agents = section.get("agents", {})
+    models = section.get("models", {})
+    if not isinstance(agents, dict) or not isinstance(models, dict):
+        raise ValueError("[costs.agents] and [costs.models] must be tables")
+    checked_models = {}
+    for name, price in models.items():
+        if not isinstance(price, dict) or not (
+            {"input_per_million", "output_per_million"} & set(price)
+        ):
+            raise ValueError(
+                f"[costs.models.{name!r}] needs input_per_million and/or output_per_million"
+            )
+        checked_models[name] = {
+            key: _rate(price.get(key, 0), f"costs.models.{name}.{key}")
+            for key in ("input_per_million", "output_per_million")
+        }
+    return {
+        "default_hourly_rate": _rate(
+            section.get("default_hourly_rate", DEFAULT_HOURLY_RATE), "default_hourly_rate"
+        ),
+        "agents": {name: _rate(rate, f"costs.agents.{name}") for name, rate in agents.items()},
+        "models": checked_models,
+    }
+
+
+def cost_chart(frame: pd.DataFrame, title: str = "Estimated cost"):
+    """A horizontal bar chart of a :func:`costs` frame, stacked by pricing method.
+
+    Returns a matplotlib Figure (nothing is shown).
+    """
+    from matplotlib.figure import Figure
+
+    label_column = frame.columns[0]
+    labels = [
+        "(no orchestration)" if value is None or value != value else str(value)
+        for value in (
+            frame["task_description"].fillna(frame[label_column])
+            if label_column == "orchestration_id"
+            else frame[label_column]
+        )
+    ]
+    fig = Figure(figsize=(8, max(2.5, 0.45 * len(frame) + 1.2)), layout="constrained")
+    ax = fig.subplots()
+    left = [0.0] * len(frame)
+    colors = {"time": "#4c78a8", "tokens": "#f58518", "recorded": "#54a24b"}
+    positions = list(range(len(frame)))[::-1]
+    for method, column in zip(METHODS, _METHOD_COLUMNS, strict=True):
+        values = frame[column].tolist()
+        if any(values):
+            ax.barh(positions, values, left=left, label=method, color=colors[method])
+            left = [a + b for a, b in zip(left, values, strict=True)]
+    ax.set_yticks(positions, labels)
+    ax.set_xlabel("Cost (USD)")
+    ax.set_title(title)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(title="method", loc="lower right")
+    return fig
