@@ -1,0 +1,255 @@
+import datetime as dt
+import re
+import uuid
+
+import pytest
+
+import agentmetrics
+from agentmetrics.errors import AlreadyFinished, DuplicateSession, InvalidValue, UnknownSession
+from agentmetrics.monitor import Monitor
+
+ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+SQLITE_DATETIME = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$")
+T0 = dt.datetime(2026, 3, 1, 12, 0, 0, tzinfo=dt.timezone.utc)
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, start=T0):
+        self.now = start
+
+    def __call__(self):
+        return self.now
+
+    def advance(self, **kwargs):
+        self.now += dt.timedelta(**kwargs)
+
+
+def row(db, table, key, value):
+    return next(db.query(f"SELECT * FROM {table} WHERE {key} = ?", [value]))
+
+
+def test_lifecycle_writes_original_formats(monitor):
+    orch_id = monitor.start_orchestration(
+        "s1", "Build and deploy", total_tasks=5, git_commit_hash="abc123",
+        plan_file_path="plan.md", progress_file_path="progress.md",
+    )  # fmt: skip
+    exec_id = monitor.start_agent_execution(
+        "a1", "backend-agent", orchestration_id=orch_id, task_id="T1", task_number=1,
+        session_log_path="log.txt",
+    )  # fmt: skip
+    monitor.complete_agent_execution(
+        "a1", "completed", files_created=3, files_modified=5, retry_count=1, self_healed=True,
+        summary_report_path="summary.md",
+    )  # fmt: skip
+    monitor.complete_orchestration("s1", "completed", completed_tasks=5, failed_tasks=0)
+    assert uuid.UUID(orch_id).version == 4 and uuid.UUID(exec_id).version == 4
+    orch = row(monitor.db, "orchestrations", "session_id", "s1")
+    execution = row(monitor.db, "agent_executions", "agent_session_id", "a1")
+    assert orch["id"] == orch_id and orch["status"] == "completed"
+    assert (orch["total_tasks"], orch["completed_tasks"], orch["failed_tasks"]) == (5, 5, 0)
+    assert orch["git_commit_hash"] == "abc123" and orch["plan_file_path"] == "plan.md"
+    for value in (orch["started_at"], orch["completed_at"], execution["completed_at"]):
+        assert ISO.match(value), value
+    assert SQLITE_DATETIME.match(orch["created_at"])
+    assert execution["orchestration_id"] == orch_id
+    assert execution["self_healed"] == 1 and execution["retry_count"] == 1
+    assert (execution["files_created"], execution["files_modified"]) == (3, 5)
+    assert execution["task_id"] == "T1" and execution["summary_report_path"] == "summary.md"
+
+
+def test_duration_is_computed_from_stored_started_at(db):
+    clock = Clock()
+    monitor = Monitor(db, clock=clock)
+    monitor.start_orchestration("s1")
+    monitor.start_agent_execution("a1", "agent")
+    clock.advance(seconds=1, milliseconds=250)
+    monitor.complete_agent_execution("a1", "completed")
+    clock.advance(minutes=3, seconds=5)
+    monitor.complete_orchestration("s1", "partial")
+    execution = row(db, "agent_executions", "agent_session_id", "a1")
+    assert execution["started_at"] == "2026-03-01T12:00:00.000Z"
+    assert execution["completed_at"] == "2026-03-01T12:00:01.250Z"
+    assert execution["duration_ms"] == 1250
+    orch = row(db, "orchestrations", "session_id", "s1")
+    assert orch["duration_ms"] == 1250 + 185_000
+    assert orch["created_at"] == "2026-03-01 12:00:00"
+
+
+def test_duration_uses_the_database_clock_by_default(monitor):
+    monitor.start_agent_execution("a1", "agent")
+    started = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=2)).strftime(
+        "%Y-%m-%dT%H:%M:%S.%f"
+    )[:-3] + "Z"
+    # Another process (or the original tool) may have written started_at: only the stored
+    # value counts, not a clock kept by the caller.
+    monitor.db.execute(
+        "UPDATE agent_executions SET started_at = ? WHERE agent_session_id = 'a1'", [started]
+    )
+    monitor.complete_agent_execution("a1", "completed")
+    duration = row(monitor.db, "agent_executions", "agent_session_id", "a1")["duration_ms"]
+    assert 2000 <= duration < 3000
+
+
+def test_values_are_stored_as_given(monitor):
+    monitor.start_orchestration("s1", task_description="", total_tasks=0)
+    monitor.start_agent_execution("a1", "agent", task_number=0, task_id="")
+    monitor.complete_agent_execution("a1", "failed", error_message="", files_created=0)
+    orch = row(monitor.db, "orchestrations", "session_id", "s1")
+    execution = row(monitor.db, "agent_executions", "agent_session_id", "a1")
+    assert orch["task_description"] == ""
+    assert execution["task_number"] == 0 and execution["task_id"] == ""
+    assert execution["error_message"] == ""
+
+
+def test_execution_without_orchestration(monitor):
+    monitor.start_agent_execution("a1", "solo")
+    monitor.complete_agent_execution("a1", "completed")
+    execution = row(monitor.db, "agent_executions", "agent_session_id", "a1")
+    assert execution["orchestration_id"] is None and execution["status"] == "completed"
+
+
+def snapshot(db):
+    return [
+        list(db.query(f"SELECT * FROM {table} ORDER BY id"))
+        for table in ("orchestrations", "agent_executions")
+    ]
+
+
+@pytest.mark.parametrize(
+    "call, error, message",
+    [
+        (lambda m: m.complete_orchestration("nope", "completed"), UnknownSession, "not found"),
+        (lambda m: m.complete_agent_execution("nope", "failed"), UnknownSession, "not found"),
+        (lambda m: m.update_orchestration_tasks("nope", 1), UnknownSession, "nope"),
+        (lambda m: m.complete_orchestration("s1", "running"), InvalidValue, "Invalid status"),
+        (lambda m: m.complete_orchestration("s1", "done"), InvalidValue, "completed, failed"),
+        (lambda m: m.complete_agent_execution("a1", "in_progress"), InvalidValue, "status"),
+        (lambda m: m.complete_agent_execution("a1", "ok"), InvalidValue, "status"),
+        (lambda m: m.start_orchestration("s1"), DuplicateSession, "already exists"),
+        (lambda m: m.start_agent_execution("a1", "x"), DuplicateSession, "already exists"),
+        (lambda m: m.start_orchestration("s2", total_tasks=-1), InvalidValue, "negative"),
+        (lambda m: m.update_orchestration_tasks("s1", failed_tasks=-2), InvalidValue, "negative"),
+        (
+            lambda m: m.complete_agent_execution("a1", "completed", files_created=-1),
+            InvalidValue,
+            "negative",
+        ),
+        (
+            lambda m: m.complete_agent_execution("a1", "completed", retry_count=1.5),
+            InvalidValue,
+            "whole number",
+        ),
+        (
+            lambda m: m.complete_agent_execution("a1", "completed", cost_usd=-0.1),
+            InvalidValue,
+            "cost_usd",
+        ),
+        (lambda m: m.start_agent_execution("a2", "x", task_number="1"), InvalidValue, "whole"),
+        (lambda m: m.start_agent_execution("a2", ""), InvalidValue, "agent_name"),
+        (lambda m: m.start_orchestration(""), InvalidValue, "session_id"),
+        (
+            lambda m: m.start_agent_execution("a2", "x", orchestration_id="missing"),
+            UnknownSession,
+            "No orchestration with id 'missing'",
+        ),
+    ],
+)
+def test_bad_input_raises_clear_error_and_changes_nothing(monitor, call, error, message):
+    monitor.start_orchestration("s1")
+    monitor.start_agent_execution("a1", "agent")
+    before = snapshot(monitor.db)
+    with pytest.raises(error, match=message):
+        call(monitor)
+    assert snapshot(monitor.db) == before
+    assert issubclass(error, agentmetrics.AgentMetricsError)
+
+
+def test_completing_twice_is_refused_and_keeps_the_first_result(monitor):
+    monitor.start_orchestration("s1")
+    monitor.start_agent_execution("a1", "agent")
+    monitor.complete_agent_execution("a1", "failed", error_message="first")
+    monitor.complete_orchestration("s1", "failed")
+    before = snapshot(monitor.db)
+    with pytest.raises(AlreadyFinished, match="already failed"):
+        monitor.complete_agent_execution("a1", "completed")
+    with pytest.raises(AlreadyFinished, match="already failed"):
+        monitor.complete_orchestration("s1", "completed")
+    assert snapshot(monitor.db) == before
+
+
+def test_context_managers_complete_and_follow_task_counts(db):
+    clock = Clock()
+    monitor = Monitor(db, clock=clock)
+    with monitor.orchestration("s1", "demo") as orch:
+        for n in range(3):
+            with orch.agent("worker", task_number=n) as run:
+                clock.advance(seconds=2)
+                run.files_created = n
+        with pytest.raises(KeyError), orch.agent("flaky", agent_session_id="bad"):
+            clock.advance(seconds=1)
+            raise KeyError("missing input")
+    orchestration = row(db, "orchestrations", "session_id", "s1")
+    assert orchestration["status"] == "completed"
+    assert orchestration["duration_ms"] == 7000
+    assert (orchestration["total_tasks"], orchestration["completed_tasks"]) == (4, 3)
+    assert orchestration["failed_tasks"] == 1
+    failed = row(db, "agent_executions", "agent_session_id", "bad")
+    assert failed["status"] == "failed"
+    assert failed["error_message"] == "KeyError: 'missing input'"
+    assert failed["duration_ms"] == 1000
+    workers = db.query(
+        "SELECT files_created FROM agent_executions WHERE agent_name = ? ORDER BY task_number",
+        ["worker"],
+    )
+    created = [r["files_created"] for r in workers]
+    assert created == [0, 1, 2]
+
+
+def test_exception_in_orchestration_marks_it_failed_and_reraises(monitor):
+    with (
+        pytest.raises(RuntimeError, match="deploy broke"),
+        monitor.orchestration("s1") as orch,
+        orch.agent("deployer"),
+    ):
+        raise RuntimeError("deploy broke")
+    assert row(monitor.db, "orchestrations", "session_id", "s1")["status"] == "failed"
+    execution = next(monitor.db.query("SELECT * FROM agent_executions"))
+    assert execution["error_message"] == "RuntimeError: deploy broke"
+
+
+def test_explicit_counts_stop_following_executions(monitor):
+    with monitor.orchestration("s1", total_tasks=10) as orch:
+        orch.update_tasks(completed_tasks=7, failed_tasks=1)
+        with orch.agent("worker"):
+            pass
+        orch.complete("partial")
+    orchestration = row(monitor.db, "orchestrations", "session_id", "s1")
+    assert orchestration["status"] == "partial"
+    assert (orchestration["total_tasks"], orchestration["completed_tasks"]) == (10, 7)
+    assert orchestration["failed_tasks"] == 1
+
+
+def test_agent_run_without_orchestration_and_explicit_fail(monitor):
+    with monitor.agent("solo", "s-1") as run:
+        run.model, run.input_tokens, run.output_tokens, run.cost_usd = "m", 10, 20, 0.5
+    with monitor.agent("solo", "s-2") as run:
+        run.fail("gave up")
+    first = row(monitor.db, "agent_executions", "agent_session_id", "s-1")
+    second = row(monitor.db, "agent_executions", "agent_session_id", "s-2")
+    assert (first["status"], first["model"], first["input_tokens"]) == ("completed", "m", 10)
+    assert (first["output_tokens"], first["cost_usd"]) == (20, 0.5)
+    assert (second["status"], second["error_message"]) == ("failed", "gave up")
+
+
+def test_get_monitor_uses_env_path(tmp_path, monkeypatch):
+    path = tmp_path / "env.db"
+    monkeypatch.setenv("AGENTMETRICS_DB", str(path))
+    monitor = agentmetrics.get_monitor()
+    assert agentmetrics.get_monitor() is monitor
+    monitor.start_orchestration("from-env")
+    assert path.exists()
+    monkeypatch.delenv("AGENTMETRICS_DB")
+    assert agentmetrics.get_monitor() is not monitor
+    assert (tmp_path / "monitoring.db").exists()  # cwd is tmp_path
