@@ -1,0 +1,131 @@
+"""Deleting old data in short batches, so trackers writing at the same time wait little.
+
+Each batch is one ``BEGIN IMMEDIATE`` transaction that deletes whole orchestrations
+together with their executions, so no reader ever sees an orphaned execution.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import math
+import os
+from collections.abc import Callable
+
+from sqlite_utils import Database
+
+from .db import ensure_database, write_transaction
+from .reports._common import resolve_now
+from .timestamps import to_iso
+
+DEFAULT_BATCH_SIZE = 500
+
+# Rows are compared as instants: julianday() reads every format SQLite knows
+# (ISO with Z or an offset, "YYYY-MM-DD HH:MM:SS"), so rows imported in another
+# format are judged by their time, not by how their text sorts. The text bound,
+# two days past the cutoff, lets the started_at index narrow the scan first: no
+# format with a UTC offset can place an instant before the cutoff and its date
+# text two days after it.
+_OLD = "started_at < :upper AND julianday(started_at) < julianday(:cutoff)"
+
+_ORCHESTRATION_BATCH = f"SELECT id FROM orchestrations WHERE {_OLD} LIMIT :limit"
+_STANDALONE_BATCH = (
+    "SELECT rowid FROM agent_executions WHERE orchestration_id IS NULL AND "
+    + _OLD
+    + " LIMIT :limit"
+)
+
+
+@dataclasses.dataclass
+class CleanupResult:
+    """What :func:`cleanup` deleted (or, with ``dry_run``, would delete)."""
+
+    cutoff: str
+    orchestrations: int = 0
+    executions: int = 0
+    standalone_executions: int = 0
+    dry_run: bool = False
+
+
+def cleanup(
+    db: str | os.PathLike[str] | Database,
+    days: float,
+    now: str | dt.datetime | None = None,
+    dry_run: bool = False,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: Callable[[int], None] | None = None,
+) -> CleanupResult:
+    """Delete orchestrations started more than ``days`` days before ``now``, with
+    their executions, and executions without an orchestration of the same age.
+
+    ``days=0`` deletes everything started before ``now``. ``executions`` counts the
+    executions of deleted orchestrations; ``standalone_executions`` the others.
+    ``progress(n)`` is called after each batch with the rows it removed.
+
+    :raises ValueError: ``days`` is negative or not a number, ``batch_size`` < 1
+    """
+    if isinstance(days, bool) or not isinstance(days, (int, float)) or not 0 <= days < math.inf:
+        raise ValueError(f"days must be a number >= 0, got {days!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
+    db = ensure_database(db)
+    cutoff = resolve_now(now) - dt.timedelta(days=days)
+    params = {"cutoff": to_iso(cutoff), "upper": to_iso(cutoff + dt.timedelta(days=2))}
+    result = CleanupResult(cutoff=params["cutoff"], dry_run=dry_run)
+    if dry_run:
+        _count(db, params, result)
+        return result
+    while True:
+        with write_transaction(db):
+            ids = [r[0] for r in db.execute(_ORCHESTRATION_BATCH, {**params, "limit": batch_size})]
+            if not ids:
+                break
+            marks = ", ".join("?" * len(ids))
+            # Deleting the executions first is what ON DELETE CASCADE would do, but
+            # it lets us count them; the cascade then finds nothing left to do.
+            executions = db.execute(
+                f"DELETE FROM agent_executions WHERE orchestration_id IN ({marks})", ids
+            ).rowcount
+            db.execute(f"DELETE FROM orchestrations WHERE id IN ({marks})", ids)
+        result.orchestrations += len(ids)
+        result.executions += executions
+        if progress is not None:
+            progress(len(ids) + executions)
+    limit = batch_size * 10  # standalone rows have no children: bigger batches are as short
+    while True:
+        with write_transaction(db):
+            deleted = db.execute(
+                f"DELETE FROM agent_executions WHERE rowid IN ({_STANDALONE_BATCH})",
+                {**params, "limit": limit},
+            ).rowcount
+        if not deleted:
+            break
+        result.standalone_executions += deleted
+        if progress is not None:
+            progress(deleted)
+    return result
+
+
+def _count(db: Database, params: dict[str, str], result: CleanupResult) -> None:
+    old = f"SELECT id FROM orchestrations WHERE {_OLD}"
+    result.orchestrations = db.execute(f"SELECT count(*) FROM ({old})", params).fetchone()[0]
+    result.executions = db.execute(
+        f"SELECT count(*) FROM agent_executions WHERE orchestration_id IN ({old})", params
+    ).fetchone()[0]
+    result.standalone_executions = db.execute(
+        f"SELECT count(*) FROM agent_executions WHERE orchestration_id IS NULL AND {_OLD}",
+        params,
+    ).fetchone()[0]
+
+
+def vacuum(db: str | os.PathLike[str] | Database) -> int:
+    """Give the space of deleted rows back to the file system; return the bytes freed."""
+    db = ensure_database(db)
+    before = _size(db)
+    db.execute("VACUUM")
+    return max(before - _size(db), 0)
+
+
+def _size(db: Database) -> int:
+    page_size = db.execute("PRAGMA page_size").fetchone()[0]
+    return db.execute("PRAGMA page_count").fetchone()[0] * page_size

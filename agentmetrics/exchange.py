@@ -1,0 +1,681 @@
+"""Moving data between databases: streaming export, import of exports, merge of files.
+
+An export is either JSON in the original tool's shape (a list of orchestrations, each
+with an ``executions`` list; one session as ``{"orchestration": ..., "executions": [...]}``)
+or JSON Lines: one object per line with a ``type`` of ``orchestration`` or
+``execution``, each orchestration followed by its executions. Executions without an
+orchestration come last: in JSON as one entry whose orchestration fields are all null,
+in JSON Lines as ``execution`` lines with a null ``orchestration_id``.
+
+Import matches rows by ``session_id`` / ``agent_session_id``: an incoming row replaces
+the stored one only when it is further along (finished beats running; a later
+``completed_at`` beats an earlier one), otherwise it is skipped. Every file is
+validated completely before anything is written, so a malformed file imports nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from sqlite_utils import Database
+
+from .db import ensure_database, open_database, write_transaction
+from .errors import AgentMetricsError, UnknownSession
+from .migrations import EXTRA_COLUMNS
+from .monitor import EXECUTION_STATUSES, ORCHESTRATION_STATUSES
+from .timestamps import parse_timestamp, to_iso, to_sqlite_datetime
+
+ORCHESTRATION_COLUMNS = (
+    "id",
+    "session_id",
+    "task_description",
+    "status",
+    "started_at",
+    "completed_at",
+    "duration_ms",
+    "total_tasks",
+    "completed_tasks",
+    "failed_tasks",
+    "git_commit_hash",
+    "plan_file_path",
+    "progress_file_path",
+    "created_at",
+    *EXTRA_COLUMNS["orchestrations"],
+)
+EXECUTION_COLUMNS = (
+    "id",
+    "orchestration_id",
+    "agent_session_id",
+    "agent_name",
+    "task_id",
+    "task_number",
+    "status",
+    "started_at",
+    "completed_at",
+    "duration_ms",
+    "retry_count",
+    "self_healed",
+    "files_created",
+    "files_modified",
+    "error_message",
+    "summary_report_path",
+    "session_log_path",
+    "created_at",
+    *EXTRA_COLUMNS["agent_executions"],
+)
+
+Session = tuple[dict[str, Any] | None, list[dict[str, Any]]]
+"""One orchestration (None for the executions that have none) and its executions."""
+
+
+class InvalidExport(AgentMetricsError):
+    """An export file or database cannot be imported; nothing was written."""
+
+
+# -- reading ---------------------------------------------------------------------------
+
+
+def _select(alias: str, columns: Iterable[str]) -> str:
+    return ", ".join(f"{alias}.{c}" for c in columns)
+
+
+_SESSIONS_SQL = f"""
+SELECT {_select("o", ORCHESTRATION_COLUMNS)}, {_select("e", EXECUTION_COLUMNS)}
+FROM orchestrations o LEFT JOIN agent_executions e ON e.orchestration_id = o.id
+{{where}}
+ORDER BY o.started_at, o.session_id, e.started_at, e.agent_session_id
+"""
+
+# Executions with no orchestration, and (in files written without foreign keys)
+# executions whose orchestration is gone: both are exported, never dropped.
+_STANDALONE_SQL = f"""
+SELECT {_select("e", EXECUTION_COLUMNS)} FROM agent_executions e
+WHERE e.orchestration_id IS NULL
+   OR NOT EXISTS (SELECT 1 FROM orchestrations o WHERE o.id = e.orchestration_id)
+ORDER BY e.started_at, e.agent_session_id
+"""
+
+
+def iter_sessions(
+    db: str | os.PathLike[str] | Database, session_id: str | None = None
+) -> Iterator[Session]:
+    """Yield every orchestration with its executions, oldest first, from one cursor.
+
+    The standalone executions come last, as ``(None, executions)``, in batches so
+    memory stays flat. With ``session_id`` only that orchestration is yielded.
+
+    :raises UnknownSession: ``session_id`` names no orchestration
+    """
+    db = ensure_database(db, create=False)
+    n = len(ORCHESTRATION_COLUMNS)
+    where, params = ("WHERE o.session_id = ?", [session_id]) if session_id else ("", [])
+    cursor = db.conn.execute(_SESSIONS_SQL.format(where=where), params)
+    current: dict[str, Any] | None = None
+    executions: list[dict[str, Any]] = []
+    for row in cursor:
+        if current is None or row[0] != current["id"]:
+            if current is not None:
+                yield current, executions
+            current = dict(zip(ORCHESTRATION_COLUMNS, row[:n], strict=True))
+            executions = []
+        if row[n] is not None:
+            executions.append(dict(zip(EXECUTION_COLUMNS, row[n:], strict=True)))
+    if current is not None:
+        yield current, executions
+    elif session_id:
+        raise UnknownSession(f"No orchestration with session id {session_id!r}")
+    if session_id:
+        return
+    cursor = db.conn.execute(_STANDALONE_SQL)
+    while batch := cursor.fetchmany(10_000):
+        yield None, [dict(zip(EXECUTION_COLUMNS, row, strict=True)) for row in batch]
+
+
+# -- writing exports -------------------------------------------------------------------
+
+_NULL_ORCHESTRATION = dict.fromkeys(ORCHESTRATION_COLUMNS)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _write_json(sessions: Iterable[Session], out: IO[str], single: bool) -> None:
+    if single:
+        for orchestration, executions in sessions:
+            out.write(_dumps({"orchestration": orchestration, "executions": executions}))
+            out.write("\n")
+        return
+    out.write("[")
+    first = True
+    standalone: list[dict[str, Any]] = []
+    for orchestration, executions in sessions:
+        if orchestration is None:
+            # The standalone entry must be one JSON object: its executions are held
+            # in memory (they are few; trackers attach executions to orchestrations).
+            standalone.extend(executions)
+            continue
+        out.write("\n" if first else ",\n")
+        out.write(_dumps({**orchestration, "executions": executions}))
+        first = False
+    if standalone:
+        out.write("\n" if first else ",\n")
+        out.write(_dumps({**_NULL_ORCHESTRATION, "executions": standalone}))
+        first = False
+    out.write("]\n" if first else "\n]\n")
+
+
+def _write_jsonl(sessions: Iterable[Session], out: IO[str], single: bool) -> None:
+    for orchestration, executions in sessions:
+        if orchestration is not None:
+            out.write(_dumps({"type": "orchestration", **orchestration}))
+            out.write("\n")
+        for execution in executions:
+            out.write(_dumps({"type": "execution", **execution}))
+            out.write("\n")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportFormat:
+    """How to write one export format: ``write(sessions, out, single)``.
+
+    ``single`` is True for a one-session export. A binary format (parquet) sets
+    ``binary=True`` and receives a binary file object.
+    """
+
+    write: Callable[[Iterable[Session], IO[Any], bool], None]
+    binary: bool = False
+
+
+EXPORT_FORMATS: dict[str, ExportFormat] = {
+    "json": ExportFormat(_write_json),
+    "jsonl": ExportFormat(_write_jsonl),
+}
+"""Export formats by name; add an entry to support another one."""
+
+
+@dataclasses.dataclass
+class ExportCounts:
+    orchestrations: int = 0
+    executions: int = 0
+
+
+def export(
+    db: str | os.PathLike[str] | Database,
+    out: IO[Any],
+    format: str = "json",
+    session_id: str | None = None,
+) -> ExportCounts:
+    """Stream all data (or one session) to the open file ``out``; return what was written.
+
+    :param format: a key of :data:`EXPORT_FORMATS` (``json`` or ``jsonl``)
+    :raises ValueError: unknown format
+    :raises UnknownSession: ``session_id`` names no orchestration
+    """
+    if format not in EXPORT_FORMATS:
+        raise ValueError(
+            f"Unknown export format {format!r}: use one of {', '.join(EXPORT_FORMATS)}"
+        )
+    counts = ExportCounts()
+    sessions = iter_sessions(db, session_id)
+    if session_id:
+        # Fail before writing anything, so `-o FILE` is not left half-written.
+        sessions = _prefetch(sessions)
+
+    def counted() -> Iterator[Session]:
+        for orchestration, executions in sessions:
+            counts.orchestrations += orchestration is not None
+            counts.executions += len(executions)
+            yield orchestration, executions
+
+    EXPORT_FORMATS[format].write(counted(), out, session_id is not None)
+    return counts
+
+
+def _prefetch(sessions: Iterator[Session]) -> Iterator[Session]:
+    first = next(sessions)
+    yield first
+    yield from sessions
+
+
+# -- validating incoming rows ----------------------------------------------------------
+
+_ORCHESTRATION_INTS = ("duration_ms", "total_tasks", "completed_tasks", "failed_tasks")
+_EXECUTION_INTS = (
+    "task_number",
+    "duration_ms",
+    "retry_count",
+    "self_healed",
+    "files_created",
+    "files_modified",
+    "input_tokens",
+    "output_tokens",
+)
+_DEFAULT_ZERO = {
+    "total_tasks",
+    "completed_tasks",
+    "failed_tasks",
+    "retry_count",
+    "self_healed",
+    "files_created",
+    "files_modified",
+}
+
+
+def _snake(name: str) -> str:
+    # Accept camelCase keys as well (sessionId -> session_id).
+    return "".join("_" + c.lower() if c.isupper() else c for c in name)
+
+
+def _normalize(raw: Any, columns: tuple[str, ...], kind: str) -> dict[str, Any]:
+    """Validate one incoming row and return it in storage form; ValueError explains why."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"{kind} must be an object, got {type(raw).__name__}")
+    known = set(columns)
+    row = dict.fromkeys(columns)
+    for key, value in raw.items():
+        name = key if key in known else _snake(key)
+        if name in known:
+            row[name] = value
+    key = "session_id" if kind == "orchestration" else "agent_session_id"
+    for name in (key, "agent_name") if kind == "execution" else (key,):
+        if not isinstance(row[name], str) or not row[name]:
+            raise ValueError(f"{kind} {name} must be a non-empty string, got {row[name]!r}")
+    statuses = ORCHESTRATION_STATUSES if kind == "orchestration" else EXECUTION_STATUSES
+    if row["status"] not in statuses:
+        raise ValueError(
+            f"{kind} {row[key]!r}: status must be one of {', '.join(statuses)},"
+            f" got {row['status']!r}"
+        )
+    for name in ("id", "orchestration_id") if kind == "execution" else ("id",):
+        if row[name] is not None and not isinstance(row[name], str):
+            raise ValueError(f"{kind} {row[key]!r}: {name} must be a string, got {row[name]!r}")
+    if row["started_at"] is None:
+        raise ValueError(f"{kind} {row[key]!r}: started_at is missing")
+    for name in ("started_at", "completed_at", "created_at"):
+        if row[name] is not None:
+            try:
+                moment = parse_timestamp(row[name]) if isinstance(row[name], str) else None
+            except ValueError:
+                moment = None
+            if moment is None:
+                raise ValueError(f"{kind} {row[key]!r}: {name} is not a timestamp: {row[name]!r}")
+            row[name] = to_sqlite_datetime(moment) if name == "created_at" else to_iso(moment)
+    if row["created_at"] is None:
+        row["created_at"] = to_sqlite_datetime(parse_timestamp(row["started_at"]))
+    for name in _ORCHESTRATION_INTS if kind == "orchestration" else _EXECUTION_INTS:
+        value = row[name]
+        if isinstance(value, bool):
+            row[name] = value = int(value)
+        if value is None:
+            if name in _DEFAULT_ZERO:
+                row[name] = 0
+        elif not isinstance(value, int) or value < 0:
+            raise ValueError(
+                f"{kind} {row[key]!r}: {name} must be a whole number >= 0, got {value!r}"
+            )
+    if kind == "execution":
+        cost = row["cost_usd"]
+        if cost is not None and (
+            isinstance(cost, bool) or not isinstance(cost, (int, float)) or not math.isfinite(cost)
+        ):
+            raise ValueError(f"{kind} {row[key]!r}: cost_usd must be a number, got {cost!r}")
+    if row["metadata_json"] is not None and not isinstance(row["metadata_json"], str):
+        row["metadata_json"] = json.dumps(row["metadata_json"], ensure_ascii=False)
+    for name, value in row.items():
+        if isinstance(value, (dict, list)):
+            raise ValueError(f"{kind} {row[key]!r}: {name} must not be a {type(value).__name__}")
+    return row
+
+
+# -- sources: exports and databases as one stream of rows --------------------------------
+
+Item = tuple[str, dict[str, Any], str]
+"""``(kind, raw row, where)``: kind is ``orchestration`` or ``execution``."""
+
+
+class _Source:
+    """Something to import, readable twice: once to validate, once to write."""
+
+    name: str
+
+    def items(self) -> Iterator[Item]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class _JsonSource(_Source):
+    def __init__(self, path: Path, data: Any) -> None:
+        self.name = str(path)
+        self.data = data
+
+    def items(self) -> Iterator[Item]:
+        data = self.data
+        if isinstance(data, dict):
+            if "orchestration" not in data or not isinstance(data.get("executions"), list):
+                raise ValueError(
+                    "expected an export: a list, or an object with orchestration and executions"
+                )
+            data = [{**(data["orchestration"] or {}), "executions": data["executions"]}]
+        if not isinstance(data, list):
+            raise ValueError(f"expected a list of orchestrations, got {type(data).__name__}")
+        for i, entry in enumerate(data, 1):
+            where = f"entry {i}"
+            if not isinstance(entry, dict):
+                raise ValueError(f"{where}: expected an object, got {type(entry).__name__}")
+            executions = entry.get("executions", [])
+            if not isinstance(executions, list):
+                raise ValueError(f"{where}: executions must be a list")
+            orchestration = {k: v for k, v in entry.items() if k != "executions"}
+            parent = None
+            if any(v is not None for v in orchestration.values()):
+                if orchestration.get("id") is None:
+                    orchestration["id"] = str(uuid.uuid4())
+                yield "orchestration", orchestration, where
+                parent = orchestration["id"]
+            for j, execution in enumerate(executions, 1):
+                if parent is not None and isinstance(execution, dict):
+                    # Nesting is authoritative: an execution belongs to its entry.
+                    execution = {**execution, "orchestration_id": parent}
+                yield "execution", execution, f"{where}, execution {j}"
+
+
+class _JsonlSource(_Source):
+    def __init__(self, path: Path) -> None:
+        self.name = str(path)
+        self.path = path
+
+    def items(self) -> Iterator[Item]:
+        with self.path.open(encoding="utf-8") as f:
+            for i, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                where = f"line {i}"
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{where}: invalid JSON ({e.msg})") from None
+                if not isinstance(obj, dict) or obj.get("type") not in (
+                    "orchestration",
+                    "execution",
+                ):
+                    raise ValueError(
+                        f"{where}: expected an object with type orchestration or execution"
+                    )
+                kind = obj.pop("type")
+                yield kind, obj, where
+
+
+class _DatabaseSource(_Source):
+    def __init__(self, path: Path) -> None:
+        self.name = str(path)
+        self.db = open_database(path, read_only=True)
+
+    def items(self) -> Iterator[Item]:
+        for orchestration, executions in iter_sessions(self.db):
+            if orchestration is not None:
+                yield (
+                    "orchestration",
+                    orchestration,
+                    f"orchestration {orchestration['session_id']!r}",
+                )
+            for execution in executions:
+                yield "execution", execution, f"execution {execution['agent_session_id']!r}"
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def _open_export(path: Path) -> _Source:
+    try:
+        with path.open(encoding="utf-8") as f:
+            head = f.read(1 << 16).lstrip()
+            if not head:
+                raise InvalidExport(f"{path}: the file is empty")
+            if head.startswith("{"):
+                first_line = head.splitlines()[0]
+                try:
+                    first = json.loads(first_line)
+                except json.JSONDecodeError:
+                    first = None
+                if isinstance(first, dict) and "type" in first:
+                    return _JsonlSource(path)
+            f.seek(0)
+            try:
+                return _JsonSource(path, json.load(f))
+            except json.JSONDecodeError as e:
+                raise InvalidExport(f"{path}: invalid JSON ({e.msg} at line {e.lineno})") from None
+    except OSError as e:
+        raise InvalidExport(f"Cannot read {path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise InvalidExport(f"{path}: not a UTF-8 text file") from None
+
+
+# -- importing -------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Counts:
+    inserted: int = 0
+    updated: int = 0
+    skipped: int = 0
+
+
+@dataclasses.dataclass
+class ImportResult:
+    """Rows inserted, updated and skipped, per table."""
+
+    orchestrations: Counts = dataclasses.field(default_factory=Counts)
+    executions: Counts = dataclasses.field(default_factory=Counts)
+
+    def add(self, other: ImportResult) -> None:
+        for table in ("orchestrations", "executions"):
+            mine, theirs = getattr(self, table), getattr(other, table)
+            for field in ("inserted", "updated", "skipped"):
+                setattr(mine, field, getattr(mine, field) + getattr(theirs, field))
+
+
+_TABLES = {
+    "orchestration": ("orchestrations", "session_id", ORCHESTRATION_COLUMNS),
+    "execution": ("agent_executions", "agent_session_id", EXECUTION_COLUMNS),
+}
+
+
+def _progress_rank(row: dict[str, Any]) -> tuple[int, str]:
+    finished = row["status"] not in ("running", "in_progress")
+    completed_at = row["completed_at"]
+    if completed_at is not None:
+        try:
+            completed_at = to_iso(parse_timestamp(completed_at))
+        except (ValueError, TypeError):
+            completed_at = None
+    return int(finished), completed_at or ""
+
+
+def _validate(source: _Source, db: Database) -> tuple[int, set[str]]:
+    """Check every row of ``source``; raise InvalidExport on the first bad one.
+
+    Returns the number of rows and the orchestration ids that executions refer to
+    but that exist neither in the source nor in ``db`` (those executions are
+    imported without an orchestration rather than dropped).
+    """
+    orchestration_ids: set[str] = set()
+    unresolved: dict[str, str] = {}
+    count = 0
+    try:
+        for kind, raw, where in source.items():
+            try:
+                row = _normalize(raw, _TABLES[kind][2], kind)
+            except ValueError as e:
+                raise InvalidExport(f"{source.name}: {where}: {e}") from None
+            if kind == "orchestration" and row["id"] is not None:
+                orchestration_ids.add(row["id"])
+            elif kind == "execution" and row["orchestration_id"] is not None:
+                parent = row["orchestration_id"]
+                if parent not in orchestration_ids:
+                    unresolved.setdefault(parent, where)
+            count += 1
+    except ValueError as e:
+        raise InvalidExport(f"{source.name}: {e}") from None
+    missing: set[str] = set()
+    for orchestration_id, where in unresolved.items():
+        if orchestration_id in orchestration_ids:
+            raise InvalidExport(
+                f"{source.name}: {where}: orchestration {orchestration_id!r} must come before"
+                " its executions"
+            )
+        if not db.execute(
+            "SELECT 1 FROM orchestrations WHERE id = ?", [orchestration_id]
+        ).fetchone():
+            missing.add(orchestration_id)
+    return count, missing
+
+
+class _Writer:
+    """Applies validated rows to a database, following the conflict rules."""
+
+    def __init__(self, db: Database, missing: set[str]) -> None:
+        self.db = db
+        self.missing = missing
+        self.result = ImportResult()
+        self.id_map: dict[str, str] = {}
+
+    def apply(self, kind: str, row: dict[str, Any]) -> None:
+        table, key, columns = _TABLES[kind]
+        counts = self.result.orchestrations if kind == "orchestration" else self.result.executions
+        incoming_id = row["id"]
+        parent = row.get("orchestration_id")
+        if parent is not None:
+            row["orchestration_id"] = (
+                None if parent in self.missing else self.id_map.get(parent, parent)
+            )
+        stored = self.db.execute(
+            f"SELECT id, status, completed_at FROM {table} WHERE {key} = ?", [row[key]]
+        ).fetchone()
+        if stored is None:
+            if (
+                incoming_id is None
+                or self.db.execute(f"SELECT 1 FROM {table} WHERE id = ?", [incoming_id]).fetchone()
+            ):
+                row["id"] = str(uuid.uuid4())  # the id belongs to another session
+            marks = ", ".join("?" * len(columns))
+            self.db.execute(
+                f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})",
+                [row[c] for c in columns],
+            )
+            counts.inserted += 1
+        else:
+            row["id"] = stored[0]
+            stored_row = {"status": stored[1], "completed_at": stored[2]}
+            if _progress_rank(row) > _progress_rank(stored_row):
+                names = [c for c in columns if c != "id"]
+                self.db.execute(
+                    f"UPDATE {table} SET {', '.join(f'{c} = ?' for c in names)} WHERE id = ?",
+                    [row[c] for c in names] + [row["id"]],
+                )
+                counts.updated += 1
+            else:
+                counts.skipped += 1
+        if kind == "orchestration" and incoming_id is not None:
+            self.id_map[incoming_id] = row["id"]
+
+
+def _import_sources(
+    db: str | os.PathLike[str] | Database,
+    open_sources: Callable[[], list[_Source]],
+    progress: Callable[[int], None] | None,
+    on_total: Callable[[int], None] | None,
+) -> ImportResult:
+    db = ensure_database(db)
+    sources = open_sources()
+    try:
+        checked = [_validate(source, db) for source in sources]
+        if on_total is not None:
+            on_total(sum(count for count, _ in checked))
+        result = ImportResult()
+        for source, (_, missing) in zip(sources, checked, strict=True):
+            writer = _Writer(db, missing)
+            with write_transaction(db):
+                done = 0
+                for kind, raw, _ in source.items():
+                    writer.apply(kind, _normalize(raw, _TABLES[kind][2], kind))
+                    done += 1
+                    if progress is not None and done % 1000 == 0:
+                        progress(1000)
+                if progress is not None:
+                    progress(done % 1000)
+            result.add(writer.result)
+        return result
+    finally:
+        for source in sources:
+            source.close()
+
+
+def import_files(
+    db: str | os.PathLike[str] | Database,
+    paths: Iterable[str | os.PathLike[str]],
+    *,
+    progress: Callable[[int], None] | None = None,
+    on_total: Callable[[int], None] | None = None,
+) -> ImportResult:
+    """Import export files (ours or the original's, JSON or JSON Lines) into ``db``.
+
+    Every file is validated before anything is written; then each file is written
+    in one transaction. ``on_total(n)`` receives the number of rows to write and
+    ``progress(k)`` is called as rows are written.
+
+    :raises InvalidExport: a file is unreadable or malformed (nothing is imported)
+    """
+    return _import_sources(db, lambda: [_open_export(Path(p)) for p in paths], progress, on_total)
+
+
+def merge_databases(
+    db: str | os.PathLike[str] | Database,
+    paths: Iterable[str | os.PathLike[str]],
+    *,
+    progress: Callable[[int], None] | None = None,
+    on_total: Callable[[int], None] | None = None,
+) -> ImportResult:
+    """Import every row of other agentmetrics or original-tool database files into ``db``.
+
+    The other files are opened read-only; the rules are those of :func:`import_files`.
+
+    :raises InvalidExport: a file is missing, not a database, or holds invalid rows
+    """
+    target = ensure_database(db)
+    target_file = _main_file(target)
+
+    def open_sources() -> list[_Source]:
+        sources: list[_Source] = []
+        try:
+            for p in paths:
+                path = Path(p)
+                if target_file is not None and path.exists() and path.resolve() == target_file:
+                    raise InvalidExport(f"{path} is the database being merged into")
+                try:
+                    sources.append(_DatabaseSource(path))
+                except AgentMetricsError as e:
+                    raise InvalidExport(str(e)) from None
+        except BaseException:
+            for source in sources:
+                source.close()
+            raise
+        return sources
+
+    return _import_sources(target, open_sources, progress, on_total)
+
+
+def _main_file(db: Database) -> Path | None:
+    for _, name, file in db.conn.execute("PRAGMA database_list"):
+        if name == "main" and file:
+            return Path(file).resolve()
+    return None
