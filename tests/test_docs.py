@@ -1,0 +1,60 @@
+"""README and CI stay true: the commands they name exist and match."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from agentmetrics.cli import cli
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+
+
+def readme_commands():
+    return re.findall(r"```bash\n(.+?)\n```", README)
+
+
+def test_readme_opens_with_main_job_then_test_command():
+    main_job, test_command = readme_commands()[:2]
+    assert "agentmetrics demo" in main_job and "health" in main_job
+    assert test_command == "pip install -e '.[test]' && pytest"
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert readme_commands()[1] in ci
+
+
+def all_commands(group=cli, prefix=()):
+    for name, command in sorted(group.commands.items()):
+        yield prefix + (name,), command
+        if isinstance(command, click.Group):
+            yield from all_commands(command, prefix + (name,))
+
+
+@pytest.mark.parametrize("path", [p for p, _ in all_commands()], ids=" ".join)
+def test_every_command_has_help(path):
+    result = CliRunner().invoke(cli, [*path, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage: " in result.output
+    command = dict(all_commands())[path]
+    assert command.help, f"{' '.join(path)} has no docstring"
+
+
+def test_python_dash_m_runs_the_cli():
+    result = subprocess.run(
+        [sys.executable, "-m", "agentmetrics", "--help"], capture_output=True, text=True
+    )
+    assert result.returncode == 0
+    assert "Usage: agentmetrics" in result.stdout
+
+
+def test_original_commands_all_exist():
+    original = {"list", "show", "agent", "executions", "health", "performance", "failures"}
+    original |= {"export", "cleanup"}
+    assert original <= set(cli.commands)
