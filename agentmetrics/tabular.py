@@ -1,0 +1,155 @@
+"""Table exports for spreadsheets and data tools: CSV and Parquet.
+
+Each of the two tables (``orchestrations``, ``executions``) is written as it is stored,
+one row per row, streamed from one cursor in chunks so memory stays flat. Parquet
+needs pyarrow (``pip install 'agentmetrics[parquet]'``); its columns are typed: text
+as string, counts and ``duration_ms`` as int64, ``cost_usd`` as double, NULL as null.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from sqlite_utils import Database
+
+from .errors import AgentMetricsError
+from .exchange import EXECUTION_COLUMNS, ORCHESTRATION_COLUMNS
+from .reports._common import DbArg, database
+
+TABLES = {
+    "orchestrations": ("orchestrations", ORCHESTRATION_COLUMNS),
+    "executions": ("agent_executions", EXECUTION_COLUMNS),
+}
+FORMATS = ("csv", "parquet")
+CHUNK_ROWS = 10_000
+_INTEGER_COLUMNS = {
+    "duration_ms",
+    "total_tasks",
+    "completed_tasks",
+    "failed_tasks",
+    "task_number",
+    "retry_count",
+    "self_healed",
+    "files_created",
+    "files_modified",
+    "input_tokens",
+    "output_tokens",
+}
+_FLOAT_COLUMNS = {"cost_usd"}
+
+
+class MissingDependency(AgentMetricsError):
+    """An optional dependency needed for this feature is not installed."""
+
+
+def _rows(db: Database, table: str, chunk_rows: int) -> Iterator[list[tuple]]:
+    if table not in TABLES:
+        raise ValueError(f"Unknown table {table!r}: use one of {', '.join(TABLES)}")
+    name, columns = TABLES[table]
+    cursor = db.conn.execute(f"SELECT {', '.join(columns)} FROM {name} ORDER BY rowid")
+    while chunk := cursor.fetchmany(chunk_rows):
+        yield chunk
+
+
+def write_csv(db: DbArg, table: str, out: IO[str], chunk_rows: int = CHUNK_ROWS) -> int:
+    """Write ``table`` as CSV (header row first, NULL as an empty field); return the rows."""
+    writer = csv.writer(out, lineterminator="\n")
+    count = 0
+    with database(db) as conn:
+        chunks = _rows(conn, table, chunk_rows)
+        writer.writerow(TABLES[table][1])
+        for chunk in chunks:
+            writer.writerows(chunk)
+            count += len(chunk)
+    return count
+
+
+def _pyarrow():
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise MissingDependency(
+            "Parquet export needs pyarrow: pip install 'agentmetrics[parquet]'"
+        ) from None
+    return pa, pq
+
+
+def parquet_schema(table: str) -> Any:
+    """The pyarrow schema of ``table`` as :func:`write_parquet` writes it."""
+    pa, _ = _pyarrow()
+    fields = []
+    for column in TABLES[table][1]:
+        if column in _INTEGER_COLUMNS:
+            fields.append(pa.field(column, pa.int64()))
+        elif column in _FLOAT_COLUMNS:
+            fields.append(pa.field(column, pa.float64()))
+        else:
+            fields.append(pa.field(column, pa.string()))
+    return pa.schema(fields)
+
+
+def write_parquet(
+    db: DbArg, table: str, out: str | os.PathLike[str] | IO[bytes], chunk_rows: int = CHUNK_ROWS
+) -> int:
+    """Write ``table`` as a Parquet file, one row group per chunk; return the rows."""
+    pa, pq = _pyarrow()
+    if table not in TABLES:
+        raise ValueError(f"Unknown table {table!r}: use one of {', '.join(TABLES)}")
+    schema = parquet_schema(table)
+    count = 0
+    with database(db) as conn, pq.ParquetWriter(out, schema) as writer:
+        for chunk in _rows(conn, table, chunk_rows):
+            columns = list(zip(*chunk, strict=True))
+            arrays = []
+            for field, values in zip(schema, columns, strict=True):
+                try:
+                    arrays.append(pa.array(values, type=field.type))
+                except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+                    raise AgentMetricsError(
+                        f"Column {table}.{field.name} holds a value Parquet cannot store"
+                        f" as {field.type}: {e}"
+                    ) from None
+            writer.write_batch(pa.record_batch(arrays, schema=schema))
+            count += len(chunk)
+    return count
+
+
+def export_tables(
+    db: DbArg, directory: str | os.PathLike[str], format: str = "csv"
+) -> dict[str, Path]:
+    """Write both tables into ``directory`` (created if missing) as
+    ``orchestrations.<format>`` and ``executions.<format>``; return their paths."""
+    if format not in FORMATS:
+        raise ValueError(f"Unknown table format {format!r}: use one of {', '.join(FORMATS)}")
+    if format == "parquet":
+        _pyarrow()  # fail before creating anything
+    folder = Path(directory)
+    if folder.exists() and not folder.is_dir():
+        raise AgentMetricsError(f"{folder} is a file: give a directory for both tables")
+    folder.mkdir(parents=True, exist_ok=True)
+    written = {}
+    with database(db) as conn:
+        for table in TABLES:
+            path = folder / f"{table}.{format}"
+            export_table(conn, table, path, format)
+            written[table] = path
+    return written
+
+
+def export_table(db: DbArg, table: str, path: str | os.PathLike[str], format: str = "csv") -> int:
+    """Write one table to the file ``path`` as ``csv`` or ``parquet``; return the rows."""
+    if format not in FORMATS:
+        raise ValueError(f"Unknown table format {format!r}: use one of {', '.join(FORMATS)}")
+    try:
+        if format == "parquet":
+            return write_parquet(db, table, os.fspath(path))
+        with open(path, "w", newline="", encoding="utf-8") as out:
+            return write_csv(db, table, out)
+    except BaseException:
+        Path(path).unlink(missing_ok=True)  # never leave a half-written file behind
+        raise
