@@ -113,3 +113,416 @@ def emit(
             if column in shown:
                 shown[column] = shown[column].map(formatter)
         click.echo(shown.to_string(index=False, na_rep="-"))
+
+
+# -- reports, export, import, merge and cleanup ------------------------------------------
+
+
+class _Number(click.ParamType):
+    """A number with a lower bound; a bad value is one ``Error: ...`` line, exit 1."""
+
+    def __init__(self, kind: type = int, minimum: float = 0, inclusive: bool = True) -> None:
+        self.kind, self.minimum, self.inclusive = kind, minimum, inclusive
+        self.name = "integer" if kind is int else "number"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            number = value
+        else:
+            try:
+                number = self.kind(str(value).strip())
+            except ValueError:
+                number = None
+        label = param.human_readable_name if param is not None else "value"
+        bound = f">= {self.minimum}" if self.inclusive else f"> {self.minimum}"
+        what = "a whole number" if self.kind is int else "a number"
+        if number is None or number != number or number in (float("inf"), float("-inf")):
+            raise click.ClickException(f"{label} must be {what} {bound}, got {value!r}")
+        if number < self.minimum or (not self.inclusive and number == self.minimum):
+            raise click.ClickException(f"{label} must be {what} {bound}, got {value}")
+        return number
+
+
+POSITIVE_INT = _Number(int, 0, inclusive=False)
+NON_NEGATIVE_INT = _Number(int, 0)
+POSITIVE_NUMBER = _Number(float, 0, inclusive=False)
+NON_NEGATIVE_NUMBER = _Number(float, 0)
+
+
+def _formatters(df: pd.DataFrame) -> dict[str, Callable]:
+    from .formatting import format_duration, format_percent
+
+    shown: dict[str, Callable] = {}
+    for column in df.columns:
+        if column.endswith("duration_ms"):
+            shown[column] = format_duration
+        elif column.endswith("success_rate"):
+            shown[column] = format_percent
+    return shown
+
+
+def emit_report(df: pd.DataFrame, fmt: str, empty: str = "No rows.") -> None:
+    """:func:`emit` with durations and rates formatted by column name."""
+    emit(df, fmt, _formatters(df), empty=empty)
+
+
+def emit_record(df: pd.DataFrame, fmt: str) -> None:
+    """Print a one-row report: ``name  value`` lines, one JSON object, or CSV."""
+    if fmt == "csv":
+        emit(df, fmt)
+        return
+    record = df.iloc[0] if len(df) else pd.Series(dtype=object)
+    if fmt == "json":
+        click.echo(record.to_json(indent=2, date_format="iso"))
+        return
+    formatters = _formatters(df)
+    width = max((len(str(k)) for k in record.index), default=0)
+    for name, value in record.items():
+        if name in formatters:
+            text = formatters[name](value)
+        elif value is None or (isinstance(value, float) and value != value):
+            text = "-"
+        else:
+            text = str(value)
+        click.echo(f"{name:<{width}}  {text}")
+
+
+class _Progress:
+    """A progress bar on stderr for long work, only when stdout is a terminal."""
+
+    THRESHOLD = 10_000
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.bar = None
+
+    def total(self, n: int) -> None:
+        if n >= self.THRESHOLD and sys.stdout.isatty():
+            self.bar = click.progressbar(length=n, label=self.label, file=sys.stderr)
+            self.bar.__enter__()
+
+    def update(self, n: int) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def __enter__(self) -> _Progress:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+
+@cli.command(name="list")
+@click.option("-n", "--limit", type=POSITIVE_INT, default=50, show_default=True)
+@db_option
+@output_options
+@click.pass_context
+def list_(ctx: click.Context, limit: int, fmt: str) -> None:
+    """List the latest orchestrations, newest first."""
+    from . import reports
+
+    df = reports.list_orchestrations(read_db(ctx), limit=limit)
+    emit_report(df, fmt, empty="No orchestrations recorded.")
+
+
+def _summary_or_fail(df: pd.DataFrame, message: str) -> pd.DataFrame:
+    if df.empty:
+        raise click.ClickException(message)
+    return df
+
+
+@cli.command()
+@click.argument("session_id")
+@db_option
+@output_options
+@click.pass_context
+def show(ctx: click.Context, session_id: str, fmt: str) -> None:
+    """Show the metrics of one orchestration."""
+    from . import reports
+
+    df = reports.orchestration_summary(read_db(ctx), session_id)
+    emit_record(_summary_or_fail(df, f"No orchestration with session id {session_id!r}"), fmt)
+
+
+@cli.command()
+@click.argument("agent_name")
+@db_option
+@output_options
+@click.pass_context
+def agent(ctx: click.Context, agent_name: str, fmt: str) -> None:
+    """Show the statistics of one agent over all its executions."""
+    from . import reports
+
+    df = reports.agent_stats(read_db(ctx), agent_name)
+    emit_record(_summary_or_fail(df, f"No executions of agent {agent_name!r}"), fmt)
+
+
+@cli.command()
+@click.argument("session_id")
+@db_option
+@output_options
+@click.pass_context
+def executions(ctx: click.Context, session_id: str, fmt: str) -> None:
+    """List the agent executions of one orchestration."""
+    from . import reports
+
+    df = reports.executions(read_db(ctx), session_id)
+    emit_report(df, fmt, empty="No executions recorded for this orchestration.")
+
+
+def _health_problems(
+    row: pd.Series,
+    hours: float,
+    min_success_rate: float | None,
+    max_running: int | None,
+    max_failed: int | None,
+    max_failed_orchestrations: int | None,
+    max_p95: float | None,
+) -> list[str]:
+    from .formatting import format_duration
+
+    problems = []
+    window = f"in the last {hours:g}h"
+    if min_success_rate is not None:
+        rate = row["success_rate"]
+        if rate != rate:  # NaN: nothing finished
+            problems.append(f"no finished executions {window} to compute a success rate")
+        elif rate < min_success_rate:
+            problems.append(f"success rate {rate:.1f}% is below {min_success_rate:g}%")
+    checks = (
+        ("running_orchestrations", max_running, "running orchestrations"),
+        ("failed_executions", max_failed, "failed executions"),
+        ("failed_orchestrations", max_failed_orchestrations, "failed orchestrations"),
+    )
+    for column, limit, label in checks:
+        if limit is not None and row[column] > limit:
+            problems.append(f"{int(row[column])} {label} {window} (max {limit})")
+    if max_p95 is not None and row["p95_duration_ms"] > max_p95:
+        problems.append(
+            f"p95 duration {format_duration(row['p95_duration_ms'])} is over"
+            f" {format_duration(max_p95)}"
+        )
+    return problems
+
+
+def _duration_ms(ctx, param, value: str | None) -> float | None:
+    from .timestamps import parse_duration
+
+    if value is None:
+        return None
+    try:
+        return parse_duration(value).total_seconds() * 1000
+    except ValueError as e:
+        raise click.ClickException(f"{param.human_readable_name}: {e}") from None
+
+
+@cli.command()
+@click.argument("hours", type=POSITIVE_NUMBER, default=24)
+@click.option(
+    "--min-success-rate", type=NON_NEGATIVE_NUMBER, metavar="PCT", help="Fail below this rate."
+)
+@click.option("--max-running", type=NON_NEGATIVE_INT, metavar="N", help="Fail above N running.")
+@click.option(
+    "--max-failed", type=NON_NEGATIVE_INT, metavar="N", help="Fail above N failed executions."
+)
+@click.option(
+    "--max-failed-orchestrations",
+    type=NON_NEGATIVE_INT,
+    metavar="N",
+    help="Fail above N failed orchestrations.",
+)
+@click.option(
+    "--max-p95", callback=_duration_ms, metavar="DURATION", help="Fail when p95 is over (5m)."
+)
+@db_option
+@output_options
+@click.pass_context
+def health(
+    ctx: click.Context,
+    hours: float,
+    min_success_rate: float | None,
+    max_running: int | None,
+    max_failed: int | None,
+    max_failed_orchestrations: int | None,
+    max_p95: float | None,
+    fmt: str,
+) -> None:
+    """System health over the last HOURS hours (default 24); a CI gate with the --max/--min
+    options: exit 1 with the reason when unhealthy.
+
+    \b
+    agentmetrics health 24 --min-success-rate 90 --max-running 0
+    """
+    from . import reports
+
+    df = reports.system_health(read_db(ctx), hours=hours)
+    emit_record(df, fmt)
+    problems = _health_problems(
+        df.iloc[0],
+        hours,
+        min_success_rate,
+        max_running,
+        max_failed,
+        max_failed_orchestrations,
+        max_p95,
+    )
+    if problems:
+        raise click.ClickException("Unhealthy: " + "; ".join(problems))
+
+
+@cli.command()
+@click.option("--since", help="Only executions started at or after this time (ISO).")
+@click.option("--until", help="Only executions started before this time (ISO).")
+@db_option
+@output_options
+@click.pass_context
+def performance(ctx: click.Context, since: str | None, until: str | None, fmt: str) -> None:
+    """Performance of every agent: success rate and duration percentiles."""
+    from . import reports
+
+    df = reports.performance_report(read_db(ctx), since=since, until=until)
+    emit_report(df, fmt, empty="No agent executions recorded.")
+
+
+@cli.command()
+@click.argument("limit", type=POSITIVE_INT, default=50)
+@click.option("--include-partial", is_flag=True, help="Include partial orchestrations.")
+@db_option
+@output_options
+@click.pass_context
+def failures(ctx: click.Context, limit: int, include_partial: bool, fmt: str) -> None:
+    """List the latest failed orchestrations (at most LIMIT, default 50)."""
+    from . import reports
+
+    df = reports.failed_orchestrations(read_db(ctx), limit=limit, include_partial=include_partial)
+    emit_report(df, fmt, empty="No failed orchestrations.")
+
+
+@cli.command()
+@click.argument("session_id", required=False)
+@click.option(
+    "-f",
+    "--format",
+    "format_",
+    default="json",
+    show_default=True,
+    help="json (the original's shape) or jsonl (one object per line).",
+)
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to this file.")
+@db_option
+@click.pass_context
+def export(ctx: click.Context, session_id: str | None, format_: str, output: str | None) -> None:
+    """Export all data, or one session, as JSON or JSON Lines (streamed).
+
+    \b
+    agentmetrics export > all-data.json
+    agentmetrics export SESSION_ID -o session.json
+    agentmetrics export --format jsonl -o all.jsonl
+    """
+    import os
+
+    from .exchange import EXPORT_FORMATS
+    from .exchange import export as export_
+
+    if format_ not in EXPORT_FORMATS:
+        raise click.ClickException(
+            f"Unknown format {format_!r}: use one of {', '.join(EXPORT_FORMATS)}"
+        )
+    db = read_db(ctx)
+    binary = EXPORT_FORMATS[format_].binary
+    if output is None:
+        out = sys.stdout.buffer if binary else click.get_text_stream("stdout")
+        export_(db, out, format_, session_id)
+        return
+    # Write beside the target and rename at the end: a failed export leaves no
+    # half-written file behind.
+    partial = f"{output}.partial"
+    try:
+        with open(partial, "wb" if binary else "w", encoding=None if binary else "utf-8") as out:
+            counts = export_(db, out, format_, session_id)
+        os.replace(partial, output)
+    except OSError as e:
+        raise click.ClickException(f"Cannot write {output}: {e.strerror}") from None
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
+    click.echo(
+        f"Exported {counts.orchestrations} orchestrations and {counts.executions}"
+        f" executions to {output}",
+        err=True,
+    )
+
+
+def _print_import(result) -> None:
+    for label, counts in (
+        ("Orchestrations", result.orchestrations),
+        ("Executions", result.executions),
+    ):
+        click.echo(
+            f"{label}: {counts.inserted} inserted, {counts.updated} updated,"
+            f" {counts.skipped} skipped"
+        )
+
+
+@cli.command(name="import")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@db_option
+@click.pass_context
+def import_(ctx: click.Context, files: tuple[str, ...]) -> None:
+    """Import export files (JSON or JSON Lines, ours or the original's) into the database.
+
+    Rows are matched by session id: a stored row is replaced only by one further
+    along (finished beats running; a later completed_at wins). A malformed file is
+    rejected whole and nothing is imported.
+    """
+    from .exchange import import_files
+
+    with _Progress("Importing") as bar:
+        result = import_files(write_db(ctx), files, progress=bar.update, on_total=bar.total)
+    _print_import(result)
+
+
+@cli.command()
+@click.argument("databases", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@db_option
+@click.pass_context
+def merge(ctx: click.Context, databases: tuple[str, ...]) -> None:
+    """Merge other agentmetrics (or original tool) database files into the database.
+
+    The other files are only read; rows follow the same rules as import.
+    """
+    from .exchange import merge_databases
+
+    with _Progress("Merging") as bar:
+        result = merge_databases(write_db(ctx), databases, progress=bar.update, on_total=bar.total)
+    _print_import(result)
+
+
+@cli.command()
+@click.argument("days", type=NON_NEGATIVE_NUMBER)
+@click.option("--dry-run", is_flag=True, help="Only count what would be deleted.")
+@click.option("--vacuum", is_flag=True, help="Give the freed space back to the file system.")
+@db_option
+@click.pass_context
+def cleanup(ctx: click.Context, days: float, dry_run: bool, vacuum: bool) -> None:
+    """Delete orchestrations started more than DAYS days ago, with their executions,
+    and standalone executions of the same age (0: everything started before now)."""
+    from .cleanup import cleanup as cleanup_
+    from .cleanup import vacuum as vacuum_
+
+    db = read_db(ctx)
+    with _Progress("Deleting") as bar:
+        if sys.stdout.isatty() and not dry_run:
+            counted = cleanup_(db, days, dry_run=True)
+            bar.total(counted.orchestrations + counted.executions + counted.standalone_executions)
+        result = cleanup_(db, days, dry_run=dry_run, progress=bar.update)
+    verb = "Would delete" if dry_run else "Deleted"
+    click.echo(
+        f"{verb} {result.orchestrations} orchestrations with {result.executions} executions,"
+        f" and {result.standalone_executions} standalone executions"
+        f" (started before {result.cutoff})"
+    )
+    if vacuum and not dry_run:
+        freed = vacuum_(db)
+        click.echo(f"Vacuumed: {freed / 1e6:.1f} MB freed")
