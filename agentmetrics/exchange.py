@@ -30,6 +30,7 @@ from .db import ensure_database, open_database, write_transaction
 from .errors import AgentMetricsError, UnknownSession
 from .migrations import EXTRA_COLUMNS
 from .monitor import EXECUTION_STATUSES, ORCHESTRATION_STATUSES
+from .otlp import write_otlp
 from .timestamps import parse_timestamp, to_iso, to_sqlite_datetime
 
 ORCHESTRATION_COLUMNS = (
@@ -197,6 +198,8 @@ class ExportFormat:
 EXPORT_FORMATS: dict[str, ExportFormat] = {
     "json": ExportFormat(_write_json),
     "jsonl": ExportFormat(_write_jsonl),
+    # OpenTelemetry traces: JSON Lines of ExportTraceServiceRequest (see otlp.py).
+    "otlp": ExportFormat(write_otlp),
 }
 """Export formats by name; add an entry to support another one."""
 
