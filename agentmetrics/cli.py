@@ -407,27 +407,49 @@ def failures(ctx: click.Context, limit: int, include_partial: bool, fmt: str) ->
     "format_",
     default="json",
     show_default=True,
-    help="json (the original's shape) or jsonl (one object per line).",
+    help="json (the original's shape), jsonl (one object per line), otlp (OpenTelemetry"
+    " traces), csv or parquet (one table: --table, or both into the -o directory).",
 )
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to this file.")
+@click.option(
+    "-o", "--output", type=click.Path(), help="Write to this file (csv/parquet: a directory)."
+)
+@click.option(
+    "--table",
+    type=click.Choice(["executions", "orchestrations"]),
+    help="csv/parquet: export only this table (to stdout or the -o file).",
+)
 @db_option
 @click.pass_context
-def export(ctx: click.Context, session_id: str | None, format_: str, output: str | None) -> None:
-    """Export all data, or one session, as JSON or JSON Lines (streamed).
+def export(
+    ctx: click.Context,
+    session_id: str | None,
+    format_: str,
+    output: str | None,
+    table: str | None,
+) -> None:
+    """Export all data, or one session, as JSON, JSON Lines, OTLP, CSV or Parquet (streamed).
 
     \b
     agentmetrics export > all-data.json
     agentmetrics export SESSION_ID -o session.json
     agentmetrics export --format jsonl -o all.jsonl
+    agentmetrics export --format otlp -o traces.jsonl
+    agentmetrics export --format csv --table executions > executions.csv
+    agentmetrics export --format parquet -o tables/
     """
     import os
 
     from .exchange import EXPORT_FORMATS
     from .exchange import export as export_
 
+    if format_ in TABLE_FORMATS:
+        _export_tables(ctx, format_, session_id, table, output)
+        return
+    if table is not None:
+        raise click.ClickException("--table only applies to --format csv or parquet")
     if format_ not in EXPORT_FORMATS:
         raise click.ClickException(
-            f"Unknown format {format_!r}: use one of {', '.join(EXPORT_FORMATS)}"
+            f"Unknown format {format_!r}: use one of {', '.join([*EXPORT_FORMATS, *TABLE_FORMATS])}"
         )
     db = read_db(ctx)
     binary = EXPORT_FORMATS[format_].binary
@@ -526,3 +548,134 @@ def cleanup(ctx: click.Context, days: float, dry_run: bool, vacuum: bool) -> Non
     if vacuum and not dry_run:
         freed = vacuum_(db)
         click.echo(f"Vacuumed: {freed / 1e6:.1f} MB freed")
+
+
+# -- costs, metrics, watch and report (dashboard and integrations) ---------------------
+
+TABLE_FORMATS = ("csv", "parquet")
+
+
+def _export_tables(
+    ctx: click.Context, format_: str, session_id: str | None, table: str | None, output: str | None
+) -> None:
+    from .tabular import export_table, export_tables, write_csv
+
+    if session_id is not None:
+        raise click.ClickException(f"--format {format_} exports whole tables, not one session")
+    db = read_db(ctx)
+    if table is None:
+        if output is None:
+            raise click.ClickException(
+                f"--format {format_} needs --table executions|orchestrations,"
+                " or -o DIRECTORY for both tables"
+            )
+        for name, path in export_tables(db, output, format_).items():
+            click.echo(f"Exported {name} to {path}", err=True)
+    elif output is not None:
+        rows = export_table(db, table, output, format_)
+        click.echo(f"Exported {rows} {table} to {output}", err=True)
+    elif format_ == "parquet":
+        raise click.ClickException("--format parquet needs -o FILE (it is a binary format)")
+    else:
+        write_csv(db, table, click.get_text_stream("stdout"))
+
+
+def _money(value: float) -> str:
+    return "-" if value != value else f"${value:,.4f}" if value < 1 else f"${value:,.2f}"
+
+
+@cli.command()
+@click.option(
+    "--by",
+    type=click.Choice(["agent", "day", "orchestration"]),
+    default="agent",
+    show_default=True,
+    help="Group the costs by agent, UTC day or orchestration.",
+)
+@click.option("--since", help="Only executions started at or after this time (ISO).")
+@click.option("--until", help="Only executions started before this time (ISO).")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    help="TOML file with a [costs] table (default: agentmetrics.toml or pyproject.toml).",
+)
+@output_options
+@db_option
+@click.pass_context
+def costs(
+    ctx: click.Context,
+    by: str,
+    since: str | None,
+    until: str | None,
+    config_path: str | None,
+    fmt: str,
+) -> None:
+    """Estimated cost of finished executions, and how each figure was produced.
+
+    Recorded cost_usd is used as is; token counts are priced with [costs.models];
+    otherwise execution time is priced at the agent's hourly rate.
+
+    \b
+    agentmetrics costs
+    agentmetrics costs --by day --since 2026-01-01 --json
+    """
+    from .config import load_config
+    from .reports.costs import cost_rates
+    from .reports.costs import costs as costs_
+
+    rates = cost_rates(load_config(config_path))
+    df = costs_(read_db(ctx), rates, since=since, until=until, by=by)
+    if fmt != "table":
+        emit(df, fmt)
+        return
+    shown = df.drop(columns=["time_executions", "token_executions", "recorded_executions"])
+    if by == "orchestration":
+        shown = shown.drop(columns=["orchestration_id"]).fillna({"session_id": "(none)"})
+    money = {c: _money for c in shown.columns if c.endswith("cost_usd")}
+    emit(shown, fmt, {**_formatters(shown), **money}, empty="No finished executions.")
+    if len(df):
+        total = _money(df["cost_usd"].sum())
+        click.echo(f"\nTotal: {total} over {df['executions'].sum()} executions")
+
+
+@cli.command()
+@click.option(
+    "--stale-after",
+    default="6h",
+    show_default=True,
+    help="Count unfinished runs as stale after this long without a sign of life.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    help="Write to this file atomically (for node_exporter's textfile collector).",
+)
+@db_option
+@click.pass_context
+def metrics(ctx: click.Context, stale_after: str, output: str | None) -> None:
+    """Print Prometheus metrics (text exposition format).
+
+    \b
+    agentmetrics metrics -o /var/lib/node_exporter/textfile/agentmetrics.prom
+    """
+    import os
+
+    from .prometheus import metrics_text
+
+    text = metrics_text(read_db(ctx), stale_after=stale_after)
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    # node_exporter may read at any moment: it must only ever see a whole file.
+    partial = f"{output}.{os.getpid()}.tmp"
+    try:
+        with open(partial, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(partial, output)
+    except OSError as e:
+        raise click.ClickException(f"Cannot write {output}: {e.strerror}") from None
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
