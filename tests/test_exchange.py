@@ -1,0 +1,490 @@
+import datetime as dt
+import io
+import json
+import sqlite3
+
+import pytest
+from conftest import make_original_db
+
+import agentmetrics
+from agentmetrics.errors import UnknownSession
+from agentmetrics.exchange import (
+    EXECUTION_COLUMNS,
+    ORCHESTRATION_COLUMNS,
+    InvalidExport,
+    export,
+    import_files,
+    merge_databases,
+)
+
+T0 = dt.datetime(2024, 3, 1, 12, 0, tzinfo=dt.timezone.utc)
+
+
+def ticking(start=T0, step=dt.timedelta(seconds=7)):
+    moments = (start + i * step for i in range(10_000))
+    return lambda: next(moments)
+
+
+@pytest.fixture
+def filled(db):
+    """Two orchestrations (one still running), four executions, one standalone."""
+    m = agentmetrics.Monitor(db, clock=ticking())
+    with m.orchestration("s-1", "build", total_tasks=2) as o:
+        with o.agent("backend", "a-1") as run:
+            run.files_created, run.cost_usd = 3, 0.1 + 0.2
+        with o.agent("tests", "a-2") as run:
+            run.fail("boom")
+    second = m.start_orchestration("s-2", "deploy")
+    m.start_agent_execution("a-3", "backend", orchestration_id=second)
+    m.start_agent_execution("a-4", "docs", orchestration_id=second)
+    m.complete_agent_execution("a-4", "completed", retry_count=2, self_healed=True)
+    m.start_agent_execution("solo", "linter")
+    m.complete_agent_execution("solo", "completed")
+    return db
+
+
+def export_text(db, **kwargs) -> str:
+    out = io.StringIO()
+    export(db, out, **kwargs)
+    return out.getvalue()
+
+
+def table_rows(db, table):
+    return [dict(r) for r in db.query(f"SELECT * FROM {table} ORDER BY rowid")]
+
+
+def write(path, data) -> str:
+    path.write_text(data if isinstance(data, str) else json.dumps(data))
+    return str(path)
+
+
+def test_json_export_has_the_original_shape(filled):
+    data = json.loads(export_text(filled))
+    assert [entry["session_id"] for entry in data] == ["s-1", "s-2", None]
+    assert [[e["agent_session_id"] for e in entry["executions"]] for entry in data] == [
+        ["a-1", "a-2"],
+        ["a-3", "a-4"],
+        ["solo"],
+    ]
+    for entry in data:
+        assert list(entry) == [*ORCHESTRATION_COLUMNS, "executions"]
+        for execution in entry["executions"]:
+            assert list(execution) == list(EXECUTION_COLUMNS)
+            assert execution["orchestration_id"] == entry["id"]
+    assert all(data[2][c] is None for c in ORCHESTRATION_COLUMNS)
+    stored = {r["agent_session_id"]: r for r in table_rows(filled, "agent_executions")}
+    exported = {e["agent_session_id"]: e for entry in data for e in entry["executions"]}
+    assert exported == stored
+    assert exported["a-1"]["cost_usd"] == 0.1 + 0.2
+    assert {o["session_id"]: o for o in data[:2]} == {
+        r["session_id"]: {
+            **r,
+            "executions": [e for e in exported.values() if e["orchestration_id"] == r["id"]],
+        }
+        for r in table_rows(filled, "orchestrations")
+    }
+
+
+def test_one_session_export(filled):
+    data = json.loads(export_text(filled, session_id="s-2"))
+    assert list(data) == ["orchestration", "executions"]
+    assert data["orchestration"]["session_id"] == "s-2"
+    assert [e["agent_session_id"] for e in data["executions"]] == ["a-3", "a-4"]
+    with pytest.raises(UnknownSession):
+        export_text(filled, session_id="nope")
+
+
+def test_empty_database_exports_an_empty_list(db):
+    assert json.loads(export_text(db)) == []
+    assert export_text(db, format="jsonl") == ""
+
+
+def test_jsonl_export_lines(filled):
+    lines = [json.loads(line) for line in export_text(filled, format="jsonl").splitlines()]
+    assert [(r["type"], r.get("session_id") or r["agent_session_id"]) for r in lines] == [
+        ("orchestration", "s-1"),
+        ("execution", "a-1"),
+        ("execution", "a-2"),
+        ("orchestration", "s-2"),
+        ("execution", "a-3"),
+        ("execution", "a-4"),
+        ("execution", "solo"),
+    ]
+    assert lines[-1]["orchestration_id"] is None
+
+
+def test_unknown_format(filled):
+    with pytest.raises(ValueError, match="use one of json, jsonl"):
+        export_text(filled, format="xml")
+
+
+@pytest.mark.parametrize("fmt", ["json", "jsonl"])
+def test_export_import_export_round_trip(filled, tmp_path, fmt):
+    first = export_text(filled, format=fmt)
+    path = write(tmp_path / f"export.{fmt}", first)
+    fresh = agentmetrics.open_database(tmp_path / "fresh.db")
+    result = import_files(fresh, [path])
+    assert (result.orchestrations.inserted, result.executions.inserted) == (2, 5)
+    assert export_text(fresh, format=fmt) == first
+    for table in ("orchestrations", "agent_executions"):
+        assert table_rows(fresh, table) == table_rows(filled, table)
+    # A second import finds every row already there.
+    again = import_files(fresh, [path])
+    assert (again.orchestrations.skipped, again.executions.skipped) == (2, 5)
+    assert again.orchestrations.inserted == again.executions.inserted == 0
+    assert export_text(fresh, format=fmt) == first
+
+
+def original_export():
+    """What the original tool's `export` printed: raw rows, no extra columns."""
+    return [
+        {
+            "id": "o-1",
+            "session_id": "orig-1",
+            "task_description": "Build",
+            "status": "completed",
+            "started_at": "2024-03-01T10:00:00.000Z",
+            "completed_at": "2024-03-01T10:05:00+00:00",
+            "duration_ms": 300000,
+            "total_tasks": 1,
+            "completed_tasks": 1,
+            "failed_tasks": 0,
+            "git_commit_hash": "abc",
+            "plan_file_path": None,
+            "progress_file_path": None,
+            "created_at": "2024-03-01 10:00:00",
+            "executions": [
+                {
+                    "id": "e-1",
+                    "orchestration_id": "o-1",
+                    "agent_session_id": "orig-a-1",
+                    "agent_name": "backend-agent",
+                    "task_id": "t1",
+                    "task_number": 1,
+                    "status": "completed",
+                    "started_at": "2024-03-01T12:00:01+02:00",
+                    "completed_at": "2024-03-01T10:04:00Z",
+                    "duration_ms": 239000,
+                    "retry_count": 0,
+                    "self_healed": 0,
+                    "files_created": 2,
+                    "files_modified": 1,
+                    "error_message": None,
+                    "summary_report_path": None,
+                    "session_log_path": None,
+                    "created_at": "2024-03-01 10:00:01",
+                }
+            ],
+        }
+    ]
+
+
+def test_import_original_export_normalises_timestamps(db, tmp_path):
+    path = write(tmp_path / "all-data.json", original_export())
+    result = import_files(db, [path])
+    assert (result.orchestrations.inserted, result.executions.inserted) == (1, 1)
+    orchestration = table_rows(db, "orchestrations")[0]
+    assert orchestration["completed_at"] == "2024-03-01T10:05:00.000Z"
+    assert orchestration["metadata_json"] is None
+    execution = table_rows(db, "agent_executions")[0]
+    assert execution["started_at"] == "2024-03-01T10:00:01.000Z"  # +02:00 moved to UTC
+    assert execution["completed_at"] == "2024-03-01T10:04:00.000Z"
+    assert (execution["orchestration_id"], execution["files_created"]) == ("o-1", 2)
+
+
+def test_import_original_one_session_export(db, tmp_path):
+    entry = original_export()[0]
+    executions = entry.pop("executions")
+    path = write(tmp_path / "s.json", {"orchestration": entry, "executions": executions})
+    result = import_files(db, [path])
+    assert (result.orchestrations.inserted, result.executions.inserted) == (1, 1)
+    assert db.execute("SELECT orchestration_id FROM agent_executions").fetchone()[0] == "o-1"
+
+
+def orchestration(session_id="s", status="completed", completed_at=None, id="o", **extra):
+    return {
+        "id": id,
+        "session_id": session_id,
+        "status": status,
+        "started_at": "2024-03-01T10:00:00.000Z",
+        "completed_at": completed_at,
+        **extra,
+    }
+
+
+def execution(agent_session_id="a", status="completed", completed_at=None, **extra):
+    return {
+        "id": extra.pop("id", "e-" + agent_session_id),
+        "agent_session_id": agent_session_id,
+        "agent_name": "backend",
+        "status": status,
+        "started_at": "2024-03-01T10:00:01.000Z",
+        "completed_at": completed_at,
+        **extra,
+    }
+
+
+@pytest.mark.parametrize(
+    ("stored", "incoming", "outcome"),
+    [
+        (("running", None), ("completed", "2024-03-01T11:00:00.000Z"), "updated"),
+        (("completed", "2024-03-01T11:00:00.000Z"), ("running", None), "skipped"),
+        (
+            ("failed", "2024-03-01T11:00:00.000Z"),
+            ("completed", "2024-03-01T11:00:01.000Z"),
+            "updated",
+        ),
+        (
+            ("completed", "2024-03-01T11:00:01.000Z"),
+            ("failed", "2024-03-01T11:00:00.000Z"),
+            "skipped",
+        ),
+        (
+            ("completed", "2024-03-01T11:00:00.000Z"),
+            ("completed", "2024-03-01T11:00:00.000Z"),
+            "skipped",
+        ),
+        (("running", None), ("running", None), "skipped"),
+    ],
+)
+def test_conflict_rules(db, tmp_path, stored, incoming, outcome):
+    exec_status = {"running": "in_progress"}
+    first = orchestration(status=stored[0], completed_at=stored[1], task_description="old")
+    first["executions"] = [
+        execution(
+            status=exec_status.get(stored[0], stored[0]), completed_at=stored[1], task_id="old"
+        )
+    ]
+    second = orchestration(status=incoming[0], completed_at=incoming[1], task_description="new")
+    second["executions"] = [
+        execution(
+            status=exec_status.get(incoming[0], incoming[0]),
+            completed_at=incoming[1],
+            task_id="new",
+        )
+    ]
+    import_files(db, [write(tmp_path / "1.json", [first])])
+    result = import_files(db, [write(tmp_path / "2.json", [second])])
+    assert getattr(result.orchestrations, outcome) == 1
+    assert getattr(result.executions, outcome) == 1
+    expected = "new" if outcome == "updated" else "old"
+    assert db.execute("SELECT task_description FROM orchestrations").fetchall() == [(expected,)]
+    assert db.execute("SELECT task_id FROM agent_executions").fetchall() == [(expected,)]
+
+
+def test_conflict_within_one_jsonl_file(db, tmp_path):
+    lines = [
+        {"type": "orchestration", **orchestration(status="running")},
+        {
+            "type": "orchestration",
+            **orchestration(status="partial", completed_at="2024-03-01T11:00:00Z"),
+        },
+        {"type": "orchestration", **orchestration(status="running")},
+    ]
+    path = write(tmp_path / "x.jsonl", "\n".join(json.dumps(x) for x in lines) + "\n")
+    result = import_files(db, [path])
+    assert (result.orchestrations.inserted, result.orchestrations.updated) == (1, 1)
+    assert result.orchestrations.skipped == 1
+    assert db.execute("SELECT status FROM orchestrations").fetchall() == [("partial",)]
+
+
+def test_clashing_ids_are_remapped(db, tmp_path):
+    import_files(
+        db, [write(tmp_path / "1.json", [{**orchestration("s-1", id="X"), "executions": []}])]
+    )
+    incoming = {**orchestration("s-2", id="X"), "executions": [execution("a", id="E")]}
+    incoming_exec_clash = {**orchestration("s-3", id="Y"), "executions": [execution("b", id="E")]}
+    result = import_files(db, [write(tmp_path / "2.json", [incoming, incoming_exec_clash])])
+    assert result.orchestrations.inserted == 2
+    rows = dict(db.execute("SELECT session_id, id FROM orchestrations").fetchall())
+    assert rows["s-1"] == "X" and rows["s-3"] == "Y"
+    assert rows["s-2"] not in ("X", "Y")
+    executions = {
+        r[0]: r[1:]
+        for r in db.execute("SELECT agent_session_id, id, orchestration_id FROM agent_executions")
+    }
+    assert executions["a"] == ("E", rows["s-2"])  # follows the remapped orchestration
+    assert executions["b"][0] != "E" and executions["b"][1] == "Y"
+
+
+def test_same_session_with_another_id_keeps_the_stored_id(db, tmp_path):
+    import_files(
+        db, [write(tmp_path / "1.json", [{**orchestration("s", id="X"), "executions": []}])]
+    )
+    again = {**orchestration("s", id="Z", status="running"), "executions": [execution("a")]}
+    import_files(db, [write(tmp_path / "2.json", [again])])
+    assert db.execute("SELECT id, status FROM orchestrations").fetchall() == [("X", "completed")]
+    assert db.execute("SELECT orchestration_id FROM agent_executions").fetchall() == [("X",)]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("", "the file is empty"),
+        ("[{", "invalid JSON"),
+        ('{"a": 1}', "expected an export"),
+        ("[1]", "entry 1: expected an object"),
+        ([{**orchestration(), "status": "done"}], "status must be one of"),
+        ([{**orchestration(), "session_id": None}], "session_id must be a non-empty string"),
+        ([{**orchestration(), "started_at": "yesterday"}], "started_at is not a timestamp"),
+        ([{**orchestration(), "total_tasks": -1}], "total_tasks must be a whole number"),
+        ([{**orchestration(), "executions": [execution(agent_name="")]}], "agent_name"),
+        ([{**orchestration(), "executions": [execution(cost_usd="1$")]}], "cost_usd"),
+        (
+            '{"type": "orchestration", "session_id": "s", "status": "running",'
+            ' "started_at": "2024-01-01T00:00:00Z"}\nnot json\n',
+            "line 2: invalid JSON",
+        ),
+        (
+            '{"type": "execution", "agent_session_id": "a", "agent_name": "x",'
+            ' "status": "completed",'
+            ' "started_at": "2024-01-01T00:00:00Z", "orchestration_id": "o"}\n'
+            '{"type": "orchestration", "id": "o", "session_id": "s", "status": "running",'
+            ' "started_at": "2024-01-01T00:00:00Z"}\n',
+            "must come before its executions",
+        ),
+    ],
+)
+def test_malformed_file_imports_nothing(db, tmp_path, content, message):
+    good = write(tmp_path / "good.json", [{**orchestration("fine"), "executions": [execution()]}])
+    bad = write(tmp_path / "bad.json", content)
+    with pytest.raises(InvalidExport, match=message) as info:
+        import_files(db, [good, bad])
+    assert str(info.value).startswith(bad)
+    assert db.execute("SELECT count(*) FROM orchestrations").fetchone()[0] == 0
+    assert db.execute("SELECT count(*) FROM agent_executions").fetchone()[0] == 0
+
+
+def test_unreadable_file(db, tmp_path):
+    with pytest.raises(InvalidExport, match="Cannot read"):
+        import_files(db, [str(tmp_path / "missing.json")])
+    (tmp_path / "binary.json").write_bytes(b"\xff\xfe\x00[")
+    with pytest.raises(InvalidExport, match="not a UTF-8 text file"):
+        import_files(db, [str(tmp_path / "binary.json")])
+
+
+def test_orphan_executions_are_exported_and_imported_standalone(tmp_path):
+    path = make_original_db(
+        tmp_path / "orphans.db",
+        executions=[
+            {
+                "id": "e",
+                "orchestration_id": "gone",
+                "agent_session_id": "orphan",
+                "agent_name": "x",
+                "status": "completed",
+                "started_at": "2024-03-01T10:00:00.000Z",
+            }
+        ],
+    )
+    data = json.loads(export_text(agentmetrics.open_database(path, read_only=True)))
+    assert data[0]["session_id"] is None
+    assert data[0]["executions"][0]["orchestration_id"] == "gone"
+    fresh = agentmetrics.open_database(tmp_path / "fresh.db")
+    result = import_files(fresh, [write(tmp_path / "o.json", data)])
+    assert result.executions.inserted == 1
+    assert fresh.execute("SELECT orchestration_id FROM agent_executions").fetchall() == [(None,)]
+
+
+def original_rows():
+    orchestrations = [
+        {
+            "id": "o-1",
+            "session_id": "m-1",
+            "status": "completed",
+            "started_at": "2024-03-01T10:00:00.000Z",
+            "completed_at": "2024-03-01T10:10:00.000Z",
+            "duration_ms": 600000,
+            "created_at": "2024-03-01 10:00:00",
+        },
+        {
+            "id": "o-2",
+            "session_id": "m-2",
+            "status": "running",
+            "started_at": "2024-03-02T10:00:00.000Z",
+        },
+    ]
+    executions = [
+        {
+            "id": "e-1",
+            "orchestration_id": "o-1",
+            "agent_session_id": "m-a-1",
+            "agent_name": "backend",
+            "status": "completed",
+            "started_at": "2024-03-01T10:00:01.000Z",
+            "completed_at": "2024-03-01T10:05:00.000Z",
+            "duration_ms": 299000,
+            "files_created": 4,
+        },
+        {
+            "id": "e-2",
+            "orchestration_id": "o-2",
+            "agent_session_id": "m-a-2",
+            "agent_name": "tests",
+            "status": "in_progress",
+            "started_at": "2024-03-02T10:00:01.000Z",
+        },
+        {
+            "id": "e-3",
+            "orchestration_id": None,
+            "agent_session_id": "m-a-3",
+            "agent_name": "solo",
+            "status": "failed",
+            "started_at": "2024-03-03T10:00:01.000Z",
+            "completed_at": "2024-03-03T10:00:02.000Z",
+            "duration_ms": 1000,
+            "error_message": "x",
+        },
+    ]
+    return orchestrations, executions
+
+
+def test_merge_original_database(db, tmp_path):
+    orchestrations, executions = original_rows()
+    source = make_original_db(tmp_path / "original.db", orchestrations, executions)
+    before = source.read_bytes()
+    result = merge_databases(db, [source])
+    assert (result.orchestrations.inserted, result.executions.inserted) == (2, 3)
+    assert source.read_bytes() == before  # read-only
+    conn = sqlite3.connect(source)
+    columns = "id, session_id, status, started_at, completed_at, duration_ms"
+    assert (
+        db.execute(f"SELECT {columns} FROM orchestrations ORDER BY id").fetchall()
+        == conn.execute(f"SELECT {columns} FROM orchestrations ORDER BY id").fetchall()
+    )
+    columns = (
+        "id, orchestration_id, agent_session_id, status, duration_ms, files_created, error_message"
+    )
+    assert (
+        db.execute(f"SELECT {columns} FROM agent_executions ORDER BY id").fetchall()
+        == conn.execute(f"SELECT {columns} FROM agent_executions ORDER BY id").fetchall()
+    )
+    conn.close()
+    # Merging again changes nothing; a newer copy where m-2 finished updates it.
+    again = merge_databases(db, [source])
+    assert again.orchestrations.skipped == 2 and again.executions.skipped == 3
+    orchestrations[1].update(status="failed", completed_at="2024-03-02T11:00:00.000Z")
+    newer = make_original_db(tmp_path / "newer.db", orchestrations, executions)
+    result = merge_databases(db, [newer])
+    assert (result.orchestrations.updated, result.orchestrations.skipped) == (1, 1)
+    assert db.execute("SELECT status FROM orchestrations WHERE session_id = 'm-2'").fetchone() == (
+        "failed",
+    )
+
+
+def test_merge_errors(db, tmp_path, db_path):
+    with pytest.raises(InvalidExport, match="No database found"):
+        merge_databases(db, [tmp_path / "missing.db"])
+    (tmp_path / "text.db").write_text("hello")
+    with pytest.raises(InvalidExport, match="not an SQLite database"):
+        merge_databases(db, [tmp_path / "text.db"])
+    with pytest.raises(InvalidExport, match="the database being merged into"):
+        merge_databases(db, [db_path])
+
+
+def test_progress_callbacks(filled, tmp_path):
+    path = write(tmp_path / "e.json", export_text(filled))
+    seen = []
+    totals = []
+    import_files(tmp_path / "new.db", [path], progress=seen.append, on_total=totals.append)
+    assert totals == [7] and sum(seen) == 7
