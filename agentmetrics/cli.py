@@ -12,6 +12,7 @@ from sqlite_utils import Database
 
 from .db import DEFAULT_PATH, ENV_VAR, open_database
 from .errors import AgentMetricsError
+from .reports.regressions import METRICS as REGRESSION_METRICS
 
 
 class _Group(click.Group):
@@ -679,3 +680,213 @@ def metrics(ctx: click.Context, stale_after: str, output: str | None) -> None:
     finally:
         if os.path.exists(partial):
             os.remove(partial)
+
+
+# -- stale runs, regressions and alerting rules ------------------------------------------
+
+
+class _ConfigError(click.ClickException):
+    """A rules file problem: ``Error: ...`` and exit code 2."""
+
+    exit_code = 2
+
+
+@cli.command()
+@click.option(
+    "--older-than",
+    default="6h",
+    show_default=True,
+    help="Reap runs with no sign of life for this long (90m, 6h, 2d).",
+)
+@click.option("--dry-run", is_flag=True, help="Only list what would be reaped.")
+@click.option("--now", hidden=True, help="Reference time instead of the current time.")
+@output_options
+@db_option
+@click.pass_context
+def reap(ctx: click.Context, older_than: str, dry_run: bool, now: str | None, fmt: str) -> None:
+    """Close stale runs as failed: orchestrations still running and executions still
+    in progress with no sign of life for --older-than (a crashed process).
+
+    Each gets completed_at = its last sign of life and an "abandoned: ..." message;
+    finished rows are never touched. All in one transaction.
+    """
+    from .formatting import format_duration
+    from .maintenance import reap as reap_
+
+    runs = reap_(read_db(ctx), older_than, now=now, dry_run=dry_run)
+    if fmt != "table":
+        emit(runs, fmt)
+        return
+    kinds = runs["kind"].value_counts()
+    verb = "Would reap" if dry_run else "Reaped"
+    click.echo(
+        f"{verb} {kinds.get('orchestration', 0)} orchestrations and"
+        f" {kinds.get('execution', 0)} executions with no sign of life for {older_than}"
+    )
+    if len(runs):
+        shown = runs[["kind", "session_id", "agent_name", "last_seen_at", "age_ms"]]
+        emit(shown.rename(columns={"age_ms": "age"}), fmt, {"age": format_duration})
+
+
+def _regression_formatters(metric: str) -> dict[str, Callable]:
+    from .formatting import format_duration, format_percent
+
+    value = format_percent if metric == "success_rate" else format_duration
+
+    def change(x: float) -> str:
+        if x != x:
+            return "-"
+        return f"{x:+.1f} pts" if metric == "success_rate" else f"{x:.2f}x"
+
+    return {
+        "baseline_value": value,
+        "recent_value": value,
+        "change": change,
+        "p_value": lambda p: "-" if p != p else f"{p:.2g}",
+        "regressed": lambda flag: "REGRESSED" if flag else "",
+    }
+
+
+@cli.command()
+@click.option("--recent", default="3d", show_default=True, help="Recent window, ending now.")
+@click.option(
+    "--baseline", default="14d", show_default=True, help="Baseline window, just before it."
+)
+@click.option(
+    "--metric",
+    type=click.Choice(REGRESSION_METRICS),
+    default="p95_duration_ms",
+    show_default=True,
+)
+@click.option(
+    "--min-samples",
+    type=POSITIVE_INT,
+    default=20,
+    show_default=True,
+    help="Finished executions needed in each window.",
+)
+@click.option(
+    "--threshold",
+    type=POSITIVE_NUMBER,
+    help="Ratio for durations (default 1.2) or drop in points for success_rate (5).",
+)
+@click.option(
+    "--alpha", type=POSITIVE_NUMBER, default=0.01, show_default=True, help="Significance level."
+)
+@click.option("--agent", help="Only this agent.")
+@click.option("--now", help="Compare as of this UTC time (default: now).")
+@output_options
+@db_option
+@click.pass_context
+def regressions(
+    ctx: click.Context,
+    recent: str,
+    baseline: str,
+    metric: str,
+    min_samples: int,
+    threshold: float | None,
+    alpha: float,
+    agent: str | None,
+    now: str | None,
+    fmt: str,
+) -> None:
+    """Compare each agent's recent window with the baseline before it; exit 1 if
+    any agent regressed (a practical change, significant, with enough runs).
+
+    \b
+    Example, in CI:
+        agentmetrics regressions --recent 3d --baseline 14d --metric success_rate
+    """
+    from .reports.regressions import regressions as regressions_
+
+    df = regressions_(
+        read_db(ctx),
+        recent=recent,
+        baseline=baseline,
+        now=now,
+        metric=metric,
+        min_samples=min_samples,
+        threshold=threshold,
+        alpha=alpha,
+        agent=agent,
+    )
+    found = int(df["regressed"].sum())
+    if fmt == "table":
+        click.echo(
+            f"{found} of {len(df)} agents regressed ({metric}, last {recent}"
+            f" vs the {baseline} before)"
+        )
+        if len(df):
+            emit(df.drop(columns="metric"), fmt, _regression_formatters(metric))
+    else:
+        emit(df, fmt)
+    if found:
+        ctx.exit(1)
+
+
+def _notify_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    import urllib.parse
+
+    if value is not None and (
+        urllib.parse.urlsplit(value).scheme not in ("http", "https")
+        or not urllib.parse.urlsplit(value).netloc
+    ):
+        raise click.BadParameter(f"not an http(s) URL: {value!r}")
+    return value
+
+
+@cli.command()
+@click.option(
+    "--rules",
+    "rules_path",
+    type=click.Path(dir_okay=False),
+    help="Rules file (default: agentmetrics.toml, or [tool.agentmetrics] in pyproject.toml).",
+)
+@click.option("--json", "json_", is_flag=True, help="Output JSON.")
+@click.option(
+    "--notify",
+    metavar="URL",
+    callback=_notify_url,
+    help="POST a JSON message (Slack-compatible) here when a rule is not ok.",
+)
+@click.option("--strict", is_flag=True, help="Exit 1 on warnings too.")
+@click.option("--now", help="Evaluate as of this UTC time (default: now).")
+@db_option
+@click.pass_context
+def check(
+    ctx: click.Context,
+    rules_path: str | None,
+    json_: bool,
+    notify: str | None,
+    strict: bool,
+    now: str | None,
+) -> None:
+    """Evaluate the alerting rules and print each one's status and value.
+
+    Exit codes: 0 when every rule is ok or only warns (--strict: warnings exit 1),
+    1 when a rule alerts, 2 for a configuration error.
+    """
+    import json
+
+    from . import rules as rules_
+
+    try:
+        rule_set = rules_.load_rules(rules_path)
+    except rules_.ConfigError as e:
+        raise _ConfigError(str(e)) from None
+    results = rules_.evaluate(read_db(ctx), rule_set, now=now)
+    message = rules_.payload(results, database=ctx.obj["db_path"])
+    if json_:
+        click.echo(json.dumps(message, indent=2))
+    else:
+        emit(rules_.for_display(results), "table")
+        click.echo(message["text"].splitlines()[0])
+    status = message["status"]
+    if notify and status != "ok":
+        problem = rules_.notify(notify, message)
+        if problem:
+            click.echo(f"Warning: could not notify {notify}: {problem}", err=True)
+        else:
+            click.echo(f"Notified {notify}", err=True)
+    if status == "alert" or (strict and status == "warn"):
+        ctx.exit(1)

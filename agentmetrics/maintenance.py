@@ -1,0 +1,88 @@
+"""Maintenance writes: closing the stale runs a crashed process left behind."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pandas as pd
+
+from .db import write_transaction
+from .reports._common import DbArg, TimeArg, database, resolve_now
+from .reports.stale import DEFAULT_OLDER_THAN, STALE_COLUMNS, stale_runs
+from .timestamps import to_iso
+
+REAP_COLUMNS = [*STALE_COLUMNS, "error_message"]
+
+_DURATION = "CAST(ROUND((julianday(:last_seen) - julianday(started_at)) * 86400000) AS INTEGER)"
+
+# The status condition makes a run that finished meanwhile stay untouched; an existing
+# message is kept, the new one appended.
+_REAP_EXECUTION = f"""
+UPDATE agent_executions SET status = 'failed', completed_at = :last_seen,
+  duration_ms = {_DURATION},
+  error_message = CASE WHEN COALESCE(error_message, '') = '' THEN :message
+                       ELSE error_message || char(10) || :message END
+WHERE id = :id AND status = 'in_progress'
+"""
+
+# Orchestrations have no error_message column: the message goes into metadata_json,
+# merged into an existing JSON object, or wrapping metadata that is not one.
+_REAP_ORCHESTRATION = f"""
+UPDATE orchestrations SET status = 'failed', completed_at = :last_seen,
+  duration_ms = {_DURATION},
+  metadata_json = CASE
+    WHEN metadata_json IS NULL THEN json_object('error_message', :message)
+    WHEN json_valid(metadata_json) AND json_type(metadata_json) = 'object' THEN
+      json_set(metadata_json, '$.error_message',
+               COALESCE(json_extract(metadata_json, '$.error_message') || char(10), '')
+               || :message)
+    ELSE json_object('error_message', :message, 'previous_metadata', metadata_json)
+  END
+WHERE id = :id AND status = 'running'
+"""
+
+
+def reap(
+    db: DbArg,
+    older_than: str | dt.timedelta = DEFAULT_OLDER_THAN,
+    now: TimeArg = None,
+    dry_run: bool = False,
+) -> pd.DataFrame:
+    """Close stale runs (see :func:`agentmetrics.reports.stale.stale_runs`) as ``failed``.
+
+    Each run gets ``completed_at`` = its last sign of life, the duration up to then,
+    and the message ``abandoned: no activity since <last seen>; reaped at <now>``
+    (in ``error_message`` for executions, in ``metadata_json`` for orchestrations,
+    which have no such column). Everything happens in one transaction; finished rows
+    are never touched.
+
+    :param older_than: how long without a sign of life makes a run stale
+    :param now: the reference time (default: the current time)
+    :param dry_run: only list what would be reaped
+    :returns: the reaped runs: the columns of ``stale_runs`` plus ``error_message``
+    """
+    moment = resolve_now(now)
+    with database(db) as conn:
+        if dry_run:
+            return _with_messages(stale_runs(conn, older_than, moment), moment)
+        with write_transaction(conn):
+            # Listed under the write lock, so no run can finish between listing and update.
+            runs = _with_messages(stale_runs(conn, older_than, moment), moment)
+            for row in runs.itertuples(index=False):
+                sql = _REAP_ORCHESTRATION if row.kind == "orchestration" else _REAP_EXECUTION
+                params = {
+                    "id": row.id,
+                    "last_seen": to_iso(row.last_seen_at),
+                    "message": row.error_message,
+                }
+                conn.execute(sql, params)
+    return runs
+
+
+def _with_messages(runs: pd.DataFrame, moment: dt.datetime) -> pd.DataFrame:
+    reaped_at = to_iso(moment)
+    runs["error_message"] = [
+        f"abandoned: no activity since {to_iso(seen)}; reaped at {reaped_at}"
+        for seen in runs["last_seen_at"]
+    ]
+    return runs[REAP_COLUMNS]

@@ -1,0 +1,213 @@
+"""Regression detection: has an agent got slower, or failed more, lately?
+
+Every agent's recent window ``[now - recent, now]`` is compared with the baseline
+window just before it, ``[now - recent - baseline, now - recent)``. An agent counts as
+regressed only when three things hold at once:
+
+- the change matters in practice (``threshold``: by default p95/p50 up by 20% or
+  more, or success rate down by 5 points or more);
+- it is statistically significant (``p_value < alpha``): a one-sided Mann-Whitney U
+  test for durations (are recent runs longer?), a one-sided two-proportion z-test for
+  the success rate (is the recent rate lower?);
+- both windows hold at least ``min_samples`` finished executions, so a handful of
+  slow runs never pages anyone.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+
+import numpy as np
+import pandas as pd
+
+from ..stats import mann_whitney_u, two_proportion_z
+from ..timestamps import parse_duration, to_iso
+from ._common import DbArg, TimeArg, database, percentile, read_frame, resolve_now
+
+METRICS = ("p95_duration_ms", "p50_duration_ms", "success_rate")
+# Durations: the smallest recent/baseline ratio that counts; success rate: the
+# smallest drop in percentage points.
+DEFAULT_THRESHOLDS = {"p95_duration_ms": 1.2, "p50_duration_ms": 1.2, "success_rate": 5.0}
+DEFAULT_MIN_SAMPLES = 20
+DEFAULT_ALPHA = 0.01
+
+COLUMNS = [
+    "agent_name",
+    "metric",
+    "baseline_value",
+    "recent_value",
+    "change",
+    "baseline_n",
+    "recent_n",
+    "p_value",
+    "regressed",
+    "reason",
+]
+
+# `status != 'in_progress'` (not an IN list) lets SQLite use the partial index on
+# finished executions' started_at.
+_ROWS_SQL = """
+SELECT agent_name, started_at >= :split AS is_recent, {value} AS value
+FROM agent_executions
+WHERE status != 'in_progress' AND started_at >= :start AND started_at <= :end{extra}
+"""
+_VALUE_SQL = {
+    "duration": ("duration_ms", " AND duration_ms IS NOT NULL"),
+    "rate": ("status = 'completed'", ""),
+}
+
+
+def regressions(
+    db: DbArg,
+    recent: str | dt.timedelta = "3d",
+    baseline: str | dt.timedelta = "14d",
+    now: TimeArg = None,
+    metric: str = "p95_duration_ms",
+    min_samples: int = DEFAULT_MIN_SAMPLES,
+    threshold: float | None = None,
+    alpha: float = DEFAULT_ALPHA,
+    agent: str | None = None,
+) -> pd.DataFrame:
+    """Compare every agent's recent window with the baseline window just before it.
+
+    :param recent: length of the recent window, ending at ``now``
+    :param baseline: length of the baseline window, ending where ``recent`` starts
+    :param metric: ``p95_duration_ms``, ``p50_duration_ms`` or ``success_rate``
+    :param min_samples: finished executions needed in each window to flag anything
+    :param threshold: practical threshold: a ratio for durations (default 1.2), a
+      drop in percentage points for the success rate (default 5)
+    :param alpha: significance level for the p-value
+    :param agent: only this agent
+    :returns: one row per agent with a finished execution in either window, sorted by
+      ``agent_name``, with columns
+
+      - ``agent_name``, ``metric``
+      - ``baseline_value``, ``recent_value``: the metric in each window (ms or percent;
+        NaN when the window has no run)
+      - ``change``: ``recent / baseline`` for durations, ``recent - baseline`` in
+        points for the success rate (NaN when undefined)
+      - ``baseline_n``, ``recent_n``: finished executions in each window
+      - ``p_value``: one-sided p-value for "worse recently" (NaN when untestable)
+      - ``regressed``: bool
+      - ``reason``: one line explaining the verdict
+    """
+    if metric not in METRICS:
+        raise ValueError(f"Unknown metric {metric!r}: use one of {', '.join(METRICS)}")
+    kind = "rate" if metric == "success_rate" else "duration"
+    threshold = DEFAULT_THRESHOLDS[metric] if threshold is None else threshold
+    _validate(kind, threshold, min_samples, alpha)
+    recent_span, baseline_span = _span("recent", recent), _span("baseline", baseline)
+    end = resolve_now(now)
+    split = end - recent_span
+    value_sql, extra = _VALUE_SQL[kind]
+    params = {"start": to_iso(split - baseline_span), "split": to_iso(split), "end": to_iso(end)}
+    if agent is not None:
+        extra += " AND agent_name = :agent"
+        params["agent"] = agent
+    with database(db) as conn:
+        rows = read_frame(conn, _ROWS_SQL.format(value=value_sql, extra=extra), params)
+    records = [
+        _compare(
+            name,
+            group.loc[group["is_recent"] == 0, "value"].to_numpy(dtype=float),
+            group.loc[group["is_recent"] == 1, "value"].to_numpy(dtype=float),
+            metric,
+            kind,
+            min_samples,
+            threshold,
+            alpha,
+        )
+        for name, group in rows.groupby("agent_name", sort=True)
+    ]
+    df = pd.DataFrame.from_records(records, columns=COLUMNS)
+    return df.astype(
+        {
+            "agent_name": object,
+            "metric": object,
+            "baseline_value": float,
+            "recent_value": float,
+            "change": float,
+            "baseline_n": "int64",
+            "recent_n": "int64",
+            "p_value": float,
+            "regressed": bool,
+            "reason": object,
+        }
+    )
+
+
+def _compare(
+    agent: str,
+    base: np.ndarray,
+    recent: np.ndarray,
+    metric: str,
+    kind: str,
+    min_samples: int,
+    threshold: float,
+    alpha: float,
+) -> tuple:
+    if kind == "duration":
+        q = 95 if metric == "p95_duration_ms" else 50
+        base_value = percentile(np.sort(base), q)
+        recent_value = percentile(np.sort(recent), q)
+        change = recent_value / base_value if base_value > 0 else math.nan
+        p_value = mann_whitney_u(recent, base, alternative="greater").p_value
+        big_enough = change >= threshold
+        shown = f"{change:.2f}x" if not math.isnan(change) else "no ratio"
+        practical = f"{shown} vs {threshold:g}x needed"
+    else:
+        base_value = 100 * base.mean() if len(base) else math.nan
+        recent_value = 100 * recent.mean() if len(recent) else math.nan
+        change = recent_value - base_value
+        p_value = two_proportion_z(
+            int(recent.sum()), len(recent), int(base.sum()), len(base), alternative="less"
+        ).p_value
+        big_enough = -change >= threshold
+        practical = f"{change:+.1f} points vs -{threshold:g} needed"
+    significant = p_value < alpha  # False for NaN
+    if min(len(base), len(recent)) < min_samples:
+        reason = f"too few runs (baseline {len(base)}, recent {len(recent)}; need {min_samples})"
+    elif not big_enough:
+        reason = f"change too small ({practical})"
+    elif not significant:
+        reason = f"not significant (p={_p(p_value)}, alpha {alpha:g})"
+    else:
+        reason = f"regressed: {practical}, p={_p(p_value)}"
+    regressed = reason.startswith("regressed")
+    return (
+        agent,
+        metric,
+        base_value,
+        recent_value,
+        change,
+        len(base),
+        len(recent),
+        p_value,
+        regressed,
+        reason,
+    )
+
+
+def _p(p_value: float) -> str:
+    return "n/a" if math.isnan(p_value) else f"{p_value:.2g}"
+
+
+def _span(name: str, value: str | dt.timedelta) -> dt.timedelta:
+    span = parse_duration(value)
+    if span <= dt.timedelta(0):
+        raise ValueError(f"{name} must be a positive duration, got {value!r}")
+    return span
+
+
+def _validate(kind: str, threshold: float, min_samples: int, alpha: float) -> None:
+    if isinstance(min_samples, bool) or not isinstance(min_samples, int) or min_samples < 1:
+        raise ValueError(f"min_samples must be a whole number >= 1, got {min_samples!r}")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
+        raise ValueError(f"alpha must be between 0 and 1, got {alpha!r}")
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
+        raise ValueError(f"threshold must be a number, got {threshold!r}")
+    if kind == "duration" and threshold <= 1:
+        raise ValueError(f"threshold for durations is a ratio above 1, got {threshold!r}")
+    if kind == "rate" and threshold <= 0:
+        raise ValueError(f"threshold for the success rate is a positive drop, got {threshold!r}")

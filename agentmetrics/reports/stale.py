@@ -1,0 +1,102 @@
+"""Stale runs: orchestrations still ``running`` and executions still ``in_progress``
+long after anything could still be happening, the trace of a crashed process.
+
+The last sign of life of an execution is its ``started_at`` (nothing else is written
+until it completes); for an orchestration it is the latest of its own ``started_at``
+and its executions' ``started_at``/``completed_at``: an orchestration whose agents
+are still starting and finishing is alive, however long ago it began.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pandas as pd
+
+from ..timestamps import parse_duration, to_iso
+from ._common import DbArg, TimeArg, database, read_frame, resolve_now
+
+DEFAULT_OLDER_THAN = "6h"
+
+STALE_COLUMNS = [
+    "kind",
+    "id",
+    "session_id",
+    "agent_name",
+    "started_at",
+    "last_seen_at",
+    "age_ms",
+]
+
+# Both halves only visit unfinished rows started before the cutoff (the status/started_at
+# and partial in_progress indexes); the orchestration half looks its executions up by
+# orchestration_id.
+STALE_SQL = """
+SELECT kind, id, session_id, agent_name, started_at, last_seen_at FROM (
+  SELECT 'orchestration' AS kind, o.id, o.session_id, NULL AS agent_name, o.started_at,
+    max(o.started_at, COALESCE((
+      SELECT max(max(e.started_at, COALESCE(e.completed_at, e.started_at)))
+      FROM agent_executions e WHERE e.orchestration_id = o.id
+    ), o.started_at)) AS last_seen_at
+  FROM orchestrations o
+  WHERE o.status = 'running' AND o.started_at < :cutoff
+  UNION ALL
+  SELECT 'execution', e.id, e.agent_session_id, e.agent_name, e.started_at, e.started_at
+  FROM agent_executions e
+  WHERE e.status = 'in_progress' AND e.started_at < :cutoff
+)
+WHERE last_seen_at < :cutoff
+"""
+
+
+def stale_cutoff(older_than: str | dt.timedelta = DEFAULT_OLDER_THAN, now: TimeArg = None) -> str:
+    """The ISO time before which a run's last sign of life makes it stale."""
+    age = parse_duration(older_than)
+    if age <= dt.timedelta(0):
+        raise ValueError(f"older_than must be a positive duration, got {older_than!r}")
+    return to_iso(resolve_now(now) - age)
+
+
+def stale_runs(
+    db: DbArg,
+    older_than: str | dt.timedelta = DEFAULT_OLDER_THAN,
+    now: TimeArg = None,
+) -> pd.DataFrame:
+    """Unfinished runs with no sign of life for longer than ``older_than``.
+
+    :param older_than: an age such as ``"6h"``, ``"90m"``, ``"2d"``
+    :param now: the reference time (default: the current time)
+    :returns: one row per stale run, oldest sign of life first, with columns
+
+      - ``kind``: ``"orchestration"`` or ``"execution"``
+      - ``id``: the row's id
+      - ``session_id``: the orchestration's ``session_id`` or the execution's
+        ``agent_session_id``
+      - ``agent_name``: the execution's agent (None for orchestrations)
+      - ``started_at``, ``last_seen_at``: UTC datetimes
+      - ``age_ms``: milliseconds from ``last_seen_at`` to ``now``
+    """
+    moment = resolve_now(now)
+    cutoff = stale_cutoff(older_than, moment)
+    with database(db) as conn:
+        df = read_frame(
+            conn,
+            STALE_SQL + " ORDER BY last_seen_at, kind, id",
+            {"cutoff": cutoff},
+        )
+    df["started_at"] = pd.to_datetime(df["started_at"], utc=True, format="ISO8601")
+    df["last_seen_at"] = pd.to_datetime(df["last_seen_at"], utc=True, format="ISO8601")
+    age = pd.Timestamp(moment) - df["last_seen_at"]
+    df["age_ms"] = (age.dt.total_seconds() * 1000).round().astype("int64")
+    df["agent_name"] = df["agent_name"].astype(object).where(df["agent_name"].notna(), None)
+    return df[STALE_COLUMNS]
+
+
+def count_stale(
+    db: DbArg, older_than: str | dt.timedelta = DEFAULT_OLDER_THAN, now: TimeArg = None
+) -> int:
+    """How many orchestrations and executions :func:`stale_runs` would list."""
+    cutoff = stale_cutoff(older_than, now)
+    with database(db) as conn:
+        sql = f"SELECT count(*) FROM ({STALE_SQL})"
+        return conn.execute(sql, {"cutoff": cutoff}).fetchone()[0]
