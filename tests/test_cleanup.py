@@ -1,0 +1,155 @@
+import datetime as dt
+
+import pytest
+
+import agentmetrics
+from agentmetrics.cleanup import cleanup, vacuum
+
+NOW = dt.datetime(2024, 6, 30, 12, 0, tzinfo=dt.timezone.utc)
+MS = dt.timedelta(milliseconds=1)
+
+
+def iso(moment: dt.datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def add_orchestration(db, session_id, started_at, executions=2, created_at="2024-06-30 12:00:00"):
+    """Insert raw rows (any started_at text) with ``executions`` children."""
+    db.execute(
+        "INSERT INTO orchestrations (id, session_id, status, started_at, created_at)"
+        " VALUES (?, ?, 'completed', ?, ?)",
+        [session_id, session_id, started_at, created_at],
+    )
+    for i in range(executions):
+        add_execution(db, f"{session_id}-e{i}", started_at, orchestration_id=session_id)
+
+
+def add_execution(db, agent_session_id, started_at, orchestration_id=None):
+    db.execute(
+        "INSERT INTO agent_executions (id, orchestration_id, agent_session_id, agent_name,"
+        " status, started_at) VALUES (?, ?, ?, 'agent', 'completed', ?)",
+        [agent_session_id, orchestration_id, agent_session_id, started_at],
+    )
+
+
+def sessions(db):
+    return {r[0] for r in db.execute("SELECT session_id FROM orchestrations")}
+
+
+def executions(db):
+    return {r[0] for r in db.execute("SELECT agent_session_id FROM agent_executions")}
+
+
+@pytest.fixture
+def aged(db):
+    cutoff = NOW - dt.timedelta(days=30)
+    add_orchestration(db, "old", iso(cutoff - dt.timedelta(days=5)), executions=3)
+    add_orchestration(db, "just-outside", iso(cutoff - MS))
+    add_orchestration(db, "at-cutoff", iso(cutoff))
+    add_orchestration(db, "just-inside", iso(cutoff + MS))
+    add_orchestration(db, "new", iso(NOW - dt.timedelta(hours=1)))
+    add_execution(db, "solo-old", iso(cutoff - MS))
+    add_execution(db, "solo-new", iso(cutoff + MS))
+    return db
+
+
+def test_boundaries_and_cascade(aged):
+    result = cleanup(aged, 30, now=NOW)
+    # 3 + 2 executions belong to "old" and "just-outside".
+    assert (result.orchestrations, result.executions, result.standalone_executions) == (2, 5, 1)
+    assert result.cutoff == "2024-05-31T12:00:00.000Z"
+    assert sessions(aged) == {"at-cutoff", "just-inside", "new"}
+    assert executions(aged) == {
+        f"{s}-e{i}" for s in ("at-cutoff", "just-inside", "new") for i in range(2)
+    } | {"solo-new"}
+
+
+def test_dry_run_counts_and_leaves_data(aged):
+    before = (sessions(aged), executions(aged))
+    counted = cleanup(aged, 30, now=NOW, dry_run=True)
+    assert counted.dry_run
+    assert (counted.orchestrations, counted.executions, counted.standalone_executions) == (2, 5, 1)
+    assert (sessions(aged), executions(aged)) == before
+    done = cleanup(aged, 30, now=NOW)
+    assert (done.orchestrations, done.executions, done.standalone_executions) == (2, 5, 1)
+
+
+def test_small_batches_delete_the_same_rows(aged):
+    result = cleanup(aged, 30, now=NOW, batch_size=1)
+    assert (result.orchestrations, result.executions, result.standalone_executions) == (2, 5, 1)
+    assert sessions(aged) == {"at-cutoff", "just-inside", "new"}
+
+
+def test_days_zero_deletes_everything_started_before_now(aged):
+    add_orchestration(aged, "future", iso(NOW + MS))
+    result = cleanup(aged, 0, now=NOW)
+    assert result.orchestrations == 5
+    assert sessions(aged) == {"future"}
+    assert executions(aged) == {"future-e0", "future-e1"}
+
+
+def test_instants_not_text_whatever_the_stored_format(db):
+    # The cutoff is 2024-05-31T12:00:00Z. Text comparison would get all of these wrong.
+    add_orchestration(db, "space-before", "2024-05-31 11:59:59")  # sorts before "T": old
+    add_orchestration(db, "space-after", "2024-05-31 12:00:01")  # sorts before too, but new
+    add_orchestration(db, "offset-old", "2024-05-31T13:59:00+02:00")  # 11:59Z
+    add_orchestration(db, "offset-new", "2024-05-31T08:01:00-04:00")  # 12:01Z
+    add_orchestration(db, "next-day-offset-old", "2024-06-01T01:00:00+14:00")  # 11:00Z
+    # created_at says new but started_at old (and the reverse): started_at decides.
+    add_orchestration(
+        db, "created-late", "2024-05-01T00:00:00.000Z", created_at="2024-06-30 00:00:00"
+    )
+    add_orchestration(
+        db, "created-early", "2024-06-01T00:00:00.000Z", created_at="2024-01-01 00:00:00"
+    )
+    add_execution(db, "solo-space-after", "2024-05-31 12:00:01")
+    result = cleanup(db, 30, now=NOW)
+    assert sessions(db) == {"space-after", "offset-new", "created-early"}
+    assert result.orchestrations == 4
+    assert "solo-space-after" in executions(db)
+
+
+def test_foreign_keys_are_on_and_no_orphans_remain(aged):
+    assert aged.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+    cleanup(aged, 30, now=NOW)
+    orphans = aged.execute(
+        "SELECT count(*) FROM agent_executions WHERE orchestration_id IS NOT NULL"
+        " AND orchestration_id NOT IN (SELECT id FROM orchestrations)"
+    ).fetchone()[0]
+    assert orphans == 0
+
+
+def test_cascade_alone_removes_children(db):
+    # The schema's ON DELETE CASCADE is live on our connections.
+    add_orchestration(db, "o", iso(NOW), executions=3)
+    db.execute("DELETE FROM orchestrations")
+    assert executions(db) == set()
+
+
+def test_path_and_monitor_data(db_path):
+    clock = iter([NOW - dt.timedelta(days=40), NOW - dt.timedelta(days=40), NOW])
+    m = agentmetrics.Monitor(db_path, clock=lambda: next(clock))
+    o = m.start_orchestration("tracked")
+    m.start_agent_execution("tracked-a", "x", orchestration_id=o)
+    m.start_orchestration("recent")
+    m.close()
+    result = cleanup(str(db_path), 30, now=NOW)
+    assert (result.orchestrations, result.executions) == (1, 1)
+
+
+@pytest.mark.parametrize("days", [-1, float("nan"), float("inf"), "3", True])
+def test_bad_days(db, days):
+    with pytest.raises(ValueError, match="days must be a number >= 0"):
+        cleanup(db, days, now=NOW)
+
+
+def test_bad_batch_size(db):
+    with pytest.raises(ValueError, match="batch_size"):
+        cleanup(db, 1, batch_size=0)
+
+
+def test_vacuum_gives_space_back(db):
+    for i in range(300):
+        add_orchestration(db, f"s{i}", iso(NOW - dt.timedelta(days=60)), executions=5)
+    cleanup(db, 30, now=NOW)
+    assert vacuum(db) > 0
