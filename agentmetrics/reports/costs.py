@@ -151,7 +151,8 @@ def costs(
         frame[column] = frame[column].astype("Int64" if column == "duration_ms" else "int64")
     for column in VALUE_COLUMNS[5:9]:
         frame[column] = frame[column].astype("float64")
-    frame["method"] = frame["method"].astype(object)
+    for column in [*key_columns, "method"]:
+        frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
     if by == "day":
         frame = frame.sort_values("day")
     else:

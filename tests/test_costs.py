@@ -1,0 +1,229 @@
+import json
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from dashboard_data import build
+
+import agentmetrics
+from agentmetrics.cli import cli
+from agentmetrics.config import load_config
+from agentmetrics.reports import costs
+from agentmetrics.reports.costs import VALUE_COLUMNS, cost_chart
+
+RATES = {
+    "default_hourly_rate": 6.0,
+    "agents": {"reviewer": 12.0},
+    "models": {"m-small": {"input_per_million": 3.0, "output_per_million": 15.0}},
+}
+# By hand, per finished execution (see dashboard_data.RUNS):
+#   a-1 coder 60s, time at 6/h:       0.1
+#   a-2 reviewer 120s, time at 12/h:  0.4
+#   a-3 coder tokens: 1000*3/1e6 + 500*15/1e6 = 0.0105
+#   a-4 tester recorded:              0.25
+#   a-5 coder 600s, time at 6/h:      1.0
+TOML = """
+[costs]
+default_hourly_rate = 6.0
+
+[costs.agents]
+reviewer = 12.0
+
+[costs.models."m-small"]
+input_per_million = 3.0
+output_per_million = 15.0
+"""
+
+
+@pytest.fixture
+def data_path(db_path):
+    build(db_path)
+    return db_path
+
+
+def test_costs_by_agent(data_path):
+    df = costs(data_path, RATES)
+    assert list(df.columns) == ["agent_name", *VALUE_COLUMNS]
+    expected = pd.DataFrame(
+        {
+            "agent_name": ["coder", "reviewer", "tester"],
+            "executions": [3, 1, 1],
+            "duration_ms": pd.array([690_000, 120_000, 10_000], dtype="Int64"),
+            "time_executions": [2, 1, 0],
+            "token_executions": [1, 0, 0],
+            "recorded_executions": [0, 0, 1],
+            "time_cost_usd": [1.1, 0.4, 0.0],
+            "token_cost_usd": [0.0105, 0.0, 0.0],
+            "recorded_cost_usd": [0.0, 0.0, 0.25],
+            "cost_usd": [1.1105, 0.4, 0.25],
+            "method": ["mixed", "time", "recorded"],
+        }
+    )
+    expected["agent_name"] = expected["agent_name"].astype(object)
+    expected["method"] = expected["method"].astype(object)
+    pd.testing.assert_frame_equal(df, expected, check_dtype=False, atol=1e-12)
+    assert df["executions"].dtype == "int64"
+    assert df["cost_usd"].dtype == "float64"
+
+
+def test_costs_by_day(data_path):
+    df = costs(data_path, RATES, by="day")
+    assert df["day"].tolist() == ["2026-03-01", "2026-03-02"]
+    assert df["executions"].tolist() == [4, 1]
+    assert df["cost_usd"].tolist() == pytest.approx([0.1 + 0.4 + 0.0105 + 0.25, 1.0])
+    assert df["method"].tolist() == ["mixed", "time"]
+
+
+def test_costs_by_orchestration(data_path):
+    ids = build(data_path.parent / "other.db")
+    df = costs(data_path.parent / "other.db", RATES, by="orchestration")
+    assert list(df.columns[:3]) == ["orchestration_id", "session_id", "task_description"]
+    # Highest cost first: the standalone a-5 (1.0), s-1 (0.5), s-2 (0.2605).
+    assert df["orchestration_id"].tolist() == [None, ids["s-1"], ids["s-2"]]
+    assert df["session_id"].tolist() == [None, "s-1", "s-2"]
+    assert df["task_description"].tolist() == [None, "Build feature", "Fix <bug> & test"]
+    assert df["cost_usd"].tolist() == pytest.approx([1.0, 0.5, 0.2605])
+    assert df["method"].tolist() == ["time", "time", "mixed"]
+
+
+def test_costs_window(data_path):
+    df = costs(data_path, RATES, since="2026-03-01T11:00:00Z", until="2026-03-02T00:00:00Z")
+    assert df["agent_name"].tolist() == ["tester", "coder"]
+    assert df["cost_usd"].tolist() == pytest.approx([0.25, 0.0105])
+
+
+def test_default_rate_without_config(data_path):
+    df = costs(data_path, {})
+    coder = df.set_index("agent_name").loc["coder"]
+    # 60s + 600s at the placeholder 1 USD/hour; no model prices, so a-3 is timed too.
+    assert coder["cost_usd"] == pytest.approx((60 + 30 + 600) / 3600)
+    assert coder["method"] == "time"
+
+
+@pytest.mark.parametrize("where", ["agentmetrics.toml", "pyproject.toml"])
+def test_rates_from_config_file(data_path, tmp_path, where):
+    text = (
+        TOML if where == "agentmetrics.toml" else TOML.replace("[costs", "[tool.agentmetrics.costs")
+    )
+    (tmp_path / where).write_text(text)
+    assert load_config()["costs"]["agents"] == {"reviewer": 12.0}
+    pd.testing.assert_frame_equal(costs(data_path), costs(data_path, RATES))
+
+
+def test_empty_database_keeps_columns(db):
+    for by, key in (("agent", ["agent_name"]), ("day", ["day"])):
+        df = costs(db, RATES, by=by)
+        assert df.empty
+        assert list(df.columns) == key + VALUE_COLUMNS
+
+
+@pytest.mark.parametrize(
+    "rates, message",
+    [
+        ({"default_hourly_rate": -1}, "must not be negative"),
+        ({"default_hourly_rate": "x"}, "must be a number"),
+        ({"hourly": 1}, "Unknown [costs] setting 'hourly'"),
+        ({"models": {"m": {"price": 1}}}, "needs input_per_million"),
+        ({"agents": {"coder": True}}, "must be a number"),
+    ],
+)
+def test_invalid_rates(db, rates, message):
+    with pytest.raises(ValueError) as e:
+        costs(db, rates)
+    assert message in str(e.value)
+
+
+def test_invalid_grouping(db):
+    with pytest.raises(ValueError, match="use one of agent, day, orchestration"):
+        costs(db, RATES, by="week")
+
+
+def test_cost_chart(data_path):
+    fig = cost_chart(costs(data_path, RATES))
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "Cost (USD)"
+    top_to_bottom = sorted(ax.get_yticklabels(), key=lambda t: -t.get_position()[1])
+    assert [t.get_text() for t in top_to_bottom] == ["coder", "reviewer", "tester"]
+    # One bar per agent and method with a cost: coder time+tokens, reviewer, tester.
+    widths = sorted(round(p.get_width(), 6) for p in ax.patches if p.get_width() > 0)
+    assert widths == [0.0105, 0.25, 0.4, 1.1]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["time", "tokens", "recorded"]
+
+
+def test_cli_costs_json(data_path, tmp_path):
+    config = tmp_path / "rates.toml"
+    config.write_text(TOML)
+    result = CliRunner().invoke(
+        cli,
+        ["--db", str(data_path), "costs", "--config", str(config), "--json"],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0
+    rows = json.loads(result.stdout)
+    assert [(r["agent_name"], round(r["cost_usd"], 6)) for r in rows] == [
+        ("coder", 1.1105),
+        ("reviewer", 0.4),
+        ("tester", 0.25),
+    ]
+
+
+def test_cli_costs_table(data_path, tmp_path):
+    (tmp_path / "agentmetrics.toml").write_text(TOML)
+    result = CliRunner().invoke(
+        cli, ["--db", str(data_path), "costs", "--by", "orchestration"], catch_exceptions=False
+    )
+    assert result.exit_code == 0
+    lines = result.output.splitlines()
+    assert lines[0].split() == [
+        "session_id",
+        "task_description",
+        "executions",
+        "duration_ms",
+        "time_cost_usd",
+        "token_cost_usd",
+        "recorded_cost_usd",
+        "cost_usd",
+        "method",
+    ]
+    assert "Fix <bug> & test" in result.output
+    assert lines[-1] == "Total: $1.76 over 5 executions"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--config", "missing.toml"], "Error: Config file missing.toml not found"),
+        (["--since", "yesterday"], "Error: not a timestamp: 'yesterday'"),
+    ],
+)
+def test_cli_costs_errors(data_path, args, message):
+    result = CliRunner().invoke(cli, ["--db", str(data_path), "costs", *args])
+    assert result.exit_code == 1
+    assert result.output.strip() == message
+
+
+def test_cli_costs_bad_toml(data_path, tmp_path):
+    (tmp_path / "agentmetrics.toml").write_text("[costs\n")
+    result = CliRunner().invoke(cli, ["--db", str(data_path), "costs"])
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: ")
+    assert "is not valid TOML" in result.output
+
+
+def test_cli_costs_bad_grouping(data_path):
+    result = CliRunner().invoke(cli, ["--db", str(data_path), "costs", "--by", "week"])
+    assert result.exit_code == 2
+    assert "'week' is not one of" in result.output
+
+
+def test_tracking_api_accepts_cost_fields(monitor, db):
+    monitor.start_agent_execution("x", "coder")
+    monitor.complete_agent_execution(
+        "x", "completed", model="m", input_tokens=10, output_tokens=20, cost_usd=0.5
+    )
+    row = db.execute(
+        "SELECT model, input_tokens, output_tokens, cost_usd FROM agent_executions"
+    ).fetchone()
+    assert row == ("m", 10, 20, 0.5)
+    with pytest.raises(agentmetrics.AgentMetricsError):
+        monitor.complete_agent_execution("x", "completed", cost_usd=-1)
