@@ -455,7 +455,7 @@ def export(
     db = read_db(ctx)
     binary = EXPORT_FORMATS[format_].binary
     if output is None:
-        out = sys.stdout.buffer if binary else click.get_text_stream("stdout")
+        out = sys.stdout.buffer if binary else sys.stdout
         export_(db, out, format_, session_id)
         return
     # Write beside the target and rename at the end: a failed export leaves no
