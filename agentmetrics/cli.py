@@ -890,3 +890,121 @@ def check(
             click.echo(f"Notified {notify}", err=True)
     if status == "alert" or (strict and status == "warn"):
         ctx.exit(1)
+
+
+# -- demo data, trends and charts ------------------------------------------------------
+
+_window_options = (
+    click.option("--since", help="From this start time: a timestamp, or a span back (7d)."),
+    click.option("--until", help="Before this start time: a timestamp, or a span back."),
+    click.option("--agent", help="Only this agent."),
+    click.option("--now", help="Measure spans back from this time (default: now)."),
+)
+
+
+def window_options(fn: Callable) -> Callable:
+    """Add ``--since``, ``--until``, ``--agent`` and ``--now``."""
+    for option in reversed(_window_options):
+        fn = option(fn)
+    return fn
+
+
+@cli.command()
+@click.option("--days", type=POSITIVE_NUMBER, default=30, show_default=True, help="Days of data.")
+@click.option(
+    "--orchestrations",
+    "count",
+    type=POSITIVE_INT,
+    default=600,
+    show_default=True,
+    help="How many orchestrations (about ten executions each).",
+)
+@click.option("--seed", type=int, default=42, show_default=True, help="Random seed.")
+@click.option("--now", help="When the demo ends (UTC timestamp; default: the current minute).")
+@click.option("--replace", is_flag=True, help="Delete the data already in the database.")
+@db_option
+@click.pass_context
+def demo(
+    ctx: click.Context, days: float, count: int, seed: int, now: str | None, replace: bool
+) -> None:
+    """Build a realistic demo database (the same --seed and --now give the same data).
+
+    Seven agents over --days days: one got slower in the last week, one is flaky,
+    some runs are retried and self-heal, a few orchestrations are still running.
+    Refuses a database that holds other data unless --replace is given; an earlier
+    demo build is rebuilt.
+
+    \b
+    Example:
+        agentmetrics demo --db data/demo.db && agentmetrics --db data/demo.db health
+    """
+    from .demo import build_demo
+
+    path = ctx.obj["db_path"]
+    built = build_demo(path, days=days, orchestrations=count, seed=seed, now=now, replace=replace)
+    click.echo(
+        f"Built {path}: {built['orchestrations']} orchestrations, {built['executions']} "
+        f"executions over {built['days']:g} days up to {built['now']} (seed {built['seed']})"
+    )
+
+
+@cli.command()
+@click.option("--freq", default="D", show_default=True, help="Period: h (hour), D (day), W (week).")
+@click.option("--by-agent", is_flag=True, help="One row per period and agent.")
+@window_options
+@db_option
+@output_options
+@click.pass_context
+def trends(ctx: click.Context, freq: str, by_agent: bool, fmt: str, **window) -> None:
+    """Executions, success rate and p50/p95 duration per hour, day or week."""
+    from . import reports
+
+    df = reports.trends(read_db(ctx), freq, by_agent=by_agent, **window)
+    emit_report(df, fmt, empty="No agent executions in this window.")
+
+
+_CHARTS = ("trends", "durations", "failures", "distribution")
+
+
+@cli.command()
+@click.argument("chart", type=click.Choice(_CHARTS))
+@click.option(
+    "-o", "--output", required=True, type=click.Path(dir_okay=False), help="Image file to write."
+)
+@click.option("--freq", default="D", show_default=True, help="Period for trends and durations.")
+@click.option("--dpi", type=POSITIVE_INT, default=100, show_default=True)
+@window_options
+@db_option
+@click.pass_context
+def plot(ctx: click.Context, chart: str, output: str, freq: str, dpi: int, **window) -> None:
+    """Draw a chart into an image file (PNG, SVG or PDF, by extension).
+
+    \b
+    trends        executions per period and the success rate
+    durations     p50 and p95 duration per period, one line per agent
+    failures      failures by agent and by error pattern
+    distribution  duration box plot per agent
+    """
+    from . import plots, reports
+
+    db = read_db(ctx)
+    if chart == "trends":
+        df = reports.trends(db, freq, **window)
+        fig = plots.plot_trends(df)
+        empty = not df["executions"].any()
+    elif chart == "durations":
+        df = reports.trends(db, freq, by_agent=True, **window)
+        fig = plots.plot_durations(df)
+        empty = not df["executions"].any()
+    elif chart == "failures":
+        by_agent = reports.self_healing(db, **window)
+        fig = plots.plot_failures(by_agent, reports.error_patterns(db, **window))
+        empty = not by_agent["failed"].any()
+    else:
+        df = reports.durations(db, **window)
+        fig = plots.plot_duration_distribution(df)
+        empty = df.empty
+    if empty:
+        raise click.ClickException("Nothing to plot: no matching executions in this window")
+    fig.savefig(output, dpi=dpi)
+    click.echo(f"Wrote {output}")

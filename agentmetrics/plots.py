@@ -1,0 +1,215 @@
+"""Charts: report DataFrame in, matplotlib ``Figure`` out.
+
+Figures are built with ``matplotlib.figure.Figure`` directly, never pyplot, so they
+need no GUI backend and leave no global state: save one with ``fig.savefig(path)``,
+or let Jupyter show it. Sizes are fixed so a figure's text repr is stable.
+
+>>> from agentmetrics import plots, reports
+>>> fig = plots.plot_trends(reports.trends("data/demo.db"))  # doctest: +SKIP
+>>> fig.savefig("trends.png")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from .reports.trends import TOTAL_LABEL
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+FIGSIZE = (10.0, 6.0)
+WIDE_FIGSIZE = (12.0, 5.0)
+_LABEL_CHARS = 48
+
+
+def _figure(nrows: int = 1, ncols: int = 1, figsize=FIGSIZE, **kwargs) -> tuple[Figure, list]:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize, layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False, **kwargs)
+    return fig, list(axes.flat)
+
+
+def _dates(ax: Axes) -> None:
+    import matplotlib.dates as mdates
+
+    locator = mdates.AutoDateLocator()
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+    ax.set_xlabel("Period start (UTC)")
+
+
+def _naive(times: pd.Series) -> pd.Series:
+    """UTC datetimes without a timezone, which matplotlib plots as UTC."""
+    times = pd.to_datetime(times, utc=True)
+    return times.dt.tz_convert("UTC").dt.tz_localize(None)
+
+
+def _require(df: pd.DataFrame, columns: list[str], what: str) -> None:
+    missing = [column for column in columns if column not in df.columns]
+    if missing:
+        raise ValueError(f"{what} needs the columns {', '.join(missing)} (from reports.{what})")
+
+
+def _per_agent(df: pd.DataFrame) -> list[tuple[str | None, pd.DataFrame]]:
+    if "agent_name" not in df.columns:
+        return [(None, df)]
+    return [(name, rows) for name, rows in df.groupby("agent_name", sort=True)]
+
+
+def _no_data(ax: Axes) -> None:
+    ax.text(0.5, 0.5, "No data", ha="center", va="center", transform=ax.transAxes)
+
+
+def plot_trends(df: pd.DataFrame, title: str | None = None) -> Figure:
+    """Executions per period (completed and failed stacked) above the success rate.
+
+    :param df: :func:`agentmetrics.reports.trends` output; with ``by_agent=True``
+      the bars sum every agent and the success rate has one line per agent
+    """
+    _require(df, ["period", "executions", "completed", "failed", "success_rate"], "trends")
+    fig, (top, bottom) = _figure(2, 1, sharex=True)
+    fig.suptitle(title or "Agent executions and success rate over time")
+    totals = df.groupby("period", sort=True)[["executions", "completed", "failed"]].sum()
+    periods = _naive(pd.Series(totals.index))
+    width = _bar_width(periods)
+    top.bar(periods, totals["completed"], width, label="completed", color="tab:green")
+    top.bar(
+        periods,
+        totals["failed"],
+        width,
+        bottom=totals["completed"],
+        label="failed",
+        color="tab:red",
+    )
+    top.set_ylabel("Executions (count)")
+    top.set_title("Executions per period")
+    top.legend(loc="upper left")
+    for name, rows in _per_agent(df):
+        bottom.plot(_naive(rows["period"]), rows["success_rate"], marker=".", label=name)
+    bottom.set_ylabel("Success rate (%)")
+    bottom.set_title("Success rate (completed / finished)")
+    bottom.set_ylim(_rate_floor(df["success_rate"]), 101)
+    if "agent_name" in df.columns:
+        bottom.legend(loc="lower left", fontsize="small", ncols=4)
+    if df.empty:
+        _no_data(top)
+    _dates(bottom)
+    return fig
+
+
+def _bar_width(periods: pd.Series) -> float:
+    """Bar width in days: 80% of the gap between periods."""
+    if len(periods) < 2:
+        return 0.8
+    step = periods.diff().dropna().min()
+    return 0.8 * step / pd.Timedelta(days=1)
+
+
+def _rate_floor(rates: pd.Series) -> float:
+    lowest = rates.min()
+    if pd.isna(lowest):
+        return 0
+    return max(0, (int(lowest) // 10) * 10 - 10)
+
+
+def plot_durations(df: pd.DataFrame, title: str | None = None) -> Figure:
+    """p50 and p95 duration per period, one line per agent.
+
+    :param df: :func:`agentmetrics.reports.trends` output, ideally ``by_agent=True``
+    """
+    _require(df, ["period", "p50_duration_ms", "p95_duration_ms"], "trends")
+    fig, axes = _figure(2, 1, sharex=True)
+    fig.suptitle(title or "Execution duration over time")
+    for ax, column, label in zip(
+        axes, ("p50_duration_ms", "p95_duration_ms"), ("Median (p50)", "p95"), strict=True
+    ):
+        for name, rows in _per_agent(df):
+            ax.plot(_naive(rows["period"]), rows[column] / 1000, marker=".", label=name)
+        ax.set_ylabel("Duration (s)")
+        ax.set_title(f"{label} duration of finished executions")
+        ax.set_ylim(bottom=0)
+    if "agent_name" in df.columns:
+        axes[0].legend(loc="upper left", fontsize="small", ncols=4)
+    if df.empty:
+        _no_data(axes[0])
+    _dates(axes[1])
+    return fig
+
+
+def plot_failures(
+    by_agent: pd.DataFrame, patterns: pd.DataFrame, top: int = 8, title: str | None = None
+) -> Figure:
+    """Failed executions per agent (left) and per error pattern (right).
+
+    :param by_agent: a frame with ``agent_name`` and ``failed`` (from
+      :func:`agentmetrics.reports.self_healing` or ``performance_report``); a total
+      row is ignored
+    :param patterns: :func:`agentmetrics.reports.error_patterns` output
+    :param top: show at most this many patterns (the most frequent)
+    """
+    _require(by_agent, ["agent_name", "failed"], "self_healing")
+    _require(patterns, ["pattern", "count"], "error_patterns")
+    fig, (left, right) = _figure(1, 2, figsize=WIDE_FIGSIZE, width_ratios=(1, 2))
+    fig.suptitle(title or "Where executions fail")
+    agents = by_agent[by_agent["agent_name"] != TOTAL_LABEL].sort_values(
+        ["failed", "agent_name"], ascending=[True, False]
+    )
+    left.barh(agents["agent_name"], agents["failed"], color="tab:red")
+    left.set_xlabel("Failed executions (count)")
+    left.set_ylabel("Agent")
+    left.set_title("Failures by agent")
+    shown = patterns.sort_values(["count", "pattern"], ascending=[False, True]).head(top)
+    shown = shown.iloc[::-1]
+    labels = [_shorten(text) for text in shown["pattern"]]
+    right.barh(range(len(shown)), shown["count"], color="tab:orange")
+    right.set_yticks(range(len(shown)), labels, fontsize="small")
+    right.set_xlabel("Failed executions (count)")
+    right.set_title(f"Top {len(shown)} error patterns")
+    for ax, data in ((left, agents), (right, shown)):
+        if data.empty:
+            _no_data(ax)
+    return fig
+
+
+def _shorten(text: str) -> str:
+    return text if len(text) <= _LABEL_CHARS else text[: _LABEL_CHARS - 1] + "…"
+
+
+def plot_duration_distribution(df: pd.DataFrame, title: str | None = None) -> Figure:
+    """Box plot of finished executions' durations per agent (log scale).
+
+    Boxes span p25-p75 with the median line; whiskers reach p5 and p95.
+
+    :param df: :func:`agentmetrics.reports.trends.durations` output
+      (``agent_name``, ``duration_ms``)
+    """
+    _require(df, ["agent_name", "duration_ms"], "durations")
+    fig, (ax,) = _figure(1, 1, figsize=WIDE_FIGSIZE)
+    ax.set_title(title or "Duration distribution per agent")
+    groups = _per_agent(df)
+    if df.empty:
+        _no_data(ax)
+    else:
+        ax.boxplot(
+            [rows["duration_ms"] / 1000 for _, rows in groups],
+            tick_labels=[name for name, _ in groups],
+            whis=(5, 95),
+            showfliers=False,
+        )
+        ax.set_yscale("log")
+        from matplotlib.ticker import FuncFormatter
+
+        plain = FuncFormatter(lambda value, _: f"{value:g}")
+        ax.yaxis.set_major_formatter(plain)
+        ax.yaxis.set_minor_formatter(plain)
+    ax.set_xlabel("Agent")
+    ax.set_ylabel("Duration (s, log scale)")
+    return fig
+
+
+__all__ = ["plot_duration_distribution", "plot_durations", "plot_failures", "plot_trends"]

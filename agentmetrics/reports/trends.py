@@ -1,0 +1,393 @@
+"""How things change over time: trends per period, error patterns and self-healing.
+
+Counts are aggregated in SQL; percentiles are exact (linear interpolation, numpy's
+default) over the finished executions' durations of each period, fetched as two or
+three columns only.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+
+import pandas as pd
+
+from ..timestamps import parse_duration, parse_timestamp, to_iso
+from ._common import DbArg, TimeArg, database, read_frame, resolve_now
+
+# Period start of `started_at` (stored as YYYY-MM-DDTHH:MM:SS.sssZ), in the same format.
+FREQUENCIES = {
+    "h": "substr(started_at, 1, 13) || ':00:00.000Z'",
+    "D": "substr(started_at, 1, 10) || 'T00:00:00.000Z'",
+    # Weeks start on Monday: the next Sunday (or today), six days back.
+    "W": "date(substr(started_at, 1, 10), 'weekday 0', '-6 days') || 'T00:00:00.000Z'",
+}
+_STEPS = {"h": pd.Timedelta(hours=1), "D": pd.Timedelta(days=1), "W": pd.Timedelta(days=7)}
+
+TREND_COLUMNS = [
+    "period",
+    "executions",
+    "completed",
+    "failed",
+    "success_rate",
+    "p50_duration_ms",
+    "p95_duration_ms",
+    "self_healed",
+    "retries",
+]
+PATTERN_COLUMNS = [
+    "pattern",
+    "count",
+    "agents",
+    "agent_count",
+    "first_seen",
+    "last_seen",
+    "example",
+]
+SELF_HEALING_COLUMNS = [
+    "agent_name",
+    "executions",
+    "completed",
+    "failed",
+    "self_healed",
+    "self_healed_rate",
+    "rescued",
+    "rescue_rate",
+]
+TOTAL_LABEL = "(all agents)"
+NO_MESSAGE = "(no error message)"
+
+
+def time_bound(value: TimeArg, now: TimeArg = None) -> str | None:
+    """A window bound as stored ISO text: a timestamp, or a span before ``now`` (``"7d"``)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            return to_iso(parse_timestamp(value))
+        except ValueError:
+            try:
+                span = parse_duration(value)
+            except ValueError:
+                raise ValueError(
+                    f"not a time: {value!r} (use a timestamp such as 2026-11-01T12:00:00Z "
+                    "or a span before now such as 6h, 7d, 2w)"
+                ) from None
+            return to_iso(resolve_now(now) - span)
+    return to_iso(parse_timestamp(value))
+
+
+def _where(
+    since: TimeArg, until: TimeArg, agent: str | None, now: TimeArg, *extra: str
+) -> tuple[str, list]:
+    clauses, params = list(extra), []
+    for clause, value in (
+        ("started_at >= ?", time_bound(since, now)),
+        ("started_at < ?", time_bound(until, now)),
+        ("agent_name = ?", agent),
+    ):
+        if value is not None:
+            clauses.append(clause)
+            params.append(value)
+    return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+def trends(
+    db: DbArg,
+    freq: str = "D",
+    *,
+    since: TimeArg = None,
+    until: TimeArg = None,
+    agent: str | None = None,
+    by_agent: bool = False,
+    now: TimeArg = None,
+) -> pd.DataFrame:
+    """Executions per period (hour, day or week), by start time.
+
+    Every period from ``since`` (or the first execution) to ``until`` (or the last)
+    is a row, with zero executions when nothing ran.
+
+    :param freq: ``"h"`` (hours), ``"D"`` (days) or ``"W"`` (weeks starting Monday)
+    :param since: first start time included: a timestamp or a span before ``now``
+      such as ``"7d"``
+    :param until: start times before this are included (same forms)
+    :param agent: only this agent's executions
+    :param by_agent: one row per period and agent (column ``agent_name`` after
+      ``period``); every agent seen in the window gets every period
+    :param now: the time spans are measured back from (default: the current time)
+    :returns: columns ``period`` (period start, UTC datetime), ``executions``,
+      ``completed``, ``failed`` (ints; ``executions`` includes those in progress),
+      ``success_rate`` (percent of finished executions that completed, NaN if none),
+      ``p50_duration_ms``, ``p95_duration_ms`` (finished executions; NaN if none),
+      ``self_healed`` (executions where self-healing occurred), ``retries`` (sum of
+      ``retry_count``)
+    :raises ValueError: unknown ``freq`` or a bad time
+    """
+    if freq not in FREQUENCIES:
+        raise ValueError(f"Unknown freq {freq!r}: use one of {', '.join(FREQUENCIES)}")
+    period = FREQUENCIES[freq]
+    keys = ["period", "agent_name"] if by_agent else ["period"]
+    group = ", ".join(keys)
+    select = f"{period} AS period" + (", agent_name" if by_agent else "")
+    where, params = _where(since, until, agent, now)
+    finished_where, finished_params = _where(
+        since, until, agent, now, "status != 'in_progress'", "duration_ms IS NOT NULL"
+    )
+    with database(db) as conn:
+        counts = read_frame(
+            conn,
+            f"""SELECT {select}, count(*) AS executions,
+              count(CASE WHEN status = 'completed' THEN 1 END) AS completed,
+              count(CASE WHEN status = 'failed' THEN 1 END) AS failed,
+              count(CASE WHEN self_healed THEN 1 END) AS self_healed,
+              coalesce(sum(retry_count), 0) AS retries
+            FROM agent_executions{where} GROUP BY {group}""",
+            params,
+        )
+        durations = read_frame(
+            conn,
+            f"SELECT {select}, duration_ms FROM agent_executions{finished_where}",
+            finished_params,
+        )
+    columns = TREND_COLUMNS[:1] + keys[1:] + TREND_COLUMNS[1:]
+    periods = _periods(counts["period"], since, until, freq, now)
+    if by_agent:
+        agents = sorted(counts["agent_name"].unique())
+        index = pd.MultiIndex.from_product([periods, agents], names=keys)
+    else:
+        index = pd.Index(periods, name="period")
+    counts["period"] = pd.to_datetime(counts["period"], utc=True)
+    durations["period"] = pd.to_datetime(durations["period"], utc=True)
+    durations["duration_ms"] = durations["duration_ms"].astype("float64")
+    frame = counts.set_index(keys).reindex(index)
+    totals = ["executions", "completed", "failed", "self_healed", "retries"]
+    frame[totals] = frame[totals].fillna(0).astype("int64")
+    finished = frame["completed"] + frame["failed"]
+    frame["success_rate"] = (100 * frame["completed"] / finished.where(finished > 0)).astype(
+        "float64"
+    )
+    quantiles = durations.groupby(keys)["duration_ms"].quantile([0.5, 0.95]).unstack()
+    quantiles = quantiles.reindex(columns=[0.5, 0.95])
+    frame["p50_duration_ms"] = quantiles[0.5].reindex(index).astype("float64")
+    frame["p95_duration_ms"] = quantiles[0.95].reindex(index).astype("float64")
+    return frame.reset_index()[columns]
+
+
+def _periods(
+    found: pd.Series, since: TimeArg, until: TimeArg, freq: str, now: TimeArg
+) -> pd.DatetimeIndex:
+    starts = pd.to_datetime(found, utc=True)
+    first = time_bound(since, now)
+    last = time_bound(until, now)
+    first_ts = _floor(pd.Timestamp(first), freq) if first else starts.min()
+    # `until` is excluded: a window ending at midnight has no row for that day.
+    last_ts = _floor(pd.Timestamp(last) - pd.Timedelta(milliseconds=1), freq) if last else None
+    last_ts = starts.max() if last_ts is None else last_ts
+    if first and not last and not starts.empty:
+        last_ts = max(last_ts, starts.max())
+    if pd.isna(first_ts) or pd.isna(last_ts) or last_ts < first_ts:
+        return pd.DatetimeIndex([], tz="UTC", name="period")
+    return pd.date_range(first_ts, last_ts, freq=_STEPS[freq], name="period")
+
+
+def _floor(moment: pd.Timestamp, freq: str) -> pd.Timestamp:
+    if freq == "h":
+        return moment.floor("h")
+    day = moment.floor("D")
+    return day if freq == "D" else day - pd.Timedelta(days=day.weekday())
+
+
+# -- error patterns --------------------------------------------------------------------
+
+_FOLDS = [
+    (re.compile(r"'[^']*'"), "'<value>'"),
+    (re.compile(r'"[^"]*"'), "'<value>'"),
+    (re.compile(r"`[^`]*`"), "'<value>'"),
+    (re.compile(r"\b[a-z][a-z0-9+.\-]*://\S+", re.IGNORECASE), "<url>"),
+    (
+        re.compile(r"\b\d{4}-\d\d-\d\d[T ]\d\d:\d\d(?::\d\d(?:\.\d+)?)?(?:Z|[+-]\d\d:?\d\d)?"),
+        "<time>",
+    ),
+    (
+        re.compile(
+            r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", re.IGNORECASE
+        ),
+        "<id>",
+    ),
+    # Absolute, home, relative (./x, ../x) and multi-part relative paths; Windows drives.
+    (
+        re.compile(
+            r"(?:\b[A-Za-z]:\\[\w.\-\\]+)|(?:(?<![\w.~])(?:~|\.{1,2})?/[\w.\-]+(?:/[\w.\-]*)*)"
+            r"|(?:\b(?=[\w.\-/]*[A-Za-z])[\w.\-]+(?:/[\w.\-]+)+)"
+        ),
+        "<path>",
+    ),
+    (re.compile(r"\b0x[0-9a-f]+\b", re.IGNORECASE), "<id>"),
+    # Hex ids: words of hex digits with both a letter and a digit (6+ long: see below).
+    (re.compile(r"\b(?=[0-9a-f]*[a-f])[0-9a-f]*\d[0-9a-f]*\b", re.IGNORECASE), "<hexid>"),
+    (re.compile(r"(?<![A-Za-z0-9])\d+(?:\.\d+)?"), "<n>"),
+    (re.compile(r"\s+"), " "),
+]
+_HEX_MIN = 6
+
+
+@functools.lru_cache(maxsize=65536)
+def normalize_error(message: str | None) -> str:
+    """Fold the variable parts of an error message into placeholders.
+
+    Quoted values become ``'<value>'``, URLs ``<url>``, timestamps ``<time>``, UUIDs
+    and hex ids (6+ hex digits with a digit and a letter, or ``0x...``) ``<id>``,
+    file paths ``<path>`` and other numbers ``<n>`` (digits right after a letter,
+    as in ``sha256`` or ``ipv4``, are kept), so ``Timeout after 30s in /tmp/a1/x.py`` and
+    ``Timeout after 45s in /tmp/b2/y.py`` share one pattern.
+    """
+    if message is None or not message.strip():
+        return NO_MESSAGE
+    text = message
+    for pattern, placeholder in _FOLDS:
+        if placeholder == "<hexid>":
+            text = pattern.sub(_hex_or_keep, text)
+        else:
+            text = pattern.sub(placeholder, text)
+    return text.strip()
+
+
+def _hex_or_keep(match: re.Match) -> str:
+    word = match.group(0)
+    return "<id>" if len(word) >= _HEX_MIN else word
+
+
+def error_patterns(
+    db: DbArg,
+    *,
+    since: TimeArg = None,
+    until: TimeArg = None,
+    agent: str | None = None,
+    limit: int | None = None,
+    now: TimeArg = None,
+) -> pd.DataFrame:
+    """Failed executions grouped by :func:`normalize_error` of their message.
+
+    :param since: first start time included (timestamp or span before ``now``)
+    :param until: start times before this are included
+    :param agent: only this agent's failures
+    :param limit: at most this many patterns (the most frequent)
+    :returns: columns ``pattern``, ``count``, ``agents`` (comma-separated, sorted),
+      ``agent_count``, ``first_seen``, ``last_seen`` (UTC datetimes of the first and
+      last start), ``example`` (the most recent message); most frequent first
+    """
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit must be a positive whole number, got {limit!r}")
+    where, params = _where(since, until, agent, now, "status = 'failed'")
+    with database(db) as conn:
+        # Grouped in SQL by the Python normaliser, registered on this connection.
+        conn.conn.create_function(
+            "agentmetrics_error_pattern", 1, normalize_error, deterministic=True
+        )
+        # SQLite takes the bare `error_message` from the row holding max(started_at).
+        frame = read_frame(
+            conn,
+            f"""SELECT agentmetrics_error_pattern(error_message) AS pattern,
+              count(*) AS count, min(started_at) AS first_seen,
+              max(started_at) AS last_seen, error_message AS example,
+              count(DISTINCT agent_name) AS agent_count,
+              group_concat(DISTINCT agent_name) AS agents
+            FROM agent_executions{where}
+            GROUP BY pattern ORDER BY count DESC, pattern"""
+            + (" LIMIT ?" if limit else ""),
+            params + ([limit] if limit else []),
+        )
+    frame["agents"] = frame["agents"].fillna("").str.split(",").map(sorted).map(", ".join)
+    frame[["count", "agent_count"]] = frame[["count", "agent_count"]].astype("int64")
+    for column in ("first_seen", "last_seen"):
+        frame[column] = pd.to_datetime(frame[column], utc=True)
+    return frame[PATTERN_COLUMNS]
+
+
+# -- self-healing ----------------------------------------------------------------------
+
+
+def self_healing(
+    db: DbArg,
+    *,
+    since: TimeArg = None,
+    until: TimeArg = None,
+    agent: str | None = None,
+    total: bool = True,
+    now: TimeArg = None,
+) -> pd.DataFrame:
+    """How often self-healing occurred per agent, and how often it rescued the run.
+
+    Only finished executions count (an execution in progress has no outcome yet).
+
+    :param total: add a last row ``agent_name == "(all agents)"`` summing every agent
+    :returns: columns ``agent_name``, ``executions`` (finished), ``completed``,
+      ``failed``, ``self_healed`` (executions where it occurred), ``self_healed_rate``
+      (percent of executions), ``rescued`` (self-healed and completed),
+      ``rescue_rate`` (percent of self-healed that completed; NaN if none healed);
+      agents by name
+    """
+    where, params = _where(since, until, agent, now, "status != 'in_progress'")
+    with database(db) as conn:
+        frame = read_frame(
+            conn,
+            f"""SELECT agent_name, count(*) AS executions,
+              count(CASE WHEN status = 'completed' THEN 1 END) AS completed,
+              count(CASE WHEN status = 'failed' THEN 1 END) AS failed,
+              count(CASE WHEN self_healed THEN 1 END) AS self_healed,
+              count(CASE WHEN self_healed AND status = 'completed' THEN 1 END) AS rescued
+            FROM agent_executions{where} GROUP BY agent_name ORDER BY agent_name""",
+            params,
+        )
+    counts = ["executions", "completed", "failed", "self_healed", "rescued"]
+    if total and not frame.empty:
+        frame.loc[len(frame)] = [TOTAL_LABEL, *frame[counts].sum()]
+    frame[counts] = frame[counts].astype("int64")
+    frame["self_healed_rate"] = _percent(frame["self_healed"], frame["executions"])
+    frame["rescue_rate"] = _percent(frame["rescued"], frame["self_healed"])
+    return frame[SELF_HEALING_COLUMNS]
+
+
+def _percent(part: pd.Series, whole: pd.Series) -> pd.Series:
+    return (100 * part / whole.where(whole > 0)).astype("float64")
+
+
+# -- raw durations (for distribution charts) -------------------------------------------
+
+
+def durations(
+    db: DbArg,
+    *,
+    since: TimeArg = None,
+    until: TimeArg = None,
+    agent: str | None = None,
+    now: TimeArg = None,
+) -> pd.DataFrame:
+    """The finished executions' durations, for distribution charts.
+
+    :returns: columns ``agent_name``, ``started_at`` (UTC datetime), ``status``,
+      ``duration_ms`` (int); ordered by start time
+    """
+    where, params = _where(
+        since, until, agent, now, "status != 'in_progress'", "duration_ms IS NOT NULL"
+    )
+    with database(db) as conn:
+        frame = read_frame(
+            conn,
+            "SELECT agent_name, started_at, status, duration_ms FROM agent_executions"
+            f"{where} ORDER BY started_at",
+            params,
+        )
+    frame["started_at"] = pd.to_datetime(frame["started_at"], utc=True)
+    frame["duration_ms"] = frame["duration_ms"].astype("int64")
+    return frame
+
+
+__all__ = [
+    "durations",
+    "error_patterns",
+    "normalize_error",
+    "self_healing",
+    "time_bound",
+    "trends",
+]
