@@ -578,7 +578,7 @@ def _export_tables(
     elif format_ == "parquet":
         raise click.ClickException("--format parquet needs -o FILE (it is a binary format)")
     else:
-        write_csv(db, table, click.get_text_stream("stdout"))
+        write_csv(db, table, sys.stdout)
 
 
 def _money(value: float) -> str:

@@ -1,0 +1,199 @@
+import datetime as dt
+import hashlib
+import json
+import re
+
+import pytest
+from click.testing import CliRunner
+from dashboard_data import T0, build
+
+from agentmetrics.cli import cli
+from agentmetrics.exchange import iter_sessions
+from agentmetrics.otlp import error_type, iter_requests
+
+HEX32 = re.compile(r"^[0-9a-f]{32}$")
+HEX16 = re.compile(r"^[0-9a-f]{16}$")
+SPAN_FIELDS = {
+    "traceId",
+    "spanId",
+    "parentSpanId",
+    "name",
+    "kind",
+    "startTimeUnixNano",
+    "endTimeUnixNano",
+    "attributes",
+    "status",
+}
+VALUE_KINDS = {"stringValue", "intValue", "boolValue", "doubleValue"}
+
+
+def nanos(moment: dt.datetime) -> str:
+    return str(int(moment.timestamp()) * 10**9)
+
+
+def export_lines(db_path, *args):
+    result = CliRunner().invoke(
+        cli, ["--db", str(db_path), "export", "--format", "otlp", *args], catch_exceptions=False
+    )
+    assert result.exit_code == 0
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def all_spans(requests):
+    spans = []
+    for request in requests:
+        assert set(request) == {"resourceSpans"}
+        for resource_spans in request["resourceSpans"]:
+            assert set(resource_spans) == {"resource", "scopeSpans"}
+            assert resource_spans["resource"]["attributes"] == [
+                {"key": "service.name", "value": {"stringValue": "agentmetrics"}}
+            ]
+            for scope_spans in resource_spans["scopeSpans"]:
+                assert set(scope_spans) == {"scope", "spans"}
+                assert scope_spans["scope"]["name"] == "agentmetrics"
+                spans.extend(scope_spans["spans"])
+    return spans
+
+
+def attrs(span):
+    out = {}
+    for item in span["attributes"]:
+        assert set(item) == {"key", "value"}
+        ((kind, value),) = item["value"].items()
+        assert kind in VALUE_KINDS
+        if kind == "intValue":
+            assert isinstance(value, str) and value.lstrip("-").isdigit()
+            value = int(value)
+        out[item["key"]] = value
+    return out
+
+
+@pytest.fixture
+def exported(db_path):
+    ids = build(db_path)
+    return ids, all_spans(export_lines(db_path))
+
+
+def test_structure_and_encoding(exported):
+    ids, spans = exported
+    for span in spans:
+        assert set(span) <= SPAN_FIELDS
+        assert HEX32.match(span["traceId"]) and span["traceId"] != "0" * 32
+        assert HEX16.match(span["spanId"])
+        assert "parentSpanId" not in span or HEX16.match(span["parentSpanId"])
+        assert span["kind"] == 1
+        start, end = span["startTimeUnixNano"], span["endTimeUnixNano"]
+        assert isinstance(start, str) and isinstance(end, str)
+        assert int(start) <= int(end)
+        assert span["status"]["code"] in (0, 1, 2)
+    assert len({s["spanId"] for s in spans}) == len(spans)
+
+
+def test_traces_and_parent_links(exported):
+    ids, spans = exported
+    by_conversation = {attrs(s)["gen_ai.conversation.id"]: s for s in spans}
+    # Finished only: s-3 (running), a-6 and a-7 (in progress) are left out.
+    assert sorted(by_conversation) == ["a-1", "a-2", "a-3", "a-4", "a-5", "s-1", "s-2"]
+    s1, s2 = by_conversation["s-1"], by_conversation["s-2"]
+    assert s1["traceId"] != s2["traceId"]
+    for child, parent in (("a-1", s1), ("a-2", s1), ("a-3", s2), ("a-4", s2)):
+        assert by_conversation[child]["traceId"] == parent["traceId"]
+        assert by_conversation[child]["parentSpanId"] == parent["spanId"]
+    assert "parentSpanId" not in s1
+    standalone = by_conversation["a-5"]
+    assert "parentSpanId" not in standalone
+    assert standalone["traceId"] not in (s1["traceId"], s2["traceId"])
+    # Deterministic ids derived from ours.
+    assert (
+        s1["traceId"]
+        == hashlib.sha256(f"agentmetrics/trace/{ids['s-1']}".encode()).hexdigest()[:32]
+    )
+
+
+def test_workflow_span(exported):
+    ids, spans = exported
+    span = next(s for s in spans if attrs(s).get("gen_ai.conversation.id") == "s-1")
+    assert span["name"] == "invoke_workflow Build feature"
+    assert span["startTimeUnixNano"] == nanos(T0)
+    assert span["endTimeUnixNano"] == nanos(T0 + dt.timedelta(seconds=300))
+    assert span["status"] == {"code": 1}
+    a = attrs(span)
+    assert a["gen_ai.operation.name"] == "invoke_workflow"
+    assert a["gen_ai.workflow.name"] == "Build feature"
+    assert a["agentmetrics.orchestration.id"] == ids["s-1"]
+    assert (a["agentmetrics.completed_tasks"], a["agentmetrics.failed_tasks"]) == (1, 1)
+    failed = next(s for s in spans if attrs(s).get("gen_ai.conversation.id") == "s-2")
+    assert failed["status"]["code"] == 2
+    assert attrs(failed)["error.type"] == "orchestration_failed"
+
+
+def test_agent_spans(exported):
+    ids, spans = exported
+    by_conversation = {attrs(s)["gen_ai.conversation.id"]: s for s in spans}
+    ok = by_conversation["a-1"]
+    assert ok["name"] == "invoke_agent coder"
+    assert ok["startTimeUnixNano"] == nanos(T0)
+    assert ok["endTimeUnixNano"] == nanos(T0 + dt.timedelta(seconds=60))
+    assert ok["status"] == {"code": 1}
+    a = attrs(ok)
+    assert a["gen_ai.operation.name"] == "invoke_agent"
+    assert a["gen_ai.agent.name"] == "coder"
+    assert a["gen_ai.agent.id"] == ids["a-1"]
+    assert (a["agentmetrics.files_created"], a["agentmetrics.files_modified"]) == (2, 3)
+    assert a["agentmetrics.self_healed"] is False
+    assert "error.type" not in a
+
+    failed = by_conversation["a-2"]
+    assert failed["status"] == {"code": 2, "message": "TimeoutError: too slow"}
+    a = attrs(failed)
+    assert a["error.type"] == "TimeoutError"
+    assert a["agentmetrics.retry_count"] == 2
+    assert a["agentmetrics.self_healed"] is True
+
+    tokens = attrs(by_conversation["a-3"])
+    assert tokens["gen_ai.request.model"] == "m-small"
+    assert (tokens["gen_ai.usage.input_tokens"], tokens["gen_ai.usage.output_tokens"]) == (
+        1000,
+        500,
+    )
+    assert attrs(by_conversation["a-4"])["agentmetrics.cost_usd"] == 0.25
+
+
+def test_export_is_deterministic(db_path, tmp_path):
+    build(db_path)
+    out = tmp_path / "traces.jsonl"
+    CliRunner().invoke(cli, ["--db", str(db_path), "export", "-f", "otlp", "-o", str(out)])
+    first = out.read_text()
+    assert (
+        first
+        == "\n".join(json.dumps(r, separators=(",", ":")) for r in export_lines(db_path)) + "\n"
+    )
+    assert export_lines(db_path) == [json.loads(line) for line in first.splitlines()]
+
+
+def test_batches(db_path):
+    build(db_path)
+    requests = list(iter_requests(iter_sessions(db_path), batch_size=1))
+    # s-1 (3 spans), s-2 (3 spans), s-3 (running: nothing), then the standalone a-5
+    # alone (a-7 is in progress).
+    assert [len(all_spans([r])) for r in requests] == [3, 3, 1]
+    with pytest.raises(ValueError):
+        list(iter_requests([], batch_size=0))
+
+
+def test_empty_database(db):
+    assert export_lines(db.conn.execute("PRAGMA database_list").fetchone()[2]) == []
+
+
+@pytest.mark.parametrize(
+    "message, expected",
+    [
+        ("TimeoutError: too slow", "TimeoutError"),
+        ("subprocess.CalledProcessError: exit 1", "subprocess.CalledProcessError"),
+        ("KeyboardInterrupt", "KeyboardInterrupt"),
+        ("the agent gave up", "_OTHER"),
+        (None, "_OTHER"),
+    ],
+)
+def test_error_type(message, expected):
+    assert error_type(message) == expected

@@ -1,0 +1,159 @@
+import math
+
+import pytest
+from click.testing import CliRunner
+from dashboard_data import NOW, build
+from prometheus_client.parser import text_string_to_metric_families
+
+from agentmetrics.cli import cli
+from agentmetrics.prometheus import DURATION_BUCKETS, metrics_text
+
+
+@pytest.fixture
+def text(db_path):
+    build(db_path)
+    return metrics_text(db_path, now=NOW)
+
+
+def families(text):
+    return {f.name: f for f in text_string_to_metric_families(text)}
+
+
+def samples(family, name=None):
+    return {
+        tuple(sorted(s.labels.items())): s.value
+        for s in family.samples
+        if name is None or s.name == name
+    }
+
+
+def test_help_and_type_lines(text):
+    names = [
+        "agentmetrics_executions_total",
+        "agentmetrics_execution_duration_seconds",
+        "agentmetrics_success_ratio",
+        "agentmetrics_orchestrations",
+        "agentmetrics_running",
+        "agentmetrics_stale",
+    ]
+    types = ["counter", "histogram", "gauge", "gauge", "gauge", "gauge"]
+    lines = text.splitlines()
+    for name, kind in zip(names, types, strict=True):
+        help_line = next(i for i, line in enumerate(lines) if line.startswith(f"# HELP {name} "))
+        assert lines[help_line + 1] == f"# TYPE {name} {kind}"
+        # Every sample of the family follows its TYPE line, before the next family.
+        body = []
+        for line in lines[help_line + 2 :]:
+            if line.startswith("#"):
+                break
+            body.append(line)
+        assert body and all(line.startswith(name) for line in body)
+    assert text.endswith("\n")
+
+
+def test_counters_and_ratio(text):
+    parsed = families(text)
+    assert parsed["agentmetrics_executions"].type == "counter"
+    assert samples(parsed["agentmetrics_executions"]) == {
+        (("agent", "coder"), ("status", "completed")): 3,
+        (("agent", "reviewer"), ("status", "failed")): 1,
+        (("agent", "tester"), ("status", "completed")): 1,
+    }
+    assert samples(parsed["agentmetrics_success_ratio"]) == {
+        (("agent", "coder"),): 1.0,
+        (("agent", "reviewer"),): 0.0,
+        (("agent", "tester"),): 1.0,
+    }
+
+
+def test_histogram(text):
+    family = families(text)["agentmetrics_execution_duration_seconds"]
+    assert family.type == "histogram"
+    durations = {"coder": [60, 30, 600], "reviewer": [120], "tester": [10]}
+    for agent, values in durations.items():
+        buckets = {
+            s.labels["le"]: s.value
+            for s in family.samples
+            if s.name.endswith("_bucket") and s.labels["agent"] == agent
+        }
+        assert [buckets[str(b)] for b in DURATION_BUCKETS] == [
+            sum(v <= b for v in values) for b in DURATION_BUCKETS
+        ]
+        counts = [buckets[k] for k in buckets]
+        assert counts == sorted(counts), "buckets must be cumulative"
+        count = samples(family, "agentmetrics_execution_duration_seconds_count")[
+            (("agent", agent),)
+        ]
+        assert buckets["+Inf"] == count == len(values)
+        total = samples(family, "agentmetrics_execution_duration_seconds_sum")[(("agent", agent),)]
+        assert total == sum(values)
+
+
+def test_gauges(text):
+    parsed = families(text)
+    assert samples(parsed["agentmetrics_orchestrations"]) == {
+        (("status", "running"),): 1,
+        (("status", "completed"),): 1,
+        (("status", "failed"),): 1,
+        (("status", "partial"),): 0,
+    }
+    assert samples(parsed["agentmetrics_running"]) == {
+        (("kind", "orchestration"),): 1,
+        (("kind", "execution"),): 2,
+    }
+    # At NOW, s-3 and a-6 started 7h ago (stale after 6h); a-7 started 10 minutes ago.
+    assert samples(parsed["agentmetrics_stale"]) == {
+        (("kind", "orchestration"),): 1,
+        (("kind", "execution"),): 1,
+    }
+
+
+def test_label_escaping(monitor, db_path):
+    monitor.start_agent_execution("x", 'we"ird\\agent\nname')
+    monitor.complete_agent_execution("x", "completed")
+    parsed = families(metrics_text(db_path))
+    assert samples(parsed["agentmetrics_executions"]) == {
+        (("agent", 'we"ird\\agent\nname'), ("status", "completed")): 1
+    }
+
+
+def test_empty_database(db_path, db):
+    parsed = families(metrics_text(db_path))
+    assert samples(parsed["agentmetrics_executions"]) == {}
+    assert all(v == 0 for v in samples(parsed["agentmetrics_running"]).values())
+
+
+def test_cli_stdout_and_file(db_path, tmp_path):
+    build(db_path)
+    runner = CliRunner()
+    result = runner.invoke(cli, ["--db", str(db_path), "metrics"], catch_exceptions=False)
+    assert result.exit_code == 0
+    assert math.isclose(
+        samples(families(result.stdout)["agentmetrics_success_ratio"])[(("agent", "coder"),)], 1
+    )
+    out = tmp_path / "agentmetrics.prom"
+    result = runner.invoke(
+        cli, ["--db", str(db_path), "metrics", "-o", str(out)], catch_exceptions=False
+    )
+    assert result.exit_code == 0
+    assert out.read_text() == metrics_text(db_path)
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--stale-after", "soon"], "Error: not a duration: 'soon'"),
+        (["-o", "missing-dir/x.prom"], "Error: Cannot write missing-dir/x.prom"),
+    ],
+)
+def test_cli_errors(db_path, db, args, message):
+    result = CliRunner().invoke(cli, ["--db", str(db_path), "metrics", *args])
+    assert result.exit_code == 1
+    assert result.output.startswith(message)
+
+
+def test_cli_missing_database(tmp_path):
+    result = CliRunner().invoke(cli, ["--db", str(tmp_path / "none.db"), "metrics"])
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: No database found")
