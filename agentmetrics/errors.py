@@ -21,6 +21,10 @@ class UnknownSession(AgentMetricsError, LookupError):
     """No orchestration or execution has the given session id."""
 
 
+class UnknownAgent(AgentMetricsError, LookupError):
+    """No agent execution has the given agent name."""
+
+
 class DuplicateSession(AgentMetricsError):
     """A session id is already used by another orchestration or execution."""
 

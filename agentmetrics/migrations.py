@@ -70,17 +70,22 @@ EXTRA_COLUMNS = {
 }
 
 # Indexes for the report queries. Partial indexes keep the write path cheap: a new
-# execution enters only the in-progress index, and moves to the finished one when it
-# completes; the original's statements never touch either.
+# execution enters only the in-progress index (and the orchestration one), and moves
+# to the two finished ones when it completes; the original's statements never touch
+# them. Queries must repeat `status != 'in_progress'` verbatim for SQLite to use a
+# finished index. Both finished indexes cover their reports: health windows read
+# (started_at, status, duration_ms); per-agent reports read the agent's rows in start
+# order with every column they sum, so no report visits the table for them.
 INDEXES = [
     "CREATE INDEX IF NOT EXISTS idx_am_orch_started ON orchestrations(started_at)",
     "CREATE INDEX IF NOT EXISTS idx_am_orch_status_started ON orchestrations(status, started_at)",
     "CREATE INDEX IF NOT EXISTS idx_am_exec_orchestration ON agent_executions(orchestration_id)"
     " WHERE orchestration_id IS NOT NULL",
-    "CREATE INDEX IF NOT EXISTS idx_am_exec_agent_started"
-    " ON agent_executions(agent_name, started_at)",
     "CREATE INDEX IF NOT EXISTS idx_am_exec_finished_started"
     " ON agent_executions(started_at, status, duration_ms) WHERE status != 'in_progress'",
+    "CREATE INDEX IF NOT EXISTS idx_am_exec_finished_agent ON agent_executions(agent_name,"
+    " started_at, status, duration_ms, retry_count, self_healed, files_created, files_modified)"
+    " WHERE status != 'in_progress'",
     "CREATE INDEX IF NOT EXISTS idx_am_exec_running_started"
     " ON agent_executions(started_at) WHERE status = 'in_progress'",
     "CREATE INDEX IF NOT EXISTS idx_am_exec_standalone_started"

@@ -1,0 +1,132 @@
+"""Row-level frames shared by the health, agent and orchestration reports.
+
+Conventions for every frame built here: timestamps (``started_at``, ``completed_at``,
+``created_at``) are pandas UTC datetimes (``NaT`` when missing), whatever the stored
+format; durations are float milliseconds (NaN while running); counters with a
+default of 0 are int64; flags are bool; missing text is None.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlite_utils import Database
+
+from ..errors import InvalidValue
+from ._common import read_frame
+
+ORCHESTRATION_COLUMNS = [
+    "id",
+    "session_id",
+    "task_description",
+    "status",
+    "started_at",
+    "completed_at",
+    "duration_ms",
+    "total_tasks",
+    "completed_tasks",
+    "failed_tasks",
+    "git_commit_hash",
+    "plan_file_path",
+    "progress_file_path",
+    "created_at",
+    "metadata_json",
+]
+
+EXECUTION_COLUMNS = [
+    "id",
+    "orchestration_id",
+    "agent_session_id",
+    "agent_name",
+    "task_id",
+    "task_number",
+    "status",
+    "started_at",
+    "completed_at",
+    "duration_ms",
+    "retry_count",
+    "self_healed",
+    "files_created",
+    "files_modified",
+    "error_message",
+    "summary_report_path",
+    "session_log_path",
+    "created_at",
+    "model",
+    "input_tokens",
+    "output_tokens",
+    "cost_usd",
+    "metadata_json",
+]
+
+TIMESTAMPS = ("started_at", "completed_at", "created_at")
+FLOATS = ("duration_ms", "task_number", "input_tokens", "output_tokens", "cost_usd")
+COUNTERS = (
+    "total_tasks",
+    "completed_tasks",
+    "failed_tasks",
+    "retry_count",
+    "files_created",
+    "files_modified",
+)
+FLAGS = ("self_healed",)
+
+
+def select_list(columns: Sequence[str], alias: str = "") -> str:
+    prefix = f"{alias}." if alias else ""
+    return ", ".join(prefix + column for column in columns)
+
+
+def typed(frame: pd.DataFrame) -> pd.DataFrame:
+    """Apply the conventions above to the known columns of ``frame``, in place."""
+    for column in frame.columns:
+        if column in TIMESTAMPS:
+            frame[column] = to_utc(frame[column])
+        elif column in FLOATS:
+            frame[column] = pd.to_numeric(frame[column]).astype("float64")
+        elif column in COUNTERS:
+            frame[column] = pd.to_numeric(frame[column]).fillna(0).astype("int64")
+        elif column in FLAGS:
+            frame[column] = pd.to_numeric(frame[column]).fillna(0).astype(bool)
+        elif frame[column].dtype == object or pd.api.types.is_string_dtype(frame[column]):
+            frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
+    return frame
+
+
+def to_utc(values: pd.Series) -> pd.Series:
+    """Stored timestamps (ISO with ``Z`` or ``YYYY-MM-DD HH:MM:SS``) as UTC datetimes."""
+    return pd.to_datetime(values, utc=True, format="ISO8601")
+
+
+def rows_frame(db: Database, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> pd.DataFrame:
+    """Run a query returning table rows and apply the column conventions."""
+    return typed(read_frame(db, sql, params))
+
+
+def durations(db: Database, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> np.ndarray:
+    """The first column of a query as a float array (for percentiles)."""
+    cursor = db.conn.execute(sql, params)
+    # fromiter over the cursor avoids a list of a million tuples.
+    return np.fromiter((row[0] for row in cursor), dtype=np.float64)
+
+
+def percentiles(values: np.ndarray, qs: Sequence[float]) -> list[float]:
+    """Exact percentiles by linear interpolation (numpy's default); NaN when empty."""
+    if len(values) == 0:
+        return [float("nan")] * len(qs)
+    return [float(v) for v in np.percentile(values, qs)]
+
+
+def success_rate(completed: float, failed: float) -> float:
+    """Percent of finished executions that completed (NaN when none finished)."""
+    finished = completed + failed
+    return completed / finished * 100 if finished else float("nan")
+
+
+def check_limit(limit: int) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise InvalidValue(f"limit must be a whole number of at least 1, got {limit!r}")
+    return limit

@@ -1,0 +1,98 @@
+"""System health: what ran in the last N hours, as one row."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from ._common import DbArg, TimeArg, database, hours_window
+from ._frames import durations, percentiles, success_rate
+
+HEALTH_COLUMNS = [
+    "total_orchestrations",
+    "completed_orchestrations",
+    "failed_orchestrations",
+    "partial_orchestrations",
+    "running_orchestrations",
+    "total_executions",
+    "finished_executions",
+    "completed_executions",
+    "failed_executions",
+    "in_progress_executions",
+    "success_rate",
+    "avg_duration_ms",
+    "p50_duration_ms",
+    "p95_duration_ms",
+]
+
+_WINDOW = "started_at >= :start AND started_at <= :end"
+
+# One range count per status on the (status, started_at) index.
+_ORCHESTRATIONS = ", ".join(
+    f"(SELECT count(*) FROM orchestrations WHERE status = '{status}' AND {_WINDOW})"
+    for status in ("completed", "failed", "partial", "running")
+)
+
+# `status != 'in_progress'` is written exactly as in the partial index's WHERE, so
+# SQLite can answer from that covering index alone.
+_FINISHED = f"""
+SELECT count(*), total(status = 'completed'), avg(duration_ms)
+FROM agent_executions WHERE status != 'in_progress' AND {_WINDOW}
+"""
+_IN_PROGRESS = f"SELECT count(*) FROM agent_executions WHERE status = 'in_progress' AND {_WINDOW}"
+_DURATIONS = f"""
+SELECT duration_ms FROM agent_executions
+WHERE status != 'in_progress' AND {_WINDOW} AND duration_ms IS NOT NULL
+"""
+
+
+def system_health(db: DbArg, hours: float = 24, now: TimeArg = None) -> pd.DataFrame:
+    """Counts, success rate and durations of everything started in ``[now - hours, now]``.
+
+    An orchestration or execution belongs to the window by its ``started_at``. Counts
+    match the original tool's ``health`` for the same window; the original printed
+    ``finished_executions`` as "Total".
+
+    :param db: database path or ``sqlite_utils.Database``
+    :param hours: length of the window, a positive number
+    :param now: end of the window (default: the current time)
+    :raises ValueError: ``hours`` is not a positive number, or ``now`` is not a timestamp
+    :returns: one row with the columns
+
+      - ``total_orchestrations``, ``completed_orchestrations``, ``failed_orchestrations``,
+        ``partial_orchestrations``, ``running_orchestrations`` (int)
+      - ``total_executions`` (all started, in progress included), ``finished_executions``
+        (completed + failed), ``completed_executions``, ``failed_executions``,
+        ``in_progress_executions`` (int)
+      - ``success_rate``: percent of finished executions that completed (NaN if none)
+      - ``avg_duration_ms``, ``p50_duration_ms``, ``p95_duration_ms``: of finished
+        executions; percentiles are exact, by linear interpolation as numpy's default
+        (NaN if none)
+    """
+    start, end = hours_window(hours, now)
+    params = {"start": start, "end": end}
+    with database(db) as conn:
+        completed_o, failed_o, partial_o, running_o = conn.execute(
+            f"SELECT {_ORCHESTRATIONS}", params
+        ).fetchone()
+        finished, completed, avg = conn.execute(_FINISHED, params).fetchone()
+        (in_progress,) = conn.execute(_IN_PROGRESS, params).fetchone()
+        p50, p95 = percentiles(durations(conn, _DURATIONS, params), [50, 95])
+    completed = int(completed)
+    row = {
+        "total_orchestrations": completed_o + failed_o + partial_o + running_o,
+        "completed_orchestrations": completed_o,
+        "failed_orchestrations": failed_o,
+        "partial_orchestrations": partial_o,
+        "running_orchestrations": running_o,
+        "total_executions": finished + in_progress,
+        "finished_executions": finished,
+        "completed_executions": completed,
+        "failed_executions": finished - completed,
+        "in_progress_executions": in_progress,
+        "success_rate": success_rate(completed, finished - completed),
+        "avg_duration_ms": float("nan") if avg is None else float(avg),
+        "p50_duration_ms": p50,
+        "p95_duration_ms": p95,
+    }
+    frame = pd.DataFrame([row], columns=HEALTH_COLUMNS)
+    return frame.astype({column: "int64" for column in HEALTH_COLUMNS[:10]})
