@@ -1008,3 +1008,50 @@ def plot(ctx: click.Context, chart: str, output: str, freq: str, dpi: int, **win
         raise click.ClickException("Nothing to plot: no matching executions in this window")
     fig.savefig(output, dpi=dpi)
     click.echo(f"Wrote {output}")
+
+
+@cli.command()
+@click.option(
+    "-n",
+    "--interval",
+    type=POSITIVE_NUMBER,
+    default=2.0,
+    show_default=True,
+    help="Seconds between refreshes.",
+)
+@click.option(
+    "--minutes",
+    type=POSITIVE_NUMBER,
+    default=15,
+    show_default=True,
+    help="List executions finished in the last N minutes.",
+)
+@click.option("--iterations", type=POSITIVE_INT, help="Stop after N refreshes.")
+@click.option("--once", is_flag=True, help="Print one view and exit (no screen clearing).")
+@db_option
+@click.pass_context
+def watch(
+    ctx: click.Context, interval: float, minutes: float, iterations: int | None, once: bool
+) -> None:
+    """Live view: running orchestrations, recent executions, last hour, failures.
+
+    Reads through a read-only connection, so it can run while agents write.
+    Press Ctrl-C to stop.
+    """
+    import shutil
+
+    from .watch import watch as watch_
+
+    db = open_database(ctx.obj["db_path"], read_only=True)
+    ctx.call_on_close(db.close)
+    try:
+        watch_(
+            db,
+            interval=interval,
+            iterations=1 if once else iterations,
+            width=lambda: shutil.get_terminal_size((100, 24)).columns,
+            clear=not once and sys.stdout.isatty(),
+            recent_minutes=minutes,
+        )
+    except KeyboardInterrupt:
+        click.echo()
