@@ -199,6 +199,18 @@ def _failed_executions(context: Context, rule: Rule) -> float:
     return _finished(context, rule, "count(*)", " AND status = 'failed'")[0][0]
 
 
+@metric("cost_usd", "above", "usd")
+def _cost_usd(context: Context, rule: Rule) -> float:
+    """Estimated cost of the window's finished executions, priced with ``[costs]``."""
+    from .reports.costs import cost_rates, costs
+
+    start, end = context.window(rule)
+    frame = costs(context.db, cost_rates(context.config), since=start, until=end)
+    if rule.agent is not None:
+        frame = frame[frame["agent_name"] == rule.agent]
+    return float(frame["cost_usd"].sum())
+
+
 @metric("failed_orchestrations", "above", "count", agent=False)
 def _failed_orchestrations(context: Context, rule: Rule) -> float:
     start, end = context.window(rule)

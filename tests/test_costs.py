@@ -227,3 +227,18 @@ def test_tracking_api_accepts_cost_fields(monitor, db):
     assert row == ("m", 10, 20, 0.5)
     with pytest.raises(agentmetrics.AgentMetricsError):
         monitor.complete_agent_execution("x", "completed", cost_usd=-1)
+
+
+def test_cost_usd_alert_rule(data_path, tmp_path):
+    from agentmetrics.rules import evaluate, load_rules
+
+    (tmp_path / "agentmetrics.toml").write_text(
+        TOML
+        + '\n[[rules]]\nname = "spend"\nmetric = "cost_usd"\nwindow = "30d"\nwarn = 1.5\n'
+        + '\n[[rules]]\nname = "reviewer spend"\nmetric = "cost_usd"\nagent = "reviewer"\n'
+        + 'window = "30d"\nalert = 1.0\n'
+    )
+    results = evaluate(data_path, load_rules(), now="2026-03-02T12:00:00Z")
+    # All five finished executions: 0.1 + 0.4 + 0.0105 + 0.25 + 1.0; the reviewer: 0.4.
+    assert results["value"].tolist() == pytest.approx([1.7605, 0.4])
+    assert results["status"].tolist() == ["warn", "ok"]
