@@ -738,11 +738,15 @@ def _regression_formatters(metric: str) -> dict[str, Callable]:
             return "-"
         return f"{x:+.1f} pts" if metric == "success_rate" else f"{x:.2f}x"
 
+    def p_value(p: float) -> str:
+        return "-" if p != p else f"{p:.2g}"
+
     return {
         "baseline_value": value,
         "recent_value": value,
         "change": change,
-        "p_value": lambda p: "-" if p != p else f"{p:.2g}",
+        "p_value": p_value,
+        "p_adjusted": p_value,
         "regressed": lambda flag: "REGRESSED" if flag else "",
     }
 
@@ -913,7 +917,6 @@ def window_options(fn: Callable) -> Callable:
 @click.option("--days", type=POSITIVE_NUMBER, default=30, show_default=True, help="Days of data.")
 @click.option(
     "--orchestrations",
-    "count",
     type=POSITIVE_INT,
     default=600,
     show_default=True,
@@ -925,7 +928,7 @@ def window_options(fn: Callable) -> Callable:
 @db_option
 @click.pass_context
 def demo(
-    ctx: click.Context, days: float, count: int, seed: int, now: str | None, replace: bool
+    ctx: click.Context, days: float, orchestrations: int, seed: int, now: str | None, replace: bool
 ) -> None:
     """Build a realistic demo database (the same --seed and --now give the same data).
 
@@ -941,7 +944,9 @@ def demo(
     from .demo import build_demo
 
     path = ctx.obj["db_path"]
-    built = build_demo(path, days=days, orchestrations=count, seed=seed, now=now, replace=replace)
+    built = build_demo(
+        path, days=days, orchestrations=orchestrations, seed=seed, now=now, replace=replace
+    )
     click.echo(
         f"Built {path}: {built['orchestrations']} orchestrations, {built['executions']} "
         f"executions over {built['days']:g} days up to {built['now']} (seed {built['seed']})"

@@ -6,9 +6,11 @@ regressed only when three things hold at once:
 
 - the change matters in practice (``threshold``: by default p95/p50 up by 20% or
   more, or success rate down by 5 points or more);
-- it is statistically significant (``p_value < alpha``): a one-sided Mann-Whitney U
-  test for durations (are recent runs longer?), a one-sided two-proportion z-test for
-  the success rate (is the recent rate lower?);
+- it is statistically significant (``p_adjusted < alpha``): a one-sided Mann-Whitney
+  U test for durations (are recent runs longer?), a one-sided two-proportion z-test
+  for the success rate (is the recent rate lower?), with the p-values Holm-adjusted
+  across the agents compared, so that watching many agents does not multiply false
+  alarms;
 - both windows hold at least ``min_samples`` finished executions, so a handful of
   slow runs never pages anyone.
 """
@@ -41,6 +43,7 @@ COLUMNS = [
     "baseline_n",
     "recent_n",
     "p_value",
+    "p_adjusted",
     "regressed",
     "reason",
 ]
@@ -89,6 +92,8 @@ def regressions(
         points for the success rate (NaN when undefined)
       - ``baseline_n``, ``recent_n``: finished executions in each window
       - ``p_value``: one-sided p-value for "worse recently" (NaN when untestable)
+      - ``p_adjusted``: ``p_value`` Holm-adjusted over the agents with enough runs in
+        both windows (NaN for the others); compared with ``alpha``
       - ``regressed``: bool
       - ``reason``: one line explaining the verdict
     """
@@ -107,7 +112,7 @@ def regressions(
         params["agent"] = agent
     with database(db) as conn:
         rows = read_frame(conn, _ROWS_SQL.format(value=value_sql, extra=extra), params)
-    records = [
+    compared = [
         _compare(
             name,
             group.loc[group["is_recent"] == 0, "value"].to_numpy(dtype=float),
@@ -116,12 +121,15 @@ def regressions(
             kind,
             min_samples,
             threshold,
-            alpha,
         )
         for name, group in rows.groupby("agent_name", sort=True)
     ]
-    df = pd.DataFrame.from_records(records, columns=COLUMNS)
-    return df.astype(
+    adjusted = holm([c["p_value"] if c["enough"] else math.nan for c in compared])
+    records = []
+    for c, p in zip(compared, adjusted, strict=True):
+        verdict = _verdict(c, p, alpha)
+        records.append((*c["values"], p, verdict.startswith("regressed"), verdict))
+    return pd.DataFrame.from_records(records, columns=COLUMNS).astype(
         {
             "agent_name": object,
             "metric": object,
@@ -131,6 +139,7 @@ def regressions(
             "baseline_n": "int64",
             "recent_n": "int64",
             "p_value": float,
+            "p_adjusted": float,
             "regressed": bool,
             "reason": object,
         }
@@ -145,8 +154,7 @@ def _compare(
     kind: str,
     min_samples: int,
     threshold: float,
-    alpha: float,
-) -> tuple:
+) -> dict:
     if kind == "duration":
         q = 95 if metric == "p95_duration_ms" else 50
         base_value = percentile(np.sort(base), q)
@@ -165,28 +173,44 @@ def _compare(
         ).p_value
         big_enough = -change >= threshold
         practical = f"{change:+.1f} points vs -{threshold:g} needed"
-    significant = p_value < alpha  # False for NaN
-    if min(len(base), len(recent)) < min_samples:
-        reason = f"too few runs (baseline {len(base)}, recent {len(recent)}; need {min_samples})"
-    elif not big_enough:
-        reason = f"change too small ({practical})"
-    elif not significant:
-        reason = f"not significant (p={_p(p_value)}, alpha {alpha:g})"
-    else:
-        reason = f"regressed: {practical}, p={_p(p_value)}"
-    regressed = reason.startswith("regressed")
-    return (
-        agent,
-        metric,
-        base_value,
-        recent_value,
-        change,
-        len(base),
-        len(recent),
-        p_value,
-        regressed,
-        reason,
-    )
+    return {
+        "values": (
+            agent,
+            metric,
+            base_value,
+            recent_value,
+            change,
+            len(base),
+            len(recent),
+            p_value,
+        ),
+        "p_value": p_value,
+        "enough": min(len(base), len(recent)) >= min_samples,
+        "big_enough": big_enough,
+        "practical": practical,
+        "runs": f"baseline {len(base)}, recent {len(recent)}; need {min_samples}",
+    }
+
+
+def _verdict(compared: dict, p_adjusted: float, alpha: float) -> str:
+    if not compared["enough"]:
+        return f"too few runs ({compared['runs']})"
+    if not compared["big_enough"]:
+        return f"change too small ({compared['practical']})"
+    if not p_adjusted < alpha:  # also for NaN
+        return f"not significant (adjusted p={_p(p_adjusted)}, alpha {alpha:g})"
+    return f"regressed: {compared['practical']}, adjusted p={_p(p_adjusted)}"
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values (NaN entries are left out and stay NaN)."""
+    adjusted = [math.nan] * len(p_values)
+    tested = sorted((p, i) for i, p in enumerate(p_values) if not math.isnan(p))
+    running = 0.0
+    for rank, (p, i) in enumerate(tested):
+        running = max(running, min(1.0, (len(tested) - rank) * p))
+        adjusted[i] = running
+    return adjusted
 
 
 def _p(p_value: float) -> str:

@@ -1,0 +1,228 @@
+import datetime as dt
+import json
+import sqlite3
+
+import pytest
+from click.testing import CliRunner
+
+from agentmetrics.cli import cli
+from agentmetrics.maintenance import REAP_COLUMNS, reap
+from agentmetrics.reports.stale import STALE_COLUMNS, count_stale, stale_runs
+
+NOW = dt.datetime(2026, 3, 10, 12, 0, tzinfo=dt.timezone.utc)
+NOW_ISO = "2026-03-10T12:00:00.000Z"
+HOUR_MS = 3_600_000
+
+
+def ago(hours: float) -> str:
+    moment = NOW - dt.timedelta(hours=hours)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def orchestration(db, id, status, started_hours_ago, **extra):
+    db.table("orchestrations").insert(
+        {"id": id, "session_id": f"s-{id}", "status": status, "started_at": ago(started_hours_ago)}
+        | extra
+    )
+
+
+def execution(db, id, status, started_hours_ago, orchestration_id=None, **extra):
+    db.table("agent_executions").insert(
+        {
+            "id": id,
+            "orchestration_id": orchestration_id,
+            "agent_session_id": f"s-{id}",
+            "agent_name": "coder",
+            "status": status,
+            "started_at": ago(started_hours_ago),
+        }
+        | extra
+    )
+
+
+@pytest.fixture
+def runs(db):
+    """Unfinished and finished runs around the 6 hour mark, relative to NOW."""
+    orchestration(db, "A", "running", 10)  # nothing since it started: stale
+    orchestration(db, "B", "running", 10)  # an execution finished an hour ago: alive
+    execution(db, "b1", "completed", 3, "B", completed_at=ago(1), duration_ms=2 * HOUR_MS)
+    orchestration(db, "C", "running", 20)  # last heard of 6.5h ago: stale
+    execution(db, "c1", "completed", 8, "C", completed_at=ago(7), duration_ms=HOUR_MS)
+    execution(db, "c2", "in_progress", 6.5, "C")
+    orchestration(db, "D", "completed", 30, completed_at=ago(29), duration_ms=HOUR_MS)
+    orchestration(db, "E", "running", 2)
+    execution(db, "s1", "in_progress", 5)  # 5h: stale only with --older-than 4h
+    execution(db, "s2", "in_progress", 7)
+    execution(db, "s3", "failed", 9, completed_at=ago(8.5), duration_ms=HOUR_MS // 2)
+    execution(db, "s4", "in_progress", 6)  # exactly 6h: not older than 6h
+    return db
+
+
+def table_rows(db, table):
+    return {row["id"]: row for row in db.table(table).rows}
+
+
+def test_stale_runs(runs):
+    df = stale_runs(runs, now=NOW)
+    assert list(df.columns) == STALE_COLUMNS
+    assert list(zip(df["kind"], df["id"], strict=True)) == [
+        ("orchestration", "A"),
+        ("execution", "s2"),
+        ("execution", "c2"),
+        ("orchestration", "C"),
+    ]
+    assert list(df["age_ms"]) == [10 * HOUR_MS, 7 * HOUR_MS, 6.5 * HOUR_MS, 6.5 * HOUR_MS]
+    assert list(df["session_id"]) == ["s-A", "s-s2", "s-c2", "s-C"]
+    assert list(df["agent_name"]) == [None, "coder", "coder", None]
+    c = df[df["id"] == "C"].iloc[0]
+    assert c["started_at"].isoformat() == "2026-03-09T16:00:00+00:00"
+    assert c["last_seen_at"].isoformat() == "2026-03-10T05:30:00+00:00"
+    assert count_stale(runs, now=NOW) == 4
+
+
+def test_stale_runs_other_age(runs):
+    df = stale_runs(runs, older_than="4h", now=NOW)
+    assert set(df["id"]) == {"A", "s2", "c2", "C", "s1", "s4"}
+    assert count_stale(runs, "4h", now=NOW) == 6
+    assert stale_runs(runs, older_than="11h", now=NOW).empty
+
+
+def test_stale_runs_empty(db):
+    df = stale_runs(db, now=NOW)
+    assert list(df.columns) == STALE_COLUMNS
+    assert df.empty
+    assert count_stale(db, now=NOW) == 0
+
+
+@pytest.mark.parametrize("bad", ["soon", "0h", "-2h"])
+def test_stale_runs_bad_age(db, bad):
+    with pytest.raises(ValueError):
+        stale_runs(db, older_than=bad, now=NOW)
+
+
+def test_reap(runs):
+    before = {t: table_rows(runs, t) for t in ("orchestrations", "agent_executions")}
+    df = reap(runs, now=NOW)
+    assert list(df.columns) == REAP_COLUMNS
+    assert set(df["id"]) == {"A", "s2", "c2", "C"}
+    after = {t: table_rows(runs, t) for t in ("orchestrations", "agent_executions")}
+
+    reaped_at = "reaped at 2026-03-10T12:00:00.000Z"
+    a = after["orchestrations"]["A"]
+    assert (a["status"], a["completed_at"], a["duration_ms"]) == ("failed", ago(10), 0)
+    assert json.loads(a["metadata_json"]) == {
+        "error_message": f"abandoned: no activity since {ago(10)}; {reaped_at}"
+    }
+    c = after["orchestrations"]["C"]
+    # From its start (20h ago) to the last execution start (6.5h ago).
+    assert (c["status"], c["completed_at"], c["duration_ms"]) == (
+        "failed",
+        ago(6.5),
+        13.5 * HOUR_MS,
+    )
+    for exec_id, hours in (("s2", 7), ("c2", 6.5)):
+        row = after["agent_executions"][exec_id]
+        assert (row["status"], row["completed_at"], row["duration_ms"]) == ("failed", ago(hours), 0)
+        assert row["error_message"] == f"abandoned: no activity since {ago(hours)}; {reaped_at}"
+    # Everything else is exactly as it was.
+    for table, rows in before.items():
+        for row_id, row in rows.items():
+            if row_id not in {"A", "C", "s2", "c2"}:
+                assert after[table][row_id] == row
+    # Nothing left to reap.
+    assert reap(runs, now=NOW).empty
+
+
+def test_reap_dry_run_writes_nothing(runs):
+    before = {t: table_rows(runs, t) for t in ("orchestrations", "agent_executions")}
+    df = reap(runs, now=NOW, dry_run=True)
+    assert set(df["id"]) == {"A", "s2", "c2", "C"}
+    assert df["error_message"].str.startswith("abandoned: no activity since ").all()
+    assert {t: table_rows(runs, t) for t in before} == before
+
+
+def test_reap_keeps_existing_messages(db):
+    orchestration(db, "M", "running", 10, metadata_json='{"team": "x", "error_message": "oops"}')
+    orchestration(db, "N", "running", 10, metadata_json="not json")
+    execution(db, "e", "in_progress", 8, error_message="first")
+    reap(db, now=NOW)
+    rows = table_rows(db, "orchestrations")
+    message = f"abandoned: no activity since {ago(10)}; reaped at {NOW_ISO}"
+    assert json.loads(rows["M"]["metadata_json"]) == {
+        "team": "x",
+        "error_message": "oops\n" + message,
+    }
+    assert json.loads(rows["N"]["metadata_json"]) == {
+        "error_message": message,
+        "previous_metadata": "not json",
+    }
+    assert table_rows(db, "agent_executions")["e"]["error_message"] == (
+        f"first\nabandoned: no activity since {ago(8)}; reaped at {NOW_ISO}"
+    )
+
+
+def test_reap_is_one_transaction(runs):
+    before = {t: table_rows(runs, t) for t in ("orchestrations", "agent_executions")}
+    # The last update fails: the earlier ones must be rolled back with it.
+    runs.execute(
+        "CREATE TRIGGER refuse BEFORE UPDATE ON orchestrations WHEN NEW.id = 'C'"
+        " BEGIN SELECT RAISE(ABORT, 'refused'); END"
+    )
+    with pytest.raises(sqlite3.IntegrityError):
+        reap(runs, now=NOW)
+    assert {t: table_rows(runs, t) for t in before} == before
+    assert not runs.conn.in_transaction
+
+
+def test_reap_path_argument(runs, db_path):
+    assert len(reap(str(db_path), now=NOW)) == 4
+
+
+def invoke(db_path, *args):
+    return CliRunner().invoke(cli, ["--db", str(db_path), *args])
+
+
+def test_cli_reap_dry_run_then_reap(runs, db_path):
+    result = invoke(db_path, "reap", "--dry-run", "--now", NOW_ISO)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == "Would reap 2 orchestrations and 2 executions with no sign of life for 6h"
+    assert "s-A" in lines[2] and "10h 0m" in lines[2]
+    assert runs.table("orchestrations").get("A")["status"] == "running"
+
+    result = invoke(db_path, "reap", "--older-than", "6h", "--now", NOW_ISO)
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("Reaped 2 orchestrations and 2 executions")
+    assert runs.table("orchestrations").get("A")["status"] == "failed"
+
+    result = invoke(db_path, "reap", "--now", NOW_ISO)
+    assert result.output == "Reaped 0 orchestrations and 0 executions with no sign of life for 6h\n"
+
+
+def test_cli_reap_json(runs, db_path):
+    result = invoke(db_path, "reap", "--older-than", "4h", "--json", "--now", NOW_ISO)
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert {r["id"] for r in rows} == {"A", "s2", "c2", "C", "s1", "s4"}
+    assert {r["kind"] for r in rows} == {"orchestration", "execution"}
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--older-than", "soon"], "Error: not a duration: 'soon'"),
+        (["--older-than", "0h"], "Error: older_than must be a positive duration"),
+    ],
+)
+def test_cli_reap_bad_input(runs, db_path, args, message):
+    result = invoke(db_path, "reap", *args)
+    assert result.exit_code == 1
+    assert result.output.startswith(message)
+    assert "Traceback" not in result.output
+
+
+def test_cli_reap_missing_database(tmp_path):
+    result = invoke(tmp_path / "missing.db", "reap")
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: No database found at")
+    assert not (tmp_path / "missing.db").exists()
