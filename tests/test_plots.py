@@ -1,0 +1,181 @@
+import subprocess
+import sys
+
+import matplotlib.dates as mdates
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from agentmetrics import plots, reports
+from agentmetrics.cli import cli
+from agentmetrics.demo import build_demo
+
+NOW = "2026-11-01T12:00:00Z"
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def demo_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("plots") / "demo.db"
+    build_demo(path, orchestrations=120, days=10, now=NOW)
+    return path
+
+
+def trend_frame(agents=None):
+    periods = pd.date_range("2026-01-01", periods=4, freq="D", tz="UTC")
+    rows = []
+    for agent in agents or [None]:
+        for i, period in enumerate(periods):
+            row = {
+                "period": period,
+                "executions": 10 + i,
+                "completed": 8 + i,
+                "failed": 2,
+                "success_rate": 100 * (8 + i) / (10 + i),
+                "p50_duration_ms": 1000.0 * (i + 1),
+                "p95_duration_ms": 3000.0 * (i + 1),
+                "self_healed": 1,
+                "retries": 2,
+            }
+            if agent is not None:
+                row["agent_name"] = agent
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def test_plot_trends_single_series():
+    fig = plots.plot_trends(trend_frame())
+    top, bottom = fig.axes
+    assert fig.get_suptitle() == "Agent executions and success rate over time"
+    assert [c.get_label() for c in top.containers] == ["completed", "failed"]
+    assert [len(c) for c in top.containers] == [4, 4]
+    assert [bar.get_height() for bar in top.containers[1]] == [2, 2, 2, 2]
+    # failed bars sit on top of the completed ones
+    assert [bar.get_y() for bar in top.containers[1]] == [8, 9, 10, 11]
+    assert top.get_ylabel() == "Executions (count)"
+    assert len(bottom.get_lines()) == 1
+    assert bottom.get_ylabel() == "Success rate (%)"
+    assert bottom.get_xlabel() == "Period start (UTC)"
+    assert isinstance(bottom.xaxis.get_major_formatter(), mdates.ConciseDateFormatter)
+    np.testing.assert_allclose(
+        bottom.get_lines()[0].get_ydata(), [80, 900 / 11, 1000 / 12, 1100 / 13]
+    )
+
+
+def test_plot_trends_by_agent_sums_bars_and_draws_a_line_per_agent():
+    fig = plots.plot_trends(trend_frame(["a", "b", "c"]))
+    top, bottom = fig.axes
+    assert [bar.get_height() for bar in top.containers[0]] == [24, 27, 30, 33]
+    assert [line.get_label() for line in bottom.get_lines()] == ["a", "b", "c"]
+    assert bottom.get_legend() is not None
+
+
+def test_plot_durations_per_agent_in_seconds():
+    fig = plots.plot_durations(trend_frame(["a", "b"]))
+    p50, p95 = fig.axes
+    for ax in (p50, p95):
+        assert len(ax.get_lines()) == 2
+        assert ax.get_ylabel() == "Duration (s)"
+    assert p50.get_title() == "Median (p50) duration of finished executions"
+    assert p95.get_title() == "p95 duration of finished executions"
+    np.testing.assert_allclose(p95.get_lines()[1].get_ydata(), [3, 6, 9, 12])
+    assert fig.get_size_inches().tolist() == list(plots.FIGSIZE)
+
+
+def test_plot_failures():
+    by_agent = pd.DataFrame({"agent_name": ["a", "b", "(all agents)"], "failed": [3, 5, 8]})
+    patterns = pd.DataFrame(
+        {"pattern": [f"pattern {i} " + "x" * 60 for i in range(10)], "count": range(10, 0, -1)}
+    )
+    fig = plots.plot_failures(by_agent, patterns, top=4)
+    left, right = fig.axes
+    assert [bar.get_width() for bar in left.patches] == [3, 5]  # the total row is left out
+    assert [t.get_text() for t in left.get_yticklabels()] == ["a", "b"]
+    assert [bar.get_width() for bar in right.patches] == [7, 8, 9, 10]  # biggest on top
+    labels = [t.get_text() for t in right.get_yticklabels()]
+    assert labels[-1].startswith("pattern 0 ") and labels[-1].endswith("…")
+    assert left.get_xlabel() == right.get_xlabel() == "Failed executions (count)"
+    assert right.get_title() == "Top 4 error patterns"
+
+
+def test_plot_duration_distribution(demo_path):
+    df = reports.durations(demo_path)
+    fig = plots.plot_duration_distribution(df)
+    (ax,) = fig.axes
+    agents = sorted(df["agent_name"].unique())
+    assert [t.get_text() for t in ax.get_xticklabels()] == agents
+    assert ax.get_yscale() == "log"
+    assert ax.get_ylabel() == "Duration (s, log scale)"
+    # each box's median line sits at the agent's median duration
+    medians = [line.get_ydata()[0] for line in ax.lines if line.get_color() == "C1"]
+    expected = [np.median(df[df["agent_name"] == a]["duration_ms"]) / 1000 for a in agents]
+    np.testing.assert_allclose(medians, expected)
+
+
+def test_empty_frames_still_draw():
+    frame = trend_frame().iloc[0:0]
+    for fig in (plots.plot_trends(frame), plots.plot_durations(frame)):
+        assert any(t.get_text() == "No data" for t in fig.axes[0].texts)
+
+
+def test_missing_columns_are_a_clear_error():
+    with pytest.raises(ValueError, match="needs the columns success_rate"):
+        plots.plot_trends(trend_frame().drop(columns="success_rate"))
+    with pytest.raises(ValueError, match="needs the columns failed"):
+        plots.plot_failures(pd.DataFrame({"agent_name": []}), pd.DataFrame())
+
+
+def test_cli_and_reports_do_not_import_matplotlib():
+    code = (
+        "import sys, agentmetrics.cli, agentmetrics.reports, agentmetrics.demo; "
+        "print('matplotlib' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("chart", ["trends", "durations", "failures", "distribution"])
+def test_cli_plot_writes_png(demo_path, tmp_path, chart, monkeypatch):
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    out = tmp_path / f"{chart}.png"
+    result = CliRunner().invoke(
+        cli, ["--db", str(demo_path), "plot", chart, "-o", str(out), "--since", "5d", "--now", NOW]
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output == f"Wrote {out}\n"
+    assert out.read_bytes()[:8] == PNG
+
+
+def test_cli_plot_svg_for_one_agent(demo_path, tmp_path):
+    out = tmp_path / "t.svg"
+    result = CliRunner().invoke(
+        cli, ["--db", str(demo_path), "plot", "durations", "-o", str(out), "--agent", "planner"]
+    )
+    assert result.exit_code == 0, result.output
+    svg = out.read_text()
+    assert svg.lstrip().startswith("<?xml") and "planner" in svg and "test-runner" not in svg
+
+
+@pytest.mark.parametrize(
+    "args,code,message",
+    [
+        (["plot", "pie", "-o", "x.png"], 2, "Invalid value for '{trends|durations|failures|"),
+        (["plot", "trends"], 2, "Missing option '-o' / '--output'"),
+        (
+            ["plot", "trends", "-o", "x.png", "--since", "2001-01-01", "--until", "2001-02-01"],
+            1,
+            "Error: Nothing to plot: no matching executions in this window",
+        ),
+        (["plot", "trends", "-o", "x.png", "--agent", "nobody"], 1, "Error: Nothing to plot"),
+        (["plot", "trends", "-o", "x.nope"], 1, "Error: Format 'nope' is not supported"),
+        (["plot", "trends", "-o", "x.png", "--freq", "Y"], 1, "Error: Unknown freq 'Y'"),
+        (["plot", "failures", "-o", "x.png", "--since", "soon"], 1, "Error: not a time: 'soon'"),
+    ],
+)
+def test_cli_plot_bad_input(demo_path, tmp_path, args, code, message):
+    result = CliRunner().invoke(cli, ["--db", str(demo_path), *args])
+    assert result.exit_code == code, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "x.png").exists()

@@ -1,0 +1,286 @@
+import io
+import math
+import sqlite3
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from agentmetrics import reports
+from agentmetrics.cli import cli
+from agentmetrics.demo import build_demo
+from agentmetrics.reports.trends import (
+    PATTERN_COLUMNS,
+    SELF_HEALING_COLUMNS,
+    TOTAL_LABEL,
+    TREND_COLUMNS,
+    normalize_error,
+)
+
+NOW = "2026-01-06T00:00:00Z"
+
+# (agent, started_at, status, duration_ms, retry_count, self_healed, error_message)
+ROWS = [
+    ("alpha", "2026-01-01T10:00:00.000Z", "completed", 1000, 1, 1, None),
+    (
+        "alpha",
+        "2026-01-01T15:00:00.000Z",
+        "failed",
+        3000,
+        2,
+        0,
+        "Timeout after 30s in /tmp/a1/x.py",
+    ),
+    ("beta", "2026-01-01T23:59:59.999Z", "completed", 2000, 0, 0, None),
+    # 2026-01-02 has nothing
+    ("alpha", "2026-01-03T00:00:00.000Z", "completed", 4000, 0, 1, None),
+    ("beta", "2026-01-03T01:00:00.000Z", "in_progress", None, 0, 0, None),
+    ("beta", "2026-01-03T02:00:00.000Z", "failed", 500, 1, 1, "Timeout after 45s in /srv/b2/y.py"),
+    # 2026-01-04 has nothing; 2026-01-05 is a Monday (a new week)
+    ("alpha", "2026-01-05T00:00:00.000Z", "failed", 6000, 3, 1, "KeyError: 'user_17'"),
+]
+
+
+@pytest.fixture
+def tiny(db):
+    db["agent_executions"].insert_all(
+        {
+            "id": f"e{i}",
+            "agent_session_id": f"s{i}",
+            "agent_name": agent,
+            "started_at": started,
+            "status": status,
+            "duration_ms": duration,
+            "retry_count": retries,
+            "self_healed": healed,
+            "error_message": error,
+        }
+        for i, (agent, started, status, duration, retries, healed, error) in enumerate(ROWS)
+    )
+    return db
+
+
+def day(text):
+    return pd.Timestamp(text, tz="UTC")
+
+
+def test_daily_trends_by_hand(tiny):
+    df = reports.trends(tiny)
+    assert list(df.columns) == TREND_COLUMNS
+    assert list(df["period"]) == [day(f"2026-01-0{d}") for d in range(1, 6)]
+    assert list(df["executions"]) == [3, 0, 3, 0, 1]
+    assert list(df["completed"]) == [2, 0, 1, 0, 0]
+    assert list(df["failed"]) == [1, 0, 1, 0, 1]
+    assert list(df["self_healed"]) == [1, 0, 2, 0, 1]
+    assert list(df["retries"]) == [3, 0, 1, 0, 3]
+    # Jan 1: 2 of 3 finished completed; Jan 3: 1 of 2 (the one in progress is not finished)
+    assert df["success_rate"].tolist()[0] == pytest.approx(200 / 3)
+    assert df["success_rate"].tolist()[2] == 50.0
+    assert df["success_rate"].tolist()[4] == 0.0
+    assert math.isnan(df["success_rate"][1]) and math.isnan(df["success_rate"][3])
+    # Jan 1 durations 1000, 2000, 3000: p50 2000, p95 = 2000 + 0.9 * 1000
+    assert df["p50_duration_ms"][0] == 2000
+    assert df["p95_duration_ms"][0] == pytest.approx(2900)
+    # Jan 3 durations 500, 4000: p50 2250, p95 = 500 + 0.95 * 3500
+    assert df["p50_duration_ms"][2] == 2250
+    assert df["p95_duration_ms"][2] == pytest.approx(3825)
+    assert math.isnan(df["p95_duration_ms"][1])
+    assert df["executions"].dtype == "int64" and df["success_rate"].dtype == "float64"
+
+
+def test_weekly_and_hourly(tiny):
+    weekly = reports.trends(tiny, "W")
+    # 2026-01-01 is a Thursday: its week starts Monday 2025-12-29
+    assert list(weekly["period"]) == [day("2025-12-29"), day("2026-01-05")]
+    assert list(weekly["executions"]) == [6, 1]
+    hourly = reports.trends(tiny, "h")
+    # every hour from 2026-01-01T10 to 2026-01-05T00
+    assert len(hourly) == 14 + 24 * 3 + 1
+    assert hourly["executions"].sum() == len(ROWS)
+    assert hourly["period"].diff().dropna().eq(pd.Timedelta(hours=1)).all()
+    assert hourly.set_index("period").loc[day("2026-01-01T23:00"), "executions"] == 1
+
+
+def test_by_agent_fills_every_period_for_every_agent(tiny):
+    df = reports.trends(tiny, by_agent=True)
+    assert list(df.columns) == ["period", "agent_name"] + TREND_COLUMNS[1:]
+    assert len(df) == 5 * 2
+    jan2 = df[df["period"] == day("2026-01-02")]
+    assert list(jan2["agent_name"]) == ["alpha", "beta"]
+    assert jan2["executions"].eq(0).all()
+    beta = df[df["agent_name"] == "beta"].set_index("period")
+    assert beta.loc[day("2026-01-03"), "executions"] == 2
+    assert beta.loc[day("2026-01-03"), "p50_duration_ms"] == 500
+
+
+def test_filters_and_windows(tiny):
+    alpha = reports.trends(tiny, agent="alpha")
+    assert alpha["executions"].sum() == 4
+    window = reports.trends(tiny, since="2026-01-02", until="2026-01-04")
+    # `until` is excluded, and the empty first day is still a row
+    assert list(window["period"]) == [day("2026-01-02"), day("2026-01-03")]
+    assert list(window["executions"]) == [0, 3]
+    # a span back from `now`: 2026-01-03T12:00 onwards
+    spans = reports.trends(tiny, since="2d", now="2026-01-05T12:00:00Z")
+    assert list(spans["period"]) == [day("2026-01-03"), day("2026-01-04"), day("2026-01-05")]
+    assert list(spans["executions"]) == [0, 0, 1]
+    empty = reports.trends(tiny, since="2030-01-01", until="2030-01-03")
+    assert list(empty["executions"]) == [0, 0]
+
+
+def test_empty_database_keeps_columns(db):
+    df = reports.trends(db)
+    assert df.empty and list(df.columns) == TREND_COLUMNS
+    assert list(reports.trends(db, by_agent=True).columns)[:2] == ["period", "agent_name"]
+    assert list(reports.error_patterns(db).columns) == PATTERN_COLUMNS
+    assert list(reports.self_healing(db).columns) == SELF_HEALING_COLUMNS
+
+
+@pytest.mark.parametrize("freq", ["M", "day", "", "H"])
+def test_bad_freq(tiny, freq):
+    with pytest.raises(ValueError, match="use one of h, D, W"):
+        reports.trends(tiny, freq)
+
+
+def test_bad_time(tiny):
+    with pytest.raises(ValueError, match="not a time: 'yesterday'"):
+        reports.trends(tiny, since="yesterday")
+
+
+def test_percentiles_match_numpy_on_demo(tmp_path):
+    path = tmp_path / "demo.db"
+    build_demo(path, orchestrations=150, days=10, now=NOW)
+    df = reports.trends(path, by_agent=True).dropna(subset=["p50_duration_ms"])
+    conn = sqlite3.connect(path)
+    rows = conn.execute(
+        "SELECT substr(started_at, 1, 10), agent_name, duration_ms FROM agent_executions"
+        " WHERE status IN ('completed', 'failed')"
+    ).fetchall()
+    conn.close()
+    groups = {}
+    for date, agent, duration in rows:
+        groups.setdefault((date, agent), []).append(duration)
+    assert len(df) == len(groups)
+    for row in df.itertuples():
+        values = groups[(row.period.strftime("%Y-%m-%d"), row.agent_name)]
+        assert row.p50_duration_ms == pytest.approx(np.percentile(values, 50))
+        assert row.p95_duration_ms == pytest.approx(np.percentile(values, 95))
+
+
+@pytest.mark.parametrize(
+    "message,expected",
+    [
+        ("Timeout after 30s in /tmp/a1/x.py", "Timeout after <n>s in <path>"),
+        (
+            "AssertionError: 4 of 206 tests failed in tests/api/test_x.py",
+            "AssertionError: <n> of <n> tests failed in <path>",
+        ),
+        ("Timeout waiting for sandbox 277e6acff20f", "Timeout waiting for sandbox <id>"),
+        ("row 9b512d42-fb84-48df-a29d-aba12dcf33a1 missing", "row <id> missing"),
+        ("bad pointer 0xDEADBEEF", "bad pointer <id>"),
+        ("KeyError: 'user_17'", "KeyError: '<value>'"),
+        ('No fixture "db_3" found', "No fixture '<value>' found"),
+        ("`git push` exited with code 128", "'<value>' exited with code <n>"),
+        ("GET https://api.example.com/v1/x?id=3 failed", "GET <url> failed"),
+        ("at 2026-11-01T12:00:00.123Z: boom", "at <time>: boom"),
+        ("retry 3/5 of ./run.sh and ~/bin/x", "retry <n>/<n> of <path> and <path>"),
+        ("C:\\Users\\me\\a.txt locked", "<path> locked"),
+        ("session_4821 took 12.5s", "session_<n> took <n>s"),
+        # words and short hex stay; digits glued to letters stay
+        ("sha256 mismatch in ipv4 cafe block", "sha256 mismatch in ipv4 cafe block"),
+        ("  spaced   out\n message ", "spaced out message"),
+        (None, "(no error message)"),
+        ("", "(no error message)"),
+    ],
+)
+def test_normalize_error(message, expected):
+    assert normalize_error(message) == expected
+
+
+def test_error_patterns(tiny):
+    df = reports.error_patterns(tiny)
+    assert list(df.columns) == PATTERN_COLUMNS
+    assert list(df["pattern"]) == ["Timeout after <n>s in <path>", "KeyError: '<value>'"]
+    first = df.iloc[0]
+    assert first["count"] == 2
+    assert first["agents"] == "alpha, beta" and first["agent_count"] == 2
+    assert first["first_seen"] == day("2026-01-01T15:00")
+    assert first["last_seen"] == day("2026-01-03T02:00")
+    assert first["example"] == "Timeout after 45s in /srv/b2/y.py"  # the latest
+    assert list(reports.error_patterns(tiny, limit=1)["pattern"]) == [first["pattern"]]
+    assert list(reports.error_patterns(tiny, agent="beta")["count"]) == [1]
+    assert reports.error_patterns(tiny, until="2026-01-01T12:00:00Z").empty
+    with pytest.raises(ValueError, match="limit must be a positive whole number"):
+        reports.error_patterns(tiny, limit=0)
+
+
+def test_self_healing(tiny):
+    df = reports.self_healing(tiny)
+    assert list(df.columns) == SELF_HEALING_COLUMNS
+    assert list(df["agent_name"]) == ["alpha", "beta", TOTAL_LABEL]
+    rows = df.set_index("agent_name")
+    # alpha: 4 finished, healed 3 (Jan 1 ok, Jan 3 ok, Jan 5 failed) -> rescued 2
+    assert rows.loc["alpha", ["executions", "completed", "failed"]].tolist() == [4, 2, 2]
+    assert rows.loc["alpha", ["self_healed", "rescued"]].tolist() == [3, 2]
+    assert rows.loc["alpha", "self_healed_rate"] == 75.0
+    assert rows.loc["alpha", "rescue_rate"] == pytest.approx(200 / 3)
+    # beta: 2 finished (the one in progress is left out), healed 1 which failed
+    assert rows.loc["beta", ["executions", "self_healed", "rescued"]].tolist() == [2, 1, 0]
+    assert rows.loc["beta", "rescue_rate"] == 0.0
+    assert rows.loc[TOTAL_LABEL, ["executions", "self_healed", "rescued"]].tolist() == [6, 4, 2]
+    assert rows.loc[TOTAL_LABEL, "rescue_rate"] == 50.0
+    no_total = reports.self_healing(tiny, total=False, agent="beta")
+    assert list(no_total["agent_name"]) == ["beta"]
+    none_healed = reports.self_healing(
+        tiny, since="2026-01-01T23:00:00Z", agent="beta", until="2026-01-02"
+    )
+    assert math.isnan(none_healed["rescue_rate"].iloc[0])
+
+
+def test_durations(tiny):
+    df = reports.durations(tiny, agent="beta")
+    assert list(df.columns) == ["agent_name", "started_at", "status", "duration_ms"]
+    assert list(df["duration_ms"]) == [2000, 500]
+
+
+# -- CLI ---------------------------------------------------------------------------------
+
+
+def test_cli_trends(tiny, db_path):
+    runner = CliRunner()
+    result = runner.invoke(cli, ["--db", str(db_path), "trends", "--csv"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == ",".join(TREND_COLUMNS)
+    assert len(lines) == 1 + 5
+    table = runner.invoke(cli, ["trends", "--db", str(db_path), "--agent", "beta", "--freq", "W"])
+    assert table.exit_code == 0
+    assert "66.7%" not in table.output and "50.0%" in table.output
+    as_json = runner.invoke(cli, ["--db", str(db_path), "trends", "--json", "--by-agent"])
+    assert as_json.exit_code == 0
+    assert len(pd.read_json(io.StringIO(as_json.output))) == 10
+    empty = runner.invoke(cli, ["--db", str(db_path), "trends", "--since", "2030-01-01"])
+    assert empty.exit_code == 0 and "No agent executions" in empty.output
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--freq", "M"], "Error: Unknown freq 'M': use one of h, D, W"),
+        (["--since", "last week"], "Error: not a time: 'last week'"),
+        (["--json", "--csv"], "Use just one of --json or --csv"),
+    ],
+)
+def test_cli_trends_bad_input(tiny, db_path, args, message):
+    result = CliRunner().invoke(cli, ["--db", str(db_path), "trends", *args])
+    assert result.exit_code in (1, 2)
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_cli_trends_missing_database(tmp_path):
+    result = CliRunner().invoke(cli, ["--db", str(tmp_path / "nope.db"), "trends"])
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: ")
+    assert not (tmp_path / "nope.db").exists()
