@@ -226,3 +226,17 @@ def test_cli_reap_missing_database(tmp_path):
     assert result.exit_code == 1
     assert result.output.startswith("Error: No database found at")
     assert not (tmp_path / "missing.db").exists()
+
+
+def test_system_health_counts_stale_runs(runs):
+    from agentmetrics.reports import system_health
+
+    # Window of 1 hour: none of the stale runs started in it, they are counted anyway.
+    health = system_health(runs, hours=1, now=NOW)
+    assert health.loc[0, "stale_running"] == 4
+    assert health.loc[0, "total_orchestrations"] == 0
+    assert system_health(runs, hours=1, now=NOW, stale_after="4h").loc[0, "stale_running"] == 6
+    assert system_health(runs, now=NOW, stale_after="11h").loc[0, "stale_running"] == 0
+    assert str(health["stale_running"].dtype) == "int64"
+    with pytest.raises(ValueError, match="not a duration"):
+        system_health(runs, now=NOW, stale_after="later")

@@ -6,6 +6,7 @@ import pandas as pd
 
 from ._common import DbArg, TimeArg, database, hours_window
 from ._frames import durations, percentiles, success_rate
+from .stale import DEFAULT_OLDER_THAN, count_stale
 
 HEALTH_COLUMNS = [
     "total_orchestrations",
@@ -22,6 +23,7 @@ HEALTH_COLUMNS = [
     "avg_duration_ms",
     "p50_duration_ms",
     "p95_duration_ms",
+    "stale_running",
 ]
 
 _WINDOW = "started_at >= :start AND started_at <= :end"
@@ -45,7 +47,9 @@ WHERE status != 'in_progress' AND {_WINDOW} AND duration_ms IS NOT NULL
 """
 
 
-def system_health(db: DbArg, hours: float = 24, now: TimeArg = None) -> pd.DataFrame:
+def system_health(
+    db: DbArg, hours: float = 24, now: TimeArg = None, stale_after: str = DEFAULT_OLDER_THAN
+) -> pd.DataFrame:
     """Counts, success rate and durations of everything started in ``[now - hours, now]``.
 
     An orchestration or execution belongs to the window by its ``started_at``. Counts
@@ -55,6 +59,7 @@ def system_health(db: DbArg, hours: float = 24, now: TimeArg = None) -> pd.DataF
     :param db: database path or ``sqlite_utils.Database``
     :param hours: length of the window, a positive number
     :param now: end of the window (default: the current time)
+    :param stale_after: how long without a sign of life makes a run stale (``"6h"``)
     :raises ValueError: ``hours`` is not a positive number, or ``now`` is not a timestamp
     :returns: one row with the columns
 
@@ -67,6 +72,9 @@ def system_health(db: DbArg, hours: float = 24, now: TimeArg = None) -> pd.DataF
       - ``avg_duration_ms``, ``p50_duration_ms``, ``p95_duration_ms``: of finished
         executions; percentiles are exact, by linear interpolation as numpy's default
         (NaN if none)
+      - ``stale_running``: orchestrations still running and executions still in
+        progress with no sign of life for ``stale_after``, whenever they started (see
+        :mod:`agentmetrics.reports.stale`); these are also in the running counts
     """
     start, end = hours_window(hours, now)
     params = {"start": start, "end": end}
@@ -77,6 +85,7 @@ def system_health(db: DbArg, hours: float = 24, now: TimeArg = None) -> pd.DataF
         finished, completed, avg = conn.execute(_FINISHED, params).fetchone()
         (in_progress,) = conn.execute(_IN_PROGRESS, params).fetchone()
         p50, p95 = percentiles(durations(conn, _DURATIONS, params), [50, 95])
+        stale = count_stale(conn, stale_after, end)
     completed = int(completed)
     row = {
         "total_orchestrations": completed_o + failed_o + partial_o + running_o,
@@ -93,6 +102,7 @@ def system_health(db: DbArg, hours: float = 24, now: TimeArg = None) -> pd.DataF
         "avg_duration_ms": float("nan") if avg is None else float(avg),
         "p50_duration_ms": p50,
         "p95_duration_ms": p95,
+        "stale_running": stale,
     }
     frame = pd.DataFrame([row], columns=HEALTH_COLUMNS)
-    return frame.astype({column: "int64" for column in HEALTH_COLUMNS[:10]})
+    return frame.astype({column: "int64" for column in [*HEALTH_COLUMNS[:10], "stale_running"]})
