@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import sys
 from collections.abc import Callable
@@ -113,6 +114,9 @@ def emit(
         for column, formatter in (formatters or {}).items():
             if column in shown:
                 shown[column] = shown[column].map(formatter)
+        for column in shown.columns:
+            if shown[column].dtype == object:  # None in text columns: "-" like NaN
+                shown[column] = shown[column].map(lambda v: "-" if v is None else v)
         click.echo(shown.to_string(index=False, na_rep="-"))
 
 
@@ -150,20 +154,42 @@ POSITIVE_NUMBER = _Number(float, 0, inclusive=False)
 NON_NEGATIVE_NUMBER = _Number(float, 0)
 
 
+def _timestamp(value) -> str:
+    if value is None or value is pd.NaT or (isinstance(value, float) and value != value):
+        return "-"
+    return value.strftime("%Y-%m-%d %H:%M:%S") if hasattr(value, "strftime") else str(value)
+
+
 def _formatters(df: pd.DataFrame) -> dict[str, Callable]:
+    """Readable text for durations, rates and timestamps, chosen by column name/type."""
     from .formatting import format_duration, format_percent
 
     shown: dict[str, Callable] = {}
     for column in df.columns:
         if column.endswith("duration_ms"):
             shown[column] = format_duration
-        elif column.endswith("success_rate"):
+        elif column.endswith("_rate"):
             shown[column] = format_percent
+        elif pd.api.types.is_datetime64_any_dtype(df[column]):
+            shown[column] = _timestamp
+        elif pd.api.types.is_float_dtype(df[column]) and (df[column].dropna() % 1 == 0).all():
+            shown[column] = _whole  # counts kept as float only to hold NaN
     return shown
 
 
-def emit_report(df: pd.DataFrame, fmt: str, empty: str = "No rows.") -> None:
-    """:func:`emit` with durations and rates formatted by column name."""
+def _whole(value: float) -> str:
+    return "-" if value != value else f"{value:.0f}"
+
+
+def emit_report(
+    df: pd.DataFrame, fmt: str, columns: list[str] | None = None, empty: str = "No rows."
+) -> None:
+    """:func:`emit` with durations, rates and times formatted; the table shows ``columns``.
+
+    ``--json`` and ``--csv`` always carry every column of the report.
+    """
+    if fmt == "table" and columns is not None:
+        df = df[columns]
     emit(df, fmt, _formatters(df), empty=empty)
 
 
@@ -172,13 +198,14 @@ def emit_record(df: pd.DataFrame, fmt: str) -> None:
     if fmt == "csv":
         emit(df, fmt)
         return
-    record = df.iloc[0] if len(df) else pd.Series(dtype=object)
     if fmt == "json":
-        click.echo(record.to_json(indent=2, date_format="iso"))
+        records = json.loads(df.to_json(orient="records", date_format="iso"))
+        click.echo(json.dumps(records[0] if records else {}, indent=2))
         return
     formatters = _formatters(df)
-    width = max((len(str(k)) for k in record.index), default=0)
-    for name, value in record.items():
+    width = max((len(str(k)) for k in df.columns), default=0)
+    for name in df.columns:
+        value = df[name].iloc[0] if len(df) else None  # per column: keeps ints as ints
         if name in formatters:
             text = formatters[name](value)
         elif value is None or (isinstance(value, float) and value != value):
@@ -214,6 +241,31 @@ class _Progress:
             self.bar.__exit__(*exc)
 
 
+_ORCHESTRATION_TABLE = [
+    "session_id",
+    "status",
+    "started_at",
+    "duration_ms",
+    "total_tasks",
+    "completed_tasks",
+    "failed_tasks",
+    "task_description",
+]
+_EXECUTION_TABLE = [
+    "agent_session_id",
+    "agent_name",
+    "task_number",
+    "status",
+    "started_at",
+    "duration_ms",
+    "retry_count",
+    "self_healed",
+    "files_created",
+    "files_modified",
+    "error_message",
+]
+
+
 @cli.command(name="list")
 @click.option("-n", "--limit", type=POSITIVE_INT, default=50, show_default=True)
 @db_option
@@ -224,13 +276,7 @@ def list_(ctx: click.Context, limit: int, fmt: str) -> None:
     from . import reports
 
     df = reports.list_orchestrations(read_db(ctx), limit=limit)
-    emit_report(df, fmt, empty="No orchestrations recorded.")
-
-
-def _summary_or_fail(df: pd.DataFrame, message: str) -> pd.DataFrame:
-    if df.empty:
-        raise click.ClickException(message)
-    return df
+    emit_report(df, fmt, _ORCHESTRATION_TABLE, empty="No orchestrations recorded.")
 
 
 @cli.command()
@@ -239,24 +285,30 @@ def _summary_or_fail(df: pd.DataFrame, message: str) -> pd.DataFrame:
 @output_options
 @click.pass_context
 def show(ctx: click.Context, session_id: str, fmt: str) -> None:
-    """Show the metrics of one orchestration."""
+    """Show the metrics of one orchestration and its executions."""
     from . import reports
 
-    df = reports.orchestration_summary(read_db(ctx), session_id)
-    emit_record(_summary_or_fail(df, f"No orchestration with session id {session_id!r}"), fmt)
+    emit_record(reports.orchestration_summary(read_db(ctx), session_id), fmt)
 
 
 @cli.command()
 @click.argument("agent_name")
+@click.option("--list", "list_", is_flag=True, help="List the agent's executions instead.")
+@click.option("-n", "--limit", type=POSITIVE_INT, help="With --list: only the newest N.")
 @db_option
 @output_options
 @click.pass_context
-def agent(ctx: click.Context, agent_name: str, fmt: str) -> None:
+def agent(ctx: click.Context, agent_name: str, list_: bool, limit: int | None, fmt: str) -> None:
     """Show the statistics of one agent over all its executions."""
     from . import reports
 
-    df = reports.agent_stats(read_db(ctx), agent_name)
-    emit_record(_summary_or_fail(df, f"No executions of agent {agent_name!r}"), fmt)
+    if list_:
+        df = reports.agent_stats(read_db(ctx), agent_name, limit=limit)
+        emit_report(df, fmt, _EXECUTION_TABLE)
+    elif limit is not None:
+        raise click.ClickException("--limit only applies with --list")
+    else:
+        emit_record(reports.agent_summary(read_db(ctx), agent_name), fmt)
 
 
 @cli.command()
@@ -265,11 +317,11 @@ def agent(ctx: click.Context, agent_name: str, fmt: str) -> None:
 @output_options
 @click.pass_context
 def executions(ctx: click.Context, session_id: str, fmt: str) -> None:
-    """List the agent executions of one orchestration."""
+    """List the agent executions of one orchestration, in the order they started."""
     from . import reports
 
     df = reports.executions(read_db(ctx), session_id)
-    emit_report(df, fmt, empty="No executions recorded for this orchestration.")
+    emit_report(df, fmt, _EXECUTION_TABLE, empty="No executions recorded for this orchestration.")
 
 
 def _health_problems(
@@ -383,7 +435,8 @@ def performance(ctx: click.Context, since: str | None, until: str | None, fmt: s
     from . import reports
 
     df = reports.performance_report(read_db(ctx), since=since, until=until)
-    emit_report(df, fmt, empty="No agent executions recorded.")
+    columns = [c for c in df.columns if c not in ("min_duration_ms", "files_modified")]
+    emit_report(df, fmt, columns, empty="No agent executions recorded.")
 
 
 @cli.command()
@@ -397,7 +450,8 @@ def failures(ctx: click.Context, limit: int, include_partial: bool, fmt: str) ->
     from . import reports
 
     df = reports.failed_orchestrations(read_db(ctx), limit=limit, include_partial=include_partial)
-    emit_report(df, fmt, empty="No failed orchestrations.")
+    columns = [*_ORCHESTRATION_TABLE[:-1], "task_completion_rate", "task_description"]
+    emit_report(df, fmt, columns, empty="No failed orchestrations.")
 
 
 @cli.command()
