@@ -138,7 +138,7 @@ class _Number(click.ParamType):
                 number = self.kind(str(value).strip())
             except ValueError:
                 number = None
-        label = param.human_readable_name if param is not None else "value"
+        label = _param_label(param)
         bound = f">= {self.minimum}" if self.inclusive else f"> {self.minimum}"
         what = "a whole number" if self.kind is int else "a number"
         if number is None or number != number or number in (float("inf"), float("-inf")):
@@ -146,6 +146,12 @@ class _Number(click.ParamType):
         if number < self.minimum or (not self.inclusive and number == self.minimum):
             raise click.ClickException(f"{label} must be {what} {bound}, got {value}")
         return number
+
+
+def _param_label(param: click.Parameter | None) -> str:
+    if isinstance(param, click.Option):
+        return max(param.opts, key=len)  # --max-running, not max_running
+    return param.human_readable_name if param is not None else "value"
 
 
 POSITIVE_INT = _Number(int, 0, inclusive=False)
@@ -367,7 +373,7 @@ def _duration_ms(ctx, param, value: str | None) -> float | None:
     try:
         return parse_duration(value).total_seconds() * 1000
     except ValueError as e:
-        raise click.ClickException(f"{param.human_readable_name}: {e}") from None
+        raise click.ClickException(f"{_param_label(param)}: {e}") from None
 
 
 @cli.command()
@@ -941,7 +947,7 @@ def check(
         click.echo(message["text"].splitlines()[0])
     status = message["status"]
     if notify and status != "ok":
-        problem = rules_.notify(notify, message)
+        problem = rules_.notify(notify, message, timeout=rules_.NOTIFY_TIMEOUT)
         if problem:
             click.echo(f"Warning: could not notify {notify}: {problem}", err=True)
         else:
@@ -1114,3 +1120,49 @@ def watch(
         )
     except KeyboardInterrupt:
         click.echo()
+
+
+@cli.command()
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    default="report.html",
+    show_default=True,
+    help="The HTML file to write.",
+)
+@click.option("--since", help="Start of the window (ISO; default: 7 days before --until).")
+@click.option("--until", help="End of the window (ISO; default: now).")
+@click.option(
+    "--rules",
+    "rules_path",
+    type=click.Path(dir_okay=False),
+    help="Alert rules file (default: the rules in agentmetrics.toml, if any).",
+)
+@click.option("--title", default="agentmetrics report", show_default=True)
+@db_option
+@click.pass_context
+def report(
+    ctx: click.Context,
+    output: str,
+    since: str | None,
+    until: str | None,
+    rules_path: str | None,
+    title: str,
+) -> None:
+    """Write a self-contained HTML report (health, agents, trends, failures, costs).
+
+    \b
+    agentmetrics report -o report.html
+    agentmetrics report --since 2026-01-01 --until 2026-02-01 -o january.html
+    """
+    from .htmlreport import write_report
+
+    db = read_db(ctx)
+    try:
+        path = write_report(
+            db, output, since=since, until=until, rules_path=rules_path, title=title
+        )
+    except OSError as e:
+        raise click.ClickException(f"Cannot write {output}: {e.strerror}") from None
+    click.echo(f"Wrote {path}", err=True)

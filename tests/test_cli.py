@@ -1,4 +1,6 @@
+import csv
 import datetime as dt
+import io
 import json
 import subprocess
 import sys
@@ -222,6 +224,309 @@ def test_cleanup_missing_database(tmp_path):
     missing = tmp_path / "none.db"
     assert fail("--db", missing, "cleanup", "3") == f"Error: No database found at {missing}"
     assert not missing.exists()
+
+
+# -- reports ------------------------------------------------------------------------------
+
+BASE = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) - dt.timedelta(hours=1)
+
+
+@pytest.fixture
+def recent(db_path):
+    """Three orchestrations from the last hour (partial, failed, running) and a solo run.
+
+    Finished durations: a-1 2000 ms (completed), a-2 6000 (failed), a-3 4000
+    (completed), solo 8000 (failed); a-4 is still in progress.
+    """
+    clock = {"at": 0}
+    m = agentmetrics.Monitor(db_path, clock=lambda: BASE + dt.timedelta(seconds=clock["at"]))
+
+    def at(seconds, call, *args, **kwargs):
+        clock["at"] = seconds
+        return call(*args, **kwargs)
+
+    r1 = at(0, m.start_orchestration, "r-1", "first")
+    at(1, m.start_agent_execution, "a-1", "backend", orchestration_id=r1)
+    at(3, m.complete_agent_execution, "a-1", "completed", files_created=2)
+    at(4, m.start_agent_execution, "a-2", "tests", orchestration_id=r1, task_number=2)
+    at(10, m.complete_agent_execution, "a-2", "failed", error_message="boom")
+    at(11, m.complete_orchestration, "r-1", "partial", completed_tasks=1, failed_tasks=1)
+    r2 = at(20, m.start_orchestration, "r-2", "second", total_tasks=1)
+    at(21, m.start_agent_execution, "a-3", "backend", orchestration_id=r2)
+    at(25, m.complete_agent_execution, "a-3", "completed", retry_count=2)
+    at(30, m.complete_orchestration, "r-2", "failed", completed_tasks=0, failed_tasks=1)
+    r3 = at(40, m.start_orchestration, "r-3", "third")
+    at(41, m.start_agent_execution, "a-4", "backend", orchestration_id=r3)
+    at(42, m.start_agent_execution, "solo", "linter")
+    at(50, m.complete_agent_execution, "solo", "failed")
+    m.close()
+    return db_path
+
+
+def as_json(*args):
+    return json.loads(invoke(*args, "--json").stdout)
+
+
+def as_csv(*args):
+    return list(csv.DictReader(io.StringIO(invoke(*args, "--csv").stdout)))
+
+
+def record_lines(text: str) -> dict[str, str]:
+    return dict(line.split(None, 1) for line in text.splitlines())
+
+
+EXPECTED_HEALTH = {
+    "total_orchestrations": 3,
+    "completed_orchestrations": 0,
+    "failed_orchestrations": 1,
+    "partial_orchestrations": 1,
+    "running_orchestrations": 1,
+    "total_executions": 5,
+    "finished_executions": 4,
+    "completed_executions": 2,
+    "failed_executions": 2,
+    "in_progress_executions": 1,
+    "success_rate": 50.0,
+    "avg_duration_ms": 5000.0,
+    "p50_duration_ms": 5000.0,  # linear interpolation over 2000, 4000, 6000, 8000
+    "p95_duration_ms": 7700.0,  # rank 2.85: 6000 + 0.85 * 2000
+}
+
+
+def test_health(recent):
+    data = as_json("--db", recent, "health")
+    assert {k: data[k] for k in EXPECTED_HEALTH} == pytest.approx(EXPECTED_HEALTH)
+    (row,) = as_csv("--db", recent, "health", "24")
+    assert {k: float(row[k]) for k in EXPECTED_HEALTH} == pytest.approx(EXPECTED_HEALTH)
+    table = record_lines(invoke("health", "--db", recent).stdout)
+    assert table["total_executions"] == "5"
+    assert table["success_rate"] == "50.0%"
+    assert table["avg_duration_ms"] == "5s"
+    assert table["p95_duration_ms"] == "7s"
+
+
+def test_health_window_excludes_older_rows(filled):
+    # filled's rows are from 2024: nothing in the last 24 hours.
+    data = as_json("--db", filled, "health", "24")
+    assert data["total_orchestrations"] == 0 and data["success_rate"] is None
+    hours = (dt.datetime.now(dt.timezone.utc) - T0).total_seconds() / 3600 + 24
+    assert as_json("--db", filled, "health", f"{hours:.0f}")["total_orchestrations"] == 2
+
+
+@pytest.mark.parametrize(
+    ("options", "reason"),
+    [
+        (["--min-success-rate", "60"], "success rate 50.0% is below 60%"),
+        (["--max-running", "0"], "1 running orchestrations in the last 24h (max 0)"),
+        (["--max-failed", "1"], "2 failed executions in the last 24h (max 1)"),
+        (["--max-failed-orchestrations", "0"], "1 failed orchestrations in the last 24h (max 0)"),
+        (["--max-p95", "7s"], "p95 duration 7s is over 7s"),
+        (
+            ["--min-success-rate", "51", "--max-running", "0"],
+            "success rate 50.0% is below 51%; 1 running orchestrations in the last 24h (max 0)",
+        ),
+    ],
+)
+def test_health_gate_fails(recent, options, reason):
+    result = invoke("--db", recent, "health", *options, exit_code=1)
+    assert result.stderr == f"Error: Unhealthy: {reason}\n"
+    assert record_lines(result.stdout)["total_orchestrations"] == "3"
+
+
+def test_health_gate_passes(recent):
+    invoke(
+        "--db",
+        recent,
+        "health",
+        "--min-success-rate",
+        "50",
+        "--max-running",
+        "1",
+        "--max-failed",
+        "2",
+        "--max-failed-orchestrations",
+        "1",
+        "--max-p95",
+        "8s",
+    )
+
+
+def test_health_gate_without_data(filled):
+    result = invoke("--db", filled, "health", "--min-success-rate", "90", exit_code=1)
+    assert "no finished executions in the last 24h" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["health", "0"], "Error: HOURS must be a number > 0, got 0"),
+        (["health", "--", "-3"], "Error: HOURS must be a number > 0, got -3"),
+        (["health", "soon"], "Error: HOURS must be a number > 0, got 'soon'"),
+        (
+            ["health", "--max-running", "-1"],
+            "Error: --max-running must be a whole number >= 0, got -1",
+        ),
+        (
+            ["health", "--min-success-rate", "x"],
+            "Error: --min-success-rate must be a number >= 0, got 'x'",
+        ),
+        (
+            ["health", "--max-p95", "fast"],
+            "Error: --max-p95: not a duration: 'fast' (use e.g. 90s, 15m, 6h, 3d, 2w)",
+        ),
+        (["failures", "0"], "Error: LIMIT must be a whole number > 0, got 0"),
+        (["failures", "2.5"], "Error: LIMIT must be a whole number > 0, got '2.5'"),
+        (["list", "-n", "0"], "Error: --limit must be a whole number > 0, got 0"),
+        (["agent", "backend", "-n", "3"], "Error: --limit only applies with --list"),
+        (["show", "nope"], "Error: No orchestration with session id 'nope'"),
+        (["executions", "nope"], "Error: No orchestration with session id 'nope'"),
+        (["agent", "nobody"], "Error: No executions of agent 'nobody'"),
+        (["agent", "nobody", "--list"], "Error: No executions of agent 'nobody'"),
+        (["performance", "--since", "tuesday"], "Error: not a timestamp: 'tuesday'"),
+    ],
+)
+def test_report_errors(recent, args, message):
+    assert fail("--db", recent, *args) == message
+
+
+def test_json_and_csv_together_is_a_usage_error(recent):
+    result = invoke("--db", recent, "list", "--json", "--csv", exit_code=2)
+    assert "Use just one of --json or --csv" in result.output
+
+
+READ_COMMANDS = [
+    ["list"],
+    ["show", "r-1"],
+    ["agent", "backend"],
+    ["executions", "r-1"],
+    ["health"],
+    ["performance"],
+    ["failures"],
+    ["export"],
+    ["cleanup", "30"],
+]
+
+
+@pytest.mark.parametrize("args", READ_COMMANDS)
+def test_missing_database_is_an_error_and_not_created(tmp_path, args):
+    missing = tmp_path / "missing.db"
+    assert fail(*args, "--db", missing) == f"Error: No database found at {missing}"
+    assert not missing.exists()
+
+
+@pytest.mark.parametrize("args", READ_COMMANDS[:7])
+def test_db_option_after_the_command_and_env_var(recent, args, monkeypatch):
+    after = invoke(*args, "--db", recent, "--json").stdout
+    monkeypatch.setenv("AGENTMETRICS_DB", str(recent))
+    assert invoke(*args, "--json").stdout == after
+    assert json.loads(after)
+
+
+def test_list(recent):
+    rows = as_json("--db", recent, "list")
+    assert [r["session_id"] for r in rows] == ["r-3", "r-2", "r-1"]
+    assert [r["status"] for r in rows] == ["running", "failed", "partial"]
+    assert [r["duration_ms"] for r in rows] == [None, 10000, 11000]
+    assert [r["session_id"] for r in as_csv("--db", recent, "list", "-n", "2")] == ["r-3", "r-2"]
+    lines = invoke("--db", recent, "list").stdout.splitlines()
+    assert lines[0].split()[:4] == ["session_id", "status", "started_at", "duration_ms"]
+    assert lines[1].split()[:2] == ["r-3", "running"]
+    assert lines[3].split()[:2] == ["r-1", "partial"] and "11s" in lines[3].split()
+
+
+def test_list_empty(db_path):
+    agentmetrics.open_database(db_path).close()
+    assert invoke("--db", db_path, "list").stdout == "No orchestrations recorded.\n"
+    assert as_json("--db", db_path, "list") == []
+
+
+def test_show(recent):
+    data = as_json("--db", recent, "show", "r-1")
+    expected = {
+        "session_id": "r-1",
+        "status": "partial",
+        "duration_ms": 11000,
+        "total_executions": 2,
+        "completed_executions": 1,
+        "failed_executions": 1,
+        "success_rate": 50.0,
+        "avg_duration_ms": 4000.0,  # (2000 + 6000) / 2
+        "files_created": 2,
+    }
+    assert {k: data[k] for k in expected} == expected
+    table = record_lines(invoke("--db", recent, "show", "r-1").stdout)
+    assert (table["status"], table["duration_ms"], table["success_rate"]) == (
+        "partial",
+        "11s",
+        "50.0%",
+    )
+    (row,) = as_csv("--db", recent, "show", "r-1")
+    assert row["total_executions"] == "2"
+
+
+def test_agent(recent):
+    data = as_json("--db", recent, "agent", "backend")
+    expected = {
+        "agent_name": "backend",
+        "executions": 3,
+        "completed": 2,
+        "failed": 0,
+        "success_rate": 100.0,
+        "avg_duration_ms": 3000.0,
+        "total_retries": 2,
+    }
+    assert {k: data[k] for k in expected} == expected
+    table = record_lines(invoke("--db", recent, "agent", "backend").stdout)
+    assert (table["executions"], table["avg_duration_ms"]) == ("3", "3s")
+    rows = as_json("--db", recent, "agent", "backend", "--list")
+    assert [r["agent_session_id"] for r in rows] == ["a-4", "a-3", "a-1"]  # newest first
+    rows = as_csv("--db", recent, "agent", "backend", "--list", "-n", "1")
+    assert [r["agent_session_id"] for r in rows] == ["a-4"]
+
+
+def test_executions(recent):
+    rows = as_json("--db", recent, "executions", "r-1")
+    assert [(r["agent_session_id"], r["status"], r["duration_ms"]) for r in rows] == [
+        ("a-1", "completed", 2000),
+        ("a-2", "failed", 6000),
+    ]
+    assert [r["error_message"] for r in as_csv("--db", recent, "executions", "r-1")] == ["", "boom"]
+    lines = invoke("--db", recent, "executions", "r-1").stdout.splitlines()
+    assert lines[1].split()[:2] == ["a-1", "backend"] and "2s" in lines[1].split()
+    assert lines[2].split()[-1] == "boom"
+
+
+def test_performance(recent):
+    rows = as_json("--db", recent, "performance")
+    assert [(r["agent_name"], r["executions"], r["completed"], r["failed"]) for r in rows] == [
+        ("backend", 3, 2, 0),
+        ("linter", 1, 0, 1),
+        ("tests", 1, 0, 1),
+    ]
+    assert [r["success_rate"] for r in rows] == [100.0, 0.0, 0.0]
+    assert [r["max_duration_ms"] for r in rows] == [4000.0, 8000.0, 6000.0]
+    assert len(as_csv("--db", recent, "performance")) == 3
+    lines = invoke("--db", recent, "performance").stdout.splitlines()
+    assert lines[1].split()[:5] == ["backend", "3", "2", "0", "100.0%"]
+    since = (BASE + dt.timedelta(seconds=30)).isoformat()
+    rows = as_json("--db", recent, "performance", "--since", since)
+    assert [(r["agent_name"], r["executions"]) for r in rows] == [("backend", 1), ("linter", 1)]
+
+
+def test_failures(recent):
+    assert [r["session_id"] for r in as_json("--db", recent, "failures")] == ["r-2"]
+    rows = as_json("--db", recent, "failures", "--include-partial")
+    assert [r["session_id"] for r in rows] == ["r-2", "r-1"]
+    assert [r["task_completion_rate"] for r in rows] == [0.0, None]
+    assert [
+        r["session_id"] for r in as_csv("--db", recent, "failures", "1", "--include-partial")
+    ] == ["r-2"]
+    lines = invoke("--db", recent, "failures").stdout.splitlines()
+    assert lines[1].split()[:2] == ["r-2", "failed"] and "0.0%" in lines[1].split()
+
+
+def test_failures_none(filled):
+    assert invoke("--db", filled, "failures").stdout == "No failed orchestrations.\n"
 
 
 # -- start-up -------------------------------------------------------------------------------
