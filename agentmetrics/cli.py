@@ -641,10 +641,6 @@ def _export_tables(
         write_csv(db, table, sys.stdout)
 
 
-def _money(value: float) -> str:
-    return "-" if value != value else f"${value:,.4f}" if value < 1 else f"${value:,.2f}"
-
-
 @cli.command()
 @click.option(
     "--by",
@@ -682,7 +678,7 @@ def costs(
     agentmetrics costs --by day --since 2026-01-01 --json
     """
     from .config import load_config
-    from .reports.costs import cost_rates
+    from .reports.costs import cost_rates, format_usd
     from .reports.costs import costs as costs_
 
     rates = cost_rates(load_config(config_path))
@@ -693,10 +689,10 @@ def costs(
     shown = df.drop(columns=["time_executions", "token_executions", "recorded_executions"])
     if by == "orchestration":
         shown = shown.drop(columns=["orchestration_id"]).fillna({"session_id": "(none)"})
-    money = {c: _money for c in shown.columns if c.endswith("cost_usd")}
+    money = {c: format_usd for c in shown.columns if c.endswith("cost_usd")}
     emit(shown, fmt, {**_formatters(shown), **money}, empty="No finished executions.")
     if len(df):
-        total = _money(df["cost_usd"].sum())
+        total = format_usd(df["cost_usd"].sum())
         click.echo(f"\nTotal: {total} over {df['executions'].sum()} executions")
 
 

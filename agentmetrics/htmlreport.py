@@ -25,6 +25,7 @@ import pandas as pd
 
 from .formatting import format_duration, format_percent
 from .reports._common import DbArg, TimeArg, database, iso, resolve_now
+from .reports.costs import format_usd as _money
 from .timestamps import parse_timestamp, to_iso
 
 DEFAULT_SPAN = dt.timedelta(days=7)
@@ -44,12 +45,6 @@ def _text(value: Any) -> str:
 
 def _count(value: Any) -> str:
     return "-" if _missing(value) else f"{int(value):,}"
-
-
-def _money(value: Any) -> str:
-    if _missing(value):
-        return "-"
-    return f"${value:,.4f}" if abs(value) < 1 else f"${value:,.2f}"
 
 
 def _moment(value: Any) -> str:
@@ -325,13 +320,14 @@ def render_report(
     :param since: start of the window (default: 7 days before ``until``)
     :param until: end of the window (default: ``now``)
     :param now: the reference time for running/stale runs, regressions and rules
-      (default: the current time)
+      (default: ``until``, else the current time)
     :param rules_path: alert rules file; None uses the config file's rules if it has any
     :param config: the configuration (cost rates); None reads the config file
     """
     from .config import load_config
 
-    reference = to_iso(resolve_now(now))
+    # A report on a past window describes that window as of its end.
+    reference = to_iso(resolve_now(now if now is not None else until))
     end = iso(until) or reference
     start = iso(since) or to_iso(parse_timestamp(end) - DEFAULT_SPAN)
     if start >= end:

@@ -88,6 +88,15 @@ GROUP BY group_key
 """
 
 
+def format_usd(value: float | None) -> str:
+    """``$12.40``, ``$0.0105`` below a dollar, ``$0.00``; ``-`` for a missing value."""
+    if value is None or value != value:
+        return "-"
+    if value == 0:
+        return "$0.00"
+    return f"${value:,.4f}" if abs(value) < 1 else f"${value:,.2f}"
+
+
 def cost_rates(config: dict[str, Any] | None = None) -> dict[str, Any]:
     """The ``[costs]`` table of a loaded config (the config file when None), checked."""
     section = (load_config() if config is None else config).get("costs", {})
