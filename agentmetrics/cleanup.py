@@ -10,6 +10,7 @@ import dataclasses
 import datetime as dt
 import math
 import os
+import time
 from collections.abc import Callable
 
 from sqlite_utils import Database
@@ -19,6 +20,9 @@ from .reports._common import resolve_now
 from .timestamps import to_iso
 
 DEFAULT_BATCH_SIZE = 500
+# Batches grow from batch_size while each holds the write lock under this long.
+TARGET_LOCK_SECONDS = 0.25
+MAX_GROWTH = 64
 
 # Rows are compared as instants: julianday() reads every format SQLite knows
 # (ISO with Z or an offset, "YYYY-MM-DD HH:MM:SS"), so rows imported in another
@@ -61,6 +65,8 @@ def cleanup(
     ``days=0`` deletes everything started before ``now``. ``executions`` counts the
     executions of deleted orchestrations; ``standalone_executions`` the others.
     ``progress(n)`` is called after each batch with the rows it removed.
+    Batches start at ``batch_size`` orchestrations and grow while each one holds
+    the write lock for less than ``TARGET_LOCK_SECONDS``.
 
     :raises ValueError: ``days`` is negative or not a number, ``batch_size`` < 1
     """
@@ -75,9 +81,11 @@ def cleanup(
     if dry_run:
         _count(db, params, result)
         return result
+    size = batch_size
     while True:
+        started = time.perf_counter()
         with write_transaction(db):
-            ids = [r[0] for r in db.execute(_ORCHESTRATION_BATCH, {**params, "limit": batch_size})]
+            ids = [r[0] for r in db.execute(_ORCHESTRATION_BATCH, {**params, "limit": size})]
             if not ids:
                 break
             marks = ", ".join("?" * len(ids))
@@ -89,21 +97,38 @@ def cleanup(
             db.execute(f"DELETE FROM orchestrations WHERE id IN ({marks})", ids)
         result.orchestrations += len(ids)
         result.executions += executions
+        size = _next_size(size, batch_size, time.perf_counter() - started)
         if progress is not None:
             progress(len(ids) + executions)
-    limit = batch_size * 10  # standalone rows have no children: bigger batches are as short
+    size = batch_size * 10  # an orchestration is about ten executions
     while True:
+        started = time.perf_counter()
         with write_transaction(db):
             deleted = db.execute(
                 f"DELETE FROM agent_executions WHERE rowid IN ({_STANDALONE_BATCH})",
-                {**params, "limit": limit},
+                {**params, "limit": size},
             ).rowcount
         if not deleted:
             break
         result.standalone_executions += deleted
+        size = _next_size(size, batch_size * 10, time.perf_counter() - started)
         if progress is not None:
             progress(deleted)
     return result
+
+
+def _next_size(size: int, initial: int, seconds: float) -> int:
+    """Grow batches that hold the write lock briefly, shrink long ones.
+
+    Each commit has a fixed cost (a WAL checkpoint rewrites the index pages the
+    batch touched, and the random-key indexes are touched all over), so larger
+    batches delete faster; the target keeps other writers' waits short.
+    """
+    if seconds < TARGET_LOCK_SECONDS / 2:
+        return min(size * 2, initial * MAX_GROWTH)
+    if seconds > TARGET_LOCK_SECONDS:
+        return max(size // 2, initial)
+    return size
 
 
 def _count(db: Database, params: dict[str, str], result: CleanupResult) -> None:
