@@ -87,10 +87,15 @@ def _select(alias: str, columns: Iterable[str]) -> str:
     return ", ".join(f"{alias}.{c}" for c in columns)
 
 
-_SESSIONS_SQL = f"""
-SELECT {_select("o", ORCHESTRATION_COLUMNS)}, {_select("e", EXECUTION_COLUMNS)}
-FROM orchestrations o LEFT JOIN agent_executions e ON e.orchestration_id = o.id
-{{where}}
+_ORCHESTRATIONS_SQL = f"""
+SELECT {_select("o", ORCHESTRATION_COLUMNS)} FROM orchestrations o {{where}}
+ORDER BY o.started_at, o.session_id
+"""
+# The same order, so one pass over both cursors pairs each orchestration with its
+# executions without repeating the orchestration's columns on every row.
+_EXECUTIONS_SQL = f"""
+SELECT o.id, {_select("e", EXECUTION_COLUMNS)}
+FROM orchestrations o JOIN agent_executions e ON e.orchestration_id = o.id {{where}}
 ORDER BY o.started_at, o.session_id, e.started_at, e.agent_session_id
 """
 
@@ -115,22 +120,20 @@ def iter_sessions(
     :raises UnknownSession: ``session_id`` names no orchestration
     """
     db = ensure_database(db, create=False)
-    n = len(ORCHESTRATION_COLUMNS)
     where, params = ("WHERE o.session_id = ?", [session_id]) if session_id else ("", [])
-    cursor = db.conn.execute(_SESSIONS_SQL.format(where=where), params)
-    current: dict[str, Any] | None = None
-    executions: list[dict[str, Any]] = []
-    for row in cursor:
-        if current is None or row[0] != current["id"]:
-            if current is not None:
-                yield current, executions
-            current = dict(zip(ORCHESTRATION_COLUMNS, row[:n], strict=True))
-            executions = []
-        if row[n] is not None:
-            executions.append(dict(zip(EXECUTION_COLUMNS, row[n:], strict=True)))
-    if current is not None:
-        yield current, executions
-    elif session_id:
+    orchestrations = db.conn.execute(_ORCHESTRATIONS_SQL.format(where=where), params)
+    rows = db.conn.execute(_EXECUTIONS_SQL.format(where=where), params)
+    row = next(rows, None)
+    found = False
+    for values in orchestrations:
+        found = True
+        orchestration = dict(zip(ORCHESTRATION_COLUMNS, values, strict=True))
+        executions = []
+        while row is not None and row[0] == values[0]:
+            executions.append(dict(zip(EXECUTION_COLUMNS, row[1:], strict=True)))
+            row = next(rows, None)
+        yield orchestration, executions
+    if session_id and not found:
         raise UnknownSession(f"No orchestration with session id {session_id!r}")
     if session_id:
         return
@@ -144,8 +147,7 @@ def iter_sessions(
 _NULL_ORCHESTRATION = dict.fromkeys(ORCHESTRATION_COLUMNS)
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False)
+_dumps = json.JSONEncoder(ensure_ascii=False).encode  # one encoder, not one per call
 
 
 def _write_json(sessions: Iterable[Session], out: IO[str], single: bool) -> None:
