@@ -22,8 +22,22 @@ as ``[[tool.agentmetrics.rules]]`` (see :mod:`agentmetrics.config` for the looku
     metric = "failed_orchestrations"
     alert = 0               # any failure alerts
 
-A rule needs at least one of ``warn``/``alert``. Metrics are registered in
-:data:`METRICS` with :func:`metric`; adding one is one decorated function.
+A rule needs at least one of ``warn``/``alert``; a value equal to a threshold does
+not breach it. Metrics (:data:`METRICS`) and the extra keys they take:
+
+- ``success_rate`` (percent of finished executions that completed), ``p95_duration_ms``,
+  ``p50_duration_ms``: ``min_samples`` (default 1): with fewer finished executions in
+  the window the rule is ok and says it had too few runs to judge;
+- ``failed_executions``, ``failed_orchestrations`` (no ``agent``): counts in the window;
+- ``stale_running`` (no ``agent`` or ``window``): unfinished runs with no sign of life
+  for ``older_than`` (default ``"6h"``);
+- ``regressions``: how many agents regressed (:mod:`agentmetrics.reports.regressions`);
+  ``window`` is the recent window (default ``"3d"``), with ``baseline`` (``"14d"``),
+  ``of`` (``"p95_duration_ms"``, ``"p50_duration_ms"`` or ``"success_rate"``),
+  ``min_samples``, ``threshold`` and ``alpha``;
+- ``cost_usd``: estimated cost of the window's executions, priced with ``[costs]``.
+
+Adding a metric is one function decorated with :func:`metric`.
 """
 
 from __future__ import annotations
@@ -48,7 +62,7 @@ import pandas as pd
 from sqlite_utils import Database
 
 from .config import find_config
-from .errors import AgentMetricsError
+from .errors import AgentMetricsError, InvalidValue
 from .reports import regressions as regressions_module
 from .reports._common import DbArg, database, percentile, resolve_now
 from .reports.stale import DEFAULT_OLDER_THAN, count_stale
@@ -158,6 +172,39 @@ def metric(
     return register
 
 
+# -- rule option checkers --------------------------------------------------------------
+
+
+def _positive_duration(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f'must be a duration such as "6h", got {value!r}')
+    if parse_duration(value) <= dt.timedelta(0):
+        raise ValueError(f"must be a positive duration, got {value!r}")
+    return value
+
+
+def _choice(*allowed: str) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        if value not in allowed:
+            raise ValueError(f"must be one of {', '.join(allowed)}, got {value!r}")
+        return value
+
+    return check
+
+
+def _number(low: float, high: float | None = None, whole: bool = False) -> Callable[[Any], Any]:
+    def check(value: Any) -> Any:
+        kinds = (int,) if whole else (int, float)
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            raise ValueError(f"must be a {'whole ' if whole else ''}number, got {value!r}")
+        if value <= low or (high is not None and value >= high):
+            bounds = f"above {low:g}" + (f" and below {high:g}" if high is not None else "")
+            raise ValueError(f"must be {bounds}, got {value!r}")
+        return value
+
+    return check
+
+
 # -- metrics ----------------------------------------------------------------------------
 
 
@@ -174,24 +221,43 @@ def _finished(context: Context, rule: Rule, select: str, extra: str = "") -> lis
     return context.db.execute(sql, params).fetchall()
 
 
-@metric("success_rate", "below", "percent")
+class TooFewRuns(Exception):
+    """Raised by a metric whose sample is below the rule's ``min_samples``: not judged."""
+
+    def __init__(self, value: float | None, runs: int, needed: int) -> None:
+        super().__init__(f"too few runs to judge ({runs}, need {needed})")
+        self.value = value
+
+
+def _enough(value: float | None, runs: int, rule: Rule) -> float | None:
+    needed = rule.options.get("min_samples", 1)
+    if 0 < runs < needed:
+        raise TooFewRuns(value, runs, needed)
+    return value
+
+
+# Rates and percentiles of a handful of runs swing wildly; min_samples lets a rule
+# ignore windows with fewer finished executions.
+_SAMPLE_OPTIONS = {"min_samples": (_number(0, whole=True), 1)}
+
+
+@metric("success_rate", "below", "percent", options=_SAMPLE_OPTIONS)
 def _success_rate(context: Context, rule: Rule) -> float | None:
     finished, completed = _finished(context, rule, "count(*), sum(status = 'completed')")[0]
-    return None if finished == 0 else 100 * completed / finished
+    return _enough(None if finished == 0 else 100 * completed / finished, finished, rule)
 
 
 def _duration_percentile(q: float) -> Callable[[Context, Rule], float | None]:
     def compute(context: Context, rule: Rule) -> float | None:
-        rows = _finished(
-            context, rule, "duration_ms", " AND duration_ms IS NOT NULL ORDER BY duration_ms"
-        )
-        return percentile(np.array([r[0] for r in rows], dtype=float), q) if rows else None
+        rows = _finished(context, rule, "duration_ms", " AND duration_ms IS NOT NULL")
+        values = np.sort(np.array([r[0] for r in rows], dtype=float))
+        return _enough(percentile(values, q) if rows else None, len(rows), rule)
 
     return compute
 
 
-metric("p95_duration_ms", "above", "ms")(_duration_percentile(95))
-metric("p50_duration_ms", "above", "ms")(_duration_percentile(50))
+metric("p95_duration_ms", "above", "ms", options=_SAMPLE_OPTIONS)(_duration_percentile(95))
+metric("p50_duration_ms", "above", "ms", options=_SAMPLE_OPTIONS)(_duration_percentile(50))
 
 
 @metric("failed_executions", "above", "count")
@@ -221,14 +287,6 @@ def _failed_orchestrations(context: Context, rule: Rule) -> float:
     return context.db.execute(sql, {"start": start, "end": end}).fetchone()[0]
 
 
-def _positive_duration(value: Any) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f'must be a duration such as "6h", got {value!r}')
-    if parse_duration(value) <= dt.timedelta(0):
-        raise ValueError(f"must be a positive duration, got {value!r}")
-    return value
-
-
 @metric(
     "stale_running",
     "above",
@@ -239,28 +297,6 @@ def _positive_duration(value: Any) -> str:
 )
 def _stale_running(context: Context, rule: Rule) -> float:
     return count_stale(context.db, rule.options["older_than"], context.now)
-
-
-def _choice(*allowed: str) -> Callable[[Any], str]:
-    def check(value: Any) -> str:
-        if value not in allowed:
-            raise ValueError(f"must be one of {', '.join(allowed)}, got {value!r}")
-        return value
-
-    return check
-
-
-def _number(low: float, high: float | None = None, whole: bool = False) -> Callable[[Any], Any]:
-    def check(value: Any) -> Any:
-        kinds = (int,) if whole else (int, float)
-        if isinstance(value, bool) or not isinstance(value, kinds):
-            raise ValueError(f"must be a {'whole ' if whole else ''}number, got {value!r}")
-        if value <= low or (high is not None and value >= high):
-            bounds = f"above {low:g}" + (f" and below {high:g}" if high is not None else "")
-            raise ValueError(f"must be {bounds}, got {value!r}")
-        return value
-
-    return check
 
 
 @metric(
@@ -311,13 +347,17 @@ def load_rules(path: str | os.PathLike[str] | None = None) -> RuleSet:
       the file, the line and the key
     """
     if path is None:
-        found = find_config()
+        try:
+            found = find_config()
+        except InvalidValue as e:  # a pyproject.toml that is not valid TOML
+            raise ConfigError(str(e)) from None
         if found is None:
             raise ConfigError(
                 "No rules file: create agentmetrics.toml with [[rules]] tables"
                 " (or [[tool.agentmetrics.rules]] in pyproject.toml), or pass --rules FILE"
             )
-        file = found
+        # Shown relative to the current folder, as the user would type it.
+        file = Path(os.path.relpath(found))
     else:
         file = Path(path)
         if not file.is_file():
@@ -498,8 +538,12 @@ def evaluate(
         context = Context(conn, moment, config or {})
         for rule in rules:
             spec = METRICS[rule.metric]
-            value = spec.compute(context, rule)
-            status = status_of(spec, value, rule.warn, rule.alert)
+            try:
+                value = spec.compute(context, rule)
+                status = status_of(spec, value, rule.warn, rule.alert)
+                detail = _detail(spec, rule, value, status)
+            except TooFewRuns as e:
+                value, status, detail = e.value, "ok", str(e)
             records.append(
                 (
                     rule.name,
@@ -510,7 +554,7 @@ def evaluate(
                     math.nan if rule.warn is None else float(rule.warn),
                     math.nan if rule.alert is None else float(rule.alert),
                     status,
-                    _detail(spec, rule, value, status),
+                    detail,
                 )
             )
     columns = zip(*records, strict=True) if records else [()] * len(RESULT_COLUMNS)
