@@ -44,6 +44,8 @@ DEFAULT_SEED = 42
 NOTEBOOK_NOW = "2026-11-01T12:00:00Z"
 
 MARKER_TABLE = "_agentmetrics_demo"
+# Bump when the simulation changes, so ensure_demo() rebuilds older files.
+DEMO_VERSION = 1
 SLOW_AGENT = "code-writer"
 FLAKY_AGENT = "test-runner"
 SLOWDOWN = 2.2
@@ -144,7 +146,7 @@ def build_demo(
       that would end later are still running
     :param replace: delete existing rows first. Without it a database holding rows is
       refused, unless those rows are an untouched earlier demo build
-    :returns: ``{"orchestrations", "executions", "seed", "days", "now"}``
+    :returns: ``{"version", "orchestrations", "executions", "seed", "days", "now"}``
     :raises AgentMetricsError: the database holds data that is not a demo build
     """
     if isinstance(days, bool) or not isinstance(days, (int, float)) or not days > 0:
@@ -162,6 +164,41 @@ def build_demo(
     finally:
         if database is not db:
             database.close()
+
+
+def ensure_demo(
+    path: str | os.PathLike[str],
+    *,
+    days: float = DEFAULT_DAYS,
+    orchestrations: int = DEFAULT_ORCHESTRATIONS,
+    seed: int = DEFAULT_SEED,
+    now: str | dt.datetime = NOTEBOOK_NOW,
+) -> Path:
+    """Return ``path``, building the demo there first unless it already holds this build.
+
+    Notebooks call this: the first run builds the file, later runs reuse it. A file
+    built with other arguments or an older demo version is rebuilt; a file with other
+    data is refused, as in :func:`build_demo`.
+    """
+    path = Path(path)
+    wanted = {
+        "version": DEMO_VERSION,
+        "orchestrations": orchestrations,
+        "seed": seed,
+        "days": days,
+        "now": _iso(parse_timestamp(now)),
+    }
+    if path.exists():
+        db = ensure_database(path)
+        try:
+            marker = db.table(MARKER_TABLE)
+            built = next(iter(marker.rows_where("id = 1")), {}) if marker.exists() else {}
+        finally:
+            db.close()
+        if all(built.get(key) == value for key, value in wanted.items()):
+            return path
+    build_demo(path, days=days, orchestrations=orchestrations, seed=seed, now=now)
+    return path
 
 
 def _resolve_now(now: str | dt.datetime | None) -> dt.datetime:
@@ -195,6 +232,7 @@ def _build(
         finally:
             db.conn.execute(f"PRAGMA cache_size = {int(cache)}")
         summary = {
+            "version": DEMO_VERSION,
             "orchestrations": count,
             "executions": executions,
             "seed": seed,
@@ -489,4 +527,4 @@ def _ms_sqlite(ms: int) -> str:
     return (_EPOCH + dt.timedelta(milliseconds=ms)).isoformat(sep=" ", timespec="seconds")
 
 
-__all__ = ["AGENTS", "FLAKY_AGENT", "SLOW_AGENT", "build_demo"]
+__all__ = ["AGENTS", "FLAKY_AGENT", "NOTEBOOK_NOW", "SLOW_AGENT", "build_demo", "ensure_demo"]

@@ -312,3 +312,23 @@ def test_cli_demo_bad_input(tmp_path, args, message):
     assert message in result.output
     assert "Traceback" not in result.output
     assert not (tmp_path / "d.db").exists()
+
+
+def test_ensure_demo_builds_once(tmp_path, monkeypatch):
+    from agentmetrics import demo
+
+    path = tmp_path / "nb.db"
+    assert demo.ensure_demo(path, orchestrations=20) == path
+    assert rows(path, f"SELECT now, seed, version FROM {MARKER_TABLE}") == [
+        ("2026-11-01T12:00:00.000Z", 42, demo.DEMO_VERSION)
+    ]
+    calls = []
+    monkeypatch.setattr(demo, "build_demo", lambda *a, **k: calls.append(k))
+    demo.ensure_demo(path, orchestrations=20)  # the same build: reused
+    assert calls == []
+    demo.ensure_demo(path, orchestrations=20, seed=5)  # other arguments: rebuilt
+    assert calls and calls[0]["seed"] == 5
+    monkeypatch.setattr(demo, "DEMO_VERSION", demo.DEMO_VERSION + 1)
+    calls.clear()
+    demo.ensure_demo(path, orchestrations=20)  # a newer simulation: rebuilt
+    assert len(calls) == 1

@@ -1,0 +1,259 @@
+"""Write the notebooks in this folder and execute them from a fresh kernel.
+
+Run ``python notebooks/make_notebooks.py`` after changing a notebook's cells here (or
+the library's output), then check them with
+``pytest --nbval --nbval-current-env notebooks/``. The notebooks read the demo
+database ``data/notebook-demo.db``, built on first use with a fixed seed and ``now``,
+so their stored outputs are reproducible.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+from agentmetrics.demo import NOTEBOOK_NOW as NOW
+
+HERE = Path(__file__).parent
+
+SETUP = """\
+%matplotlib inline
+import pandas as pd
+
+from agentmetrics import plots, reports
+from agentmetrics.demo import NOTEBOOK_NOW, ensure_demo
+from agentmetrics.formatting import format_duration
+
+pd.options.display.precision = 1
+pd.options.display.width = 120
+NOW = NOTEBOOK_NOW  # the demo ends here; every time window is measured back from it
+DB = ensure_demo("../data/notebook-demo.db", now=NOW)  # built on first use (a few seconds)
+print(DB, NOW)"""
+
+INTRO = """\
+The database is agentmetrics' demo: 600 orchestrations of seven agents over 30 days,
+ending at a fixed moment (`NOW`) so this notebook's outputs never change. Build the
+same data yourself with `agentmetrics demo --db data/demo.db --now {now}`, or point
+`DB` at your own monitoring database and drop the `now=` arguments."""
+
+
+class Markdown(str):
+    """A markdown cell's text (other cells are code)."""
+
+
+def md(text: str) -> Markdown:
+    return Markdown(text)
+
+
+NOTEBOOKS = {
+    "01-health-overview.ipynb": [
+        md("# Health overview: what is the state now?\n\n" + INTRO),
+        SETUP,
+        md(
+            "## The last 24 hours\n\n"
+            "The same numbers `agentmetrics health` prints: orchestrations by status, "
+            "executions, success rate (completed out of finished) and durations."
+        ),
+        "health = reports.system_health(DB, hours=24, now=NOW)\nhealth.T",
+        md("The durations in a readable form:"),
+        'durations = health[["avg_duration_ms", "p50_duration_ms", "p95_duration_ms"]]\n'
+        "durations.T[0].map(format_duration)",
+        md("## The last week, for comparison"),
+        "reports.system_health(DB, hours=24 * 7, now=NOW).T",
+        md(
+            "## What is running right now\n\n"
+            "The newest orchestrations; the few at the top started minutes before `NOW` and "
+            "are still running."
+        ),
+        "latest = reports.list_orchestrations(DB, limit=8)\n"
+        'latest[["session_id", "task_description", "status", "started_at", "total_tasks",\n'
+        '        "completed_tasks", "failed_tasks"]]',
+        'running = latest[latest["status"] == "running"]\n'
+        'print(f"{len(running)} orchestrations running")',
+        md(
+            "## The last two weeks, day by day\n\n"
+            "Executions per day (completed and failed) and the daily success rate."
+        ),
+        'daily = reports.trends(DB, since="14d", now=NOW)\n'
+        'daily[["period", "executions", "failed", "success_rate"]].tail(7)',
+        'fig = plots.plot_trends(daily, title="Last 14 days")\nfig',
+    ],
+    "02-agent-performance.ipynb": [
+        md("# Agent performance: who is slow, who fails?\n\n" + INTRO),
+        SETUP,
+        md(
+            "## Every agent at a glance\n\n"
+            "`performance_report` is what `agentmetrics performance` prints: one row per "
+            "agent, busiest first, with exact percentiles of finished executions."
+        ),
+        "perf = reports.performance_report(DB)\n"
+        'perf[["agent_name", "executions", "failed", "success_rate", "p50_duration_ms",\n'
+        '      "p95_duration_ms", "p99_duration_ms", "total_retries", "self_healed"]]',
+        md("## Who is slow?\n\nSorted by p95 duration, in readable units:"),
+        'slowest = perf.sort_values("p95_duration_ms", ascending=False).set_index("agent_name")\n'
+        'slowest[["p50_duration_ms", "p95_duration_ms", "p99_duration_ms"]].map(format_duration)',
+        md("The spread per agent (boxes span p25 to p75, whiskers p5 to p95; log scale):"),
+        "fig = plots.plot_duration_distribution(reports.durations(DB))\nfig",
+        md(
+            "`code-writer` is the slowest agent, and its box is tall: it got slower "
+            "recently. Its median and p95 per day over the month show when:"
+        ),
+        "daily = reports.trends(DB, by_agent=True, now=NOW)\n"
+        "fig = plots.plot_durations(daily)\nfig",
+        'reports.trends(DB, "W", agent="code-writer")[\n'
+        '    ["period", "executions", "p50_duration_ms", "p95_duration_ms"]]',
+        md(
+            "## Who fails?\n\nSorted by success rate, lowest first: `test-runner` is the flaky one."
+        ),
+        'perf.sort_values("success_rate")[["agent_name", "executions", "failed", "success_rate"]]',
+        md("## One agent's latest executions"),
+        'reports.agent_stats(DB, "test-runner", limit=5)[\n'
+        '    ["agent_session_id", "status", "started_at", "duration_ms", "retry_count",\n'
+        '     "self_healed", "error_message"]]',
+    ],
+    "03-failure-analysis.ipynb": [
+        md("# Failure analysis: error patterns, failed orchestrations, self-healing\n\n" + INTRO),
+        SETUP,
+        md(
+            "## Error patterns\n\n"
+            "Failed executions grouped by their error message with the variable parts "
+            "(numbers, ids, paths, quoted values) folded into placeholders, so hundreds of "
+            "different messages become a handful of causes."
+        ),
+        "patterns = reports.error_patterns(DB)\n"
+        'patterns[["pattern", "count", "agents", "first_seen", "last_seen"]]',
+        md("The raw messages behind the most frequent pattern look like this:"),
+        'print(patterns["example"].iloc[0])',
+        md("The flaky `test-runner` accounts for three patterns, and nothing else:"),
+        'reports.error_patterns(DB, agent="test-runner")[["pattern", "count", "agent_count"]]',
+        "fig = plots.plot_failures(reports.self_healing(DB), patterns)\nfig",
+        md(
+            "## Failed orchestrations\n\n"
+            "What `agentmetrics failures` lists: a failed task usually stops the "
+            "orchestration (`failed`); sometimes it carries on (`partial`)."
+        ),
+        "failed = reports.failed_orchestrations(DB, limit=8, include_partial=True)\n"
+        'failed[["session_id", "status", "started_at", "total_tasks", "completed_tasks",\n'
+        '        "failed_tasks", "task_completion_rate"]]',
+        md("The executions of the latest one, in task order:"),
+        'session = failed["session_id"].iloc[0]\n'
+        "steps = reports.executions(DB, session)\n"
+        'steps["duration"] = steps["duration_ms"].map(format_duration)\n'
+        'steps[["task_number", "agent_name", "status", "duration", "retry_count", "self_healed",\n'
+        '       "error_message"]]',
+        md(
+            "## Self-healing\n\n"
+            "How often self-healing kicked in (`self_healed_rate`, percent of finished "
+            "executions) and how often it rescued the execution (`rescue_rate`, percent of "
+            "self-healed executions that completed)."
+        ),
+        "reports.self_healing(DB)",
+    ],
+    "04-trends.ipynb": [
+        md("# Trends: how things change, and the agent that regressed\n\n" + INTRO),
+        SETUP,
+        md(
+            "## Day by day\n\n"
+            "One row per day, including days with nothing (zero executions), with the "
+            "success rate and exact p50/p95 durations of that day's finished executions."
+        ),
+        "daily = reports.trends(DB, now=NOW)\ndaily.tail(10)",
+        "fig = plots.plot_trends(daily)\nfig",
+        md("## Week by week\n\nWeeks start on Monday; the first and last weeks are partial."),
+        'reports.trends(DB, "W")',
+        md(
+            "## Per agent: who changed?\n\n"
+            "The weekly p95 of every agent side by side: one column moves, the others hold."
+        ),
+        'weekly = reports.trends(DB, "W", by_agent=True)\n'
+        'weekly.pivot(index="period", columns="agent_name", values="p95_duration_ms").map(\n'
+        "    format_duration)",
+        "fig = plots.plot_durations(reports.trends(DB, by_agent=True, now=NOW))\nfig",
+        md(
+            "## Is it a real regression?\n\n"
+            "`regressions` compares each agent's last 7 days with the 21 days before, with a "
+            "rank test and a minimum sample size: only `code-writer` is flagged."
+        ),
+        "from agentmetrics.reports.regressions import regressions\n\n"
+        'found = regressions(DB, recent="7d", baseline="21d", now=NOW)\n'
+        'found[["agent_name", "baseline_value", "recent_value", "change", "baseline_n",\n'
+        '       "recent_n", "regressed"]]',
+        md("## Hour by hour, the last day"),
+        'hourly = reports.trends(DB, "h", since="24h", now=NOW)\n'
+        'hourly[["period", "executions", "failed", "p95_duration_ms"]].tail(6)',
+    ],
+    "05-costs.ipynb": [
+        md("# Costs: what did the agents cost?\n\n" + INTRO),
+        SETUP,
+        md(
+            "## Rates\n\n"
+            "The same table as `[costs]` in `agentmetrics.toml`: a default hourly rate, "
+            "per-agent hourly rates, and per-model token prices (USD per million tokens). "
+            "Here they are given inline; `reports.costs(DB)` without `rates` reads the file."
+        ),
+        "rates = {\n"
+        '    "default_hourly_rate": 6.0,\n'
+        '    "agents": {"deployer": 2.0},\n'
+        '    "models": {\n'
+        '        "claude-sonnet-4": {"input_per_million": 3.0, "output_per_million": 15.0}\n'
+        "    },\n"
+        "}\n"
+        "SINCE = pd.Timestamp(NOW) - pd.Timedelta(days=7)",
+        md(
+            "## By agent, last 7 days\n\n"
+            "Each execution is priced by the first method that applies: the `cost_usd` the "
+            "tracker recorded, else its tokens at its model's price, else its duration at "
+            "the hourly rate. The demo's model-backed agents record `cost_usd`; `deployer` "
+            "runs no model, so its cost comes from time. `method` says which produced each "
+            "row's figure, and the `*_cost_usd` columns split it."
+        ),
+        "by_agent = reports.costs(DB, rates, since=SINCE, until=NOW)\n"
+        'by_agent[["agent_name", "executions", "time_cost_usd", "token_cost_usd",\n'
+        '          "recorded_cost_usd", "cost_usd", "method"]].round(2)',
+        "from agentmetrics.reports.costs import cost_chart\n\n"
+        'fig = cost_chart(by_agent, title="Estimated cost by agent, last 7 days")\nfig',
+        md("## Day by day"),
+        'daily = reports.costs(DB, rates, by="day", since=SINCE, until=NOW)\n'
+        'daily[["day", "executions", "cost_usd"]].round(2)',
+        md("## The most expensive orchestrations"),
+        'by_run = reports.costs(DB, rates, by="orchestration", since=SINCE,\n'
+        "                       until=NOW)\n"
+        'by_run[["session_id", "task_description", "executions", "cost_usd"]].head(5).round(2)',
+    ],
+}
+
+
+def build(name: str, cells: list[str]) -> nbformat.NotebookNode:
+    notebook = new_notebook()
+    notebook.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    notebook.metadata["language_info"] = {"name": "python"}
+    for text in cells:
+        if isinstance(text, Markdown):
+            notebook.cells.append(new_markdown_cell(text.replace("{now}", NOW)))
+        else:
+            notebook.cells.append(new_code_cell(text))
+    for i, cell in enumerate(notebook.cells):
+        cell["id"] = f"{Path(name).stem[:2]}-{i:02d}"
+    return notebook
+
+
+def main(names: list[str]) -> None:
+    for name, cells in NOTEBOOKS.items():
+        if names and name not in names:
+            continue
+        notebook = build(name, cells)
+        NotebookClient(notebook, timeout=300, resources={"metadata": {"path": str(HERE)}}).execute()
+        nbformat.write(notebook, HERE / name)
+        print(f"wrote {name}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
