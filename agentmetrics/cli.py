@@ -887,6 +887,8 @@ def regressions(
 def _notify_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     import urllib.parse
 
+    if value == "":  # an unset CI secret: no notification
+        return None
     if value is not None and (
         urllib.parse.urlsplit(value).scheme not in ("http", "https")
         or not urllib.parse.urlsplit(value).netloc

@@ -627,3 +627,11 @@ def test_check_notify_bad_url(data, db_path, url):
     result = check(db_path, "--notify", url)
     assert result.exit_code == 2
     assert "Invalid value for '--notify': not an http(s) URL" in result.output
+
+
+def test_check_notify_empty_url_sends_nothing(data, db_path):
+    """An unset CI secret expands to an empty --notify: the check still runs."""
+    write_rules(RULES)
+    result = check(db_path, "--notify", "")
+    assert result.exit_code == 0
+    assert result.stderr == ""
