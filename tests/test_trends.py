@@ -284,3 +284,22 @@ def test_cli_trends_missing_database(tmp_path):
     assert result.exit_code == 1
     assert result.output.startswith("Error: ")
     assert not (tmp_path / "nope.db").exists()
+
+
+def test_weeks_start_on_monday_whatever_the_day(db):
+    # 2026-01-05 is a Monday: one execution a day for two weeks, then a Sunday alone
+    days = [f"2026-01-{d:02d}T12:00:00.000Z" for d in range(5, 19)] + ["2026-01-25T23:59:59.999Z"]
+    db["agent_executions"].insert_all(
+        {
+            "id": f"w{i}",
+            "agent_session_id": f"w{i}",
+            "agent_name": "a",
+            "status": "completed",
+            "started_at": started,
+            "duration_ms": 10,
+        }
+        for i, started in enumerate(days)
+    )
+    weekly = reports.trends(db, "W")
+    assert list(weekly["period"]) == [day("2026-01-05"), day("2026-01-12"), day("2026-01-19")]
+    assert list(weekly["executions"]) == [7, 7, 1]
