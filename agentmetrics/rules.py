@@ -63,8 +63,9 @@ from sqlite_utils import Database
 
 from .config import find_config
 from .errors import AgentMetricsError, InvalidValue
-from .reports import regressions as regressions_module
 from .reports._common import DbArg, database, percentile, resolve_now
+from .reports.regressions import DEFAULT_ALPHA, DEFAULT_MIN_SAMPLES, regressions
+from .reports.regressions import METRICS as REGRESSION_METRICS
 from .reports.stale import DEFAULT_OLDER_THAN, count_stale
 from .timestamps import parse_duration, to_iso
 
@@ -305,16 +306,16 @@ def _stale_running(context: Context, rule: Rule) -> float:
     "count",
     default_window="3d",
     options={
-        "of": (_choice(*regressions_module.METRICS), "p95_duration_ms"),
+        "of": (_choice(*REGRESSION_METRICS), "p95_duration_ms"),
         "baseline": (_positive_duration, "14d"),
-        "min_samples": (_number(0, whole=True), regressions_module.DEFAULT_MIN_SAMPLES),
+        "min_samples": (_number(0, whole=True), DEFAULT_MIN_SAMPLES),
         "threshold": (_number(0), None),
-        "alpha": (_number(0, 1), regressions_module.DEFAULT_ALPHA),
+        "alpha": (_number(0, 1), DEFAULT_ALPHA),
     },
 )
 def _regressions(context: Context, rule: Rule) -> float:
     """How many agents regressed; ``window`` is the recent window (default 3d)."""
-    found = regressions_module.regressions(
+    found = regressions(
         context.db,
         recent=rule.window,
         baseline=rule.options["baseline"],

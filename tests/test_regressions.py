@@ -319,7 +319,7 @@ def test_cli_regressions_no_data(db_path, db):
         (["--recent", "soon"], 1, "Error: not a duration: 'soon'"),
         (["--threshold", "0.5"], 1, "Error: threshold for durations is a ratio above 1"),
         (["--alpha", "2"], 1, "Error: alpha must be between 0 and 1"),
-        (["--min-samples", "0"], 1, "Error: min_samples must be a whole number > 0"),
+        (["--min-samples", "0"], 1, "Error: --min-samples must be a whole number > 0"),
         (["--metric", "p99"], 2, "Invalid value for '--metric'"),
     ],
 )

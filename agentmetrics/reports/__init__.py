@@ -10,6 +10,8 @@ from .orchestrations import (  # noqa: E402
     list_orchestrations,
     orchestration_summary,
 )
+from .regressions import regressions  # noqa: E402
+from .stale import stale_runs  # noqa: E402
 from .trends import durations, error_patterns, self_healing, trends  # noqa: E402
 
 __all__ = [
@@ -23,7 +25,9 @@ __all__ = [
     "list_orchestrations",
     "orchestration_summary",
     "performance_report",
+    "regressions",
     "self_healing",
+    "stale_runs",
     "system_health",
     "trends",
 ]
