@@ -118,9 +118,9 @@ def test_cli_does_not_write(data_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--interval", "0"], "Error: interval must be a number > 0, got 0"),
-        (["--interval", "soon"], "Error: interval must be a number > 0, got 'soon'"),
-        (["--iterations", "-1"], "Error: iterations must be a whole number > 0"),
+        (["--interval", "0"], "Error: --interval must be a number > 0, got 0"),
+        (["--interval", "soon"], "Error: --interval must be a number > 0, got 'soon'"),
+        (["--iterations", "-1"], "Error: --iterations must be a whole number > 0"),
     ],
 )
 def test_cli_bad_options(data_path, args, message):
