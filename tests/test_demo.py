@@ -332,3 +332,10 @@ def test_ensure_demo_builds_once(tmp_path, monkeypatch):
     calls.clear()
     demo.ensure_demo(path, orchestrations=20)  # a newer simulation: rebuilt
     assert len(calls) == 1
+
+
+def test_cli_demo_defaults_to_the_configured_database(tmp_path):
+    # the autouse fixture points AGENTMETRICS_DB at tmp_path / "monitoring.db"
+    result = CliRunner().invoke(cli, ["demo", "--orchestrations", "10", "--now", NOW])
+    assert result.exit_code == 0, result.output
+    assert rows(tmp_path / "monitoring.db", "SELECT count(*) FROM orchestrations") == [(10,)]

@@ -179,3 +179,10 @@ def test_cli_plot_bad_input(demo_path, tmp_path, args, code, message):
     assert message in result.output
     assert "Traceback" not in result.output
     assert not (tmp_path / "x.png").exists()
+
+
+def test_cli_plot_missing_database(tmp_path):
+    result = CliRunner().invoke(cli, ["--db", "missing.db", "plot", "trends", "-o", "x.png"])
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: ") and "missing.db" in result.output
+    assert not (tmp_path / "missing.db").exists() and not (tmp_path / "x.png").exists()
