@@ -178,8 +178,7 @@ NOTEBOOKS = {
             "`regressions` compares each agent's last 7 days with the 21 days before, with a "
             "rank test and a minimum sample size: only `code-writer` is flagged."
         ),
-        "from agentmetrics.reports.regressions import regressions\n\n"
-        'found = regressions(DB, recent="7d", baseline="21d", now=NOW)\n'
+        'found = reports.regressions(DB, recent="7d", baseline="21d", now=NOW)\n'
         'found[["agent_name", "baseline_value", "recent_value", "change", "baseline_n",\n'
         '       "recent_n", "regressed"]]',
         md("## Hour by hour, the last day"),
