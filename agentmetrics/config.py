@@ -1,7 +1,8 @@
 """The agentmetrics configuration file, shared by alert rules and cost rates.
 
 Settings live in ``agentmetrics.toml`` or, failing that, in the ``[tool.agentmetrics]``
-table of ``pyproject.toml``; both are looked up in the current folder and its parents.
+table of ``pyproject.toml``; both are looked up in the current folder, then its parents
+up to the project root (the first folder holding ``.git`` or a ``pyproject.toml``).
 Every feature reads its own top-level table from the one dict :func:`load_config`
 returns (``[costs]`` for cost estimation; alert rules use their own tables), so one
 loader serves them all. Example::
@@ -36,7 +37,7 @@ CONFIG_FILE = "agentmetrics.toml"
 
 def find_config(start: str | os.PathLike[str] | None = None) -> Path | None:
     """The nearest ``agentmetrics.toml``, or ``pyproject.toml`` with a
-    ``[tool.agentmetrics]`` table, from ``start`` (default: cwd) upwards."""
+    ``[tool.agentmetrics]`` table, from ``start`` (default: cwd) up to the project root."""
     folder = Path(start or Path.cwd()).resolve()
     for candidate in (folder, *folder.parents):
         if (candidate / CONFIG_FILE).is_file():
@@ -44,6 +45,9 @@ def find_config(start: str | os.PathLike[str] | None = None) -> Path | None:
         pyproject = candidate / "pyproject.toml"
         if pyproject.is_file() and "agentmetrics" in _read(pyproject).get("tool", {}):
             return pyproject
+        # Never read a stray config from above the project (a shared /tmp, a home folder).
+        if pyproject.is_file() or (candidate / ".git").exists():
+            return None
     return None
 
 
