@@ -1,4 +1,6 @@
+import os
 import sqlite3
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -60,3 +62,24 @@ def make_original_db(path: Path, orchestrations=(), executions=()) -> Path:
 def original_db_path(tmp_path) -> Path:
     """An empty database file in the original tool's schema."""
     return make_original_db(tmp_path / "original.db")
+
+
+@pytest.fixture
+def lock_down():
+    """Make a path unwritable, even for root (CI runs as root, which ignores modes)."""
+    locked = []
+
+    def lock(path):
+        if os.geteuid() == 0:
+            result = subprocess.run(["chattr", "+i", str(path)], capture_output=True, text=True)
+            if result.returncode != 0:
+                pytest.skip(f"root cannot make {path} unwritable here: {result.stderr.strip()}")
+        else:
+            os.chmod(path, 0o555 if path.is_dir() else 0o444)
+        locked.append(path)
+
+    yield lock
+    for path in locked:
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "-i", str(path)], check=True)
+        os.chmod(path, 0o755 if path.is_dir() else 0o644)

@@ -178,27 +178,6 @@ def test_read_only_flag_skips_migrations_and_shims_columns(tmp_path):
     assert "model" not in column_info(raw, "agent_executions")
 
 
-@pytest.fixture
-def lock_down():
-    """Make a path unwritable, even for root (CI runs as root, which ignores modes)."""
-    locked = []
-
-    def lock(path):
-        if os.geteuid() == 0:
-            result = subprocess.run(["chattr", "+i", str(path)], capture_output=True, text=True)
-            if result.returncode != 0:
-                pytest.skip(f"root cannot make {path} unwritable here: {result.stderr.strip()}")
-        else:
-            os.chmod(path, 0o555 if path.is_dir() else 0o444)
-        locked.append(path)
-
-    yield lock
-    for path in locked:
-        if os.geteuid() == 0:
-            subprocess.run(["chattr", "-i", str(path)], check=True)
-        os.chmod(path, 0o755 if path.is_dir() else 0o644)
-
-
 @pytest.mark.parametrize("locked", ["file", "folder"])
 def test_unwritable_file_or_folder_opens_for_reading(tmp_path, locked, lock_down):
     folder = tmp_path / "ro"

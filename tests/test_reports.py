@@ -7,9 +7,7 @@ with plain Python/numpy over those same rows, never with the code under test.
 import datetime as dt
 import hashlib
 import math
-import os
 import random
-import stat
 
 import numpy as np
 import pandas as pd
@@ -504,17 +502,11 @@ def _original_rows():
 
 
 @pytest.mark.parametrize("as_database", [False, True])
-def test_original_file_read_only(tmp_path, monkeypatch, as_database):
+def test_original_file_read_only(tmp_path, lock_down, as_database):
     path = make_original_db(tmp_path / "original.db", *_original_rows())
     before = hashlib.sha256(path.read_bytes()).hexdigest()
-    os.chmod(path, stat.S_IRUSR)
-    # chmod does not stop root (CI containers): make the check see what a normal user
-    # would, so the read-only path is taken either way.
-    real_access = os.access
-    monkeypatch.setattr(
-        os, "access", lambda p, mode: False if mode == os.W_OK else real_access(p, mode)
-    )
-    reader = open_database(path, read_only=True) if as_database else path
+    lock_down(path)
+    reader = open_database(path) if as_database else path
     try:
         now = "2025-03-02T12:00:00.000Z"
         # Last 24 h (as the original: started_at >= cutoff): o1, o2, o3; all but e6.
@@ -557,7 +549,6 @@ def test_original_file_read_only(tmp_path, monkeypatch, as_database):
     finally:
         if as_database:
             reader.close()
-        os.chmod(path, stat.S_IRUSR | stat.S_IWUSR)
     assert hashlib.sha256(path.read_bytes()).hexdigest() == before
 
 
