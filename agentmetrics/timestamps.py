@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import re
 
-ISO_FORMAT = "%Y-%m-%dT%H:%M:%S"
 # SQL expression for "now" in the ISO format; SQLite keeps 'now' fixed within a statement.
 SQL_NOW = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
 
@@ -28,7 +27,19 @@ def to_iso(moment: dt.datetime) -> str:
     """Format a datetime as ``YYYY-MM-DDTHH:MM:SS.sssZ`` (naive values are taken as UTC)."""
     if moment.tzinfo is not None:
         moment = moment.astimezone(dt.timezone.utc)
-    return moment.strftime(ISO_FORMAT) + f".{moment.microsecond // 1000:03d}Z"
+    # Not strftime: it does not zero-pad years before 1000, which would break sorting.
+    return (
+        f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}T{moment.hour:02d}:"
+        f"{moment.minute:02d}:{moment.second:02d}.{moment.microsecond // 1000:03d}Z"
+    )
+
+
+def before(moment: dt.datetime, span: dt.timedelta | float) -> dt.datetime:
+    """``moment - span`` (a number is hours), clamped to the earliest time Python knows."""
+    try:
+        return moment - (span if isinstance(span, dt.timedelta) else dt.timedelta(hours=span))
+    except OverflowError:
+        return dt.datetime.min.replace(tzinfo=dt.timezone.utc)
 
 
 def to_sqlite_datetime(moment: dt.datetime) -> str:
@@ -74,4 +85,7 @@ def parse_duration(value: str | float | int | dt.timedelta) -> dt.timedelta:
     if not match:
         raise ValueError(f"not a duration: {value!r} (use e.g. 90s, 15m, 6h, 3d, 2w)")
     number, unit = float(match.group(1)), match.group(2) or "h"
-    return dt.timedelta(seconds=number * _UNIT_SECONDS[unit])
+    try:
+        return dt.timedelta(seconds=number * _UNIT_SECONDS[unit])
+    except OverflowError:
+        raise ValueError(f"duration too large: {value!r}") from None

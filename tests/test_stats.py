@@ -111,9 +111,7 @@ def test_mann_whitney_detects_a_doubling():
 
 
 def test_mann_whitney_matches_scipy():
-    stats = pytest.importorskip(
-        "scipy.stats", reason="scipy (a test dependency) is not installed"
-    )
+    stats = pytest.importorskip("scipy.stats", reason="scipy (a test dependency) is not installed")
     rng = np.random.default_rng(3)
     x = np.round(rng.lognormal(3, 1, 45))  # rounding makes ties
     y = np.round(rng.lognormal(3.3, 1, 38))
@@ -149,9 +147,7 @@ def test_two_proportion_z_degenerate():
 
 
 def test_two_proportion_z_matches_scipy():
-    stats = pytest.importorskip(
-        "scipy.stats", reason="scipy (a test dependency) is not installed"
-    )
+    stats = pytest.importorskip("scipy.stats", reason="scipy (a test dependency) is not installed")
     table = np.array([[140, 60], [120, 90]])
     chi2, p, _, _ = stats.chi2_contingency(table, correction=False)
     assert two_proportion_z(140, 200, 120, 210).p_value == pytest.approx(p, rel=1e-9)
