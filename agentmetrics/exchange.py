@@ -28,49 +28,10 @@ from sqlite_utils import Database
 
 from .db import ensure_database, open_database, write_transaction
 from .errors import AgentMetricsError, UnknownSession
-from .migrations import EXTRA_COLUMNS
+from .migrations import EXECUTION_COLUMNS, ORCHESTRATION_COLUMNS
 from .monitor import EXECUTION_STATUSES, ORCHESTRATION_STATUSES
 from .otlp import write_otlp
 from .timestamps import parse_timestamp, to_iso, to_sqlite_datetime
-
-ORCHESTRATION_COLUMNS = (
-    "id",
-    "session_id",
-    "task_description",
-    "status",
-    "started_at",
-    "completed_at",
-    "duration_ms",
-    "total_tasks",
-    "completed_tasks",
-    "failed_tasks",
-    "git_commit_hash",
-    "plan_file_path",
-    "progress_file_path",
-    "created_at",
-    *EXTRA_COLUMNS["orchestrations"],
-)
-EXECUTION_COLUMNS = (
-    "id",
-    "orchestration_id",
-    "agent_session_id",
-    "agent_name",
-    "task_id",
-    "task_number",
-    "status",
-    "started_at",
-    "completed_at",
-    "duration_ms",
-    "retry_count",
-    "self_healed",
-    "files_created",
-    "files_modified",
-    "error_message",
-    "summary_report_path",
-    "session_log_path",
-    "created_at",
-    *EXTRA_COLUMNS["agent_executions"],
-)
 
 Session = tuple[dict[str, Any] | None, list[dict[str, Any]]]
 """One orchestration (None for the executions that have none) and its executions."""

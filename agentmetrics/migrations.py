@@ -7,6 +7,8 @@ where the tables already exist: it only adds what is missing, and never rewrites
 
 from __future__ import annotations
 
+import re
+
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
@@ -68,6 +70,16 @@ EXTRA_COLUMNS = {
     },
     "orchestrations": {"metadata_json": str},
 }
+
+# Every column, in table order: the original's, then our nullable additions.
+ORCHESTRATION_COLUMNS = (
+    *re.findall(r"^  ([a-z_]+) ", ORCHESTRATIONS_SQL, re.MULTILINE),
+    *EXTRA_COLUMNS["orchestrations"],
+)
+EXECUTION_COLUMNS = (
+    *re.findall(r"^  ([a-z_]+) ", AGENT_EXECUTIONS_SQL, re.MULTILINE),
+    *EXTRA_COLUMNS["agent_executions"],
+)
 
 # Indexes for the report queries. Partial indexes keep the write path cheap: a new
 # execution enters only the in-progress index (and the orchestration one), and moves

@@ -1,10 +1,10 @@
 import os
 import sqlite3
 import subprocess
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
-import sqlite_utils
 
 import agentmetrics
 
@@ -13,7 +13,7 @@ ORIGINAL_SCHEMA = (FIXTURES / "original_schema.sql").read_text()
 
 
 def pytest_report_header(config):
-    return f"SQLite {sqlite3.sqlite_version}, sqlite-utils {sqlite_utils.__version__}"
+    return f"SQLite {sqlite3.sqlite_version}, sqlite-utils {version('sqlite-utils')}"
 
 
 @pytest.fixture(autouse=True)

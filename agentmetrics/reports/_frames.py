@@ -18,50 +18,6 @@ from sqlite_utils import Database
 from ..errors import InvalidValue
 from ._common import read_frame
 
-ORCHESTRATION_COLUMNS = [
-    "id",
-    "session_id",
-    "task_description",
-    "status",
-    "started_at",
-    "completed_at",
-    "duration_ms",
-    "total_tasks",
-    "completed_tasks",
-    "failed_tasks",
-    "git_commit_hash",
-    "plan_file_path",
-    "progress_file_path",
-    "created_at",
-    "metadata_json",
-]
-
-EXECUTION_COLUMNS = [
-    "id",
-    "orchestration_id",
-    "agent_session_id",
-    "agent_name",
-    "task_id",
-    "task_number",
-    "status",
-    "started_at",
-    "completed_at",
-    "duration_ms",
-    "retry_count",
-    "self_healed",
-    "files_created",
-    "files_modified",
-    "error_message",
-    "summary_report_path",
-    "session_log_path",
-    "created_at",
-    "model",
-    "input_tokens",
-    "output_tokens",
-    "cost_usd",
-    "metadata_json",
-]
-
 TIMESTAMPS = ("started_at", "completed_at", "created_at")
 FLOATS = ("duration_ms", "task_number", "input_tokens", "output_tokens", "cost_usd")
 COUNTERS = (

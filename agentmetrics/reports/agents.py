@@ -6,9 +6,9 @@ import pandas as pd
 from sqlite_utils import Database
 
 from ..errors import UnknownAgent
+from ..migrations import EXECUTION_COLUMNS
 from ._common import DbArg, TimeArg, database, iso
 from ._frames import (
-    EXECUTION_COLUMNS,
     check_limit,
     durations,
     percentiles,

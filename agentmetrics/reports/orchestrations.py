@@ -6,10 +6,9 @@ import pandas as pd
 from sqlite_utils import Database
 
 from ..errors import UnknownSession
+from ..migrations import EXECUTION_COLUMNS, ORCHESTRATION_COLUMNS
 from ._common import DbArg, database
 from ._frames import (
-    EXECUTION_COLUMNS,
-    ORCHESTRATION_COLUMNS,
     check_limit,
     durations,
     percentiles,
@@ -18,7 +17,8 @@ from ._frames import (
     success_rate,
 )
 
-SUMMARY_COLUMNS = ORCHESTRATION_COLUMNS + [
+SUMMARY_COLUMNS = [
+    *ORCHESTRATION_COLUMNS,
     "total_executions",
     "finished_executions",
     "completed_executions",
