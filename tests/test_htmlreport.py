@@ -1,3 +1,4 @@
+import datetime as dt
 import html.parser
 import re
 
@@ -96,7 +97,9 @@ def test_numbers(page):
 
 
 def test_escaping(data_path, tmp_path):
-    monitor = agentmetrics.Monitor(data_path)
+    # A minute ago, so the rows are inside the window that ends at the report's "now".
+    minute_ago = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=1)
+    monitor = agentmetrics.Monitor(data_path, clock=lambda: minute_ago)
     monitor.start_agent_execution("evil", "<script>alert(1)</script>")
     monitor.complete_agent_execution("evil", "failed", error_message='<b>bold</b> & "quoted"')
     monitor.start_orchestration("<s>", "Fix <i>it</i> & test")
