@@ -88,20 +88,40 @@ EXECUTION_COLUMNS = (
 # finished index. Both finished indexes cover their reports: health windows read
 # (started_at, status, duration_ms); per-agent reports read the agent's rows in start
 # order with every column they sum, so no report visits the table for them.
+# Each index comes with the columns of a plain index that would already serve its
+# queries: files of the original tool have such indexes, and a duplicate would only
+# make every tracking write slower.
 INDEXES = [
-    "CREATE INDEX IF NOT EXISTS idx_am_orch_started ON orchestrations(started_at)",
-    "CREATE INDEX IF NOT EXISTS idx_am_orch_status_started ON orchestrations(status, started_at)",
-    "CREATE INDEX IF NOT EXISTS idx_am_exec_orchestration ON agent_executions(orchestration_id)"
-    " WHERE orchestration_id IS NOT NULL",
-    "CREATE INDEX IF NOT EXISTS idx_am_exec_finished_started"
-    " ON agent_executions(started_at, status, duration_ms) WHERE status != 'in_progress'",
-    "CREATE INDEX IF NOT EXISTS idx_am_exec_finished_agent ON agent_executions(agent_name,"
-    " started_at, status, duration_ms, retry_count, self_healed, files_created, files_modified)"
-    " WHERE status != 'in_progress'",
-    "CREATE INDEX IF NOT EXISTS idx_am_exec_running_started"
-    " ON agent_executions(started_at) WHERE status = 'in_progress'",
-    "CREATE INDEX IF NOT EXISTS idx_am_exec_standalone_started"
-    " ON agent_executions(started_at) WHERE orchestration_id IS NULL",
+    (
+        "CREATE INDEX IF NOT EXISTS idx_am_orch_started ON orchestrations(started_at)",
+        ("started_at",),
+    ),
+    (
+        "CREATE INDEX IF NOT EXISTS idx_am_orch_status_started"
+        " ON orchestrations(status, started_at)",
+        None,
+    ),
+    (
+        "CREATE INDEX IF NOT EXISTS idx_am_exec_orchestration ON agent_executions(orchestration_id)"
+        " WHERE orchestration_id IS NOT NULL",
+        ("orchestration_id",),
+    ),
+    (
+        "CREATE INDEX IF NOT EXISTS idx_am_exec_finished_started"
+        " ON agent_executions(started_at, status, duration_ms) WHERE status != 'in_progress'",
+        None,
+    ),
+    (
+        "CREATE INDEX IF NOT EXISTS idx_am_exec_finished_agent ON agent_executions(agent_name,"
+        " started_at, status, duration_ms, retry_count, self_healed, files_created,"
+        " files_modified) WHERE status != 'in_progress'",
+        None,
+    ),
+    (
+        "CREATE INDEX IF NOT EXISTS idx_am_exec_running_started"
+        " ON agent_executions(started_at) WHERE status = 'in_progress'",
+        ("status",),
+    ),
 ]
 
 
@@ -122,5 +142,14 @@ def m002_extra_columns(db: Database) -> None:
 
 @migrations()
 def m003_report_indexes(db: Database) -> None:
-    for sql in INDEXES:
-        db.execute(sql)
+    for sql, served_by in INDEXES:
+        table = re.search(r" ON (\w+)\(", sql).group(1)
+        if served_by is None or not _plain_index_on(db, table, served_by):
+            db.execute(sql)
+
+
+def _plain_index_on(db: Database, table: str, columns: tuple[str, ...]) -> bool:
+    return any(
+        tuple(index.columns[: len(columns)]) == columns and not index.partial
+        for index in db.table(table).indexes
+    )
