@@ -102,8 +102,8 @@ INDEXES = [
         None,
     ),
     (
-        "CREATE INDEX IF NOT EXISTS idx_am_exec_orchestration ON agent_executions(orchestration_id)"
-        " WHERE orchestration_id IS NOT NULL",
+        "CREATE INDEX IF NOT EXISTS idx_am_exec_orchestration"
+        " ON agent_executions(orchestration_id, started_at) WHERE orchestration_id IS NOT NULL",
         ("orchestration_id",),
     ),
     (
