@@ -44,16 +44,27 @@ CLI = [sys.executable, "-m", "agentmetrics"]
 CLEANUP_DAYS = 30
 
 
+# A forked child starts with its parent's resident pages counted in its peak RSS until
+# it execs, and this script holds hundreds of MB: a tiny launcher runs the measured
+# command and reports its child's peak, so only the command itself is counted.
+_LAUNCHER = """
+import resource, subprocess, sys
+code = subprocess.call(sys.argv[1:])
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr)
+sys.exit(code)
+"""
+
+
 def _run_measured(args: list[str], **kwargs) -> tuple[float, int]:
-    """Run a process to the end; return (seconds, peak RSS in bytes)."""
+    """Run a process to the end; return (seconds, its peak RSS in bytes)."""
     started = time.perf_counter()
-    process = subprocess.Popen(args, **kwargs)
-    _, status, usage = os.wait4(process.pid, 0)
+    process = subprocess.run(
+        [sys.executable, "-c", _LAUNCHER, *args], stderr=subprocess.PIPE, text=True, **kwargs
+    )
     elapsed = time.perf_counter() - started
-    process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:
         raise RuntimeError(f"{' '.join(args)} exited with {process.returncode}")
-    return elapsed, usage.ru_maxrss * 1024  # Linux reports kilobytes
+    return elapsed, int(process.stderr.splitlines()[-1]) * 1024  # Linux reports kilobytes
 
 
 def bench_export(db_path: Path, folder: Path) -> dict:
@@ -65,8 +76,7 @@ def bench_export(db_path: Path, folder: Path) -> dict:
     for fmt in ("json", "jsonl"):
         out = folder / f"export.{fmt}"
         seconds, rss = _run_measured(
-            [*CLI, "--db", str(db_path), "export", "--format", fmt, "-o", str(out)],
-            stderr=subprocess.DEVNULL,
+            [*CLI, "--db", str(db_path), "export", "--format", fmt, "-o", str(out)]
         )
         results[fmt] = {
             "seconds": seconds,

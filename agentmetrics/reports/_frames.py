@@ -62,11 +62,24 @@ def rows_frame(db: Database, sql: str, params: Sequence[Any] | dict[str, Any] = 
     return typed(read_frame(db, sql, params))
 
 
-def durations(db: Database, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> np.ndarray:
-    """The first column of a query as a float array (for percentiles)."""
-    cursor = db.conn.execute(sql, params)
-    # fromiter over the cursor avoids a list of a million tuples.
-    return np.fromiter((row[0] for row in cursor), dtype=np.float64)
+def durations(db: Database, where: str, params: Sequence[Any] | dict[str, Any] = ()) -> np.ndarray:
+    """Durations (ms) of the finished executions matching ``where``, as a float array.
+
+    The ``status != 'in_progress'`` term is what lets SQLite read them from a partial
+    index of finished executions. SQLite joins them into one string that numpy splits:
+    twice as fast as one Python row per value.
+    """
+    text = db.conn.execute(
+        "SELECT group_concat(duration_ms) FROM agent_executions"
+        f" WHERE status != 'in_progress' AND duration_ms IS NOT NULL AND {where}",
+        params,
+    ).fetchone()[0]
+    return split_durations(text)
+
+
+def split_durations(text: str | None) -> np.ndarray:
+    """Parse what ``group_concat(duration_ms)`` returned (None: no values)."""
+    return np.array(text.split(","), dtype=np.float64) if text else np.empty(0)
 
 
 def percentiles(values: np.ndarray, qs: Sequence[float]) -> list[float]:

@@ -10,10 +10,10 @@ from ..migrations import EXECUTION_COLUMNS
 from ._common import DbArg, TimeArg, database, iso
 from ._frames import (
     check_limit,
-    durations,
     percentiles,
     rows_frame,
     select_list,
+    split_durations,
     success_rate,
 )
 
@@ -39,7 +39,9 @@ _COUNTS += ["files_created", "files_modified"]
 
 _SUMS = """count(*), total(status = 'completed'), total(status = 'failed'),
   avg(duration_ms), min(duration_ms), max(duration_ms), total(retry_count),
-  total(self_healed != 0), total(files_created), total(files_modified)"""
+  total(self_healed != 0), total(files_created), total(files_modified),
+  group_concat(duration_ms)"""
+# The durations for the percentiles come from the same index scan as the sums.
 
 # The distinct agents with finished executions, found by a loose index scan: one
 # seek per agent on the (agent_name, ...) partial index instead of a full scan, then
@@ -65,10 +67,6 @@ _IN_PROGRESS = """
 SELECT agent_name, count(*), total(retry_count), total(self_healed != 0),
   total(files_created), total(files_modified)
 FROM agent_executions WHERE status = 'in_progress'{where} GROUP BY agent_name
-"""
-_AGENT_DURATIONS = """
-SELECT duration_ms FROM agent_executions
-WHERE agent_name = :agent AND status != 'in_progress' AND duration_ms IS NOT NULL{where}
 """
 
 
@@ -187,7 +185,10 @@ def _performance(db: Database, since: TimeArg, until: TimeArg, agent: str | None
         finished = db.execute(_FINISHED_BY_AGENT.format(where=joined), params)
     else:
         finished = db.execute(_FINISHED_ONE_AGENT.format(where=where), {**params, "agent": agent})
-    for name, n, completed, failed, avg, low, high, retries, healed, created, modified in finished:
+    for (
+        name, n, completed, failed, avg, low, high, retries, healed, created, modified, text
+    ) in finished:  # fmt: skip
+        p50, p95, p99 = percentiles(split_durations(text), [50, 95, 99])
         rows[name] = {
             "agent_name": name,
             "executions": n,
@@ -200,6 +201,9 @@ def _performance(db: Database, since: TimeArg, until: TimeArg, agent: str | None
             "self_healed": healed,
             "files_created": created,
             "files_modified": modified,
+            "p50_duration_ms": p50,
+            "p95_duration_ms": p95,
+            "p99_duration_ms": p99,
         }
     running_where = where + (" AND agent_name = :agent" if agent is not None else "")
     running_params = params if agent is None else {**params, "agent": agent}
@@ -215,11 +219,6 @@ def _performance(db: Database, since: TimeArg, until: TimeArg, agent: str | None
             ("files_modified", modified),
         ):
             row[column] = row.get(column, 0) + value
-    for name, row in rows.items():
-        values = durations(db, _AGENT_DURATIONS.format(where=where), {**params, "agent": name})
-        row["p50_duration_ms"], row["p95_duration_ms"], row["p99_duration_ms"] = percentiles(
-            values, [50, 95, 99]
-        )
     return _finish(list(rows.values()))
 
 

@@ -41,10 +41,6 @@ SELECT count(*), total(status = 'completed'), avg(duration_ms)
 FROM agent_executions WHERE status != 'in_progress' AND {_WINDOW}
 """
 _IN_PROGRESS = f"SELECT count(*) FROM agent_executions WHERE status = 'in_progress' AND {_WINDOW}"
-_DURATIONS = f"""
-SELECT duration_ms FROM agent_executions
-WHERE status != 'in_progress' AND {_WINDOW} AND duration_ms IS NOT NULL
-"""
 
 
 def system_health(
@@ -84,7 +80,7 @@ def system_health(
         ).fetchone()
         finished, completed, avg = conn.execute(_FINISHED, params).fetchone()
         (in_progress,) = conn.execute(_IN_PROGRESS, params).fetchone()
-        p50, p95 = percentiles(durations(conn, _DURATIONS, params), [50, 95])
+        p50, p95 = percentiles(durations(conn, _WINDOW, params), [50, 95])
         stale = count_stale(conn, stale_after, end)
     completed = int(completed)
     row = {

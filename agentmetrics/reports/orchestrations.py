@@ -123,12 +123,7 @@ def orchestration_summary(db: DbArg, session_id: str) -> pd.DataFrame:
             params,
         ).fetchone()
         p50, p95 = percentiles(
-            durations(
-                conn,
-                "SELECT duration_ms FROM agent_executions WHERE orchestration_id = :id"
-                " AND status != 'in_progress' AND duration_ms IS NOT NULL",
-                params,
-            ),
+            durations(conn, "orchestration_id = :id", params),
             [50, 95],
         )
     completed, failed = int(completed), int(failed)
