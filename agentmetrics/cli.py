@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sqlite3
 import sys
@@ -14,6 +15,7 @@ from sqlite_utils import Database
 from .db import DEFAULT_PATH, ENV_VAR, open_database
 from .errors import AgentMetricsError
 from .reports.regressions import METRICS as REGRESSION_METRICS
+from .timestamps import parse_duration
 
 
 class _Group(click.Group):
@@ -338,6 +340,8 @@ def _health_problems(
     max_failed: int | None,
     max_failed_orchestrations: int | None,
     max_p95: float | None,
+    max_stale: int | None,
+    stale_after: str,
 ) -> list[str]:
     from .formatting import format_duration
 
@@ -357,6 +361,11 @@ def _health_problems(
     for column, limit, label in checks:
         if limit is not None and row[column] > limit:
             problems.append(f"{int(row[column])} {label} {window} (max {limit})")
+    if max_stale is not None and row["stale_running"] > max_stale:
+        problems.append(
+            f"{int(row['stale_running'])} stale runs, silent for over {stale_after}"
+            f" (max {max_stale})"
+        )
     if max_p95 is not None and row["p95_duration_ms"] > max_p95:
         problems.append(
             f"p95 duration {format_duration(row['p95_duration_ms'])} is over"
@@ -366,14 +375,20 @@ def _health_problems(
 
 
 def _duration_ms(ctx, param, value: str | None) -> float | None:
-    from .timestamps import parse_duration
+    checked = _duration_text(ctx, param, value)
+    return None if checked is None else parse_duration(checked).total_seconds() * 1000
 
+
+def _duration_text(ctx, param, value: str | None) -> str | None:
+    """Check a duration like ``6h`` early, for a one-line error; keep the text."""
     if value is None:
         return None
     try:
-        return parse_duration(value).total_seconds() * 1000
+        if parse_duration(value) <= dt.timedelta(0):
+            raise ValueError(f"must be longer than zero, got {value!r}")
     except ValueError as e:
         raise click.ClickException(f"{_param_label(param)}: {e}") from None
+    return value
 
 
 @cli.command()
@@ -394,6 +409,15 @@ def _duration_ms(ctx, param, value: str | None) -> float | None:
 @click.option(
     "--max-p95", callback=_duration_ms, metavar="DURATION", help="Fail when p95 is over (5m)."
 )
+@click.option("--max-stale", type=NON_NEGATIVE_INT, metavar="N", help="Fail above N stale runs.")
+@click.option(
+    "--stale-after",
+    default="6h",
+    show_default=True,
+    callback=_duration_text,
+    metavar="DURATION",
+    help="Running with no sign of life for this long counts as stale.",
+)
 @db_option
 @output_options
 @click.pass_context
@@ -405,6 +429,8 @@ def health(
     max_failed: int | None,
     max_failed_orchestrations: int | None,
     max_p95: float | None,
+    max_stale: int | None,
+    stale_after: str,
     fmt: str,
 ) -> None:
     """System health over the last HOURS hours (default 24); a CI gate with the --max/--min
@@ -415,7 +441,7 @@ def health(
     """
     from . import reports
 
-    df = reports.system_health(read_db(ctx), hours=hours)
+    df = reports.system_health(read_db(ctx), hours=hours, stale_after=stale_after)
     emit_record(df, fmt)
     problems = _health_problems(
         df.iloc[0],
@@ -425,6 +451,8 @@ def health(
         max_failed,
         max_failed_orchestrations,
         max_p95,
+        max_stale,
+        stale_after,
     )
     if problems:
         raise click.ClickException("Unhealthy: " + "; ".join(problems))

@@ -351,6 +351,17 @@ def test_health_gate_passes(recent):
     )
 
 
+def test_health_stale_runs_gate(recent):
+    # r-3 and its execution a-4 were last heard from ~59 minutes ago.
+    assert as_json("--db", recent, "health")["stale_running"] == 0  # default: 6h
+    assert as_json("--db", recent, "health", "--stale-after", "30m")["stale_running"] == 2
+    invoke("--db", recent, "health", "--max-stale", "0")
+    result = invoke(
+        "--db", recent, "health", "--stale-after", "30m", "--max-stale", "1", exit_code=1
+    )
+    assert result.stderr == "Error: Unhealthy: 2 stale runs, silent for over 30m (max 1)\n"
+
+
 def test_health_gate_without_data(filled):
     result = invoke("--db", filled, "health", "--min-success-rate", "90", exit_code=1)
     assert "no finished executions in the last 24h" in result.stderr
@@ -369,6 +380,10 @@ def test_health_gate_without_data(filled):
         (
             ["health", "--min-success-rate", "x"],
             "Error: --min-success-rate must be a number >= 0, got 'x'",
+        ),
+        (
+            ["health", "--stale-after", "0s"],
+            "Error: --stale-after: must be longer than zero, got '0s'",
         ),
         (
             ["health", "--max-p95", "fast"],
