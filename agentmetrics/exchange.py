@@ -28,7 +28,7 @@ from sqlite_utils import Database
 
 from .db import ensure_database, open_database, write_transaction
 from .errors import AgentMetricsError, UnknownSession
-from .migrations import EXECUTION_COLUMNS, ORCHESTRATION_COLUMNS
+from .migrations import COLUMN_TYPES, EXECUTION_COLUMNS, ORCHESTRATION_COLUMNS
 from .monitor import EXECUTION_STATUSES, ORCHESTRATION_STATUSES
 from .otlp import write_otlp
 from .timestamps import parse_timestamp, to_iso, to_sqlite_datetime
@@ -227,17 +227,10 @@ def _prefetch(sessions: Iterator[Session]) -> Iterator[Session]:
 
 # -- validating incoming rows ----------------------------------------------------------
 
-_ORCHESTRATION_INTS = ("duration_ms", "total_tasks", "completed_tasks", "failed_tasks")
-_EXECUTION_INTS = (
-    "task_number",
-    "duration_ms",
-    "retry_count",
-    "self_healed",
-    "files_created",
-    "files_modified",
-    "input_tokens",
-    "output_tokens",
-)
+_INTS = {
+    kind: tuple(name for name, type_ in COLUMN_TYPES[table].items() if type_ == "INTEGER")
+    for kind, table in (("orchestration", "orchestrations"), ("execution", "agent_executions"))
+}
 _DEFAULT_ZERO = {
     "total_tasks",
     "completed_tasks",
@@ -290,7 +283,7 @@ def _normalize(raw: Any, columns: tuple[str, ...], kind: str) -> dict[str, Any]:
             row[name] = to_sqlite_datetime(moment) if name == "created_at" else to_iso(moment)
     if row["created_at"] is None:
         row["created_at"] = to_sqlite_datetime(parse_timestamp(row["started_at"]))
-    for name in _ORCHESTRATION_INTS if kind == "orchestration" else _EXECUTION_INTS:
+    for name in _INTS[kind]:
         value = row[name]
         if isinstance(value, bool):
             row[name] = value = int(value)

@@ -71,15 +71,21 @@ EXTRA_COLUMNS = {
     "orchestrations": {"metadata_json": str},
 }
 
-# Every column, in table order: the original's, then our nullable additions.
-ORCHESTRATION_COLUMNS = (
-    *re.findall(r"^  ([a-z_]+) ", ORCHESTRATIONS_SQL, re.MULTILINE),
-    *EXTRA_COLUMNS["orchestrations"],
-)
-EXECUTION_COLUMNS = (
-    *re.findall(r"^  ([a-z_]+) ", AGENT_EXECUTIONS_SQL, re.MULTILINE),
-    *EXTRA_COLUMNS["agent_executions"],
-)
+_SQL_TYPES = {str: "TEXT", int: "INTEGER", float: "REAL"}
+
+
+def _column_types(create_sql: str, table: str) -> dict[str, str]:
+    columns = dict(re.findall(r"^  ([a-z_]+) ([A-Z]+)", create_sql, re.MULTILINE))
+    return columns | {name: _SQL_TYPES[t] for name, t in EXTRA_COLUMNS[table].items()}
+
+
+# Every column and its SQL type, in table order: the original's, then our additions.
+COLUMN_TYPES = {
+    "orchestrations": _column_types(ORCHESTRATIONS_SQL, "orchestrations"),
+    "agent_executions": _column_types(AGENT_EXECUTIONS_SQL, "agent_executions"),
+}
+ORCHESTRATION_COLUMNS = tuple(COLUMN_TYPES["orchestrations"])
+EXECUTION_COLUMNS = tuple(COLUMN_TYPES["agent_executions"])
 
 # Indexes for the report queries. Partial indexes keep the write path cheap: a new
 # execution enters only the in-progress index (and the orchestration one), and moves

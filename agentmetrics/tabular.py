@@ -17,7 +17,7 @@ from typing import IO, Any
 from sqlite_utils import Database
 
 from .errors import AgentMetricsError
-from .exchange import EXECUTION_COLUMNS, ORCHESTRATION_COLUMNS
+from .migrations import COLUMN_TYPES, EXECUTION_COLUMNS, ORCHESTRATION_COLUMNS
 from .reports._common import DbArg, database
 
 TABLES = {
@@ -26,20 +26,7 @@ TABLES = {
 }
 FORMATS = ("csv", "parquet")
 CHUNK_ROWS = 10_000
-_INTEGER_COLUMNS = {
-    "duration_ms",
-    "total_tasks",
-    "completed_tasks",
-    "failed_tasks",
-    "task_number",
-    "retry_count",
-    "self_healed",
-    "files_created",
-    "files_modified",
-    "input_tokens",
-    "output_tokens",
-}
-_FLOAT_COLUMNS = {"cost_usd"}
+_ARROW_TYPES = {"INTEGER": "int64", "REAL": "float64", "TEXT": "string"}
 
 
 class MissingDependency(AgentMetricsError):
@@ -82,14 +69,11 @@ def _pyarrow():
 def parquet_schema(table: str) -> Any:
     """The pyarrow schema of ``table`` as :func:`write_parquet` writes it."""
     pa, _ = _pyarrow()
-    fields = []
-    for column in TABLES[table][1]:
-        if column in _INTEGER_COLUMNS:
-            fields.append(pa.field(column, pa.int64()))
-        elif column in _FLOAT_COLUMNS:
-            fields.append(pa.field(column, pa.float64()))
-        else:
-            fields.append(pa.field(column, pa.string()))
+    name = TABLES[table][0]
+    fields = [
+        pa.field(column, getattr(pa, _ARROW_TYPES[kind])())
+        for column, kind in COLUMN_TYPES[name].items()
+    ]
     return pa.schema(fields)
 
 
