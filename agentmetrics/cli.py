@@ -98,6 +98,12 @@ def output_options(fn: Callable) -> Callable:
     return click.decorators.update_wrapper(wrapper, fn)
 
 
+def since_until_options(fn: Callable) -> Callable:
+    """Add ``--since`` and ``--until`` (ISO times) bounding ``started_at``."""
+    fn = click.option("--until", help="Only executions started before this time (ISO).")(fn)
+    return click.option("--since", help="Only executions started at or after this time (ISO).")(fn)
+
+
 def emit(
     df: pd.DataFrame,
     fmt: str,
@@ -459,8 +465,7 @@ def health(
 
 
 @cli.command()
-@click.option("--since", help="Only executions started at or after this time (ISO).")
-@click.option("--until", help="Only executions started before this time (ISO).")
+@since_until_options
 @db_option
 @output_options
 @click.pass_context
@@ -677,8 +682,7 @@ def _export_tables(
     show_default=True,
     help="Group the costs by agent, UTC day or orchestration.",
 )
-@click.option("--since", help="Only executions started at or after this time (ISO).")
-@click.option("--until", help="Only executions started before this time (ISO).")
+@since_until_options
 @click.option(
     "--config",
     "config_path",
