@@ -129,11 +129,23 @@ def export_table(db: DbArg, table: str, path: str | os.PathLike[str], format: st
     """Write one table to the file ``path`` as ``csv`` or ``parquet``; return the rows."""
     if format not in FORMATS:
         raise ValueError(f"Unknown table format {format!r}: use one of {', '.join(FORMATS)}")
+    target = Path(path)
+    if target.is_dir():
+        raise AgentMetricsError(f"{target} is a directory: give a file name for one table")
+    if not target.parent.is_dir():
+        raise AgentMetricsError(f"Cannot write {target}: folder {target.parent} does not exist")
+    # Write beside the target and rename at the end: a failed export leaves no
+    # half-written file behind, and an existing file stays as it was.
+    partial = target.with_name(target.name + ".partial")
     try:
         if format == "parquet":
-            return write_parquet(db, table, os.fspath(path))
-        with open(path, "w", newline="", encoding="utf-8") as out:
-            return write_csv(db, table, out)
-    except BaseException:
-        Path(path).unlink(missing_ok=True)  # never leave a half-written file behind
-        raise
+            rows = write_parquet(db, table, os.fspath(partial))
+        else:
+            with open(partial, "w", newline="", encoding="utf-8") as out:
+                rows = write_csv(db, table, out)
+        os.replace(partial, target)
+    except OSError as e:
+        raise AgentMetricsError(f"Cannot write {target}: {e.strerror or e}") from None
+    finally:
+        partial.unlink(missing_ok=True)
+    return rows
