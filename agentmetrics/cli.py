@@ -1139,12 +1139,20 @@ def watch(
 
     db = open_database(ctx.obj["db_path"], read_only=True)
     ctx.call_on_close(db.close)
+    # Read-only: the schema is not created here, so a file nothing has tracked into yet
+    # (or another tool's database) has no tables to watch.
+    if not (db["orchestrations"].exists() and db["agent_executions"].exists()):
+        raise click.ClickException(
+            f"{ctx.obj['db_path']} has no agentmetrics tables: nothing has been tracked"
+            " into it yet"
+        )
     try:
         watch_(
             db,
             interval=interval,
             iterations=1 if once else iterations,
             width=lambda: shutil.get_terminal_size((100, 24)).columns,
+            height=lambda: shutil.get_terminal_size((100, 24)).lines,
             clear=not once and sys.stdout.isatty(),
             recent_minutes=minutes,
         )

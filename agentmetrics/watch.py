@@ -22,6 +22,9 @@ from .reports._common import DbArg, TimeArg, database, percentile, read_frame, r
 from .timestamps import parse_timestamp, to_iso
 
 CLEAR = "\x1b[H\x1b[2J"
+# Later refreshes overwrite the previous one in place (cursor home, each line erased to
+# its end, the rest of the screen erased) instead of blanking the screen: no flicker.
+HOME, ERASE_LINE, ERASE_BELOW = "\x1b[H", "\x1b[K", "\x1b[J"
 # "Finished recently" looks at executions started in the last day, so the query stays
 # on the started_at index; a run longer than that is not listed when it finishes.
 RECENT_LOOKBACK = dt.timedelta(days=1)
@@ -170,9 +173,12 @@ def watch(
     clear: bool = True,
     sleep: Callable[[float], None] = time.sleep,
     recent_minutes: float = 15,
+    height: Callable[[], int] | int | None = None,
 ) -> None:
     """Refresh the view every ``interval`` seconds, ``iterations`` times (forever: None).
 
+    With ``clear`` each refresh redraws the terminal in place, cut to ``height`` rows
+    (the terminal's; None: no limit) so that it never scrolls.
     KeyboardInterrupt propagates; the CLI turns it into a clean exit.
     """
     import sys
@@ -186,6 +192,21 @@ def watch(
             snapshot(db, recent_minutes=recent_minutes),
             width() if callable(width) else width,
         )
-        stream.write((CLEAR if clear else "") + text)
+        if clear:
+            rows = height() if callable(height) else height
+            text = _in_place(text, rows, first=count == 0)
+        stream.write(text)
         stream.flush()
         count += 1
+
+
+def _in_place(text: str, rows: int | None, first: bool) -> str:
+    """One refresh as terminal output that overwrites the previous one."""
+    lines = text.splitlines()
+    # The last row stays free: writing a newline there would scroll the screen.
+    room = max((rows or len(lines) + 1) - 1, 1)
+    if len(lines) > room:
+        hidden = len(lines) - room + 1
+        lines = lines[: room - 1] + [f"… {hidden} more lines: enlarge the terminal"]
+    body = "".join(f"{line}{ERASE_LINE}\n" for line in lines)
+    return (CLEAR if first else HOME) + body + ERASE_BELOW

@@ -2,8 +2,6 @@
 
 import csv
 import io
-import json
-import math
 
 import pytest
 from click.testing import CliRunner
@@ -75,3 +73,53 @@ def test_table_export_replaces_the_file(data_path, tmp_path):
     rows = list(csv.reader(io.StringIO(target.read_text())))
     assert rows[0][0] == "id"
     assert len(rows) == 1 + 3  # dashboard_data has three orchestrations
+
+
+# -- watch ---------------------------------------------------------------------------------
+
+
+def test_watch_on_a_database_without_our_tables(tmp_path):
+    import sqlite3
+
+    other = tmp_path / "other.db"
+    conn = sqlite3.connect(other)
+    conn.execute("CREATE TABLE notes (body TEXT)")
+    conn.commit()
+    conn.close()
+    before = other.read_bytes()
+    result = run(other, "watch", "--once")
+    assert result.exit_code == 1
+    assert result.output == (
+        f"Error: {other} has no agentmetrics tables: nothing has been tracked into it yet\n"
+    )
+    assert other.read_bytes() == before  # watching never creates the schema
+
+
+def test_watch_refreshes_in_place_within_the_terminal_height(data_path):
+    from agentmetrics.watch import render, snapshot, watch
+
+    total = len(render(snapshot(data_path), 60).splitlines())
+    assert total > 7
+    out = io.StringIO()
+    watch(data_path, iterations=2, out=out, sleep=lambda s: None, width=60, height=8)
+    first, second = out.getvalue().split("\x1b[H")[1:]
+    assert first.startswith("\x1b[2J") and not second.startswith("\x1b[2J")
+    for frame in (first, second):
+        lines = frame.removeprefix("\x1b[2J").removesuffix("\x1b[J").split("\n")
+        assert lines[-1] == ""  # every line ends with a newline, the cursor row stays free
+        shown = lines[:-1]
+        assert len(shown) == 7  # an 8-row terminal never scrolls
+        assert all(line.endswith("\x1b[K") for line in shown)
+        assert shown[0].startswith("agentmetrics watch  ")
+        # 6 lines of the view, then the count of those left out
+        assert shown[-1] == f"… {total - 6} more lines: enlarge the terminal\x1b[K"
+
+
+def test_watch_view_fits_without_cutting(data_path):
+    from agentmetrics.watch import render, snapshot, watch
+
+    out = io.StringIO()
+    watch(data_path, iterations=1, out=out, sleep=lambda s: None, width=60, height=100)
+    frame = out.getvalue().removeprefix("\x1b[H\x1b[2J").removesuffix("\x1b[J")
+    expected = render(snapshot(data_path), 60)
+    assert frame.replace("\x1b[K", "") == expected
