@@ -95,7 +95,12 @@ def success_rate(completed: float, failed: float) -> float:
     return completed / finished * 100 if finished else float("nan")
 
 
+# SQLite's largest integer: a bigger limit means "all rows" and would not bind.
+MAX_LIMIT = 2**63 - 1
+
+
 def check_limit(limit: int) -> int:
+    """Return ``limit`` ready to bind (at most SQLite's largest integer)."""
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         raise InvalidValue(f"limit must be a whole number of at least 1, got {limit!r}")
-    return limit
+    return min(limit, MAX_LIMIT)

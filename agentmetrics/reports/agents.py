@@ -131,7 +131,7 @@ def agent_stats(db: DbArg, agent_name: str, limit: int | None = None) -> pd.Data
       running.
     """
     if limit is not None:
-        check_limit(limit)
+        limit = check_limit(limit)
     columns = select_list(EXECUTION_COLUMNS)
     # Finished rows come in order from the partial (agent_name, started_at, ...)
     # index and running ones from the small in-progress index: SQLite merges the two.

@@ -51,7 +51,7 @@ def list_orchestrations(db: DbArg, limit: int = 50) -> pd.DataFrame:
       ``progress_file_path``, ``created_at``, ``metadata_json``; timestamps as UTC
       datetimes
     """
-    check_limit(limit)
+    limit = check_limit(limit)
     sql = f"SELECT {_ORCHESTRATION} FROM orchestrations ORDER BY started_at DESC LIMIT ?"
     with database(db) as conn:
         return rows_frame(conn, sql, [limit])
@@ -68,7 +68,7 @@ def failed_orchestrations(
     :returns: the columns of :func:`list_orchestrations` plus
       ``task_completion_rate``: percent of ``total_tasks`` completed (NaN when 0)
     """
-    check_limit(limit)
+    limit = check_limit(limit)
     statuses = ["failed", "partial"] if include_partial else ["failed"]
     # One LIMITed descending walk of the (status, started_at) index per status, then a
     # merge: an IN list would sort every failed and partial row to keep the newest.
