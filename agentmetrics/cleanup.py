@@ -17,7 +17,7 @@ from sqlite_utils import Database
 
 from .db import ensure_database, write_transaction
 from .reports._common import resolve_now
-from .timestamps import to_iso
+from .timestamps import before, to_iso
 
 DEFAULT_BATCH_SIZE = 500
 # Batches grow from batch_size while each holds the write lock under this long: fewer,
@@ -81,7 +81,7 @@ def cleanup(
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
     db = ensure_database(db)
-    cutoff = resolve_now(now) - dt.timedelta(days=days)
+    cutoff = before(resolve_now(now), days * 24)  # clamped: 1e300 days keeps everything
     params = {"cutoff": to_iso(cutoff), "upper": to_iso(cutoff + dt.timedelta(days=2))}
     result = CleanupResult(cutoff=params["cutoff"], dry_run=dry_run)
     if dry_run:

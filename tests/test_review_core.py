@@ -4,11 +4,13 @@ Each test reproduces a defect found in review; expected values are worked out by
 """
 
 import datetime as dt
+import sqlite3
 
 import pytest
 from click.testing import CliRunner
 
 import agentmetrics
+from agentmetrics.cleanup import cleanup
 from agentmetrics.cli import cli
 from agentmetrics.reports import (
     agent_stats,
@@ -74,3 +76,14 @@ def test_huge_limit_in_the_library(small):
     assert list(list_orchestrations(small, limit=10**30)["session_id"]) == ["s"]
     assert list(failed_orchestrations(small, limit=10**30)["session_id"]) == ["s"]
     assert list(agent_stats(small, "coder", limit=10**30)["agent_session_id"]) == ["a2", "a1"]
+
+
+# -- cleanup with a retention longer than the calendar ---------------------------------------
+
+
+def test_cleanup_huge_days_deletes_nothing(small):
+    result = invoke("--db", small, "cleanup", "1e300", "--dry-run").output
+    assert result.startswith("Would delete 0 orchestrations with 0 executions")
+    assert cleanup(small, 1e300, now=NOW).orchestrations == 0
+    with sqlite3.connect(small) as raw:
+        assert raw.execute("SELECT count(*) FROM agent_executions").fetchone()[0] == 2
