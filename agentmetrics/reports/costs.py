@@ -139,6 +139,8 @@ def costs(
     if until is not None:
         where += " AND e.started_at < :until"
         params["until"] = iso(until)
+    if since is not None and until is not None and params["since"] > params["until"]:
+        raise ValueError(f"since ({params['since']}) is after until ({params['until']})")
     agent_rates = _values(checked["agents"].items(), "ar", params, 2)
     model_prices = _values(
         (
@@ -225,6 +227,13 @@ def _validate(section: dict[str, Any]) -> dict[str, Any]:
         ):
             raise ValueError(
                 f"[costs.models.{name!r}] needs input_per_million and/or output_per_million"
+            )
+        # A misspelt key would otherwise price that side at zero without a word.
+        extra = set(price) - {"input_per_million", "output_per_million"}
+        if extra:
+            raise ValueError(
+                f"Unknown setting {sorted(extra)[0]!r} in [costs.models.{name!r}]:"
+                " use input_per_million and output_per_million"
             )
         checked_models[name] = {
             key: _rate(price.get(key, 0), f"costs.models.{name}.{key}")
