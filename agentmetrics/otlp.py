@@ -25,6 +25,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import math
 import re
 from collections.abc import Iterable, Iterator
 from importlib.metadata import PackageNotFoundError, version
@@ -37,6 +38,7 @@ STATUS_UNSET, STATUS_OK, STATUS_ERROR = 0, 1, 2
 DEFAULT_BATCH_SIZE = 100
 SERVICE_NAME = "agentmetrics"
 
+_NON_FINITE = {"inf": "Infinity", "-inf": "-Infinity", "nan": "NaN"}
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 _ERROR_TYPE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Timeout|Interrupt|Exit))\b")
 
@@ -72,7 +74,9 @@ def attribute(key: str, value: Any) -> dict[str, Any]:
     elif isinstance(value, int):
         typed = {"intValue": str(value)}
     elif isinstance(value, float):
-        typed = {"doubleValue": value}
+        # The protobuf JSON mapping spells non-finite doubles as strings; a bare
+        # Infinity/NaN token is not JSON at all.
+        typed = {"doubleValue": value if math.isfinite(value) else _NON_FINITE[str(value)]}
     else:
         typed = {"stringValue": str(value)}
     return {"key": key, "value": typed}
@@ -255,5 +259,5 @@ def iter_requests(
 def write_otlp(sessions: Iterable[Session], out: IO[str], single: bool = False) -> None:
     """Write sessions as JSON Lines of ``ExportTraceServiceRequest`` (an export format)."""
     for item in iter_requests(sessions):
-        out.write(json.dumps(item, ensure_ascii=False, separators=(",", ":")))
+        out.write(json.dumps(item, ensure_ascii=False, separators=(",", ":"), allow_nan=False))
         out.write("\n")

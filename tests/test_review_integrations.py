@@ -2,6 +2,7 @@
 
 import csv
 import io
+import json
 
 import pytest
 from click.testing import CliRunner
@@ -160,3 +161,25 @@ def test_costs_model_price_with_one_side_only(data_path):
     df = costs(data_path, {"models": {"m-small": {"output_per_million": 10.0}}})
     coder = df.set_index("agent_name").loc["coder"]
     assert coder["token_cost_usd"] == pytest.approx(500 * 10.0 / 1e6)
+
+
+# -- OTLP ------------------------------------------------------------------------------
+
+
+def _strict_json(line):
+    def reject(token):
+        raise ValueError(f"{token} is not JSON")
+
+    return json.loads(line, parse_constant=reject)
+
+
+def test_otlp_non_finite_double_is_still_json(monitor, db_path):
+    # The tracking API accepts cost_usd=inf (any non-negative float).
+    monitor.start_agent_execution("a-inf", "coder")
+    monitor.complete_agent_execution("a-inf", "completed", cost_usd=float("inf"))
+    result = run(db_path, "export", "--format", "otlp")
+    assert result.exit_code == 0, result.output
+    (line,) = result.output.splitlines()
+    (span,) = _strict_json(line)["resourceSpans"][0]["scopeSpans"][0]["spans"]
+    values = {a["key"]: a["value"] for a in span["attributes"]}
+    assert values["agentmetrics.cost_usd"] == {"doubleValue": "Infinity"}
