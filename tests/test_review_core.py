@@ -4,8 +4,10 @@ Each test reproduces a defect found in review; expected values are worked out by
 """
 
 import datetime as dt
+import shutil
 import sqlite3
 
+import pandas as pd
 import pytest
 from click.testing import CliRunner
 
@@ -14,8 +16,12 @@ from agentmetrics.cleanup import cleanup
 from agentmetrics.cli import cli
 from agentmetrics.reports import (
     agent_stats,
+    agent_summary,
     failed_orchestrations,
     list_orchestrations,
+    orchestration_summary,
+    performance_report,
+    system_health,
 )
 
 T0 = dt.datetime(2026, 11, 1, 10, 0, tzinfo=dt.timezone.utc)
@@ -87,3 +93,64 @@ def test_cleanup_huge_days_deletes_nothing(small):
     assert cleanup(small, 1e300, now=NOW).orchestrations == 0
     with sqlite3.connect(small) as raw:
         assert raw.execute("SELECT count(*) FROM agent_executions").fetchone()[0] == 2
+
+
+# -- a report while a writer writes ---------------------------------------------------------
+
+
+def _finish_a2(path):
+    """What another process does: a2 completes 4 s after it started."""
+    writer = agentmetrics.Monitor(path, clock=lambda: T0 + dt.timedelta(seconds=6))
+    writer.complete_agent_execution("a2", "completed")
+    writer.close()
+
+
+REPORTS = {
+    "system_health": lambda db: system_health(db, hours=24, now=NOW),
+    "performance_report": performance_report,
+    "agent_summary": lambda db: agent_summary(db, "coder"),
+    "orchestration_summary": lambda db: orchestration_summary(db, "s"),
+}
+
+
+def _run_with_write_before(report, path, k):
+    """Run ``report`` on ``path``; another connection commits before its k-th SELECT."""
+    reader = agentmetrics.open_database(path)
+    selects = 0
+
+    def trace(sql):
+        nonlocal selects
+        if sql.lstrip().upper().startswith(("SELECT", "WITH")):
+            selects += 1
+            if selects == k:
+                _finish_a2(path)
+
+    reader.conn.set_trace_callback(trace)
+    try:
+        return report(reader), selects
+    finally:
+        reader.close()
+
+
+@pytest.mark.parametrize("name", REPORTS)
+def test_reports_see_one_snapshot_while_a_writer_commits(small, tmp_path, name):
+    report = REPORTS[name]
+    before = report(small)
+    done = tmp_path / "after.db"
+    shutil.copy(small, done)
+    _finish_a2(done)
+    after = report(done)
+    assert not _same(before, after)
+    _, n = _run_with_write_before(report, shutil.copy(small, tmp_path / "count.db"), 0)
+    assert n >= 2  # the race exists only between statements
+    for k in range(2, n + 1):
+        got, _ = _run_with_write_before(report, shutil.copy(small, tmp_path / f"{k}.db"), k)
+        assert _same(got, before) or _same(got, after), f"write before SELECT {k}:\n{got.T}"
+
+
+def _same(a: pd.DataFrame, b: pd.DataFrame) -> bool:
+    try:
+        pd.testing.assert_frame_equal(a, b)
+    except AssertionError:
+        return False
+    return True

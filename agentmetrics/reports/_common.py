@@ -32,6 +32,27 @@ def database(db: DbArg) -> Iterator[Database]:
         opened.close()
 
 
+@contextlib.contextmanager
+def snapshot(db: Database) -> Iterator[Database]:
+    """Run a report's statements in one read transaction.
+
+    Each statement alone sees a consistent database, but a tracker committing
+    between two of them would make a report disagree with itself (an execution
+    counted neither finished nor in progress). In WAL mode a read transaction
+    never blocks writers. Inside a caller's transaction, that one is used.
+    """
+    conn = db.conn
+    if conn.in_transaction:
+        yield db
+        return
+    conn.execute("BEGIN")
+    try:
+        yield db
+    finally:
+        if conn.in_transaction:
+            conn.execute("COMMIT")
+
+
 def resolve_now(now: TimeArg = None) -> dt.datetime:
     """``now`` as an aware UTC datetime (the current time when None)."""
     return utcnow() if now is None else parse_timestamp(now)

@@ -7,7 +7,7 @@ from sqlite_utils import Database
 
 from ..errors import UnknownAgent
 from ..migrations import EXECUTION_COLUMNS
-from ._common import DbArg, TimeArg, database, iso
+from ._common import DbArg, TimeArg, database, iso, snapshot
 from ._frames import (
     check_limit,
     percentiles,
@@ -92,7 +92,7 @@ def performance_report(db: DbArg, since: TimeArg = None, until: TimeArg = None) 
       - ``total_retries``, ``self_healed`` (executions that self-healed),
         ``files_created``, ``files_modified``: sums (int)
     """
-    with database(db) as conn:
+    with database(db) as conn, snapshot(conn):
         return _performance(conn, since, until, None)
 
 
@@ -105,7 +105,7 @@ def agent_summary(
     :returns: one row with the columns of :func:`performance_report` (zero counts
       and NaN durations when the window holds none of the agent's executions)
     """
-    with database(db) as conn:
+    with database(db) as conn, snapshot(conn):
         _check_agent(conn, agent_name)
         frame = _performance(conn, since, until, agent_name)
     if frame.empty:
@@ -147,7 +147,7 @@ def agent_stats(db: DbArg, agent_name: str, limit: int | None = None) -> pd.Data
     if limit is not None:
         sql += " LIMIT :limit"
         params["limit"] = limit
-    with database(db) as conn:
+    with database(db) as conn, snapshot(conn):
         _check_agent(conn, agent_name)
         return rows_frame(conn, sql, params)
 

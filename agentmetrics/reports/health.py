@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ._common import DbArg, TimeArg, database, hours_window
+from ._common import DbArg, TimeArg, database, hours_window, snapshot
 from ._frames import durations, percentiles, success_rate
 from .stale import DEFAULT_OLDER_THAN, count_stale
 
@@ -74,7 +74,7 @@ def system_health(
     """
     start, end = hours_window(hours, now)
     params = {"start": start, "end": end}
-    with database(db) as conn:
+    with database(db) as conn, snapshot(conn):
         completed_o, failed_o, partial_o, running_o = conn.execute(
             f"SELECT {_ORCHESTRATIONS}", params
         ).fetchone()

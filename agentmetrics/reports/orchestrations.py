@@ -7,7 +7,7 @@ from sqlite_utils import Database
 
 from ..errors import UnknownSession
 from ..migrations import EXECUTION_COLUMNS, ORCHESTRATION_COLUMNS
-from ._common import DbArg, database
+from ._common import DbArg, database, snapshot
 from ._frames import (
     check_limit,
     durations,
@@ -98,7 +98,7 @@ def orchestration_summary(db: DbArg, session_id: str) -> pd.DataFrame:
       ``p95_duration_ms`` (of finished executions), ``total_retries``,
       ``self_healed``, ``files_created``, ``files_modified`` (sums over executions)
     """
-    with database(db) as conn:
+    with database(db) as conn, snapshot(conn):
         frame = _orchestration(conn, session_id)
         params = {"id": frame["id"].iloc[0]}
         (
@@ -157,7 +157,7 @@ def executions(db: DbArg, session_id: str) -> pd.DataFrame:
     :raises UnknownSession: no orchestration has this session id
     :returns: the columns of :func:`agentmetrics.reports.agent_stats`
     """
-    with database(db) as conn:
+    with database(db) as conn, snapshot(conn):
         orchestration_id = _orchestration(conn, session_id)["id"].iloc[0]
         return rows_frame(
             conn,
