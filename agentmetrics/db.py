@@ -94,9 +94,21 @@ def open_database(
 
 
 def ensure_database(db: str | os.PathLike[str] | Database, **kwargs) -> Database:
-    """Return ``db`` itself if it is a Database (configured for us), else open the path."""
+    """Return ``db`` itself if it is a Database (configured for us), else open the path.
+
+    A Database given for writing (not ``create=False`` or ``read_only=True``) gets
+    the schema too, as a path would: a plain ``sqlite_utils.Database("new.db")`` has
+    no tables yet. One that cannot be written is left as it is.
+    """
     if isinstance(db, Database):
         configure(db, writable=None)
+        writing = kwargs.get("create", True) and not kwargs.get("read_only", False)
+        if writing and migrations.pending(db):
+            try:
+                _migrate(db, kwargs.get("progress", _stderr))
+            except sqlite3.OperationalError as e:
+                if "readonly" not in str(e):
+                    raise DatabaseError(f"Cannot upgrade the schema: {e}") from None
         return db
     return open_database(db, **kwargs)
 

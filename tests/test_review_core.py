@@ -9,7 +9,9 @@ import sqlite3
 
 import pandas as pd
 import pytest
+import sqlite_utils
 from click.testing import CliRunner
+from conftest import make_original_db
 
 import agentmetrics
 from agentmetrics.cleanup import cleanup
@@ -154,3 +156,20 @@ def _same(a: pd.DataFrame, b: pd.DataFrame) -> bool:
     except AssertionError:
         return False
     return True
+
+
+# -- a plain sqlite_utils.Database --------------------------------------------------------
+
+
+@pytest.mark.parametrize("original", [False, True])
+def test_monitor_on_a_plain_sqlite_utils_database(db_path, original):
+    if original:  # the original's schema: no model/cost columns yet
+        make_original_db(db_path)
+    db = sqlite_utils.Database(db_path)
+    monitor = agentmetrics.Monitor(db, clock=Clock(T0))
+    monitor.start_agent_execution("a", "coder")
+    monitor.clock.now = T0 + dt.timedelta(seconds=2)
+    monitor.complete_agent_execution("a", "completed", model="m", cost_usd=0.5)
+    row = system_health(db, now=NOW).iloc[0]
+    assert (row["completed_executions"], row["avg_duration_ms"]) == (1, 2000)
+    db.close()
