@@ -165,10 +165,11 @@ class ExportFormat:
     """How to write one export format: ``write(sessions, out, single)``.
 
     ``single`` is True for a one-session export. A binary format (parquet) sets
-    ``binary=True`` and receives a binary file object.
+    ``binary=True`` and receives a binary file object. A format that writes only some
+    rows returns ``(orchestrations, executions)`` written; None means all of them.
     """
 
-    write: Callable[[Iterable[Session], IO[Any], bool], None]
+    write: Callable[[Iterable[Session], IO[Any], bool], tuple[int, int] | None]
     binary: bool = False
 
 
@@ -215,8 +216,9 @@ def export(
             counts.executions += len(executions)
             yield orchestration, executions
 
-    EXPORT_FORMATS[format].write(counted(), out, session_id is not None)
-    return counts
+    written = EXPORT_FORMATS[format].write(counted(), out, session_id is not None)
+    # A format that leaves rows out (otlp: unfinished runs) reports what it wrote.
+    return ExportCounts(*written) if written is not None else counts
 
 
 def _prefetch(sessions: Iterator[Session]) -> Iterator[Session]:

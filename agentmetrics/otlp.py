@@ -256,8 +256,15 @@ def iter_requests(
         yield request(spans, service_name)
 
 
-def write_otlp(sessions: Iterable[Session], out: IO[str], single: bool = False) -> None:
-    """Write sessions as JSON Lines of ``ExportTraceServiceRequest`` (an export format)."""
+def write_otlp(sessions: Iterable[Session], out: IO[str], single: bool = False) -> tuple[int, int]:
+    """Write sessions as JSON Lines of ``ExportTraceServiceRequest`` (an export format).
+
+    Returns how many orchestrations and executions were written as spans.
+    """
+    written = [0, 0]
     for item in iter_requests(sessions):
+        for span in item["resourceSpans"][0]["scopeSpans"][0]["spans"]:
+            written[not span["name"].startswith("invoke_workflow")] += 1
         out.write(json.dumps(item, ensure_ascii=False, separators=(",", ":"), allow_nan=False))
         out.write("\n")
+    return written[0], written[1]
