@@ -370,10 +370,12 @@ class _JsonlSource(_Source):
         self.path = path
 
     def items(self) -> Iterator[Item]:
-        with self.path.open(encoding="utf-8") as f:
+        with self.path.open(encoding="utf-8-sig") as f:
+            preamble = True
             for i, line in enumerate(f, 1):
-                if not line.strip():
+                if not line.strip() or (preamble and _is_npm_banner(line)):
                     continue
+                preamble = False
                 where = f"line {i}"
                 try:
                     obj = json.loads(line)
@@ -410,25 +412,39 @@ class _DatabaseSource(_Source):
         self.db.close()
 
 
+def _is_npm_banner(line: str) -> bool:
+    # `npm run monitor export > all-data.json`, the original's documented recipe,
+    # puts npm's "> package@1.0.0 monitor" / "> tsx ..." lines before the JSON.
+    return line.startswith("> ")
+
+
+def _skip_preamble(f: IO[str]) -> tuple[str, int]:
+    """Skip blank lines and npm's banner; return the first other line and lines skipped."""
+    skipped = 0
+    while (line := f.readline()) and (not line.strip() or _is_npm_banner(line)):
+        skipped += 1
+    return line, skipped
+
+
 def _open_export(path: Path) -> _Source:
     try:
-        with path.open(encoding="utf-8") as f:
-            head = f.read(1 << 16).lstrip()
-            if not head:
+        # utf-8-sig: files saved by Windows tools often start with a byte order mark.
+        with path.open(encoding="utf-8-sig") as f:
+            first_line, skipped = _skip_preamble(f)
+            if not first_line:
                 raise InvalidExport(f"{path}: the file is empty")
-            if head.startswith("{"):
-                first_line = head.splitlines()[0]
+            if first_line.lstrip().startswith("{"):
                 try:
                     first = json.loads(first_line)
                 except json.JSONDecodeError:
                     first = None
                 if isinstance(first, dict) and "type" in first:
                     return _JsonlSource(path)
-            f.seek(0)
             try:
-                return _JsonSource(path, json.load(f))
+                return _JsonSource(path, json.loads(first_line + f.read()))
             except json.JSONDecodeError as e:
-                raise InvalidExport(f"{path}: invalid JSON ({e.msg} at line {e.lineno})") from None
+                line = e.lineno + skipped
+                raise InvalidExport(f"{path}: invalid JSON ({e.msg} at line {line})") from None
     except OSError as e:
         raise InvalidExport(f"Cannot read {path}: {e.strerror}") from None
     except UnicodeDecodeError:
