@@ -1135,8 +1135,15 @@ def watch(
     """
     import shutil
 
+    from .watch import RECENT_LOOKBACK_MINUTES
     from .watch import watch as watch_
 
+    if minutes > RECENT_LOOKBACK_MINUTES:
+        raise click.ClickException(
+            f"--minutes must be at most {RECENT_LOOKBACK_MINUTES} (one day), got {minutes:g}"
+        )
+    if interval > 86400:
+        raise click.ClickException(f"--interval must be at most 86400 (one day), got {interval:g}")
     db = open_database(ctx.obj["db_path"], read_only=True)
     ctx.call_on_close(db.close)
     # Read-only: the schema is not created here, so a file nothing has tracked into yet

@@ -28,6 +28,7 @@ HOME, ERASE_LINE, ERASE_BELOW = "\x1b[H", "\x1b[K", "\x1b[J"
 # "Finished recently" looks at executions started in the last day, so the query stays
 # on the started_at index; a run longer than that is not listed when it finishes.
 RECENT_LOOKBACK = dt.timedelta(days=1)
+RECENT_LOOKBACK_MINUTES = 24 * 60
 
 
 @dataclasses.dataclass
@@ -58,6 +59,11 @@ def snapshot(
     limit: int = 10,
 ) -> Snapshot:
     """Read the live view's data."""
+    if not 0 < recent_minutes <= RECENT_LOOKBACK_MINUTES:
+        raise ValueError(
+            f"recent_minutes must be over 0 and at most {RECENT_LOOKBACK_MINUTES}"
+            f" (one day), got {recent_minutes}"
+        )
     moment = resolve_now(now)
     now_iso = to_iso(moment)
     hour_ago = to_iso(moment - dt.timedelta(hours=1))

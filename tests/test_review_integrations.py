@@ -214,3 +214,30 @@ def test_otlp_export_message_counts_what_was_written(data_path, tmp_path, db):
         f"Exported {finished_orchestrations} orchestrations and {finished_executions}"
         f" executions to {target}\n"
     )
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        # Finished executions are looked up over the last day only: more minutes would
+        # be accepted and silently cut to a day (and 1e308 overflowed).
+        (["--minutes", "1441"], "Error: --minutes must be at most 1440 (one day), got 1441\n"),
+        (["--minutes", "1e308"], "Error: --minutes must be at most 1440 (one day), got 1e+308\n"),
+        (
+            ["--interval", "1e308"],
+            "Error: --interval must be at most 86400 (one day), got 1e+308\n",
+        ),
+    ],
+)
+def test_watch_bounds(data_path, args, message):
+    result = run(data_path, "watch", "--iterations", "2", *args)
+    assert result.exit_code == 1
+    assert result.output == message
+
+
+def test_watch_snapshot_rejects_minutes_beyond_the_lookback(data_path):
+    from agentmetrics.watch import snapshot
+
+    with pytest.raises(ValueError, match="recent_minutes must be over 0 and at most 1440"):
+        snapshot(data_path, recent_minutes=2000)
+    assert snapshot(data_path, recent_minutes=1440).recent_minutes == 1440
