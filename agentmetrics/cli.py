@@ -1150,8 +1150,7 @@ def watch(
     # (or another tool's database) has no tables to watch.
     if not (db["orchestrations"].exists() and db["agent_executions"].exists()):
         raise click.ClickException(
-            f"{ctx.obj['db_path']} has no agentmetrics tables: nothing has been tracked"
-            " into it yet"
+            f"{ctx.obj['db_path']} has no agentmetrics tables: nothing has been tracked into it yet"
         )
     try:
         watch_(
