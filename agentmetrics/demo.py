@@ -156,6 +156,10 @@ def build_demo(
     if orchestrations < 1:
         raise ValueError(f"orchestrations must be at least 1, got {orchestrations}")
     end = _resolve_now(now)
+    try:
+        end - dt.timedelta(days=days)
+    except OverflowError:
+        raise ValueError(f"days must not reach back before the year 1, got {days!r}") from None
     if not isinstance(db, Database):
         Path(db).parent.mkdir(parents=True, exist_ok=True)
     database = ensure_database(db)

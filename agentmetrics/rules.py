@@ -67,7 +67,7 @@ from .reports._common import DbArg, database, percentile, resolve_now
 from .reports.regressions import DEFAULT_ALPHA, DEFAULT_MIN_SAMPLES, regressions
 from .reports.regressions import METRICS as REGRESSION_METRICS
 from .reports.stale import DEFAULT_OLDER_THAN, count_stale
-from .timestamps import parse_duration, to_iso
+from .timestamps import before, parse_duration, to_iso
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -119,7 +119,7 @@ class Context:
 
     def window(self, rule: Rule) -> tuple[str, str]:
         """The rule's window ``[now - window, now]`` as ISO strings."""
-        return to_iso(self.now - parse_duration(rule.window)), to_iso(self.now)
+        return to_iso(before(self.now, parse_duration(rule.window))), to_iso(self.now)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from ..stats import mann_whitney_u, two_proportion_z
-from ..timestamps import parse_duration, to_iso
+from ..timestamps import before, parse_duration, to_iso
 from ._common import DbArg, TimeArg, database, percentile, read_frame, resolve_now
 
 METRICS = ("p95_duration_ms", "p50_duration_ms", "success_rate")
@@ -104,9 +104,13 @@ def regressions(
     _validate(kind, threshold, min_samples, alpha)
     recent_span, baseline_span = _span("recent", recent), _span("baseline", baseline)
     end = resolve_now(now)
-    split = end - recent_span
+    split = before(end, recent_span)
     value_sql, extra = _VALUE_SQL[kind]
-    params = {"start": to_iso(split - baseline_span), "split": to_iso(split), "end": to_iso(end)}
+    params = {
+        "start": to_iso(before(split, baseline_span)),
+        "split": to_iso(split),
+        "end": to_iso(end),
+    }
     if agent is not None:
         extra += " AND agent_name = :agent"
         params["agent"] = agent

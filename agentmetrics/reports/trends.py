@@ -12,7 +12,7 @@ import re
 
 import pandas as pd
 
-from ..timestamps import parse_duration, parse_timestamp, to_iso
+from ..timestamps import before, parse_duration, parse_timestamp, to_iso
 from ._common import DbArg, TimeArg, database, read_frame, resolve_now
 
 # Period start of `started_at` (stored as YYYY-MM-DDTHH:MM:SS.sssZ), in the same format.
@@ -73,7 +73,7 @@ def time_bound(value: TimeArg, now: TimeArg = None) -> str | None:
                     f"not a time: {value!r} (use a timestamp such as 2026-11-01T12:00:00Z "
                     "or a span before now such as 6h, 7d, 2w)"
                 ) from None
-            return to_iso(resolve_now(now) - span)
+            return to_iso(before(resolve_now(now), span))
     return to_iso(parse_timestamp(value))
 
 
