@@ -4,6 +4,7 @@ Each test pins a defect found by using the package as a user would.
 """
 
 import datetime as dt
+import math
 
 import pytest
 from click.testing import CliRunner
@@ -13,6 +14,7 @@ from agentmetrics.cli import cli
 from agentmetrics.demo import build_demo
 from agentmetrics.reports.regressions import regressions
 from agentmetrics.reports.stale import stale_cutoff
+from agentmetrics.stats import fisher_exact
 
 NOW = "2026-03-10T12:00:00Z"
 # 1,000,000 days: a valid duration that reaches back before the year 1.
@@ -77,3 +79,106 @@ def test_demo_days_ok_near_year_one(tmp_path):
     built = build_demo(tmp_path / "a.db", days=1, orchestrations=2, now="0001-01-02T12:00:00Z")
     assert built["orchestrations"] == 2
     assert dt.datetime.fromisoformat(built["now"][:-1]).year == 1
+
+
+# -- the success-rate test on rare failures -------------------------------------------
+
+
+def add_runs(db, agent, start, count, failed=0):
+    """``count`` finished executions a minute apart from ``start``; the first ``failed`` fail."""
+    begin = dt.datetime.fromisoformat(start)
+    offset = db["agent_executions"].count
+    db["agent_executions"].insert_all(
+        {
+            "id": f"e{offset + i}",
+            "agent_session_id": f"s{offset + i}",
+            "agent_name": agent,
+            "status": "failed" if i < failed else "completed",
+            "started_at": (begin + dt.timedelta(minutes=i)).strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+            "duration_ms": 1000,
+        }
+        for i in range(count)
+    )
+
+
+def test_one_failure_after_a_flawless_baseline_is_noise(db):
+    # Baseline: 1000 completed runs; recent: 1 failure in 20 (95%, exactly the 5-point
+    # threshold). Given 1 failure among 1020 runs, the chance it falls among the 20
+    # recent ones is 20/1020 = 0.0196: not significant at 0.01. The z-test's normal
+    # approximation claimed p < 1e-11 and paged.
+    add_runs(db, "a", "2026-03-01T00:00:00", 1000)
+    add_runs(db, "a", "2026-03-09T00:00:00", 20, failed=1)
+    row = regressions(db, metric="success_rate", now=NOW).iloc[0]
+    assert (row["baseline_n"], row["recent_n"], row["change"]) == (1000, 20, -5.0)
+    assert row["p_value"] == pytest.approx(20 / 1020)
+    assert not row["regressed"]
+    assert row["reason"].startswith("not significant")
+
+
+def test_several_failures_after_a_flawless_baseline_regress(db):
+    # 4 failures in 20 recent runs: P(all 4 of 4 failures among the 20 recent of 1020)
+    # = C(20, 4) / C(1020, 4).
+    add_runs(db, "a", "2026-03-01T00:00:00", 1000)
+    add_runs(db, "a", "2026-03-09T00:00:00", 20, failed=4)
+    row = regressions(db, metric="success_rate", now=NOW).iloc[0]
+    assert row["p_value"] == pytest.approx(math.comb(20, 4) / math.comb(1020, 4))
+    assert row["regressed"]
+
+
+def test_identical_perfect_windows_are_not_judged_regressed(db):
+    add_runs(db, "a", "2026-03-01T00:00:00", 50)
+    add_runs(db, "a", "2026-03-09T00:00:00", 50)
+    row = regressions(db, metric="success_rate", now=NOW).iloc[0]
+    assert row["change"] == 0 and not row["regressed"]
+
+
+def test_all_failed_windows(db):
+    # Everything failed in both windows: no drop, nothing to flag.
+    add_runs(db, "a", "2026-03-01T00:00:00", 40, failed=40)
+    add_runs(db, "a", "2026-03-09T00:00:00", 40, failed=40)
+    row = regressions(db, metric="success_rate", now=NOW).iloc[0]
+    assert (row["baseline_value"], row["recent_value"]) == (0, 0)
+    assert not row["regressed"]
+
+
+@pytest.mark.parametrize("alternative", ["less", "greater", "two-sided"])
+def test_fisher_exact_matches_a_direct_sum(alternative):
+    # Direct hypergeometric sums with math.comb, over a grid of small tables.
+    for s1, n1, s2, n2 in [(3, 10, 9, 12), (0, 5, 5, 5), (7, 7, 0, 9), (19, 20, 1000, 1000)]:
+        total, successes = n1 + n2, s1 + s2
+
+        def pmf(x, n1=n1, total=total, successes=successes):
+            return (
+                math.comb(successes, x)
+                * math.comb(total - successes, n1 - x)
+                / math.comb(total, n1)
+            )
+
+        support = range(max(0, n1 - (total - successes)), min(successes, n1) + 1)
+        if alternative == "less":
+            expected = sum(pmf(x) for x in support if x <= s1)
+        elif alternative == "greater":
+            expected = sum(pmf(x) for x in support if x >= s1)
+        else:
+            expected = sum(pmf(x) for x in support if pmf(x) <= pmf(s1) * (1 + 1e-7))
+        got = fisher_exact(s1, n1, s2, n2, alternative).p_value
+        assert got == pytest.approx(min(1.0, expected), rel=1e-9)
+
+
+def test_fisher_exact_against_scipy():
+    scipy_stats = pytest.importorskip("scipy.stats")
+    for s1, n1, s2, n2 in [(3, 10, 9, 12), (0, 5, 5, 5), (12, 40, 30, 41), (1, 1, 0, 1)]:
+        table = [[s1, n1 - s1], [s2, n2 - s2]]
+        for alternative in ("less", "greater", "two-sided"):
+            expected = scipy_stats.fisher_exact(table, alternative=alternative)
+            got = fisher_exact(s1, n1, s2, n2, alternative)
+            assert got.p_value == pytest.approx(expected.pvalue, rel=1e-9)
+            assert got.statistic == pytest.approx(expected.statistic, nan_ok=True)
+
+
+def test_fisher_exact_edges():
+    assert all(math.isnan(v) for v in fisher_exact(0, 0, 3, 5))
+    with pytest.raises(ValueError, match="between 0 and n"):
+        fisher_exact(6, 5, 1, 5)
+    with pytest.raises(ValueError, match="Unknown alternative"):
+        fisher_exact(1, 5, 1, 5, "bigger")

@@ -8,7 +8,9 @@ regressed only when three things hold at once:
   more, or success rate down by 5 points or more);
 - it is statistically significant (``p_adjusted < alpha``): a one-sided Mann-Whitney
   U test for durations (are recent runs longer?), a one-sided two-proportion z-test
-  for the success rate (is the recent rate lower?), with the p-values Holm-adjusted
+  for the success rate (is the recent rate lower?; Fisher's exact test instead when
+  failures or successes are too few for the z-test's approximation, as when a
+  flawless baseline meets a single failure), with the p-values Holm-adjusted
   across the agents compared, so that watching many agents does not multiply false
   alarms;
 - both windows hold at least ``min_samples`` finished executions, so a handful of
@@ -23,7 +25,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from ..stats import mann_whitney_u, two_proportion_z
+from ..stats import fisher_exact, mann_whitney_u, two_proportion_z
 from ..timestamps import before, parse_duration, to_iso
 from ._common import DbArg, TimeArg, database, percentile, read_frame, resolve_now
 
@@ -172,9 +174,7 @@ def _compare(
         base_value = 100 * base.mean() if len(base) else math.nan
         recent_value = 100 * recent.mean() if len(recent) else math.nan
         change = recent_value - base_value
-        p_value = two_proportion_z(
-            int(recent.sum()), len(recent), int(base.sum()), len(base), alternative="less"
-        ).p_value
+        p_value = _rate_test(int(recent.sum()), len(recent), int(base.sum()), len(base))
         big_enough = -change >= threshold
         practical = f"{change:+.1f} points vs -{threshold:g} needed"
     return {
@@ -194,6 +194,21 @@ def _compare(
         "practical": practical,
         "runs": f"baseline {len(base)}, recent {len(recent)}; need {min_samples}",
     }
+
+
+# Below this expected count in a cell of the 2x2 table the z-test's normal
+# approximation overstates the evidence (Cochran's rule): one failure in 20 runs after
+# a flawless baseline would look like p < 1e-11.
+_MIN_EXPECTED = 5
+
+
+def _rate_test(successes1: int, n1: int, successes2: int, n2: int) -> float:
+    """One-sided p-value for "the first success rate is lower"."""
+    total = n1 + n2
+    successes = successes1 + successes2
+    if total and min(successes, total - successes) * min(n1, n2) / total < _MIN_EXPECTED:
+        return fisher_exact(successes1, n1, successes2, n2, alternative="less").p_value
+    return two_proportion_z(successes1, n1, successes2, n2, alternative="less").p_value
 
 
 def _verdict(compared: dict, p_adjusted: float, alpha: float) -> str:
