@@ -921,10 +921,14 @@ def _notify_url(ctx: click.Context, param: click.Parameter, value: str | None) -
 
     if value == "":  # an unset CI secret: no notification
         return None
-    if value is not None and (
-        urllib.parse.urlsplit(value).scheme not in ("http", "https")
-        or not urllib.parse.urlsplit(value).netloc
-    ):
+    if value is None:
+        return None
+    try:
+        parts = urllib.parse.urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError as e:  # "Invalid IPv6 URL", "Port out of range 0-65535"
+        raise click.BadParameter(f"not a valid URL: {value!r} ({e})") from None
+    if parts.scheme not in ("http", "https") or not parts.netloc:
         raise click.BadParameter(f"not an http(s) URL: {value!r}")
     return value
 

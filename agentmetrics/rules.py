@@ -196,7 +196,7 @@ def _choice(*allowed: str) -> Callable[[Any], str]:
 def _number(low: float, high: float | None = None, whole: bool = False) -> Callable[[Any], Any]:
     def check(value: Any) -> Any:
         kinds = (int,) if whole else (int, float)
-        if isinstance(value, bool) or not isinstance(value, kinds):
+        if isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value):
             raise ValueError(f"must be a {'whole ' if whole else ''}number, got {value!r}")
         if value <= low or (high is not None and value >= high):
             bounds = f"above {low:g}" + (f" and below {high:g}" if high is not None else "")
@@ -403,7 +403,7 @@ def _check_rule(table: dict[str, Any], index: int, locate: _Locator) -> Rule:
     if not isinstance(name, str) or not name.strip():
         raise fail("name", f"must be a non-empty string, got {name!r}")
     metric_name = table["metric"]
-    if metric_name not in METRICS:
+    if not isinstance(metric_name, str) or metric_name not in METRICS:
         raise fail("metric", f"unknown metric {metric_name!r}: use one of {', '.join(METRICS)}")
     spec = METRICS[metric_name]
     allowed = [k for k in _COMMON_KEYS if (k != "agent" or spec.agent)]
@@ -426,7 +426,11 @@ def _check_rule(table: dict[str, Any], index: int, locate: _Locator) -> Rule:
     thresholds = {}
     for key in ("warn", "alert"):
         value = table.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        if value is not None and (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)  # TOML allows nan and inf: a rule that never fires
+        ):
             raise fail(key, f"must be a number, got {value!r}")
         thresholds[key] = value
     warn, alert = thresholds["warn"], thresholds["alert"]

@@ -182,3 +182,54 @@ def test_fisher_exact_edges():
         fisher_exact(6, 5, 1, 5)
     with pytest.raises(ValueError, match="Unknown alternative"):
         fisher_exact(1, 5, 1, 5, "bigger")
+
+
+# -- rules: thresholds TOML accepts but no rule can use -------------------------------
+
+
+def check_with(db_path, tmp_path, text, *args):
+    rules = tmp_path / "rules.toml"
+    rules.write_text(text)
+    return invoke("--db", db_path, "check", "--rules", rules, *args)
+
+
+RULE = '[[rules]]\nname = "r"\nmetric = "{metric}"\n{extra}\n'
+
+
+@pytest.mark.parametrize(
+    "metric,extra,message",
+    [
+        # TOML has nan and inf; a nan threshold never compared true: a silent dead rule.
+        ("success_rate", "warn = nan", "line 4: rule 1 ('r'): warn: must be a number, got nan"),
+        ("p95_duration_ms", "alert = inf", "alert: must be a number, got inf"),
+        ("failed_executions", "alert = -inf", "alert: must be a number, got -inf"),
+        ("regressions", "alert = 0\nthreshold = nan", "threshold: must be a number, got nan"),
+        ("regressions", "alert = 0\nalpha = nan", "alpha: must be a number, got nan"),
+        ("[1, 2]", "alert = 0", "metric: unknown metric"),
+    ],
+)
+def test_check_rejects_unusable_values(db, db_path, tmp_path, metric, extra, message):
+    text = RULE.format(metric=metric, extra=extra)
+    if metric.startswith("["):
+        text = text.replace('"[1, 2]"', "[1, 2]")
+    result = check_with(db_path, tmp_path, text)
+    no_traceback(result, 2)
+    assert message in result.output
+
+
+def test_regressions_rejects_nan_threshold(db):
+    with pytest.raises(ValueError, match="threshold must be a finite number, got nan"):
+        regressions(db, threshold=float("nan"))
+
+
+@pytest.mark.parametrize("url", ["http://[::1", "http://127.0.0.1:99999/hook"])
+def test_check_notify_malformed_url(db, db_path, tmp_path, url):
+    result = check_with(
+        db_path,
+        tmp_path,
+        RULE.format(metric="failed_executions", extra="alert = 0"),
+        "--notify",
+        url,
+    )
+    no_traceback(result, 2)
+    assert "Invalid value for '--notify': not a valid URL" in result.output

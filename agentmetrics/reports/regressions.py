@@ -248,8 +248,12 @@ def _validate(kind: str, threshold: float, min_samples: int, alpha: float) -> No
         raise ValueError(f"min_samples must be a whole number >= 1, got {min_samples!r}")
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
         raise ValueError(f"alpha must be between 0 and 1, got {alpha!r}")
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
-        raise ValueError(f"threshold must be a number, got {threshold!r}")
+    if (
+        isinstance(threshold, bool)
+        or not isinstance(threshold, (int, float))
+        or not math.isfinite(threshold)
+    ):
+        raise ValueError(f"threshold must be a finite number, got {threshold!r}")
     if kind == "duration" and threshold <= 1:
         raise ValueError(f"threshold for durations is a ratio above 1, got {threshold!r}")
     if kind == "rate" and threshold <= 0:
