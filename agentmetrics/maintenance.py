@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
 
 import pandas as pd
 
-from .db import write_transaction
+from .db import ensure_database, write_transaction
+from .errors import ReadOnlyDatabase
 from .reports._common import DbArg, TimeArg, database, resolve_now
 from .reports.stale import DEFAULT_OLDER_THAN, STALE_COLUMNS, stale_runs
 from .timestamps import to_iso
@@ -63,19 +65,31 @@ def reap(
     """
     moment = resolve_now(now)
     with database(db) as conn:
-        if dry_run:
-            return _with_messages(stale_runs(conn, older_than, moment), moment)
-        with write_transaction(conn):
-            # Listed under the write lock, so no run can finish between listing and update.
-            runs = _with_messages(stale_runs(conn, older_than, moment), moment)
-            for row in runs.itertuples(index=False):
-                sql = _REAP_ORCHESTRATION if row.kind == "orchestration" else _REAP_EXECUTION
-                params = {
-                    "id": row.id,
-                    "last_seen": to_iso(row.last_seen_at),
-                    "message": row.error_message,
-                }
-                conn.execute(sql, params)
+        runs = _with_messages(stale_runs(conn, older_than, moment), moment)
+        if dry_run or runs.empty:  # nothing to write: no write lock, fine on a read-only file
+            return runs
+        try:
+            # A plain Database of an original file gets metadata_json first.
+            ensure_database(conn)
+            with write_transaction(conn):
+                # Listed again under the write lock, so no run can finish in between.
+                runs = _with_messages(stale_runs(conn, older_than, moment), moment)
+                for row in runs.itertuples(index=False):
+                    sql = _REAP_ORCHESTRATION if row.kind == "orchestration" else _REAP_EXECUTION
+                    params = {
+                        "id": row.id,
+                        "last_seen": to_iso(row.last_seen_at),
+                        "message": row.error_message,
+                    }
+                    conn.execute(sql, params)
+        except sqlite3.OperationalError as e:
+            # "is a view": the read-only shim of an original file (db._shim_missing_columns)
+            if "readonly" in str(e) or "because it is a view" in str(e):
+                raise ReadOnlyDatabase(
+                    f"Cannot reap {len(runs)} stale runs: the database is read-only"
+                    " (--dry-run lists them without writing)"
+                ) from None
+            raise
     return runs
 
 
