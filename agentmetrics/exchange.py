@@ -329,19 +329,23 @@ class _Source:
 
 
 class _JsonSource(_Source):
-    def __init__(self, path: Path, data: Any) -> None:
+    """A JSON export: held in memory, or streamed when written one entry per line."""
+
+    def __init__(self, path: Path, data: Any = None, streamed: bool = False) -> None:
         self.name = str(path)
+        self.path = path
         self.data = data
+        self.streamed = streamed
 
     def items(self) -> Iterator[Item]:
-        data = self.data
+        data = _entries_by_line(self.path) if self.streamed else self.data
         if isinstance(data, dict):
             if "orchestration" not in data or not isinstance(data.get("executions"), list):
                 raise ValueError(
                     "expected an export: a list, or an object with orchestration and executions"
                 )
             data = [{**(data["orchestration"] or {}), "executions": data["executions"]}]
-        if not isinstance(data, list):
+        if not isinstance(data, (list, Iterator)):
             raise ValueError(f"expected a list of orchestrations, got {type(data).__name__}")
         for i, entry in enumerate(data, 1):
             where = f"entry {i}"
@@ -426,6 +430,27 @@ def _skip_preamble(f: IO[str]) -> tuple[str, int]:
     return line, skipped
 
 
+def _entries_by_line(path: Path) -> Iterator[Any]:
+    """The entries of a JSON list written one per line, as ``export`` writes it.
+
+    Streaming them keeps memory flat however large the file; :func:`_open_export`
+    only picks this reader after checking that every line parses on its own.
+    """
+    with path.open(encoding="utf-8-sig") as f:
+        _skip_preamble(f)  # the opening "["
+        for line in f:
+            text = line.strip()
+            if text not in ("", "]"):
+                yield json.loads(text.removesuffix(","))
+
+
+def _one_entry_per_line(path: Path) -> bool:
+    try:
+        return all(isinstance(entry, dict) for entry in _entries_by_line(path))
+    except json.JSONDecodeError:
+        return False
+
+
 def _open_export(path: Path) -> _Source:
     try:
         # utf-8-sig: files saved by Windows tools often start with a byte order mark.
@@ -440,6 +465,8 @@ def _open_export(path: Path) -> _Source:
                     first = None
                 if isinstance(first, dict) and "type" in first:
                     return _JsonlSource(path)
+            if first_line.strip() == "[" and _one_entry_per_line(path):
+                return _JsonSource(path, streamed=True)
             try:
                 return _JsonSource(path, json.loads(first_line + f.read()))
             except json.JSONDecodeError as e:

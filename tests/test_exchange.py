@@ -488,3 +488,27 @@ def test_progress_callbacks(filled, tmp_path):
     totals = []
     import_files(tmp_path / "new.db", [path], progress=seen.append, on_total=totals.append)
     assert totals == [7] and sum(seen) == 7
+
+
+@pytest.mark.parametrize("indent", [None, 2])
+def test_json_layouts_other_than_ours_import_the_same(filled, tmp_path, indent):
+    # Our export puts one entry per line and is streamed; a list on one line or
+    # pretty-printed (JSON.stringify(data, null, 2)) is parsed whole: same rows.
+    entries = json.loads(export_text(filled))
+    reformatted = write(tmp_path / "other.json", json.dumps(entries, indent=indent))
+    ours = write(tmp_path / "ours.json", export_text(filled))
+    for path in (reformatted, ours):
+        fresh = agentmetrics.open_database(tmp_path / f"fresh-{indent}-{len(path)}.db")
+        result = import_files(fresh, [path])
+        assert (result.orchestrations.inserted, result.executions.inserted) == (2, 5)
+        for table in ("orchestrations", "agent_executions"):
+            assert table_rows(fresh, table) == table_rows(filled, table)
+
+
+def test_one_entry_per_line_with_a_multiline_entry_falls_back(filled, tmp_path):
+    lines = export_text(filled).splitlines()
+    # Spread the second entry over several lines: still valid JSON, not line-per-entry.
+    lines[2] = json.dumps(json.loads(lines[2].rstrip(",")), indent=1) + ","
+    path = write(tmp_path / "mixed.json", "\n".join(lines))
+    result = import_files(agentmetrics.open_database(tmp_path / "mixed.db"), [path])
+    assert (result.orchestrations.inserted, result.executions.inserted) == (2, 5)
