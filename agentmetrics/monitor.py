@@ -8,6 +8,7 @@ stored ``started_at``, with no read first.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
 import sqlite3
 import threading
@@ -257,9 +258,11 @@ class Monitor:
         :raises AlreadyFinished: it was completed before
         """
         if cost_usd is not None and (
-            isinstance(cost_usd, bool) or not isinstance(cost_usd, (int, float)) or cost_usd < 0
+            isinstance(cost_usd, bool)
+            or not isinstance(cost_usd, (int, float))
+            or not 0 <= cost_usd < math.inf  # also refuses NaN
         ):
-            raise InvalidValue(f"cost_usd must be a non-negative number, got {cost_usd!r}")
+            raise InvalidValue(f"cost_usd must be a finite number >= 0, got {cost_usd!r}")
         params = {
             "agent_session_id": agent_session_id,
             "status": _status(status, EXECUTION_STATUSES[1:]),

@@ -146,6 +146,16 @@ def snapshot(db):
             InvalidValue,
             "cost_usd",
         ),
+        (
+            lambda m: m.complete_agent_execution("a1", "completed", cost_usd=float("inf")),
+            InvalidValue,
+            "finite",
+        ),
+        (
+            lambda m: m.complete_agent_execution("a1", "completed", cost_usd=float("nan")),
+            InvalidValue,
+            "finite",
+        ),
         (lambda m: m.start_agent_execution("a2", "x", task_number="1"), InvalidValue, "whole"),
         (lambda m: m.start_agent_execution("a2", ""), InvalidValue, "agent_name"),
         (lambda m: m.start_orchestration(""), InvalidValue, "session_id"),

@@ -174,9 +174,10 @@ def _strict_json(line):
 
 
 def test_otlp_non_finite_double_is_still_json(monitor, db_path):
-    # The tracking API accepts cost_usd=inf (any non-negative float).
+    # The tracking API refuses cost_usd=inf, but another writer can store it.
     monitor.start_agent_execution("a-inf", "coder")
-    monitor.complete_agent_execution("a-inf", "completed", cost_usd=float("inf"))
+    monitor.complete_agent_execution("a-inf", "completed", cost_usd=1.0)
+    monitor.db.execute("UPDATE agent_executions SET cost_usd = 9e999")  # inf
     result = run(db_path, "export", "--format", "otlp")
     assert result.exit_code == 0, result.output
     (line,) = result.output.splitlines()
