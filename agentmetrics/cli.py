@@ -26,7 +26,8 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except (AgentMetricsError, ValueError) as e:
             raise click.ClickException(str(e)) from None
-        except sqlite3.DatabaseError as e:
+        except (sqlite3.DatabaseError, pd.errors.DatabaseError) as e:
+            # pandas wraps the sqlite3 errors raised while it reads a query.
             raise click.ClickException(f"Database error: {e}") from None
         except BrokenPipeError:
             sys.stderr.close()  # output piped into `head`: not an error
@@ -1148,14 +1149,10 @@ def watch(
         )
     if interval > 86400:
         raise click.ClickException(f"--interval must be at most 86400 (one day), got {interval:g}")
+    # Read-only, so the schema is never created here: a file with no agentmetrics
+    # tables is a DatabaseError.
     db = open_database(ctx.obj["db_path"], read_only=True)
     ctx.call_on_close(db.close)
-    # Read-only: the schema is not created here, so a file nothing has tracked into yet
-    # (or another tool's database) has no tables to watch.
-    if not (db["orchestrations"].exists() and db["agent_executions"].exists()):
-        raise click.ClickException(
-            f"{ctx.obj['db_path']} has no agentmetrics tables: nothing has been tracked into it yet"
-        )
     try:
         watch_(
             db,

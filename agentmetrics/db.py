@@ -75,6 +75,12 @@ def open_database(
         db = Database(_connect_read_only(file))
         configure(db, writable=False)
         _check_readable(db, path)
+        if not all(db.table(t).exists() for t in EXTRA_COLUMNS):
+            db.close()
+            # Read-only: the schema cannot be added, so there is nothing to read.
+            raise DatabaseError(
+                f"{path} has no agentmetrics tables: nothing has been tracked into it yet"
+            )
         _shim_missing_columns(db)
         return db
     try:
