@@ -255,3 +255,14 @@ def test_concurrent_first_opens_migrate_once(tmp_path):
     assert [p.returncode for p in procs] == [0] * 6, errors
     db = agentmetrics.open_database(path)
     assert len(migrations.applied(db)) == 3
+
+
+def test_read_only_file_without_our_tables_is_a_clear_error(tmp_path, lock_down):
+    path = tmp_path / "other.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE notes (body TEXT)")
+    conn.commit()
+    conn.close()
+    lock_down(path)
+    with pytest.raises(DatabaseError, match="has no agentmetrics tables"):
+        agentmetrics.open_database(path)
