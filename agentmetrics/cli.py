@@ -1106,7 +1106,10 @@ def plot(ctx: click.Context, chart: str, output: str, freq: str, dpi: int, **win
         empty = df.empty
     if empty:
         raise click.ClickException("Nothing to plot: no matching executions in this window")
-    fig.savefig(output, dpi=dpi)
+    try:
+        fig.savefig(output, dpi=dpi)
+    except OSError as e:
+        raise click.ClickException(f"Cannot write {output}: {e.strerror or e}") from None
     click.echo(f"Wrote {output}")
 
 

@@ -76,7 +76,7 @@ def plot_trends(df: pd.DataFrame, title: str | None = None) -> Figure:
     fig.suptitle(title or "Agent executions and success rate over time")
     totals = df.groupby("period", sort=True)[["executions", "completed", "failed"]].sum()
     periods = _naive(pd.Series(totals.index))
-    width = _bar_width(periods)
+    width = _bar_width(periods, df.attrs.get("freq"))
     top.bar(periods, totals["completed"], width, label="completed", color="tab:green")
     top.bar(
         periods,
@@ -94,7 +94,7 @@ def plot_trends(df: pd.DataFrame, title: str | None = None) -> Figure:
     bottom.set_ylabel("Success rate (%)")
     bottom.set_title("Success rate (completed / finished)")
     bottom.set_ylim(_rate_floor(df["success_rate"]), 101)
-    if "agent_name" in df.columns:
+    if "agent_name" in df.columns and not df.empty:
         bottom.legend(loc="lower left", fontsize="small", ncols=4)
     if df.empty:
         _no_data(top)
@@ -102,10 +102,18 @@ def plot_trends(df: pd.DataFrame, title: str | None = None) -> Figure:
     return fig
 
 
-def _bar_width(periods: pd.Series) -> float:
-    """Bar width in days: 80% of the gap between periods."""
+_PERIOD_DAYS = {"h": 1 / 24, "D": 1.0, "W": 7.0}
+
+
+def _bar_width(periods: pd.Series, freq: str | None = None) -> float:
+    """Bar width in days: 80% of a period (``trends`` records its ``freq`` in
+    ``df.attrs``), or of the gap between periods."""
+    if freq in _PERIOD_DAYS:
+        return 0.8 * _PERIOD_DAYS[freq]
     if len(periods) < 2:
-        return 0.8
+        # One period: an hour unless it starts at midnight.
+        midnight = len(periods) == 0 or periods.iloc[0] == periods.iloc[0].normalize()
+        return 0.8 if midnight else 0.8 / 24
     step = periods.diff().dropna().min()
     return 0.8 * step / pd.Timedelta(days=1)
 
@@ -133,7 +141,7 @@ def plot_durations(df: pd.DataFrame, title: str | None = None) -> Figure:
         ax.set_ylabel("Duration (s)")
         ax.set_title(f"{label} duration of finished executions")
         ax.set_ylim(bottom=0)
-    if "agent_name" in df.columns:
+    if "agent_name" in df.columns and not df.empty:
         axes[0].legend(loc="upper left", fontsize="small", ncols=4)
     if df.empty:
         _no_data(axes[0])
@@ -183,7 +191,8 @@ def _shorten(text: str) -> str:
 def plot_duration_distribution(df: pd.DataFrame, title: str | None = None) -> Figure:
     """Box plot of finished executions' durations per agent (log scale).
 
-    Boxes span p25-p75 with the median line; whiskers reach p5 and p95.
+    Boxes span p25-p75 with the median line; whiskers reach p5 and p95. Durations
+    under 1 ms are drawn at 1 ms (a log scale has no zero).
 
     :param df: :func:`agentmetrics.reports.trends.durations` output
       (``agent_name``, ``duration_ms``)
@@ -196,7 +205,8 @@ def plot_duration_distribution(df: pd.DataFrame, title: str | None = None) -> Fi
         _no_data(ax)
     else:
         ax.boxplot(
-            [rows["duration_ms"] / 1000 for _, rows in groups],
+            # A log scale has no 0: instant runs are drawn at 1 ms.
+            [rows["duration_ms"].clip(lower=1) / 1000 for _, rows in groups],
             tick_labels=[name for name, _ in groups],
             whis=(5, 95),
             showfliers=False,

@@ -170,7 +170,9 @@ def trends(
     quantiles = quantiles.reindex(columns=[0.5, 0.95])
     frame["p50_duration_ms"] = quantiles[0.5].reindex(index).astype("float64")
     frame["p95_duration_ms"] = quantiles[0.95].reindex(index).astype("float64")
-    return frame.reset_index()[columns]
+    result = frame.reset_index()[columns]
+    result.attrs["freq"] = freq  # lets charts size one period's bar
+    return result
 
 
 def _periods(
