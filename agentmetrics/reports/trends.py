@@ -23,6 +23,9 @@ FREQUENCIES = {
     "W": "date(substr(started_at, 1, 10), 'weekday 0', '-6 days') || 'T00:00:00.000Z'",
 }
 _STEPS = {"h": pd.Timedelta(hours=1), "D": pd.Timedelta(days=1), "W": pd.Timedelta(days=7)}
+# Every period is a row, even an empty one: a window of centuries in hours would be
+# millions of rows (and a chart that never finishes drawing).
+MAX_PERIODS = 100_000
 
 TREND_COLUMNS = [
     "period",
@@ -81,9 +84,12 @@ def _where(
     since: TimeArg, until: TimeArg, agent: str | None, now: TimeArg, *extra: str
 ) -> tuple[str, list]:
     clauses, params = list(extra), []
+    first, last = time_bound(since, now), time_bound(until, now)
+    if first is not None and last is not None and first > last:
+        raise ValueError(f"since ({first}) is after until ({last})")
     for clause, value in (
-        ("started_at >= ?", time_bound(since, now)),
-        ("started_at < ?", time_bound(until, now)),
+        ("started_at >= ?", first),
+        ("started_at < ?", last),
         ("agent_name = ?", agent),
     ):
         if value is not None:
@@ -104,8 +110,9 @@ def trends(
 ) -> pd.DataFrame:
     """Executions per period (hour, day or week), by start time.
 
-    Every period from ``since`` (or the first execution) to ``until`` (or the last)
-    is a row, with zero executions when nothing ran.
+    Every period from ``since`` (or the first execution) to ``until`` (or ``now``
+    when only ``since`` is given; else the last execution) is a row, with zero
+    executions when nothing ran.
 
     :param freq: ``"h"`` (hours), ``"D"`` (days) or ``"W"`` (weeks starting Monday)
     :param since: first start time included: a timestamp or a span before ``now``
@@ -121,7 +128,8 @@ def trends(
       ``p50_duration_ms``, ``p95_duration_ms`` (finished executions; NaN if none),
       ``self_healed`` (executions where self-healing occurred), ``retries`` (sum of
       ``retry_count``)
-    :raises ValueError: unknown ``freq`` or a bad time
+    :raises ValueError: unknown ``freq``, a bad time, ``since`` after ``until``, or a
+      window of more than :data:`MAX_PERIODS` periods
     """
     if freq not in FREQUENCIES:
         raise ValueError(f"Unknown freq {freq!r}: use one of {', '.join(FREQUENCIES)}")
@@ -185,10 +193,19 @@ def _periods(
     # `until` is excluded: a window ending at midnight has no row for that day.
     last_ts = _floor(pd.Timestamp(last) - pd.Timedelta(milliseconds=1), freq) if last else None
     last_ts = starts.max() if last_ts is None else last_ts
-    if first and not last and not starts.empty:
-        last_ts = max(last_ts, starts.max())
+    if first and not last:
+        # [since, now]: the quiet periods up to now are rows too, not a shorter table.
+        last_ts = _floor(pd.Timestamp(resolve_now(now)), freq)
+        if not starts.empty:
+            last_ts = max(last_ts, starts.max())
     if pd.isna(first_ts) or pd.isna(last_ts) or last_ts < first_ts:
         return pd.DatetimeIndex([], tz="UTC", name="period")
+    count = (last_ts - first_ts) // _STEPS[freq] + 1
+    if count > MAX_PERIODS:
+        raise ValueError(
+            f"{count:,} periods of {freq!r} from {first_ts:%Y-%m-%d} to {last_ts:%Y-%m-%d}:"
+            f" at most {MAX_PERIODS:,}; use a later since, an earlier until or a longer freq"
+        )
     return pd.date_range(first_ts, last_ts, freq=_STEPS[freq], name="period")
 
 
