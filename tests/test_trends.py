@@ -303,3 +303,20 @@ def test_weeks_start_on_monday_whatever_the_day(db):
     weekly = reports.trends(db, "W")
     assert list(weekly["period"]) == [day("2026-01-05"), day("2026-01-12"), day("2026-01-19")]
     assert list(weekly["executions"]) == [7, 7, 1]
+
+
+def test_error_pattern_example_is_the_latest_message(monitor):
+    # Inserted newest first, so neither insertion order nor rowid picks the answer.
+    for session, started, message in [
+        ("x-2", "2026-01-03T00:00:00.000Z", "Timeout after 10s"),
+        ("x-1", "2026-01-01T00:00:00.000Z", "Timeout after 30s"),
+        ("x-3", "2026-01-02T00:00:00.000Z", "Timeout after 20s"),
+    ]:
+        monitor.start_agent_execution(session, "agent")
+        monitor.complete_agent_execution(session, "failed", error_message=message)
+        monitor.db.execute(
+            "UPDATE agent_executions SET started_at = ? WHERE agent_session_id = ?",
+            [started, session],
+        )
+    (row,) = reports.error_patterns(monitor.db).to_dict("records")
+    assert row["count"] == 3 and row["example"] == "Timeout after 10s"

@@ -303,12 +303,14 @@ def error_patterns(
         conn.conn.create_function(
             "agentmetrics_error_pattern", 1, normalize_error, deterministic=True
         )
-        # SQLite takes the bare `error_message` from the row holding max(started_at).
+        # The example is the latest message: the max of "started_at <US> message"
+        # (a bare column next to both min() and max() would be undefined in SQLite).
         frame = read_frame(
             conn,
             f"""SELECT agentmetrics_error_pattern(error_message) AS pattern,
               count(*) AS count, min(started_at) AS first_seen,
-              max(started_at) AS last_seen, error_message AS example,
+              max(started_at) AS last_seen,
+              max(started_at || char(31) || error_message) AS example,
               count(DISTINCT agent_name) AS agent_count,
               group_concat(DISTINCT agent_name) AS agents
             FROM agent_executions{where}
@@ -316,6 +318,9 @@ def error_patterns(
             + (" LIMIT ?" if limit else ""),
             params + ([limit] if limit else []),
         )
+    frame["example"] = frame["example"].map(
+        lambda latest: None if latest is None else latest.split("\x1f", 1)[1]
+    )
     frame["agents"] = frame["agents"].fillna("").str.split(",").map(sorted).map(", ".join)
     frame[["count", "agent_count"]] = frame[["count", "agent_count"]].astype("int64")
     for column in ("first_seen", "last_seen"):
