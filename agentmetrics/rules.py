@@ -549,6 +549,10 @@ def evaluate(
                 detail = _detail(spec, rule, value, status)
             except TooFewRuns as e:
                 value, status, detail = e.value, "ok", str(e)
+            if rule.agent is not None and status == "ok" and not _agent_known(conn, rule.agent):
+                # A misspelt agent would otherwise pass forever as "no data".
+                status = "warn"
+                detail = f"no execution of agent {rule.agent!r} was ever recorded: check the name"
             records.append(
                 (
                     rule.name,
@@ -569,6 +573,14 @@ def evaluate(
             name: pd.Series(list(values), dtype=float if name in _FLOATS else object)
             for name, values in zip(RESULT_COLUMNS, columns, strict=True)
         }
+    )
+
+
+def _agent_known(db: Database, agent: str) -> bool:
+    return (
+        db.execute("SELECT 1 FROM agent_executions WHERE agent_name = ? LIMIT 1", [agent])
+        .fetchone()
+        is not None
     )
 
 

@@ -85,7 +85,14 @@ ALL = CODER + REVIEWER
         ({"metric": "success_rate", "agent": "coder", "alert": 80}, 80.0, "ok"),  # equal: ok
         ({"metric": "success_rate", "agent": "coder", "alert": 80.5}, 80.0, "alert"),
         ({"metric": "success_rate", "window": "7d", "alert": 70}, 1200 / 19, "alert"),
-        ({"metric": "success_rate", "agent": "nobody", "alert": 99}, math.nan, "ok"),
+        (
+            {"metric": "success_rate", "agent": "reviewer", "window": "1h", "alert": 99},
+            math.nan,
+            "ok",
+        ),
+        # an agent that never ran at all is probably a typo: warn.
+        ({"metric": "success_rate", "agent": "nobody", "alert": 99}, math.nan, "warn"),
+        ({"metric": "failed_executions", "agent": "nobody", "alert": 0}, 0, "warn"),
         # durations alert above.
         ({"metric": "p95_duration_ms", "warn": 9000}, np.percentile(ALL, 95), "warn"),
         ({"metric": "p95_duration_ms", "agent": "coder", "alert": 9500}, 9550.0, "alert"),
@@ -111,9 +118,14 @@ ALL = CODER + REVIEWER
 def test_rule_values(data, keys, value, status):
     ruleset = load_rules(write_rules(rule_toml(name="r", **keys)))
     result = evaluate(data, ruleset, now=NOW).iloc[0]
+    if keys.get("agent") == "nobody":
+        assert result["detail"] == (
+            "no execution of agent 'nobody' was ever recorded: check the name"
+        )
+    elif math.isnan(value):
+        assert result["detail"] == "no data in the window"
     if math.isnan(value):
         assert math.isnan(result["value"])
-        assert result["detail"] == "no data in the window"
     else:
         assert result["value"] == pytest.approx(value)
     assert result["status"] == status
