@@ -342,13 +342,14 @@ def executions(ctx: click.Context, session_id: str, fmt: str) -> None:
 def _health_problems(
     row: pd.Series,
     hours: float,
+    stale_after: str,
+    *,
     min_success_rate: float | None,
     max_running: int | None,
     max_failed: int | None,
     max_failed_orchestrations: int | None,
     max_p95: float | None,
     max_stale: int | None,
-    stale_after: str,
 ) -> list[str]:
     from .formatting import format_duration
 
@@ -429,16 +430,7 @@ def _duration_text(ctx, param, value: str | None) -> str | None:
 @output_options
 @click.pass_context
 def health(
-    ctx: click.Context,
-    hours: float,
-    min_success_rate: float | None,
-    max_running: int | None,
-    max_failed: int | None,
-    max_failed_orchestrations: int | None,
-    max_p95: float | None,
-    max_stale: int | None,
-    stale_after: str,
-    fmt: str,
+    ctx: click.Context, hours: float, stale_after: str, fmt: str, **limits: float | None
 ) -> None:
     """System health over the last HOURS hours (default 24); a CI gate with the --max/--min
     options: exit 1 with the reason when unhealthy.
@@ -450,17 +442,7 @@ def health(
 
     df = reports.system_health(read_db(ctx), hours=hours, stale_after=stale_after)
     emit_record(df, fmt)
-    problems = _health_problems(
-        df.iloc[0],
-        hours,
-        min_success_rate,
-        max_running,
-        max_failed,
-        max_failed_orchestrations,
-        max_p95,
-        max_stale,
-        stale_after,
-    )
+    problems = _health_problems(df.iloc[0], hours, stale_after, **limits)
     if problems:
         raise click.ClickException("Unhealthy: " + "; ".join(problems))
 
