@@ -58,3 +58,8 @@ def test_original_commands_all_exist():
     original = {"list", "show", "agent", "executions", "health", "performance", "failures"}
     original |= {"export", "cleanup"}
     assert original <= set(cli.commands)
+
+
+def test_readme_names_every_command():
+    missing = [name for name in cli.commands if f"`{name}" not in README]
+    assert not missing, f"README does not mention: {missing}"
