@@ -399,6 +399,16 @@ def _duration_text(ctx, param, value: str | None) -> str | None:
     return value
 
 
+stale_after_option = click.option(
+    "--stale-after",
+    default="6h",
+    show_default=True,
+    callback=_duration_text,
+    metavar="DURATION",
+    help="Count unfinished runs as stale after this long without a sign of life.",
+)
+
+
 @cli.command()
 @click.argument("hours", type=POSITIVE_NUMBER, default=24)
 @click.option(
@@ -418,14 +428,7 @@ def _duration_text(ctx, param, value: str | None) -> str | None:
     "--max-p95", callback=_duration_ms, metavar="DURATION", help="Fail when p95 is over (5m)."
 )
 @click.option("--max-stale", type=NON_NEGATIVE_INT, metavar="N", help="Fail above N stale runs.")
-@click.option(
-    "--stale-after",
-    default="6h",
-    show_default=True,
-    callback=_duration_text,
-    metavar="DURATION",
-    help="Running with no sign of life for this long counts as stale.",
-)
+@stale_after_option
 @db_option
 @output_options
 @click.pass_context
@@ -712,12 +715,7 @@ def costs(
 
 
 @cli.command()
-@click.option(
-    "--stale-after",
-    default="6h",
-    show_default=True,
-    help="Count unfinished runs as stale after this long without a sign of life.",
-)
+@stale_after_option
 @click.option(
     "-o",
     "--output",

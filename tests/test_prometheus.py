@@ -143,7 +143,7 @@ def test_cli_stdout_and_file(db_path, tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--stale-after", "soon"], "Error: not a duration: 'soon'"),
+        (["--stale-after", "soon"], "Error: --stale-after: not a duration: 'soon'"),
         (["-o", "missing-dir/x.prom"], "Error: Cannot write missing-dir/x.prom"),
     ],
 )
