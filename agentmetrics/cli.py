@@ -14,7 +14,7 @@ from sqlite_utils import Database
 
 from .db import DEFAULT_PATH, ENV_VAR, open_database
 from .errors import AgentMetricsError
-from .reports.regressions import METRICS as REGRESSION_METRICS
+from .reports.regression import METRICS as REGRESSION_METRICS
 from .timestamps import parse_duration
 
 
@@ -696,8 +696,8 @@ def costs(
     agentmetrics costs --by day --since 2026-01-01 --json
     """
     from .config import load_config
-    from .reports.costs import cost_rates, format_usd
-    from .reports.costs import costs as costs_
+    from .reports.cost import cost_rates, format_usd
+    from .reports.cost import costs as costs_
 
     rates = cost_rates(load_config(config_path))
     df = costs_(read_db(ctx), rates, since=since, until=until, by=by)
@@ -870,7 +870,7 @@ def regressions(
     Example, in CI:
         agentmetrics regressions --recent 3d --baseline 14d --metric success_rate
     """
-    from .reports.regressions import regressions as regressions_
+    from .reports.regression import regressions as regressions_
 
     df = regressions_(
         read_db(ctx),

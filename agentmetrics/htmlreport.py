@@ -25,7 +25,7 @@ import pandas as pd
 
 from .formatting import format_duration, format_percent
 from .reports._common import DbArg, TimeArg, database, iso, resolve_now
-from .reports.costs import format_usd as _money
+from .reports.cost import format_usd as _money
 from .timestamps import parse_timestamp, to_iso
 
 DEFAULT_SPAN = dt.timedelta(days=7)
@@ -147,7 +147,7 @@ def _alerts(conn, rules: Any, now: str) -> str:
 
 
 def _regressions(conn, now: str) -> str:
-    from .reports.regressions import regressions
+    from .reports.regression import regressions
 
     found = regressions(conn, now=now)
     found = found.assign(
@@ -199,7 +199,7 @@ def _frequency(since: str, until: str) -> str:
 
 def _trends(conn, since: str, until: str) -> str:
     from .plots import plot_durations, plot_trends
-    from .reports.trends import trends
+    from .reports.trend import trends
 
     freq = _frequency(since, until)
     overall = trends(conn, freq, since=since, until=until)
@@ -212,7 +212,7 @@ def _trends(conn, since: str, until: str) -> str:
 def _failures(conn, since: str, until: str) -> str:
     from .plots import plot_failures
     from .reports.agents import performance_report
-    from .reports.trends import error_patterns
+    from .reports.trend import error_patterns
 
     patterns = error_patterns(conn, since=since, until=until, limit=10)
     if patterns.empty:
@@ -264,7 +264,7 @@ def _running(conn, now: str) -> str:
 
 
 def _costs(conn, since: str, until: str, config: dict[str, Any]) -> str:
-    from .reports.costs import cost_chart, cost_rates, costs
+    from .reports.cost import cost_chart, cost_rates, costs
 
     frame = costs(conn, cost_rates(config), since=since, until=until)
     if frame.empty:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from .reports.trends import TOTAL_LABEL
+from .reports.trend import TOTAL_LABEL
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -68,7 +68,7 @@ def _no_data(ax: Axes) -> None:
 def plot_trends(df: pd.DataFrame, title: str | None = None) -> Figure:
     """Executions per period (completed and failed stacked) above the success rate.
 
-    :param df: :func:`agentmetrics.reports.trends` output; with ``by_agent=True``
+    :param df: :func:`agentmetrics.reports.trend` output; with ``by_agent=True``
       the bars sum every agent and the success rate has one line per agent
     """
     _require(df, ["period", "executions", "completed", "failed", "success_rate"], "trends")
@@ -128,7 +128,7 @@ def _rate_floor(rates: pd.Series) -> float:
 def plot_durations(df: pd.DataFrame, title: str | None = None) -> Figure:
     """p50 and p95 duration per period, one line per agent.
 
-    :param df: :func:`agentmetrics.reports.trends` output, ideally ``by_agent=True``
+    :param df: :func:`agentmetrics.reports.trend` output, ideally ``by_agent=True``
     """
     _require(df, ["period", "p50_duration_ms", "p95_duration_ms"], "trends")
     fig, axes = _figure(2, 1, sharex=True)
@@ -194,7 +194,7 @@ def plot_duration_distribution(df: pd.DataFrame, title: str | None = None) -> Fi
     Boxes span p25-p75 with the median line; whiskers reach p5 and p95. Durations
     under 1 ms are drawn at 1 ms (a log scale has no zero).
 
-    :param df: :func:`agentmetrics.reports.trends.durations` output
+    :param df: :func:`agentmetrics.reports.trend.durations` output
       (``agent_name``, ``duration_ms``)
     """
     _require(df, ["agent_name", "duration_ms"], "durations")

@@ -31,7 +31,7 @@ not breach it. Metrics (:data:`METRICS`) and the extra keys they take:
 - ``failed_executions``, ``failed_orchestrations`` (no ``agent``): counts in the window;
 - ``stale_running`` (no ``agent`` or ``window``): unfinished runs with no sign of life
   for ``older_than`` (default ``"6h"``);
-- ``regressions``: how many agents regressed (:mod:`agentmetrics.reports.regressions`);
+- ``regressions``: how many agents regressed (:mod:`agentmetrics.reports.regression`);
   ``window`` is the recent window (default ``"3d"``), with ``baseline`` (``"14d"``),
   ``of`` (``"p95_duration_ms"``, ``"p50_duration_ms"`` or ``"success_rate"``),
   ``min_samples``, ``threshold`` and ``alpha``;
@@ -64,8 +64,8 @@ from sqlite_utils import Database
 from .config import find_config
 from .errors import AgentMetricsError, InvalidValue
 from .reports._common import DbArg, database, percentile, resolve_now
-from .reports.regressions import DEFAULT_ALPHA, DEFAULT_MIN_SAMPLES, regressions
-from .reports.regressions import METRICS as REGRESSION_METRICS
+from .reports.regression import DEFAULT_ALPHA, DEFAULT_MIN_SAMPLES, regressions
+from .reports.regression import METRICS as REGRESSION_METRICS
 from .reports.stale import DEFAULT_OLDER_THAN, count_stale
 from .timestamps import before, parse_duration, to_iso
 
@@ -269,7 +269,7 @@ def _failed_executions(context: Context, rule: Rule) -> float:
 @metric("cost_usd", "above", "usd")
 def _cost_usd(context: Context, rule: Rule) -> float:
     """Estimated cost of the window's finished executions, priced with ``[costs]``."""
-    from .reports.costs import cost_rates, costs
+    from .reports.cost import cost_rates, costs
 
     start, end = context.window(rule)
     frame = costs(context.db, cost_rates(context.config), since=start, until=end)
@@ -578,8 +578,9 @@ def evaluate(
 
 def _agent_known(db: Database, agent: str) -> bool:
     return (
-        db.execute("SELECT 1 FROM agent_executions WHERE agent_name = ? LIMIT 1", [agent])
-        .fetchone()
+        db.execute(
+            "SELECT 1 FROM agent_executions WHERE agent_name = ? LIMIT 1", [agent]
+        ).fetchone()
         is not None
     )
 

@@ -213,7 +213,7 @@ NOTEBOOKS = {
         "by_agent = reports.costs(DB, rates, since=SINCE, until=NOW)\n"
         'by_agent[["agent_name", "executions", "time_cost_usd", "token_cost_usd",\n'
         '          "recorded_cost_usd", "cost_usd", "method"]].round(2)',
-        "from agentmetrics.reports.costs import cost_chart\n\n"
+        "from agentmetrics.reports.cost import cost_chart\n\n"
         'fig = cost_chart(by_agent, title="Estimated cost by agent, last 7 days")\nfig',
         md("## Day by day"),
         'daily = reports.costs(DB, rates, by="day", since=SINCE, until=NOW)\n'

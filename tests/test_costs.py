@@ -9,7 +9,7 @@ import agentmetrics
 from agentmetrics.cli import cli
 from agentmetrics.config import load_config
 from agentmetrics.reports import costs
-from agentmetrics.reports.costs import VALUE_COLUMNS, cost_chart
+from agentmetrics.reports.cost import VALUE_COLUMNS, cost_chart
 
 RATES = {
     "default_hourly_rate": 6.0,

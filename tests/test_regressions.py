@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from agentmetrics.cli import cli
 from agentmetrics.demo import SLOW_AGENT, build_demo
-from agentmetrics.reports.regressions import COLUMNS, holm, regressions
+from agentmetrics.reports.regression import COLUMNS, holm, regressions
 
 NOW = dt.datetime(2026, 3, 10, 12, 0, tzinfo=dt.timezone.utc)
 NOW_ISO = "2026-03-10T12:00:00.000Z"

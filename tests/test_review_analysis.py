@@ -19,7 +19,7 @@ from agentmetrics import open_database, plots, reports
 from agentmetrics.cli import cli
 from agentmetrics.demo import build_demo
 from agentmetrics.maintenance import reap
-from agentmetrics.reports.regressions import regressions
+from agentmetrics.reports.regression import regressions
 from agentmetrics.reports.stale import stale_cutoff
 from agentmetrics.stats import fisher_exact
 

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from agentmetrics import reports
 from agentmetrics.cli import cli
 from agentmetrics.demo import build_demo
-from agentmetrics.reports.trends import (
+from agentmetrics.reports.trend import (
     PATTERN_COLUMNS,
     SELF_HEALING_COLUMNS,
     TOTAL_LABEL,

@@ -2,7 +2,7 @@
 and return pandas DataFrames. Time windows accept ``now=`` for reproducible results."""
 
 from .agents import agent_stats, agent_summary, performance_report  # noqa: E402
-from .costs import costs  # noqa: E402
+from .cost import costs  # noqa: E402
 from .health import system_health  # noqa: E402
 from .orchestrations import (  # noqa: E402
     executions,
@@ -10,9 +10,9 @@ from .orchestrations import (  # noqa: E402
     list_orchestrations,
     orchestration_summary,
 )
-from .regressions import regressions  # noqa: E402
+from .regression import regressions  # noqa: E402
 from .stale import stale_runs  # noqa: E402
-from .trends import durations, error_patterns, self_healing, trends  # noqa: E402
+from .trend import durations, error_patterns, self_healing, trends  # noqa: E402
 
 __all__ = [
     "agent_stats",
