@@ -169,7 +169,7 @@ def trends(
     durations["duration_ms"] = durations["duration_ms"].astype("float64")
     frame = counts.set_index(keys).reindex(index)
     totals = ["executions", "completed", "failed", "self_healed", "retries"]
-    frame[totals] = frame[totals].fillna(0).astype("int64")
+    frame[totals] = frame[totals].astype("float64").fillna(0).astype("int64")
     finished = frame["completed"] + frame["failed"]
     frame["success_rate"] = (100 * frame["completed"] / finished.where(finished > 0)).astype(
         "float64"
@@ -184,6 +184,19 @@ def trends(
 
 
 def _periods(
+    found: pd.Series, since: TimeArg, until: TimeArg, freq: str, now: TimeArg
+) -> pd.DatetimeIndex:
+    try:
+        return _period_range(found, since, until, freq, now)
+    except (OverflowError, pd.errors.OutOfBoundsDatetime, pd.errors.OutOfBoundsTimedelta):
+        # pandas 2 holds nanosecond timestamps only, from 1677-09-21 on; pandas 3 more.
+        raise ValueError(
+            f"this pandas ({pd.__version__}) cannot hold periods that far back:"
+            " use a later since"
+        ) from None
+
+
+def _period_range(
     found: pd.Series, since: TimeArg, until: TimeArg, freq: str, now: TimeArg
 ) -> pd.DatetimeIndex:
     starts = pd.to_datetime(found, utc=True)
