@@ -14,6 +14,7 @@ import re
 # SQL expression for "now" in the ISO format; SQLite keeps 'now' fixed within a statement.
 SQL_NOW = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
 
+_FRACTION = re.compile(r"(?<=:\d\d)\.(\d+)")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -61,6 +62,8 @@ def parse_timestamp(value: str | dt.datetime) -> dt.datetime:
         text = value.strip()
         if text.endswith(("Z", "z")):
             text = text[:-1] + "+00:00"
+        # Python 3.10's fromisoformat takes only 3 or 6 fraction digits: use 6.
+        text = _FRACTION.sub(lambda m: "." + (m.group(1) + "00000")[:6], text)
         try:
             moment = dt.datetime.fromisoformat(text)
         except ValueError:
