@@ -1,4 +1,4 @@
-"""Review pass over the integrations (issue 6): bad input and edge cases found by hand."""
+"""Edge cases of the integrations (issue 6): bad input and odd data found by hand."""
 
 import csv
 import io

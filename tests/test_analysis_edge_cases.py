@@ -1,4 +1,4 @@
-"""Review of the analysis area: demo, trends, charts, stale runs, regressions, rules.
+"""Edge cases of the analysis: demo, trends, charts, stale runs, regressions, rules.
 
 Each test pins a defect found by using the package as a user would.
 """

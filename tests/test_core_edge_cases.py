@@ -1,4 +1,4 @@
-"""Review of the core: store, tracking API, core reports, exchange, cleanup and their CLI.
+"""Edge cases of the core: store, tracking API, core reports, exchange, cleanup, CLI.
 
 Each test reproduces a defect found in review; expected values are worked out by hand.
 """
