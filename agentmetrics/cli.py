@@ -12,6 +12,7 @@ import click
 import pandas as pd
 from sqlite_utils import Database
 
+from .atomic import atomic_file
 from .db import DEFAULT_PATH, ENV_VAR, open_database
 from .errors import AgentMetricsError
 from .reports.regression import METRICS as REGRESSION_METRICS
@@ -105,17 +106,28 @@ def since_until_options(fn: Callable) -> Callable:
     return click.option("--since", help="Only executions started at or after this time (ISO).")(fn)
 
 
+def write_exact(text: str) -> None:
+    """Write machine output (JSON, CSV, metrics) exactly: ``click.echo`` strips ANSI
+    sequences, stored values included, when stdout is not a terminal."""
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
 def emit(
     df: pd.DataFrame,
     fmt: str,
     formatters: dict[str, Callable] | None = None,
     empty: str = "No rows.",
 ) -> None:
-    """Print a report DataFrame as a readable table, JSON records or CSV."""
+    """Print a report DataFrame as a readable table, JSON records or CSV.
+
+    JSON and CSV carry the values exactly; the table shows control characters in
+    them as escapes (``\\x1b``), so stored text cannot drive the terminal.
+    """
     if fmt == "json":
-        click.echo(df.to_json(orient="records", date_format="iso", indent=2))
+        write_exact(df.to_json(orient="records", date_format="iso", indent=2) + "\n")
     elif fmt == "csv":
-        click.echo(df.to_csv(index=False), nl=False)
+        write_exact(df.to_csv(index=False))
     elif df.empty:
         click.echo(empty)
     else:
@@ -124,9 +136,18 @@ def emit(
             if column in shown:
                 shown[column] = shown[column].map(formatter)
         for column in shown.columns:
-            if shown[column].dtype == object:  # None in text columns: "-" like NaN
-                shown[column] = shown[column].map(lambda v: "-" if v is None else v)
+            kind = shown[column].dtype
+            if pd.api.types.is_object_dtype(kind) or pd.api.types.is_string_dtype(kind):
+                shown[column] = shown[column].map(_cell)  # None in text columns: "-" like NaN
         click.echo(shown.to_string(index=False, na_rep="-"))
+
+
+def _cell(value: object) -> object:
+    from .formatting import printable
+
+    if value is None:
+        return "-"
+    return printable(value) if isinstance(value, str) else value
 
 
 # -- reports, export, import, merge and cleanup ------------------------------------------
@@ -215,7 +236,7 @@ def emit_record(df: pd.DataFrame, fmt: str) -> None:
         return
     if fmt == "json":
         records = json.loads(df.to_json(orient="records", date_format="iso"))
-        click.echo(json.dumps(records[0] if records else {}, indent=2))
+        write_exact(json.dumps(records[0] if records else {}, indent=2) + "\n")
         return
     formatters = _formatters(df)
     width = max((len(str(k)) for k in df.columns), default=0)
@@ -227,7 +248,7 @@ def emit_record(df: pd.DataFrame, fmt: str) -> None:
             text = "-"
         else:
             text = str(value)
-        click.echo(f"{name:<{width}}  {text}")
+        click.echo(f"{name:<{width}}  {_cell(text)}")
 
 
 class _Progress:
@@ -517,8 +538,6 @@ def export(
     agentmetrics export --format csv --table executions > executions.csv
     agentmetrics export --format parquet -o tables/
     """
-    import os
-
     from .exchange import EXPORT_FORMATS
     from .exchange import export as export_
 
@@ -537,18 +556,8 @@ def export(
         out = sys.stdout.buffer if binary else sys.stdout
         export_(db, out, format_, session_id)
         return
-    # Write beside the target and rename at the end: a failed export leaves no
-    # half-written file behind.
-    partial = f"{output}.partial"
-    try:
-        with open(partial, "wb" if binary else "w", encoding=None if binary else "utf-8") as out:
-            counts = export_(db, out, format_, session_id)
-        os.replace(partial, output)
-    except OSError as e:
-        raise click.ClickException(f"Cannot write {output}: {e.strerror}") from None
-    finally:
-        if os.path.exists(partial):
-            os.remove(partial)
+    with atomic_file(output, binary=binary) as out:
+        counts = export_(db, out, format_, session_id)
     click.echo(
         f"Exported {counts.orchestrations} orchestrations and {counts.executions}"
         f" executions to {output}",
@@ -730,25 +739,15 @@ def metrics(ctx: click.Context, stale_after: str, output: str | None) -> None:
     \b
     agentmetrics metrics -o /var/lib/node_exporter/textfile/agentmetrics.prom
     """
-    import os
-
     from .prometheus import metrics_text
 
     text = metrics_text(read_db(ctx), stale_after=stale_after)
     if output is None:
-        click.echo(text, nl=False)
+        write_exact(text)
         return
     # node_exporter may read at any moment: it must only ever see a whole file.
-    partial = f"{output}.{os.getpid()}.tmp"
-    try:
-        with open(partial, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(partial, output)
-    except OSError as e:
-        raise click.ClickException(f"Cannot write {output}: {e.strerror}") from None
-    finally:
-        if os.path.exists(partial):
-            os.remove(partial)
+    with atomic_file(output) as out:
+        out.write(text)
 
 
 # -- stale runs, regressions and alerting rules ------------------------------------------
@@ -956,7 +955,7 @@ def check(
     results = rules_.evaluate(read_db(ctx), rule_set, now=now)
     message = rules_.payload(results, database=ctx.obj["db_path"])
     if json_:
-        click.echo(json.dumps(message, indent=2))
+        write_exact(json.dumps(message, indent=2) + "\n")
     else:
         emit(rules_.for_display(results), "table")
         click.echo(message["text"].splitlines()[0])
@@ -1086,11 +1085,22 @@ def plot(ctx: click.Context, chart: str, output: str, freq: str, dpi: int, **win
         empty = df.empty
     if empty:
         raise click.ClickException("Nothing to plot: no matching executions in this window")
-    try:
-        fig.savefig(output, dpi=dpi)
-    except OSError as e:
-        raise click.ClickException(f"Cannot write {output}: {e.strerror or e}") from None
+    image_format = _image_format(fig, output)
+    with atomic_file(output, binary=True) as out:
+        fig.savefig(out, dpi=dpi, format=image_format)
     click.echo(f"Wrote {output}")
+
+
+def _image_format(fig, output: str) -> str:
+    """The format named by the file's extension, checked before anything is written."""
+    import os
+
+    extension = os.path.splitext(output)[1].lstrip(".").lower()
+    supported = fig.canvas.get_supported_filetypes()
+    if extension not in supported:
+        given = f"Format {extension!r} is not supported" if extension else "No file extension"
+        raise click.ClickException(f"{given}: use one of {', '.join(sorted(supported))}")
+    return extension
 
 
 @cli.command()
@@ -1187,10 +1197,5 @@ def report(
     from .htmlreport import write_report
 
     db = read_db(ctx)
-    try:
-        path = write_report(
-            db, output, since=since, until=until, rules_path=rules_path, title=title
-        )
-    except OSError as e:
-        raise click.ClickException(f"Cannot write {output}: {e.strerror}") from None
+    path = write_report(db, output, since=since, until=until, rules_path=rules_path, title=title)
     click.echo(f"Wrote {path}", err=True)

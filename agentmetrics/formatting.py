@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import math
+import re
+
+# C0 and C1 controls, DEL, line/paragraph separators and bidirectional overrides.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
 def format_duration(ms: float | None) -> str:
@@ -27,3 +31,9 @@ def format_percent(value: float | None) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     return f"{value:.1f}%"
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters written as escapes (``\\x1b``, ``\\n``), so that
+    stored values shown on a terminal cannot move the cursor, clear or retitle it."""
+    return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)

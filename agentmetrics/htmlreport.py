@@ -23,6 +23,7 @@ from typing import Any
 
 import pandas as pd
 
+from .atomic import atomic_file
 from .formatting import format_duration, format_percent
 from .reports._common import DbArg, TimeArg, database, iso, resolve_now
 from .reports.cost import format_usd as _money
@@ -368,10 +369,9 @@ def _database_name(conn) -> str:
 
 
 def write_report(db: DbArg, path: str | os.PathLike[str], **kwargs: Any) -> Path:
-    """Render the report (arguments as :func:`render_report`) and write it to ``path``."""
+    """Render the report (arguments as :func:`render_report`) and write it to ``path``
+    atomically (see :mod:`agentmetrics.atomic`)."""
     text = render_report(db, **kwargs)
-    target = Path(path)
-    partial = target.with_name(target.name + ".partial")
-    partial.write_text(text, encoding="utf-8")
-    os.replace(partial, target)
-    return target
+    with atomic_file(path) as out:
+        out.write(text)
+    return Path(path)

@@ -8,6 +8,7 @@ as string, counts and ``duration_ms`` as int64, ``cost_usd`` as double, NULL as 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from typing import IO, Any
 
 from sqlite_utils import Database
 
+from .atomic import atomic_file
 from .errors import AgentMetricsError
 from .migrations import COLUMN_TYPES, EXECUTION_COLUMNS, ORCHESTRATION_COLUMNS
 from .reports._common import DbArg, database
@@ -106,46 +108,62 @@ def write_parquet(
 def export_tables(
     db: DbArg, directory: str | os.PathLike[str], format: str = "csv"
 ) -> dict[str, Path]:
-    """Write both tables into ``directory`` (created if missing) as
-    ``orchestrations.<format>`` and ``executions.<format>``; return their paths."""
-    if format not in FORMATS:
-        raise ValueError(f"Unknown table format {format!r}: use one of {', '.join(FORMATS)}")
-    if format == "parquet":
-        _pyarrow()  # fail before creating anything
+    """Write both tables into ``directory`` (created if missing, its parent must exist) as
+    ``orchestrations.<format>`` and ``executions.<format>``; return their paths.
+
+    Both files are replaced together at the end, atomically each
+    (:mod:`agentmetrics.atomic`): a failure changes neither and leaves no new folder.
+    """
+    _check_format(format)
     folder = Path(directory)
     if folder.exists() and not folder.is_dir():
         raise AgentMetricsError(f"{folder} is a file: give a directory for both tables")
-    folder.mkdir(parents=True, exist_ok=True)
-    written = {}
-    with database(db) as conn:
-        for table in TABLES:
-            path = folder / f"{table}.{format}"
-            export_table(conn, table, path, format)
-            written[table] = path
+    if not folder.exists() and folder.suffix.lower() in (".csv", ".parquet"):
+        raise AgentMetricsError(
+            f"{folder} looks like a file name, but both tables need a directory: give"
+            f" -o DIRECTORY (for DIRECTORY/orchestrations.{format} and"
+            f" DIRECTORY/executions.{format}), or --table for one table"
+        )
+    _check_folder(folder, folder.parent)
+    created = not folder.exists()
+    folder.mkdir(exist_ok=True)
+    written = {table: folder / f"{table}.{format}" for table in TABLES}
+    try:
+        with database(db) as conn, contextlib.ExitStack() as files:
+            for table, path in written.items():
+                out = files.enter_context(atomic_file(path, binary=format == "parquet"))
+                _write(conn, table, out, format)
+    except BaseException:
+        if created:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
     return written
 
 
 def export_table(db: DbArg, table: str, path: str | os.PathLike[str], format: str = "csv") -> int:
-    """Write one table to the file ``path`` as ``csv`` or ``parquet``; return the rows."""
-    if format not in FORMATS:
-        raise ValueError(f"Unknown table format {format!r}: use one of {', '.join(FORMATS)}")
+    """Write one table to the file ``path`` as ``csv`` or ``parquet``, atomically
+    (:mod:`agentmetrics.atomic`); return the rows."""
+    _check_format(format)
     target = Path(path)
     if target.is_dir():
         raise AgentMetricsError(f"{target} is a directory: give a file name for one table")
-    if not target.parent.is_dir():
-        raise AgentMetricsError(f"Cannot write {target}: folder {target.parent} does not exist")
-    # Write beside the target and rename at the end: a failed export leaves no
-    # half-written file behind, and an existing file stays as it was.
-    partial = target.with_name(target.name + ".partial")
-    try:
-        if format == "parquet":
-            rows = write_parquet(db, table, os.fspath(partial))
-        else:
-            with open(partial, "w", newline="", encoding="utf-8") as out:
-                rows = write_csv(db, table, out)
-        os.replace(partial, target)
-    except OSError as e:
-        raise AgentMetricsError(f"Cannot write {target}: {e.strerror or e}") from None
-    finally:
-        partial.unlink(missing_ok=True)
-    return rows
+    _check_folder(target, target.parent)
+    with atomic_file(target, binary=format == "parquet") as out:
+        return _write(db, table, out, format)
+
+
+def _check_format(format: str) -> None:
+    if format not in FORMATS:
+        raise ValueError(f"Unknown table format {format!r}: use one of {', '.join(FORMATS)}")
+    if format == "parquet":
+        _pyarrow()  # fail before creating anything
+
+
+def _check_folder(target: Path, folder: Path) -> None:
+    if not folder.is_dir():
+        raise AgentMetricsError(f"Cannot write {target}: folder {folder} does not exist")
+
+
+def _write(db: DbArg, table: str, out: IO, format: str) -> int:
+    return write_parquet(db, table, out) if format == "parquet" else write_csv(db, table, out)

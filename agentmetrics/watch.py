@@ -17,7 +17,7 @@ from typing import IO
 import numpy as np
 import pandas as pd
 
-from .formatting import format_duration, format_percent
+from .formatting import format_duration, format_percent, printable
 from .reports._common import DbArg, TimeArg, database, percentile, read_frame, resolve_now
 from .timestamps import parse_timestamp, to_iso
 
@@ -130,7 +130,7 @@ def snapshot(
 
 def _cut(text: object, width: int) -> str:
     value = "-" if text is None or text != text else str(text)
-    value = value.replace("\r", " ").replace("\n", " ").replace("\t", " ")
+    value = printable(value.replace("\r", " ").replace("\n", " ").replace("\t", " "))
     return value if len(value) <= width else value[: max(width - 1, 0)] + "…"
 
 
