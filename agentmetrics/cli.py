@@ -897,7 +897,10 @@ def regressions(
 
 
 def _notify_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Check the webhook URL; messages show only its scheme and host (it is a secret)."""
     import urllib.parse
+
+    from .rules import redact_url
 
     if value == "":  # an unset CI secret: no notification
         return None
@@ -906,10 +909,12 @@ def _notify_url(ctx: click.Context, param: click.Parameter, value: str | None) -
     try:
         parts = urllib.parse.urlsplit(value)
         parts.port  # noqa: B018 - raises ValueError for a port out of range
-    except ValueError as e:  # "Invalid IPv6 URL", "Port out of range 0-65535"
-        raise click.BadParameter(f"not a valid URL: {value!r} ({e})") from None
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise click.BadParameter(f"not an http(s) URL: {value!r}")
+    except ValueError:  # its message may quote part of the URL
+        raise click.BadParameter("not a valid URL: check its host and port") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise click.BadParameter(f"not an http(s) URL: {redact_url(value)}")
+    if not value.isprintable() or any(c.isspace() for c in value):
+        raise click.BadParameter(f"{redact_url(value)}...: spaces or control characters in URL")
     return value
 
 
@@ -962,10 +967,11 @@ def check(
     status = message["status"]
     if notify and status != "ok":
         problem = rules_.notify(notify, message, timeout=rules_.NOTIFY_TIMEOUT)
+        where = rules_.redact_url(notify)
         if problem:
-            click.echo(f"Warning: could not notify {notify}: {problem}", err=True)
+            click.echo(f"Warning: could not notify {where}: {problem}", err=True)
         else:
-            click.echo(f"Notified {notify}", err=True)
+            click.echo(f"Notified {where}", err=True)
     if status == "alert" or (strict and status == "warn"):
         ctx.exit(1)
 

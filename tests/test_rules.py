@@ -409,7 +409,7 @@ def test_notify_reports_failures(closed_port, silent_port):
     problem = notify(f"http://127.0.0.1:{silent_port}/", {"text": "x"}, timeout=0.5)
     assert time.monotonic() - started < 3
     assert "timed out" in problem.lower()
-    assert notify("ftp://example/", {}) == "not an http(s) URL: 'ftp://example/'"
+    assert notify("ftp://example/", {}) == "not an http(s) URL: ftp://example"
     server = Receiver(status=500)
     try:
         assert notify(server.url, {"text": "x"}) == "HTTP 500 Internal Server Error"
@@ -605,7 +605,7 @@ def test_check_notify_posts_when_not_ok(data, db_path, receiver):
     write_rules(RULES)
     result = check(db_path, "--notify", receiver.url)
     assert result.exit_code == 0
-    assert f"Notified {receiver.url}" in result.stderr
+    assert result.stderr == f"Notified http://127.0.0.1:{receiver.server.server_port}\n"
     ((path, content_type, message),) = receiver.received
     assert message["status"] == "warn"
     assert message["text"].startswith("agentmetrics check: WARN")
@@ -624,7 +624,7 @@ def test_check_notify_failures_are_not_fatal(data, db_path, closed_port, silent_
     write_rules(RULES + rule_toml(name="failures", metric="failed_orchestrations", alert=0))
     result = check(db_path, "--notify", f"http://127.0.0.1:{closed_port}/")
     assert result.exit_code == 1  # the alert, not the network
-    assert result.stderr.startswith(f"Warning: could not notify http://127.0.0.1:{closed_port}/: ")
+    assert result.stderr.startswith(f"Warning: could not notify http://127.0.0.1:{closed_port}: ")
     monkeypatch.setattr(rules, "NOTIFY_TIMEOUT", 0.3)
     started = time.monotonic()
     result = check(db_path, "--notify", f"http://127.0.0.1:{silent_port}/")
@@ -647,3 +647,147 @@ def test_check_notify_empty_url_sends_nothing(data, db_path):
     result = check(db_path, "--notify", "")
     assert result.exit_code == 0
     assert result.stderr == ""
+
+
+# -- the webhook: a secret URL, a bounded answer, no redirects ---------------------------
+
+SECRET = "T0001/B0002/XXsecretXX"
+
+
+class Answering:
+    """A local HTTP server answering every request with ``answer(handler)``."""
+
+    def __init__(self, answer):
+        requests = self.requests = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                requests.append(("POST", self.path, self.rfile.read(length)))
+                answer(self)
+
+            def do_GET(self):
+                requests.append(("GET", self.path, b""))
+                answer(self)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.base = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def answering():
+    servers = []
+
+    def start(answer):
+        servers.append(Answering(answer))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+def test_notify_does_not_follow_a_redirect(answering):
+    """urllib follows a 302 with a GET without the body: the message would be lost while
+    the call looked successful."""
+
+    def answer(handler):
+        if handler.path == "/landing":
+            handler.send_response(200)
+            handler.end_headers()
+            return
+        handler.send_response(302)
+        handler.send_header("Location", "/landing")
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+
+    server = answering(answer)
+    problem = notify(f"{server.base}/hook", {"text": "x"}, timeout=2)
+    assert problem == "HTTP 302: a redirect, not followed (give the URL it redirects to)"
+    assert [(method, path) for method, path, _ in server.requests] == [("POST", "/hook")]
+
+
+def test_notify_reads_a_bounded_answer(answering):
+    """A server streaming an endless 200 answer: notify reads 64 KiB and is done, long
+    before the timeout (reading it all would end in "timed out")."""
+
+    def answer(handler):
+        handler.send_response(200)
+        handler.send_header("Content-Length", str(10**12))
+        handler.end_headers()
+        chunk = b"x" * 65536
+        try:
+            for _ in range(100_000):  # bounded: about 6 GB, never reached
+                handler.wfile.write(chunk)
+        except OSError:  # the client hung up
+            pass
+
+    server = answering(answer)
+    assert notify(f"{server.base}/hook", {"text": "x"}, timeout=2) is None
+
+
+def test_redact_url():
+    from agentmetrics.rules import redact_url
+
+    assert redact_url(f"https://hooks.slack.com/services/{SECRET}") == "https://hooks.slack.com"
+    assert redact_url("https://user:XXsecretXX@example.com:8443/x?token=1") == (
+        "https://example.com:8443"
+    )
+    assert redact_url(f"http://[::1]:9/{SECRET}") == "http://[::1]:9"
+    assert redact_url(f"http://[::1/{SECRET}") == "(an invalid URL)"
+    assert redact_url(f"/{SECRET}") == "(a URL)"
+
+
+def test_notify_problems_never_show_the_url(closed_port):
+    for url in (
+        f"http://127.0.0.1:{closed_port}/{SECRET}",
+        f"ftp://user:{SECRET}@example/{SECRET}",
+        f"http://127.0.0.1:{closed_port}/{SECRET} \x01",  # urllib quotes the URL in its error
+    ):
+        problem = notify(url, {"text": "x"}, timeout=2)
+        assert problem and SECRET not in problem
+
+
+def test_check_never_prints_the_webhook_url(data, db_path, answering, closed_port):
+    def answer(handler):
+        handler.send_response(200 if handler.path.endswith("ok") else 404)
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+
+    server = answering(answer)
+    write_rules(RULES)
+    sent = check(db_path, "--notify", f"{server.base}/services/{SECRET}/ok")
+    assert sent.exit_code == 0, sent.output
+    assert sent.stderr == f"Notified {server.base}\n"
+    failed = check(db_path, "--notify", f"{server.base}/services/{SECRET}")
+    assert failed.stderr == f"Warning: could not notify {server.base}: HTTP 404 Not Found\n"
+    refused = check(db_path, "--notify", f"http://127.0.0.1:{closed_port}/services/{SECRET}")
+    assert refused.stderr.startswith(f"Warning: could not notify http://127.0.0.1:{closed_port}: ")
+    for result in (sent, failed, refused):
+        assert SECRET not in result.output + result.stderr
+
+
+@pytest.mark.parametrize(
+    "url, shown",
+    [
+        ("ftp://user:XXsecretXX@example.com/", "not an http(s) URL: ftp://example.com"),
+        (f"https://example.com:99999/{SECRET}", "not a valid URL: check its host and port"),
+        (f"https://user:{SECRET}@example.com/", "not a valid URL: check its host and port"),
+        (f"https://example.com/{SECRET} x", "https://example.com...: spaces or control"),
+    ],
+)
+def test_check_bad_webhook_url_is_not_printed(data, db_path, url, shown):
+    write_rules(RULES)
+    result = check(db_path, "--notify", url)
+    assert result.exit_code == 2
+    assert shown in result.output
+    assert "XXsecretXX" not in result.output and "T0001" not in result.output
