@@ -6,13 +6,15 @@ a random name in the target's folder, then renamed onto the target. A reader (a 
 node_exporter) sees the old file or the new one, never half of one; a failure leaves the
 target as it was and no temporary file behind; and a symlink planted at a predictable
 temporary name cannot redirect the write. A target that is itself a symlink is
-replaced by the new file: the link's destination is never written.
+replaced by the new file: the link's destination is never written. A target that is
+(or links to) a device, FIFO or socket is refused: renaming over it would replace it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,8 +39,17 @@ def atomic_file(path: str | os.PathLike[str], binary: bool = False) -> Iterator[
     :class:`~agentmetrics.errors.AgentMetricsError` naming ``path``.
     """
     target = Path(path)
-    if target.is_dir():
+    try:
+        kind = stat.S_IFMT(target.stat().st_mode)
+    except FileNotFoundError:  # nothing there yet, or a dangling symlink
+        kind = stat.S_IFREG
+    except OSError as e:
+        raise AgentMetricsError(f"Cannot write {target}: {e.strerror or e}") from None
+    if kind == stat.S_IFDIR:
         raise AgentMetricsError(f"Cannot write {target}: it is a directory")
+    if kind != stat.S_IFREG:
+        # Renaming over /dev/null or a FIFO would replace it, for every other user too.
+        raise AgentMetricsError(f"Cannot write {target}: not a regular file (a device or FIFO)")
     try:
         fd, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     except OSError as e:

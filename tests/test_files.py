@@ -117,6 +117,24 @@ def test_a_failed_write_changes_nothing(tmp_path, error):
     assert listing(tmp_path) == ["out.txt"]
 
 
+@pytest.mark.parametrize("through_a_link", [False, True])
+def test_a_fifo_or_device_target_is_refused(data_path, tmp_path, through_a_link):
+    """Renaming over /dev/null or a FIFO would replace it (plot used to hang on a FIFO)."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    target = tmp_path / "link" if through_a_link else fifo
+    if through_a_link:
+        target.symlink_to(fifo)
+    with pytest.raises(AgentMetricsError) as caught, atomic_file(target):
+        pass
+    message = f"Cannot write {target}: not a regular file (a device or FIFO)"
+    assert str(caught.value) == message
+    result = run(data_path, "metrics", "-o", target)
+    assert (result.exit_code, result.output) == (1, f"Error: {message}\n")
+    assert fifo.is_fifo() and target.is_symlink() == through_a_link
+    assert listing(tmp_path) == sorted(["fifo", "test.db", *(["link"] if through_a_link else [])])
+
+
 def test_new_files_get_the_usual_mode(tmp_path):
     """mkstemp makes 0600 files; node_exporter (another user) must still read metrics."""
     old = os.umask(0o022)
@@ -337,3 +355,8 @@ def test_machine_output_to_a_pipe_is_exact(evil_db):
     assert record["agent_name"] == EVIL
     shown = json.loads(piped(evil_db, "show", "s-1", "--json"))
     assert shown["task_description"] == f"task {EVIL}"
+    table = piped(evil_db, "export", "--format", "csv", "--table", "executions")
+    assert f",{EVIL}," in table
+    lines = piped(evil_db, "export", "--format", "jsonl").splitlines()
+    exported = [json.loads(line) for line in lines]
+    assert [r["agent_name"] for r in exported if r["type"] == "execution"] == [EVIL]
