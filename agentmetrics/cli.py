@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import sqlite3
 import sys
@@ -15,7 +14,7 @@ from sqlite_utils import Database
 from .db import DEFAULT_PATH, ENV_VAR, open_database
 from .errors import AgentMetricsError
 from .reports.regression import METRICS as REGRESSION_METRICS
-from .timestamps import parse_duration
+from .timestamps import positive_duration
 
 
 class _Group(click.Group):
@@ -383,19 +382,15 @@ def _health_problems(
 
 
 def _duration_ms(ctx, param, value: str | None) -> float | None:
-    checked = _duration_text(ctx, param, value)
-    return None if checked is None else parse_duration(checked).total_seconds() * 1000
+    if value is None:
+        return None
+    return positive_duration(value, _param_label(param)).total_seconds() * 1000
 
 
 def _duration_text(ctx, param, value: str | None) -> str | None:
     """Check a duration like ``6h`` early, for a one-line error; keep the text."""
-    if value is None:
-        return None
-    try:
-        if parse_duration(value) <= dt.timedelta(0):
-            raise ValueError(f"must be longer than zero, got {value!r}")
-    except ValueError as e:
-        raise click.ClickException(f"{_param_label(param)}: {e}") from None
+    if value is not None:
+        positive_duration(value, _param_label(param))
     return value
 
 
@@ -765,6 +760,8 @@ class _ConfigError(click.ClickException):
     "--older-than",
     default="6h",
     show_default=True,
+    callback=_duration_text,
+    metavar="DURATION",
     help="Reap runs with no sign of life for this long (90m, 6h, 2d).",
 )
 @click.option("--dry-run", is_flag=True, help="Only list what would be reaped.")
@@ -821,9 +818,21 @@ def _regression_formatters(metric: str) -> dict[str, Callable]:
 
 
 @cli.command()
-@click.option("--recent", default="3d", show_default=True, help="Recent window, ending now.")
 @click.option(
-    "--baseline", default="14d", show_default=True, help="Baseline window, just before it."
+    "--recent",
+    default="3d",
+    show_default=True,
+    callback=_duration_text,
+    metavar="DURATION",
+    help="Recent window, ending now.",
+)
+@click.option(
+    "--baseline",
+    default="14d",
+    show_default=True,
+    callback=_duration_text,
+    metavar="DURATION",
+    help="Baseline window, just before it.",
 )
 @click.option(
     "--metric",

@@ -387,7 +387,7 @@ def test_health_gate_without_data(filled):
         ),
         (
             ["health", "--max-p95", "fast"],
-            "Error: --max-p95: not a duration: 'fast' (use e.g. 90s, 15m, 6h, 3d, 2w)",
+            "Error: --max-p95: not a duration: 'fast' (use e.g. 90s, 15m, 1.5h, 3d, 2w)",
         ),
         (["failures", "0"], "Error: LIMIT must be a whole number > 0, got 0"),
         (["failures", "2.5"], "Error: LIMIT must be a whole number > 0, got '2.5'"),

@@ -210,8 +210,8 @@ def test_cli_reap_json(runs, db_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--older-than", "soon"], "Error: not a duration: 'soon'"),
-        (["--older-than", "0h"], "Error: older_than must be a positive duration"),
+        (["--older-than", "soon"], "Error: --older-than: not a duration: 'soon'"),
+        (["--older-than", "0h"], "Error: --older-than: must be longer than zero, got '0h'"),
     ],
 )
 def test_cli_reap_bad_input(runs, db_path, args, message):
