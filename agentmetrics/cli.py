@@ -774,7 +774,8 @@ def reap(ctx: click.Context, older_than: str, dry_run: bool, now: str | None, fm
     in progress with no sign of life for --older-than (a crashed process).
 
     Each gets completed_at = its last sign of life and an "abandoned: ..." message;
-    finished rows are never touched. All in one transaction.
+    a reaped orchestration's task counts are recounted from its executions; finished
+    rows are never touched. All in one transaction.
     """
     from .formatting import format_duration
     from .maintenance import reap as reap_
