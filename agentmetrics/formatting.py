@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
+import pandas as pd
 
 
 def format_duration(ms: float | None) -> str:
     """``850ms``, ``12s``, ``3m 5s``, ``2h 4m``; ``-`` for a missing value."""
-    if ms is None or (isinstance(ms, float) and math.isnan(ms)):
+    if pd.isna(ms):  # None, NaN, or pandas' NA of a nullable integer column
         return "-"
     ms = float(ms)
     if ms < 1000:
@@ -24,6 +24,6 @@ def format_duration(ms: float | None) -> str:
 
 def format_percent(value: float | None) -> str:
     """``87.5%``; ``-`` when there is nothing to divide."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if pd.isna(value):
         return "-"
     return f"{value:.1f}%"
