@@ -361,7 +361,7 @@ def _health_problems(
     max_running: int | None,
     max_failed: int | None,
     max_failed_orchestrations: int | None,
-    max_p95: float | None,
+    max_p95: str | None,
     max_stale: int | None,
 ) -> list[str]:
     from .formatting import format_duration
@@ -387,18 +387,11 @@ def _health_problems(
             f"{int(row['stale_running'])} stale runs, silent for over {stale_after}"
             f" (max {max_stale})"
         )
-    if max_p95 is not None and row["p95_duration_ms"] > max_p95:
-        problems.append(
-            f"p95 duration {format_duration(row['p95_duration_ms'])} is over"
-            f" {format_duration(max_p95)}"
-        )
+    p95 = row["p95_duration_ms"]
+    if max_p95 is not None and p95 > positive_duration(max_p95).total_seconds() * 1000:
+        # The limit as given and p95 to the millisecond: never "7s is over 7s".
+        problems.append(f"p95 duration {format_duration(p95)} ({p95:.0f}ms) is over {max_p95}")
     return problems
-
-
-def _duration_ms(ctx, param, value: str | None) -> float | None:
-    if value is None:
-        return None
-    return positive_duration(value, _param_label(param)).total_seconds() * 1000
 
 
 def _duration_text(ctx, param, value: str | None) -> str | None:
@@ -434,7 +427,7 @@ stale_after_option = click.option(
     help="Fail above N failed orchestrations.",
 )
 @click.option(
-    "--max-p95", callback=_duration_ms, metavar="DURATION", help="Fail when p95 is over (5m)."
+    "--max-p95", callback=_duration_text, metavar="DURATION", help="Fail when p95 is over (5m)."
 )
 @click.option("--max-stale", type=NON_NEGATIVE_INT, metavar="N", help="Fail above N stale runs.")
 @stale_after_option
