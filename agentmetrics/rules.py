@@ -101,15 +101,15 @@ class ConfigError(AgentMetricsError):
 
 @dataclass(frozen=True)
 class Rule:
-    """One ``[[rules]]`` table, checked; ``warn``/``alert`` are in the metric's unit
-    (milliseconds for durations)."""
+    """One ``[[rules]]`` table, checked; ``warn``/``alert`` of a duration metric are
+    durations with their unit (``"10m"``) or timedeltas, other thresholds numbers."""
 
     name: str
     metric: str
     agent: str | None = None
     window: str = DEFAULT_WINDOW
-    warn: float | None = None
-    alert: float | None = None
+    warn: float | str | dt.timedelta | None = None
+    alert: float | str | dt.timedelta | None = None
     options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -448,12 +448,12 @@ def _check_rule(table: dict[str, Any], index: int, locate: _Locator) -> Rule:
             options[key] = check(table[key])
         except ValueError as e:
             raise fail(key, str(e)) from None
-    return Rule(name, metric_name, agent, window, warn, alert, options)
+    return Rule(name, metric_name, agent, window, table.get("warn"), table.get("alert"), options)
 
 
 def _threshold(spec: Metric, value: Any) -> float | None:
-    """A ``warn``/``alert`` value in the metric's unit: durations are written with
-    their unit (``"10m"``) and kept in milliseconds."""
+    """A ``warn``/``alert`` value in the metric's unit (milliseconds for durations,
+    which are written with their unit: ``"10m"``)."""
     if value is None:
         return None
     if spec.unit == "ms":
@@ -545,7 +545,8 @@ def evaluate(
       taken from the RuleSet when not given
     :returns: one row per rule, in file order, with columns ``name``, ``metric``,
       ``agent`` (None: all agents), ``window`` (e.g. ``"24h"``; None where it does not
-      apply), ``value`` (NaN without data), ``warn``, ``alert`` (NaN when not set),
+      apply), ``value`` (NaN without data), ``warn``, ``alert`` (NaN when not set;
+      like ``value``, in milliseconds for durations),
       ``status`` (``ok``/``warn``/``alert``) and ``detail`` (one line)
     """
     if isinstance(rules, RuleSet):
@@ -557,10 +558,11 @@ def evaluate(
         context = Context(conn, moment, config or {})
         for rule in rules:
             spec = METRICS[rule.metric]
+            warn, alert = _threshold(spec, rule.warn), _threshold(spec, rule.alert)
             try:
                 value = spec.compute(context, rule)
-                status = status_of(spec, value, rule.warn, rule.alert)
-                detail = _detail(spec, rule, value, status)
+                status = status_of(spec, value, warn, alert)
+                detail = _detail(spec, value, status, warn, alert)
             except TooFewRuns as e:
                 value, status, detail = e.value, "ok", str(e)
             if rule.agent is not None and status == "ok" and not _agent_known(conn, rule.agent):
@@ -574,8 +576,8 @@ def evaluate(
                     rule.agent,
                     rule.window if spec.window else None,
                     math.nan if value is None else float(value),
-                    math.nan if rule.warn is None else float(rule.warn),
-                    math.nan if rule.alert is None else float(rule.alert),
+                    math.nan if warn is None else float(warn),
+                    math.nan if alert is None else float(alert),
                     status,
                     detail,
                 )
@@ -636,11 +638,13 @@ def for_display(results: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def _detail(spec: Metric, rule: Rule, value: float | None, status: str) -> str:
+def _detail(
+    spec: Metric, value: float | None, status: str, warn: float | None, alert: float | None
+) -> str:
     if value is None:
         return "no data in the window"
     sign = "<" if spec.direction == "below" else ">"
-    threshold = rule.alert if status == "alert" else rule.warn if status == "warn" else None
+    threshold = alert if status == "alert" else warn if status == "warn" else None
     if threshold is None:
         return ""
     return f"{format_value(spec.name, value)} {sign} {format_value(spec.name, threshold)}"

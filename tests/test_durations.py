@@ -145,6 +145,7 @@ def test_health_hours_positional_keeps_the_original_meaning(timed):
         lambda db: system_health(db, now=NOW, stale_after=6),
         lambda db: metrics_text(db, now=NOW, stale_after=6),
         lambda db: rules.evaluate(db, [rules.Rule("r", "success_rate", window=24, alert=1)]),
+        lambda db: rules.evaluate(db, [rules.Rule("r", "p95_duration_ms", alert=600000)]),
     ],
 )
 def test_python_api_bare_numbers(db, call):
@@ -156,6 +157,17 @@ def test_python_api_takes_timedelta_and_unit_strings(timed):
     # The stale run started 30 days ago: stale after 29 days, not after 31.
     for older_than, stale in [(dt.timedelta(days=29), 1), ("29d", 1), ("31d", 0), ("5w", 0)]:
         assert len(stale_runs(timed, older_than=older_than)) == stale
+
+
+def test_python_rules_take_timedelta_and_unit_thresholds(timed):
+    rule_set = [
+        rules.Rule("a", "p95_duration_ms", warn=dt.timedelta(milliseconds=7600), alert="7.8s"),
+        rules.Rule("b", "p95_duration_ms", alert=dt.timedelta(seconds=7)),
+    ]
+    results = rules.evaluate(timed, rule_set)
+    assert list(results["status"]) == ["warn", "alert"]
+    assert list(results["warn"].fillna(-1)) == [7600, -1]
+    assert list(results["alert"]) == [7800, 7000]
 
 
 def write_rule(extra: str):
@@ -207,11 +219,10 @@ def test_rules_duration_thresholds_take_units(timed, threshold, status):
     assert result["status"] == status
 
 
-def test_readme_rules_example_loads(tmp_path):
+def test_readme_rules_example_loads(db, tmp_path):
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     example = readme.split("```toml\n")[1].split("```")[0]
     path = tmp_path / "agentmetrics.toml"
     path.write_text(example)
-    ruleset = rules.load_rules(path)
-    coder = next(rule for rule in ruleset.rules if rule.metric == "p95_duration_ms")
-    assert coder.alert == 10 * 60 * 1000
+    results = rules.evaluate(db, rules.load_rules(path)).set_index("name")
+    assert results.loc["coder p95", "alert"] == 10 * 60 * 1000
