@@ -63,6 +63,8 @@ def parse_timestamp(value: str | dt.datetime) -> dt.datetime:
     """
     if isinstance(value, dt.datetime):
         moment = value
+    elif not isinstance(value, str):
+        raise InvalidValue(f"not a timestamp: {value!r}")
     else:
         text = value.strip()
         if text.endswith(("Z", "z")):
@@ -72,7 +74,7 @@ def parse_timestamp(value: str | dt.datetime) -> dt.datetime:
         try:
             moment = dt.datetime.fromisoformat(text)
         except ValueError:
-            raise ValueError(f"not a timestamp: {value!r}") from None
+            raise InvalidValue(f"not a timestamp: {value!r}") from None
     if moment.tzinfo is None:
         return moment.replace(tzinfo=dt.timezone.utc)
     return moment.astimezone(dt.timezone.utc)

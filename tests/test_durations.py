@@ -226,3 +226,16 @@ def test_readme_rules_example_loads(db, tmp_path):
     path.write_text(example)
     results = rules.evaluate(db, rules.load_rules(path)).set_index("name")
     assert results.loc["coder p95", "alert"] == 10 * 60 * 1000
+
+
+def test_window_spans_take_timedelta_and_refuse_bare_numbers(timed):
+    from agentmetrics.reports import performance_report, trends
+
+    now = dt.datetime.now(dt.timezone.utc)
+    by_text = trends(timed, "h", since="3h", now=now)
+    by_timedelta = trends(timed, "h", since=dt.timedelta(hours=3), now=now)
+    assert by_text.equals(by_timedelta) and by_text["executions"].sum() == 4
+    with pytest.raises(InvalidValue, match="'7' needs a unit"):
+        trends(timed, since=7)
+    with pytest.raises(InvalidValue, match="not a timestamp: 7"):
+        performance_report(timed, since=7)
