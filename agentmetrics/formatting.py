@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import math
 import re
+
+import pandas as pd
 
 # C0 and C1 controls, DEL, line/paragraph separators and bidirectional overrides.
 _UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
@@ -11,7 +12,7 @@ _UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u
 
 def format_duration(ms: float | None) -> str:
     """``850ms``, ``12s``, ``3m 5s``, ``2h 4m``; ``-`` for a missing value."""
-    if ms is None or (isinstance(ms, float) and math.isnan(ms)):
+    if pd.isna(ms):  # None, NaN, or pandas' NA of a nullable integer column
         return "-"
     ms = float(ms)
     if ms < 1000:
@@ -28,7 +29,7 @@ def format_duration(ms: float | None) -> str:
 
 def format_percent(value: float | None) -> str:
     """``87.5%``; ``-`` when there is nothing to divide."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if pd.isna(value):
         return "-"
     return f"{value:.1f}%"
 

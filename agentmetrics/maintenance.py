@@ -9,6 +9,7 @@ import pandas as pd
 
 from .db import ensure_database, write_transaction
 from .errors import ReadOnlyDatabase
+from .monitor import _RECOUNT_TASKS
 from .reports._common import DbArg, TimeArg, database, resolve_now
 from .reports.stale import DEFAULT_OLDER_THAN, STALE_COLUMNS, stale_runs
 from .timestamps import to_iso
@@ -55,8 +56,9 @@ def reap(
     Each run gets ``completed_at`` = its last sign of life, the duration up to then,
     and the message ``abandoned: no activity since <last seen>; reaped at <now>``
     (in ``error_message`` for executions, in ``metadata_json`` for orchestrations,
-    which have no such column). Everything happens in one transaction; finished rows
-    are never touched.
+    which have no such column). A reaped orchestration's task counts are recounted from
+    its executions, as the context manager keeps them. Everything happens in one
+    transaction; finished rows are never touched.
 
     :param older_than: how long without a sign of life makes a run stale
     :param now: the reference time (default: the current time)
@@ -82,6 +84,9 @@ def reap(
                         "message": row.error_message,
                     }
                     conn.execute(sql, params)
+                # After the executions: their failures count in their orchestration.
+                for orchestration_id in runs.loc[runs["kind"] == "orchestration", "id"]:
+                    conn.execute(_RECOUNT_TASKS, {"id": orchestration_id})
         except sqlite3.OperationalError as e:
             # "is a view": the read-only shim of an original file (db._shim_missing_columns)
             if "readonly" in str(e) or "because it is a view" in str(e):

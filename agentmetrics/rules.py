@@ -14,8 +14,8 @@ as ``[[tool.agentmetrics.rules]]`` (see :mod:`agentmetrics.config` for the looku
     name = "coder p95"
     metric = "p95_duration_ms"
     agent = "code-writer"   # optional
-    warn = 300000           # durations and counts: when the value rises above
-    alert = 600000
+    warn = "5m"             # durations and counts: when the value rises above
+    alert = "10m"           # durations take a unit: 600000ms, 90s, 15m, 1.5h, 3d
 
     [[rules]]
     name = "no failed orchestrations"
@@ -23,7 +23,10 @@ as ``[[tool.agentmetrics.rules]]`` (see :mod:`agentmetrics.config` for the looku
     alert = 0               # any failure alerts
 
 A rule needs at least one of ``warn``/``alert``; a value equal to a threshold does
-not breach it. Metrics (:data:`METRICS`) and the extra keys they take:
+not breach it. Every duration (``window``, ``older_than``, ``baseline`` and the
+thresholds of duration metrics) is a string with its unit: ``"600000ms"``, ``"90s"``,
+``"15m"``, ``"1.5h"``, ``"3d"``, ``"2w"``; a bare number is an error.
+Metrics (:data:`METRICS`) and the extra keys they take:
 
 - ``success_rate`` (percent of finished executions that completed), ``p95_duration_ms``,
   ``p50_duration_ms``: ``min_samples`` (default 1): with fewer finished executions in
@@ -68,7 +71,7 @@ from .reports._common import DbArg, database, percentile, resolve_now
 from .reports.regression import DEFAULT_ALPHA, DEFAULT_MIN_SAMPLES, regressions
 from .reports.regression import METRICS as REGRESSION_METRICS
 from .reports.stale import DEFAULT_OLDER_THAN, count_stale
-from .timestamps import before, parse_duration, to_iso
+from .timestamps import before, parse_duration, positive_duration, to_iso
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -100,14 +103,15 @@ class ConfigError(AgentMetricsError):
 
 @dataclass(frozen=True)
 class Rule:
-    """One ``[[rules]]`` table, checked."""
+    """One ``[[rules]]`` table, checked; ``warn``/``alert`` of a duration metric are
+    durations with their unit (``"10m"``) or timedeltas, other thresholds numbers."""
 
     name: str
     metric: str
     agent: str | None = None
     window: str = DEFAULT_WINDOW
-    warn: float | None = None
-    alert: float | None = None
+    warn: float | str | dt.timedelta | None = None
+    alert: float | str | dt.timedelta | None = None
     options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -179,10 +183,7 @@ def metric(
 
 
 def _positive_duration(value: Any) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f'must be a duration such as "6h", got {value!r}')
-    if parse_duration(value) <= dt.timedelta(0):
-        raise ValueError(f"must be a positive duration, got {value!r}")
+    positive_duration(value)
     return value
 
 
@@ -427,22 +428,19 @@ def _check_rule(table: dict[str, Any], index: int, locate: _Locator) -> Rule:
         raise fail("window", str(e)) from None
     thresholds = {}
     for key in ("warn", "alert"):
-        value = table.get(key)
-        if value is not None and (
-            isinstance(value, bool)
-            or not isinstance(value, (int, float))
-            or not math.isfinite(value)  # TOML allows nan and inf: a rule that never fires
-        ):
-            raise fail(key, f"must be a number, got {value!r}")
-        thresholds[key] = value
+        try:
+            thresholds[key] = _threshold(spec, table.get(key))
+        except ValueError as e:
+            raise fail(key, str(e)) from None
     warn, alert = thresholds["warn"], thresholds["alert"]
     if warn is None and alert is None:
         raise fail(None, "needs a 'warn' or an 'alert' threshold")
     if warn is not None and alert is not None:
+        shown = f"({table['warn']} {{}} {table['alert']}) for {metric_name}"
         if spec.direction == "above" and warn > alert:
-            raise fail("warn", f"must not be above alert ({warn} > {alert}) for {metric_name}")
+            raise fail("warn", "must not be above alert " + shown.format(">"))
         if spec.direction == "below" and warn < alert:
-            raise fail("warn", f"must not be below alert ({warn} < {alert}) for {metric_name}")
+            raise fail("warn", "must not be below alert " + shown.format("<"))
     options = {}
     for key, (check, default) in spec.options.items():
         if key not in table:
@@ -452,7 +450,23 @@ def _check_rule(table: dict[str, Any], index: int, locate: _Locator) -> Rule:
             options[key] = check(table[key])
         except ValueError as e:
             raise fail(key, str(e)) from None
-    return Rule(name, metric_name, agent, window, warn, alert, options)
+    return Rule(name, metric_name, agent, window, table.get("warn"), table.get("alert"), options)
+
+
+def _threshold(spec: Metric, value: Any) -> float | None:
+    """A ``warn``/``alert`` value in the metric's unit (milliseconds for durations,
+    which are written with their unit: ``"10m"``)."""
+    if value is None:
+        return None
+    if spec.unit == "ms":
+        return parse_duration(value).total_seconds() * 1000
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)  # TOML allows nan and inf: a rule that never fires
+    ):
+        raise ValueError(f"must be a number, got {value!r}")
+    return value
 
 
 class _Locator:
@@ -533,7 +547,8 @@ def evaluate(
       taken from the RuleSet when not given
     :returns: one row per rule, in file order, with columns ``name``, ``metric``,
       ``agent`` (None: all agents), ``window`` (e.g. ``"24h"``; None where it does not
-      apply), ``value`` (NaN without data), ``warn``, ``alert`` (NaN when not set),
+      apply), ``value`` (NaN without data), ``warn``, ``alert`` (NaN when not set;
+      like ``value``, in milliseconds for durations),
       ``status`` (``ok``/``warn``/``alert``) and ``detail`` (one line)
     """
     if isinstance(rules, RuleSet):
@@ -545,10 +560,11 @@ def evaluate(
         context = Context(conn, moment, config or {})
         for rule in rules:
             spec = METRICS[rule.metric]
+            warn, alert = _threshold(spec, rule.warn), _threshold(spec, rule.alert)
             try:
                 value = spec.compute(context, rule)
-                status = status_of(spec, value, rule.warn, rule.alert)
-                detail = _detail(spec, rule, value, status)
+                status = status_of(spec, value, warn, alert)
+                detail = _detail(spec, value, status, warn, alert)
             except TooFewRuns as e:
                 value, status, detail = e.value, "ok", str(e)
             if rule.agent is not None and status == "ok" and not _agent_known(conn, rule.agent):
@@ -562,8 +578,8 @@ def evaluate(
                     rule.agent,
                     rule.window if spec.window else None,
                     math.nan if value is None else float(value),
-                    math.nan if rule.warn is None else float(rule.warn),
-                    math.nan if rule.alert is None else float(rule.alert),
+                    math.nan if warn is None else float(warn),
+                    math.nan if alert is None else float(alert),
                     status,
                     detail,
                 )
@@ -624,11 +640,13 @@ def for_display(results: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def _detail(spec: Metric, rule: Rule, value: float | None, status: str) -> str:
+def _detail(
+    spec: Metric, value: float | None, status: str, warn: float | None, alert: float | None
+) -> str:
     if value is None:
         return "no data in the window"
     sign = "<" if spec.direction == "below" else ">"
-    threshold = rule.alert if status == "alert" else rule.warn if status == "warn" else None
+    threshold = alert if status == "alert" else warn if status == "warn" else None
     if threshold is None:
         return ""
     return f"{format_value(spec.name, value)} {sign} {format_value(spec.name, threshold)}"

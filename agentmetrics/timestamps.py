@@ -9,7 +9,10 @@ sorting correct in files shared with the original tool.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
+
+from .errors import InvalidValue
 
 # SQL expression for "now" in the ISO format; SQLite keeps 'now' fixed within a statement.
 SQL_NOW = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
@@ -17,6 +20,8 @@ SQL_NOW = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
 _FRACTION = re.compile(r"(?<=:\d\d)\.(\d+)")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+UNITS = "90s, 15m, 1.5h, 3d, 2w"
+"""Examples of the duration grammar, for error messages."""
 
 
 def utcnow() -> dt.datetime:
@@ -58,6 +63,8 @@ def parse_timestamp(value: str | dt.datetime) -> dt.datetime:
     """
     if isinstance(value, dt.datetime):
         moment = value
+    elif not isinstance(value, str):
+        raise InvalidValue(f"not a timestamp: {value!r}")
     else:
         text = value.strip()
         if text.endswith(("Z", "z")):
@@ -67,7 +74,7 @@ def parse_timestamp(value: str | dt.datetime) -> dt.datetime:
         try:
             moment = dt.datetime.fromisoformat(text)
         except ValueError:
-            raise ValueError(f"not a timestamp: {value!r}") from None
+            raise InvalidValue(f"not a timestamp: {value!r}") from None
     if moment.tzinfo is None:
         return moment.replace(tzinfo=dt.timezone.utc)
     return moment.astimezone(dt.timezone.utc)
@@ -78,17 +85,32 @@ def normalize(value: str | dt.datetime | None) -> str | None:
     return None if value is None else to_iso(parse_timestamp(value))
 
 
-def parse_duration(value: str | float | int | dt.timedelta) -> dt.timedelta:
-    """Parse ``"90s"``, ``"15m"``, ``"6h"``, ``"3d"``, ``"2w"`` (a bare number is hours)."""
+def parse_duration(value: str | dt.timedelta, name: str | None = None) -> dt.timedelta:
+    """Parse a duration with its unit: ``"600000ms"``, ``"90s"``, ``"15m"``, ``"1.5h"``,
+    ``"3d"``, ``"2w"``, or a timedelta.
+
+    A bare number is an error: whether ``600000`` meant milliseconds or hours would
+    be a guess. ``name`` prefixes the error message (``"--max-p95: ..."``).
+    """
     if isinstance(value, dt.timedelta):
         return value
-    if isinstance(value, (int, float)):
-        return dt.timedelta(hours=value)
-    match = _DURATION.match(value)
+    prefix = f"{name}: " if name else ""
+    bare = isinstance(value, (int, float)) and not isinstance(value, bool)
+    match = _DURATION.match(value) if isinstance(value, str) else None
+    if (bare and math.isfinite(value)) or (match and match.group(2) is None):
+        number = str(value).strip()
+        raise InvalidValue(f"{prefix}{str(value)!r} needs a unit: use e.g. {number}ms, {UNITS}")
     if not match:
-        raise ValueError(f"not a duration: {value!r} (use e.g. 90s, 15m, 6h, 3d, 2w)")
-    number, unit = float(match.group(1)), match.group(2) or "h"
+        raise InvalidValue(f"{prefix}not a duration: {value!r} (use e.g. {UNITS})")
     try:
-        return dt.timedelta(seconds=number * _UNIT_SECONDS[unit])
+        return dt.timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
     except OverflowError:
-        raise ValueError(f"duration too large: {value!r}") from None
+        raise InvalidValue(f"{prefix}duration too large: {value!r}") from None
+
+
+def positive_duration(value: str | dt.timedelta, name: str | None = None) -> dt.timedelta:
+    """:func:`parse_duration` for a span that must be longer than zero."""
+    span = parse_duration(value, name)
+    if span <= dt.timedelta(0):
+        raise InvalidValue(f"{name + ': ' if name else ''}must be longer than zero, got {value!r}")
+    return span

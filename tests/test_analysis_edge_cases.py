@@ -215,7 +215,7 @@ RULE = '[[rules]]\nname = "r"\nmetric = "{metric}"\n{extra}\n'
     [
         # TOML has nan and inf; a nan threshold never compared true: a silent dead rule.
         ("success_rate", "warn = nan", "line 4: rule 1 ('r'): warn: must be a number, got nan"),
-        ("p95_duration_ms", "alert = inf", "alert: must be a number, got inf"),
+        ("p95_duration_ms", "alert = inf", "alert: not a duration: inf"),
         ("failed_executions", "alert = -inf", "alert: must be a number, got -inf"),
         ("regressions", "alert = 0\nthreshold = nan", "threshold: must be a number, got nan"),
         ("regressions", "alert = 0\nalpha = nan", "alpha: must be a number, got nan"),

@@ -320,7 +320,8 @@ def test_health_window_excludes_older_rows(filled):
         (["--max-running", "0"], "1 running orchestrations in the last 24h (max 0)"),
         (["--max-failed", "1"], "2 failed executions in the last 24h (max 1)"),
         (["--max-failed-orchestrations", "0"], "1 failed orchestrations in the last 24h (max 0)"),
-        (["--max-p95", "7s"], "p95 duration 7s is over 7s"),
+        (["--max-p95", "7s"], "p95 duration 7s (7700ms) is over 7s"),
+        (["--max-p95", "0.12m"], "p95 duration 7s (7700ms) is over 0.12m"),
         (
             ["--min-success-rate", "51", "--max-running", "0"],
             "success rate 50.0% is below 51%; 1 running orchestrations in the last 24h (max 0)",
@@ -387,7 +388,7 @@ def test_health_gate_without_data(filled):
         ),
         (
             ["health", "--max-p95", "fast"],
-            "Error: --max-p95: not a duration: 'fast' (use e.g. 90s, 15m, 6h, 3d, 2w)",
+            "Error: --max-p95: not a duration: 'fast' (use e.g. 90s, 15m, 1.5h, 3d, 2w)",
         ),
         (["failures", "0"], "Error: LIMIT must be a whole number > 0, got 0"),
         (["failures", "2.5"], "Error: LIMIT must be a whole number > 0, got '2.5'"),

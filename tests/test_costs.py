@@ -189,6 +189,21 @@ def test_cli_costs_table(data_path, tmp_path):
     assert lines[-1] == "Total: $1.76 over 5 executions"
 
 
+def test_cli_costs_finished_execution_without_duration(db, db_path):
+    # An import can bring a finished execution without duration_ms: no traceback.
+    db.execute(
+        "INSERT INTO agent_executions (id, agent_session_id, agent_name, status, started_at,"
+        " completed_at) VALUES ('x', 'x', 'coder', 'completed', '2026-01-01T00:00:00.000Z',"
+        " '2026-01-01T00:01:00.000Z')"
+    )
+    db.conn.commit()
+    result = CliRunner().invoke(cli, ["--db", str(db_path), "costs"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[1].split()[:3] == ["coder", "1", "-"]
+    data = json.loads(CliRunner().invoke(cli, ["--db", str(db_path), "costs", "--json"]).output)
+    assert (data[0]["executions"], data[0]["duration_ms"]) == (1, None)
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

@@ -302,7 +302,10 @@ def test_cli_demo_uses_global_db_and_refuses_real_data(tmp_path):
         (["--orchestrations", "0"], "orchestrations must be a whole number > 0"),
         (["--days", "-3"], "days must be a number > 0"),
         (["--now", "tomorrow"], "not a timestamp: 'tomorrow'"),
-        (["--seed", "x"], "'x' is not a valid integer"),
+        (["--seed", "x"], "--seed must be a whole number"),
+        # An INTEGER column holds 64 bits: a bigger seed was an OverflowError traceback.
+        (["--seed", str(2**63)], f"--seed must be a whole number >= {-(2**63)} and <= {2**63 - 1}"),
+        (["--orchestrations", "10" * 10], "--orchestrations must be a whole number > 0 and <="),
     ],
 )
 def test_cli_demo_bad_input(tmp_path, args, message):

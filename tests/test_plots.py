@@ -171,6 +171,10 @@ def test_cli_plot_svg_for_one_agent(demo_path, tmp_path):
         (["plot", "trends", "-o", "x.nope"], 1, "Error: Format 'nope' is not supported"),
         (["plot", "trends", "-o", "x.png", "--freq", "Y"], 1, "Error: Unknown freq 'Y'"),
         (["plot", "failures", "-o", "x.png", "--since", "soon"], 1, "Error: not a time: 'soon'"),
+        # 100000 dpi was a MemoryError traceback.
+        (["plot", "trends", "-o", "x.png", "--dpi", "100000"], 1, "Error: --dpi must be a whole"),
+        (["plot", "trends", "-o", "x.png", "--dpi", "601"], 1, "number >= 10 and <= 600, got 601"),
+        (["plot", "trends", "-o", "x.png", "--dpi", "9"], 1, "Error: --dpi must be a whole"),
     ],
 )
 def test_cli_plot_bad_input(demo_path, tmp_path, args, code, message):
@@ -179,6 +183,17 @@ def test_cli_plot_bad_input(demo_path, tmp_path, args, code, message):
     assert message in result.output
     assert "Traceback" not in result.output
     assert not (tmp_path / "x.png").exists()
+
+
+def test_cli_plot_smallest_dpi(demo_path, tmp_path):
+    out = tmp_path / "small.png"
+    result = CliRunner().invoke(
+        cli, ["--db", str(demo_path), "plot", "trends", "-o", str(out), "--dpi", "10"]
+    )
+    assert result.exit_code == 0, result.output
+    # FIGSIZE is 10 x 6 inches: 100 x 60 pixels at 10 dpi (PNG header: width, height).
+    header = out.read_bytes()[16:24]
+    assert (int.from_bytes(header[:4], "big"), int.from_bytes(header[4:], "big")) == (100, 60)
 
 
 def test_cli_plot_missing_database(tmp_path):

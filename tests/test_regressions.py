@@ -245,7 +245,7 @@ def test_regressions_empty(db):
         ({"metric": "success_rate", "threshold": -1}, "positive drop"),
         ({"min_samples": 0}, "min_samples must be a whole number >= 1"),
         ({"alpha": 1.5}, "alpha must be between 0 and 1"),
-        ({"recent": "0d"}, "recent must be a positive duration"),
+        ({"recent": "0d"}, "recent: must be longer than zero"),
         ({"baseline": "later"}, "not a duration"),
     ],
 )
@@ -316,7 +316,7 @@ def test_cli_regressions_no_data(db_path, db):
 @pytest.mark.parametrize(
     "args, code, message",
     [
-        (["--recent", "soon"], 1, "Error: not a duration: 'soon'"),
+        (["--recent", "soon"], 1, "Error: --recent: not a duration: 'soon'"),
         (["--threshold", "0.5"], 1, "Error: threshold for durations is a ratio above 1"),
         (["--alpha", "2"], 1, "Error: alpha must be between 0 and 1"),
         (["--min-samples", "0"], 1, "Error: --min-samples must be a whole number > 0"),

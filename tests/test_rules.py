@@ -94,13 +94,13 @@ ALL = CODER + REVIEWER
         ({"metric": "success_rate", "agent": "nobody", "alert": 99}, math.nan, "warn"),
         ({"metric": "failed_executions", "agent": "nobody", "alert": 0}, 0, "warn"),
         # durations alert above.
-        ({"metric": "p95_duration_ms", "warn": 9000}, np.percentile(ALL, 95), "warn"),
-        ({"metric": "p95_duration_ms", "agent": "coder", "alert": 9500}, 9550.0, "alert"),
-        ({"metric": "p95_duration_ms", "agent": "reviewer", "alert": 700}, 685.0, "ok"),
-        ({"metric": "p50_duration_ms", "alert": 4000}, np.median(ALL), "ok"),
-        ({"metric": "p50_duration_ms", "agent": "coder", "alert": 5000}, 5500.0, "alert"),
+        ({"metric": "p95_duration_ms", "warn": "9s"}, np.percentile(ALL, 95), "warn"),
+        ({"metric": "p95_duration_ms", "agent": "coder", "alert": "9500ms"}, 9550.0, "alert"),
+        ({"metric": "p95_duration_ms", "agent": "reviewer", "alert": "700ms"}, 685.0, "ok"),
+        ({"metric": "p50_duration_ms", "alert": "4s"}, np.median(ALL), "ok"),
+        ({"metric": "p50_duration_ms", "agent": "coder", "alert": "5s"}, 5500.0, "alert"),
         (
-            {"metric": "p95_duration_ms", "window": "7d", "alert": 1e6},
+            {"metric": "p95_duration_ms", "window": "7d", "alert": "1000s"},
             np.percentile(ALL + [99_999] * OLD_FAILURES, 95),
             "ok",
         ),
@@ -133,9 +133,9 @@ def test_rule_values(data, keys, value, status):
 
 def test_rule_min_samples_guards_small_samples(data):
     """Four reviewer runs: a tight p95 rule would alert, but four runs are not judged."""
-    text = rule_toml(name="tight", metric="p95_duration_ms", agent="reviewer", alert=600)
+    text = rule_toml(name="tight", metric="p95_duration_ms", agent="reviewer", alert="600ms")
     text += rule_toml(
-        name="guarded", metric="p95_duration_ms", agent="reviewer", alert=600, min_samples=10
+        name="guarded", metric="p95_duration_ms", agent="reviewer", alert="600ms", min_samples=10
     )
     text += rule_toml(name="rate", metric="success_rate", agent="coder", alert=90, min_samples=10)
     results = evaluate(data, load_rules(write_rules(text)), now=NOW)
@@ -253,8 +253,8 @@ GOOD = 'name = "ok"\nmetric = "success_rate"\nalert = 90\n'
             "line 6: rule 2 ('x'): needs a 'warn' or an 'alert'",
         ),
         (
-            'name = "x"\nmetric = "p95_duration_ms"\nwarn = 10\nalert = 5\n',
-            "line 9: rule 2 ('x'): warn: must not be above alert (10 > 5) for p95_duration_ms",
+            'name = "x"\nmetric = "p95_duration_ms"\nwarn = "10s"\nalert = "5s"\n',
+            "line 9: rule 2 ('x'): warn: must not be above alert (10s > 5s) for p95_duration_ms",
         ),
         (
             'name = "x"\nmetric = "success_rate"\nwarn = 80\nalert = 90\n',
@@ -274,7 +274,8 @@ GOOD = 'name = "ok"\nmetric = "success_rate"\nalert = 90\n'
         ),
         (
             'name = "x"\nmetric = "success_rate"\nwindow = 24\nalert = 1\n',
-            "line 9: rule 2 ('x'): window: must be a duration such as \"6h\", got 24",
+            "line 9: rule 2 ('x'): window: '24' needs a unit: use e.g. 24ms, 90s, 15m,"
+            " 1.5h, 3d, 2w",
         ),
         (
             'name = "x"\nmetric = "regressions"\nof = "p99"\nalert = 0\n',
@@ -483,7 +484,7 @@ def check(db_path, *args):
 
 RULES = (
     rule_toml(name="rate", metric="success_rate", warn=80)
-    + rule_toml(name="coder p95", metric="p95_duration_ms", agent="coder", warn=9000, alert=20000)
+    + rule_toml(name="coder p95", metric="p95_duration_ms", agent="coder", warn="9s", alert="20s")
     + rule_toml(name="stale", metric="stale_running", alert=5)
 )
 

@@ -133,6 +133,30 @@ def test_reap(runs):
     assert reap(runs, now=NOW).empty
 
 
+def test_reap_recounts_task_counts_from_executions(runs, db_path):
+    # F planned 5 tasks: one completed, one failed, one crashed (reaped: failed).
+    orchestration(runs, "F", "running", 9, total_tasks=5)
+    execution(runs, "f1", "completed", 9, "F", completed_at=ago(8.5), duration_ms=HOUR_MS // 2)
+    execution(runs, "f2", "failed", 8.5, "F", completed_at=ago(8), duration_ms=HOUR_MS // 2)
+    execution(runs, "f3", "in_progress", 8, "F")
+    assert invoke(db_path, "reap", "--now", NOW_ISO).exit_code == 0
+    counts = {
+        row["id"]: (row["total_tasks"], row["completed_tasks"], row["failed_tasks"])
+        for row in runs.table("orchestrations").rows
+    }
+    # C: c1 completed, c2 reaped; A has no executions; B (alive) keeps its counts.
+    assert counts == {
+        "A": (0, 0, 0),
+        "B": (0, 0, 0),
+        "C": (2, 1, 1),
+        "D": (0, 0, 0),
+        "E": (0, 0, 0),
+        "F": (5, 1, 2),
+    }
+    shown = json.loads(invoke(db_path, "show", "s-C", "--json").output)
+    assert (shown["completed_tasks"], shown["failed_tasks"]) == (1, 1)
+
+
 def test_reap_dry_run_writes_nothing(runs):
     before = {t: table_rows(runs, t) for t in ("orchestrations", "agent_executions")}
     df = reap(runs, now=NOW, dry_run=True)
@@ -210,8 +234,8 @@ def test_cli_reap_json(runs, db_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--older-than", "soon"], "Error: not a duration: 'soon'"),
-        (["--older-than", "0h"], "Error: older_than must be a positive duration"),
+        (["--older-than", "soon"], "Error: --older-than: not a duration: 'soon'"),
+        (["--older-than", "0h"], "Error: --older-than: must be longer than zero, got '0h'"),
     ],
 )
 def test_cli_reap_bad_input(runs, db_path, args, message):

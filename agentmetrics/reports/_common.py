@@ -13,7 +13,7 @@ import pandas as pd
 from sqlite_utils import Database
 
 from ..db import open_database
-from ..timestamps import before, parse_duration, parse_timestamp, to_iso, utcnow
+from ..timestamps import before, parse_timestamp, to_iso, utcnow
 
 DbArg = str | os.PathLike[str] | Database
 TimeArg = str | dt.datetime | None
@@ -69,12 +69,6 @@ def hours_window(hours: float, now: TimeArg = None) -> tuple[str, str]:
         raise ValueError(f"hours must be a positive number, got {hours!r}")
     end = resolve_now(now)
     return to_iso(before(end, hours)), to_iso(end)
-
-
-def duration_window(span: str | dt.timedelta, now: TimeArg = None) -> tuple[str, str]:
-    """``[now - span, now]`` for spans like ``"3d"`` or ``"24h"``."""
-    end = resolve_now(now)
-    return to_iso(before(end, parse_duration(span))), to_iso(end)
 
 
 def read_frame(db: Database, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> pd.DataFrame:

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from ..stats import fisher_exact, mann_whitney_u, two_proportion_z
-from ..timestamps import before, parse_duration, to_iso
+from ..timestamps import before, positive_duration, to_iso
 from ._common import DbArg, TimeArg, database, percentile, read_frame, resolve_now
 
 METRICS = ("p95_duration_ms", "p50_duration_ms", "success_rate")
@@ -104,7 +104,8 @@ def regressions(
     kind = "rate" if metric == "success_rate" else "duration"
     threshold = DEFAULT_THRESHOLDS[metric] if threshold is None else threshold
     _validate(kind, threshold, min_samples, alpha)
-    recent_span, baseline_span = _span("recent", recent), _span("baseline", baseline)
+    recent_span = positive_duration(recent, "recent")
+    baseline_span = positive_duration(baseline, "baseline")
     end = resolve_now(now)
     split = before(end, recent_span)
     value_sql, extra = _VALUE_SQL[kind]
@@ -234,13 +235,6 @@ def holm(p_values: list[float]) -> list[float]:
 
 def _p(p_value: float) -> str:
     return "n/a" if math.isnan(p_value) else f"{p_value:.2g}"
-
-
-def _span(name: str, value: str | dt.timedelta) -> dt.timedelta:
-    span = parse_duration(value)
-    if span <= dt.timedelta(0):
-        raise ValueError(f"{name} must be a positive duration, got {value!r}")
-    return span
 
 
 def _validate(kind: str, threshold: float, min_samples: int, alpha: float) -> None:

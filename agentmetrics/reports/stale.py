@@ -13,7 +13,7 @@ import datetime as dt
 
 import pandas as pd
 
-from ..timestamps import before, parse_duration, to_iso
+from ..timestamps import before, positive_duration, to_iso
 from ._common import DbArg, TimeArg, database, read_frame, resolve_now
 
 DEFAULT_OLDER_THAN = "6h"
@@ -51,10 +51,7 @@ WHERE last_seen_at < :cutoff
 
 def stale_cutoff(older_than: str | dt.timedelta = DEFAULT_OLDER_THAN, now: TimeArg = None) -> str:
     """The ISO time before which a run's last sign of life makes it stale."""
-    age = parse_duration(older_than)
-    if age <= dt.timedelta(0):
-        raise ValueError(f"older_than must be a positive duration, got {older_than!r}")
-    return to_iso(before(resolve_now(now), age))
+    return to_iso(before(resolve_now(now), positive_duration(older_than, "older_than")))
 
 
 def stale_runs(

@@ -7,11 +7,13 @@ three columns only.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import re
 
 import pandas as pd
 
+from ..errors import InvalidValue
 from ..timestamps import before, parse_duration, parse_timestamp, to_iso
 from ._common import DbArg, TimeArg, database, read_frame, resolve_now
 
@@ -62,7 +64,8 @@ NO_MESSAGE = "(no error message)"
 
 
 def time_bound(value: TimeArg, now: TimeArg = None) -> str | None:
-    """A window bound as stored ISO text: a timestamp, or a span before ``now`` (``"7d"``)."""
+    """A window bound as stored ISO text: a timestamp, or a span before ``now`` (``"7d"``
+    or a timedelta)."""
     if value is None:
         return None
     if isinstance(value, str):
@@ -70,14 +73,15 @@ def time_bound(value: TimeArg, now: TimeArg = None) -> str | None:
             return to_iso(parse_timestamp(value))
         except ValueError:
             try:
-                span = parse_duration(value)
+                value = parse_duration(value)
             except ValueError:
-                raise ValueError(
+                raise InvalidValue(
                     f"not a time: {value!r} (use a timestamp such as 2026-11-01T12:00:00Z "
                     "or a span before now such as 6h, 7d, 2w)"
                 ) from None
-            return to_iso(before(resolve_now(now), span))
-    return to_iso(parse_timestamp(value))
+    if isinstance(value, dt.datetime):
+        return to_iso(parse_timestamp(value))
+    return to_iso(before(resolve_now(now), parse_duration(value)))
 
 
 def _where(
@@ -191,8 +195,7 @@ def _periods(
     except (OverflowError, pd.errors.OutOfBoundsDatetime, pd.errors.OutOfBoundsTimedelta):
         # pandas 2 holds nanosecond timestamps only, from 1677-09-21 on; pandas 3 more.
         raise ValueError(
-            f"this pandas ({pd.__version__}) cannot hold periods that far back:"
-            " use a later since"
+            f"this pandas ({pd.__version__}) cannot hold periods that far back: use a later since"
         ) from None
 
 
