@@ -1,0 +1,159 @@
+"""Tracking writes that could not be stored yet, kept to be applied later.
+
+They are kept beside the database, one JSON line each (``{"kind": ..., "params": ...}``)
+in ``<database>.pending.jsonl``; when that file cannot be written either (read-only
+folder, full disk), in a bounded queue in memory. An exclusive ``flock`` on the file
+makes appending and replaying one at a time across processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import Any, BinaryIO
+
+SUFFIX = ".pending.jsonl"
+MEMORY_LIMIT = 10_000
+
+log = logging.getLogger("agentmetrics")
+
+Write = tuple[str, dict[str, Any]]
+
+
+class PendingWrites:
+    """The writes waiting for one database, in the order they were made.
+
+    :param path: the journal file, or None to keep writes in memory only
+    :param kinds: the statement kinds a journal line may name (others are skipped)
+    :param limit: how many writes the memory queue holds; later ones are dropped
+    """
+
+    def __init__(self, path: str | None, kinds: set[str], limit: int = MEMORY_LIMIT) -> None:
+        self.path = path
+        self.kinds = kinds
+        self.limit = limit
+        self.memory: deque[Write] = deque()
+        self.dropped = 0
+
+    def __len__(self) -> int:
+        kept = 0
+        if self.path is not None:
+            try:
+                with open(self.path, "rb") as journal:
+                    kept = len(self._parse(journal.read()))
+            except OSError:
+                pass  # no journal
+        return len(self.memory) + kept
+
+    def waiting(self) -> bool:
+        """Whether any write is kept (cheap: one ``stat`` of the journal)."""
+        if self.memory:
+            return True
+        try:
+            return self.path is not None and os.stat(self.path).st_size > 0
+        except OSError:
+            return False
+
+    def add(self, kind: str, params: dict[str, Any]) -> None:
+        """Keep a write: in the journal, else in memory, else count it as dropped."""
+        # Once a write is in memory the ones after it follow, so the order holds.
+        if not self.memory and self.path is not None:
+            try:
+                with self._locked() as journal:
+                    _append(journal, [(kind, params)])
+                return
+            except OSError as e:
+                log.warning(
+                    "agentmetrics: cannot write %s (%s): keeping it in memory", self.path, e
+                )
+        if len(self.memory) >= self.limit:
+            self.dropped += 1
+            if self.dropped == 1:
+                log.warning(
+                    "agentmetrics: more than %d tracking writes waiting in memory: dropping"
+                    " the next ones (see Monitor.dropped)",
+                    self.limit,
+                )
+            return
+        self.memory.append((kind, params))
+
+    def replay(self, apply: Callable[[list[Write]], None]) -> int:
+        """Give every kept write, in order, to ``apply``; forget them once it returns.
+
+        If ``apply`` raises, everything stays kept. Returns how many writes were applied.
+        """
+        with contextlib.ExitStack() as stack:
+            writes: list[Write] = []
+            journal = None
+            if self.waiting() and self.path is not None and os.path.exists(self.path):
+                try:
+                    journal = stack.enter_context(self._locked())
+                except OSError as e:
+                    log.warning("agentmetrics: cannot open %s (%s)", self.path, e)
+                else:
+                    writes = self._parse(journal.read())
+            writes += self.memory
+            if writes:
+                apply(writes)
+            self.memory.clear()
+            if journal is not None:
+                try:
+                    journal.truncate(0)
+                except OSError as e:
+                    log.warning("agentmetrics: cannot empty %s (%s)", self.path, e)
+            return len(writes)
+
+    def save_memory(self) -> None:
+        """Move the writes kept in memory to the journal, if it can be written now."""
+        if not self.memory or self.path is None:
+            return
+        try:
+            with self._locked() as journal:
+                _append(journal, list(self.memory))
+            self.memory.clear()
+        except OSError as e:
+            log.warning("agentmetrics: cannot write %s (%s)", self.path, e)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[BinaryIO]:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        with os.fdopen(fd, "r+b", buffering=0) as journal:
+            fcntl.flock(journal, fcntl.LOCK_EX)
+            yield journal
+
+    def _parse(self, data: bytes) -> list[Write]:
+        writes = []
+        for line in data.splitlines():
+            try:
+                entry = json.loads(line)
+                kind, params = entry["kind"], entry["params"]
+                if kind not in self.kinds or not isinstance(params, dict):
+                    raise ValueError(kind)
+            except (ValueError, KeyError, TypeError):
+                # A line torn by a process killed while writing it, or not ours.
+                if line.strip():
+                    log.warning("agentmetrics: skipping an unreadable line in %s", self.path)
+                continue
+            writes.append((kind, params))
+        return writes
+
+
+def _append(journal: BinaryIO, writes: list[Write]) -> None:
+    end = journal.seek(0, os.SEEK_END)
+    data = "".join(json.dumps({"kind": k, "params": p}) + "\n" for k, p in writes).encode()
+    if end:
+        journal.seek(end - 1)
+        if journal.read(1) != b"\n":
+            data = b"\n" + data  # after a line torn by a process killed while writing it
+    view = memoryview(data)
+    try:
+        while view:
+            view = view[journal.write(view) :]
+    except OSError:
+        journal.truncate(end)  # no half line left behind (full disk)
+        raise
