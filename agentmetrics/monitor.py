@@ -233,7 +233,9 @@ class Monitor:
         self.strict = _strict_from_env() if strict is None else bool(strict)
         self.busy_timeout = _seconds("busy_timeout", busy_timeout)
         self._source = _source(db)
-        self._pending = PendingWrites(_journal_path(self._source), set(_STATEMENTS))
+        self._pending = PendingWrites(
+            _journal_path(self._source), set(_STATEMENTS), timeout=self.busy_timeout
+        )
         self._lock = threading.RLock()
         self._local = threading.local()
         self._db: Database | None = None
@@ -519,8 +521,7 @@ class Monitor:
             self._db = self._open()
         if self._pending.waiting():
             applied = self._pending.replay(self._apply)
-            if self._failing:
-                log.warning("agentmetrics: applied %d pending tracking writes", applied)
+            log.info("agentmetrics: applied %d pending tracking writes", applied)
         self._failing = False
         self._retry_at = 0.0
         return self._db

@@ -13,6 +13,7 @@ import fcntl
 import json
 import logging
 import os
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
@@ -30,13 +31,17 @@ class PendingWrites:
 
     :param path: the journal file, or None to keep writes in memory only
     :param kinds: the statement kinds a journal line may name (others are skipped)
+    :param timeout: seconds to wait for another process's lock on the journal
     :param limit: how many writes the memory queue holds; later ones are dropped
     """
 
-    def __init__(self, path: str | None, kinds: set[str], limit: int = MEMORY_LIMIT) -> None:
+    def __init__(
+        self, path: str | None, kinds: set[str], timeout: float = 5.0, limit: int | None = None
+    ) -> None:
         self.path = path
         self.kinds = kinds
-        self.limit = limit
+        self.timeout = timeout
+        self.limit = MEMORY_LIMIT if limit is None else limit
         self.memory: deque[Write] = deque()
         self.dropped = 0
 
@@ -93,6 +98,8 @@ class PendingWrites:
             if self.waiting() and self.path is not None and os.path.exists(self.path):
                 try:
                     journal = stack.enter_context(self._locked())
+                except TimeoutError:
+                    raise  # another process holds it: its writes must go first
                 except OSError as e:
                     log.warning("agentmetrics: cannot open %s (%s)", self.path, e)
                 else:
@@ -123,7 +130,15 @@ class PendingWrites:
     def _locked(self) -> Iterator[BinaryIO]:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         with os.fdopen(fd, "r+b", buffering=0) as journal:
-            fcntl.flock(journal, fcntl.LOCK_EX)
+            deadline = time.monotonic() + self.timeout
+            while True:
+                try:
+                    fcntl.flock(journal, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"{self.path} is locked by another process") from None
+                    time.sleep(0.005)
             yield journal
 
     def _parse(self, data: bytes) -> list[Write]:
