@@ -792,6 +792,9 @@ class AgentRun(_Tracked):
                 "cost_usd",
             )
         }
+        unknown = set(fields) - set(values) - {"error_message"}
+        if unknown:
+            raise InvalidValue(f"Unknown execution field(s): {', '.join(sorted(unknown))}")
         values.update(fields)
         self.monitor.complete_agent_execution(self.agent_session_id, status, **values)
         self.finished = True
