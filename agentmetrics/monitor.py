@@ -8,6 +8,7 @@ read-only, full) is kept in :mod:`agentmetrics.pending` and applied later.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import datetime as dt
 import logging
@@ -17,6 +18,7 @@ import sqlite3
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Any
@@ -35,7 +37,7 @@ from .errors import (
     UnknownSession,
 )
 from .pending import SUFFIX, PendingWrites
-from .timestamps import SQL_NOW, to_iso, to_sqlite_datetime, utcnow
+from .timestamps import SQL_NOW, to_iso, to_sqlite_datetime
 
 ORCHESTRATION_STATUSES = ("running", "completed", "failed", "partial")
 EXECUTION_STATUSES = ("in_progress", "completed", "failed")
@@ -241,6 +243,8 @@ class Monitor:
         self._db: Database | None = None
         self._retry_at = 0.0
         self._failing = False
+        self._pid = os.getpid()
+        _LIVE.add(self)
         with self._lock:
             try:
                 self._db = self._open()
@@ -544,7 +548,7 @@ class Monitor:
         foreign_key: str = "Unknown orchestration",
     ) -> int | None:
         """Run one statement; the rows it changed, or None if it was kept for later."""
-        called = utcnow()
+        called = time.time()
         with self._lock:
             try:
                 if not self._is_strict() and time.monotonic() < self._retry_at:
@@ -631,10 +635,11 @@ def _name(source: str | Database) -> str:
     return source if isinstance(source, str) else "the database"
 
 
-def _stamped(params: dict[str, Any], called: dt.datetime) -> dict[str, Any]:
+def _stamped(params: dict[str, Any], called: float) -> dict[str, Any]:
     """``params`` with SQLite's clock replaced by the time of the call, to keep for later."""
     if "now" in params and params["now"] is None:
-        return {**params, "now": to_iso(called), "created": to_sqlite_datetime(called)}
+        moment = dt.datetime.fromtimestamp(called, dt.timezone.utc)
+        return {**params, "now": to_iso(moment), "created": to_sqlite_datetime(moment)}
     return params
 
 
@@ -807,6 +812,17 @@ class AgentRun(_Tracked):
 
 
 _default: dict[str, Any] = {}
+_LIVE: weakref.WeakSet[Monitor] = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    """Writes kept for later are applied (or saved to the journal) before the process ends."""
+    for monitor in list(_LIVE):
+        # A forked child's copy of its parent's Monitor is not its own to flush.
+        if monitor._pid == os.getpid() and monitor._pending.waiting():
+            with contextlib.suppress(Exception):
+                monitor.close()
 
 
 def get_monitor() -> Monitor:

@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import json
 import logging
+import math
 import os
 import time
 from collections import deque
@@ -20,6 +21,8 @@ from typing import Any, BinaryIO
 
 SUFFIX = ".pending.jsonl"
 MEMORY_LIMIT = 10_000
+# Other processes may add to the journal at any time: it is looked at this often.
+CHECK_SECONDS = 0.1
 
 log = logging.getLogger("agentmetrics")
 
@@ -44,6 +47,8 @@ class PendingWrites:
         self.limit = MEMORY_LIMIT if limit is None else limit
         self.memory: deque[Write] = deque()
         self.dropped = 0
+        self._added = False  # this process wrote to the journal since the last replay
+        self._checked_at = -math.inf
 
     def __len__(self) -> int:
         kept = 0
@@ -56,11 +61,15 @@ class PendingWrites:
         return len(self.memory) + kept
 
     def waiting(self) -> bool:
-        """Whether any write is kept (cheap: one ``stat`` of the journal)."""
-        if self.memory:
+        """Whether any write may be kept (cheap: at most one ``stat`` per CHECK_SECONDS)."""
+        if self.memory or self._added:
             return True
+        now = time.monotonic()
+        if self.path is None or now - self._checked_at < CHECK_SECONDS:
+            return False
+        self._checked_at = now
         try:
-            return self.path is not None and os.stat(self.path).st_size > 0
+            return os.stat(self.path).st_size > 0
         except OSError:
             return False
 
@@ -71,6 +80,7 @@ class PendingWrites:
             try:
                 with self._locked() as journal:
                     _append(journal, [(kind, params)])
+                self._added = True
                 return
             except OSError as e:
                 log.warning(
@@ -95,7 +105,7 @@ class PendingWrites:
         with contextlib.ExitStack() as stack:
             writes: list[Write] = []
             journal = None
-            if self.waiting() and self.path is not None and os.path.exists(self.path):
+            if self.path is not None and os.path.exists(self.path):
                 try:
                     journal = stack.enter_context(self._locked())
                 except TimeoutError:
@@ -108,6 +118,7 @@ class PendingWrites:
             if writes:
                 apply(writes)
             self.memory.clear()
+            self._added = False
             if journal is not None:
                 try:
                     journal.truncate(0)

@@ -372,3 +372,40 @@ def test_replaying_twice_changes_nothing_and_a_torn_line_is_skipped(db_path, cap
     )
     assert after == before
     assert "unreadable line" in caplog.text
+
+
+EXITER = textwrap.dedent(
+    """
+    import os, sys, time
+    from agentmetrics import Monitor
+
+    path, go = sys.argv[1:]
+    monitor = Monitor(path, busy_timeout=0.05)
+    monitor.start_orchestration("s1")
+    print("kept", flush=True)
+    deadline = time.monotonic() + 30
+    while not os.path.exists(go) and time.monotonic() < deadline:
+        time.sleep(0.001)
+    monitor.complete_orchestration("s1", "completed")  # kept too: it follows the first
+    """
+)
+
+
+def test_a_process_applies_what_it_kept_before_it_exits(db_path, tmp_path):
+    Monitor(db_path).close()
+    go = tmp_path / "go"
+    with WriteLock(db_path):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", EXITER, str(db_path), str(go)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert proc.stdout.readline() == "kept\n"
+    go.touch()
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    assert rows(db_path, "SELECT session_id, status FROM orchestrations") == [
+        {"session_id": "s1", "status": "completed"}
+    ]
+    assert os.path.getsize(f"{db_path}.pending.jsonl") == 0
