@@ -166,23 +166,19 @@ def _optional_text(name: str, value: Any) -> str | None:
 def _flag(name: str, value: Any) -> int | None:
     if value is None:
         return None
-    if value not in (True, False) or not isinstance(value, (bool, int)):
-        raise InvalidValue(f"{name} must be True or False, got {value!r}")
-    return int(value)
+    if isinstance(value, int) and value in (0, 1):  # True and False are ints too
+        return int(value)
+    raise InvalidValue(f"{name} must be True or False, got {value!r}")
 
 
 def _cost(value: Any) -> float | None:
     if value is None:
         return None
-    try:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TypeError
-        cost = float(value)
-    except (TypeError, OverflowError):
-        cost = math.nan
-    if not 0 <= cost < math.inf:  # also refuses NaN
-        raise InvalidValue(f"cost_usd must be a finite number >= 0, got {value!r}")
-    return cost
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        with contextlib.suppress(OverflowError):  # an int too large for a float
+            if 0 <= (cost := float(value)) < math.inf:  # also refuses NaN
+                return cost
+    raise InvalidValue(f"cost_usd must be a finite number >= 0, got {value!r}")
 
 
 def _status(value: Any, allowed: tuple[str, ...]) -> str:
