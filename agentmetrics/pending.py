@@ -23,6 +23,7 @@ SUFFIX = ".pending.jsonl"
 MEMORY_LIMIT = 10_000
 # Other processes may add to the journal at any time: it is looked at this often.
 CHECK_SECONDS = 0.1
+BATCH = 500
 
 log = logging.getLogger("agentmetrics")
 
@@ -98,12 +99,14 @@ class PendingWrites:
         self.memory.append((kind, params))
 
     def replay(self, apply: Callable[[list[Write]], None]) -> int:
-        """Give every kept write, in order, to ``apply``; forget them once it returns.
+        """Give every kept write, in order, to ``apply``; forget each batch it returns from.
 
-        If ``apply`` raises, everything stays kept. Returns how many writes were applied.
+        Batches of at most BATCH writes keep each of ``apply``'s transactions short. If
+        ``apply`` raises, that batch and the ones after it stay kept. Returns how many
+        writes were applied.
         """
         with contextlib.ExitStack() as stack:
-            writes: list[Write] = []
+            stored: list[Write] = []
             journal = None
             if self.path is not None and os.path.exists(self.path):
                 try:
@@ -113,18 +116,34 @@ class PendingWrites:
                 except OSError as e:
                     log.warning("agentmetrics: cannot open %s (%s)", self.path, e)
                 else:
-                    writes = self._parse(journal.read())
-            writes += self.memory
-            if writes:
-                apply(writes)
-            self.memory.clear()
+                    stored = self._parse(journal.read())
+            writes = stored + list(self.memory)
+            applied = 0
+            try:
+                while applied < len(writes):
+                    batch = writes[applied : applied + BATCH]
+                    apply(batch)
+                    applied += len(batch)
+            finally:
+                self._forget(journal, stored, applied)
+            return applied
+
+    def _forget(self, journal: BinaryIO | None, stored: list[Write], applied: int) -> None:
+        """Drop the first ``applied`` writes: the journal's, then those in memory."""
+        for _ in range(max(0, applied - len(stored))):
+            self.memory.popleft()
+        rest = stored[applied:]
+        if journal is not None:
+            try:
+                journal.truncate(0)
+                _append(journal, rest)
+            except OSError as e:
+                self.dropped += len(rest)
+                log.warning(
+                    "agentmetrics: cannot rewrite %s (%s): lost %d", self.path, e, len(rest)
+                )
+        if not rest:
             self._added = False
-            if journal is not None:
-                try:
-                    journal.truncate(0)
-                except OSError as e:
-                    log.warning("agentmetrics: cannot empty %s (%s)", self.path, e)
-            return len(writes)
 
     def save_memory(self) -> None:
         """Move the writes kept in memory to the journal, if it can be written now."""

@@ -409,3 +409,25 @@ def test_a_process_applies_what_it_kept_before_it_exits(db_path, tmp_path):
         {"session_id": "s1", "status": "completed"}
     ]
     assert os.path.getsize(f"{db_path}.pending.jsonl") == 0
+
+
+def test_a_replay_that_fails_midway_keeps_exactly_the_writes_not_applied(tmp_path, monkeypatch):
+    monkeypatch.setattr(pending, "BATCH", 2)
+    journal = pending.PendingWrites(str(tmp_path / "t.db.pending.jsonl"), {"w"})
+    for n in range(5):
+        journal.add("w", {"n": n})
+    applied = []
+
+    def apply(batch):
+        if applied:  # the second batch: the database became unavailable again
+            raise sqlite3.OperationalError("database is locked")
+        applied.extend(batch)
+
+    with pytest.raises(sqlite3.OperationalError):
+        journal.replay(apply)
+    assert [p["n"] for _, p in applied] == [0, 1]
+    assert len(journal) == 3
+    again = []
+    assert journal.replay(again.extend) == 3
+    assert [p["n"] for _, p in again] == [2, 3, 4]
+    assert len(journal) == 0 and not journal.waiting()
