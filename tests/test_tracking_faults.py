@@ -301,7 +301,7 @@ REPLAYER = textwrap.dedent(
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     path, name, go = sys.argv[1:]
-    monitor = Monitor(path)
+    monitor = Monitor(path, busy_timeout=20)  # bounded, and ample on a busy machine
     print("ready", flush=True)
     deadline = time.monotonic() + 30
     while not os.path.exists(go) and time.monotonic() < deadline:
