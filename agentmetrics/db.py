@@ -39,6 +39,7 @@ def open_database(
     read_only: bool = False,
     create: bool = True,
     progress: Callable[[str], None] | None = _stderr,
+    busy_timeout_ms: int = BUSY_TIMEOUT_MS,
 ) -> Database:
     """Open (or create) a monitoring database and return a ``sqlite_utils.Database``.
 
@@ -51,12 +52,13 @@ def open_database(
     :param read_only: open for reading only, never writing to the file
     :param create: create the file if it is missing (False: raise DatabaseError)
     :param progress: called with a message per step of a slow schema upgrade
+    :param busy_timeout_ms: how long a statement waits for another writer's lock
     :raises DatabaseError: the path is a directory, not SQLite, corrupt or missing
     """
     path = os.fspath(path) if path is not None else default_path()
     if path == ":memory:":
-        db = Database(_connect(path))
-        configure(db)
+        db = Database(_connect(path, busy_timeout_ms))
+        configure(db, busy_timeout_ms=busy_timeout_ms)
         _migrate(db, progress)
         return db
     file = Path(path)
@@ -73,7 +75,7 @@ def open_database(
         read_only = True
     if read_only:
         db = Database(_connect_read_only(file))
-        configure(db, writable=False)
+        configure(db, writable=False, busy_timeout_ms=busy_timeout_ms)
         _check_readable(db, path)
         if not all(db.table(t).exists() for t in EXTRA_COLUMNS):
             db.close()
@@ -84,12 +86,14 @@ def open_database(
         _shim_missing_columns(db)
         return db
     try:
-        db = Database(_connect(path))
+        db = Database(_connect(path, busy_timeout_ms))
         _check_readable(db, path)
-        configure(db)
+        configure(db, busy_timeout_ms=busy_timeout_ms)
     except sqlite3.OperationalError as e:
         if "readonly" in str(e) or "unable to open" in str(e):
-            return open_database(path, read_only=True, progress=progress)
+            return open_database(
+                path, read_only=True, progress=progress, busy_timeout_ms=busy_timeout_ms
+            )
         raise DatabaseError(f"Cannot open {path}: {e}") from None
     try:
         _migrate(db, progress)
@@ -107,7 +111,7 @@ def ensure_database(db: str | os.PathLike[str] | Database, **kwargs) -> Database
     no tables yet. One that cannot be written is left as it is.
     """
     if isinstance(db, Database):
-        configure(db, writable=None)
+        configure(db, writable=None, busy_timeout_ms=kwargs.get("busy_timeout_ms", BUSY_TIMEOUT_MS))
         writing = kwargs.get("create", True) and not kwargs.get("read_only", False)
         if writing and migrations.pending(db):
             try:
@@ -119,10 +123,12 @@ def ensure_database(db: str | os.PathLike[str] | Database, **kwargs) -> Database
     return open_database(db, **kwargs)
 
 
-def configure(db: Database, writable: bool | None = True) -> None:
+def configure(
+    db: Database, writable: bool | None = True, busy_timeout_ms: int = BUSY_TIMEOUT_MS
+) -> None:
     """Set the connection pragmas for a many-writer monitoring workload."""
     conn = db.conn
-    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
     conn.execute("PRAGMA foreign_keys = ON")
     if writable is False:
         return
@@ -159,11 +165,11 @@ def write_transaction(db: Database) -> Iterator[Database]:
     db.conn.execute("COMMIT")
 
 
-def _connect(path: str) -> sqlite3.Connection:
+def _connect(path: str, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> sqlite3.Connection:
     # isolation_level=None: each tracking statement commits on its own, with no
     # implicit BEGIN/COMMIT round trips; multi-statement work uses write_transaction.
     return sqlite3.connect(
-        path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
+        path, timeout=busy_timeout_ms / 1000, isolation_level=None, check_same_thread=False
     )
 
 

@@ -9,7 +9,11 @@ class DatabaseError(AgentMetricsError):
     """The database file cannot be used (a directory, not SQLite, corrupt, missing)."""
 
 
-class ReadOnlyDatabase(DatabaseError):
+class StorageError(DatabaseError):
+    """A write could not be stored: locked too long, read-only, disk full, I/O error."""
+
+
+class ReadOnlyDatabase(StorageError):
     """A write was attempted on a database opened read-only."""
 
 

@@ -2,35 +2,53 @@
 
 Each call is one short autocommit statement, so many processes can track into one
 file at once. Completion computes ``completed_at`` and ``duration_ms`` in SQL from the
-stored ``started_at``, with no read first.
+stored ``started_at``, with no read first. A write the database cannot take (locked,
+read-only, full) is kept in :mod:`agentmetrics.pending` and applied later.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import datetime as dt
+import logging
 import math
 import os
 import sqlite3
 import threading
+import time
 import uuid
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Any
 
 from sqlite_utils import Database
 
-from .db import default_path, ensure_database
+from .db import default_path, ensure_database, write_transaction
 from .errors import (
+    AgentMetricsError,
     AlreadyFinished,
+    DatabaseError,
     DuplicateSession,
     InvalidValue,
     ReadOnlyDatabase,
+    StorageError,
     UnknownSession,
 )
+from .pending import SUFFIX, PendingWrites
 from .timestamps import SQL_NOW, to_iso, to_sqlite_datetime
 
 ORCHESTRATION_STATUSES = ("running", "completed", "failed", "partial")
 EXECUTION_STATUSES = ("in_progress", "completed", "failed")
+STRICT_ENV_VAR = "AGENTMETRICS_STRICT"
+BUSY_TIMEOUT = 5.0
+# After a failed write, later ones go straight to the journal for this long instead of
+# each waiting out the busy timeout again.
+RETRY_SECONDS = 5.0
+_MAX_INTEGER = 2**63 - 1  # SQLite's largest INTEGER
+
+log = logging.getLogger("agentmetrics")
 
 _NOW = f"COALESCE(:now, {SQL_NOW})"
 _DURATION = f"CAST(ROUND((julianday({_NOW}) - julianday(started_at)) * 86400000) AS INTEGER)"
@@ -43,10 +61,16 @@ VALUES (:id, :session_id, :task_description, 'running', {_NOW}, :total_tasks, 0,
   :git_commit_hash, :plan_file_path, :progress_file_path, COALESCE(:created, datetime('now')))
 """
 
+# The original's table has no error column: a failure's message goes in metadata_json.
 _COMPLETE_ORCHESTRATION = f"""
 UPDATE orchestrations SET status = :status, completed_at = {_NOW}, duration_ms = {_DURATION},
   completed_tasks = COALESCE(:completed_tasks, completed_tasks),
-  failed_tasks = COALESCE(:failed_tasks, failed_tasks)
+  failed_tasks = COALESCE(:failed_tasks, failed_tasks),
+  metadata_json = CASE
+    WHEN :error_message IS NULL THEN metadata_json
+    WHEN json_valid(metadata_json) AND json_type(metadata_json) = 'object'
+      THEN json_set(metadata_json, '$.error_message', :error_message)
+    ELSE json_object('error_message', :error_message) END
 WHERE session_id = :session_id AND status = 'running'
 """
 
@@ -92,29 +116,105 @@ UPDATE orchestrations SET
 WHERE id = :id
 """
 
+_STATEMENTS = {
+    "start_orchestration": _START_ORCHESTRATION,
+    "update_orchestration_tasks": _UPDATE_TASKS,
+    "complete_orchestration": _COMPLETE_ORCHESTRATION,
+    "start_agent_execution": _START_EXECUTION,
+    "complete_agent_execution": _COMPLETE_EXECUTION,
+    "recount_tasks": _RECOUNT_TASKS,
+}
+# What a storage failure looks like (IntegrityError and ProgrammingError are handled first).
+_UNAVAILABLE = (sqlite3.DatabaseError, DatabaseError, OSError)
+
 
 def _count(name: str, value: Any) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidValue(f"{name} must be a whole number, got {value!r}")
+    value = _integer(name, value)
     if value < 0:
         raise InvalidValue(f"{name} must not be negative, got {value}")
     return value
 
 
-def _status(value: str, allowed: tuple[str, ...]) -> str:
-    if value not in allowed:
+def _integer(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidValue(f"{name} must be a whole number, got {value!r}")
+    if not -_MAX_INTEGER <= value <= _MAX_INTEGER:
+        raise InvalidValue(f"{name} is too large to store (at most {_MAX_INTEGER}), got {value}")
+    return value
+
+
+def _text(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise InvalidValue(f"{name} must be a non-empty string, got {value!r}")
+    return _optional_text(name, value)
+
+
+def _optional_text(name: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidValue(f"{name} must be a string, got {type(value).__name__} {value!r}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidValue(f"{name} is not valid text (lone surrogate): {value!r}") from None
+    return value
+
+
+def _flag(name: str, value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, int) and value in (0, 1):  # True and False are ints too
+        return int(value)
+    raise InvalidValue(f"{name} must be True or False, got {value!r}")
+
+
+def _cost(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        with contextlib.suppress(OverflowError):  # an int too large for a float
+            if 0 <= (cost := float(value)) < math.inf:  # also refuses NaN
+                return cost
+    raise InvalidValue(f"cost_usd must be a finite number >= 0, got {value!r}")
+
+
+def _status(value: Any, allowed: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value not in allowed:
         raise InvalidValue(f"Invalid status {value!r}: use one of {', '.join(allowed)}")
     return value
+
+
+def _seconds(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1e6:
+        raise InvalidValue(f"{name} must be a number of seconds >= 0, got {value!r}")
+    return float(value)
+
+
+def _strict_from_env() -> bool:
+    return os.environ.get(STRICT_ENV_VAR, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 class Monitor:
     """Records orchestrations and agent executions into one SQLite database.
 
+    Tracking never breaks the code it watches because of storage: when the database
+    is locked for longer than ``busy_timeout``, read-only, on a full disk or cannot be
+    opened, a write is kept in ``<database>.pending.jsonl`` (in memory if that cannot
+    be written either, up to a bound: see :attr:`pending` and :attr:`dropped`) with the
+    time of the call, and applied, in order, before the next write that succeeds from
+    any Monitor on that file. Mistakes (bad values, unknown or duplicate sessions)
+    still raise :mod:`agentmetrics.errors` exceptions, and nothing is written.
+
     :param db: a path, a ``sqlite_utils.Database``, or None for the default path
-    :param clock: returns the current time; the default is SQLite's own UTC clock.
-      Set it to write deterministic data (demo databases, tests).
+    :param clock: returns the current time as an aware datetime; the default is
+      SQLite's own UTC clock. Set it to write deterministic data (demo databases, tests).
+    :param strict: raise :class:`~agentmetrics.errors.StorageError` instead of keeping
+      writes for later (None: ``$AGENTMETRICS_STRICT=1``). The end of a ``with``
+      block never raises for storage, even in strict mode.
+    :param busy_timeout: seconds a write waits for another process's lock
     """
 
     def __init__(
@@ -122,13 +222,74 @@ class Monitor:
         db: str | os.PathLike[str] | Database | None = None,
         *,
         clock: Callable[[], dt.datetime] | None = None,
+        strict: bool | None = None,
+        busy_timeout: float = BUSY_TIMEOUT,
     ) -> None:
-        self.db = ensure_database(db if db is not None else default_path())
+        if clock is not None and not callable(clock):
+            raise InvalidValue(f"clock must be a function returning a datetime, got {clock!r}")
         self.clock = clock
-        self._lock = threading.Lock()
+        self.strict = _strict_from_env() if strict is None else bool(strict)
+        self.busy_timeout = _seconds("busy_timeout", busy_timeout)
+        self._source = _source(db)
+        self._pending = PendingWrites(
+            _journal_path(self._source), set(_STATEMENTS), timeout=self.busy_timeout
+        )
+        self._lock = threading.RLock()
+        self._local = threading.local()
+        self._db: Database | None = None
+        self._retry_at = 0.0
+        self._failing = False
+        self._pid = os.getpid()
+        _LIVE.add(self)
+        with self._lock:
+            try:
+                self._db = self._open()
+            except _UNAVAILABLE as e:
+                self._unavailable(e)
+
+    @property
+    def db(self) -> Database:
+        """The ``sqlite_utils.Database`` (opened now if it could not be before)."""
+        with self._lock:
+            if self._db is None:
+                try:
+                    self._db = self._open()
+                except _UNAVAILABLE as e:
+                    raise _storage_error(e, self._source) from None
+            return self._db
+
+    @property
+    def pending(self) -> int:
+        """How many writes are waiting for the database (journal and memory)."""
+        return len(self._pending)
+
+    @property
+    def dropped(self) -> int:
+        """How many writes were lost: neither the database nor the journal took them."""
+        return self._pending.dropped
+
+    def flush(self) -> int:
+        """Apply the pending writes now if the database takes them; return how many wait."""
+        with self._lock:
+            try:
+                self._ready()
+            except _UNAVAILABLE as e:
+                self._unavailable(e)
+            return self.pending
 
     def close(self) -> None:
-        self.db.close()
+        """Apply what is pending if possible, then close the database."""
+        with self._lock, self._lenient():
+            self.flush()
+            self._pending.save_memory()
+            if self._pending.memory:
+                log.warning(
+                    "agentmetrics: %d tracking writes could not be stored and are lost",
+                    len(self._pending.memory),
+                )
+            if self._db is not None:
+                self._db.close()
+                self._db = None
 
     # -- low-level API, matching the original tool -------------------------------------
 
@@ -147,15 +308,15 @@ class Monitor:
         """
         orchestration_id = str(uuid.uuid4())
         self._write(
-            _START_ORCHESTRATION,
+            "start_orchestration",
             {
                 "id": orchestration_id,
                 "session_id": _text("session_id", session_id),
-                "task_description": task_description,
+                "task_description": _optional_text("task_description", task_description),
                 "total_tasks": _count("total_tasks", total_tasks),
-                "git_commit_hash": git_commit_hash,
-                "plan_file_path": plan_file_path,
-                "progress_file_path": progress_file_path,
+                "git_commit_hash": _optional_text("git_commit_hash", git_commit_hash),
+                "plan_file_path": _optional_text("plan_file_path", plan_file_path),
+                "progress_file_path": _optional_text("progress_file_path", progress_file_path),
                 **self._now(),
             },
             duplicate=f"Orchestration session {session_id!r} already exists",
@@ -171,12 +332,12 @@ class Monitor:
     ) -> None:
         """Set any of the orchestration's task counts (None leaves a count unchanged)."""
         params = {
-            "session_id": session_id,
+            "session_id": _text("session_id", session_id),
             "total_tasks": _count("total_tasks", total_tasks),
             "completed_tasks": _count("completed_tasks", completed_tasks),
             "failed_tasks": _count("failed_tasks", failed_tasks),
         }
-        if self._write(_UPDATE_TASKS, params) == 0:
+        if self._write("update_orchestration_tasks", params) == 0:
             raise UnknownSession(f"No orchestration with session id {session_id!r}")
 
     def complete_orchestration(
@@ -185,20 +346,25 @@ class Monitor:
         status: str,
         completed_tasks: int | None = None,
         failed_tasks: int | None = None,
+        error_message: str | None = None,
     ) -> None:
         """Finish a running orchestration as ``completed``, ``failed`` or ``partial``.
+
+        ``error_message`` is kept in its ``metadata_json`` (the original's table has no
+        error column).
 
         :raises UnknownSession: no orchestration has this session id
         :raises AlreadyFinished: it was completed before
         """
         params = {
-            "session_id": session_id,
+            "session_id": _text("session_id", session_id),
             "status": _status(status, ORCHESTRATION_STATUSES[1:]),
             "completed_tasks": _count("completed_tasks", completed_tasks),
             "failed_tasks": _count("failed_tasks", failed_tasks),
+            "error_message": _optional_text("error_message", error_message),
             **self._now(),
         }
-        if self._write(_COMPLETE_ORCHESTRATION, params) == 0:
+        if self._write("complete_orchestration", params) == 0:
             self._explain_missing("orchestrations", "session_id", session_id, "Orchestration")
 
     def start_agent_execution(
@@ -216,20 +382,18 @@ class Monitor:
         :raises DuplicateSession: the agent session id is already recorded
         """
         execution_id = str(uuid.uuid4())
-        if task_number is not None and (
-            isinstance(task_number, bool) or not isinstance(task_number, int)
-        ):
-            raise InvalidValue(f"task_number must be a whole number, got {task_number!r}")
         self._write(
-            _START_EXECUTION,
+            "start_agent_execution",
             {
                 "id": execution_id,
-                "orchestration_id": orchestration_id,
+                "orchestration_id": _optional_text("orchestration_id", orchestration_id),
                 "agent_session_id": _text("agent_session_id", agent_session_id),
                 "agent_name": _text("agent_name", agent_name),
-                "task_id": task_id,
-                "task_number": task_number,
-                "session_log_path": session_log_path,
+                "task_id": _optional_text("task_id", task_id),
+                "task_number": None
+                if task_number is None
+                else _integer("task_number", task_number),
+                "session_log_path": _optional_text("session_log_path", session_log_path),
                 **self._now(),
             },
             duplicate=f"Agent session {agent_session_id!r} already exists",
@@ -257,28 +421,22 @@ class Monitor:
         :raises UnknownSession: no execution has this agent session id
         :raises AlreadyFinished: it was completed before
         """
-        if cost_usd is not None and (
-            isinstance(cost_usd, bool)
-            or not isinstance(cost_usd, (int, float))
-            or not 0 <= cost_usd < math.inf  # also refuses NaN
-        ):
-            raise InvalidValue(f"cost_usd must be a finite number >= 0, got {cost_usd!r}")
         params = {
-            "agent_session_id": agent_session_id,
+            "agent_session_id": _text("agent_session_id", agent_session_id),
             "status": _status(status, EXECUTION_STATUSES[1:]),
             "files_created": _count("files_created", files_created),
             "files_modified": _count("files_modified", files_modified),
             "retry_count": _count("retry_count", retry_count),
-            "self_healed": None if self_healed is None else int(bool(self_healed)),
-            "error_message": error_message,
-            "summary_report_path": summary_report_path,
-            "model": model,
+            "self_healed": _flag("self_healed", self_healed),
+            "error_message": _optional_text("error_message", error_message),
+            "summary_report_path": _optional_text("summary_report_path", summary_report_path),
+            "model": _optional_text("model", model),
             "input_tokens": _count("input_tokens", input_tokens),
             "output_tokens": _count("output_tokens", output_tokens),
-            "cost_usd": None if cost_usd is None else float(cost_usd),
+            "cost_usd": _cost(cost_usd),
             **self._now(),
         }
-        if self._write(_COMPLETE_EXECUTION, params) == 0:
+        if self._write("complete_agent_execution", params) == 0:
             self._explain_missing(
                 "agent_executions", "agent_session_id", agent_session_id, "Agent session"
             )
@@ -344,30 +502,100 @@ class Monitor:
         if self.clock is None:
             return {"now": None, "created": None}
         moment = self.clock()
-        return {"now": to_iso(moment), "created": to_sqlite_datetime(moment)}
+        if not isinstance(moment, dt.datetime) or moment.tzinfo is None:
+            raise InvalidValue(
+                f"clock must return an aware datetime (e.g. datetime.now(timezone.utc)),"
+                f" got {moment!r}"
+            )
+        try:
+            return {"now": to_iso(moment), "created": to_sqlite_datetime(moment)}
+        except (OverflowError, ValueError) as e:
+            raise InvalidValue(f"clock returned a time that cannot be stored: {e}") from None
+
+    def _open(self) -> Database:
+        return ensure_database(self._source, busy_timeout_ms=round(self.busy_timeout * 1000))
+
+    def _ready(self) -> Database:
+        """The open database, with every pending write applied to it first."""
+        if self._db is None:
+            self._db = self._open()
+        if self._pending.waiting():
+            applied = self._pending.replay(self._apply)
+            log.info("agentmetrics: applied %d pending tracking writes", applied)
+        self._failing = False
+        self._retry_at = 0.0
+        return self._db
+
+    def _apply(self, writes: list[tuple[str, dict[str, Any]]]) -> None:
+        with write_transaction(self._db):
+            for kind, params in writes:
+                try:
+                    self._db.conn.execute(_STATEMENTS[kind], params)
+                except (sqlite3.IntegrityError, sqlite3.ProgrammingError) as e:
+                    # A start applied before (replays repeat nothing else) or a
+                    # mistake that could not be detected when the write was kept.
+                    log.warning("agentmetrics: skipped a pending %s: %s", kind, e)
 
     def _write(
         self,
-        sql: str,
+        kind: str,
         params: dict[str, Any],
         duplicate: str = "Duplicate session id",
         foreign_key: str = "Unknown orchestration",
-    ) -> int:
+    ) -> int | None:
+        """Run one statement; the rows it changed, or None if it was kept for later."""
+        called = time.time()
+        with self._lock:
+            try:
+                if not self._is_strict() and time.monotonic() < self._retry_at:
+                    self._pending.add(kind, _stamped(params, called))
+                    return None
+                return self._ready().execute(_STATEMENTS[kind], params).rowcount
+            except sqlite3.IntegrityError as e:
+                message = str(e)
+                if "UNIQUE" in message:
+                    raise DuplicateSession(duplicate) from None
+                if "FOREIGN KEY" in message:
+                    raise UnknownSession(foreign_key) from None
+                raise InvalidValue(message) from None
+            except sqlite3.ProgrammingError as e:
+                raise InvalidValue(str(e)) from None
+            except _UNAVAILABLE as e:
+                self._unavailable(e)
+                self._pending.add(kind, _stamped(params, called))
+                return None
+
+    def _unavailable(self, error: BaseException) -> None:
+        """After a storage failure: raise it in strict mode, else note it and carry on."""
+        if isinstance(self._source, str) and self._db is not None:
+            # Reopen next time: a file opened read-only stays read-only on this connection.
+            self._db.close()
+            self._db = None
+        if self._is_strict():
+            raise _storage_error(error, self._source) from None
+        self._retry_at = time.monotonic() + RETRY_SECONDS
+        if not self._failing:
+            self._failing = True
+            where = self._pending.path or "memory"
+            log.warning(
+                "agentmetrics: cannot write to %s (%s): keeping tracking writes in %s",
+                _name(self._source),
+                error,
+                where,
+            )
+
+    def _is_strict(self) -> bool:
+        return self.strict and not getattr(self._local, "lenient", False)
+
+    @contextlib.contextmanager
+    def _lenient(self) -> Iterator[None]:
+        """Storage failures are kept for later even in strict mode (``with`` block ends)."""
+        before = getattr(self._local, "lenient", False)
+        self._local.lenient = True
         try:
-            with self._lock:
-                return self.db.execute(sql, params).rowcount
-        except sqlite3.IntegrityError as e:
-            message = str(e)
-            if "UNIQUE" in message:
-                raise DuplicateSession(duplicate) from None
-            if "FOREIGN KEY" in message:
-                raise UnknownSession(foreign_key) from None
-            raise InvalidValue(message) from None
-        except sqlite3.OperationalError as e:
-            # "is a view": the read-only shim of an original file (db._shim_missing_columns)
-            if "readonly" in str(e) or "because it is a view" in str(e):
-                raise ReadOnlyDatabase("The database is open read-only") from None
-            raise
+            yield
+        finally:
+            self._local.lenient = before
 
     def _explain_missing(self, table: str, column: str, value: str, what: str) -> None:
         row = self.db.execute(f"SELECT status FROM {table} WHERE {column} = ?", [value]).fetchone()
@@ -376,15 +604,70 @@ class Monitor:
         raise AlreadyFinished(f"{what} {value!r} is already {row[0]}")
 
 
-def _text(name: str, value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise InvalidValue(f"{name} must be a non-empty string, got {value!r}")
-    return value
+def _source(db: Any) -> str | Database:
+    if db is None:
+        db = default_path()
+    if isinstance(db, Database):
+        return db
+    if not isinstance(db, (str, os.PathLike)):
+        raise InvalidValue(f"db must be a path or a sqlite_utils.Database, got {db!r}")
+    path = os.fspath(db)
+    if not isinstance(path, str) or not path:
+        raise InvalidValue(f"db must be a non-empty path, got {db!r}")
+    return path if path == ":memory:" else os.path.abspath(path)
+
+
+def _journal_path(source: str | Database) -> str | None:
+    if isinstance(source, str):
+        return None if source == ":memory:" else source + SUFFIX
+    try:
+        files = {name: file for _, name, file in source.execute("PRAGMA database_list")}
+    except sqlite3.Error:
+        return None
+    return files.get("main") + SUFFIX if files.get("main") else None
+
+
+def _name(source: str | Database) -> str:
+    return source if isinstance(source, str) else "the database"
+
+
+def _stamped(params: dict[str, Any], called: float) -> dict[str, Any]:
+    """``params`` with SQLite's clock replaced by the time of the call, to keep for later."""
+    if "now" in params and params["now"] is None:
+        moment = dt.datetime.fromtimestamp(called, dt.timezone.utc)
+        return {**params, "now": to_iso(moment), "created": to_sqlite_datetime(moment)}
+    return params
+
+
+def _storage_error(error: BaseException, source: str | Database) -> AgentMetricsError:
+    if isinstance(error, AgentMetricsError):
+        return error
+    message = str(error)
+    # "is a view": the read-only shim of an original file (db._shim_missing_columns)
+    if "readonly" in message or "because it is a view" in message:
+        return ReadOnlyDatabase("The database is open read-only")
+    return StorageError(f"Cannot write to {_name(source)}: {message}")
+
+
+def _describe(exc: BaseException) -> str:
+    """``"Type: message"`` for a failure, whatever the exception holds."""
+    try:
+        text = str(exc)
+    except Exception:  # a broken __str__ must not stop the failure being recorded
+        text = ""
+    message = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    # Lone surrogates (from bytes decoded with surrogateescape) cannot be stored.
+    return message.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 class _Tracked:
-    """Shared ``with`` behaviour: complete on exit, failed when an exception escapes."""
+    """Shared ``with`` behaviour: complete on exit, failed when an exception escapes.
 
+    The end of a block never raises for storage (the write is kept for later), and an
+    exception escaping the block always comes through unchanged.
+    """
+
+    monitor: Monitor
     finished = False
 
     def __enter__(self):
@@ -398,10 +681,14 @@ class _Tracked:
     ) -> None:
         if self.finished:
             return
-        if exc is None:
-            self.complete("completed")
-        else:
-            self.fail(f"{exc_type.__name__}: {exc}" if str(exc) else exc_type.__name__)
+        with self.monitor._lenient():
+            if exc is None:
+                self.complete("completed")
+                return
+            try:
+                self.fail(_describe(exc))
+            except AgentMetricsError as e:
+                log.warning("agentmetrics: could not record the failure: %s", e)
 
 
 class Orchestration(_Tracked):
@@ -457,13 +744,13 @@ class Orchestration(_Tracked):
         self.finished = True
 
     def fail(self, error_message: str | None = None) -> None:
-        # The original's orchestrations table has no error column: the failure is
-        # recorded on the execution that raised it.
-        self.complete("failed")
+        """Finish the orchestration as failed; the message goes in its ``metadata_json``."""
+        self.monitor.complete_orchestration(self.session_id, "failed", error_message=error_message)
+        self.finished = True
 
     def _recount(self) -> None:
         if self.follow_executions:
-            self.monitor._write(_RECOUNT_TASKS, {"id": self.id})
+            self.monitor._write("recount_tasks", {"id": self.id})
 
 
 class AgentRun(_Tracked):
@@ -506,6 +793,9 @@ class AgentRun(_Tracked):
                 "cost_usd",
             )
         }
+        unknown = set(fields) - set(values) - {"error_message"}
+        if unknown:
+            raise InvalidValue(f"Unknown execution field(s): {', '.join(sorted(unknown))}")
         values.update(fields)
         self.monitor.complete_agent_execution(self.agent_session_id, status, **values)
         self.finished = True
@@ -518,6 +808,17 @@ class AgentRun(_Tracked):
 
 
 _default: dict[str, Any] = {}
+_LIVE: weakref.WeakSet[Monitor] = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    """Writes kept for later are applied (or saved to the journal) before the process ends."""
+    for monitor in list(_LIVE):
+        # A forked child's copy of its parent's Monitor is not its own to flush.
+        if monitor._pid == os.getpid() and monitor._pending.waiting():
+            with contextlib.suppress(Exception):
+                monitor.close()
 
 
 def get_monitor() -> Monitor:

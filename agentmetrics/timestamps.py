@@ -52,7 +52,10 @@ def to_sqlite_datetime(moment: dt.datetime) -> str:
     """Format a datetime as SQLite's ``datetime()`` does: ``YYYY-MM-DD HH:MM:SS``."""
     if moment.tzinfo is not None:
         moment = moment.astimezone(dt.timezone.utc)
-    return moment.strftime("%Y-%m-%d %H:%M:%S")
+    return (
+        f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}"
+        f" {moment.hour:02d}:{moment.minute:02d}:{moment.second:02d}"
+    )
 
 
 def parse_timestamp(value: str | dt.datetime) -> dt.datetime:

@@ -203,7 +203,7 @@ def test_unwritable_file_or_folder_opens_for_reading(tmp_path, locked, lock_down
     db = agentmetrics.open_database(path)
     assert db.execute("SELECT count(*) FROM agent_executions").fetchone()[0] == 1
     with pytest.raises(ReadOnlyDatabase, match="read-only"):
-        agentmetrics.Monitor(db).start_orchestration("new")
+        agentmetrics.Monitor(db, strict=True).start_orchestration("new")
     db.close()
     raw = sqlite3.connect(f"file:{path}?immutable=1", uri=True)
     assert "model" not in column_info(raw, "agent_executions")

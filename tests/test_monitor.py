@@ -1,4 +1,5 @@
 import datetime as dt
+import json
 import re
 import uuid
 
@@ -164,6 +165,65 @@ def snapshot(db):
             UnknownSession,
             "No orchestration with id 'missing'",
         ),
+        # SQLite integers stop at 2**63 - 1
+        (lambda m: m.start_orchestration("s2", total_tasks=2**63), InvalidValue, "too large"),
+        (lambda m: m.start_agent_execution("a2", "x", task_number=2**63), InvalidValue, "large"),
+        (lambda m: m.start_agent_execution("a2", "x", task_number=-(2**63)), InvalidValue, "la"),
+        (lambda m: m.update_orchestration_tasks("s1", 2**64), InvalidValue, "too large"),
+        (
+            lambda m: m.complete_agent_execution("a1", "completed", input_tokens=2**63),
+            InvalidValue,
+            "input_tokens is too large",
+        ),
+        (
+            lambda m: m.complete_agent_execution("a1", "completed", cost_usd=10**400),
+            InvalidValue,
+            "cost_usd",
+        ),
+        # text values must be text
+        (
+            lambda m: m.start_orchestration("s2", task_description={"goal": "x"}),
+            InvalidValue,
+            "task_description must be a string",
+        ),
+        (lambda m: m.start_orchestration("s2", git_commit_hash=123), InvalidValue, "git_commit"),
+        (lambda m: m.start_agent_execution("a2", "x", task_id=["T1"]), InvalidValue, "task_id"),
+        (
+            lambda m: m.start_agent_execution("a2", "x", orchestration_id=1.5),
+            InvalidValue,
+            "orchestration_id",
+        ),
+        (
+            lambda m: m.complete_agent_execution("a1", "failed", error_message=["boom"]),
+            InvalidValue,
+            "error_message must be a string",
+        ),
+        (lambda m: m.complete_agent_execution("a1", "failed", model={}), InvalidValue, "model"),
+        (lambda m: m.complete_orchestration({"s": 1}, "completed"), InvalidValue, "session_id"),
+        (lambda m: m.complete_orchestration("s1", ["completed"]), InvalidValue, "status"),
+        (
+            lambda m: m.complete_agent_execution("a1", "completed", self_healed="no"),
+            InvalidValue,
+            "self_healed",
+        ),
+        # lone surrogates cannot be encoded for SQLite
+        (lambda m: m.start_orchestration("s\ud800"), InvalidValue, "surrogate"),
+        (
+            lambda m: m.start_orchestration("s2", task_description="bad \udcff"),
+            InvalidValue,
+            "task_description is not valid text",
+        ),
+        (lambda m: m.start_agent_execution("a2", "x\ud800"), InvalidValue, "agent_name"),
+        (
+            lambda m: m.complete_agent_execution("a1", "failed", error_message="\udc80"),
+            InvalidValue,
+            "error_message is not valid text",
+        ),
+        (
+            lambda m: m.complete_orchestration("s1", "failed", error_message="\ud800"),
+            InvalidValue,
+            "error_message",
+        ),
     ],
 )
 def test_bad_input_raises_clear_error_and_changes_nothing(monitor, call, error, message):
@@ -263,3 +323,116 @@ def test_get_monitor_uses_env_path(tmp_path, monkeypatch):
     monkeypatch.delenv("AGENTMETRICS_DB")
     assert agentmetrics.get_monitor() is not monitor
     assert (tmp_path / "monitoring.db").exists()  # cwd is tmp_path
+
+
+@pytest.mark.parametrize(
+    "moment, message",
+    [
+        ("2026-03-01T12:00:00Z", "aware datetime"),
+        (None, "aware datetime"),
+        (1767225600, "aware datetime"),
+        (dt.datetime(2026, 3, 1, 12, 0), "aware datetime"),  # naive: local or UTC?
+        (dt.datetime.min.replace(tzinfo=dt.timezone(dt.timedelta(hours=1))), "cannot be stored"),
+    ],
+)
+def test_a_clock_that_returns_no_usable_time_is_refused(db, moment, message):
+    monitor = Monitor(db, clock=lambda: moment)
+    with pytest.raises(InvalidValue, match=message):
+        monitor.start_orchestration("s1")
+    with pytest.raises(InvalidValue, match=message):
+        monitor.agent("coder")
+    assert snapshot(db) == [[], []]
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"db": 42}, "db must be a path"),
+        ({"clock": "now"}, "clock must be a function"),
+        ({"busy_timeout": -1}, "busy_timeout"),
+        ({"busy_timeout": float("nan")}, "busy_timeout"),
+    ],
+)
+def test_bad_monitor_arguments_are_refused(db_path, kwargs, message):
+    with pytest.raises(InvalidValue, match=message):
+        Monitor(**{"db": db_path, **kwargs})
+    assert not db_path.exists()
+
+
+def test_years_before_1000_are_padded(db):
+    clock = Clock(dt.datetime(999, 5, 6, 7, 8, 9, tzinfo=dt.timezone.utc))
+    Monitor(db, clock=clock).start_orchestration("s1")
+    orch = row(db, "orchestrations", "session_id", "s1")
+    assert (orch["started_at"], orch["created_at"]) == (
+        "0999-05-06T07:08:09.000Z",
+        "0999-05-06 07:08:09",
+    )
+
+
+class Unprintable(Exception):
+    def __str__(self):
+        raise RuntimeError("no text for you")
+
+
+@pytest.mark.parametrize(
+    "error, expected",
+    [
+        (ValueError("bad byte \udcff in name"), "ValueError: bad byte \\udcff in name"),
+        (Unprintable(), "Unprintable"),
+    ],
+)
+def test_the_failure_is_recorded_whatever_the_exception_holds(monitor, error, expected):
+    with (
+        pytest.raises(type(error)) as raised,
+        monitor.orchestration("s1") as orch,
+        orch.agent("coder", "a1"),
+    ):
+        raise error
+    assert raised.value is error
+    assert row(monitor.db, "agent_executions", "agent_session_id", "a1")["error_message"] == (
+        expected
+    )
+    orch = row(monitor.db, "orchestrations", "session_id", "s1")
+    assert orch["status"] == "failed"
+    assert json.loads(orch["metadata_json"]) == {"error_message": expected}
+
+
+def test_orchestration_failure_message_is_kept_in_its_metadata(monitor):
+    with monitor.orchestration("s1") as orch:
+        orch.fail("3 of 5 agents failed")
+    monitor.start_orchestration("s2")
+    monitor.db.execute(
+        "UPDATE orchestrations SET metadata_json = '{\"owner\": \"ci\"}' WHERE session_id = 's2'"
+    )
+    monitor.complete_orchestration("s2", "failed", error_message="timeout")
+    monitor.start_orchestration("s3")
+    monitor.complete_orchestration("s3", "completed")
+    metadata = {
+        r["session_id"]: r["metadata_json"]
+        for r in monitor.db.query("SELECT session_id, metadata_json FROM orchestrations")
+    }
+    assert json.loads(metadata["s1"]) == {"error_message": "3 of 5 agents failed"}
+    assert json.loads(metadata["s2"]) == {"owner": "ci", "error_message": "timeout"}
+    assert metadata["s3"] is None
+
+
+def test_a_bad_attribute_does_not_hide_the_blocks_own_exception(monitor, caplog):
+    error = RuntimeError("the real problem")
+    with pytest.raises(RuntimeError) as raised, monitor.agent("coder", "a1") as run:
+        run.files_created = "three"
+        raise error
+    assert raised.value is error
+    assert "files_created must be a whole number" in caplog.text
+    with pytest.raises(InvalidValue, match="files_created"), monitor.agent("coder", "a2") as run:
+        run.files_created = "three"
+
+
+def test_unknown_execution_fields_are_refused(monitor):
+    with monitor.agent("coder", "a1") as run:
+        with pytest.raises(InvalidValue, match="Unknown execution field"):
+            run.complete(colour="red")
+        before = snapshot(monitor.db)
+        assert row(monitor.db, "agent_executions", "agent_session_id", "a1")["status"] == (
+            "in_progress"
+        )
+    assert snapshot(monitor.db) != before  # the block still completes it

@@ -1,0 +1,433 @@
+"""Storage failures never reach the tracked code: writes are kept and applied later."""
+
+import datetime as dt
+import json
+import logging
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from agentmetrics import Monitor, pending
+from agentmetrics.errors import DatabaseError, ReadOnlyDatabase, StorageError
+
+T0 = dt.datetime(2026, 3, 1, 12, 0, 0, tzinfo=dt.timezone.utc)
+
+
+class Clock:
+    def __init__(self):
+        self.now = T0
+
+    def __call__(self):
+        return self.now
+
+    def advance(self, **kwargs):
+        self.now += dt.timedelta(**kwargs)
+
+
+class WriteLock:
+    """Another connection holding the write lock (longer than any busy timeout here)."""
+
+    def __init__(self, path):
+        self.conn = sqlite3.connect(path, isolation_level=None)
+
+    def acquire(self):
+        self.conn.execute("BEGIN EXCLUSIVE")
+        return self
+
+    def release(self):
+        self.conn.execute("ROLLBACK")
+        self.conn.close()
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+def rows(path, sql, params=()):
+    conn = sqlite3.connect(path)
+    conn.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in conn.execute(sql, params)]
+    finally:
+        conn.close()
+
+
+def iso_now():
+    moment = dt.datetime.now(dt.timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def unlock(path):
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "-i", str(path)], check=True)
+    os.chmod(path, 0o755 if path.is_dir() else 0o644)
+
+
+def track_lifecycle(monitor, clock=None):
+    """Four writes: an orchestration and one failed execution, 1.25 s apart (on a clock)."""
+    orch_id = monitor.start_orchestration("s1", "build", total_tasks=1)
+    monitor.start_agent_execution("a1", "coder", orchestration_id=orch_id, task_number=1)
+    if clock:
+        clock.advance(seconds=1, milliseconds=250)
+    monitor.complete_agent_execution("a1", "failed", error_message="boom", files_created=2)
+    if clock:
+        clock.advance(seconds=1)
+    monitor.complete_orchestration("s1", "failed", completed_tasks=0, failed_tasks=1)
+    return orch_id
+
+
+def assert_lifecycle_stored(path, orch_id, timed=True):
+    orch = rows(path, "SELECT * FROM orchestrations WHERE session_id = 's1'")[0]
+    execution = rows(path, "SELECT * FROM agent_executions WHERE agent_session_id = 'a1'")[0]
+    assert (orch["id"], orch["status"], orch["failed_tasks"]) == (orch_id, "failed", 1)
+    assert (execution["orchestration_id"], execution["status"]) == (orch_id, "failed")
+    assert (execution["error_message"], execution["files_created"]) == ("boom", 2)
+    if timed:
+        assert execution["started_at"] == "2026-03-01T12:00:00.000Z"
+        assert execution["completed_at"] == "2026-03-01T12:00:01.250Z"
+        assert execution["duration_ms"] == 1250
+        assert (orch["created_at"], orch["duration_ms"]) == ("2026-03-01 12:00:00", 2250)
+
+
+# -- locked ----------------------------------------------------------------------------
+
+
+def test_locked_database_keeps_writes_with_call_time_and_applies_them_later(db_path):
+    monitor = Monitor(db_path, busy_timeout=0.05)
+    journal = f"{db_path}.pending.jsonl"
+    with WriteLock(db_path):
+        called_from = iso_now()
+        orch_id = track_lifecycle(monitor)
+        with monitor.orchestration("s2") as orch, orch.agent("tester", "a2"):
+            pass
+        called_to = iso_now()
+        # 4 lifecycle writes + 2 starts, the execution's end, its recount, the end of s2
+        assert monitor.pending == 9
+        assert len(Path(journal).read_text().splitlines()) == 9
+        time.sleep(0.01)  # SQLite's clock at replay would now be later than called_to
+    assert rows(db_path, "SELECT * FROM orchestrations") == []
+    # The next successful write of any Monitor on the file applies them first, in order.
+    Monitor(db_path).start_orchestration("s3")
+    assert_lifecycle_stored(db_path, orch_id, timed=False)
+    stored = rows(db_path, "SELECT * FROM orchestrations ORDER BY session_id")
+    assert [(r["session_id"], r["status"]) for r in stored] == [
+        ("s1", "failed"),
+        ("s2", "completed"),
+        ("s3", "running"),
+    ]
+    assert stored[1]["completed_tasks"] == 1
+    executions = rows(db_path, "SELECT * FROM agent_executions")
+    for r in stored[:2] + executions:
+        assert called_from <= r["started_at"] <= r["completed_at"] <= called_to
+        assert r["created_at"] <= called_to.replace("T", " ")[:19]
+    assert os.path.getsize(journal) == 0 and monitor.pending == 0
+
+
+def test_strict_mode_raises_on_a_locked_database_and_keeps_nothing(db_path, monkeypatch):
+    monitor = Monitor(db_path, busy_timeout=0.05, strict=True)
+    monkeypatch.setenv("AGENTMETRICS_STRICT", "1")
+    from_env = Monitor(db_path, busy_timeout=0.05)
+    with WriteLock(db_path):
+        for strict in (monitor, from_env):
+            with pytest.raises(StorageError, match="locked"):
+                strict.start_orchestration("s1")
+    assert Monitor(db_path).pending == 0
+    assert rows(db_path, "SELECT * FROM orchestrations") == []
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_with_block_end_never_raises_for_storage_nor_hides_the_users_error(db_path, strict):
+    monitor = Monitor(db_path, busy_timeout=0.05, strict=strict)
+    error = KeyError("the agent's own error")
+    with pytest.raises(KeyError) as raised, monitor.orchestration("s1") as orch:
+        with orch.agent("coder", "a1"):
+            lock = WriteLock(db_path).acquire()
+        lock.release()
+        with orch.agent("coder", "a2"):
+            lock = WriteLock(db_path).acquire()
+            raise error
+    lock.release()  # both blocks ended while it was held
+    # a1's end and recount, a2's start (strict mode tries it, and it applies those two;
+    # otherwise it follows them to the journal), a2's end and recount, the end of s1
+    assert monitor.pending == (3 if strict else 6)
+    assert monitor.flush() == 0
+    assert raised.value is error
+    assert raised.value.__context__ is None
+    executions = rows(db_path, "SELECT * FROM agent_executions ORDER BY agent_session_id")
+    assert [r["status"] for r in executions] == ["completed", "failed"]
+    assert executions[1]["error_message"] == 'KeyError: "the agent\'s own error"'
+    orch = rows(db_path, "SELECT * FROM orchestrations")[0]
+    assert (orch["status"], orch["completed_tasks"], orch["failed_tasks"]) == ("failed", 1, 1)
+
+
+def test_monitor_opens_later_when_the_file_is_locked_during_its_upgrade(original_db_path, caplog):
+    with WriteLock(original_db_path):
+        with pytest.raises(DatabaseError, match="locked"):
+            Monitor(original_db_path, busy_timeout=0.05, strict=True)
+        clock = Clock()
+        monitor = Monitor(original_db_path, busy_timeout=0.05, clock=clock)
+        orch_id = track_lifecycle(monitor, clock)
+    assert "cannot write to" in caplog.text and "locked" in caplog.text
+    assert monitor.flush() == 0
+    assert_lifecycle_stored(original_db_path, orch_id)
+
+
+def test_monitor_on_a_folder_that_does_not_exist_yet(tmp_path):
+    folder = tmp_path / "later"
+    clock = Clock()
+    monitor = Monitor(folder / "t.db", clock=clock)
+    orch_id = track_lifecycle(monitor, clock)
+    assert monitor.pending == 4  # in memory: the journal's folder is missing too
+    folder.mkdir()
+    assert monitor.flush() == 0
+    assert_lifecycle_stored(folder / "t.db", orch_id)
+
+
+# -- read-only -------------------------------------------------------------------------
+
+
+def test_read_only_file_keeps_writes_in_the_journal(db_path, lock_down):
+    Monitor(db_path).close()
+    lock_down(db_path)
+    clock = Clock()
+    monitor = Monitor(db_path, clock=clock)
+    orch_id = track_lifecycle(monitor, clock)
+    with pytest.raises(ReadOnlyDatabase):
+        Monitor(db_path, strict=True).start_orchestration("s9")
+    lines = [json.loads(line) for line in Path(f"{db_path}.pending.jsonl").read_text().splitlines()]
+    assert [line["kind"] for line in lines] == [
+        "start_orchestration",
+        "start_agent_execution",
+        "complete_agent_execution",
+        "complete_orchestration",
+    ]
+    assert lines[2]["params"]["now"] == "2026-03-01T12:00:01.250Z"
+    unlock(db_path)
+    Monitor(db_path).start_orchestration("s2")
+    assert_lifecycle_stored(db_path, orch_id)
+    assert len(rows(db_path, "SELECT * FROM orchestrations")) == 2
+
+
+def test_read_only_folder_keeps_writes_in_memory_and_counts_what_it_drops(
+    tmp_path, lock_down, monkeypatch, caplog
+):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    path = folder / "t.db"
+    Monitor(path).close()
+    lock_down(folder)
+    monkeypatch.setattr(pending, "MEMORY_LIMIT", 4)
+    clock = Clock()
+    monitor = Monitor(path, clock=clock)
+    orch_id = track_lifecycle(monitor, clock)
+    assert (monitor.pending, monitor.dropped) == (4, 0)
+    monitor.start_orchestration("one-too-many")
+    assert (monitor.pending, monitor.dropped) == (4, 1)
+    assert "dropping" in caplog.text
+    assert not os.path.exists(f"{path}.pending.jsonl")
+    unlock(folder)
+    assert monitor.flush() == 0
+    assert_lifecycle_stored(path, orch_id)
+    assert len(rows(path, "SELECT * FROM orchestrations")) == 1
+
+
+# -- full disk -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1 MB tmpfs (needs root and mount; skipped where unavailable)."""
+    mountpoint = tmp_path / "disk"
+    mountpoint.mkdir()
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mountpoint)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
+    yield mountpoint
+    subprocess.run(["umount", "-l", str(mountpoint)], check=True, timeout=30)
+
+
+def fill(folder):
+    filler = folder / "filler"
+    with open(filler, "wb", buffering=0) as f:
+        for size in (65536, 4096, 1):
+            try:
+                while True:
+                    f.write(b"\0" * size)
+            except OSError:
+                pass
+    return filler
+
+
+def test_full_disk_keeps_writes_in_memory_and_applies_them_when_space_returns(small_disk):
+    path = small_disk / "t.db"
+    clock = Clock()
+    monitor = Monitor(path, clock=clock)
+    strict = Monitor(path, strict=True)
+    monitor.start_orchestration("s0")
+    filler = fill(small_disk)
+    orch_id = track_lifecycle(monitor, clock)
+    with pytest.raises(StorageError, match="full"):
+        strict.start_orchestration("s9")
+    assert monitor.pending == 4
+    assert os.path.getsize(f"{path}.pending.jsonl") == 0  # no half line left behind
+    filler.unlink()
+    assert monitor.flush() == 0
+    assert_lifecycle_stored(path, orch_id)
+    sessions = rows(path, "SELECT session_id FROM orchestrations ORDER BY session_id")
+    assert sessions == [{"session_id": "s0"}, {"session_id": "s1"}]
+    monitor.close()
+    strict.close()
+
+
+# -- the journal -----------------------------------------------------------------------
+
+REPLAYER = textwrap.dedent(
+    """
+    import logging, os, sys, time
+    from agentmetrics import Monitor
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    path, name, go = sys.argv[1:]
+    monitor = Monitor(path, busy_timeout=20)  # bounded, and ample on a busy machine
+    print("ready", flush=True)
+    deadline = time.monotonic() + 30
+    while not os.path.exists(go) and time.monotonic() < deadline:
+        time.sleep(0.001)
+    monitor.start_orchestration(name)
+    """
+)
+
+
+def test_two_processes_replay_the_journal_once(db_path, tmp_path):
+    monitor = Monitor(db_path, busy_timeout=0.01)
+    go = tmp_path / "go"
+    with WriteLock(db_path):
+        for n in range(300):
+            monitor.start_orchestration(f"s{n}")
+            monitor.complete_orchestration(f"s{n}", "completed", completed_tasks=n)
+        assert monitor.pending == 600
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", REPLAYER, str(db_path), name, str(go)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for name in ("p1", "p2")
+        ]
+        assert [p.stdout.readline() for p in procs] == ["ready\n"] * 2
+        go.touch()
+        # Both now try to replay, and wait: one for the database, one for the journal.
+        time.sleep(1)
+    outputs = [p.communicate(timeout=60)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    applied = [
+        int(line.split()[2])
+        for output in outputs
+        for line in output.splitlines()
+        if line.startswith("agentmetrics: applied")
+    ]
+    assert sum(applied) == 600, outputs
+    assert "skipped" not in "".join(outputs)
+    stored = rows(db_path, "SELECT session_id, status, completed_tasks FROM orchestrations")
+    assert len(stored) == 302
+    assert sum(r["completed_tasks"] for r in stored) == sum(range(300))
+    assert sum(r["status"] == "completed" for r in stored) == 300
+
+
+def test_replaying_twice_changes_nothing_and_a_torn_line_is_skipped(db_path, caplog):
+    clock = Clock()
+    monitor = Monitor(db_path, busy_timeout=0.01, clock=clock)
+    with WriteLock(db_path):
+        orch_id = track_lifecycle(monitor, clock)
+    journal = f"{db_path}.pending.jsonl"
+    lines = Path(journal).read_text()
+    with open(journal, "a") as f:
+        f.write('{"kind": "start_orchest')  # a process killed while writing
+    monitor.flush()
+    assert_lifecycle_stored(db_path, orch_id)
+    before = rows(db_path, "SELECT * FROM orchestrations") + rows(
+        db_path, "SELECT * FROM agent_executions"
+    )
+    # As if a process died after applying them and before emptying the journal.
+    with open(journal, "w") as f:
+        f.write(lines)
+    with caplog.at_level(logging.INFO, logger="agentmetrics"):
+        monitor.flush()
+    after = rows(db_path, "SELECT * FROM orchestrations") + rows(
+        db_path, "SELECT * FROM agent_executions"
+    )
+    assert after == before
+    assert "unreadable line" in caplog.text
+
+
+EXITER = textwrap.dedent(
+    """
+    import os, sys, time
+    from agentmetrics import Monitor
+
+    path, go = sys.argv[1:]
+    monitor = Monitor(path, busy_timeout=0.05)
+    monitor.start_orchestration("s1")
+    print("kept", flush=True)
+    deadline = time.monotonic() + 30
+    while not os.path.exists(go) and time.monotonic() < deadline:
+        time.sleep(0.001)
+    monitor.complete_orchestration("s1", "completed")  # kept too: it follows the first
+    """
+)
+
+
+def test_a_process_applies_what_it_kept_before_it_exits(db_path, tmp_path):
+    Monitor(db_path).close()
+    go = tmp_path / "go"
+    with WriteLock(db_path):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", EXITER, str(db_path), str(go)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert proc.stdout.readline() == "kept\n"
+    go.touch()
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    assert rows(db_path, "SELECT session_id, status FROM orchestrations") == [
+        {"session_id": "s1", "status": "completed"}
+    ]
+    assert os.path.getsize(f"{db_path}.pending.jsonl") == 0
+
+
+def test_a_replay_that_fails_midway_keeps_exactly_the_writes_not_applied(tmp_path, monkeypatch):
+    monkeypatch.setattr(pending, "BATCH", 2)
+    journal = pending.PendingWrites(str(tmp_path / "t.db.pending.jsonl"), {"w"})
+    for n in range(5):
+        journal.add("w", {"n": n})
+    applied = []
+
+    def apply(batch):
+        if applied:  # the second batch: the database became unavailable again
+            raise sqlite3.OperationalError("database is locked")
+        applied.extend(batch)
+
+    with pytest.raises(sqlite3.OperationalError):
+        journal.replay(apply)
+    assert [p["n"] for _, p in applied] == [0, 1]
+    assert len(journal) == 3
+    again = []
+    assert journal.replay(again.extend) == 3
+    assert [p["n"] for _, p in again] == [2, 3, 4]
+    assert len(journal) == 0 and not journal.waiting()
