@@ -191,8 +191,7 @@ def _periods(
     except (OverflowError, pd.errors.OutOfBoundsDatetime, pd.errors.OutOfBoundsTimedelta):
         # pandas 2 holds nanosecond timestamps only, from 1677-09-21 on; pandas 3 more.
         raise ValueError(
-            f"this pandas ({pd.__version__}) cannot hold periods that far back:"
-            " use a later since"
+            f"this pandas ({pd.__version__}) cannot hold periods that far back: use a later since"
         ) from None
 
 
