@@ -61,8 +61,9 @@ def open_database(
     The connection uses WAL, ``foreign_keys=ON``, a busy timeout and
     ``synchronous=NORMAL``; pending migrations (instant: nullable columns) are
     applied. The report indexes are built too when the file is new or small; on a
-    larger file that lacks them, opening for reading warns with
-    :class:`MissingIndexesWarning` and :func:`upgrade` builds them. A file that
+    larger file that lacks them, opening with ``create=False`` (as the report
+    functions do with a path) warns with :class:`MissingIndexesWarning`, and
+    :func:`upgrade` builds them. A file that
     cannot be written (read-only file or folder) is opened read-only: reports work,
     nothing is written.
 
@@ -105,7 +106,7 @@ def open_database(
         if not read_only and ("readonly" in str(e) or "unable to open" in str(e)):
             return open_database(path, read_only=True, allow_foreign=allow_foreign)
         raise DatabaseError(f"Cannot open {path}: {e}") from None
-    if reading and _writable(file):
+    if not create and not read_only:  # read commands, on a file they could upgrade
         _warn_if_indexes_missing(db, path)
     return db
 
