@@ -63,9 +63,8 @@ def open_database(
     applied. The report indexes are built too when the file is new or small; on a
     larger file that lacks them, opening with ``create=False`` (as the report
     functions do with a path) warns with :class:`MissingIndexesWarning`, and
-    :func:`upgrade` builds them. A file that
-    cannot be written (read-only file or folder) is opened read-only: reports work,
-    nothing is written.
+    :func:`upgrade` builds them. A file that cannot be written (read-only file or
+    folder) is opened read-only: reports work, nothing is written.
 
     :param path: file path, ``":memory:"``, or None for :func:`default_path`
     :param read_only: open for reading only, never writing to the file
@@ -379,21 +378,24 @@ def _check_readable(db: Database, path: str) -> None:
 
 def _upgrade_implicitly(db: Database) -> None:
     """Apply pending migrations, and build missing report indexes if the file is small."""
-    small = lambda: max(_table_rows(db).values()) < IMPLICIT_INDEX_ROWS  # noqa: E731
-    if not migrations.pending(db) and not (missing_indexes(db) and small()):
+    if not migrations.pending(db) and not (missing_indexes(db) and _small(db)):
         return
     with write_transaction(db):
         migrations.apply(db)  # applies nothing if another process just did
-        if small():
+        if _small(db):
             for _, _, sql in missing_indexes(db):
                 db.execute(sql)
 
 
+def _small(db: Database) -> bool:
+    return max(_table_rows(db).values()) < IMPLICIT_INDEX_ROWS
+
+
 def _warn_if_indexes_missing(db: Database, path: str) -> None:
     missing = missing_indexes(db)
-    rows = _table_rows(db)
-    if not missing or max(rows.values()) < IMPLICIT_INDEX_ROWS:
+    if not missing or _small(db):
         return
+    rows = _table_rows(db)
     seconds = sum(_build_seconds(rows[table]) for _, table, _ in missing)
     warnings.warn(
         f"report indexes missing on {path}, so reports are slower; run `agentmetrics"
