@@ -150,7 +150,7 @@ def upgrade(
     """
     database = db if isinstance(db, Database) else _open_for_upgrade(db)
     try:
-        name = _file_name(database)
+        name = _file_name(database) if database is db else os.fspath(db)
         if database.conn.execute("PRAGMA query_only").fetchone()[0]:
             raise ReadOnlyDatabase(f"{name} is read-only: cannot build the report indexes")
         ensure_database(database)
