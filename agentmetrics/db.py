@@ -296,9 +296,10 @@ class _PrivateCopy(Database):
 
 
 def _private_copy(file: Path, wal: Path, path: str) -> Database:
-    folder = tempfile.mkdtemp(prefix="agentmetrics-")
-    copy = Path(folder) / "copy.db"
+    folder = None
     try:
+        folder = tempfile.mkdtemp(prefix="agentmetrics-")
+        copy = Path(folder) / "copy.db"
         shutil.copyfile(file, copy)
         shutil.copyfile(wal, copy.with_name("copy.db-wal"))
         conn = sqlite3.connect(
@@ -308,7 +309,8 @@ def _private_copy(file: Path, wal: Path, path: str) -> Database:
             check_same_thread=False,
         )
     except (OSError, sqlite3.Error) as e:
-        shutil.rmtree(folder, ignore_errors=True)
+        if folder:
+            shutil.rmtree(folder, ignore_errors=True)
         raise DatabaseError(
             f"Cannot read {path}: its last commits are in {wal.name}, which cannot be read"
             f" in this read-only folder, and copying them failed ({e})"

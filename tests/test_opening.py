@@ -304,6 +304,13 @@ def test_rows_in_the_wal_of_a_read_only_folder_are_counted(tmp_path, lock_down, 
     assert (folder / "monitoring.db-wal").stat().st_size > 0
     (folder / "monitoring.db-shm").unlink()
     lock_down(folder)
+    # No room for a private copy: a clear error, never the 200 rows of the main file.
+    unwritable = tmp_path / "unwritable"
+    unwritable.mkdir()
+    lock_down(unwritable)
+    monkeypatch.setattr("tempfile.tempdir", str(unwritable))
+    with pytest.raises(DatabaseError, match="its last commits are in monitoring.db-wal"):
+        agentmetrics.open_database(path)
     private = tmp_path / "tmp"
     private.mkdir()
     monkeypatch.setattr("tempfile.tempdir", str(private))
@@ -314,6 +321,7 @@ def test_rows_in_the_wal_of_a_read_only_folder_are_counted(tmp_path, lock_down, 
     result = run(path, "list", "--limit", "1000", "--csv")
     assert result.exit_code == 0, result.output
     assert len(result.stdout.splitlines()) == 251  # header + 250
+    assert list(private.iterdir()) == []
 
 
 # -- 4. a FIFO or other non-regular file ----------------------------------------------------
