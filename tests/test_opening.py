@@ -19,7 +19,7 @@ from agentmetrics import db as dbmodule
 from agentmetrics import reports
 from agentmetrics.cli import cli
 from agentmetrics.errors import DatabaseError, ForeignDatabase
-from agentmetrics.migrations import missing_indexes
+from agentmetrics.migrations import migrations, missing_indexes
 from tests.conftest import make_original_db
 
 NOW = "2026-06-01T12:00:00.000Z"
@@ -167,6 +167,23 @@ def test_a_small_original_file_gets_the_indexes_on_open(tmp_path):
     path = make_original_db(tmp_path / "small.db", *original_rows())
     run(path, "list")
     assert index_names(path) >= ORIGINAL_MISSING
+
+
+def test_a_file_of_the_previous_release_opens_as_it_is(tmp_path):
+    """Its m003_report_indexes record stays; its indexes count as present by name."""
+    path = tmp_path / "previous.db"
+    agentmetrics.open_database(path).close()
+    conn = sqlite3.connect(path)
+    conn.execute(
+        "INSERT INTO _sqlite_migrations (migration_set, name, applied_at)"
+        " VALUES ('agentmetrics', 'm003_report_indexes', '2026-01-01')"
+    )
+    conn.commit()
+    conn.close()
+    db = agentmetrics.open_database(path)
+    assert [m.name for m in migrations.applied(db)][-1] == "m003_report_indexes"
+    assert migrations.pending(db) == [] and missing_indexes(db) == []
+    assert dbmodule.upgrade(db, progress=None) == {}
 
 
 def test_upgrade_of_a_read_only_file_is_a_clear_error(large_original, lock_down):
