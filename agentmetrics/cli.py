@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import sys
+import warnings
 from collections.abc import Callable
 
 import click
@@ -12,7 +13,7 @@ import pandas as pd
 from sqlite_utils import Database
 
 from .atomic import atomic_file
-from .db import DEFAULT_PATH, ENV_VAR, open_database
+from .db import DEFAULT_PATH, ENV_VAR, MissingIndexesWarning, open_database
 from .errors import AgentMetricsError
 from .reports.regression import METRICS as REGRESSION_METRICS
 from .timestamps import positive_duration
@@ -68,9 +69,16 @@ db_option = click.option(
 
 
 def read_db(ctx: click.Context) -> Database:
-    """Open the --db file for reading; a missing file is an error and is not created."""
-    db = open_database(ctx.obj["db_path"], create=False)
+    """Open the --db file for reading; a missing file is an error and is not created.
+
+    A large file without the report indexes gets one hint line on stderr.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", MissingIndexesWarning)
+        db = open_database(ctx.obj["db_path"], create=False)
     ctx.call_on_close(db.close)
+    for warning in caught:
+        click.echo(f"agentmetrics: {warning.message}", err=True)
     return db
 
 
@@ -639,6 +647,23 @@ def cleanup(ctx: click.Context, days: float, dry_run: bool, vacuum: bool) -> Non
     if vacuum and not dry_run:
         freed = vacuum_(db)
         click.echo(f"Vacuumed: {freed / 1e6:.1f} MB freed")
+
+
+@cli.command()
+@db_option
+@click.pass_context
+def upgrade(ctx: click.Context) -> None:
+    """Build the report indexes a large existing file lacks (one at a time, announced).
+
+    Opening a file never builds them when it holds many rows, as that holds the write
+    lock for seconds; reports work without them, only slower. Writers wait while each
+    index is built: run this when they can (the estimate comes first, on stderr).
+    """
+    from .db import upgrade as upgrade_
+
+    timings = upgrade_(ctx.obj["db_path"], progress=lambda m: click.echo(m, err=True))
+    if timings:
+        click.echo(f"Built {len(timings)} report indexes in {sum(timings.values()):.1f}s")
 
 
 # -- costs, metrics, watch and report (dashboard and integrations) ---------------------

@@ -4,29 +4,45 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import sqlite3
+import stat
 import sys
+import tempfile
 import time
 import urllib.parse
+import warnings
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from sqlite_utils import Database
 
-from .errors import DatabaseError
-from .migrations import EXTRA_COLUMNS, migrations
+from .errors import DatabaseError, ForeignDatabase, ReadOnlyDatabase
+from .migrations import EXTRA_COLUMNS, migrations, missing_indexes
 
 DEFAULT_PATH = "monitoring.db"
 ENV_VAR = "AGENTMETRICS_DB"
 BUSY_TIMEOUT_MS = 30_000
-# Above this many rows, schema upgrades of an existing file report their progress.
-LARGE_TABLE_ROWS = 100_000
+# Below this many rows in each table the report indexes are built implicitly, when a
+# file is opened: far below 1 s (measured, see benchmarks/bench_open.py). A larger
+# file gets them from `agentmetrics upgrade`.
+IMPLICIT_INDEX_ROWS = 25_000
+# How fast one report index is built, to estimate what `upgrade` will take (measured
+# on the benchmark machine; a slow disk or a cold cache takes longer).
+INDEX_ROWS_PER_SECOND = 300_000
+# Pause between two index builds of `upgrade`, so waiting writers get the lock.
+WRITER_GAP_S = 0.25
 _SQLITE_HEADER = b"SQLite format 3\x00"
 
 
 def default_path() -> str:
     """The database path used when none is given: ``$AGENTMETRICS_DB`` or ``./monitoring.db``."""
     return os.environ.get(ENV_VAR) or DEFAULT_PATH
+
+
+class MissingIndexesWarning(UserWarning):
+    """A large file lacks the report indexes: reports work, only slower."""
 
 
 def _stderr(message: str) -> None:
@@ -38,68 +54,63 @@ def open_database(
     *,
     read_only: bool = False,
     create: bool = True,
-    progress: Callable[[str], None] | None = _stderr,
+    allow_foreign: bool = False,
     busy_timeout_ms: int = BUSY_TIMEOUT_MS,
 ) -> Database:
     """Open (or create) a monitoring database and return a ``sqlite_utils.Database``.
 
     The connection uses WAL, ``foreign_keys=ON``, a busy timeout and
-    ``synchronous=NORMAL``; pending migrations are applied. A file that cannot be
-    written (read-only file or folder) is opened read-only: reports work, migrations
-    are skipped.
+    ``synchronous=NORMAL``; pending migrations (instant: nullable columns) are
+    applied. The report indexes are built too when the file is new or small; on a
+    larger file that lacks them, opening with ``create=False`` (as the report
+    functions do with a path) warns with :class:`MissingIndexesWarning`, and
+    :func:`upgrade` builds them. A file that cannot be written (read-only file or
+    folder) is opened read-only: reports work, nothing is written.
 
     :param path: file path, ``":memory:"``, or None for :func:`default_path`
     :param read_only: open for reading only, never writing to the file
-    :param create: create the file if it is missing (False: raise DatabaseError)
-    :param progress: called with a message per step of a slow schema upgrade
+    :param create: create the file if it is missing (False: open for reading, a
+      missing or empty file is an error)
+    :param allow_foreign: add our tables to a file that holds other tables
     :param busy_timeout_ms: how long a statement waits for another writer's lock
-    :raises DatabaseError: the path is a directory, not SQLite, corrupt or missing
+    :raises DatabaseError: the path is a directory or not a regular file, not SQLite,
+      corrupt or missing, or (:class:`ForeignDatabase`) another application's database
     """
     path = os.fspath(path) if path is not None else default_path()
     if path == ":memory:":
         db = Database(_connect(path, busy_timeout_ms))
         configure(db, busy_timeout_ms=busy_timeout_ms)
-        _migrate(db, progress)
+        _upgrade_implicitly(db)
         return db
     file = Path(path)
-    if file.is_dir():
-        raise DatabaseError(f"{path} is a directory, not a database file")
-    if not file.exists():
-        if read_only or not create:
-            raise DatabaseError(f"No database found at {path}")
-        if not file.parent.exists():
-            raise DatabaseError(f"Folder {file.parent} does not exist")
-    else:
-        _check_header(file)
+    reading = read_only or not create
+    _check_file(file, path, reading)
     if not read_only and file.exists() and not _writable(file):
         read_only = True
-    if read_only:
-        db = Database(_connect_read_only(file))
-        configure(db, writable=False, busy_timeout_ms=busy_timeout_ms)
-        _check_readable(db, path)
-        if not all(db.table(t).exists() for t in EXTRA_COLUMNS):
-            db.close()
-            # Read-only: the schema cannot be added, so there is nothing to read.
-            raise DatabaseError(
-                f"{path} has no agentmetrics tables: nothing has been tracked into it yet"
-            )
-        _shim_missing_columns(db)
-        return db
+    db = None
     try:
-        db = Database(_connect(path, busy_timeout_ms))
+        db = _open_read_only(file, path) if read_only else Database(_connect(path, busy_timeout_ms))
         _check_readable(db, path)
-        configure(db, busy_timeout_ms=busy_timeout_ms)
-    except sqlite3.OperationalError as e:
-        if "readonly" in str(e) or "unable to open" in str(e):
+        _check_ours(db, path, reading=reading, allow_foreign=allow_foreign)
+        if read_only:
+            configure(db, writable=False, busy_timeout_ms=busy_timeout_ms)
+            _shim_missing_columns(db)
+            db.conn.execute("PRAGMA query_only = ON")
+        else:
+            configure(db, busy_timeout_ms=busy_timeout_ms)
+            _upgrade_implicitly(db)
+    except BaseException as e:
+        if db is not None:
+            db.close()
+        if not isinstance(e, sqlite3.DatabaseError):
+            raise
+        if not read_only and ("readonly" in str(e) or "unable to open" in str(e)):
             return open_database(
-                path, read_only=True, progress=progress, busy_timeout_ms=busy_timeout_ms
+                path, read_only=True, allow_foreign=allow_foreign, busy_timeout_ms=busy_timeout_ms
             )
         raise DatabaseError(f"Cannot open {path}: {e}") from None
-    try:
-        _migrate(db, progress)
-    except sqlite3.DatabaseError as e:
-        db.close()
-        raise DatabaseError(f"Cannot upgrade the schema of {path}: {e}") from None
+    if not create and not read_only:  # read commands, on a file they could upgrade
+        _warn_if_indexes_missing(db, path)
     return db
 
 
@@ -108,19 +119,101 @@ def ensure_database(db: str | os.PathLike[str] | Database, **kwargs) -> Database
 
     A Database given for writing (not ``create=False`` or ``read_only=True``) gets
     the schema too, as a path would: a plain ``sqlite_utils.Database("new.db")`` has
-    no tables yet. One that cannot be written is left as it is.
+    no tables yet. One that cannot be written is left as it is; one holding another
+    application's tables is refused unless ``allow_foreign=True``.
     """
     if isinstance(db, Database):
         configure(db, writable=None, busy_timeout_ms=kwargs.get("busy_timeout_ms", BUSY_TIMEOUT_MS))
         writing = kwargs.get("create", True) and not kwargs.get("read_only", False)
         if writing and migrations.pending(db):
+            name = _file_name(db)
+            _check_ours(db, name, reading=False, allow_foreign=kwargs.get("allow_foreign", False))
             try:
-                _migrate(db, kwargs.get("progress", _stderr))
+                _upgrade_implicitly(db)
             except sqlite3.OperationalError as e:
                 if "readonly" not in str(e):
-                    raise DatabaseError(f"Cannot upgrade the schema: {e}") from None
+                    raise DatabaseError(f"Cannot upgrade the schema of {name}: {e}") from None
         return db
     return open_database(db, **kwargs)
+
+
+def upgrade(
+    db: str | os.PathLike[str] | Database,
+    *,
+    progress: Callable[[str], None] | None = _stderr,
+) -> dict[str, float]:
+    """Build the report indexes ``db`` lacks; return the seconds each one took.
+
+    Each index is built in its own transaction and writers get the lock between
+    two of them, but each build holds the write lock for its whole duration: on a
+    file with millions of executions, seconds. ``progress`` gets an estimate first,
+    then one message per index.
+
+    :raises DatabaseError: the file is missing, not ours, or (:class:`ReadOnlyDatabase`)
+      cannot be written
+    """
+    database = db if isinstance(db, Database) else _open_for_upgrade(db)
+    try:
+        name = _file_name(database) if database is db else os.fspath(db)
+        if database.conn.execute("PRAGMA query_only").fetchone()[0]:
+            raise ReadOnlyDatabase(f"{name} is read-only: cannot build the report indexes")
+        ensure_database(database)
+        missing = missing_indexes(database)
+        if not missing:
+            if progress:
+                progress(f"{name}: every report index is present, nothing to do")
+            return {}
+        rows = _table_rows(database)
+        if progress:
+            longest = max(_build_seconds(rows[table]) for _, table, _ in missing)
+            total = sum(_build_seconds(rows[table]) for _, table, _ in missing)
+            progress(
+                f"building {len(missing)} report indexes on {name} "
+                f"({rows['agent_executions']:,} executions): about {total:.0f}s in all; "
+                f"writers wait up to about {longest:.0f}s at a time"
+            )
+        timings = {}
+        for i, (index, table, sql) in enumerate(missing):
+            if i:
+                # A writer waiting on the busy timeout polls every few ms to 100 ms:
+                # leave the lock free long enough for it to get in.
+                time.sleep(WRITER_GAP_S)
+            if progress:
+                progress(f"  {index} ({i + 1}/{len(missing)}, {rows[table]:,} rows)...")
+            started = time.perf_counter()
+            try:
+                with write_transaction(database), _big_cache(database):
+                    database.execute(sql)
+            except sqlite3.OperationalError as e:
+                if "readonly" in str(e):
+                    raise ReadOnlyDatabase(
+                        f"{name} is read-only: cannot build the report indexes"
+                    ) from None
+                raise DatabaseError(f"Cannot build {index} in {name}: {e}") from None
+            timings[index] = time.perf_counter() - started
+            if progress:
+                progress(f"  {index} built in {timings[index]:.1f}s")
+        return timings
+    finally:
+        if database is not db:
+            database.close()
+
+
+@contextlib.contextmanager
+def _big_cache(db: Database) -> Iterator[None]:
+    """A 256 MB page cache for an index build: a quarter less time holding the lock."""
+    cache = db.conn.execute("PRAGMA cache_size").fetchone()[0]
+    db.conn.execute("PRAGMA cache_size = -262144")
+    try:
+        yield
+    finally:
+        db.conn.execute(f"PRAGMA cache_size = {int(cache)}")
+
+
+def _open_for_upgrade(path: str | os.PathLike[str]) -> Database:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MissingIndexesWarning)
+        return open_database(path, create=False)
 
 
 def configure(
@@ -173,21 +266,62 @@ def _connect(path: str, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> sqlite3.Conne
     )
 
 
-def _connect_read_only(file: Path) -> sqlite3.Connection:
+def _open_read_only(file: Path, path: str) -> Database:
     uri = "file:" + urllib.parse.quote(str(file.resolve()))
     conn = sqlite3.connect(
         uri + "?mode=ro", uri=True, isolation_level=None, check_same_thread=False
     )
     try:
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-        return conn
+        return Database(conn)
     except sqlite3.OperationalError:
-        # A WAL file in a read-only folder without its -shm file cannot be opened
-        # in mode=ro; immutable=1 reads the main file as it is.
         conn.close()
-        return sqlite3.connect(
+    # A WAL file in a read-only folder without its -shm file cannot be opened in
+    # place. Committed rows may still be in the -wal file, which immutable=1 would
+    # ignore: read those from a private copy.
+    wal = file.with_name(file.name + "-wal")
+    if wal.exists() and wal.stat().st_size > 0:
+        return _private_copy(file, wal, path)
+    return Database(
+        sqlite3.connect(
             uri + "?immutable=1", uri=True, isolation_level=None, check_same_thread=False
         )
+    )
+
+
+class _PrivateCopy(Database):
+    """A database read from a copy in a temporary folder, removed on close."""
+
+    def __init__(self, conn: sqlite3.Connection, folder: str) -> None:
+        super().__init__(conn)
+        self._remove = weakref.finalize(self, shutil.rmtree, folder, ignore_errors=True)
+
+    def close(self) -> None:
+        super().close()
+        self._remove()
+
+
+def _private_copy(file: Path, wal: Path, path: str) -> Database:
+    folder = None
+    try:
+        folder = tempfile.mkdtemp(prefix="agentmetrics-")
+        copy = Path(folder) / "copy.db"
+        shutil.copyfile(file, copy)
+        shutil.copyfile(wal, copy.with_name("copy.db-wal"))
+        conn = sqlite3.connect(
+            f"file:{urllib.parse.quote(str(copy))}?mode=ro",
+            uri=True,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+    except (OSError, sqlite3.Error) as e:
+        if folder:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise DatabaseError(
+            f"Cannot read {path}: its last commits are in {wal.name}, which cannot be read"
+            f" in this read-only folder, and copying them failed ({e})"
+        ) from None
+    return _PrivateCopy(conn, folder)
 
 
 def _writable(file: Path) -> bool:
@@ -197,47 +331,106 @@ def _writable(file: Path) -> bool:
     return os.access(file.parent, os.W_OK)
 
 
-def _check_header(file: Path) -> None:
+def _check_file(file: Path, path: str, reading: bool) -> None:
+    if not file.exists():
+        if reading:
+            raise DatabaseError(f"No database found at {path}")
+        if not file.parent.exists():
+            raise DatabaseError(f"Folder {file.parent} does not exist")
+        return
+    mode = file.stat().st_mode
+    if stat.S_ISDIR(mode):
+        raise DatabaseError(f"{path} is a directory, not a database file")
+    if not stat.S_ISREG(mode):
+        # Reading a FIFO or a device would block or never end.
+        raise DatabaseError(f"{path} is not a regular file (a FIFO, socket or device)")
     try:
         with file.open("rb") as f:
             header = f.read(len(_SQLITE_HEADER))
     except OSError as e:
-        raise DatabaseError(f"Cannot read {file}: {e.strerror}") from None
+        raise DatabaseError(f"Cannot read {path}: {e.strerror}") from None
+    if not header and reading:
+        raise DatabaseError(f"No database found at {path}: the file is empty")
     if header and header != _SQLITE_HEADER:
-        raise DatabaseError(f"{file} is not an SQLite database")
+        raise DatabaseError(f"{path} is not an SQLite database")
+
+
+def _check_ours(db: Database, path: str, *, reading: bool, allow_foreign: bool) -> None:
+    """Refuse a file that is neither ours nor the original tool's, before any write.
+
+    An SQLite file without tables is empty: fine to write into, nothing to read.
+    """
+    sql = "SELECT name FROM main.sqlite_master WHERE type = 'table'"
+    tables = {row[0] for row in db.conn.execute(sql) if not row[0].startswith("sqlite_")}
+    if {"orchestrations", "agent_executions"} <= tables or (allow_foreign and not reading):
+        return
+    if not tables:
+        if reading:
+            raise DatabaseError(
+                f"{path} has no agentmetrics tables: nothing has been tracked into it yet"
+            )
+        return
+    names = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+    raise ForeignDatabase(
+        f"{path} is not an agentmetrics database: it has no agentmetrics tables but other"
+        f" tables ({names}); it is left unchanged"
+    )
 
 
 def _check_readable(db: Database, path: str) -> None:
     try:
         db.conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
     except sqlite3.DatabaseError as e:
-        db.close()
         raise DatabaseError(f"{path} is not a usable SQLite database ({e})") from None
 
 
-def _migrate(db: Database, progress: Callable[[str], None] | None) -> None:
-    if not migrations.pending(db):
+def _upgrade_implicitly(db: Database) -> None:
+    """Apply pending migrations, and build missing report indexes if the file is small."""
+    if not migrations.pending(db) and not (missing_indexes(db) and _small(db)):
         return
     with write_transaction(db):
-        pending = [m.name for m in migrations.pending(db)]
-        if not pending:  # another process migrated while we waited for the lock
-            return
-        noisy = progress is not None and _largest_table(db) >= LARGE_TABLE_ROWS
-        for i, name in enumerate(pending):
-            started = time.perf_counter()
-            if noisy:
-                progress(f"upgrading schema: {name} ({i + 1}/{len(pending)})...")
-            migrations.apply(db, stop_before=pending[i + 1 :])
-            if noisy:
-                progress(f"  {name} done in {time.perf_counter() - started:.1f}s")
+        migrations.apply(db)  # applies nothing if another process just did
+        if _small(db):
+            for _, _, sql in missing_indexes(db):
+                db.execute(sql)
 
 
-def _largest_table(db: Database) -> int:
-    sizes = [0]
+def _small(db: Database) -> bool:
+    return max(_table_rows(db).values()) < IMPLICIT_INDEX_ROWS
+
+
+def _warn_if_indexes_missing(db: Database, path: str) -> None:
+    missing = missing_indexes(db)
+    if not missing or _small(db):
+        return
+    rows = _table_rows(db)
+    seconds = sum(_build_seconds(rows[table]) for _, table, _ in missing)
+    warnings.warn(
+        f"report indexes missing on {path}, so reports are slower; run `agentmetrics"
+        f" upgrade` (about {max(seconds, 1):.0f}s, writers wait)",
+        MissingIndexesWarning,
+        stacklevel=3,
+    )
+
+
+def _table_rows(db: Database) -> dict[str, int]:
+    """Rows per table, from the largest rowid: exact enough, and instant on any size."""
+    rows = {}
     for table in ("orchestrations", "agent_executions"):
-        if db.table(table).exists():
-            sizes.append(db.conn.execute(f"SELECT max(rowid) FROM {table}").fetchone()[0] or 0)
-    return max(sizes)
+        exists = db.conn.execute(
+            "SELECT 1 FROM main.sqlite_master WHERE type = 'table' AND name = ?", [table]
+        ).fetchone()
+        sql = f"SELECT max(rowid) FROM main.{table}"
+        rows[table] = (db.conn.execute(sql).fetchone()[0] or 0) if exists else 0
+    return rows
+
+
+def _build_seconds(rows: int) -> float:
+    return rows / INDEX_ROWS_PER_SECOND
+
+
+def _file_name(db: Database) -> str:
+    return db.conn.execute("PRAGMA main.database_list").fetchone()[2] or ":memory:"
 
 
 def _shim_missing_columns(db: Database) -> None:

@@ -34,7 +34,7 @@ from typing import Any
 from sqlite_utils import Database
 
 from .db import ensure_database, write_transaction
-from .errors import AgentMetricsError
+from .errors import AgentMetricsError, ForeignDatabase
 from .timestamps import parse_timestamp, utcnow
 
 DEFAULT_DAYS = 30
@@ -145,7 +145,8 @@ def build_demo(
     :param now: when the demo ends (default: the current time to the minute); runs
       that would end later are still running
     :param replace: delete existing rows first. Without it a database holding rows is
-      refused, unless those rows are an untouched earlier demo build
+      refused, unless those rows are an untouched earlier demo build, and so is another
+      application's database (with it, the demo tables are added beside its tables)
     :returns: ``{"version", "orchestrations", "executions", "seed", "days", "now"}``
     :raises AgentMetricsError: the database holds data that is not a demo build
     """
@@ -162,7 +163,10 @@ def build_demo(
         raise ValueError(f"days must not reach back before the year 1, got {days!r}") from None
     if not isinstance(db, Database):
         Path(db).parent.mkdir(parents=True, exist_ok=True)
-    database = ensure_database(db)
+    try:
+        database = ensure_database(db, allow_foreign=replace)
+    except ForeignDatabase as e:
+        raise ForeignDatabase(f"{e}; use --replace (replace=True) to add the demo to it") from None
     try:
         return _build(database, days, orchestrations, seed, end, replace)
     finally:

@@ -17,6 +17,10 @@ class ReadOnlyDatabase(StorageError):
     """A write was attempted on a database opened read-only."""
 
 
+class ForeignDatabase(DatabaseError):
+    """The file is another application's SQLite database: agentmetrics leaves it alone."""
+
+
 class InvalidValue(AgentMetricsError, ValueError):
     """An argument has a value agentmetrics cannot store or use."""
 

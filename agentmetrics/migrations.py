@@ -146,16 +146,36 @@ def m002_extra_columns(db: Database) -> None:
                 table.add_column(name, col_type)
 
 
-@migrations()
-def m003_report_indexes(db: Database) -> None:
+# The report indexes are not a migration: building them on a large existing file holds
+# the write lock for seconds, so they are built implicitly only on a small file and
+# otherwise by `agentmetrics upgrade` (db.upgrade). Files where an earlier release
+# recorded m003_report_indexes already have them.
+def missing_indexes(db: Database) -> list[tuple[str, str, str]]:
+    """The report indexes ``db`` lacks, as ``(name, table, CREATE INDEX statement)``.
+
+    An index counts as present by name, or when a plain index of the file (the
+    original tool's) already serves its queries.
+    """
+    existing = {
+        row[0] for row in db.execute("SELECT name FROM main.sqlite_master WHERE type = 'index'")
+    }
+    missing = []
     for sql, served_by in INDEXES:
-        table = re.search(r" ON (\w+)\(", sql).group(1)
-        if served_by is None or not _plain_index_on(db, table, served_by):
-            db.execute(sql)
+        name, table = re.search(r"EXISTS (\w+) ON (\w+)\(", sql).groups()
+        if name in existing or (served_by and _plain_index_on(db, table, served_by)):
+            continue
+        missing.append((name, table, sql))
+    return missing
 
 
 def _plain_index_on(db: Database, table: str, columns: tuple[str, ...]) -> bool:
-    return any(
-        tuple(index.columns[: len(columns)]) == columns and not index.partial
-        for index in db.table(table).indexes
-    )
+    indexes = db.execute(
+        "SELECT name FROM pragma_index_list(?, 'main') WHERE partial = 0", [table]
+    ).fetchall()
+    for (index,) in indexes:
+        indexed = db.execute(
+            "SELECT name FROM pragma_index_info(?, 'main') ORDER BY seqno", [index]
+        ).fetchall()
+        if tuple(row[0] for row in indexed[: len(columns)]) == columns:
+            return True
+    return False

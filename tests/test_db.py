@@ -8,7 +8,7 @@ import pytest
 import agentmetrics
 from agentmetrics import db as dbmodule
 from agentmetrics.errors import DatabaseError, ReadOnlyDatabase
-from agentmetrics.migrations import migrations
+from agentmetrics.migrations import migrations, missing_indexes
 from tests.conftest import make_original_db
 
 ORIGINAL_COLUMNS = {
@@ -108,7 +108,7 @@ def test_foreign_key_cascade_deletes_executions(monitor):
 def test_migrations_recorded_in_order_and_idempotent(db_path):
     db = agentmetrics.open_database(db_path)
     names = [m.name for m in migrations.applied(db)]
-    assert names == ["m001_original_tables", "m002_extra_columns", "m003_report_indexes"]
+    assert names == ["m001_original_tables", "m002_extra_columns"]
     db.close()
     db = agentmetrics.open_database(db_path)
     assert [m.name for m in migrations.applied(db)] == names
@@ -154,22 +154,6 @@ def test_original_file_opens_without_changing_rows(tmp_path):
     # Ours are added, except where one of theirs already serves the same queries.
     assert {"idx_am_exec_finished_started", "idx_am_exec_finished_agent"} <= indexes
     assert not {"idx_am_exec_orchestration", "idx_am_exec_running_started"} & indexes
-
-
-def test_slow_upgrade_reports_progress(tmp_path, monkeypatch):
-    executions = [
-        {"id": f"e{i}", "agent_session_id": f"a{i}", "agent_name": "x",
-         "status": "completed", "started_at": "2026-01-01T10:00:00.000Z"}
-        for i in range(20)
-    ]  # fmt: skip
-    path = make_original_db(tmp_path / "orig.db", executions=executions)
-    monkeypatch.setattr(dbmodule, "LARGE_TABLE_ROWS", 10)
-    messages = []
-    agentmetrics.open_database(path, progress=messages.append).close()
-    assert any("m003_report_indexes (3/3)" in m for m in messages)
-    quiet = []
-    agentmetrics.open_database(make_original_db(tmp_path / "small.db"), progress=quiet.append)
-    assert quiet == []
 
 
 def test_read_only_flag_skips_migrations_and_shims_columns(tmp_path):
@@ -254,7 +238,8 @@ def test_concurrent_first_opens_migrate_once(tmp_path):
     errors = [p.communicate(timeout=60)[1] for p in procs]
     assert [p.returncode for p in procs] == [0] * 6, errors
     db = agentmetrics.open_database(path)
-    assert len(migrations.applied(db)) == 3
+    assert len(migrations.applied(db)) == 2
+    assert missing_indexes(db) == []
 
 
 def test_read_only_file_without_our_tables_is_a_clear_error(tmp_path, lock_down):

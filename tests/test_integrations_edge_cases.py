@@ -91,7 +91,8 @@ def test_watch_on_a_database_without_our_tables(tmp_path):
     result = run(other, "watch", "--once")
     assert result.exit_code == 1
     assert result.output == (
-        f"Error: {other} has no agentmetrics tables: nothing has been tracked into it yet\n"
+        f"Error: {other} is not an agentmetrics database: it has no agentmetrics tables"
+        " but other tables (notes); it is left unchanged\n"
     )
     assert other.read_bytes() == before  # watching never creates the schema
 
