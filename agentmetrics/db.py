@@ -18,7 +18,7 @@ from pathlib import Path
 
 from sqlite_utils import Database
 
-from .errors import DatabaseError, ForeignDatabase, ReadOnlyDatabase
+from .errors import DatabaseError, ForeignDatabase, NotADatabase, ReadOnlyDatabase
 from .migrations import EXTRA_COLUMNS, migrations, missing_indexes
 
 DEFAULT_PATH = "monitoring.db"
@@ -340,10 +340,10 @@ def _check_file(file: Path, path: str, reading: bool) -> None:
         return
     mode = file.stat().st_mode
     if stat.S_ISDIR(mode):
-        raise DatabaseError(f"{path} is a directory, not a database file")
+        raise NotADatabase(f"{path} is a directory, not a database file")
     if not stat.S_ISREG(mode):
         # Reading a FIFO or a device would block or never end.
-        raise DatabaseError(f"{path} is not a regular file (a FIFO, socket or device)")
+        raise NotADatabase(f"{path} is not a regular file (a FIFO, socket or device)")
     try:
         with file.open("rb") as f:
             header = f.read(len(_SQLITE_HEADER))
@@ -352,7 +352,7 @@ def _check_file(file: Path, path: str, reading: bool) -> None:
     if not header and reading:
         raise DatabaseError(f"No database found at {path}: the file is empty")
     if header and header != _SQLITE_HEADER:
-        raise DatabaseError(f"{path} is not an SQLite database")
+        raise NotADatabase(f"{path} is not an SQLite database")
 
 
 def _check_ours(db: Database, path: str, *, reading: bool, allow_foreign: bool) -> None:

@@ -17,7 +17,11 @@ class ReadOnlyDatabase(StorageError):
     """A write was attempted on a database opened read-only."""
 
 
-class ForeignDatabase(DatabaseError):
+class NotADatabase(DatabaseError):
+    """The path is no file agentmetrics may use: a directory, FIFO or device, not SQLite."""
+
+
+class ForeignDatabase(NotADatabase):
     """The file is another application's SQLite database: agentmetrics leaves it alone."""
 
 

@@ -32,6 +32,7 @@ from .errors import (
     DatabaseError,
     DuplicateSession,
     InvalidValue,
+    NotADatabase,
     ReadOnlyDatabase,
     StorageError,
     UnknownSession,
@@ -244,6 +245,8 @@ class Monitor:
         with self._lock:
             try:
                 self._db = self._open()
+            except NotADatabase:
+                raise  # the wrong file: a mistake to report, not an outage to ride out
             except _UNAVAILABLE as e:
                 self._unavailable(e)
 
