@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import math
 
+import pandas as pd
+
 
 def format_duration(ms: float | None) -> str:
     """``850ms``, ``12s``, ``3m 5s``, ``2h 4m``; ``-`` for a missing value."""
-    if ms is None or (isinstance(ms, float) and math.isnan(ms)):
+    if ms is None or pd.isna(ms):  # also pandas' NA, from a nullable integer column
         return "-"
     ms = float(ms)
     if ms < 1000:
