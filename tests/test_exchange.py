@@ -1,3 +1,4 @@
+import contextlib
 import datetime as dt
 import io
 import json
@@ -641,8 +642,6 @@ def stored_executions(path) -> dict[str, int]:
 
 @pytest.mark.parametrize("kind", ["json", "jsonl", "merge"])
 def test_each_transaction_holds_whole_orchestrations(demo_source, tmp_path, monkeypatch, kind):
-    import contextlib
-
     import agentmetrics.exchange as exchange
 
     expected = expected_executions(demo_source)
@@ -700,23 +699,29 @@ print(done, errors, flush=True)
 """
 
 
-def test_a_writer_with_a_short_busy_timeout_is_never_locked_out(demo_source, tmp_path):
-    import subprocess
-    import sys
-
-    # The writer's 1 s busy timeout is far below what importing the whole file in
-    # one transaction takes, and far above one short transaction.
+@pytest.fixture
+def copies(demo_source, tmp_path):
+    """The demo as JSON Lines five times over, under other ids: about 8,000 rows."""
     path = tmp_path / "demo.jsonl"
     with path.open("w") as out:
         export(agentmetrics.open_database(demo_source, read_only=True), out, "jsonl")
     big = tmp_path / "big.jsonl"
     keys = ("id", "orchestration_id", "session_id", "agent_session_id")
-    with big.open("w") as out:  # five copies under other ids: about 8,000 rows
+    with big.open("w") as out:
         for i in range(5):
             for line in path.read_text().splitlines():
                 row = json.loads(line)
                 row.update({k: f"{i}-{row[k]}" for k in keys if row.get(k) is not None})
                 out.write(json.dumps(row) + "\n")
+    return big
+
+
+def test_a_writer_with_a_short_busy_timeout_is_never_locked_out(copies, tmp_path):
+    import subprocess
+    import sys
+
+    # The writer's 1 s busy timeout is far below what importing the whole file in
+    # one transaction takes, and far above one short transaction.
     target = tmp_path / "target.db"
     agentmetrics.open_database(target).close()
     stop = tmp_path / "stop"
@@ -727,7 +732,7 @@ def test_a_writer_with_a_short_busy_timeout_is_never_locked_out(demo_source, tmp
         text=True,
     )
     try:
-        result = import_files(target, [big], lock_seconds=0.05)
+        result = import_files(target, [copies], lock_seconds=0.05)
     finally:
         stop.touch()
         out, err = writer.communicate(timeout=60)
@@ -735,3 +740,47 @@ def test_a_writer_with_a_short_busy_timeout_is_never_locked_out(demo_source, tmp
     assert (errors, err) == (0, "")
     assert done > 0
     assert result.orchestrations.inserted == 5 * 150
+
+
+def test_import_killed_midway_is_completed_by_running_it_again(copies, demo_source, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    target = tmp_path / "target.db"
+    code = (
+        "import sys; from agentmetrics.exchange import import_files;"
+        " import_files(sys.argv[1], [sys.argv[2]], lock_seconds=0.01)"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code, str(target), str(copies)])
+    stored: dict[str, int] = {}
+    try:
+        deadline = time.monotonic() + 30
+        while not stored and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+            if target.exists():
+                with contextlib.suppress(sqlite3.OperationalError):
+                    stored = stored_executions(target)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    # Killed between transactions: whole orchestrations only, and not all of them.
+    expected = {
+        f"{i}-{o}": n for i in range(5) for o, n in expected_executions(demo_source).items()
+    }
+    stored = stored_executions(target)
+    assert 0 < len(stored) < len(expected)
+    assert all(stored[o] == expected[o] for o in stored)
+    result = import_files(target, [copies])
+    assert result.orchestrations.inserted == len(expected) - len(stored)
+    assert result.orchestrations.updated == result.executions.updated == 0
+    assert stored_executions(target) == expected
+    clean = tmp_path / "clean.db"
+    import_files(clean, [copies])
+    resumed, uninterrupted = agentmetrics.open_database(target), agentmetrics.open_database(clean)
+    for table in ("orchestrations", "agent_executions"):
+        order = "session_id" if table == "orchestrations" else "agent_session_id"
+        query = f"SELECT * FROM {table} ORDER BY {order}"
+        assert resumed.execute(query).fetchall() == uninterrupted.execute(query).fetchall()
