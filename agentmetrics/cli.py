@@ -576,7 +576,8 @@ def import_(ctx: click.Context, files: tuple[str, ...]) -> None:
 
     Rows are matched by session id: a stored row is replaced only by one further
     along (finished beats running; a later completed_at wins). A malformed file is
-    rejected whole and nothing is imported.
+    rejected whole and nothing is imported. Rows are written in short transactions
+    (trackers keep writing meanwhile); an interrupted import completes when run again.
     """
     from .exchange import import_files
 

@@ -11,6 +11,9 @@ Import matches rows by ``session_id`` / ``agent_session_id``: an incoming row re
 the stored one only when it is further along (finished beats running; a later
 ``completed_at`` beats an earlier one), otherwise it is skipped. Every file is
 validated completely before anything is written, so a malformed file imports nothing.
+Rows are then written in short transactions, each holding whole orchestrations with
+their executions; the matching rules make running an interrupted import again
+complete it.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from sqlite_utils import Database
 
 from .batching import BatchSize
 from .db import ensure_database, open_database, write_transaction
-from .errors import AgentMetricsError, UnknownSession
+from .errors import AgentMetricsError, InvalidValue, UnknownSession
 from .migrations import COLUMN_TYPES, EXECUTION_COLUMNS, ORCHESTRATION_COLUMNS
 from .monitor import EXECUTION_STATUSES, ORCHESTRATION_STATUSES
 from .otlp import write_otlp
@@ -714,6 +717,8 @@ def _import_sources(
     on_total: Callable[[int], None] | None,
     lock_seconds: float,
 ) -> ImportResult:
+    if isinstance(lock_seconds, bool) or not isinstance(lock_seconds, (int, float)):
+        raise InvalidValue(f"lock_seconds must be a number, got {lock_seconds!r}")
     # A target file that does not exist yet is created only once every source is
     # valid, so a rejected import leaves nothing behind.
     target = _open_target(db)
