@@ -33,10 +33,13 @@ import time
 from pathlib import Path
 
 from agentmetrics import open_database
+from agentmetrics.exchange import import_files
 from agentmetrics.timestamps import before, to_iso
 
 DEMO_DAYS = 60
 CLEANUP_DAYS = 30
+# The trackers slow the import down (1.4x measured), and the cleanup comes after it.
+SPREAD_MARGIN = 1.6
 
 TRACKER = """
 import json, sys, time
@@ -154,17 +157,47 @@ def tracker_rows_lost(path: Path, reports: list, args: argparse.Namespace) -> in
     return expected - orchestrations - executions
 
 
-def source_rows(source: Path, since: str | None = None) -> tuple[int, int]:
-    """Orchestrations and executions of the source, those started at ``since`` or later."""
+def source_rows(source: Path, cutoff: str = "0000") -> tuple[int, int]:
+    """Orchestrations and executions of the source that a cleanup at ``cutoff`` keeps:
+    orchestrations started at the cutoff or later with all their executions, and
+    standalone executions started at the cutoff or later."""
     conn = sqlite3.connect(source)
-    where = "WHERE julianday(started_at) >= julianday(?)" if since else ""
-    params = [since] if since else []
-    counts = tuple(
-        conn.execute(f"SELECT count(*) FROM {table} {where}", params).fetchone()[0]
-        for table in ("orchestrations", "agent_executions")
-    )
+    kept = "julianday(started_at) >= julianday(:cutoff)"
+    counts = conn.execute(
+        f"SELECT (SELECT count(*) FROM orchestrations WHERE {kept}),"
+        " (SELECT count(*) FROM agent_executions WHERE orchestration_id IN"
+        f" (SELECT id FROM orchestrations WHERE {kept})"
+        f" OR (orchestration_id IS NULL AND {kept}))",
+        {"cutoff": cutoff},
+    ).fetchone()
     conn.close()
     return counts
+
+
+def estimate_pause(export: Path, folder: Path, lifecycles: int, sample_rows: int = 20_000) -> float:
+    """A pause between lifecycles that spreads them over the import and the cleanup.
+
+    Times the import of the export's first orchestrations into a scratch file and
+    scales it to the whole export, with a margin for the trackers slowing it down.
+    """
+    sample, scratch = folder / "sample.jsonl", folder / "sample.db"
+    for path in (scratch, Path(f"{scratch}-wal"), Path(f"{scratch}-shm")):
+        path.unlink(missing_ok=True)
+    total = sampled = 0
+    with export.open() as lines, sample.open("w") as out:
+        for line in lines:
+            total += 1
+            # Stop the sample where an orchestration starts: whole orchestrations only.
+            if sampled == total - 1 and not (
+                sampled >= sample_rows and line.startswith('{"type": "orchestration"')
+            ):
+                out.write(line)
+                sampled += 1
+    started = time.perf_counter()
+    import_files(scratch, [sample])
+    seconds = (time.perf_counter() - started) * total / sampled
+    print(f"estimated import time: {seconds:.0f}s", flush=True)
+    return seconds * SPREAD_MARGIN / lifecycles
 
 
 def imported_rows(path: Path) -> tuple[int, int]:
@@ -182,7 +215,9 @@ def main() -> None:
     parser.add_argument("--orchestrations", type=int, default=40_000)
     parser.add_argument("--trackers", type=int, default=8)
     parser.add_argument("--lifecycles", type=int, default=500)
-    parser.add_argument("--pause", type=float, default=0.5, help="seconds between lifecycles")
+    parser.add_argument(
+        "--pause", type=float, help="seconds between lifecycles (default: spread over the import)"
+    )
     parser.add_argument("--dir", help="work folder (default: a temporary one)")
     args = parser.parse_args()
     folder = Path(args.dir or tempfile.mkdtemp(prefix="bench-trust-"))
@@ -203,13 +238,17 @@ def main() -> None:
     for path in (baseline, contended):
         for suffix in ("", "-wal", "-shm"):
             Path(f"{path}{suffix}").unlink(missing_ok=True)
+    if args.pause is None:
+        args.pause = estimate_pause(export, folder, args.lifecycles)
     base_reports, _ = run_trackers(baseline, args)
     reports, imported = run_trackers(contended, args, (export, CLEANUP_DAYS, now))
 
     base, loaded = latencies(base_reports), latencies(reports)
     during_import = latencies(reports, imported["import"])
     during_cleanup = latencies(reports, imported["cleanup"])
-    cutoff = to_iso(before(dt.datetime.fromisoformat(now.replace("Z", "+00:00")), 24 * 30))
+    cutoff = to_iso(
+        before(dt.datetime.fromisoformat(now.replace("Z", "+00:00")), 24 * CLEANUP_DAYS)
+    )
     expected_import = source_rows(source)
     expected_after = source_rows(source, cutoff)
     after = imported_rows(contended)
@@ -225,7 +264,7 @@ def main() -> None:
         "",
         f"{args.trackers} trackers x {args.lifecycles} lifecycles ({len(loaded)} calls) while"
         f" importing {expected_import[0]} orchestrations and {expected_import[1]} executions,"
-        " then a cleanup",
+        f" then a cleanup; {args.pause:.2f}s pause between lifecycles",
         f"import:            {import_seconds:.1f}s ({sum(expected_import) / import_seconds:,.0f}"
         f" rows/s), {len(during_import)} tracker calls during it",
         f"cleanup:           {cleanup_seconds:.1f}s (deleted {deleted[0]} orchestrations,"
