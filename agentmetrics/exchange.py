@@ -669,8 +669,8 @@ class _Writer:
             self.id_map[incoming_id] = row["id"]
 
 
-# Each transaction holds the write lock this long at most, about: trackers writing
-# at the same time wait no longer than that for it.
+# Import transactions are sized to hold the write lock about this long at most, so
+# trackers writing at the same time wait little longer than that for it.
 IMPORT_LOCK_SECONDS = 0.1
 _FIRST_BATCH_ROWS = 100
 
@@ -722,8 +722,9 @@ def _import_sources(
     # A target file that does not exist yet is created only once every source is
     # valid, so a rejected import leaves nothing behind.
     target = _open_target(db)
-    sources = open_sources()
+    sources: list[_Source] = []
     try:
+        sources = open_sources()
         checked = [_validate(source, target) for source in sources]
         if on_total is not None:
             on_total(sum(count for count, _ in checked))
