@@ -760,7 +760,7 @@ def test_import_killed_midway_is_completed_by_running_it_again(copies, demo_sour
         while not stored and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.02)
             if target.exists():
-                with contextlib.suppress(sqlite3.OperationalError):
+                with contextlib.suppress(sqlite3.DatabaseError):  # not created yet
                     stored = stored_executions(target)
     finally:
         proc.send_signal(signal.SIGKILL)
