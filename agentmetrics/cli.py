@@ -595,12 +595,13 @@ def import_(ctx: click.Context, files: tuple[str, ...]) -> None:
 
     Rows are matched by session id: a stored row is replaced only by one further
     along (finished beats running; a later completed_at wins). A malformed file is
-    rejected whole and nothing is imported.
+    rejected whole and nothing is imported. Rows are written in short transactions
+    (trackers keep writing meanwhile); an interrupted import completes when run again.
     """
     from .exchange import import_files
 
     with _Progress("Importing") as bar:
-        result = import_files(write_db(ctx), files, progress=bar.update, on_total=bar.total)
+        result = import_files(ctx.obj["db_path"], files, progress=bar.update, on_total=bar.total)
     _print_import(result)
 
 
@@ -616,7 +617,9 @@ def merge(ctx: click.Context, databases: tuple[str, ...]) -> None:
     from .exchange import merge_databases
 
     with _Progress("Merging") as bar:
-        result = merge_databases(write_db(ctx), databases, progress=bar.update, on_total=bar.total)
+        result = merge_databases(
+            ctx.obj["db_path"], databases, progress=bar.update, on_total=bar.total
+        )
     _print_import(result)
 
 

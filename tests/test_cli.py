@@ -145,10 +145,12 @@ def test_import_errors(filled, tmp_path):
         f"Error: {bad}: entry 1: orchestration 'x': status must be one of running, completed,"
         " failed, partial, got 'nope'"
     )
-    counts = invoke("--db", target, "export").stdout
-    assert json.loads(counts) == []
+    # The target did not exist: a rejected import does not create it.
+    assert not list(tmp_path.glob("t.db*"))
     assert "Cannot read" in fail("--db", target, "import", tmp_path / "missing.json")
     assert "Missing argument" in invoke("--db", target, "import", exit_code=2).output
+    assert "No database found" in fail("--db", target, "merge", tmp_path / "missing.db")
+    assert not list(tmp_path.glob("t.db*"))
 
 
 def test_merge_original_database(tmp_path):
