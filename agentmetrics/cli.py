@@ -13,7 +13,13 @@ import pandas as pd
 from sqlite_utils import Database
 
 from .atomic import atomic_file
-from .db import DEFAULT_PATH, ENV_VAR, MissingIndexesWarning, open_database
+from .db import (
+    DEFAULT_PATH,
+    ENV_VAR,
+    MissingIndexesWarning,
+    PendingWritesWarning,
+    open_database,
+)
 from .errors import AgentMetricsError
 from .reports.regression import METRICS as REGRESSION_METRICS
 from .timestamps import positive_duration
@@ -75,6 +81,7 @@ def read_db(ctx: click.Context) -> Database:
     """
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", MissingIndexesWarning)
+        warnings.simplefilter("always", PendingWritesWarning)
         db = open_database(ctx.obj["db_path"], create=False)
     ctx.call_on_close(db.close)
     for warning in caught:
@@ -667,6 +674,35 @@ def upgrade(ctx: click.Context) -> None:
     timings = upgrade_(ctx.obj["db_path"], progress=lambda m: click.echo(m, err=True))
     if timings:
         click.echo(f"Built {len(timings)} report indexes in {sum(timings.values()):.1f}s")
+
+
+@cli.command()
+@db_option
+@click.pass_context
+def flush(ctx: click.Context) -> None:
+    """Apply the tracking writes kept in DB.pending.jsonl while the database was unavailable.
+
+    Any tracking write applies them too; this is for when no tracker runs any more.
+    """
+    from .monitor import Monitor
+    from .pending import count_kept
+
+    path = ctx.obj["db_path"]
+    kept = count_kept(path)
+    if not kept:
+        click.echo(f"No tracking writes wait for {path}")
+        return
+    monitor = Monitor(path, strict=True)
+    try:
+        waiting = monitor.flush()
+    finally:
+        monitor.close()
+    if waiting:
+        raise click.ClickException(
+            f"{waiting:,} tracking writes still wait for {path}: is the database locked or"
+            " read-only?"
+        )
+    click.echo(f"Applied {kept:,} tracking writes to {path}")
 
 
 # -- costs, metrics, watch and report (dashboard and integrations) ---------------------

@@ -20,6 +20,7 @@ from sqlite_utils import Database
 
 from .errors import DatabaseError, ForeignDatabase, NotADatabase, ReadOnlyDatabase
 from .migrations import EXTRA_COLUMNS, migrations, missing_indexes
+from .pending import SUFFIX, count_kept
 
 DEFAULT_PATH = "monitoring.db"
 ENV_VAR = "AGENTMETRICS_DB"
@@ -43,6 +44,10 @@ def default_path() -> str:
 
 class MissingIndexesWarning(UserWarning):
     """A large file lacks the report indexes: reports work, only slower."""
+
+
+class PendingWritesWarning(UserWarning):
+    """Tracking writes wait in the journal beside the file: reports do not include them."""
 
 
 def _stderr(message: str) -> None:
@@ -111,6 +116,8 @@ def open_database(
         raise DatabaseError(f"Cannot open {path}: {e}") from None
     if not create and not read_only:  # read commands, on a file they could upgrade
         _warn_if_indexes_missing(db, path)
+    if reading:
+        _warn_if_writes_pending(path)
     return db
 
 
@@ -411,6 +418,17 @@ def _warn_if_indexes_missing(db: Database, path: str) -> None:
         MissingIndexesWarning,
         stacklevel=3,
     )
+
+
+def _warn_if_writes_pending(path: str) -> None:
+    kept = count_kept(path)
+    if kept:
+        warnings.warn(
+            f"{kept:,} tracking writes wait in {path}{SUFFIX} and are not in these numbers;"
+            " `agentmetrics flush` applies them",
+            PendingWritesWarning,
+            stacklevel=3,
+        )
 
 
 def _table_rows(db: Database) -> dict[str, int]:
