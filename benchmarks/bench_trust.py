@@ -76,20 +76,18 @@ json.dump({"calls": calls, "errors": errors, "executions": executions}, sys.stdo
 """
 
 IMPORTER = """
-import json, sqlite3, sys, time
+import json, sys, time
 from agentmetrics.cleanup import cleanup
 from agentmetrics.exchange import import_files
 
-path, export, days, now = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
+path, export, days, now, here = sys.argv[1], sys.argv[2], float(sys.argv[3]), *sys.argv[4:6]
+sys.path.insert(0, here)
+from bench_trust import imported_rows
+
 t0 = time.time()
 import_files(path, [export])
 t1 = time.time()
-conn = sqlite3.connect(path)
-imported = conn.execute(
-    "SELECT (SELECT count(*) FROM orchestrations WHERE session_id NOT LIKE 'bench-%'),"
-    " (SELECT count(*) FROM agent_executions WHERE agent_session_id NOT LIKE 'bench-%')"
-).fetchone()
-conn.close()
+imported = imported_rows(path)
 t2 = time.time()
 deleted = cleanup(path, days, now=now)
 t3 = time.time()
@@ -118,7 +116,7 @@ def python(code: str, *args: object) -> subprocess.Popen:
 def run_trackers(path: Path, args: argparse.Namespace, importer: tuple = ()) -> tuple[list, dict]:
     """Run the trackers (and the importer, if given) to the end; return their reports."""
     open_database(path).close()  # the schema exists before anyone writes
-    helper = python(IMPORTER, path, *importer) if importer else None
+    helper = python(IMPORTER, path, *importer, Path(__file__).parent) if importer else None
     trackers = [
         python(TRACKER, path, f"t{n}", args.lifecycles, args.pause) for n in range(args.trackers)
     ]

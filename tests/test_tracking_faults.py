@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import fill
 
 from agentmetrics import Monitor, pending
 from agentmetrics.errors import DatabaseError, ReadOnlyDatabase, StorageError
@@ -240,35 +241,6 @@ def test_read_only_folder_keeps_writes_in_memory_and_counts_what_it_drops(
 
 
 # -- full disk -------------------------------------------------------------------------
-
-
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 1 MB tmpfs (needs root and mount; skipped where unavailable)."""
-    mountpoint = tmp_path / "disk"
-    mountpoint.mkdir()
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mountpoint)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
-    yield mountpoint
-    subprocess.run(["umount", "-l", str(mountpoint)], check=True, timeout=30)
-
-
-def fill(folder):
-    filler = folder / "filler"
-    with open(filler, "wb", buffering=0) as f:
-        for size in (65536, 4096, 1):
-            try:
-                while True:
-                    f.write(b"\0" * size)
-            except OSError:
-                pass
-    return filler
 
 
 def test_full_disk_keeps_writes_in_memory_and_applies_them_when_space_returns(small_disk):
