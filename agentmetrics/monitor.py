@@ -38,7 +38,7 @@ from .errors import (
     UnknownSession,
 )
 from .pending import SUFFIX, PendingWrites
-from .timestamps import SQL_NOW, to_iso, to_sqlite_datetime
+from .timestamps import SQL_NOW, sql_duration_ms, to_iso, to_sqlite_datetime
 
 ORCHESTRATION_STATUSES = ("running", "completed", "failed", "partial")
 EXECUTION_STATUSES = ("in_progress", "completed", "failed")
@@ -52,7 +52,7 @@ _MAX_INTEGER = 2**63 - 1  # SQLite's largest INTEGER
 log = logging.getLogger("agentmetrics")
 
 _NOW = f"COALESCE(:now, {SQL_NOW})"
-_DURATION = f"CAST(ROUND((julianday({_NOW}) - julianday(started_at)) * 86400000) AS INTEGER)"
+_DURATION = sql_duration_ms(_NOW)
 
 _START_ORCHESTRATION = f"""
 INSERT INTO orchestrations (id, session_id, task_description, status, started_at,

@@ -30,6 +30,11 @@ COUNTERS = (
 )
 FLAGS = ("self_healed",)
 
+# The aggregate vocabulary (see the package docstring): counts of executions by state...
+EXECUTION_COUNTS = ["executions", "finished", "completed", "failed", "in_progress"]
+# ...and sums over the executions counted.
+EXECUTION_SUMS = ["retries", "self_healed", "files_created", "files_modified"]
+
 
 def select_list(columns: Sequence[str], alias: str = "") -> str:
     prefix = f"{alias}." if alias else ""
@@ -82,17 +87,35 @@ def split_durations(text: str | None) -> np.ndarray:
     return np.array(text.split(","), dtype=np.float64) if text else np.empty(0)
 
 
-def percentiles(values: np.ndarray, qs: Sequence[float]) -> list[float]:
-    """Exact percentiles by linear interpolation (numpy's default); NaN when empty."""
+def percentiles(values: Sequence[float] | np.ndarray, qs: Sequence[float]) -> list[float]:
+    """Exact percentiles (``qs`` in [0, 100]) by linear interpolation between closest
+    ranks, numpy's default; NaN when there is no value."""
     if len(values) == 0:
         return [float("nan")] * len(qs)
-    return [float(v) for v in np.percentile(values, qs)]
+    return [float(v) for v in np.percentile(np.asarray(values, dtype=np.float64), qs)]
 
 
-def success_rate(completed: float, failed: float) -> float:
-    """Percent of finished executions that completed (NaN when none finished)."""
-    finished = completed + failed
-    return completed / finished * 100 if finished else float("nan")
+def counted(frame: pd.DataFrame) -> pd.DataFrame:
+    """Complete an aggregate frame holding ``completed``, ``failed`` and ``in_progress``
+    (missing: 0): ``finished``, ``executions`` and ``success_rate``, with the dtypes of
+    the contract (int64 counts and sums, float64 durations). In place."""
+    for column in frame.columns:
+        if column in EXECUTION_COUNTS or column in EXECUTION_SUMS:
+            frame[column] = pd.to_numeric(frame[column]).fillna(0).astype("int64")
+        elif column.endswith("duration_ms"):
+            frame[column] = pd.to_numeric(frame[column]).astype("float64")
+    frame["finished"] = frame["completed"] + frame["failed"]
+    frame["executions"] = frame["finished"] + frame["in_progress"]
+    frame["success_rate"] = percent(frame["completed"], frame["finished"])
+    return frame
+
+
+def percent(part: Any, whole: Any) -> Any:
+    """``100 * part / whole`` as float64, NaN where ``whole`` is 0, for Series or
+    numbers: every rate (``success_rate`` is ``percent(completed, finished)``)."""
+    if isinstance(whole, pd.Series):
+        return (100 * part / whole.where(whole > 0)).astype("float64")
+    return 100 * part / whole if whole else float("nan")
 
 
 # SQLite's largest integer: a bigger limit means "all rows" and would not bind.
