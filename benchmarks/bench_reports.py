@@ -218,13 +218,13 @@ def report_benchmarks(db: Database) -> list[Bench]:
     return [
         Bench(
             "system_health 24 h",
-            lambda d: _read(reports.system_health(d, 24, now=NOW), "total_executions"),
+            lambda d: _read(reports.system_health(d, hours=24, now=NOW), "executions"),
             0.010,
             "4-8 ms",
         ),
         Bench(
             "system_health 90 days",
-            lambda d: _read(reports.system_health(d, 24 * DAYS, now=NOW), "total_executions"),
+            lambda d: _read(reports.system_health(d, hours=24 * DAYS, now=NOW), "executions"),
             0.5,
             "507-569 ms",
         ),
@@ -269,7 +269,7 @@ def report_benchmarks(db: Database) -> list[Bench]:
         Bench(
             "orchestration_summary",
             lambda d: _read(
-                reports.orchestration_summary(d, "session-0000500"), "total_executions"
+                reports.orchestration_summary(d, "session-0000500"), "executions"
             ),
         ),
         Bench("executions(session)", lambda d: len(reports.executions(d, "session-0000500"))),

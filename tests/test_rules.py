@@ -449,7 +449,7 @@ def test_notify_bounds_a_trickling_server():
 def test_payload(data):
     text = rule_toml(name="rate", metric="success_rate", warn=95, alert=90)
     text += rule_toml(name="coder fails", metric="failed_executions", agent="coder", warn=1)
-    text += rule_toml(name="stale", metric="stale_running", older_than="12h", alert=0)
+    text += rule_toml(name="stale", metric="stale_running", stale_after="12h", alert=0)
     results = evaluate(data, load_rules(write_rules(text)), now=NOW)
     message = payload(results, database="m.db")
     assert message["text"] == (

@@ -78,14 +78,12 @@ def bound(value: TimeArg | dt.timedelta, now: TimeArg = None) -> str | None:
                 value = parse_duration(value)
             except ValueError:
                 raise InvalidValue(
-                    f"not a time: {value!r} (use a timestamp such as 2026-11-01T12:00:00Z "
-                    "or a span before now such as 6h, 7d, 2w)"
+                    f"not a time: {value!r} (use a timestamp such as 2026-11-01"
+                    " or a span back such as 7d)"
                 ) from None
     if isinstance(value, dt.datetime):
         return to_iso(parse_timestamp(value))
-    if not isinstance(value, dt.timedelta):
-        raise InvalidValue(f"not a time: {value!r}")
-    return to_iso(before(resolve_now(now), value))
+    return to_iso(before(resolve_now(now), parse_duration(value)))
 
 
 def window(

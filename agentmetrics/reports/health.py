@@ -7,6 +7,7 @@ import datetime as dt
 import pandas as pd
 
 from ..errors import InvalidValue
+from ..timestamps import before
 from ._common import DbArg, TimeArg, reading, resolve_now, window
 from ._frames import EXECUTION_COUNTS, counted, durations, percentiles
 from .stale import DEFAULT_STALE_AFTER, count_stale
@@ -54,17 +55,18 @@ def system_health(
 ) -> pd.DataFrame:
     """Counts, success rate and durations of everything started in ``[since, until)``.
 
-    Without ``since`` the window is the last ``hours`` hours (default 24), like the
-    original tool's ``health``: ``hours=24`` is ``since="24h"``. An orchestration or
+    Without ``since`` and ``until`` the window is the last ``hours`` hours (default
+    24), like the original tool's ``health``: ``hours=24`` is ``since="24h",
+    until=now``. An orchestration or
     execution belongs to the window by its ``started_at``. Counts match the original
     for the same window; the original printed ``finished`` as "Total".
 
     :param since: first start time included: a timestamp or a span before ``now``
     :param until: start times before this are included (same forms)
-    :param hours: the window's length back from ``now``, instead of ``since``
+    :param hours: the window's length back from ``now``, instead of ``since``/``until``
     :param now: the time spans and ``stale_after`` are measured back from
     :param stale_after: how long without a sign of life makes a run stale (``"6h"``)
-    :raises InvalidValue: both ``since`` and ``hours``, ``hours`` not a positive
+    :raises InvalidValue: both ``hours`` and a bound, ``hours`` not a positive
       number, or a bad time
     :returns: one row: the orchestration counts ``orchestrations``,
       ``completed_orchestrations``, ``failed_orchestrations``,
@@ -74,14 +76,14 @@ def system_health(
       executions still in progress with no sign of life for ``stale_after``, whenever
       they started (see :mod:`agentmetrics.reports.stale`), also in the running counts
     """
-    if hours is not None and since is not None:
-        raise InvalidValue("give since or hours, not both")
-    if since is None:
+    if hours is not None and (since is not None or until is not None):
+        raise InvalidValue("give hours or since/until, not both")
+    moment = resolve_now(now)
+    if since is None and until is None:
         hours = 24 if hours is None else hours
         if isinstance(hours, bool) or not isinstance(hours, (int, float)) or not hours > 0:
             raise InvalidValue(f"hours must be a positive number, got {hours!r}")
-        since = dt.timedelta(hours=hours)
-    moment = resolve_now(now)
+        since, until = before(moment, hours), moment  # clamped: hours=1e15 is "all"
     where, params = window(since, until, moment)
     with reading(db) as conn:
         completed_o, failed_o, partial_o, running_o = conn.execute(
