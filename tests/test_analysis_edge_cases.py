@@ -73,7 +73,7 @@ def test_check_huge_window(db, db_path, tmp_path):
     rules = tmp_path / "rules.toml"
     rules.write_text(
         '[[rules]]\nname = "a"\nmetric = "failed_executions"\nalert = 0\nwindow = "1000000d"\n'
-        '[[rules]]\nname = "b"\nmetric = "stale_running"\nalert = 0\nolder_than = "1000000d"\n'
+        '[[rules]]\nname = "b"\nmetric = "stale_running"\nalert = 0\nstale_after = "1000000d"\n'
     )
     result = invoke("--db", db_path, "check", "--rules", rules)
     no_traceback(result, 0)

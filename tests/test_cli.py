@@ -401,7 +401,7 @@ def test_health_gate_without_data(filled):
         (
             ["performance", "--since", "tuesday"],
             "Error: not a time: 'tuesday'"
-            " (use a timestamp such as 2026-11-01 or a span back such as 7d)",
+            " (use a timestamp such as 2026-11-01 or a span back such as 6h, 7d, 2w)",
         ),
     ],
 )

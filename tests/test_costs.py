@@ -212,7 +212,7 @@ def test_cli_costs_finished_execution_without_duration(db, db_path):
         (
             ["--since", "yesterday"],
             "Error: not a time: 'yesterday'"
-            " (use a timestamp such as 2026-11-01 or a span back such as 7d)",
+            " (use a timestamp such as 2026-11-01 or a span back such as 6h, 7d, 2w)",
         ),
     ],
 )

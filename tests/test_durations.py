@@ -155,8 +155,8 @@ def test_python_api_bare_numbers(db, call):
 
 def test_python_api_takes_timedelta_and_unit_strings(timed):
     # The stale run started 30 days ago: stale after 29 days, not after 31.
-    for older_than, stale in [(dt.timedelta(days=29), 1), ("29d", 1), ("31d", 0), ("5w", 0)]:
-        assert len(stale_runs(timed, stale_after=older_than)) == stale
+    for stale_after, stale in [(dt.timedelta(days=29), 1), ("29d", 1), ("31d", 0), ("5w", 0)]:
+        assert len(stale_runs(timed, stale_after=stale_after)) == stale
 
 
 def test_python_rules_take_timedelta_and_unit_thresholds(timed):
@@ -182,7 +182,7 @@ def write_rule(extra: str):
         ('metric = "p95_duration_ms"\nalert = 600000', "alert", "600000"),
         ('metric = "p50_duration_ms"\nwarn = 1.5', "warn", "1.5"),
         ('metric = "success_rate"\nalert = 90\nwindow = 24', "window", "24"),
-        ('metric = "stale_running"\nalert = 0\nolder_than = 6', "older_than", "6"),
+        ('metric = "stale_running"\nalert = 0\nstale_after = 6', "stale_after", "6"),
         ('metric = "regressions"\nalert = 0\nbaseline = 14', "baseline", "14"),
     ],
 )

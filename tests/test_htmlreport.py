@@ -170,7 +170,7 @@ def test_cli_report(data_path, tmp_path):
         (
             ["--since", "last week"],
             "Error: not a time: 'last week'"
-            " (use a timestamp such as 2026-11-01 or a span back such as 7d)",
+            " (use a timestamp such as 2026-11-01 or a span back such as 6h, 7d, 2w)",
         ),
         (["-o", "missing/r.html"], "Error: Cannot write missing/r.html"),
         (["--rules", "nope.toml"], "Error: Rules file nope.toml not found"),

@@ -79,7 +79,7 @@ def bound(value: TimeArg | dt.timedelta, now: TimeArg = None) -> str | None:
             except ValueError:
                 raise InvalidValue(
                     f"not a time: {value!r} (use a timestamp such as 2026-11-01"
-                    " or a span back such as 7d)"
+                    " or a span back such as 6h, 7d, 2w)"
                 ) from None
     if isinstance(value, dt.datetime):
         return to_iso(parse_timestamp(value))
