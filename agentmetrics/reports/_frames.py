@@ -1,8 +1,8 @@
 """Row-level frames shared by the health, agent and orchestration reports.
 
 Conventions for every frame built here: timestamps (``started_at``, ``completed_at``,
-``created_at``) are pandas UTC datetimes (``NaT`` when missing), whatever the stored
-format; durations are float milliseconds (NaN while running); counters with a
+``created_at``) are pandas UTC datetimes in microseconds (``NaT`` when missing),
+whatever the stored format; durations are float milliseconds (NaN while running); counters with a
 default of 0 are int64; flags are bool; missing text is None.
 """
 
@@ -52,14 +52,24 @@ def typed(frame: pd.DataFrame) -> pd.DataFrame:
             frame[column] = pd.to_numeric(frame[column]).fillna(0).astype("int64")
         elif column in FLAGS:
             frame[column] = pd.to_numeric(frame[column]).fillna(0).astype(bool)
-        elif frame[column].dtype == object or pd.api.types.is_string_dtype(frame[column]):
+    return texts(frame)
+
+
+def texts(frame: pd.DataFrame, columns: Sequence[str] = ()) -> pd.DataFrame:
+    """Text columns (and ``columns``, whatever their dtype) as object dtype holding str
+    or None: not pandas' string dtype, whose default differs between pandas 2 and 3.
+    In place."""
+    for column in frame.columns:
+        kind = frame[column].dtype
+        if column in columns or kind is np.dtype(object) or pd.api.types.is_string_dtype(kind):
             frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
     return frame
 
 
 def to_utc(values: pd.Series) -> pd.Series:
-    """Stored timestamps (ISO with ``Z`` or ``YYYY-MM-DD HH:MM:SS``) as UTC datetimes."""
-    return pd.to_datetime(values, utc=True, format="ISO8601")
+    """Stored timestamps (ISO with ``Z`` or ``YYYY-MM-DD HH:MM:SS``) as UTC datetimes
+    in microseconds, whatever pandas would infer (years 1 to 9999 fit)."""
+    return pd.to_datetime(values, utc=True, format="ISO8601").dt.as_unit("us")
 
 
 def rows_frame(db: Database, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> pd.DataFrame:

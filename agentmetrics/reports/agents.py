@@ -17,6 +17,7 @@ from ._frames import (
     rows_frame,
     select_list,
     split_durations,
+    texts,
 )
 
 PERFORMANCE_COLUMNS = [
@@ -204,6 +205,6 @@ def _performance(
 def _finish(rows: list[dict]) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=PERFORMANCE_COLUMNS)
     frame = counted(frame)
-    frame["agent_name"] = frame["agent_name"].astype(object)
+    texts(frame)
     frame = frame.sort_values(["executions", "agent_name"], ascending=[False, True])
     return frame.reset_index(drop=True)

@@ -21,7 +21,7 @@ import pandas as pd
 from ..config import load_config
 from ..errors import InvalidValue
 from ._common import DbArg, TimeArg, read_frame, reading, window
-from ._frames import to_utc
+from ._frames import texts, to_utc
 
 # Only a placeholder so that time-based estimates are never silently zero; set your own
 # rate in the config file.
@@ -161,8 +161,7 @@ def costs(
         frame[column] = frame[column].astype("float64" if column.endswith("_ms") else "int64")
     for column in VALUE_COLUMNS[5:9]:
         frame[column] = frame[column].astype("float64")
-    for column in [*key_columns, "method"]:
-        frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
+    texts(frame, [*key_columns, "method"])
     if by == "day":
         frame["day"] = to_utc(frame["day"])
         frame = frame.sort_values("day")

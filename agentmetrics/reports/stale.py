@@ -15,7 +15,7 @@ import pandas as pd
 
 from ..timestamps import before, positive_duration, to_iso
 from ._common import DbArg, TimeArg, read_frame, reading, resolve_now
-from ._frames import to_utc
+from ._frames import to_utc, typed
 
 DEFAULT_STALE_AFTER = "6h"
 
@@ -83,11 +83,10 @@ def stale_runs(
             STALE_SQL + " ORDER BY last_seen_at, kind, id",
             {"cutoff": cutoff},
         )
-    df["started_at"] = to_utc(df["started_at"])
+    df = typed(df)
     df["last_seen_at"] = to_utc(df["last_seen_at"])
     age = pd.Timestamp(moment) - df["last_seen_at"]
     df["age_ms"] = (age.dt.total_seconds() * 1000).round().astype("float64")
-    df["agent_name"] = df["agent_name"].astype(object).where(df["agent_name"].notna(), None)
     return df[STALE_COLUMNS]
 
 

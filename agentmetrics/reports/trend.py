@@ -14,7 +14,7 @@ import pandas as pd
 
 from ..errors import InvalidValue
 from ._common import DbArg, TimeArg, bound, read_frame, reading, resolve_now, window
-from ._frames import EXECUTION_COUNTS, check_limit, counted, percent, to_utc
+from ._frames import EXECUTION_COUNTS, check_limit, counted, percent, texts, to_utc, typed
 
 # Period start of `started_at` (stored as YYYY-MM-DDTHH:MM:SS.sssZ), in the same format.
 FREQUENCIES = {
@@ -121,8 +121,8 @@ def trends(
         index = pd.MultiIndex.from_product([periods, agents], names=keys)
     else:
         index = pd.Index(periods, name="period")
-    counts["period"] = pd.to_datetime(counts["period"], utc=True)
-    durations["period"] = pd.to_datetime(durations["period"], utc=True)
+    counts["period"] = to_utc(counts["period"])
+    durations["period"] = to_utc(durations["period"])
     durations["duration_ms"] = durations["duration_ms"].astype("float64")
     frame = counted(counts.set_index(keys).reindex(index))
     # pandas' linear quantile is numpy's percentile, per group in one pass.
@@ -130,7 +130,8 @@ def trends(
     quantiles = quantiles.reindex(columns=[0.5, 0.95])
     frame["p50_duration_ms"] = quantiles[0.5].reindex(index).astype("float64")
     frame["p95_duration_ms"] = quantiles[0.95].reindex(index).astype("float64")
-    result = frame.reset_index()[columns]
+    result = texts(frame.reset_index()[columns])
+    result["period"] = result["period"].dt.as_unit("us")
     result.attrs["freq"] = freq  # lets charts size one period's bar
     return result
 
@@ -288,8 +289,8 @@ def error_patterns(
     frame["agents"] = frame["agents"].fillna("").str.split(",").map(sorted).map(", ".join)
     frame[["count", "agent_count"]] = frame[["count", "agent_count"]].astype("int64")
     for column in ("first_seen", "last_seen"):
-        frame[column] = pd.to_datetime(frame[column], utc=True)
-    return frame[PATTERN_COLUMNS]
+        frame[column] = to_utc(frame[column])
+    return texts(frame[PATTERN_COLUMNS])
 
 
 # -- self-healing ----------------------------------------------------------------------
@@ -328,8 +329,7 @@ def self_healing(
     counts = ["completed", "failed", "in_progress", "self_healed", "rescued"]
     if total and not frame.empty:
         frame.loc[len(frame)] = [TOTAL_LABEL, *frame[counts].sum()]
-    frame = counted(frame)
-    frame["agent_name"] = frame["agent_name"].astype(object)
+    frame = texts(counted(frame))
     frame["rescued"] = frame["rescued"].astype("int64")
     frame["self_healed_rate"] = percent(frame["self_healed"], frame["executions"])
     frame["rescue_rate"] = percent(frame["rescued"], frame["self_healed"])
@@ -361,9 +361,7 @@ def durations(
             " ORDER BY started_at",
             params,
         )
-    frame["started_at"] = to_utc(frame["started_at"])
-    frame["duration_ms"] = frame["duration_ms"].astype("float64")
-    return frame
+    return typed(frame)
 
 
 __all__ = [
