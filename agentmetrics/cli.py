@@ -752,6 +752,8 @@ def costs(
     shown = df.drop(columns=["time_priced", "token_priced", "recorded_priced"])
     if by == "orchestration":
         shown = shown.drop(columns=["orchestration_id"]).fillna({"session_id": "(none)"})
+    elif by == "day":
+        shown["day"] = shown["day"].dt.strftime("%Y-%m-%d")
     money = {c: format_usd for c in shown.columns if c.endswith("cost_usd")}
     emit(shown, fmt, {**_formatters(shown), **money}, empty="No finished executions.")
     if len(df):

@@ -61,7 +61,11 @@ def texts(frame: pd.DataFrame, columns: Sequence[str] = ()) -> pd.DataFrame:
     In place."""
     for column in frame.columns:
         kind = frame[column].dtype
-        if column in columns or kind is np.dtype(object) or pd.api.types.is_string_dtype(kind):
+        if (
+            column in columns
+            or pd.api.types.is_object_dtype(kind)
+            or pd.api.types.is_string_dtype(kind)
+        ):
             frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
     return frame
 
