@@ -7,7 +7,7 @@ import sqlite3
 
 import pandas as pd
 
-from .db import ensure_database, write_transaction
+from .db import ensure_database, refused_write, write_transaction
 from .errors import ReadOnlyDatabase
 from .monitor import _RECOUNT_TASKS
 from .reports._common import DbArg, TimeArg, database, resolve_now
@@ -89,8 +89,7 @@ def reap(
                 for orchestration_id in runs.loc[runs["kind"] == "orchestration", "id"]:
                     conn.execute(_RECOUNT_TASKS, {"id": orchestration_id})
         except sqlite3.OperationalError as e:
-            # "is a view": the read-only shim of an original file (db._shim_missing_columns)
-            if "readonly" in str(e) or "because it is a view" in str(e):
+            if refused_write(e):
                 raise ReadOnlyDatabase(
                     f"Cannot reap {len(runs)} stale runs: the database is read-only"
                     " (--dry-run lists them without writing)"

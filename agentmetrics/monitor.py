@@ -25,7 +25,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from .db import default_path, ensure_database, write_transaction
+from .db import default_path, ensure_database, refused_write, write_transaction
 from .errors import (
     AgentMetricsError,
     AlreadyFinished,
@@ -645,11 +645,9 @@ def _stamped(params: dict[str, Any], called: float) -> dict[str, Any]:
 def _storage_error(error: BaseException, source: str | Database) -> AgentMetricsError:
     if isinstance(error, AgentMetricsError):
         return error
-    message = str(error)
-    # "is a view": the read-only shim of an original file (db._shim_missing_columns)
-    if "readonly" in message or "because it is a view" in message:
+    if refused_write(error):
         return ReadOnlyDatabase("The database is open read-only")
-    return StorageError(f"Cannot write to {_name(source)}: {message}")
+    return StorageError(f"Cannot write to {_name(source)}: {error}")
 
 
 def _describe(exc: BaseException) -> str:

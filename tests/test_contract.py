@@ -162,7 +162,7 @@ COLUMNS = {
         *ORCHESTRATION_ROW,
         *COUNTS,
         ("success_rate", "float64"),
-        *[(f"{s}_duration_ms", "float64") for s in ("avg", "min", "max", "p50", "p95")],
+        *[(f"{s}_duration_ms", "float64") for s in ("avg", "min", "max", "p50", "p95", "p99")],
         *SUMS,
     ],
     "agent_stats": EXECUTION_ROW,

@@ -83,9 +83,9 @@ stale_runs                none (stale_after, now)          no     kind, id, sess
                                                                   last_seen_at, age_ms
 list_orchestrations       none (limit)                     no     orchestrations row
 failed_orchestrations     none (limit)                     no     row, task_completion_rate
-orchestration_summary     none (one session)               no     row, execution counts,
-                                                                  success_rate, durations,
-                                                                  sums
+orchestration_summary     none (one session)               no     row, then the columns
+                                                                  of performance_report
+                                                                  after agent_name
 executions(db, session)   none (one session)               no     agent_executions row
 ========================  ===============================  =====  ==================
 

@@ -34,6 +34,13 @@ FLAGS = ("self_healed",)
 EXECUTION_COUNTS = ["executions", "finished", "completed", "failed", "in_progress"]
 # ...and sums over the executions counted.
 EXECUTION_SUMS = ["retries", "self_healed", "files_created", "files_modified"]
+# What the per-agent and per-orchestration summaries give after their keys.
+AGGREGATE_COLUMNS = [
+    *EXECUTION_COUNTS,
+    "success_rate",
+    *(f"{stat}_duration_ms" for stat in ("avg", "min", "max", "p50", "p95", "p99")),
+    *EXECUTION_SUMS,
+]
 
 
 def select_list(columns: Sequence[str], alias: str = "") -> str:

@@ -9,7 +9,7 @@ from ..errors import UnknownAgent
 from ..migrations import EXECUTION_COLUMNS
 from ._common import DbArg, TimeArg, reading, resolve_now, window
 from ._frames import (
-    EXECUTION_COUNTS,
+    AGGREGATE_COLUMNS,
     EXECUTION_SUMS,
     check_limit,
     counted,
@@ -20,18 +20,7 @@ from ._frames import (
     texts,
 )
 
-PERFORMANCE_COLUMNS = [
-    "agent_name",
-    *EXECUTION_COUNTS,
-    "success_rate",
-    "avg_duration_ms",
-    "min_duration_ms",
-    "max_duration_ms",
-    "p50_duration_ms",
-    "p95_duration_ms",
-    "p99_duration_ms",
-    *EXECUTION_SUMS,
-]
+PERFORMANCE_COLUMNS = ["agent_name", *AGGREGATE_COLUMNS]
 
 _SUMS = """count(*), total(status = 'completed'), total(status = 'failed'),
   avg(duration_ms), min(duration_ms), max(duration_ms), total(retry_count),

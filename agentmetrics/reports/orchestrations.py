@@ -9,7 +9,7 @@ from ..errors import UnknownSession
 from ..migrations import EXECUTION_COLUMNS, ORCHESTRATION_COLUMNS
 from ._common import DbArg, reading
 from ._frames import (
-    EXECUTION_COUNTS,
+    AGGREGATE_COLUMNS,
     EXECUTION_SUMS,
     check_limit,
     counted,
@@ -20,18 +20,7 @@ from ._frames import (
     select_list,
 )
 
-SUMMARY_COLUMNS = [
-    *ORCHESTRATION_COLUMNS,
-    *EXECUTION_COUNTS,
-    "success_rate",
-    "avg_duration_ms",
-    "min_duration_ms",
-    "max_duration_ms",
-    "p50_duration_ms",
-    "p95_duration_ms",
-    *EXECUTION_SUMS,
-]
-_SUMMARY_EXTRA = SUMMARY_COLUMNS[len(ORCHESTRATION_COLUMNS) :]
+SUMMARY_COLUMNS = [*ORCHESTRATION_COLUMNS, *AGGREGATE_COLUMNS]
 
 _ORCHESTRATION = select_list(ORCHESTRATION_COLUMNS)
 
@@ -89,7 +78,8 @@ def orchestration_summary(db: DbArg, session_id: str) -> pd.DataFrame:
     :raises UnknownSession: no orchestration has this session id
     :returns: one row: the columns of :func:`list_orchestrations`, then the
       execution counts, ``success_rate``, ``avg_duration_ms``, ``min_duration_ms``,
-      ``max_duration_ms``, ``p50_duration_ms``, ``p95_duration_ms`` (of finished
+      ``max_duration_ms``, ``p50_duration_ms``, ``p95_duration_ms``,
+      ``p99_duration_ms`` (of finished
       executions) and the sums ``retries``, ``self_healed``, ``files_created``,
       ``files_modified`` over its executions
     """
@@ -107,11 +97,11 @@ def orchestration_summary(db: DbArg, session_id: str) -> pd.DataFrame:
             FROM agent_executions WHERE orchestration_id = :id""",
             params,
         ).fetchone()
-        p50, p95 = percentiles(durations(conn, "orchestration_id = :id", params), [50, 95])
+        p50, p95, p99 = percentiles(durations(conn, "orchestration_id = :id", params), [50, 95, 99])
     names = ["completed", "failed", "in_progress"]
     names += ["avg_duration_ms", "min_duration_ms", "max_duration_ms", *EXECUTION_SUMS]
-    extra = pd.DataFrame([dict(zip(names, sums, strict=True))], columns=_SUMMARY_EXTRA)
-    extra["p50_duration_ms"], extra["p95_duration_ms"] = p50, p95
+    extra = pd.DataFrame([dict(zip(names, sums, strict=True))], columns=AGGREGATE_COLUMNS)
+    extra["p50_duration_ms"], extra["p95_duration_ms"], extra["p99_duration_ms"] = p50, p95, p99
     return pd.concat([frame, counted(extra)], axis=1)[SUMMARY_COLUMNS]
 
 
