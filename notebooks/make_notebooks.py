@@ -217,7 +217,7 @@ NOTEBOOKS = {
         'fig = cost_chart(by_agent, title="Estimated cost by agent, last 7 days")\nfig',
         md("## Day by day"),
         'daily = reports.costs(DB, rates=rates, by="day", since=SINCE, until=NOW)\n'
-        'daily[["day", "finished", "cost_usd"]].round(2)',
+        'daily[["day", "finished", "cost_usd"]].round({"cost_usd": 2})',
         md("## The most expensive orchestrations"),
         'by_run = reports.costs(DB, rates=rates, by="orchestration", since=SINCE,\n'
         "                       until=NOW)\n"
