@@ -99,6 +99,7 @@ def window(
 
     A None bound or agent adds no term; ``alias`` qualifies the columns (``"e"``).
     """
+    now = resolve_now(now)  # one moment for both spans
     start, end = bound(since, now), bound(until, now)
     if start is not None and end is not None and start > end:
         raise InvalidValue(f"since ({start}) is after until ({end})")

@@ -2,8 +2,8 @@
 
 Conventions for every frame built here: timestamps (``started_at``, ``completed_at``,
 ``created_at``) are pandas UTC datetimes in microseconds (``NaT`` when missing),
-whatever the stored format; durations are float milliseconds (NaN while running); counters with a
-default of 0 are int64; flags are bool; missing text is None.
+whatever the stored format; durations are float milliseconds (NaN while running);
+counters with a default of 0 are int64; flags are bool; missing text is None.
 """
 
 from __future__ import annotations
