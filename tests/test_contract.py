@@ -405,3 +405,65 @@ def test_stale_after_is_the_one_name(session):
     assert len(reports.stale_runs(session, stale_after="8h", now=NOW)) == 0
     health = reports.system_health(session, now=NOW, stale_after="6h").iloc[0]
     assert health["stale_running"] == 2
+
+
+def frame_of(name, row):
+    """A one-row frame with the documented columns and dtypes of report ``name``."""
+    return pd.DataFrame([row]).astype(dict(COLUMNS[name]))[[c for c, _ in COLUMNS[name]]]
+
+
+def test_performance_report_whole_frame(edges):
+    add_execution(edges, NOW - dt.timedelta(days=2), "completed", duration_ms=4000)
+    add_execution(edges, NOW - dt.timedelta(days=2), "in_progress")
+    # Finished durations 5, 7, 1000, 2000, 4000 ms: p95 at rank 3.8, p99 at 3.96.
+    expected = frame_of(
+        "performance_report",
+        {
+            "agent_name": "a",
+            "executions": 6,
+            "finished": 5,
+            "completed": 1,
+            "failed": 4,
+            "in_progress": 1,
+            "success_rate": 20.0,
+            "avg_duration_ms": 7012 / 5,
+            "min_duration_ms": 5,
+            "max_duration_ms": 4000,
+            "p50_duration_ms": 1000,
+            "p95_duration_ms": 2000 + 0.8 * 2000,
+            "p99_duration_ms": 2000 + 0.96 * 2000,
+            "retries": 0,
+            "self_healed": 0,
+            "files_created": 0,
+            "files_modified": 0,
+        },
+    )
+    pd.testing.assert_frame_equal(reports.performance_report(edges), expected)
+    pd.testing.assert_frame_equal(reports.agent_summary(edges, "a"), expected)
+
+
+def test_system_health_whole_frame(edges):
+    # [SINCE, UNTIL): the failed 1000 ms and 2000 ms runs. Orchestration "o" started
+    # long before, is still running and silent since UNTIL: one stale run.
+    expected = frame_of(
+        "system_health",
+        {
+            "orchestrations": 0,
+            "completed_orchestrations": 0,
+            "failed_orchestrations": 0,
+            "partial_orchestrations": 0,
+            "running_orchestrations": 0,
+            "executions": 2,
+            "finished": 2,
+            "completed": 0,
+            "failed": 2,
+            "in_progress": 0,
+            "success_rate": 0.0,
+            "avg_duration_ms": 1500,
+            "p50_duration_ms": 1500,
+            "p95_duration_ms": 1000 + 0.95 * 1000,
+            "stale_running": 1,
+        },
+    )
+    found = reports.system_health(edges, since=SINCE, until=UNTIL, now=NOW)
+    pd.testing.assert_frame_equal(found, expected)
