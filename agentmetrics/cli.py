@@ -114,10 +114,19 @@ def output_options(fn: Callable) -> Callable:
     return click.decorators.update_wrapper(wrapper, fn)
 
 
-def since_until_options(fn: Callable) -> Callable:
-    """Add ``--since`` and ``--until`` (ISO times) bounding ``started_at``."""
-    fn = click.option("--until", help="Only executions started before this time (ISO).")(fn)
-    return click.option("--since", help="Only executions started at or after this time (ISO).")(fn)
+_window_options = (
+    click.option("--since", help="From this start time: a timestamp, or a span back (7d)."),
+    click.option("--until", help="Before this start time: a timestamp, or a span back."),
+    click.option("--agent", help="Only this agent."),
+    click.option("--now", help="Measure spans back from this time (default: now)."),
+)
+
+
+def window_options(fn: Callable) -> Callable:
+    """Add ``--since``, ``--until``, ``--agent`` and ``--now``."""
+    for option in reversed(_window_options):
+        fn = option(fn)
+    return fn
 
 
 def write_exact(text: str) -> None:
@@ -412,7 +421,7 @@ def _health_problems(
             problems.append(f"success rate {rate:.1f}% is below {min_success_rate:g}%")
     checks = (
         ("running_orchestrations", max_running, "running orchestrations"),
-        ("failed_executions", max_failed, "failed executions"),
+        ("failed", max_failed, "failed executions"),
         ("failed_orchestrations", max_failed_orchestrations, "failed orchestrations"),
     )
     for column, limit, label in checks:
@@ -489,16 +498,17 @@ def health(
 
 
 @cli.command()
-@since_until_options
+@window_options
 @db_option
 @output_options
 @click.pass_context
-def performance(ctx: click.Context, since: str | None, until: str | None, fmt: str) -> None:
+def performance(ctx: click.Context, fmt: str, **window) -> None:
     """Performance of every agent: success rate and duration percentiles."""
     from . import reports
 
-    df = reports.performance_report(read_db(ctx), since=since, until=until)
-    columns = [c for c in df.columns if c not in ("min_duration_ms", "files_modified")]
+    df = reports.performance_report(read_db(ctx), **window)
+    hidden = ("finished", "in_progress", "min_duration_ms", "files_modified")
+    columns = [c for c in df.columns if c not in hidden]
     emit_report(df, fmt, columns, empty="No agent executions recorded.")
 
 
@@ -743,7 +753,7 @@ def _export_tables(
     show_default=True,
     help="Group the costs by agent, UTC day or orchestration.",
 )
-@since_until_options
+@window_options
 @click.option(
     "--config",
     "config_path",
@@ -756,10 +766,9 @@ def _export_tables(
 def costs(
     ctx: click.Context,
     by: str,
-    since: str | None,
-    until: str | None,
     config_path: str | None,
     fmt: str,
+    **window,
 ) -> None:
     """Estimated cost of finished executions, and how each figure was produced.
 
@@ -775,18 +784,20 @@ def costs(
     from .reports.cost import costs as costs_
 
     rates = cost_rates(load_config(config_path))
-    df = costs_(read_db(ctx), rates, since=since, until=until, by=by)
+    df = costs_(read_db(ctx), rates=rates, by=by, **window)
     if fmt != "table":
         emit(df, fmt)
         return
-    shown = df.drop(columns=["time_executions", "token_executions", "recorded_executions"])
+    shown = df.drop(columns=["time_priced", "token_priced", "recorded_priced"])
     if by == "orchestration":
         shown = shown.drop(columns=["orchestration_id"]).fillna({"session_id": "(none)"})
+    elif by == "day":
+        shown["day"] = shown["day"].dt.strftime("%Y-%m-%d")
     money = {c: format_usd for c in shown.columns if c.endswith("cost_usd")}
     emit(shown, fmt, {**_formatters(shown), **money}, empty="No finished executions.")
     if len(df):
         total = format_usd(df["cost_usd"].sum())
-        click.echo(f"\nTotal: {total} over {df['executions'].sum()} executions")
+        click.echo(f"\nTotal: {total} over {df['finished'].sum()} finished executions")
 
 
 @cli.command()
@@ -826,22 +837,15 @@ class _ConfigError(click.ClickException):
 
 
 @cli.command()
-@click.option(
-    "--older-than",
-    default="6h",
-    show_default=True,
-    callback=_duration_text,
-    metavar="DURATION",
-    help="Reap runs with no sign of life for this long (90m, 6h, 2d).",
-)
+@stale_after_option
 @click.option("--dry-run", is_flag=True, help="Only list what would be reaped.")
 @click.option("--now", hidden=True, help="Reference time instead of the current time.")
 @output_options
 @db_option
 @click.pass_context
-def reap(ctx: click.Context, older_than: str, dry_run: bool, now: str | None, fmt: str) -> None:
+def reap(ctx: click.Context, stale_after: str, dry_run: bool, now: str | None, fmt: str) -> None:
     """Close stale runs as failed: orchestrations still running and executions still
-    in progress with no sign of life for --older-than (a crashed process).
+    in progress with no sign of life for --stale-after (a crashed process).
 
     Each gets completed_at = its last sign of life and an "abandoned: ..." message;
     a reaped orchestration's task counts are recounted from its executions; finished
@@ -850,7 +854,7 @@ def reap(ctx: click.Context, older_than: str, dry_run: bool, now: str | None, fm
     from .formatting import format_duration
     from .maintenance import reap as reap_
 
-    runs = reap_(read_db(ctx), older_than, now=now, dry_run=dry_run)
+    runs = reap_(read_db(ctx), stale_after=stale_after, now=now, dry_run=dry_run)
     if fmt != "table":
         emit(runs, fmt)
         return
@@ -858,7 +862,7 @@ def reap(ctx: click.Context, older_than: str, dry_run: bool, now: str | None, fm
     verb = "Would reap" if dry_run else "Reaped"
     click.echo(
         f"{verb} {kinds.get('orchestration', 0)} orchestrations and"
-        f" {kinds.get('execution', 0)} executions with no sign of life for {older_than}"
+        f" {kinds.get('execution', 0)} executions with no sign of life for {stale_after}"
     )
     if len(runs):
         shown = runs[["kind", "session_id", "agent_name", "last_seen_at", "age_ms"]]
@@ -1059,20 +1063,6 @@ def check(
 
 # -- demo data, trends and charts ------------------------------------------------------
 
-_window_options = (
-    click.option("--since", help="From this start time: a timestamp, or a span back (7d)."),
-    click.option("--until", help="Before this start time: a timestamp, or a span back."),
-    click.option("--agent", help="Only this agent."),
-    click.option("--now", help="Measure spans back from this time (default: now)."),
-)
-
-
-def window_options(fn: Callable) -> Callable:
-    """Add ``--since``, ``--until``, ``--agent`` and ``--now``."""
-    for option in reversed(_window_options):
-        fn = option(fn)
-    return fn
-
 
 @cli.command()
 @click.option("--days", type=POSITIVE_NUMBER, default=30, show_default=True, help="Days of data.")
@@ -1125,7 +1115,7 @@ def trends(ctx: click.Context, freq: str, by_agent: bool, fmt: str, **window) ->
     """Executions, success rate and p50/p95 duration per hour, day or week."""
     from . import reports
 
-    df = reports.trends(read_db(ctx), freq, by_agent=by_agent, **window)
+    df = reports.trends(read_db(ctx), freq=freq, by_agent=by_agent, **window)
     emit_report(df, fmt, empty="No agent executions in this window.")
 
 
@@ -1164,11 +1154,11 @@ def plot(ctx: click.Context, chart: str, output: str, freq: str, dpi: int, **win
 
     db = read_db(ctx)
     if chart == "trends":
-        df = reports.trends(db, freq, **window)
+        df = reports.trends(db, freq=freq, **window)
         fig = plots.plot_trends(df)
         empty = not df["executions"].any()
     elif chart == "durations":
-        df = reports.trends(db, freq, by_agent=True, **window)
+        df = reports.trends(db, freq=freq, by_agent=True, **window)
         fig = plots.plot_durations(df)
         empty = not df["executions"].any()
     elif chart == "failures":

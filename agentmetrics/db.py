@@ -109,7 +109,7 @@ def open_database(
             db.close()
         if not isinstance(e, sqlite3.DatabaseError):
             raise
-        if not read_only and ("readonly" in str(e) or "unable to open" in str(e)):
+        if not read_only and (refused_write(e) or "unable to open" in str(e)):
             return open_database(
                 path, read_only=True, allow_foreign=allow_foreign, busy_timeout_ms=busy_timeout_ms
             )
@@ -119,6 +119,14 @@ def open_database(
     if reading:
         _warn_if_writes_pending(path)
     return db
+
+
+def refused_write(error: BaseException) -> bool:
+    """Whether SQLite refused a write because the database is read-only: the file or
+    connection, or the read-only shim of an original file (:func:`_shim_missing_columns`,
+    whose views say "is a view")."""
+    message = str(error)
+    return "readonly" in message or "because it is a view" in message
 
 
 def ensure_database(db: str | os.PathLike[str] | Database, **kwargs) -> Database:
@@ -138,7 +146,7 @@ def ensure_database(db: str | os.PathLike[str] | Database, **kwargs) -> Database
             try:
                 _upgrade_implicitly(db)
             except sqlite3.OperationalError as e:
-                if "readonly" not in str(e):
+                if not refused_write(e):
                     raise DatabaseError(f"Cannot upgrade the schema of {name}: {e}") from None
         return db
     return open_database(db, **kwargs)
@@ -192,7 +200,7 @@ def upgrade(
                 with write_transaction(database), _big_cache(database):
                     database.execute(sql)
             except sqlite3.OperationalError as e:
-                if "readonly" in str(e):
+                if refused_write(e):
                     raise ReadOnlyDatabase(
                         f"{name} is read-only: cannot build the report indexes"
                     ) from None

@@ -21,8 +21,8 @@ import dataclasses
 import datetime as dt
 import math
 
-from .reports._common import DbArg, TimeArg, database
-from .reports.stale import DEFAULT_OLDER_THAN, STALE_SQL, stale_cutoff
+from .reports._common import DbArg, TimeArg, reading
+from .reports.stale import DEFAULT_STALE_AFTER, STALE_SQL, stale_cutoff
 
 # Seconds: agent executions last from about a second to about an hour.
 DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600)
@@ -42,7 +42,7 @@ class Family:
 def collect(
     db: DbArg,
     now: TimeArg = None,
-    stale_after: str | dt.timedelta = DEFAULT_OLDER_THAN,
+    stale_after: str | dt.timedelta = DEFAULT_STALE_AFTER,
     buckets: tuple[float, ...] = DURATION_BUCKETS,
 ) -> list[Family]:
     """Read the metrics from the database (see the module docstring for the list)."""
@@ -72,7 +72,7 @@ def collect(
     )
     bucket_sql = ", ".join(f"sum(duration_ms <= :b{i}) AS b{i}" for i in range(len(buckets)))
     bucket_params = {f"b{i}": bound * 1000 for i, bound in enumerate(buckets)}
-    with database(db) as conn:
+    with reading(db) as conn:
         for agent, status, count in conn.execute(
             "SELECT agent_name, status, count(*) FROM agent_executions"
             " WHERE status != 'in_progress' GROUP BY agent_name, status"
@@ -134,7 +134,7 @@ def render(families: list[Family]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def metrics_text(db: DbArg, now: TimeArg = None, stale_after: str = DEFAULT_OLDER_THAN) -> str:
+def metrics_text(db: DbArg, now: TimeArg = None, stale_after: str = DEFAULT_STALE_AFTER) -> str:
     """:func:`collect` then :func:`render`."""
     return render(collect(db, now=now, stale_after=stale_after))
 

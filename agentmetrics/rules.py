@@ -23,7 +23,7 @@ as ``[[tool.agentmetrics.rules]]`` (see :mod:`agentmetrics.config` for the looku
     alert = 0               # any failure alerts
 
 A rule needs at least one of ``warn``/``alert``; a value equal to a threshold does
-not breach it. Every duration (``window``, ``older_than``, ``baseline`` and the
+not breach it. Every duration (``window``, ``stale_after``, ``baseline`` and the
 thresholds of duration metrics) is a string with its unit: ``"600000ms"``, ``"90s"``,
 ``"15m"``, ``"1.5h"``, ``"3d"``, ``"2w"``; a bare number is an error.
 Metrics (:data:`METRICS`) and the extra keys they take:
@@ -33,7 +33,7 @@ Metrics (:data:`METRICS`) and the extra keys they take:
   the window the rule is ok and says it had too few runs to judge;
 - ``failed_executions``, ``failed_orchestrations`` (no ``agent``): counts in the window;
 - ``stale_running`` (no ``agent`` or ``window``): unfinished runs with no sign of life
-  for ``older_than`` (default ``"6h"``);
+  for ``stale_after`` (default ``"6h"``);
 - ``regressions``: how many agents regressed (:mod:`agentmetrics.reports.regression`);
   ``window`` is the recent window (default ``"3d"``), with ``baseline`` (``"14d"``),
   ``of`` (``"p95_duration_ms"``, ``"p50_duration_ms"`` or ``"success_rate"``),
@@ -60,17 +60,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from sqlite_utils import Database
 
 from .config import find_config
 from .errors import AgentMetricsError, InvalidValue
 from .formatting import printable
-from .reports._common import DbArg, database, percentile, resolve_now
+from .reports._common import DbArg, database, resolve_now
+from .reports._frames import percentiles
 from .reports.regression import DEFAULT_ALPHA, DEFAULT_MIN_SAMPLES, regressions
 from .reports.regression import METRICS as REGRESSION_METRICS
-from .reports.stale import DEFAULT_OLDER_THAN, count_stale
+from .reports.stale import DEFAULT_STALE_AFTER, count_stale
 from .timestamps import before, parse_duration, positive_duration, to_iso
 
 if sys.version_info >= (3, 11):
@@ -254,8 +254,8 @@ def _success_rate(context: Context, rule: Rule) -> float | None:
 def _duration_percentile(q: float) -> Callable[[Context, Rule], float | None]:
     def compute(context: Context, rule: Rule) -> float | None:
         rows = _finished(context, rule, "duration_ms", " AND duration_ms IS NOT NULL")
-        values = np.sort(np.array([r[0] for r in rows], dtype=float))
-        return _enough(percentile(values, q) if rows else None, len(rows), rule)
+        value = percentiles([r[0] for r in rows], [q])[0] if rows else None
+        return _enough(value, len(rows), rule)
 
     return compute
 
@@ -275,7 +275,7 @@ def _cost_usd(context: Context, rule: Rule) -> float:
     from .reports.cost import cost_rates, costs
 
     start, end = context.window(rule)
-    frame = costs(context.db, cost_rates(context.config), since=start, until=end)
+    frame = costs(context.db, rates=cost_rates(context.config), since=start, until=end)
     if rule.agent is not None:
         frame = frame[frame["agent_name"] == rule.agent]
     return float(frame["cost_usd"].sum())
@@ -297,10 +297,14 @@ def _failed_orchestrations(context: Context, rule: Rule) -> float:
     "count",
     agent=False,
     window=False,
-    options={"older_than": (_positive_duration, DEFAULT_OLDER_THAN)},
+    options={"stale_after": (_positive_duration, DEFAULT_STALE_AFTER)},
 )
 def _stale_running(context: Context, rule: Rule) -> float:
-    return count_stale(context.db, rule.options["older_than"], context.now)
+    return count_stale(context.db, stale_after=rule.options["stale_after"], now=context.now)
+
+
+# Keys of earlier releases: a file using one gets told the new name.
+_RENAMED = {"older_than": "stale_after"}
 
 
 @metric(
@@ -415,6 +419,8 @@ def _check_rule(table: dict[str, Any], index: int, locate: _Locator) -> Rule:
         if key not in allowed:
             if key in _COMMON_KEYS:
                 problem = f"does not apply to metric {metric_name!r}"
+            elif key in _RENAMED:
+                problem = f"renamed: use {_RENAMED[key]!r}"
             else:
                 problem = f"unknown key (allowed: {', '.join(allowed)})"
             raise fail(key, problem)

@@ -59,7 +59,7 @@ def test_huge_spans_clamp(db):
 @pytest.mark.parametrize(
     "args",
     [
-        ["reap", "--older-than", HUGE, "--dry-run"],
+        ["reap", "--stale-after", HUGE, "--dry-run"],
         ["regressions", "--recent", HUGE],
         ["regressions", "--baseline", HUGE],
         ["health", "--stale-after", HUGE],
@@ -73,7 +73,7 @@ def test_check_huge_window(db, db_path, tmp_path):
     rules = tmp_path / "rules.toml"
     rules.write_text(
         '[[rules]]\nname = "a"\nmetric = "failed_executions"\nalert = 0\nwindow = "1000000d"\n'
-        '[[rules]]\nname = "b"\nmetric = "stale_running"\nalert = 0\nolder_than = "1000000d"\n'
+        '[[rules]]\nname = "b"\nmetric = "stale_running"\nalert = 0\nstale_after = "1000000d"\n'
     )
     result = invoke("--db", db_path, "check", "--rules", rules)
     no_traceback(result, 0)
@@ -324,7 +324,7 @@ def test_reap_read_only_original_file(tmp_path, lock_down):
     )
     assert statuses(path) == [("e1", "in_progress"), ("e2", "completed"), ("o1", "running")]
     # Nothing stale: nothing to write, so a read-only file is fine.
-    quiet = invoke("--db", path, "reap", "--now", "2026-03-01T12:00:00Z", "--older-than", "6h")
+    quiet = invoke("--db", path, "reap", "--now", "2026-03-01T12:00:00Z", "--stale-after", "6h")
     no_traceback(quiet, 0)
     assert "Reaped 0 orchestrations and 0 executions" in quiet.output
 
@@ -350,18 +350,18 @@ def one_hour(db):
 
 def test_single_hourly_period_bar_is_an_hour_wide(one_hour):
     # A lone period used to get a bar 0.8 days wide, whatever the frequency.
-    df = reports.trends(one_hour, "h")
+    df = reports.trends(one_hour, freq="h")
     assert len(df) == 1
     fig = plots.plot_trends(df)
     bars = fig.axes[0].patches
     assert bars and all(bar.get_width() == pytest.approx(0.8 / 24) for bar in bars)
-    weekly = plots.plot_trends(reports.trends(one_hour, "W"))
+    weekly = plots.plot_trends(reports.trends(one_hour, freq="W"))
     assert weekly.axes[0].patches[0].get_width() == pytest.approx(0.8 * 7)
 
 
 def test_single_period_without_freq(one_hour):
     # A frame built by hand (no attrs): a period not at midnight is an hour.
-    df = reports.trends(one_hour, "h")
+    df = reports.trends(one_hour, freq="h")
     df.attrs.clear()
     assert plots.plot_trends(df).axes[0].patches[0].get_width() == pytest.approx(0.8 / 24)
 
@@ -415,7 +415,7 @@ def test_trends_since_runs_up_to_now(db):
         "2026-03-04",
     ]
     assert list(df["executions"]) == [0, 0, 3, 0, 0, 0]
-    hourly = reports.trends(db, "h", since="2026-03-01T09:00:00Z", now="2026-03-01T12:30:00Z")
+    hourly = reports.trends(db, freq="h", since="2026-03-01T09:00:00Z", now="2026-03-01T12:30:00Z")
     assert [p.hour for p in hourly["period"]] == [9, 10, 11, 12]
     assert list(hourly["executions"]) == [0, 3, 0, 0]
     # Without since nor until: the data's own range, whatever now is.
@@ -454,9 +454,9 @@ def test_since_after_until_is_an_error(db):
 def test_too_many_periods_is_an_error(db, db_path):
     # 200 years in hours: 1.75 million rows (and a chart that never finished drawing).
     with pytest.raises(ValueError, match=r"1,753,\d{3} periods of 'h'.* at most 100,000"):
-        reports.trends(db, "h", since="1826-03-10", now=NOW)
+        reports.trends(db, freq="h", since="1826-03-10", now=NOW)
     # Mondays from 1826-03-06 to 2026-03-09: 73,052 days / 7 + 1.
-    assert len(reports.trends(db, "W", since="1826-03-10", now=NOW)) == 10437
+    assert len(reports.trends(db, freq="W", since="1826-03-10", now=NOW)) == 10437
     result = invoke("--db", db_path, "plot", "trends", "-o", "x.png", "--since", "1600-01-01")
     no_traceback(result, 1)
     assert "periods of 'D'" in result.output and "use a later since" in result.output

@@ -278,16 +278,16 @@ def record_lines(text: str) -> dict[str, str]:
 
 
 EXPECTED_HEALTH = {
-    "total_orchestrations": 3,
+    "orchestrations": 3,
     "completed_orchestrations": 0,
     "failed_orchestrations": 1,
     "partial_orchestrations": 1,
     "running_orchestrations": 1,
-    "total_executions": 5,
-    "finished_executions": 4,
-    "completed_executions": 2,
-    "failed_executions": 2,
-    "in_progress_executions": 1,
+    "executions": 5,
+    "finished": 4,
+    "completed": 2,
+    "failed": 2,
+    "in_progress": 1,
     "success_rate": 50.0,
     "avg_duration_ms": 5000.0,
     "p50_duration_ms": 5000.0,  # linear interpolation over 2000, 4000, 6000, 8000
@@ -301,7 +301,7 @@ def test_health(recent):
     (row,) = as_csv("--db", recent, "health", "24")
     assert {k: float(row[k]) for k in EXPECTED_HEALTH} == pytest.approx(EXPECTED_HEALTH)
     table = record_lines(invoke("health", "--db", recent).stdout)
-    assert table["total_executions"] == "5"
+    assert table["executions"] == "5"
     assert table["success_rate"] == "50.0%"
     assert table["avg_duration_ms"] == "5s"
     assert table["p95_duration_ms"] == "7s"
@@ -310,9 +310,9 @@ def test_health(recent):
 def test_health_window_excludes_older_rows(filled):
     # filled's rows are from 2024: nothing in the last 24 hours.
     data = as_json("--db", filled, "health", "24")
-    assert data["total_orchestrations"] == 0 and data["success_rate"] is None
+    assert data["orchestrations"] == 0 and data["success_rate"] is None
     hours = (dt.datetime.now(dt.timezone.utc) - T0).total_seconds() / 3600 + 24
-    assert as_json("--db", filled, "health", f"{hours:.0f}")["total_orchestrations"] == 2
+    assert as_json("--db", filled, "health", f"{hours:.0f}")["orchestrations"] == 2
 
 
 @pytest.mark.parametrize(
@@ -333,7 +333,7 @@ def test_health_window_excludes_older_rows(filled):
 def test_health_gate_fails(recent, options, reason):
     result = invoke("--db", recent, "health", *options, exit_code=1)
     assert result.stderr == f"Error: Unhealthy: {reason}\n"
-    assert record_lines(result.stdout)["total_orchestrations"] == "3"
+    assert record_lines(result.stdout)["orchestrations"] == "3"
 
 
 def test_health_gate_passes(recent):
@@ -400,7 +400,11 @@ def test_health_gate_without_data(filled):
         (["executions", "nope"], "Error: No orchestration with session id 'nope'"),
         (["agent", "nobody"], "Error: No executions of agent 'nobody'"),
         (["agent", "nobody", "--list"], "Error: No executions of agent 'nobody'"),
-        (["performance", "--since", "tuesday"], "Error: not a timestamp: 'tuesday'"),
+        (
+            ["performance", "--since", "tuesday"],
+            "Error: not a time: 'tuesday'"
+            " (use a timestamp such as 2026-11-01 or a span back such as 6h, 7d, 2w)",
+        ),
     ],
 )
 def test_report_errors(recent, args, message):
@@ -464,9 +468,9 @@ def test_show(recent):
         "session_id": "r-1",
         "status": "partial",
         "duration_ms": 11000,
-        "total_executions": 2,
-        "completed_executions": 1,
-        "failed_executions": 1,
+        "executions": 2,
+        "completed": 1,
+        "failed": 1,
         "success_rate": 50.0,
         "avg_duration_ms": 4000.0,  # (2000 + 6000) / 2
         "files_created": 2,
@@ -479,7 +483,7 @@ def test_show(recent):
         "50.0%",
     )
     (row,) = as_csv("--db", recent, "show", "r-1")
-    assert row["total_executions"] == "2"
+    assert row["executions"] == "2"
 
 
 def test_agent(recent):
@@ -491,7 +495,7 @@ def test_agent(recent):
         "failed": 0,
         "success_rate": 100.0,
         "avg_duration_ms": 3000.0,
-        "total_retries": 2,
+        "retries": 2,
     }
     assert {k: data[k] for k in expected} == expected
     table = record_lines(invoke("--db", recent, "agent", "backend").stdout)

@@ -134,7 +134,7 @@ def test_costs_since_after_until_is_an_error(data_path):
     from agentmetrics.reports import costs
 
     with pytest.raises(ValueError, match=r"since \(2026-03-02.*\) is after until \(2026-03-01"):
-        costs(data_path, {}, since="2026-03-02", until="2026-03-01")
+        costs(data_path, rates={}, since="2026-03-02", until="2026-03-01")
     result = run(data_path, "costs", "--since", "2026-03-02", "--until", "2026-03-01")
     assert result.exit_code == 1
     assert result.output == (
@@ -159,7 +159,7 @@ def test_costs_model_price_with_one_side_only(data_path):
     from agentmetrics.reports import costs
 
     # dashboard_data: a-3 (coder, model m-small) used 1000 input and 500 output tokens.
-    df = costs(data_path, {"models": {"m-small": {"output_per_million": 10.0}}})
+    df = costs(data_path, rates={"models": {"m-small": {"output_per_million": 10.0}}})
     coder = df.set_index("agent_name").loc["coder"]
     assert coder["token_cost_usd"] == pytest.approx(500 * 10.0 / 1e6)
 

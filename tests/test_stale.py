@@ -51,7 +51,7 @@ def runs(db):
     execution(db, "c2", "in_progress", 6.5, "C")
     orchestration(db, "D", "completed", 30, completed_at=ago(29), duration_ms=HOUR_MS)
     orchestration(db, "E", "running", 2)
-    execution(db, "s1", "in_progress", 5)  # 5h: stale only with --older-than 4h
+    execution(db, "s1", "in_progress", 5)  # 5h: stale only with --stale-after 4h
     execution(db, "s2", "in_progress", 7)
     execution(db, "s3", "failed", 9, completed_at=ago(8.5), duration_ms=HOUR_MS // 2)
     execution(db, "s4", "in_progress", 6)  # exactly 6h: not older than 6h
@@ -81,10 +81,10 @@ def test_stale_runs(runs):
 
 
 def test_stale_runs_other_age(runs):
-    df = stale_runs(runs, older_than="4h", now=NOW)
+    df = stale_runs(runs, stale_after="4h", now=NOW)
     assert set(df["id"]) == {"A", "s2", "c2", "C", "s1", "s4"}
-    assert count_stale(runs, "4h", now=NOW) == 6
-    assert stale_runs(runs, older_than="11h", now=NOW).empty
+    assert count_stale(runs, stale_after="4h", now=NOW) == 6
+    assert stale_runs(runs, stale_after="11h", now=NOW).empty
 
 
 def test_stale_runs_empty(db):
@@ -97,7 +97,7 @@ def test_stale_runs_empty(db):
 @pytest.mark.parametrize("bad", ["soon", "0h", "-2h"])
 def test_stale_runs_bad_age(db, bad):
     with pytest.raises(ValueError):
-        stale_runs(db, older_than=bad, now=NOW)
+        stale_runs(db, stale_after=bad, now=NOW)
 
 
 def test_reap(runs):
@@ -214,7 +214,7 @@ def test_cli_reap_dry_run_then_reap(runs, db_path):
     assert "s-A" in lines[2] and "10h 0m" in lines[2]
     assert runs.table("orchestrations").get("A")["status"] == "running"
 
-    result = invoke(db_path, "reap", "--older-than", "6h", "--now", NOW_ISO)
+    result = invoke(db_path, "reap", "--stale-after", "6h", "--now", NOW_ISO)
     assert result.exit_code == 0, result.output
     assert result.output.startswith("Reaped 2 orchestrations and 2 executions")
     assert runs.table("orchestrations").get("A")["status"] == "failed"
@@ -224,7 +224,7 @@ def test_cli_reap_dry_run_then_reap(runs, db_path):
 
 
 def test_cli_reap_json(runs, db_path):
-    result = invoke(db_path, "reap", "--older-than", "4h", "--json", "--now", NOW_ISO)
+    result = invoke(db_path, "reap", "--stale-after", "4h", "--json", "--now", NOW_ISO)
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
     assert {r["id"] for r in rows} == {"A", "s2", "c2", "C", "s1", "s4"}
@@ -234,8 +234,8 @@ def test_cli_reap_json(runs, db_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--older-than", "soon"], "Error: --older-than: not a duration: 'soon'"),
-        (["--older-than", "0h"], "Error: --older-than: must be longer than zero, got '0h'"),
+        (["--stale-after", "soon"], "Error: --stale-after: not a duration: 'soon'"),
+        (["--stale-after", "0h"], "Error: --stale-after: must be longer than zero, got '0h'"),
     ],
 )
 def test_cli_reap_bad_input(runs, db_path, args, message):
@@ -258,7 +258,7 @@ def test_system_health_counts_stale_runs(runs):
     # Window of 1 hour: none of the stale runs started in it, they are counted anyway.
     health = system_health(runs, hours=1, now=NOW)
     assert health.loc[0, "stale_running"] == 4
-    assert health.loc[0, "total_orchestrations"] == 0
+    assert health.loc[0, "orchestrations"] == 0
     assert system_health(runs, hours=1, now=NOW, stale_after="4h").loc[0, "stale_running"] == 6
     assert system_health(runs, now=NOW, stale_after="11h").loc[0, "stale_running"] == 0
     assert str(health["stale_running"].dtype) == "int64"

@@ -422,7 +422,7 @@ def test_reports_say_when_writes_wait_and_flush_applies_them(tmp_path):
     health = runner.invoke(cli, ["--db", str(path), "health", "--json"])
     assert health.exit_code == 0, health.output
     # Nothing reached the file yet: the numbers say 0 and stderr says why.
-    assert json.loads(health.stdout)["total_orchestrations"] == 0
+    assert json.loads(health.stdout)["orchestrations"] == 0
     assert health.stderr == (
         f"agentmetrics: 5 tracking writes wait in {path}.pending.jsonl and are not in"
         " these numbers; `agentmetrics flush` applies them\n"
@@ -432,7 +432,7 @@ def test_reports_say_when_writes_wait_and_flush_applies_them(tmp_path):
     assert flushed.exit_code == 0, flushed.output
     assert flushed.stdout == f"Applied 5 tracking writes to {path}\n"
     health = runner.invoke(cli, ["--db", str(path), "health", "--json"])
-    assert json.loads(health.stdout)["total_orchestrations"] == 2
+    assert json.loads(health.stdout)["orchestrations"] == 2
     assert health.stderr == ""
     again = runner.invoke(cli, ["--db", str(path), "flush"])
     assert again.stdout == f"No tracking writes wait for {path}\n"

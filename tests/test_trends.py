@@ -90,11 +90,11 @@ def test_daily_trends_by_hand(tiny):
 
 
 def test_weekly_and_hourly(tiny):
-    weekly = reports.trends(tiny, "W")
+    weekly = reports.trends(tiny, freq="W")
     # 2026-01-01 is a Thursday: its week starts Monday 2025-12-29
     assert list(weekly["period"]) == [day("2025-12-29"), day("2026-01-05")]
     assert list(weekly["executions"]) == [6, 1]
-    hourly = reports.trends(tiny, "h")
+    hourly = reports.trends(tiny, freq="h")
     # every hour from 2026-01-01T10 to 2026-01-05T00
     assert len(hourly) == 14 + 24 * 3 + 1
     assert hourly["executions"].sum() == len(ROWS)
@@ -140,7 +140,7 @@ def test_empty_database_keeps_columns(db):
 @pytest.mark.parametrize("freq", ["M", "day", "", "H"])
 def test_bad_freq(tiny, freq):
     with pytest.raises(ValueError, match="use one of h, D, W"):
-        reports.trends(tiny, freq)
+        reports.trends(tiny, freq=freq)
 
 
 def test_bad_time(tiny):
@@ -211,7 +211,7 @@ def test_error_patterns(tiny):
     assert list(reports.error_patterns(tiny, limit=1)["pattern"]) == [first["pattern"]]
     assert list(reports.error_patterns(tiny, agent="beta")["count"]) == [1]
     assert reports.error_patterns(tiny, until="2026-01-01T12:00:00Z").empty
-    with pytest.raises(ValueError, match="limit must be a positive whole number"):
+    with pytest.raises(ValueError, match="limit must be a whole number of at least 1"):
         reports.error_patterns(tiny, limit=0)
 
 
@@ -225,10 +225,12 @@ def test_self_healing(tiny):
     assert rows.loc["alpha", ["self_healed", "rescued"]].tolist() == [3, 2]
     assert rows.loc["alpha", "self_healed_rate"] == 75.0
     assert rows.loc["alpha", "rescue_rate"] == pytest.approx(200 / 3)
-    # beta: 2 finished (the one in progress is left out), healed 1 which failed
-    assert rows.loc["beta", ["executions", "self_healed", "rescued"]].tolist() == [2, 1, 0]
+    # beta: 3 started, 2 finished (the one in progress has no outcome), healed 1 which failed
+    assert rows.loc["beta", ["executions", "finished", "in_progress"]].tolist() == [3, 2, 1]
+    assert rows.loc["beta", ["self_healed", "rescued"]].tolist() == [1, 0]
+    assert rows.loc["beta", "self_healed_rate"] == pytest.approx(100 / 3)
     assert rows.loc["beta", "rescue_rate"] == 0.0
-    assert rows.loc[TOTAL_LABEL, ["executions", "self_healed", "rescued"]].tolist() == [6, 4, 2]
+    assert rows.loc[TOTAL_LABEL, ["executions", "self_healed", "rescued"]].tolist() == [7, 4, 2]
     assert rows.loc[TOTAL_LABEL, "rescue_rate"] == 50.0
     no_total = reports.self_healing(tiny, total=False, agent="beta")
     assert list(no_total["agent_name"]) == ["beta"]
@@ -300,7 +302,7 @@ def test_weeks_start_on_monday_whatever_the_day(db):
         }
         for i, started in enumerate(days)
     )
-    weekly = reports.trends(db, "W")
+    weekly = reports.trends(db, freq="W")
     assert list(weekly["period"]) == [day("2026-01-05"), day("2026-01-12"), day("2026-01-19")]
     assert list(weekly["executions"]) == [7, 7, 1]
 
