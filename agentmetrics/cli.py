@@ -12,6 +12,7 @@ import click
 import pandas as pd
 from sqlite_utils import Database
 
+from . import DISTRIBUTION
 from .atomic import atomic_file
 from .db import DEFAULT_PATH, ENV_VAR, MissingIndexesWarning, open_database
 from .errors import AgentMetricsError
@@ -36,7 +37,7 @@ class _Group(click.Group):
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="agentmetrics")
+@click.version_option(package_name=DISTRIBUTION)
 @click.option(
     "-d",
     "--db",

@@ -2,7 +2,7 @@
 
 Each of the two tables (``orchestrations``, ``executions``) is written as it is stored,
 one row per row, streamed from one cursor in chunks so memory stays flat. Parquet
-needs pyarrow (``pip install 'agentmetrics[parquet]'``); its columns are typed: text
+needs pyarrow (``pip install 'agentmetrics-sqlite[parquet]'``); its columns are typed: text
 as string, counts and ``duration_ms`` as int64, ``cost_usd`` as double, NULL as null.
 """
 
@@ -17,6 +17,7 @@ from typing import IO, Any
 
 from sqlite_utils import Database
 
+from . import DISTRIBUTION
 from .atomic import atomic_file
 from .errors import AgentMetricsError
 from .migrations import COLUMN_TYPES, EXECUTION_COLUMNS, ORCHESTRATION_COLUMNS
@@ -63,7 +64,7 @@ def _pyarrow():
         import pyarrow.parquet as pq
     except ImportError:
         raise MissingDependency(
-            "Parquet export needs pyarrow: pip install 'agentmetrics[parquet]'"
+            f"Parquet export needs pyarrow: pip install '{DISTRIBUTION}[parquet]'"
         ) from None
     return pa, pq
 

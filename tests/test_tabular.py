@@ -97,7 +97,7 @@ def test_parquet_without_pyarrow(data_path, tmp_path, monkeypatch):
     result = invoke(data_path, "--format", "parquet", "-o", str(tmp_path / "out"))
     assert result.exit_code == 1
     assert result.output == (
-        "Error: Parquet export needs pyarrow: pip install 'agentmetrics[parquet]'\n"
+        "Error: Parquet export needs pyarrow: pip install 'agentmetrics-sqlite[parquet]'\n"
     )
     assert not (tmp_path / "out").exists()
 
