@@ -762,17 +762,28 @@ def costs(
     type=click.Path(dir_okay=False),
     help="Write to this file atomically (for node_exporter's textfile collector).",
 )
+@click.option(
+    "--label",
+    "labels",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="A constant label for every series (repeatable), e.g. db=runner-3.",
+)
 @db_option
 @click.pass_context
-def metrics(ctx: click.Context, stale_after: str, output: str | None) -> None:
+def metrics(
+    ctx: click.Context, stale_after: str, output: str | None, labels: tuple[str, ...]
+) -> None:
     """Print Prometheus metrics (text exposition format).
 
     \b
     agentmetrics metrics -o /var/lib/node_exporter/textfile/agentmetrics.prom
+    agentmetrics metrics --label db=runner-3 -o /var/lib/node_exporter/textfile/runner-3.prom
     """
-    from .prometheus import metrics_text
+    from .prometheus import metrics_text, parse_labels
 
-    text = metrics_text(read_db(ctx), stale_after=stale_after)
+    constant = parse_labels(labels)
+    text = metrics_text(read_db(ctx), stale_after=stale_after, labels=constant)
     if output is None:
         write_exact(text)
         return
