@@ -792,6 +792,23 @@ def metrics(
         out.write(text)
 
 
+@cli.command(name="datasette-metadata")
+@db_option
+@click.pass_context
+def datasette_metadata(ctx: click.Context) -> None:
+    """Print Datasette metadata for the database: internal tables hidden, newest first,
+    column descriptions and units, canned queries (health, failures, slowest agents).
+
+    \b
+    agentmetrics --db monitoring.db datasette-metadata > metadata.json
+    datasette monitoring.db -m metadata.json
+    """
+    from .datasette import datasette_metadata as metadata
+
+    read_db(ctx)  # a missing or foreign file is an error, as for every read
+    write_exact(json.dumps(metadata(ctx.obj["db_path"]), indent=2) + "\n")
+
+
 # -- stale runs, regressions and alerting rules ------------------------------------------
 
 
