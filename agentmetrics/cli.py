@@ -12,6 +12,7 @@ import click
 import pandas as pd
 from sqlite_utils import Database
 
+from . import DISTRIBUTION
 from .atomic import atomic_file
 from .db import (
     DEFAULT_PATH,
@@ -42,7 +43,7 @@ class _Group(click.Group):
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="agentmetrics")
+@click.version_option(package_name=DISTRIBUTION)
 @click.option(
     "-d",
     "--db",
@@ -808,23 +809,51 @@ def costs(
     type=click.Path(dir_okay=False),
     help="Write to this file atomically (for node_exporter's textfile collector).",
 )
+@click.option(
+    "--label",
+    "labels",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="A constant label for every series (repeatable), e.g. db=runner-3.",
+)
 @db_option
 @click.pass_context
-def metrics(ctx: click.Context, stale_after: str, output: str | None) -> None:
+def metrics(
+    ctx: click.Context, stale_after: str, output: str | None, labels: tuple[str, ...]
+) -> None:
     """Print Prometheus metrics (text exposition format).
 
     \b
     agentmetrics metrics -o /var/lib/node_exporter/textfile/agentmetrics.prom
+    agentmetrics metrics --label db=runner-3 -o /var/lib/node_exporter/textfile/runner-3.prom
     """
-    from .prometheus import metrics_text
+    from .prometheus import metrics_text, parse_labels
 
-    text = metrics_text(read_db(ctx), stale_after=stale_after)
+    constant = parse_labels(labels)
+    text = metrics_text(read_db(ctx), stale_after=stale_after, labels=constant)
     if output is None:
         write_exact(text)
         return
     # node_exporter may read at any moment: it must only ever see a whole file.
     with atomic_file(output) as out:
         out.write(text)
+
+
+@cli.command(name="datasette-metadata")
+@db_option
+@click.pass_context
+def datasette_metadata(ctx: click.Context) -> None:
+    """Print Datasette metadata for the database: internal tables hidden, newest first,
+    column descriptions and units, canned queries (health, failures, slowest agents).
+
+    \b
+    agentmetrics --db monitoring.db datasette-metadata > metadata.json
+    datasette monitoring.db -m metadata.json
+    """
+    from .datasette import datasette_metadata as metadata
+
+    read_db(ctx)  # a missing or foreign file is an error, as for every read
+    write_exact(json.dumps(metadata(ctx.obj["db_path"]), indent=2) + "\n")
 
 
 # -- stale runs, regressions and alerting rules ------------------------------------------

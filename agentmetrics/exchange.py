@@ -1,11 +1,12 @@
 """Moving data between databases: streaming export, import of exports, merge of files.
 
-An export is either JSON in the original tool's shape (a list of orchestrations, each
-with an ``executions`` list; one session as ``{"orchestration": ..., "executions": [...]}``)
-or JSON Lines: one object per line with a ``type`` of ``orchestration`` or
-``execution``, each orchestration followed by its executions. Executions without an
-orchestration come last: in JSON as one entry whose orchestration fields are all null,
-in JSON Lines as ``execution`` lines with a null ``orchestration_id``.
+An export is either JSON in the original tool's shape (a list of orchestrations, newest
+first, each with an ``executions`` list in start order; ``self_healed`` as true/false; one
+session as ``{"orchestration": ..., "executions": [...]}``) or JSON Lines: one object per
+line with a ``type`` of ``orchestration`` or ``execution``, each orchestration followed
+by its executions, in the same order. Executions without an orchestration come last: in
+JSON as one entry whose orchestration fields are all null, in JSON Lines as
+``execution`` lines with a null ``orchestration_id``.
 
 Import matches rows by ``session_id`` / ``agent_session_id``: an incoming row replaces
 the stored one only when it is further along (finished beats running; a later
@@ -54,20 +55,21 @@ def _select(alias: str, columns: Iterable[str]) -> str:
     return ", ".join(f"{alias}.{c}" for c in columns)
 
 
+# Newest first, as the original exports.
 _ORCHESTRATIONS_SQL = f"""
 SELECT {_select("o", ORCHESTRATION_COLUMNS)} FROM orchestrations o {{where}}
-ORDER BY o.started_at, o.rowid
+ORDER BY o.started_at DESC, o.rowid DESC
 """
 # The same order, so one pass over both cursors pairs each orchestration with its
 # executions without repeating the orchestration's columns on every row. Ordering by
-# (started_at, rowid) is the started_at index's own order, and CROSS JOIN keeps the
-# orchestrations outside, each one's executions read in order from the
+# (started_at, rowid) is the started_at index's own order (read backwards), and CROSS
+# JOIN keeps the orchestrations outside, each one's executions read in order from the
 # (orchestration_id, started_at) index: no sort of the whole table (1.7x faster on a
 # million executions).
 _EXECUTIONS_SQL = f"""
 SELECT o.id, {_select("e", EXECUTION_COLUMNS)}
 FROM orchestrations o CROSS JOIN agent_executions e ON e.orchestration_id = o.id {{where}}
-ORDER BY o.started_at, o.rowid, e.started_at, e.rowid
+ORDER BY o.started_at DESC, o.rowid DESC, e.started_at, e.rowid
 """
 
 # Executions with no orchestration, and (in files written without foreign keys)
@@ -83,7 +85,9 @@ ORDER BY e.started_at, e.agent_session_id
 def iter_sessions(
     db: str | os.PathLike[str] | Database, session_id: str | None = None
 ) -> Iterator[Session]:
-    """Yield every orchestration with its executions, oldest first, from one cursor.
+    """Yield every orchestration with its executions, newest first, from one cursor.
+
+    Executions come in start order, with ``self_healed`` as a bool (None if unset).
 
     The standalone executions come last, as ``(None, executions)``, in batches so
     memory stays flat. With ``session_id`` only that orchestration is yielded.
@@ -101,7 +105,7 @@ def iter_sessions(
         orchestration = dict(zip(ORCHESTRATION_COLUMNS, values, strict=True))
         executions = []
         while row is not None and row[0] == values[0]:
-            executions.append(dict(zip(EXECUTION_COLUMNS, row[1:], strict=True)))
+            executions.append(_execution(row[1:]))
             row = next(rows, None)
         yield orchestration, executions
     if session_id and not found:
@@ -110,7 +114,18 @@ def iter_sessions(
         return
     cursor = db.conn.execute(_STANDALONE_SQL)
     while batch := cursor.fetchmany(10_000):
-        yield None, [dict(zip(EXECUTION_COLUMNS, row, strict=True)) for row in batch]
+        yield None, [_execution(row) for row in batch]
+
+
+_SELF_HEALED = EXECUTION_COLUMNS.index("self_healed")
+
+
+def _execution(values: tuple) -> dict[str, Any]:
+    row = dict(zip(EXECUTION_COLUMNS, values, strict=True))
+    # Stored as 0/1; the original's exports write true/false.
+    if values[_SELF_HEALED] is not None:
+        row["self_healed"] = bool(values[_SELF_HEALED])
+    return row
 
 
 # -- writing exports -------------------------------------------------------------------

@@ -61,8 +61,8 @@ def counts(orchestrations, executions) -> str:
 
 def test_export_json_to_stdout(filled):
     data = json.loads(invoke("--db", filled, "export").stdout)
-    assert [entry["session_id"] for entry in data] == ["s-1", "s-2", None]
-    assert [len(entry["executions"]) for entry in data] == [2, 1, 1]
+    assert [entry["session_id"] for entry in data] == ["s-2", "s-1", None]
+    assert [len(entry["executions"]) for entry in data] == [1, 2, 1]
 
 
 def test_export_db_option_after_the_command(filled):
@@ -83,8 +83,8 @@ def test_export_jsonl(filled):
     assert [json.loads(line)["type"] for line in lines] == [
         "orchestration",
         "execution",
-        "execution",
         "orchestration",
+        "execution",
         "execution",
         "execution",
     ]

@@ -51,7 +51,8 @@ def export_text(db, **kwargs) -> str:
 
 
 def table_rows(db, table):
-    return [dict(r) for r in db.query(f"SELECT * FROM {table} ORDER BY rowid")]
+    # By id: an import writes in the export's order (newest first), so rowids differ.
+    return [dict(r) for r in db.query(f"SELECT * FROM {table} ORDER BY id")]
 
 
 def write(path, data) -> str:
@@ -61,10 +62,11 @@ def write(path, data) -> str:
 
 def test_json_export_has_the_original_shape(filled):
     data = json.loads(export_text(filled))
-    assert [entry["session_id"] for entry in data] == ["s-1", "s-2", None]
+    # Newest first, as the original; each one's executions in start order.
+    assert [entry["session_id"] for entry in data] == ["s-2", "s-1", None]
     assert [[e["agent_session_id"] for e in entry["executions"]] for entry in data] == [
-        ["a-1", "a-2"],
         ["a-3", "a-4"],
+        ["a-1", "a-2"],
         ["solo"],
     ]
     for entry in data:
@@ -75,7 +77,15 @@ def test_json_export_has_the_original_shape(filled):
     assert all(data[2][c] is None for c in ORCHESTRATION_COLUMNS)
     stored = {r["agent_session_id"]: r for r in table_rows(filled, "agent_executions")}
     exported = {e["agent_session_id"]: e for entry in data for e in entry["executions"]}
-    assert exported == stored
+    assert exported == stored  # True == 1: the booleans are checked below
+    assert {k: e["self_healed"] for k, e in exported.items()} == {
+        "a-1": False,
+        "a-2": False,
+        "a-3": False,
+        "a-4": True,
+        "solo": False,
+    }
+    assert all(type(e["self_healed"]) is bool for e in exported.values())
     assert exported["a-1"]["cost_usd"] == 0.1 + 0.2
     assert {o["session_id"]: o for o in data[:2]} == {
         r["session_id"]: {
@@ -103,15 +113,82 @@ def test_empty_database_exports_an_empty_list(db):
 def test_jsonl_export_lines(filled):
     lines = [json.loads(line) for line in export_text(filled, format="jsonl").splitlines()]
     assert [(r["type"], r.get("session_id") or r["agent_session_id"]) for r in lines] == [
-        ("orchestration", "s-1"),
-        ("execution", "a-1"),
-        ("execution", "a-2"),
         ("orchestration", "s-2"),
         ("execution", "a-3"),
         ("execution", "a-4"),
+        ("orchestration", "s-1"),
+        ("execution", "a-1"),
+        ("execution", "a-2"),
         ("execution", "solo"),
     ]
     assert lines[-1]["orchestration_id"] is None
+    assert [r["self_healed"] for r in lines if r["type"] == "execution"] == [
+        False,
+        True,
+        False,
+        False,
+        False,
+    ]
+
+
+def original_file_with_self_healing(path):
+    """Three self-healed executions of five, in three orchestrations, as the original writes."""
+    orchestrations, executions = [], []
+    for i in range(3):
+        started = f"2024-03-0{i + 1}T12:00:00.000Z"
+        orchestrations.append(
+            {"id": f"o{i}", "session_id": f"s{i}", "status": "completed", "started_at": started}
+        )
+        for j in range(2 if i < 2 else 1):
+            executions.append(
+                {
+                    "id": f"e{i}{j}",
+                    "orchestration_id": f"o{i}",
+                    "agent_session_id": f"a{i}{j}",
+                    "agent_name": "coder",
+                    "status": "completed",
+                    "started_at": f"2024-03-0{i + 1}T12:0{j}:00.000Z",
+                    "self_healed": int(j == 0),
+                }
+            )
+    return make_original_db(path, orchestrations, executions)
+
+
+def test_json_export_answers_jq_scripts_written_for_the_original(tmp_path):
+    db = agentmetrics.open_database(original_file_with_self_healing(tmp_path / "orig.db"))
+    text = export_text(db)
+    # jq '[.[].executions[] | select(.self_healed == true)] | length'
+    data = json.loads(text)
+    assert sum(e["self_healed"] is True for o in data for e in o["executions"]) == 3
+    assert text.count('"self_healed": true') == 3 and text.count('"self_healed": false') == 2
+    # jq '.[0].session_id': the newest orchestration.
+    assert [o["session_id"] for o in data] == ["s2", "s1", "s0"]
+
+
+def test_import_accepts_old_exports_oldest_first_with_0_and_1(tmp_path):
+    old_style = [
+        {
+            "session_id": f"s{i}",
+            "status": "completed",
+            "started_at": f"2024-03-0{i + 1}T12:00:00.000Z",
+            "executions": [
+                {
+                    "agent_session_id": f"a{i}",
+                    "agent_name": "coder",
+                    "status": "completed",
+                    "started_at": f"2024-03-0{i + 1}T12:00:00.000Z",
+                    "self_healed": flag,
+                }
+            ],
+        }
+        for i, flag in enumerate([1, 0, True, False])
+    ]
+    db = agentmetrics.open_database(tmp_path / "new.db")
+    result = import_files(db, [write(tmp_path / "old.json", old_style)])
+    assert (result.orchestrations.inserted, result.executions.inserted) == (4, 4)
+    stored = db.execute("SELECT agent_session_id, self_healed FROM agent_executions").fetchall()
+    assert sorted(stored) == [("a0", 1), ("a1", 0), ("a2", 1), ("a3", 0)]
+    assert [o["session_id"] for o in json.loads(export_text(db))] == ["s3", "s2", "s1", "s0"]
 
 
 def test_unknown_format(filled):
