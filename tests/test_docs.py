@@ -1,6 +1,8 @@
 """README and CI stay true: the commands they name exist and match."""
 
+import json
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -119,3 +121,69 @@ def test_every_pip_install_line_names_this_distribution():
     ]
     assert not wrong
     assert any(target.startswith(DISTRIBUTION) for _, target in targets)
+
+
+def _section(title):
+    return README.split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def _run(line):
+    """Run one README command line (``agentmetrics ...``, comment stripped) in-process."""
+    args = shlex.split(line, comments=True)
+    assert args[0] == "agentmetrics", line
+    return CliRunner().invoke(cli, args[1:], catch_exceptions=False)
+
+
+def _console(block):
+    """``(command, shown output lines)`` for each ``$ `` line of a console block."""
+    steps = []
+    for line in block.splitlines():
+        if line.startswith("$ "):
+            steps.append((line[2:], []))
+        elif line.strip():
+            steps[-1][1].append(line)
+    return steps
+
+
+def test_quick_tour_gives_the_output_shown(tmp_path, monkeypatch):
+    tour = _section("A quick tour")
+    build = re.search(r"`(agentmetrics demo [^`]+)`", tour.replace("\n", " ")).group(1)
+    database = re.search(r"export AGENTMETRICS_DB=(\S+?)`", tour).group(1)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    monkeypatch.setenv("AGENTMETRICS_DB", database)
+    assert _run(build).exit_code == 0
+    steps = _console(re.search(r"```console\n(.+?)\n```", tour, re.S).group(1))
+    assert any(command.startswith("agentmetrics trends") for command, _ in steps)
+    exit_code = None
+    for command, shown in steps:
+        if command == "echo $?":
+            assert shown == [str(exit_code)]
+            continue
+        result = _run(command)
+        exit_code = result.exit_code
+        shown = [line for line in shown if line != "..."]
+        assert len(shown) >= 2, command  # a header and rows: never an empty answer
+        assert result.stdout.splitlines()[: len(shown)] == shown, command
+
+
+def test_demo_block_commands_give_non_empty_answers(tmp_path, monkeypatch):
+    blocks = re.findall(r"```bash\n(.+?)\n```", _section("Demo, trends and notebooks"), re.S)
+    lines = [line for block in blocks for line in block.splitlines() if "demo" in block]
+    assert sum("trends" in line for line in lines) >= 3 and any(" report" in line for line in lines)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    for line in lines:
+        result = _run(line)
+        assert result.exit_code == 0, (line, result.output)
+        args = shlex.split(line, comments=True)
+        if "trends" in args:
+            # Every period of the window, as JSON: most of them must hold executions.
+            table = [arg for arg in args if arg not in ("--csv", "--json")] + ["--json"]
+            periods = json.loads(_run(" ".join(map(shlex.quote, table))).stdout)
+            busy = [period["executions"] > 0 for period in periods]
+            assert periods and sum(busy) >= len(busy) / 2, line
+        if "report" in args:
+            page = Path(args[args.index("-o") + 1]).read_text()
+            executions = re.search(r'"label">Executions</div><div class="value">([\d,]+)<', page)
+            assert int(executions.group(1).replace(",", "")) > 0, line
