@@ -457,7 +457,32 @@ stale_after_option = click.option(
 )
 
 
-@cli.command()
+class _NumberArgument(click.Command):
+    """Reads a negative number (``health -24``) as the argument, so its type says what is
+    wrong with it, rather than as an unknown option ``-2``."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, list(args))  # click consumes the list it gets
+        except click.NoSuchOption as e:
+            negative = [
+                i for i, arg in enumerate(args) if arg.startswith(e.option_name) and _is_number(arg)
+            ]
+            if not negative or "--" in args:
+                raise
+            i = negative[-1]
+            return super().parse_args(ctx, [*args[:i], *args[i + 1 :], "--", args[i]])
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+@cli.command(cls=_NumberArgument)
 @click.argument("hours", type=POSITIVE_NUMBER, default=24)
 @click.option(
     "--min-success-rate", type=NON_NEGATIVE_NUMBER, metavar="PCT", help="Fail below this rate."
@@ -513,7 +538,7 @@ def performance(ctx: click.Context, fmt: str, **window) -> None:
     emit_report(df, fmt, columns, empty="No agent executions recorded.")
 
 
-@cli.command()
+@cli.command(cls=_NumberArgument)
 @click.argument("limit", type=POSITIVE_INT, default=50)
 @click.option("--include-partial", is_flag=True, help="Include partial orchestrations.")
 @db_option
@@ -641,7 +666,7 @@ def merge(ctx: click.Context, databases: tuple[str, ...]) -> None:
     _print_import(result)
 
 
-@cli.command()
+@cli.command(cls=_NumberArgument)
 @click.argument("days", type=NON_NEGATIVE_NUMBER)
 @click.option("--dry-run", is_flag=True, help="Only count what would be deleted.")
 @click.option("--vacuum", is_flag=True, help="Give the freed space back to the file system.")

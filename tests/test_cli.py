@@ -411,6 +411,30 @@ def test_report_errors(recent, args, message):
     assert fail("--db", recent, *args) == message
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["health", "-24"], "Error: HOURS must be a number > 0, got -24"),
+        (["health", "-1.5", "--max-failed", "3"], "Error: HOURS must be a number > 0, got -1.5"),
+        (["health", "--max-failed", "1", "-24"], "Error: HOURS must be a number > 0, got -24"),
+        (["failures", "-5"], "Error: LIMIT must be a whole number > 0, got -5"),
+        (["cleanup", "-30", "--dry-run"], "Error: DAYS must be a number >= 0, got -30"),
+    ],
+)
+def test_negative_number_is_read_as_the_argument(recent, args, message):
+    # Not "No such option '-2'": the message is about the number.
+    assert fail("--db", recent, *args) == message
+
+
+def test_unknown_options_are_still_unknown(recent):
+    for option in ("-x", "--bogus"):
+        result = invoke("--db", recent, "health", option, exit_code=2)
+        assert f"No such option '{option}'" in result.stderr
+    # An option's own negative value is still the option's.
+    message = "Error: --max-failed must be a whole number >= 0, got -3"
+    assert fail("--db", recent, "health", "--max-failed", "-3") == message
+
+
 def test_json_and_csv_together_is_a_usage_error(recent):
     result = invoke("--db", recent, "list", "--json", "--csv", exit_code=2)
     assert "Use just one of --json or --csv" in result.output
