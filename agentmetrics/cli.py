@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import sys
 import warnings
@@ -289,18 +290,29 @@ def emit_record(df: pd.DataFrame, fmt: str) -> None:
         click.echo(f"{name:<{width}}  {_cell(text)}")
 
 
+def progress_shown() -> bool:
+    """Whether long work draws a progress bar: only on a terminal (stderr, where it is
+    drawn), and never in CI (which sets ``CI``), whose logs are not terminals to redraw."""
+    return sys.stderr.isatty() and os.environ.get("CI", "").lower() in ("", "0", "false")
+
+
 class _Progress:
-    """A progress bar on stderr for long work, only when stdout is a terminal."""
+    """A progress bar on stderr for long work, when :func:`progress_shown`."""
 
     THRESHOLD = 10_000
 
     def __init__(self, label: str) -> None:
         self.label = label
+        self.shown = progress_shown()
         self.bar = None
 
     def total(self, n: int) -> None:
-        if n >= self.THRESHOLD and sys.stdout.isatty():
-            self.bar = click.progressbar(length=n, label=self.label, file=sys.stderr)
+        if n >= self.THRESHOLD and self.shown:
+            # Redraw about 200 times in all, however fine-grained the updates.
+            steps = max(1, n // 200)
+            self.bar = click.progressbar(
+                length=n, label=self.label, file=sys.stderr, update_min_steps=steps
+            )
             self.bar.__enter__()
 
     def update(self, n: int) -> None:
@@ -609,8 +621,10 @@ def export(
         out = sys.stdout.buffer if binary else sys.stdout
         export_(db, out, format_, session_id)
         return
-    with atomic_file(output, binary=binary) as out:
-        counts = export_(db, out, format_, session_id)
+    with atomic_file(output, binary=binary) as out, _Progress("Exporting") as bar:
+        if bar.shown and session_id is None:
+            bar.total(db.execute("SELECT count(*) FROM agent_executions").fetchone()[0])
+        counts = export_(db, out, format_, session_id, progress=bar.update)
     click.echo(
         f"Exported {counts.orchestrations} orchestrations and {counts.executions}"
         f" executions to {output}",
@@ -680,7 +694,7 @@ def cleanup(ctx: click.Context, days: float, dry_run: bool, vacuum: bool) -> Non
 
     db = read_db(ctx)
     with _Progress("Deleting") as bar:
-        if sys.stdout.isatty() and not dry_run:
+        if bar.shown and not dry_run:
             counted = cleanup_(db, days, dry_run=True)
             bar.total(counted.orchestrations + counted.executions + counted.standalone_executions)
         result = cleanup_(db, days, dry_run=dry_run, progress=bar.update)
@@ -1149,9 +1163,17 @@ def demo(
     from .demo import build_demo
 
     path = ctx.obj["db_path"]
-    built = build_demo(
-        path, days=days, orchestrations=orchestrations, seed=seed, now=now, replace=replace
-    )
+    with _Progress("Building the demo") as bar:
+        bar.total(orchestrations)
+        built = build_demo(
+            path,
+            days=days,
+            orchestrations=orchestrations,
+            seed=seed,
+            now=now,
+            replace=replace,
+            progress=bar.update,
+        )
     click.echo(
         f"Built {path}: {built['orchestrations']} orchestrations, {built['executions']} "
         f"executions over {built['days']:g} days up to {built['now']} (seed {built['seed']})"

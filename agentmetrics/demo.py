@@ -26,7 +26,7 @@ import math
 import os
 import random
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -135,6 +135,7 @@ def build_demo(
     seed: int = DEFAULT_SEED,
     now: str | dt.datetime | None = None,
     replace: bool = False,
+    progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Fill ``db`` with demo orchestrations and executions; return what was built.
 
@@ -147,6 +148,7 @@ def build_demo(
     :param replace: delete existing rows first. Without it a database holding rows is
       refused, unless those rows are an untouched earlier demo build, and so is another
       application's database (with it, the demo tables are added beside its tables)
+    :param progress: called with the number of orchestrations written, batch by batch
     :returns: ``{"version", "orchestrations", "executions", "seed", "days", "now"}``
     :raises AgentMetricsError: the database holds data that is not a demo build
     """
@@ -168,7 +170,7 @@ def build_demo(
     except ForeignDatabase as e:
         raise ForeignDatabase(f"{e}; use --replace (replace=True) to add the demo to it") from None
     try:
-        return _build(database, days, orchestrations, seed, end, replace)
+        return _build(database, days, orchestrations, seed, end, replace, progress)
     finally:
         if database is not db:
             database.close()
@@ -216,7 +218,13 @@ def _resolve_now(now: str | dt.datetime | None) -> dt.datetime:
 
 
 def _build(
-    db: Database, days: float, count: int, seed: int, now: dt.datetime, replace: bool
+    db: Database,
+    days: float,
+    count: int,
+    seed: int,
+    now: dt.datetime,
+    replace: bool,
+    progress: Callable[[int], None] | None,
 ) -> dict[str, Any]:
     sim = _Simulation(random.Random(seed), now, days)
     orchestration_rows: list[tuple] = []
@@ -233,10 +241,10 @@ def _build(
                 orchestration_rows.append(orchestration)
                 execution_rows.extend(rows)
                 if len(execution_rows) >= BATCH_SIZE:
-                    executions += _flush(db, orchestration_rows, execution_rows)
+                    executions += _flush(db, orchestration_rows, execution_rows, progress)
             for row in sim.standalone(max(1, count // 50)):
                 execution_rows.append(row)
-            executions += _flush(db, orchestration_rows, execution_rows)
+            executions += _flush(db, orchestration_rows, execution_rows, progress)
         finally:
             db.conn.execute(f"PRAGMA cache_size = {int(cache)}")
         summary = {
@@ -291,10 +299,17 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 
 
-def _flush(db: Database, orchestration_rows: list[tuple], execution_rows: list[tuple]) -> int:
+def _flush(
+    db: Database,
+    orchestration_rows: list[tuple],
+    execution_rows: list[tuple],
+    progress: Callable[[int], None] | None,
+) -> int:
     db.conn.executemany(_INSERT_ORCHESTRATION, orchestration_rows)
     db.conn.executemany(_INSERT_EXECUTION, execution_rows)
     written = len(execution_rows)
+    if progress is not None:
+        progress(len(orchestration_rows))
     orchestration_rows.clear()
     execution_rows.clear()
     return written

@@ -214,10 +214,12 @@ def export(
     out: IO[Any],
     format: str = "json",
     session_id: str | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> ExportCounts:
     """Stream all data (or one session) to the open file ``out``; return what was written.
 
     :param format: a key of :data:`EXPORT_FORMATS` (``json`` or ``jsonl``)
+    :param progress: called with each session's number of executions as it is read
     :raises ValueError: unknown format
     :raises UnknownSession: ``session_id`` names no orchestration
     """
@@ -235,6 +237,8 @@ def export(
         for orchestration, executions in sessions:
             counts.orchestrations += orchestration is not None
             counts.executions += len(executions)
+            if progress is not None:
+                progress(len(executions))
             yield orchestration, executions
 
     written = EXPORT_FORMATS[format].write(counted(), out, session_id is not None)

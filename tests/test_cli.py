@@ -603,3 +603,50 @@ def test_help(command):
     result = invoke(command, "--help")
     assert result.stdout.startswith(f"Usage: cli {command}")
     assert "--db" in result.stdout
+
+
+# -- progress -----------------------------------------------------------------------------
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_shown_only_on_a_terminal_outside_ci(monkeypatch):
+    from agentmetrics.cli import progress_shown
+
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.setattr(sys, "stderr", _Terminal())
+    assert progress_shown()
+    for value, shown in (("true", False), ("1", False), ("false", True), ("", True)):
+        monkeypatch.setenv("CI", value)
+        assert progress_shown() is shown, value
+    monkeypatch.delenv("CI")
+    monkeypatch.setattr(sys, "stderr", io.StringIO())  # a pipe or a file
+    assert not progress_shown()
+
+
+LONG_WORK = {
+    "Building the demo": ["--db", "demo.db", "demo", "--orchestrations", "30"],
+    "Exporting": ["--db", "demo.db", "export", "-o", "all.json"],
+    "Importing": ["--db", "imported.db", "import", "all.json"],
+    "Merging": ["--db", "merged.db", "merge", "demo.db"],
+    "Deleting": ["--db", "demo.db", "cleanup", "10"],
+}
+
+
+@pytest.mark.parametrize("shown", [False, True], ids=["quiet", "terminal"])
+def test_long_work_shows_progress_only_when_asked(tmp_path, monkeypatch, shown):
+    import agentmetrics.cli
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(agentmetrics.cli._Progress, "THRESHOLD", 1)
+    monkeypatch.delenv("CI", raising=False)
+    if shown:  # CliRunner's streams are never terminals: decide as on one
+        monkeypatch.setattr(agentmetrics.cli, "progress_shown", lambda: True)
+    for label, args in LONG_WORK.items():
+        result = invoke(*args)
+        # A bar on a stream that is not a terminal prints just its label.
+        assert (label in result.stderr) is shown, (label, result.stderr)
+        assert label not in result.stdout
