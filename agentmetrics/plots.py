@@ -95,11 +95,17 @@ def plot_trends(df: pd.DataFrame, title: str | None = None) -> Figure:
     bottom.set_title("Success rate (completed / finished)")
     bottom.set_ylim(_rate_floor(df["success_rate"]), 101)
     if "agent_name" in df.columns and not df.empty:
-        bottom.legend(loc="lower left", fontsize="small", ncols=4)
+        _agent_legend(fig, bottom)
     if df.empty:
         _no_data(top)
     _dates(bottom)
     return fig
+
+
+def _agent_legend(fig: Figure, ax: Axes) -> None:
+    """One entry per agent under the charts, where it cannot cover a line."""
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 7))
 
 
 _PERIOD_DAYS = {"h": 1 / 24, "D": 1.0, "W": 7.0}
@@ -142,7 +148,7 @@ def plot_durations(df: pd.DataFrame, title: str | None = None) -> Figure:
         ax.set_title(f"{label} duration of finished executions")
         ax.set_ylim(bottom=0)
     if "agent_name" in df.columns and not df.empty:
-        axes[0].legend(loc="upper left", fontsize="small", ncols=4)
+        _agent_legend(fig, axes[0])
     if df.empty:
         _no_data(axes[0])
     _dates(axes[1])
@@ -175,7 +181,7 @@ def plot_failures(
     shown = shown.iloc[::-1]
     labels = [_shorten(text) for text in shown["pattern"]]
     right.barh(range(len(shown)), shown["count"], color="tab:orange")
-    right.set_yticks(range(len(shown)), labels, fontsize="small")
+    right.set_yticks(range(len(shown)), labels)
     right.set_xlabel("Failed executions (count)")
     right.set_title(f"Top {len(shown)} error patterns")
     for ax, data in ((left, agents), (right, shown)):

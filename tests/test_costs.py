@@ -262,3 +262,22 @@ def test_cost_usd_alert_rule(data_path, tmp_path):
     # All five finished executions: 0.1 + 0.4 + 0.0105 + 0.25 + 1.0; the reviewer: 0.4.
     assert results["value"].tolist() == pytest.approx([1.7605, 0.4])
     assert results["status"].tolist() == ["warn", "ok"]
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (1234.5, "$1,234.50"),
+        (0.2133, "$0.21"),  # was $0.2133 next to $0.00: one format, to the cent
+        (0.0105, "$0.01"),
+        (0.005, "$0.01"),
+        (0.0049, "<$0.01"),  # a cost, not nothing
+        (0.0, "$0.00"),
+        (float("nan"), "-"),
+        (None, "-"),
+    ],
+)
+def test_usd_has_one_format(value, text):
+    from agentmetrics.reports.cost import format_usd
+
+    assert format_usd(value) == text

@@ -96,6 +96,14 @@ def test_numbers(page):
     assert "TimeoutError: too slow" in text
 
 
+def test_costs_in_one_usd_format(page):
+    costs = page.split('<section id="costs">', 1)[1].split("</section>", 1)[0]
+    amounts = re.findall(r"<?\$[^\s<]*", re.sub(r"<svg.*?</svg>", "", costs, flags=re.S))
+    assert all(re.fullmatch(r"\$\d[\d,]*\.\d\d\.?|<\$0\.01", a) for a in amounts), amounts
+    # The reviewer's 120 s at 6 USD/hour is $0.20 (was $0.2000 next to $0.00 and $1.15).
+    assert {"$0.20", "$0.25", "$0.00", "$1.15"} <= set(amounts)
+
+
 def test_escaping(data_path, tmp_path):
     # A minute ago, so the rows are inside the window that ends at the report's "now".
     minute_ago = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=1)

@@ -68,7 +68,8 @@ def test_plot_trends_by_agent_sums_bars_and_draws_a_line_per_agent():
     top, bottom = fig.axes
     assert [bar.get_height() for bar in top.containers[0]] == [24, 27, 30, 33]
     assert [line.get_label() for line in bottom.get_lines()] == ["a", "b", "c"]
-    assert bottom.get_legend() is not None
+    (legend,) = fig.legends
+    assert [text.get_text() for text in legend.get_texts()] == ["a", "b", "c"]
 
 
 def test_plot_durations_per_agent_in_seconds():
@@ -97,6 +98,46 @@ def test_plot_failures():
     assert labels[-1].startswith("pattern 0 ") and labels[-1].endswith("…")
     assert left.get_xlabel() == right.get_xlabel() == "Failed executions (count)"
     assert right.get_title() == "Top 4 error patterns"
+
+
+def _covered_points(fig) -> list[str]:
+    """Labels of the lines that run under a legend (sampled along every segment)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig).draw()  # lay the figure out as it is saved
+    legends = [*fig.legends, *(ax.get_legend() for ax in fig.axes if ax.get_legend())]
+    boxes = [legend.get_window_extent() for legend in legends]
+    covered = []
+    for ax in fig.axes:
+        for line in ax.get_lines():
+            xy = ax.transData.transform(np.column_stack(line.get_data(orig=False)).astype(float))
+            xy = xy[~np.isnan(xy).any(axis=1)]
+            steps = np.linspace(0, 1, 50)[:, None]
+            points = [a + steps * (b - a) for a, b in zip(xy[:-1], xy[1:], strict=True)]
+            for x, y in np.concatenate(points or [xy]):
+                if any(box.contains(x, y) for box in boxes):
+                    covered.append(line.get_label())
+                    break
+    return covered
+
+
+def test_agent_legends_cover_no_line(demo_path):
+    daily = reports.trends(demo_path, by_agent=True, since="7d", now=NOW)
+    assert daily["agent_name"].nunique() == 7
+    for fig in (plots.plot_durations(daily), plots.plot_trends(daily)):
+        assert fig.legends  # one legend entry per agent...
+        assert _covered_points(fig) == []  # ...drawn where no line runs
+
+
+def test_failure_pattern_labels_are_full_size():
+    by_agent = pd.DataFrame({"agent_name": ["a"], "failed": [3]})
+    patterns = pd.DataFrame({"pattern": ["Timeout after <n>s"], "count": [3]})
+    fig = plots.plot_failures(by_agent, patterns)
+    import matplotlib
+
+    default = matplotlib.font_manager.FontProperties(size="medium").get_size_in_points()
+    for ax in fig.axes:
+        assert all(label.get_fontsize() >= default for label in ax.get_yticklabels())
 
 
 def test_plot_duration_distribution(demo_path):

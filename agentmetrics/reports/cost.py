@@ -91,12 +91,13 @@ GROUP BY group_key
 
 
 def format_usd(value: float | None) -> str:
-    """``$12.40``, ``$0.0105`` below a dollar, ``$0.00``; ``-`` for a missing value."""
+    """US dollars to the cent, in one format: ``$1,234.50``, ``$0.21``, ``$0.00``;
+    ``<$0.01`` for a cost under half a cent (not zero); ``-`` for a missing value."""
     if value is None or value != value:
         return "-"
-    if value == 0:
-        return "$0.00"
-    return f"${value:,.4f}" if abs(value) < 1 else f"${value:,.2f}"
+    if 0 < value < 0.005:
+        return "<$0.01"
+    return f"${value:,.2f}"
 
 
 def cost_rates(config: dict[str, Any] | None = None) -> dict[str, Any]:
