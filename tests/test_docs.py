@@ -3,6 +3,7 @@
 import json
 import re
 import shlex
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -187,3 +188,23 @@ def test_demo_block_commands_give_non_empty_answers(tmp_path, monkeypatch):
             page = Path(args[args.index("-o") + 1]).read_text()
             executions = re.search(r'"label">Executions</div><div class="value">([\d,]+)<', page)
             assert int(executions.group(1).replace(",", "")) > 0, line
+
+
+def test_tracking_example_runs_and_records_the_optional_fields(tmp_path, monkeypatch):
+    example = re.search(r"```python\n(.+?)\n```", _section("Tracking from Python"), re.S).group(1)
+    assert 'Monitor("monitoring.db")' in example
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    with pytest.raises(RuntimeError, match="npm failed"):
+        exec(example, namespace)
+    namespace["monitor"].close()
+    db = sqlite3.connect(tmp_path / "monitoring.db")
+    rows = db.execute(
+        "SELECT agent_name, status, model, input_tokens, output_tokens, cost_usd, error_message"
+        " FROM agent_executions ORDER BY task_number"
+    ).fetchall()
+    assert rows == [
+        ("backend-agent", "completed", "claude-sonnet-4", 12000, 3400, 0.087, None),
+        ("frontend-agent", "failed", None, None, None, None, "RuntimeError: npm failed"),
+    ]
+    assert db.execute("SELECT status FROM orchestrations").fetchall() == [("failed",)]
