@@ -623,13 +623,17 @@ def export(
         return
     with atomic_file(output, binary=binary) as out, _Progress("Exporting") as bar:
         if bar.shown and session_id is None:
-            bar.total(db.execute("SELECT count(*) FROM agent_executions").fetchone()[0])
+            bar.total(_count_rows(db, "agent_executions"))
         counts = export_(db, out, format_, session_id, progress=bar.update)
     click.echo(
         f"Exported {counts.orchestrations} orchestrations and {counts.executions}"
         f" executions to {output}",
         err=True,
     )
+
+
+def _count_rows(db: Database, table: str) -> int:
+    return db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
 
 
 def _print_import(result) -> None:
@@ -763,7 +767,7 @@ TABLE_FORMATS = ("csv", "parquet")
 def _export_tables(
     ctx: click.Context, format_: str, session_id: str | None, table: str | None, output: str | None
 ) -> None:
-    from .tabular import export_table, export_tables, write_csv
+    from .tabular import TABLES, export_table, export_tables, write_csv
 
     if session_id is not None:
         raise click.ClickException(f"--format {format_} exports whole tables, not one session")
@@ -774,10 +778,17 @@ def _export_tables(
                 f"--format {format_} needs --table executions|orchestrations,"
                 " or -o DIRECTORY for both tables"
             )
-        for name, path in export_tables(db, output, format_).items():
+        with _Progress("Exporting") as bar:
+            if bar.shown:
+                bar.total(sum(_count_rows(db, stored) for stored, _ in TABLES.values()))
+            written = export_tables(db, output, format_, progress=bar.update)
+        for name, path in written.items():
             click.echo(f"Exported {name} to {path}", err=True)
     elif output is not None:
-        rows = export_table(db, table, output, format_)
+        with _Progress("Exporting") as bar:
+            if bar.shown:
+                bar.total(_count_rows(db, TABLES[table][0]))
+            rows = export_table(db, table, output, format_, progress=bar.update)
         click.echo(f"Exported {rows} {table} to {output}", err=True)
     elif format_ == "parquet":
         raise click.ClickException("--format parquet needs -o FILE (it is a binary format)")

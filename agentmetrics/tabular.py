@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -37,6 +37,7 @@ BOOLEANS = ("self_healed",)
 # Stored timestamp text (ISO with Z or an offset, or SQLite's datetime()) as epoch
 # milliseconds, exact: SQLite keeps julian days as integer milliseconds. Text SQLite
 # cannot read stays as it is, so pyarrow refuses it below with the value in the message.
+Progress = Callable[[int], None] | None  # called with each chunk's number of rows
 _EPOCH_MS = "coalesce(CAST(round((julianday({0}) - 2440587.5) * 86400000) AS INTEGER), {0})"
 
 
@@ -45,7 +46,11 @@ class MissingDependency(AgentMetricsError):
 
 
 def _rows(
-    db: Database, table: str, chunk_rows: int, expressions: dict[str, str] | None = None
+    db: Database,
+    table: str,
+    chunk_rows: int,
+    expressions: dict[str, str] | None = None,
+    progress: Progress = None,
 ) -> Iterator[list[tuple]]:
     """The rows of ``table`` in chunks; ``expressions`` replace some columns' values."""
     if table not in TABLES:
@@ -55,14 +60,18 @@ def _rows(
     cursor = db.conn.execute(f"SELECT {select} FROM {name} ORDER BY rowid")
     while chunk := cursor.fetchmany(chunk_rows):
         yield chunk
+        if progress is not None:
+            progress(len(chunk))
 
 
-def write_csv(db: DbArg, table: str, out: IO[str], chunk_rows: int = CHUNK_ROWS) -> int:
+def write_csv(
+    db: DbArg, table: str, out: IO[str], chunk_rows: int = CHUNK_ROWS, progress: Progress = None
+) -> int:
     """Write ``table`` as CSV (header row first, NULL as an empty field); return the rows."""
     writer = csv.writer(out, lineterminator="\n")
     count = 0
     with database(db) as conn:
-        chunks = _rows(conn, table, chunk_rows)
+        chunks = _rows(conn, table, chunk_rows, progress=progress)
         writer.writerow(TABLES[table][1])
         for chunk in chunks:
             writer.writerows(chunk)
@@ -98,7 +107,11 @@ def parquet_schema(table: str) -> Any:
 
 
 def write_parquet(
-    db: DbArg, table: str, out: str | os.PathLike[str] | IO[bytes], chunk_rows: int = CHUNK_ROWS
+    db: DbArg,
+    table: str,
+    out: str | os.PathLike[str] | IO[bytes],
+    chunk_rows: int = CHUNK_ROWS,
+    progress: Progress = None,
 ) -> int:
     """Write ``table`` as a Parquet file, one row group per chunk; return the rows."""
     pa, pq = _pyarrow()
@@ -108,7 +121,7 @@ def write_parquet(
     expressions = {c: _EPOCH_MS.format(c) for c in TIMESTAMPS}
     count = 0
     with database(db) as conn, pq.ParquetWriter(out, schema) as writer:
-        for chunk in _rows(conn, table, chunk_rows, expressions):
+        for chunk in _rows(conn, table, chunk_rows, expressions, progress):
             columns = list(zip(*chunk, strict=True))
             arrays = [_array(pa, table, f, v) for f, v in zip(schema, columns, strict=True)]
             writer.write_batch(pa.record_batch(arrays, schema=schema))
@@ -133,7 +146,7 @@ def _array(pa: Any, table: str, field: Any, values: tuple) -> Any:
 
 
 def export_tables(
-    db: DbArg, directory: str | os.PathLike[str], format: str = "csv"
+    db: DbArg, directory: str | os.PathLike[str], format: str = "csv", progress: Progress = None
 ) -> dict[str, Path]:
     """Write both tables into ``directory`` (created if missing, its parent must exist) as
     ``orchestrations.<format>`` and ``executions.<format>``; return their paths.
@@ -159,7 +172,7 @@ def export_tables(
         with database(db) as conn, contextlib.ExitStack() as files:
             for table, path in written.items():
                 out = files.enter_context(atomic_file(path, binary=format == "parquet"))
-                _write(conn, table, out, format)
+                _write(conn, table, out, format, progress)
     except BaseException:
         if created:
             with contextlib.suppress(OSError):
@@ -168,7 +181,13 @@ def export_tables(
     return written
 
 
-def export_table(db: DbArg, table: str, path: str | os.PathLike[str], format: str = "csv") -> int:
+def export_table(
+    db: DbArg,
+    table: str,
+    path: str | os.PathLike[str],
+    format: str = "csv",
+    progress: Progress = None,
+) -> int:
     """Write one table to the file ``path`` as ``csv`` or ``parquet``, atomically
     (:mod:`agentmetrics.atomic`); return the rows."""
     _check_format(format)
@@ -177,7 +196,7 @@ def export_table(db: DbArg, table: str, path: str | os.PathLike[str], format: st
         raise AgentMetricsError(f"{target} is a directory: give a file name for one table")
     _check_folder(target, target.parent)
     with atomic_file(target, binary=format == "parquet") as out:
-        return _write(db, table, out, format)
+        return _write(db, table, out, format, progress)
 
 
 def _check_format(format: str) -> None:
@@ -192,5 +211,6 @@ def _check_folder(target: Path, folder: Path) -> None:
         raise AgentMetricsError(f"Cannot write {target}: folder {folder} does not exist")
 
 
-def _write(db: DbArg, table: str, out: IO, format: str) -> int:
-    return write_parquet(db, table, out) if format == "parquet" else write_csv(db, table, out)
+def _write(db: DbArg, table: str, out: IO, format: str, progress: Progress = None) -> int:
+    write = write_parquet if format == "parquet" else write_csv
+    return write(db, table, out, progress=progress)

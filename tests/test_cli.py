@@ -627,13 +627,18 @@ def test_progress_shown_only_on_a_terminal_outside_ci(monkeypatch):
     assert not progress_shown()
 
 
-LONG_WORK = {
-    "Building the demo": ["--db", "demo.db", "demo", "--orchestrations", "30"],
-    "Exporting": ["--db", "demo.db", "export", "-o", "all.json"],
-    "Importing": ["--db", "imported.db", "import", "all.json"],
-    "Merging": ["--db", "merged.db", "merge", "demo.db"],
-    "Deleting": ["--db", "demo.db", "cleanup", "10"],
-}
+LONG_WORK = [
+    ("Building the demo", ["--db", "demo.db", "demo", "--orchestrations", "30"]),
+    ("Exporting", ["--db", "demo.db", "export", "-o", "all.json"]),
+    ("Exporting", ["--db", "demo.db", "export", "--format", "csv", "-o", "tables"]),
+    (
+        "Exporting",
+        ["--db", "demo.db", "export", "--format", "csv", "--table", "executions", "-o", "e.csv"],
+    ),
+    ("Importing", ["--db", "imported.db", "import", "all.json"]),
+    ("Merging", ["--db", "merged.db", "merge", "demo.db"]),
+    ("Deleting", ["--db", "demo.db", "cleanup", "10"]),
+]
 
 
 @pytest.mark.parametrize("shown", [False, True], ids=["quiet", "terminal"])
@@ -645,7 +650,7 @@ def test_long_work_shows_progress_only_when_asked(tmp_path, monkeypatch, shown):
     monkeypatch.delenv("CI", raising=False)
     if shown:  # CliRunner's streams are never terminals: decide as on one
         monkeypatch.setattr(agentmetrics.cli, "progress_shown", lambda: True)
-    for label, args in LONG_WORK.items():
+    for label, args in LONG_WORK:
         result = invoke(*args)
         # A bar on a stream that is not a terminal prints just its label.
         assert (label in result.stderr) is shown, (label, result.stderr)
