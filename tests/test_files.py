@@ -236,11 +236,11 @@ def test_both_tables_are_replaced_together(data_path, tmp_path, monkeypatch, exi
 
     real = tabular.write_csv
 
-    def fails_on_executions(db, table, out, *args):
+    def fails_on_executions(db, table, out, *args, **kwargs):
         if table == "executions":
             out.write("half")
             raise OSError(28, "No space left on device")
-        return real(db, table, out, *args)
+        return real(db, table, out, *args, **kwargs)
 
     monkeypatch.setattr(tabular, "write_csv", fails_on_executions)
     folder = tmp_path / "tables"

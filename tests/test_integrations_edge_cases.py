@@ -52,7 +52,7 @@ def test_failed_table_export_keeps_the_existing_file(data_path, tmp_path, monkey
     target = tmp_path / "executions.csv"
     target.write_text("yesterday's export\n")
 
-    def broken(db, table, out, chunk_rows=0):
+    def broken(db, table, out, chunk_rows=0, progress=None):
         out.write("half a row")
         raise OSError(28, "No space left on device")
 
