@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import sys
 import warnings
@@ -14,17 +15,28 @@ from sqlite_utils import Database
 
 from .atomic import atomic_file
 from .db import DEFAULT_PATH, ENV_VAR, MissingIndexesWarning, open_database
-from .errors import AgentMetricsError
+from .errors import AgentMetricsError, ConfigError, InvalidValue
 from .reports.regression import METRICS as REGRESSION_METRICS
 from .timestamps import positive_duration
 
 
+class _UsageFailure(click.ClickException):
+    """A bad option value or configuration: ``Error: ...`` and exit code 2."""
+
+    exit_code = 2
+
+
 class _Group(click.Group):
-    """Turns agentmetrics' own errors into one ``Error: ...`` line and exit code 1."""
+    """Turns errors into one ``Error: ...`` line: exit code 2 for a bad option value or
+    configuration (:class:`~agentmetrics.errors.ConfigError`), 1 for everything else."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except click.BadParameter as e:  # without click's usage lines
+            raise _UsageFailure(e.format_message()) from None
+        except ConfigError as e:
+            raise _UsageFailure(str(e)) from None
         except (AgentMetricsError, ValueError) as e:
             raise click.ClickException(str(e)) from None
         except (sqlite3.DatabaseError, pd.errors.DatabaseError) as e:
@@ -107,10 +119,27 @@ def output_options(fn: Callable) -> Callable:
     return click.decorators.update_wrapper(wrapper, fn)
 
 
-def since_until_options(fn: Callable) -> Callable:
-    """Add ``--since`` and ``--until`` (ISO times) bounding ``started_at``."""
-    fn = click.option("--until", help="Only executions started before this time (ISO).")(fn)
-    return click.option("--since", help="Only executions started at or after this time (ISO).")(fn)
+_WINDOW = "at or after SINCE, before UNTIL; a timestamp or a span like 7d"
+_WINDOW_OPTIONS = {
+    "since": click.option("--since", help=f"Only runs started {_WINDOW}."),
+    "until": click.option("--until", help=f"Only runs started {_WINDOW}."),
+    "agent": click.option("--agent", help="Only this agent."),
+}
+now_option = click.option(
+    "--now", metavar="TIME", help="Answer as of this UTC time instead of the current time."
+)
+
+
+def window_options(*names: str) -> Callable[[Callable], Callable]:
+    """Add ``--since`` and ``--until`` (and ``--agent``, ``--now`` when named)."""
+    options = [now_option if name == "now" else _WINDOW_OPTIONS[name] for name in names]
+
+    def decorate(fn: Callable) -> Callable:
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return decorate
 
 
 def write_exact(text: str) -> None:
@@ -160,55 +189,27 @@ def _cell(value: object) -> object:
 # -- reports, export, import, merge and cleanup ------------------------------------------
 
 
-class _Number(click.ParamType):
-    """A number with a lower bound (and an upper one, inclusive); a bad value is one
-    ``Error: ...`` line, exit 1."""
+class _Number(click.FloatRange):
+    """click's FloatRange that also refuses ``nan`` and ``inf`` (nan compares in range)."""
 
-    def __init__(
-        self,
-        kind: type = int,
-        minimum: float = 0,
-        inclusive: bool = True,
-        maximum: float | None = None,
-    ) -> None:
-        self.kind, self.minimum, self.inclusive, self.maximum = kind, minimum, inclusive, maximum
-        self.name = "integer" if kind is int else "number"
+    name = "number"
 
     def convert(self, value, param, ctx):
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            number = value
-        else:
-            try:
-                number = self.kind(str(value).strip())
-            except ValueError:
-                number = None
-        label = _param_label(param)
-        bound = f">= {self.minimum}" if self.inclusive else f"> {self.minimum}"
-        if self.maximum is not None:
-            bound += f" and <= {self.maximum}"
-        what = "a whole number" if self.kind is int else "a number"
-        if number is None or number != number or number in (float("inf"), float("-inf")):
-            raise click.ClickException(f"{label} must be {what} {bound}, got {value!r}")
-        if (
-            number < self.minimum
-            or (not self.inclusive and number == self.minimum)
-            or (self.maximum is not None and number > self.maximum)
-        ):
-            raise click.ClickException(f"{label} must be {what} {bound}, got {value}")
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
         return number
 
 
-def _param_label(param: click.Parameter | None) -> str:
-    if isinstance(param, click.Option):
-        return max(param.opts, key=len)  # --max-running, not max_running
-    return param.human_readable_name if param is not None else "value"
+class _Whole(click.IntRange):
+    name = "whole number"  # in click's message: "'2.5' is not a valid whole number."
 
 
-POSITIVE_INT = _Number(int, 0, inclusive=False)
-NON_NEGATIVE_INT = _Number(int, 0)
-POSITIVE_NUMBER = _Number(float, 0, inclusive=False)
-NON_NEGATIVE_NUMBER = _Number(float, 0)
-SQLITE_INT = _Number(int, -(2**63), maximum=2**63 - 1)  # what an INTEGER column holds
+POSITIVE_INT = _Whole(min=1)
+NON_NEGATIVE_INT = _Whole(min=0)
+POSITIVE_NUMBER = _Number(min=0, min_open=True)
+NON_NEGATIVE_NUMBER = _Number(min=0)
+SQLITE_INT = _Whole(-(2**63), 2**63 - 1)  # what an INTEGER column holds
 
 
 def _timestamp(value) -> str:
@@ -381,52 +382,13 @@ def executions(ctx: click.Context, session_id: str, fmt: str) -> None:
     emit_report(df, fmt, _EXECUTION_TABLE, empty="No executions recorded for this orchestration.")
 
 
-def _health_problems(
-    row: pd.Series,
-    hours: float,
-    stale_after: str,
-    *,
-    min_success_rate: float | None,
-    max_running: int | None,
-    max_failed: int | None,
-    max_failed_orchestrations: int | None,
-    max_p95: str | None,
-    max_stale: int | None,
-) -> list[str]:
-    from .formatting import format_duration
-
-    problems = []
-    window = f"in the last {hours:g}h"
-    if min_success_rate is not None:
-        rate = row["success_rate"]
-        if rate != rate:  # NaN: nothing finished
-            problems.append(f"no finished executions {window} to compute a success rate")
-        elif rate < min_success_rate:
-            problems.append(f"success rate {rate:.1f}% is below {min_success_rate:g}%")
-    checks = (
-        ("running_orchestrations", max_running, "running orchestrations"),
-        ("failed_executions", max_failed, "failed executions"),
-        ("failed_orchestrations", max_failed_orchestrations, "failed orchestrations"),
-    )
-    for column, limit, label in checks:
-        if limit is not None and row[column] > limit:
-            problems.append(f"{int(row[column])} {label} {window} (max {limit})")
-    if max_stale is not None and row["stale_running"] > max_stale:
-        problems.append(
-            f"{int(row['stale_running'])} stale runs, silent for over {stale_after}"
-            f" (max {max_stale})"
-        )
-    p95 = row["p95_duration_ms"]
-    if max_p95 is not None and p95 > positive_duration(max_p95).total_seconds() * 1000:
-        # The limit as given and p95 to the millisecond: never "7s is over 7s".
-        problems.append(f"p95 duration {format_duration(p95)} ({p95:.0f}ms) is over {max_p95}")
-    return problems
-
-
 def _duration_text(ctx, param, value: str | None) -> str | None:
     """Check a duration like ``6h`` early, for a one-line error; keep the text."""
     if value is not None:
-        positive_duration(value, _param_label(param))
+        try:
+            positive_duration(value)
+        except InvalidValue as e:
+            raise click.BadParameter(str(e)) from None
     return value
 
 
@@ -460,29 +422,43 @@ stale_after_option = click.option(
 )
 @click.option("--max-stale", type=NON_NEGATIVE_INT, metavar="N", help="Fail above N stale runs.")
 @stale_after_option
+@now_option
 @db_option
 @output_options
 @click.pass_context
 def health(
-    ctx: click.Context, hours: float, stale_after: str, fmt: str, **limits: float | None
+    ctx: click.Context,
+    hours: float,
+    stale_after: str,
+    now: str | None,
+    fmt: str,
+    **limits: float | str | None,
 ) -> None:
     """System health over the last HOURS hours (default 24); a CI gate with the --max/--min
     options: exit 1 with the reason when unhealthy.
 
+    Each limit is an alert rule evaluated as `agentmetrics check` does (no data in the
+    window passes).
+
     \b
     agentmetrics health 24 --min-success-rate 90 --max-running 0
     """
-    from . import reports
+    from . import reports, rules
 
-    df = reports.system_health(read_db(ctx), hours=hours, stale_after=stale_after)
+    db = read_db(ctx)
+    df = reports.system_health(db, hours=hours, now=now, stale_after=stale_after)
     emit_record(df, fmt)
-    problems = _health_problems(df.iloc[0], hours, stale_after, **limits)
-    if problems:
-        raise click.ClickException("Unhealthy: " + "; ".join(problems))
+    gate = rules.health_rules(hours, stale_after, **limits)
+    if gate:
+        results = rules.evaluate(db, gate, now=now)
+        failed = results[results["status"] != "ok"]
+        if len(failed):
+            reasons = (f"{m} {d}" for m, d in zip(failed["metric"], failed["detail"], strict=True))
+            raise click.ClickException("Unhealthy: " + "; ".join(reasons))
 
 
 @cli.command()
-@since_until_options
+@window_options("since", "until")
 @db_option
 @output_options
 @click.pass_context
@@ -704,7 +680,7 @@ def _export_tables(
     show_default=True,
     help="Group the costs by agent, UTC day or orchestration.",
 )
-@since_until_options
+@window_options("since", "until")
 @click.option(
     "--config",
     "config_path",
@@ -732,11 +708,12 @@ def costs(
     agentmetrics costs --by day --since 2026-01-01 --json
     """
     from .config import load_config
-    from .reports.cost import cost_rates, format_usd
+    from .formatting import format_usd
+    from .reports.cost import cost_rates
     from .reports.cost import costs as costs_
 
     rates = cost_rates(load_config(config_path))
-    df = costs_(read_db(ctx), rates, since=since, until=until, by=by)
+    df = costs_(read_db(ctx), rates=rates, since=since, until=until, by=by)
     if fmt != "table":
         emit(df, fmt)
         return
@@ -780,12 +757,6 @@ def metrics(ctx: click.Context, stale_after: str, output: str | None) -> None:
 # -- stale runs, regressions and alerting rules ------------------------------------------
 
 
-class _ConfigError(click.ClickException):
-    """A rules file problem: ``Error: ...`` and exit code 2."""
-
-    exit_code = 2
-
-
 @cli.command()
 @click.option(
     "--older-than",
@@ -796,7 +767,7 @@ class _ConfigError(click.ClickException):
     help="Reap runs with no sign of life for this long (90m, 6h, 2d).",
 )
 @click.option("--dry-run", is_flag=True, help="Only list what would be reaped.")
-@click.option("--now", hidden=True, help="Reference time instead of the current time.")
+@now_option
 @output_options
 @db_option
 @click.pass_context
@@ -888,7 +859,7 @@ def _regression_formatters(metric: str) -> dict[str, Callable]:
     "--alpha", type=POSITIVE_NUMBER, default=0.01, show_default=True, help="Significance level."
 )
 @click.option("--agent", help="Only this agent.")
-@click.option("--now", help="Compare as of this UTC time (default: now).")
+@now_option
 @output_options
 @db_option
 @click.pass_context
@@ -942,7 +913,7 @@ def _notify_url(ctx: click.Context, param: click.Parameter, value: str | None) -
     """Check the webhook URL; messages show only its scheme and host (it is a secret)."""
     import urllib.parse
 
-    from .rules import redact_url
+    from .notify import redact_url
 
     if value == "":  # an unset CI secret: no notification
         return None
@@ -975,7 +946,7 @@ def _notify_url(ctx: click.Context, param: click.Parameter, value: str | None) -
     help="POST a JSON message (Slack-compatible) here when a rule is not ok.",
 )
 @click.option("--strict", is_flag=True, help="Exit 1 on warnings too.")
-@click.option("--now", help="Evaluate as of this UTC time (default: now).")
+@now_option
 @db_option
 @click.pass_context
 def check(
@@ -991,14 +962,10 @@ def check(
     Exit codes: 0 when every rule is ok or only warns (--strict: warnings exit 1),
     1 when a rule alerts, 2 for a configuration error.
     """
-    import json
-
+    from . import notify as notify_
     from . import rules as rules_
 
-    try:
-        rule_set = rules_.load_rules(rules_path)
-    except rules_.ConfigError as e:
-        raise _ConfigError(str(e)) from None
+    rule_set = rules_.load_rules(rules_path)
     results = rules_.evaluate(read_db(ctx), rule_set, now=now)
     message = rules_.payload(results, database=ctx.obj["db_path"])
     if json_:
@@ -1008,8 +975,8 @@ def check(
         click.echo(message["text"].splitlines()[0])
     status = message["status"]
     if notify and status != "ok":
-        problem = rules_.notify(notify, message, timeout=rules_.NOTIFY_TIMEOUT)
-        where = rules_.redact_url(notify)
+        problem = notify_.notify(notify, message, timeout=notify_.NOTIFY_TIMEOUT)
+        where = notify_.redact_url(notify)
         if problem:
             click.echo(f"Warning: could not notify {where}: {problem}", err=True)
         else:
@@ -1020,26 +987,12 @@ def check(
 
 # -- demo data, trends and charts ------------------------------------------------------
 
-_window_options = (
-    click.option("--since", help="From this start time: a timestamp, or a span back (7d)."),
-    click.option("--until", help="Before this start time: a timestamp, or a span back."),
-    click.option("--agent", help="Only this agent."),
-    click.option("--now", help="Measure spans back from this time (default: now)."),
-)
-
-
-def window_options(fn: Callable) -> Callable:
-    """Add ``--since``, ``--until``, ``--agent`` and ``--now``."""
-    for option in reversed(_window_options):
-        fn = option(fn)
-    return fn
-
 
 @cli.command()
 @click.option("--days", type=POSITIVE_NUMBER, default=30, show_default=True, help="Days of data.")
 @click.option(
     "--orchestrations",
-    type=_Number(int, 0, inclusive=False, maximum=1_000_000),  # ~10M executions
+    type=_Whole(1, 1_000_000),  # ~10M executions
     default=600,
     show_default=True,
     help="How many orchestrations (about ten executions each).",
@@ -1078,7 +1031,7 @@ def demo(
 @cli.command()
 @click.option("--freq", default="D", show_default=True, help="Period: h (hour), D (day), W (week).")
 @click.option("--by-agent", is_flag=True, help="One row per period and agent.")
-@window_options
+@window_options("since", "until", "agent", "now")
 @db_option
 @output_options
 @click.pass_context
@@ -1104,12 +1057,12 @@ MIN_DPI, MAX_DPI = 10, 600
 @click.option("--freq", default="D", show_default=True, help="Period for trends and durations.")
 @click.option(
     "--dpi",
-    type=_Number(int, MIN_DPI, maximum=MAX_DPI),
+    type=_Whole(MIN_DPI, MAX_DPI),
     default=100,
     show_default=True,
     help=f"Resolution, {MIN_DPI} to {MAX_DPI} dots per inch.",
 )
-@window_options
+@window_options("since", "until", "agent", "now")
 @db_option
 @click.pass_context
 def plot(ctx: click.Context, chart: str, output: str, freq: str, dpi: int, **window) -> None:
@@ -1226,8 +1179,7 @@ def watch(
     show_default=True,
     help="The HTML file to write.",
 )
-@click.option("--since", help="Start of the window (ISO; default: 7 days before --until).")
-@click.option("--until", help="End of the window (ISO; default: now).")
+@window_options("since", "until", "now")
 @click.option(
     "--rules",
     "rules_path",
@@ -1242,10 +1194,12 @@ def report(
     output: str,
     since: str | None,
     until: str | None,
+    now: str | None,
     rules_path: str | None,
     title: str,
 ) -> None:
-    """Write a self-contained HTML report (health, agents, trends, failures, costs).
+    """Write a self-contained HTML report (health, agents, trends, failures, costs)
+    of the 7 days before --until (default: now), or from --since.
 
     \b
     agentmetrics report -o report.html
@@ -1254,5 +1208,7 @@ def report(
     from .htmlreport import write_report
 
     db = read_db(ctx)
-    path = write_report(db, output, since=since, until=until, rules_path=rules_path, title=title)
+    path = write_report(
+        db, output, since=since, until=until, now=now, rules_path=rules_path, title=title
+    )
     click.echo(f"Wrote {path}", err=True)

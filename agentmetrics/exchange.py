@@ -27,7 +27,7 @@ from typing import IO, Any
 from sqlite_utils import Database
 
 from .db import ensure_database, open_database, write_transaction
-from .errors import AgentMetricsError, UnknownSession
+from .errors import AgentMetricsError, InvalidExport, UnknownSession
 from .migrations import COLUMN_TYPES, EXECUTION_COLUMNS, ORCHESTRATION_COLUMNS
 from .monitor import EXECUTION_STATUSES, ORCHESTRATION_STATUSES
 from .otlp import write_otlp
@@ -35,10 +35,6 @@ from .timestamps import parse_timestamp, to_iso, to_sqlite_datetime
 
 Session = tuple[dict[str, Any] | None, list[dict[str, Any]]]
 """One orchestration (None for the executions that have none) and its executions."""
-
-
-class InvalidExport(AgentMetricsError):
-    """An export file or database cannot be imported; nothing was written."""
 
 
 # -- reading ---------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from typing import IO, Any
 from sqlite_utils import Database
 
 from .atomic import atomic_file
-from .errors import AgentMetricsError
+from .errors import AgentMetricsError, MissingDependency
 from .migrations import COLUMN_TYPES, EXECUTION_COLUMNS, ORCHESTRATION_COLUMNS
 from .reports._common import DbArg, database
 
@@ -29,10 +29,6 @@ TABLES = {
 FORMATS = ("csv", "parquet")
 CHUNK_ROWS = 10_000
 _ARROW_TYPES = {"INTEGER": "int64", "REAL": "float64", "TEXT": "string"}
-
-
-class MissingDependency(AgentMetricsError):
-    """An optional dependency needed for this feature is not installed."""
 
 
 def _rows(db: Database, table: str, chunk_rows: int) -> Iterator[list[tuple]]:

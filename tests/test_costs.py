@@ -8,8 +8,10 @@ from dashboard_data import build
 import agentmetrics
 from agentmetrics.cli import cli
 from agentmetrics.config import load_config
+from agentmetrics.errors import ConfigError
 from agentmetrics.reports import costs
-from agentmetrics.reports.cost import VALUE_COLUMNS, cost_chart
+from agentmetrics.plots import cost_chart
+from agentmetrics.reports.cost import VALUE_COLUMNS, cost_rates
 
 RATES = {
     "default_hourly_rate": 6.0,
@@ -107,7 +109,23 @@ def test_rates_from_config_file(data_path, tmp_path, where):
     )
     (tmp_path / where).write_text(text)
     assert load_config()["costs"]["agents"] == {"reviewer": 12.0}
-    pd.testing.assert_frame_equal(costs(data_path), costs(data_path, RATES))
+    pd.testing.assert_frame_equal(
+        costs(data_path, rates=cost_rates(load_config())), costs(data_path, RATES)
+    )
+
+
+def test_costs_read_no_config_file(data_path, tmp_path):
+    """Without rates every execution is priced by time at the default rate, whatever
+    config file lies in the working folder."""
+    (tmp_path / "agentmetrics.toml").write_text(TOML)
+    pd.testing.assert_frame_equal(costs(data_path), costs(data_path, {}))
+    coder = costs(data_path).set_index("agent_name").loc["coder"]
+    assert coder["cost_usd"] == pytest.approx((60 + 30 + 600) / 3600)
+
+
+def test_bad_costs_table_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match=r"\[costs\]: default_hourly_rate must not be negative"):
+        cost_rates({"costs": {"default_hourly_rate": -1}})
 
 
 def test_empty_database_keeps_columns(db):
@@ -213,16 +231,20 @@ def test_cli_costs_finished_execution_without_duration(db, db_path):
 )
 def test_cli_costs_errors(data_path, args, message):
     result = CliRunner().invoke(cli, ["--db", str(data_path), "costs", *args])
-    assert result.exit_code == 1
     assert result.output.strip() == message
+    assert result.exit_code == (2 if "--config" in args else 1)  # a config error exits 2
 
 
-def test_cli_costs_bad_toml(data_path, tmp_path):
-    (tmp_path / "agentmetrics.toml").write_text("[costs\n")
+@pytest.mark.parametrize(
+    "text", ["[costs\n", "[costs]\ndefault_hourly_rate = -1\n", "[costs]\nhourly = 1\n"]
+)
+def test_cli_costs_bad_config_exits_2(data_path, tmp_path, text):
+    """Like `check` with a bad rules file: a configuration error exits 2 (it was 1)."""
+    (tmp_path / "agentmetrics.toml").write_text(text)
     result = CliRunner().invoke(cli, ["--db", str(data_path), "costs"])
-    assert result.exit_code == 1
+    assert result.exit_code == 2
+    assert len(result.output.splitlines()) == 1
     assert result.output.startswith("Error: ")
-    assert "is not valid TOML" in result.output
 
 
 def test_cli_costs_bad_grouping(data_path):

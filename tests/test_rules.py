@@ -11,10 +11,13 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+import agentmetrics.notify
 from agentmetrics import rules
 from agentmetrics.cli import cli
 from agentmetrics.demo import SLOW_AGENT, build_demo
-from agentmetrics.rules import ConfigError, evaluate, load_rules, notify, payload
+from agentmetrics.errors import ConfigError
+from agentmetrics.notify import notify
+from agentmetrics.rules import evaluate, load_rules, payload
 
 NOW = dt.datetime(2026, 3, 10, 12, 0, tzinfo=dt.timezone.utc)
 NOW_ISO = "2026-03-10T12:00:00.000Z"
@@ -92,7 +95,7 @@ ALL = CODER + REVIEWER
         ),
         # an agent that never ran at all is probably a typo: warn.
         ({"metric": "success_rate", "agent": "nobody", "alert": 99}, math.nan, "warn"),
-        ({"metric": "failed_executions", "agent": "nobody", "alert": 0}, 0, "warn"),
+        ({"metric": "failed_executions", "agent": "nobody", "alert": 0}, math.nan, "warn"),
         # durations alert above.
         ({"metric": "p95_duration_ms", "warn": "9s"}, np.percentile(ALL, 95), "warn"),
         ({"metric": "p95_duration_ms", "agent": "coder", "alert": "9500ms"}, 9550.0, "alert"),
@@ -217,7 +220,7 @@ def test_agentmetrics_toml_wins_and_rules_flag_overrides(tmp_path):
 def test_no_rules_file():
     with pytest.raises(ConfigError, match="No rules file: create agentmetrics.toml"):
         load_rules()
-    with pytest.raises(ConfigError, match="Rules file missing.toml not found"):
+    with pytest.raises(ConfigError, match="Config file missing.toml not found"):
         load_rules("missing.toml")
 
 
@@ -549,7 +552,7 @@ def test_check_json(data, db_path):
     message = json.loads(result.stdout)
     assert message["status"] == "warn"
     assert [r["status"] for r in message["rules"]] == ["ok", "warn", "ok"]
-    assert message["rules"][1]["value"] == 9550
+    assert message["rules"][1]["value"] == pytest.approx(9550)
     assert message["database"] == str(db_path)
 
 
@@ -599,7 +602,7 @@ def test_check_missing_database(tmp_path):
 def test_check_rules_file_missing(data, db_path):
     result = check(db_path, "--rules", "nope.toml")
     assert result.exit_code == 2
-    assert result.output == "Error: Rules file nope.toml not found\n"
+    assert result.output == "Error: Config file nope.toml not found\n"
 
 
 def test_check_notify_posts_when_not_ok(data, db_path, receiver):
@@ -626,7 +629,7 @@ def test_check_notify_failures_are_not_fatal(data, db_path, closed_port, silent_
     result = check(db_path, "--notify", f"http://127.0.0.1:{closed_port}/")
     assert result.exit_code == 1  # the alert, not the network
     assert result.stderr.startswith(f"Warning: could not notify http://127.0.0.1:{closed_port}: ")
-    monkeypatch.setattr(rules, "NOTIFY_TIMEOUT", 0.3)
+    monkeypatch.setattr(agentmetrics.notify, "NOTIFY_TIMEOUT", 0.3)
     started = time.monotonic()
     result = check(db_path, "--notify", f"http://127.0.0.1:{silent_port}/")
     assert time.monotonic() - started < 3
@@ -737,7 +740,7 @@ def test_notify_reads_a_bounded_answer(answering):
 
 
 def test_redact_url():
-    from agentmetrics.rules import redact_url
+    from agentmetrics.notify import redact_url
 
     assert redact_url(f"https://hooks.slack.com/services/{SECRET}") == "https://hooks.slack.com"
     assert redact_url("https://user:XXsecretXX@example.com:8443/x?token=1") == (
