@@ -26,7 +26,7 @@ from typing import IO, Any
 
 from sqlite_utils import Database
 
-from .db import ensure_database, open_database, write_transaction
+from .db import open_database, using_database, write_transaction
 from .errors import AgentMetricsError, InvalidExport, UnknownSession
 from .migrations import COLUMN_TYPES, EXECUTION_COLUMNS, ORCHESTRATION_COLUMNS
 from .monitor import EXECUTION_STATUSES, ORCHESTRATION_STATUSES
@@ -80,27 +80,27 @@ def iter_sessions(
 
     :raises UnknownSession: ``session_id`` names no orchestration
     """
-    db = ensure_database(db, create=False)
-    where, params = ("WHERE o.session_id = ?", [session_id]) if session_id else ("", [])
-    orchestrations = db.conn.execute(_ORCHESTRATIONS_SQL.format(where=where), params)
-    rows = db.conn.execute(_EXECUTIONS_SQL.format(where=where), params)
-    row = next(rows, None)
-    found = False
-    for values in orchestrations:
-        found = True
-        orchestration = dict(zip(ORCHESTRATION_COLUMNS, values, strict=True))
-        executions = []
-        while row is not None and row[0] == values[0]:
-            executions.append(dict(zip(EXECUTION_COLUMNS, row[1:], strict=True)))
-            row = next(rows, None)
-        yield orchestration, executions
-    if session_id and not found:
-        raise UnknownSession(f"No orchestration with session id {session_id!r}")
-    if session_id:
-        return
-    cursor = db.conn.execute(_STANDALONE_SQL)
-    while batch := cursor.fetchmany(10_000):
-        yield None, [dict(zip(EXECUTION_COLUMNS, row, strict=True)) for row in batch]
+    with using_database(db, create=False) as opened:
+        where, params = ("WHERE o.session_id = ?", [session_id]) if session_id else ("", [])
+        orchestrations = opened.conn.execute(_ORCHESTRATIONS_SQL.format(where=where), params)
+        rows = opened.conn.execute(_EXECUTIONS_SQL.format(where=where), params)
+        row = next(rows, None)
+        found = False
+        for values in orchestrations:
+            found = True
+            orchestration = dict(zip(ORCHESTRATION_COLUMNS, values, strict=True))
+            executions = []
+            while row is not None and row[0] == values[0]:
+                executions.append(dict(zip(EXECUTION_COLUMNS, row[1:], strict=True)))
+                row = next(rows, None)
+            yield orchestration, executions
+        if session_id and not found:
+            raise UnknownSession(f"No orchestration with session id {session_id!r}")
+        if session_id:
+            return
+        cursor = opened.conn.execute(_STANDALONE_SQL)
+        while batch := cursor.fetchmany(10_000):
+            yield None, [dict(zip(EXECUTION_COLUMNS, row, strict=True)) for row in batch]
 
 
 # -- writing exports -------------------------------------------------------------------
@@ -609,8 +609,16 @@ def _import_sources(
     progress: Callable[[int], None] | None,
     on_total: Callable[[int], None] | None,
 ) -> ImportResult:
-    db = ensure_database(db)
-    sources = open_sources()
+    with using_database(db) as target:
+        return _import_into(target, open_sources(), progress, on_total)
+
+
+def _import_into(
+    db: Database,
+    sources: list[_Source],
+    progress: Callable[[int], None] | None,
+    on_total: Callable[[int], None] | None,
+) -> ImportResult:
     try:
         checked = [_validate(source, db) for source in sources]
         if on_total is not None:
@@ -665,9 +673,15 @@ def merge_databases(
 
     :raises InvalidExport: a file is missing, not a database, or holds invalid rows
     """
-    target = ensure_database(db)
-    target_file = _main_file(target)
+    with using_database(db) as target:
+        return _import_sources(
+            target, _merge_sources(paths, _main_file(target)), progress, on_total
+        )
 
+
+def _merge_sources(
+    paths: Iterable[str | os.PathLike[str]], target_file: Path | None
+) -> Callable[[], list[_Source]]:
     def open_sources() -> list[_Source]:
         sources: list[_Source] = []
         try:
@@ -685,7 +699,7 @@ def merge_databases(
             raise
         return sources
 
-    return _import_sources(target, open_sources, progress, on_total)
+    return open_sources
 
 
 def _main_file(db: Database) -> Path | None:
