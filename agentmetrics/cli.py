@@ -524,25 +524,23 @@ def export(
     agentmetrics export --format csv --table executions > executions.csv
     agentmetrics export --format parquet -o tables/
     """
-    from .exchange import EXPORT_FORMATS
+    from .exchange import EXPORT_FORMATS, TABLE_FORMATS
     from .exchange import export as export_
 
+    if format_ not in EXPORT_FORMATS:
+        raise click.ClickException(
+            f"Unknown format {format_!r}: use one of {', '.join(EXPORT_FORMATS)}"
+        )
     if format_ in TABLE_FORMATS:
         _export_tables(ctx, format_, session_id, table, output)
         return
     if table is not None:
-        raise click.ClickException("--table only applies to --format csv or parquet")
-    if format_ not in EXPORT_FORMATS:
-        raise click.ClickException(
-            f"Unknown format {format_!r}: use one of {', '.join([*EXPORT_FORMATS, *TABLE_FORMATS])}"
-        )
+        raise click.ClickException(f"--table only applies to --format {' or '.join(TABLE_FORMATS)}")
     db = read_db(ctx)
-    binary = EXPORT_FORMATS[format_].binary
     if output is None:
-        out = sys.stdout.buffer if binary else sys.stdout
-        export_(db, out, format_, session_id)
+        export_(db, sys.stdout, format_, session_id)
         return
-    with atomic_file(output, binary=binary) as out:
+    with atomic_file(output) as out:
         counts = export_(db, out, format_, session_id)
     click.echo(
         f"Exported {counts.orchestrations} orchestrations and {counts.executions}"
@@ -643,8 +641,6 @@ def upgrade(ctx: click.Context) -> None:
 
 
 # -- costs, metrics, watch and report (dashboard and integrations) ---------------------
-
-TABLE_FORMATS = ("csv", "parquet")
 
 
 def _export_tables(

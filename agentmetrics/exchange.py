@@ -27,10 +27,11 @@ from typing import IO, Any
 from sqlite_utils import Database
 
 from .db import open_database, using_database, write_transaction
-from .errors import AgentMetricsError, InvalidExport, UnknownSession
+from .errors import AgentMetricsError, InvalidExport, InvalidValue, UnknownSession
 from .migrations import COLUMN_TYPES, EXECUTION_COLUMNS, ORCHESTRATION_COLUMNS
 from .monitor import EXECUTION_STATUSES, ORCHESTRATION_STATUSES
 from .otlp import write_otlp
+from .tabular import write_csv, write_parquet
 from .timestamps import parse_timestamp, to_iso, to_sqlite_datetime
 
 Session = tuple[dict[str, Any] | None, list[dict[str, Any]]]
@@ -158,14 +159,17 @@ _EXECUTION_LINE = '{"type": "execution", '
 
 @dataclasses.dataclass(frozen=True)
 class ExportFormat:
-    """How to write one export format: ``write(sessions, out, single)``.
+    """How to write one export format.
 
-    ``single`` is True for a one-session export. A binary format (parquet) sets
-    ``binary=True`` and receives a binary file object. A format that writes only some
-    rows returns ``(orchestrations, executions)`` written; None means all of them.
+    A session format (json, jsonl, otlp) streams text with ``write(sessions, out,
+    single)``, ``single`` being True for a one-session export; one that writes only
+    some rows returns ``(orchestrations, executions)`` written, None meaning all. A
+    table format (csv, parquet) writes one whole table per file with
+    ``write_table(db, table, out)``; ``binary``: into a file opened in binary mode.
     """
 
-    write: Callable[[Iterable[Session], IO[Any], bool], tuple[int, int] | None]
+    write: Callable[[Iterable[Session], IO[str], bool], tuple[int, int] | None] | None = None
+    write_table: Callable[[Database, str, IO[Any]], int] | None = None
     binary: bool = False
 
 
@@ -174,8 +178,13 @@ EXPORT_FORMATS: dict[str, ExportFormat] = {
     "jsonl": ExportFormat(_write_jsonl),
     # OpenTelemetry traces: JSON Lines of ExportTraceServiceRequest (see otlp.py).
     "otlp": ExportFormat(write_otlp),
+    "csv": ExportFormat(write_table=write_csv),
+    "parquet": ExportFormat(write_table=write_parquet, binary=True),
 }
-"""Export formats by name; add an entry to support another one."""
+"""Every export format by name (:func:`export` writes the session formats,
+:mod:`agentmetrics.tabular` the table formats); add an entry to support another one."""
+SESSION_FORMATS = tuple(name for name, f in EXPORT_FORMATS.items() if f.write is not None)
+TABLE_FORMATS = tuple(name for name, f in EXPORT_FORMATS.items() if f.write_table is not None)
 
 
 @dataclasses.dataclass
@@ -192,13 +201,13 @@ def export(
 ) -> ExportCounts:
     """Stream all data (or one session) to the open file ``out``; return what was written.
 
-    :param format: a key of :data:`EXPORT_FORMATS` (``json`` or ``jsonl``)
-    :raises ValueError: unknown format
+    :param format: one of :data:`SESSION_FORMATS` (``json``, ``jsonl``, ``otlp``)
+    :raises InvalidValue: not a session format
     :raises UnknownSession: ``session_id`` names no orchestration
     """
-    if format not in EXPORT_FORMATS:
-        raise ValueError(
-            f"Unknown export format {format!r}: use one of {', '.join(EXPORT_FORMATS)}"
+    if format not in SESSION_FORMATS:
+        raise InvalidValue(
+            f"Unknown export format {format!r}: use one of {', '.join(SESSION_FORMATS)}"
         )
     counts = ExportCounts()
     sessions = iter_sessions(db, session_id)

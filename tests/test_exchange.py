@@ -512,3 +512,18 @@ def test_one_entry_per_line_with_a_multiline_entry_falls_back(filled, tmp_path):
     path = write(tmp_path / "mixed.json", "\n".join(lines))
     result = import_files(agentmetrics.open_database(tmp_path / "mixed.db"), [path])
     assert (result.orchestrations.inserted, result.executions.inserted) == (2, 5)
+
+
+def test_one_registry_for_every_export_format(db, tmp_path):
+    """json/jsonl/otlp and csv/parquet are all in EXPORT_FORMATS; each writer refuses
+    the other kind with the library's own error."""
+    from agentmetrics.errors import InvalidValue
+    from agentmetrics.exchange import EXPORT_FORMATS
+    from agentmetrics.tabular import export_table
+
+    assert list(EXPORT_FORMATS) == ["json", "jsonl", "otlp", "csv", "parquet"]
+    with pytest.raises(InvalidValue, match="use one of json, jsonl, otlp$"):
+        export(db, io.StringIO(), "csv")
+    with pytest.raises(InvalidValue, match="use one of csv, parquet$"):
+        export_table(db, "executions", tmp_path / "x.json", "json")
+    assert not (tmp_path / "x.json").exists()
