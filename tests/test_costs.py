@@ -9,8 +9,8 @@ import agentmetrics
 from agentmetrics.cli import cli
 from agentmetrics.config import load_config
 from agentmetrics.errors import ConfigError
-from agentmetrics.reports import costs
 from agentmetrics.plots import cost_chart
+from agentmetrics.reports import costs
 from agentmetrics.reports.cost import VALUE_COLUMNS, cost_rates
 
 RATES = {
