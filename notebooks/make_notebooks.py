@@ -192,7 +192,8 @@ NOTEBOOKS = {
             "## Rates\n\n"
             "The same table as `[costs]` in `agentmetrics.toml`: a default hourly rate, "
             "per-agent hourly rates, and per-model token prices (USD per million tokens). "
-            "Here they are given inline; `reports.costs(DB)` without `rates` reads the file."
+            "Here they are given inline; from the file, they are "
+            "`cost_rates(load_config())` (`agentmetrics.reports.cost`, `agentmetrics.config`)."
         ),
         "rates = {\n"
         '    "default_hourly_rate": 6.0,\n'
@@ -210,16 +211,16 @@ NOTEBOOKS = {
             "runs no model, so its cost comes from time. `method` says which produced each "
             "row's figure, and the `*_cost_usd` columns split it."
         ),
-        "by_agent = reports.costs(DB, rates, since=SINCE, until=NOW)\n"
+        "by_agent = reports.costs(DB, rates=rates, since=SINCE, until=NOW)\n"
         'by_agent[["agent_name", "executions", "time_cost_usd", "token_cost_usd",\n'
         '          "recorded_cost_usd", "cost_usd", "method"]].round(2)',
-        "from agentmetrics.reports.cost import cost_chart\n\n"
+        "from agentmetrics.plots import cost_chart\n\n"
         'fig = cost_chart(by_agent, title="Estimated cost by agent, last 7 days")\nfig',
         md("## Day by day"),
-        'daily = reports.costs(DB, rates, by="day", since=SINCE, until=NOW)\n'
+        'daily = reports.costs(DB, rates=rates, by="day", since=SINCE, until=NOW)\n'
         'daily[["day", "executions", "cost_usd"]].round(2)',
         md("## The most expensive orchestrations"),
-        'by_run = reports.costs(DB, rates, by="orchestration", since=SINCE,\n'
+        'by_run = reports.costs(DB, rates=rates, by="orchestration", since=SINCE,\n'
         "                       until=NOW)\n"
         'by_run[["session_id", "task_description", "executions", "cost_usd"]].head(5).round(2)',
     ],
