@@ -630,3 +630,67 @@ def test_help(command):
     result = invoke(command, "--help")
     assert result.stdout.startswith(f"Usage: cli {command}")
     assert "--db" in result.stdout
+
+
+# -- errors: one home for every exception, one exit code per kind ------------------------
+
+
+def test_every_exception_lives_in_errors():
+    import importlib
+    import inspect
+    import pkgutil
+
+    import agentmetrics.errors
+
+    for info in pkgutil.walk_packages(agentmetrics.__path__, "agentmetrics."):
+        if info.name == "agentmetrics.__main__":
+            continue
+        module = importlib.import_module(info.name)
+        for name, value in vars(module).items():
+            if (
+                inspect.isclass(value)
+                and issubclass(value, BaseException)
+                and not issubclass(value, Warning)  # e.g. db.MissingIndexesWarning
+                and value.__module__ == info.name
+                and not name.startswith("_")
+            ):
+                assert info.name == "agentmetrics.errors", f"{info.name}.{name}"
+    for value in vars(agentmetrics.errors).values():
+        if inspect.isclass(value) and value.__module__ == "agentmetrics.errors":
+            assert issubclass(value, agentmetrics.AgentMetricsError), value
+
+
+def test_exit_codes(recent, tmp_path):
+    """1: a runtime or data error, or a failed gate; 2: a usage or configuration error."""
+    bad_rules = tmp_path / "bad.toml"
+    bad_rules.write_text('[[rules]]\nname = "x"\nmetric = "nope"\nalert = 1\n')
+    bad_toml = tmp_path / "broken.toml"
+    bad_toml.write_text("[costs\n")
+    cases = [
+        (["--db", tmp_path / "missing.db", "list"], 1),
+        (["--db", recent, "show", "nope"], 1),
+        (["--db", recent, "health", "--max-running", "0"], 1),
+        (["--db", recent, "list", "-n", "0"], 2),
+        (["--db", recent, "list", "--no-such-option"], 2),
+        (["--db", recent, "check", "--rules", bad_rules], 2),
+        (["--db", recent, "check", "--rules", tmp_path / "none.toml"], 2),
+        (["--db", recent, "costs", "--config", bad_toml], 2),
+        (["--db", recent, "report", "--rules", bad_rules, "-o", tmp_path / "r.html"], 2),
+    ]
+    for args, code in cases:
+        result = invoke(*args, exit_code=code)
+        assert [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert not (tmp_path / "r.html").exists()
+
+
+@pytest.mark.parametrize("command", ["performance", "costs", "trends", "plot", "report"])
+def test_one_since_until_definition(command):
+    """Every window says what it includes, in the same words (one option definition)."""
+    text = " ".join(invoke(command, "--help").stdout.split())
+    assert text.count("at or after SINCE, before UNTIL; a timestamp or a span like 7d") == 2
+
+
+@pytest.mark.parametrize("command", ["health", "reap", "regressions", "check", "trends", "report"])
+def test_now_option_is_shown(command):
+    """Every command whose answer depends on the current time takes --now (reap's was hidden)."""
+    assert "--now TIME" in invoke(command, "--help").stdout
