@@ -598,9 +598,10 @@ def merge(ctx: click.Context, databases: tuple[str, ...]) -> None:
 @click.argument("days", type=NON_NEGATIVE_NUMBER)
 @click.option("--dry-run", is_flag=True, help="Only count what would be deleted.")
 @click.option("--vacuum", is_flag=True, help="Give the freed space back to the file system.")
+@now_option
 @db_option
 @click.pass_context
-def cleanup(ctx: click.Context, days: float, dry_run: bool, vacuum: bool) -> None:
+def cleanup(ctx: click.Context, days: float, dry_run: bool, vacuum: bool, now: str | None) -> None:
     """Delete orchestrations started more than DAYS days ago, with their executions,
     and standalone executions of the same age (0: everything started before now)."""
     from .cleanup import cleanup as cleanup_
@@ -609,9 +610,9 @@ def cleanup(ctx: click.Context, days: float, dry_run: bool, vacuum: bool) -> Non
     db = read_db(ctx)
     with _Progress("Deleting") as bar:
         if sys.stdout.isatty() and not dry_run:
-            counted = cleanup_(db, days, dry_run=True)
+            counted = cleanup_(db, days, now=now, dry_run=True)
             bar.total(counted.orchestrations + counted.executions + counted.standalone_executions)
-        result = cleanup_(db, days, dry_run=dry_run, progress=bar.update)
+        result = cleanup_(db, days, now=now, dry_run=dry_run, progress=bar.update)
     verb = "Would delete" if dry_run else "Deleted"
     click.echo(
         f"{verb} {result.orchestrations} orchestrations with {result.executions} executions,"
@@ -731,9 +732,10 @@ def costs(
     type=click.Path(dir_okay=False),
     help="Write to this file atomically (for node_exporter's textfile collector).",
 )
+@now_option
 @db_option
 @click.pass_context
-def metrics(ctx: click.Context, stale_after: str, output: str | None) -> None:
+def metrics(ctx: click.Context, stale_after: str, output: str | None, now: str | None) -> None:
     """Print Prometheus metrics (text exposition format).
 
     \b
@@ -741,7 +743,7 @@ def metrics(ctx: click.Context, stale_after: str, output: str | None) -> None:
     """
     from .prometheus import metrics_text
 
-    text = metrics_text(read_db(ctx), stale_after=stale_after)
+    text = metrics_text(read_db(ctx), now=now, stale_after=stale_after)
     if output is None:
         write_exact(text)
         return

@@ -690,7 +690,22 @@ def test_one_since_until_definition(command):
     assert text.count("at or after SINCE, before UNTIL; a timestamp or a span like 7d") == 2
 
 
-@pytest.mark.parametrize("command", ["health", "reap", "regressions", "check", "trends", "report"])
+@pytest.mark.parametrize(
+    "command", ["health", "reap", "regressions", "check", "trends", "report", "metrics", "cleanup"]
+)
 def test_now_option_is_shown(command):
     """Every command whose answer depends on the current time takes --now (reap's was hidden)."""
     assert "--now TIME" in invoke(command, "--help").stdout
+
+
+def test_cleanup_and_metrics_now(filled):
+    """filled's rows are from 2024-03-01: 30 days as of 2024-03-15 keeps them all."""
+    result = invoke("--db", filled, "cleanup", "30", "--dry-run", "--now", "2024-03-15T00:00:00Z")
+    assert result.stdout.startswith("Would delete 0 orchestrations with 0 executions")
+    result = invoke("--db", filled, "cleanup", "30", "--dry-run", "--now", "2024-05-01T00:00:00Z")
+    assert result.stdout.startswith("Would delete 2 orchestrations")
+    # s-2 runs since 2024-03-01: stale a day later, not a minute later.
+    soon = invoke("--db", filled, "metrics", "--now", "2024-03-01T12:01:00Z").stdout
+    later = invoke("--db", filled, "metrics", "--now", "2024-03-02T12:00:00Z").stdout
+    assert 'agentmetrics_stale{kind="orchestration"} 0\n' in soon
+    assert 'agentmetrics_stale{kind="orchestration"} 1\n' in later
