@@ -124,7 +124,7 @@ def test_costs_read_no_config_file(data_path, tmp_path):
 
 
 def test_bad_costs_table_is_a_config_error(tmp_path):
-    with pytest.raises(ConfigError, match=r"\[costs\]: default_hourly_rate must not be negative"):
+    with pytest.raises(ConfigError, match=r"^costs.default_hourly_rate must not be negative"):
         cost_rates({"costs": {"default_hourly_rate": -1}})
 
 

@@ -47,7 +47,7 @@ def test_table_export_onto_a_directory(data_path, tmp_path, fmt):
 
 
 def test_failed_table_export_keeps_the_existing_file(data_path, tmp_path, monkeypatch):
-    import agentmetrics.tabular as tabular
+    from agentmetrics.exchange import EXPORT_FORMATS, ExportFormat
 
     target = tmp_path / "executions.csv"
     target.write_text("yesterday's export\n")
@@ -56,7 +56,7 @@ def test_failed_table_export_keeps_the_existing_file(data_path, tmp_path, monkey
         out.write("half a row")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(tabular, "write_csv", broken)
+    monkeypatch.setitem(EXPORT_FORMATS, "csv", ExportFormat(write_table=broken))
     result = run(data_path, "export", "--format", "csv", "--table", "executions", "-o", target)
     assert result.exit_code == 1
     assert result.output == f"Error: Cannot write {target}: No space left on device\n"
@@ -148,7 +148,7 @@ def test_costs_misspelt_model_price_is_an_error(data_path, tmp_path):
         '[costs.models."m-small"]\ninput_per_milion = 3.0\noutput_per_million = 15.0\n'
     )
     result = run(data_path, "costs", "--config", config)
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # a configuration error
     assert result.output == (
         "Error: Unknown setting 'input_per_milion' in [costs.models.'m-small']:"
         " use input_per_million and output_per_million\n"

@@ -316,10 +316,10 @@ def test_cli_regressions_no_data(db_path, db):
 @pytest.mark.parametrize(
     "args, code, message",
     [
-        (["--recent", "soon"], 1, "Error: --recent: not a duration: 'soon'"),
+        (["--recent", "soon"], 2, "Error: Invalid value for '--recent': not a duration: 'soon'"),
         (["--threshold", "0.5"], 1, "Error: threshold for durations is a ratio above 1"),
         (["--alpha", "2"], 1, "Error: alpha must be between 0 and 1"),
-        (["--min-samples", "0"], 1, "Error: --min-samples must be a whole number > 0"),
+        (["--min-samples", "0"], 2, "'--min-samples': 0 is not in the range x>=1."),
         (["--metric", "p99"], 2, "Invalid value for '--metric'"),
     ],
 )

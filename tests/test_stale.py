@@ -234,13 +234,19 @@ def test_cli_reap_json(runs, db_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--older-than", "soon"], "Error: --older-than: not a duration: 'soon'"),
-        (["--older-than", "0h"], "Error: --older-than: must be longer than zero, got '0h'"),
+        (
+            ["--older-than", "soon"],
+            "Error: Invalid value for '--older-than': not a duration: 'soon'",
+        ),
+        (
+            ["--older-than", "0h"],
+            "Error: Invalid value for '--older-than': must be longer than zero, got '0h'",
+        ),
     ],
 )
 def test_cli_reap_bad_input(runs, db_path, args, message):
     result = invoke(db_path, "reap", *args)
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # a bad option value is a usage error
     assert result.output.startswith(message)
     assert "Traceback" not in result.output
 

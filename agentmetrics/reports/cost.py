@@ -97,7 +97,7 @@ def cost_rates(config: dict[str, Any]) -> dict[str, Any]:
     try:
         return _validate(config.get("costs", {}))
     except InvalidValue as e:
-        raise ConfigError(f"[costs]: {e}") from None
+        raise ConfigError(str(e)) from None
 
 
 def costs(
@@ -239,7 +239,7 @@ def _validate(section: dict[str, Any]) -> dict[str, Any]:
         }
     return {
         "default_hourly_rate": _rate(
-            section.get("default_hourly_rate", DEFAULT_HOURLY_RATE), "default_hourly_rate"
+            section.get("default_hourly_rate", DEFAULT_HOURLY_RATE), "costs.default_hourly_rate"
         ),
         "agents": {name: _rate(rate, f"costs.agents.{name}") for name, rate in agents.items()},
         "models": checked_models,
