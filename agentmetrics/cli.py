@@ -1115,14 +1115,15 @@ def _image_format(fig, output: str) -> str:
 @click.option(
     "-n",
     "--interval",
-    type=POSITIVE_NUMBER,
+    type=_Number(min=0, min_open=True, max=86400),
     default=2.0,
     show_default=True,
-    help="Seconds between refreshes.",
+    help="Seconds between refreshes (at most a day).",
 )
 @click.option(
     "--minutes",
-    type=POSITIVE_NUMBER,
+    # Finished executions are looked up over the last day only (watch.RECENT_LOOKBACK_MINUTES).
+    type=_Number(min=0, min_open=True, max=24 * 60),
     default=15,
     show_default=True,
     help="List executions finished in the last N minutes.",
@@ -1141,15 +1142,8 @@ def watch(
     """
     import shutil
 
-    from .watch import RECENT_LOOKBACK_MINUTES
     from .watch import watch as watch_
 
-    if minutes > RECENT_LOOKBACK_MINUTES:
-        raise click.ClickException(
-            f"--minutes must be at most {RECENT_LOOKBACK_MINUTES} (one day), got {minutes:g}"
-        )
-    if interval > 86400:
-        raise click.ClickException(f"--interval must be at most 86400 (one day), got {interval:g}")
     # Read-only, so the schema is never created here: a file with no agentmetrics
     # tables is a DatabaseError.
     db = open_database(ctx.obj["db_path"], read_only=True)
