@@ -113,7 +113,7 @@ def output_options(fn: Callable) -> Callable:
 
     def wrapper(*args, json_: bool, csv_: bool, **kwargs):
         if json_ and csv_:
-            raise click.UsageError("Use just one of --json or --csv")
+            raise _UsageFailure("Use just one of --json or --csv")
         return fn(*args, fmt="json" if json_ else "csv" if csv_ else "table", **kwargs)
 
     return click.decorators.update_wrapper(wrapper, fn)
@@ -364,7 +364,7 @@ def agent(ctx: click.Context, agent_name: str, list_: bool, limit: int | None, f
         df = reports.agent_stats(read_db(ctx), agent_name, limit=limit)
         emit_report(df, fmt, _EXECUTION_TABLE)
     elif limit is not None:
-        raise click.ClickException("--limit only applies with --list")
+        raise _UsageFailure("--limit only applies with --list")
     else:
         emit_record(reports.agent_summary(read_db(ctx), agent_name), fmt)
 
@@ -528,14 +528,12 @@ def export(
     from .exchange import export as export_
 
     if format_ not in EXPORT_FORMATS:
-        raise click.ClickException(
-            f"Unknown format {format_!r}: use one of {', '.join(EXPORT_FORMATS)}"
-        )
+        raise _UsageFailure(f"Unknown format {format_!r}: use one of {', '.join(EXPORT_FORMATS)}")
     if format_ in TABLE_FORMATS:
         _export_tables(ctx, format_, session_id, table, output)
         return
     if table is not None:
-        raise click.ClickException(f"--table only applies to --format {' or '.join(TABLE_FORMATS)}")
+        raise _UsageFailure(f"--table only applies to --format {' or '.join(TABLE_FORMATS)}")
     db = read_db(ctx)
     if output is None:
         export_(db, sys.stdout, format_, session_id)
@@ -650,11 +648,11 @@ def _export_tables(
     from .tabular import export_table, export_tables, write_csv
 
     if session_id is not None:
-        raise click.ClickException(f"--format {format_} exports whole tables, not one session")
+        raise _UsageFailure(f"--format {format_} exports whole tables, not one session")
     db = read_db(ctx)
     if table is None:
         if output is None:
-            raise click.ClickException(
+            raise _UsageFailure(
                 f"--format {format_} needs --table executions|orchestrations,"
                 " or -o DIRECTORY for both tables"
             )
@@ -664,7 +662,7 @@ def _export_tables(
         rows = export_table(db, table, output, format_)
         click.echo(f"Exported {rows} {table} to {output}", err=True)
     elif format_ == "parquet":
-        raise click.ClickException("--format parquet needs -o FILE (it is a binary format)")
+        raise _UsageFailure("--format parquet needs -o FILE (it is a binary format)")
     else:
         write_csv(db, table, sys.stdout)
 
@@ -1107,7 +1105,7 @@ def _image_format(fig, output: str) -> str:
     supported = fig.canvas.get_supported_filetypes()
     if extension not in supported:
         given = f"Format {extension!r} is not supported" if extension else "No file extension"
-        raise click.ClickException(f"{given}: use one of {', '.join(sorted(supported))}")
+        raise _UsageFailure(f"{given}: use one of {', '.join(sorted(supported))}")
     return extension
 
 

@@ -97,7 +97,7 @@ def test_export_errors(filled, tmp_path):
     assert not (tmp_path / "x.json").exists()
     fail("--db", filled, "export", "nope", "-o", tmp_path / "x.json")
     assert list(tmp_path.glob("x.json*")) == []
-    assert "Unknown format 'xml'" in fail("--db", filled, "export", "--format", "xml")
+    assert "Unknown format 'xml'" in fail("--db", filled, "export", "--format", "xml", exit_code=2)
     missing = tmp_path / "missing.db"
     assert fail("--db", missing, "export") == f"Error: No database found at {missing}"
     assert not missing.exists()
@@ -449,7 +449,7 @@ def test_health_now(recent):
             "Error: Invalid value for '-n' / '--limit': 0 is not in the range x>=1.",
             2,
         ),
-        (["agent", "backend", "-n", "3"], "Error: --limit only applies with --list", 1),
+        (["agent", "backend", "-n", "3"], "Error: --limit only applies with --list", 2),
         (["show", "nope"], "Error: No orchestration with session id 'nope'", 1),
         (["executions", "nope"], "Error: No orchestration with session id 'nope'", 1),
         (["agent", "nobody"], "Error: No executions of agent 'nobody'", 1),
@@ -464,7 +464,7 @@ def test_report_errors(recent, args, message, code):
 
 def test_json_and_csv_together_is_a_usage_error(recent):
     result = invoke("--db", recent, "list", "--json", "--csv", exit_code=2)
-    assert "Use just one of --json or --csv" in result.output
+    assert result.output == "Error: Use just one of --json or --csv\n"
 
 
 READ_COMMANDS = [

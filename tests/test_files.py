@@ -227,7 +227,7 @@ def test_missing_folder_is_one_line(data_path, tmp_path):
 @pytest.mark.parametrize("name", ["chart", "chart.nope"])
 def test_plot_format_checked_before_writing(data_path, tmp_path, name):
     result = run(data_path, "plot", "trends", *WINDOW, "-o", tmp_path / name)
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # a bad -o value is a usage error
     given = "No file extension" if name == "chart" else "Format 'nope' is not supported"
     assert result.output.startswith(f"Error: {given}: use one of ")
     assert "png" in result.output and "svg" in result.output

@@ -168,7 +168,7 @@ def test_cli_plot_svg_for_one_agent(demo_path, tmp_path):
             "Error: Nothing to plot: no matching executions in this window",
         ),
         (["plot", "trends", "-o", "x.png", "--agent", "nobody"], 1, "Error: Nothing to plot"),
-        (["plot", "trends", "-o", "x.nope"], 1, "Error: Format 'nope' is not supported"),
+        (["plot", "trends", "-o", "x.nope"], 2, "Error: Format 'nope' is not supported"),
         (["plot", "trends", "-o", "x.png", "--freq", "Y"], 1, "Error: Unknown freq 'Y'"),
         (["plot", "failures", "-o", "x.png", "--since", "soon"], 1, "Error: not a time: 'soon'"),
         # 100000 dpi was a MemoryError traceback.

@@ -112,8 +112,10 @@ def test_parquet_without_pyarrow(data_path, tmp_path, monkeypatch):
     ],
 )
 def test_errors(data_path, args, message):
+    """Options that do not go together are usage errors: one line, exit 2."""
     result = invoke(data_path, *args)
-    assert result.exit_code == 1
+    assert result.exit_code == 2
+    assert len(result.output.splitlines()) == 1
     assert result.output.startswith(message)
 
 
