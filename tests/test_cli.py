@@ -709,3 +709,22 @@ def test_cleanup_and_metrics_now(filled):
     later = invoke("--db", filled, "metrics", "--now", "2024-03-02T12:00:00Z").stdout
     assert 'agentmetrics_stale{kind="orchestration"} 0\n' in soon
     assert 'agentmetrics_stale{kind="orchestration"} 1\n' in later
+
+
+# -- limits beyond SQLite's integers -------------------------------------------------------
+
+
+HUGE_LIMIT = "99999999999999999999"  # more than SQLite's largest integer
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["list", "-n", HUGE_LIMIT, "--csv"],
+        ["failures", HUGE_LIMIT, "--csv"],
+        ["agent", "coder", "--list", "-n", HUGE_LIMIT, "--csv"],
+    ],
+)
+def test_huge_limits_mean_everything(small, args):
+    output = invoke("--db", small, *args).output
+    assert len(output.splitlines()) - 1 == (2 if args[0] == "agent" else 1)

@@ -3,6 +3,7 @@ import json
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from conftest import cli_result
 from dashboard_data import build
 
 import agentmetrics
@@ -279,3 +280,42 @@ def test_cost_usd_alert_rule(data_path, tmp_path):
     # All five finished executions: 0.1 + 0.4 + 0.0105 + 0.25 + 1.0; the reviewer: 0.4.
     assert results["value"].tolist() == pytest.approx([1.7605, 0.4])
     assert results["status"].tolist() == ["warn", "ok"]
+
+
+# -- costs: bad windows and half-priced models ---------------------------------------------
+
+
+def test_costs_since_after_until_is_an_error(data_path):
+    from agentmetrics.reports import costs
+
+    with pytest.raises(ValueError, match=r"since \(2026-03-02.*\) is after until \(2026-03-01"):
+        costs(data_path, {}, since="2026-03-02", until="2026-03-01")
+    result = cli_result(
+        "--db", data_path, "costs", "--since", "2026-03-02", "--until", "2026-03-01"
+    )
+    assert result.exit_code == 1
+    assert result.output == (
+        "Error: since (2026-03-02T00:00:00.000Z) is after until (2026-03-01T00:00:00.000Z)\n"
+    )
+
+
+def test_costs_misspelt_model_price_is_an_error(data_path, tmp_path):
+    config = tmp_path / "rates.toml"
+    config.write_text(
+        '[costs.models."m-small"]\ninput_per_milion = 3.0\noutput_per_million = 15.0\n'
+    )
+    result = cli_result("--db", data_path, "costs", "--config", config)
+    assert result.exit_code == 2  # a configuration error
+    assert result.output == (
+        "Error: Unknown setting 'input_per_milion' in [costs.models.'m-small']:"
+        " use input_per_million and output_per_million\n"
+    )
+
+
+def test_costs_model_price_with_one_side_only(data_path):
+    from agentmetrics.reports import costs
+
+    # dashboard_data: a-3 (coder, model m-small) used 1000 input and 500 output tokens.
+    df = costs(data_path, {"models": {"m-small": {"output_per_million": 10.0}}})
+    coder = df.set_index("agent_name").loc["coder"]
+    assert coder["token_cost_usd"] == pytest.approx(500 * 10.0 / 1e6)

@@ -5,6 +5,7 @@ import sqlite3
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import cli_result, no_traceback
 
 import agentmetrics
 from agentmetrics import reports
@@ -342,3 +343,21 @@ def test_cli_demo_defaults_to_the_configured_database(tmp_path):
     result = CliRunner().invoke(cli, ["demo", "--orchestrations", "10", "--now", NOW])
     assert result.exit_code == 0, result.output
     assert rows(tmp_path / "monitoring.db", "SELECT count(*) FROM orchestrations") == [(10,)]
+
+
+# -- demo: days back to the year 1 ---------------------------------------------------------
+
+
+def test_demo_days_before_year_one(tmp_path):
+    with pytest.raises(ValueError, match="before the year 1"):
+        build_demo(tmp_path / "a.db", days=800_000, now="2026-01-01")
+    result = cli_result("demo", "--db", tmp_path / "b.db", "--days", "1e9")
+    no_traceback(result, 1)
+    assert "Error: days must not reach back before the year 1" in result.output
+    assert not (tmp_path / "b.db").exists()
+
+
+def test_demo_days_ok_near_year_one(tmp_path):
+    built = build_demo(tmp_path / "a.db", days=1, orchestrations=2, now="0001-01-02T12:00:00Z")
+    assert built["orchestrations"] == 2
+    assert dt.datetime.fromisoformat(built["now"][:-1]).year == 1

@@ -4,10 +4,13 @@ import re
 import uuid
 
 import pytest
+import sqlite_utils
+from conftest import SMALL_NOW, SMALL_T0, make_original_db
 
 import agentmetrics
 from agentmetrics.errors import AlreadyFinished, DuplicateSession, InvalidValue, UnknownSession
 from agentmetrics.monitor import Monitor
+from agentmetrics.reports import system_health
 
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 SQLITE_DATETIME = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$")
@@ -472,3 +475,20 @@ def test_one_list_of_execution_fields(monitor, db):
     monitor.start_agent_execution("typo", "coder")
     with pytest.raises(InvalidValue, match="Unknown execution field.*: file_created"):
         monitor.complete_agent_execution("typo", "completed", file_created=1)
+
+
+# -- a plain sqlite_utils.Database ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("original", [False, True])
+def test_monitor_on_a_plain_sqlite_utils_database(db_path, original):
+    if original:  # the original's schema: no model/cost columns yet
+        make_original_db(db_path)
+    db = sqlite_utils.Database(db_path)
+    monitor = agentmetrics.Monitor(db, clock=Clock(SMALL_T0))
+    monitor.start_agent_execution("a", "coder")
+    monitor.clock.now = SMALL_T0 + dt.timedelta(seconds=2)
+    monitor.complete_agent_execution("a", "completed", model="m", cost_usd=0.5)
+    row = system_health(db, now=SMALL_NOW).iloc[0]
+    assert (row["completed_executions"], row["avg_duration_ms"]) == (1, 2000)
+    db.close()

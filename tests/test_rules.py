@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import cli_result, no_traceback
 
 import agentmetrics.notify
 from agentmetrics import rules
@@ -795,3 +796,60 @@ def test_check_bad_webhook_url_is_not_printed(data, db_path, url, shown):
     assert result.exit_code == 2
     assert shown in result.output
     assert "XXsecretXX" not in result.output and "T0001" not in result.output
+
+
+# -- rules: huge windows, thresholds TOML accepts but no rule can use ----------------------
+
+
+def test_check_huge_window(db, db_path, tmp_path):
+    rules = tmp_path / "rules.toml"
+    rules.write_text(
+        '[[rules]]\nname = "a"\nmetric = "failed_executions"\nalert = 0\nwindow = "1000000d"\n'
+        '[[rules]]\nname = "b"\nmetric = "stale_running"\nalert = 0\nolder_than = "1000000d"\n'
+    )
+    result = cli_result("--db", db_path, "check", "--rules", rules)
+    no_traceback(result, 0)
+    assert result.output.count(" ok ") == 2
+
+
+def check_with(db_path, tmp_path, text, *args):
+    rules = tmp_path / "rules.toml"
+    rules.write_text(text)
+    return cli_result("--db", db_path, "check", "--rules", rules, *args)
+
+
+RULE = '[[rules]]\nname = "r"\nmetric = "{metric}"\n{extra}\n'
+
+
+@pytest.mark.parametrize(
+    "metric,extra,message",
+    [
+        # TOML has nan and inf; a nan threshold never compared true: a silent dead rule.
+        ("success_rate", "warn = nan", "line 4: rule 1 ('r'): warn: must be a number, got nan"),
+        ("p95_duration_ms", "alert = inf", "alert: not a duration: inf"),
+        ("failed_executions", "alert = -inf", "alert: must be a number, got -inf"),
+        ("regressions", "alert = 0\nthreshold = nan", "threshold: must be a number, got nan"),
+        ("regressions", "alert = 0\nalpha = nan", "alpha: must be a number, got nan"),
+        ("[1, 2]", "alert = 0", "metric: unknown metric"),
+    ],
+)
+def test_check_rejects_unusable_values(db, db_path, tmp_path, metric, extra, message):
+    text = RULE.format(metric=metric, extra=extra)
+    if metric.startswith("["):
+        text = text.replace('"[1, 2]"', "[1, 2]")
+    result = check_with(db_path, tmp_path, text)
+    no_traceback(result, 2)
+    assert message in result.output
+
+
+@pytest.mark.parametrize("url", ["http://[::1", "http://127.0.0.1:99999/hook"])
+def test_check_notify_malformed_url(db, db_path, tmp_path, url):
+    result = check_with(
+        db_path,
+        tmp_path,
+        RULE.format(metric="failed_executions", extra="alert = 0"),
+        "--notify",
+        url,
+    )
+    no_traceback(result, 2)
+    assert "Invalid value for '--notify': not a valid URL" in result.output
