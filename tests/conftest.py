@@ -132,13 +132,16 @@ SMALL_NOW = SMALL_T0 + dt.timedelta(hours=1)
 @pytest.fixture
 def small(db_path):
     """Orchestration s (failed): coder a1 completed in 1 s, coder a2 still running."""
-    moments = iter(SMALL_T0 + dt.timedelta(seconds=s) for s in (0, 0, 1, 2, 3))
-    m = agentmetrics.Monitor(db_path, clock=lambda: next(moments))
+    now = [SMALL_T0]
+    m = agentmetrics.Monitor(db_path, clock=lambda: now[0])
     m.start_orchestration("s", "task", total_tasks=2)
     orchestration_id = m.db.execute("SELECT id FROM orchestrations").fetchone()[0]
     m.start_agent_execution("a1", "coder", orchestration_id=orchestration_id)
+    now[0] = SMALL_T0 + dt.timedelta(seconds=1)
     m.complete_agent_execution("a1", "completed")
+    now[0] = SMALL_T0 + dt.timedelta(seconds=2)
     m.start_agent_execution("a2", "coder", orchestration_id=orchestration_id)
+    now[0] = SMALL_T0 + dt.timedelta(seconds=3)
     m.complete_orchestration("s", "failed")
     m.close()
     return db_path
