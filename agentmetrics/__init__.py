@@ -4,7 +4,11 @@ from .db import open_database
 from .errors import AgentMetricsError
 from .monitor import AgentRun, Monitor, Orchestration, get_monitor
 
+# The name on the package index (its `agentmetrics` is an unrelated project).
+DISTRIBUTION = "agentmetrics-sqlite"
+
 __all__ = [
+    "DISTRIBUTION",
     "AgentMetricsError",
     "AgentRun",
     "Monitor",

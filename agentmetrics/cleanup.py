@@ -10,11 +10,11 @@ import dataclasses
 import datetime as dt
 import math
 import os
-import time
 from collections.abc import Callable
 
 from sqlite_utils import Database
 
+from .batching import BatchSize
 from .db import using_database, write_transaction
 from .reports._common import resolve_now
 from .timestamps import before, to_iso
@@ -25,7 +25,6 @@ DEFAULT_BATCH_SIZE = 500
 # a bare DELETE, 0.6 s 2.3-2.7x), and a tracker waiting behind one still gets in
 # well within 1.5 s (0.83 s worst measured).
 TARGET_LOCK_SECONDS = 1.0
-MAX_GROWTH = 64
 # A batch touches pages all over the random-key indexes (id, agent_session_id);
 # a bigger page cache for the duration keeps them in memory between batches.
 CACHE_KIB = 128 * 1024
@@ -103,10 +102,9 @@ def _delete(
     result: CleanupResult,
     progress: Callable[[int], None] | None,
 ) -> None:
-    size = batch_size
+    batches = BatchSize(batch_size, TARGET_LOCK_SECONDS)
     while True:
-        started = time.perf_counter()
-        with write_transaction(db):
+        with batches.timed() as size, write_transaction(db):
             ids = [r[0] for r in db.execute(_ORCHESTRATION_BATCH, {**params, "limit": size})]
             if not ids:
                 break
@@ -119,13 +117,11 @@ def _delete(
             db.execute(f"DELETE FROM orchestrations WHERE id IN ({marks})", ids)
         result.orchestrations += len(ids)
         result.executions += executions
-        size = _next_size(size, batch_size, time.perf_counter() - started)
         if progress is not None:
             progress(len(ids) + executions)
-    size = batch_size * 10  # an orchestration is about ten executions
+    batches = BatchSize(batch_size * 10, TARGET_LOCK_SECONDS)  # ~ten executions each
     while True:
-        started = time.perf_counter()
-        with write_transaction(db):
+        with batches.timed() as size, write_transaction(db):
             deleted = db.execute(
                 f"DELETE FROM agent_executions WHERE rowid IN ({_STANDALONE_BATCH})",
                 {**params, "limit": size},
@@ -133,23 +129,8 @@ def _delete(
         if not deleted:
             break
         result.standalone_executions += deleted
-        size = _next_size(size, batch_size * 10, time.perf_counter() - started)
         if progress is not None:
             progress(deleted)
-
-
-def _next_size(size: int, initial: int, seconds: float) -> int:
-    """Grow batches that hold the write lock briefly, shrink long ones.
-
-    Each commit has a fixed cost (a WAL checkpoint rewrites the index pages the
-    batch touched, and the random-key indexes are touched all over), so larger
-    batches delete faster; the target keeps other writers' waits short.
-    """
-    if seconds < TARGET_LOCK_SECONDS / 2:
-        return min(size * 2, initial * MAX_GROWTH)
-    if seconds > TARGET_LOCK_SECONDS:
-        return max(size // 2, initial)
-    return size
 
 
 def _count(db: Database, params: dict[str, str], result: CleanupResult) -> None:

@@ -13,8 +13,15 @@ import click
 import pandas as pd
 from sqlite_utils import Database
 
+from . import DISTRIBUTION
 from .atomic import atomic_file
-from .db import DEFAULT_PATH, ENV_VAR, MissingIndexesWarning, open_database
+from .db import (
+    DEFAULT_PATH,
+    ENV_VAR,
+    MissingIndexesWarning,
+    PendingWritesWarning,
+    open_database,
+)
 from .errors import AgentMetricsError, ConfigError, InvalidValue
 from .reports.regression import METRICS as REGRESSION_METRICS
 from .timestamps import positive_duration
@@ -48,7 +55,7 @@ class _Group(click.Group):
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="agentmetrics")
+@click.version_option(package_name=DISTRIBUTION)
 @click.option(
     "-d",
     "--db",
@@ -87,6 +94,7 @@ def read_db(ctx: click.Context) -> Database:
     """
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", MissingIndexesWarning)
+        warnings.simplefilter("always", PendingWritesWarning)
         db = open_database(ctx.obj["db_path"], create=False)
     ctx.call_on_close(db.close)
     for warning in caught:
@@ -458,16 +466,17 @@ def health(
 
 
 @cli.command()
-@window_options("since", "until")
+@window_options("since", "until", "agent", "now")
 @db_option
 @output_options
 @click.pass_context
-def performance(ctx: click.Context, since: str | None, until: str | None, fmt: str) -> None:
+def performance(ctx: click.Context, fmt: str, **window) -> None:
     """Performance of every agent: success rate and duration percentiles."""
     from . import reports
 
-    df = reports.performance_report(read_db(ctx), since=since, until=until)
-    columns = [c for c in df.columns if c not in ("min_duration_ms", "files_modified")]
+    df = reports.performance_report(read_db(ctx), **window)
+    hidden = ("finished", "in_progress", "min_duration_ms", "files_modified")
+    columns = [c for c in df.columns if c not in hidden]
     emit_report(df, fmt, columns, empty="No agent executions recorded.")
 
 
@@ -567,12 +576,13 @@ def import_(ctx: click.Context, files: tuple[str, ...]) -> None:
 
     Rows are matched by session id: a stored row is replaced only by one further
     along (finished beats running; a later completed_at wins). A malformed file is
-    rejected whole and nothing is imported.
+    rejected whole and nothing is imported. Rows are written in short transactions
+    (trackers keep writing meanwhile); an interrupted import completes when run again.
     """
     from .exchange import import_files
 
     with _Progress("Importing") as bar:
-        result = import_files(write_db(ctx), files, progress=bar.update, on_total=bar.total)
+        result = import_files(ctx.obj["db_path"], files, progress=bar.update, on_total=bar.total)
     _print_import(result)
 
 
@@ -588,7 +598,9 @@ def merge(ctx: click.Context, databases: tuple[str, ...]) -> None:
     from .exchange import merge_databases
 
     with _Progress("Merging") as bar:
-        result = merge_databases(write_db(ctx), databases, progress=bar.update, on_total=bar.total)
+        result = merge_databases(
+            ctx.obj["db_path"], databases, progress=bar.update, on_total=bar.total
+        )
     _print_import(result)
 
 
@@ -639,6 +651,35 @@ def upgrade(ctx: click.Context) -> None:
         click.echo(f"Built {len(timings)} report indexes in {sum(timings.values()):.1f}s")
 
 
+@cli.command()
+@db_option
+@click.pass_context
+def flush(ctx: click.Context) -> None:
+    """Apply the tracking writes kept in DB.pending.jsonl while the database was unavailable.
+
+    Any tracking write applies them too; this is for when no tracker runs any more.
+    """
+    from .monitor import Monitor
+    from .pending import count_kept
+
+    path = ctx.obj["db_path"]
+    kept = count_kept(path)
+    if not kept:
+        click.echo(f"No tracking writes wait for {path}")
+        return
+    monitor = Monitor(path, strict=True)
+    try:
+        waiting = monitor.flush()
+    finally:
+        monitor.close()
+    if waiting:
+        raise click.ClickException(
+            f"{waiting:,} tracking writes still wait for {path}: is the database locked or"
+            " read-only?"
+        )
+    click.echo(f"Applied {kept:,} tracking writes to {path}")
+
+
 # -- costs, metrics, watch and report (dashboard and integrations) ---------------------
 
 
@@ -675,7 +716,7 @@ def _export_tables(
     show_default=True,
     help="Group the costs by agent, UTC day or orchestration.",
 )
-@window_options("since", "until")
+@window_options("since", "until", "agent", "now")
 @click.option(
     "--config",
     "config_path",
@@ -688,10 +729,9 @@ def _export_tables(
 def costs(
     ctx: click.Context,
     by: str,
-    since: str | None,
-    until: str | None,
     config_path: str | None,
     fmt: str,
+    **window,
 ) -> None:
     """Estimated cost of finished executions, and how each figure was produced.
 
@@ -708,18 +748,20 @@ def costs(
     from .reports.cost import costs as costs_
 
     rates = cost_rates(load_config(config_path))
-    df = costs_(read_db(ctx), rates=rates, since=since, until=until, by=by)
+    df = costs_(read_db(ctx), rates=rates, by=by, **window)
     if fmt != "table":
         emit(df, fmt)
         return
-    shown = df.drop(columns=["time_executions", "token_executions", "recorded_executions"])
+    shown = df.drop(columns=["time_priced", "token_priced", "recorded_priced"])
     if by == "orchestration":
         shown = shown.drop(columns=["orchestration_id"]).fillna({"session_id": "(none)"})
+    elif by == "day":
+        shown["day"] = shown["day"].dt.strftime("%Y-%m-%d")
     money = {c: format_usd for c in shown.columns if c.endswith("cost_usd")}
     emit(shown, fmt, {**_formatters(shown), **money}, empty="No finished executions.")
     if len(df):
         total = format_usd(df["cost_usd"].sum())
-        click.echo(f"\nTotal: {total} over {df['executions'].sum()} executions")
+        click.echo(f"\nTotal: {total} over {df['finished'].sum()} finished executions")
 
 
 @cli.command()
@@ -730,18 +772,33 @@ def costs(
     type=click.Path(dir_okay=False),
     help="Write to this file atomically (for node_exporter's textfile collector).",
 )
+@click.option(
+    "--label",
+    "labels",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="A constant label for every series (repeatable), e.g. db=runner-3.",
+)
 @now_option
 @db_option
 @click.pass_context
-def metrics(ctx: click.Context, stale_after: str, output: str | None, now: str | None) -> None:
+def metrics(
+    ctx: click.Context,
+    stale_after: str,
+    output: str | None,
+    labels: tuple[str, ...],
+    now: str | None,
+) -> None:
     """Print Prometheus metrics (text exposition format).
 
     \b
     agentmetrics metrics -o /var/lib/node_exporter/textfile/agentmetrics.prom
+    agentmetrics metrics --label db=runner-3 -o /var/lib/node_exporter/textfile/runner-3.prom
     """
-    from .prometheus import metrics_text
+    from .prometheus import metrics_text, parse_labels
 
-    text = metrics_text(read_db(ctx), now=now, stale_after=stale_after)
+    constant = parse_labels(labels)
+    text = metrics_text(read_db(ctx), now=now, stale_after=stale_after, labels=constant)
     if output is None:
         write_exact(text)
         return
@@ -750,26 +807,36 @@ def metrics(ctx: click.Context, stale_after: str, output: str | None, now: str |
         out.write(text)
 
 
+@cli.command(name="datasette-metadata")
+@db_option
+@click.pass_context
+def datasette_metadata(ctx: click.Context) -> None:
+    """Print Datasette metadata for the database: internal tables hidden, newest first,
+    column descriptions and units, canned queries (health, failures, slowest agents).
+
+    \b
+    agentmetrics --db monitoring.db datasette-metadata > metadata.json
+    datasette monitoring.db -m metadata.json
+    """
+    from .datasette import datasette_metadata as metadata
+
+    read_db(ctx)  # a missing or foreign file is an error, as for every read
+    write_exact(json.dumps(metadata(ctx.obj["db_path"]), indent=2) + "\n")
+
+
 # -- stale runs, regressions and alerting rules ------------------------------------------
 
 
 @cli.command()
-@click.option(
-    "--older-than",
-    default="6h",
-    show_default=True,
-    callback=_duration_text,
-    metavar="DURATION",
-    help="Reap runs with no sign of life for this long (90m, 6h, 2d).",
-)
+@stale_after_option
 @click.option("--dry-run", is_flag=True, help="Only list what would be reaped.")
 @now_option
 @output_options
 @db_option
 @click.pass_context
-def reap(ctx: click.Context, older_than: str, dry_run: bool, now: str | None, fmt: str) -> None:
+def reap(ctx: click.Context, stale_after: str, dry_run: bool, now: str | None, fmt: str) -> None:
     """Close stale runs as failed: orchestrations still running and executions still
-    in progress with no sign of life for --older-than (a crashed process).
+    in progress with no sign of life for --stale-after (a crashed process).
 
     Each gets completed_at = its last sign of life and an "abandoned: ..." message;
     a reaped orchestration's task counts are recounted from its executions; finished
@@ -778,7 +845,7 @@ def reap(ctx: click.Context, older_than: str, dry_run: bool, now: str | None, fm
     from .formatting import format_duration
     from .maintenance import reap as reap_
 
-    runs = reap_(read_db(ctx), older_than, now=now, dry_run=dry_run)
+    runs = reap_(read_db(ctx), stale_after=stale_after, now=now, dry_run=dry_run)
     if fmt != "table":
         emit(runs, fmt)
         return
@@ -786,7 +853,7 @@ def reap(ctx: click.Context, older_than: str, dry_run: bool, now: str | None, fm
     verb = "Would reap" if dry_run else "Reaped"
     click.echo(
         f"{verb} {kinds.get('orchestration', 0)} orchestrations and"
-        f" {kinds.get('execution', 0)} executions with no sign of life for {older_than}"
+        f" {kinds.get('execution', 0)} executions with no sign of life for {stale_after}"
     )
     if len(runs):
         shown = runs[["kind", "session_id", "agent_name", "last_seen_at", "age_ms"]]
@@ -1035,7 +1102,7 @@ def trends(ctx: click.Context, freq: str, by_agent: bool, fmt: str, **window) ->
     """Executions, success rate and p50/p95 duration per hour, day or week."""
     from . import reports
 
-    df = reports.trends(read_db(ctx), freq, by_agent=by_agent, **window)
+    df = reports.trends(read_db(ctx), freq=freq, by_agent=by_agent, **window)
     emit_report(df, fmt, empty="No agent executions in this window.")
 
 
@@ -1074,11 +1141,11 @@ def plot(ctx: click.Context, chart: str, output: str, freq: str, dpi: int, **win
 
     db = read_db(ctx)
     if chart == "trends":
-        df = reports.trends(db, freq, **window)
+        df = reports.trends(db, freq=freq, **window)
         fig = plots.plot_trends(df)
         empty = not df["executions"].any()
     elif chart == "durations":
-        df = reports.trends(db, freq, by_agent=True, **window)
+        df = reports.trends(db, freq=freq, by_agent=True, **window)
         fig = plots.plot_durations(df)
         empty = not df["executions"].any()
     elif chart == "failures":

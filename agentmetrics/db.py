@@ -20,6 +20,7 @@ from sqlite_utils import Database
 
 from .errors import DatabaseError, ForeignDatabase, NotADatabase, ReadOnlyDatabase
 from .migrations import EXTRA_COLUMNS, migrations, missing_indexes
+from .pending import SUFFIX, count_kept
 
 DEFAULT_PATH = "monitoring.db"
 ENV_VAR = "AGENTMETRICS_DB"
@@ -43,6 +44,10 @@ def default_path() -> str:
 
 class MissingIndexesWarning(UserWarning):
     """A large file lacks the report indexes: reports work, only slower."""
+
+
+class PendingWritesWarning(UserWarning):
+    """Tracking writes wait in the journal beside the file: reports do not include them."""
 
 
 def _stderr(message: str) -> None:
@@ -104,14 +109,24 @@ def open_database(
             db.close()
         if not isinstance(e, sqlite3.DatabaseError):
             raise
-        if not read_only and ("readonly" in str(e) or "unable to open" in str(e)):
+        if not read_only and (refused_write(e) or "unable to open" in str(e)):
             return open_database(
                 path, read_only=True, allow_foreign=allow_foreign, busy_timeout_ms=busy_timeout_ms
             )
         raise DatabaseError(f"Cannot open {path}: {e}") from None
     if not create and not read_only:  # read commands, on a file they could upgrade
         _warn_if_indexes_missing(db, path)
+    if reading:
+        _warn_if_writes_pending(path)
     return db
+
+
+def refused_write(error: BaseException) -> bool:
+    """Whether SQLite refused a write because the database is read-only: the file or
+    connection, or the read-only shim of an original file (:func:`_shim_missing_columns`,
+    whose views say "is a view")."""
+    message = str(error)
+    return "readonly" in message or "because it is a view" in message
 
 
 def ensure_database(db: str | os.PathLike[str] | Database, **kwargs) -> Database:
@@ -131,7 +146,7 @@ def ensure_database(db: str | os.PathLike[str] | Database, **kwargs) -> Database
             try:
                 _upgrade_implicitly(db)
             except sqlite3.OperationalError as e:
-                if "readonly" not in str(e):
+                if not refused_write(e):
                     raise DatabaseError(f"Cannot upgrade the schema of {name}: {e}") from None
         return db
     return open_database(db, **kwargs)
@@ -197,7 +212,7 @@ def upgrade(
                 with write_transaction(database), _big_cache(database):
                     database.execute(sql)
             except sqlite3.OperationalError as e:
-                if "readonly" in str(e):
+                if refused_write(e):
                     raise ReadOnlyDatabase(
                         f"{name} is read-only: cannot build the report indexes"
                     ) from None
@@ -423,6 +438,17 @@ def _warn_if_indexes_missing(db: Database, path: str) -> None:
         MissingIndexesWarning,
         stacklevel=3,
     )
+
+
+def _warn_if_writes_pending(path: str) -> None:
+    kept = count_kept(path)
+    if kept:
+        warnings.warn(
+            f"{kept:,} tracking writes wait in {path}{SUFFIX} and are not in these numbers;"
+            " `agentmetrics flush` applies them",
+            PendingWritesWarning,
+            stacklevel=3,
+        )
 
 
 def _table_rows(db: Database) -> dict[str, int]:

@@ -1,24 +1,30 @@
 """Moving data between databases: streaming export, import of exports, merge of files.
 
-An export is either JSON in the original tool's shape (a list of orchestrations, each
-with an ``executions`` list; one session as ``{"orchestration": ..., "executions": [...]}``)
-or JSON Lines: one object per line with a ``type`` of ``orchestration`` or
-``execution``, each orchestration followed by its executions. Executions without an
-orchestration come last: in JSON as one entry whose orchestration fields are all null,
-in JSON Lines as ``execution`` lines with a null ``orchestration_id``.
+An export is either JSON in the original tool's shape (a list of orchestrations, newest
+first, each with an ``executions`` list in start order; ``self_healed`` as true/false; one
+session as ``{"orchestration": ..., "executions": [...]}``) or JSON Lines: one object per
+line with a ``type`` of ``orchestration`` or ``execution``, each orchestration followed
+by its executions, in the same order. Executions without an orchestration come last: in
+JSON as one entry whose orchestration fields are all null, in JSON Lines as
+``execution`` lines with a null ``orchestration_id``.
 
 Import matches rows by ``session_id`` / ``agent_session_id``: an incoming row replaces
 the stored one only when it is further along (finished beats running; a later
 ``completed_at`` beats an earlier one), otherwise it is skipped. Every file is
 validated completely before anything is written, so a malformed file imports nothing.
+Rows are then written in short transactions, each holding whole orchestrations with
+their executions; the matching rules make running an interrupted import again
+complete it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import math
 import os
+import re
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -26,7 +32,8 @@ from typing import IO, Any
 
 from sqlite_utils import Database
 
-from .db import open_database, using_database, write_transaction
+from .batching import BatchSize
+from .db import ensure_database, open_database, using_database, write_transaction
 from .errors import AgentMetricsError, InvalidExport, InvalidValue, UnknownSession
 from .migrations import COLUMN_TYPES, EXECUTION_COLUMNS, ORCHESTRATION_COLUMNS
 from .monitor import EXECUTION_STATUSES, ORCHESTRATION_STATUSES
@@ -45,20 +52,21 @@ def _select(alias: str, columns: Iterable[str]) -> str:
     return ", ".join(f"{alias}.{c}" for c in columns)
 
 
+# Newest first, as the original exports.
 _ORCHESTRATIONS_SQL = f"""
 SELECT {_select("o", ORCHESTRATION_COLUMNS)} FROM orchestrations o {{where}}
-ORDER BY o.started_at, o.rowid
+ORDER BY o.started_at DESC, o.rowid DESC
 """
 # The same order, so one pass over both cursors pairs each orchestration with its
 # executions without repeating the orchestration's columns on every row. Ordering by
-# (started_at, rowid) is the started_at index's own order, and CROSS JOIN keeps the
-# orchestrations outside, each one's executions read in order from the
+# (started_at, rowid) is the started_at index's own order (read backwards), and CROSS
+# JOIN keeps the orchestrations outside, each one's executions read in order from the
 # (orchestration_id, started_at) index: no sort of the whole table (1.7x faster on a
 # million executions).
 _EXECUTIONS_SQL = f"""
 SELECT o.id, {_select("e", EXECUTION_COLUMNS)}
 FROM orchestrations o CROSS JOIN agent_executions e ON e.orchestration_id = o.id {{where}}
-ORDER BY o.started_at, o.rowid, e.started_at, e.rowid
+ORDER BY o.started_at DESC, o.rowid DESC, e.started_at, e.rowid
 """
 
 # Executions with no orchestration, and (in files written without foreign keys)
@@ -74,7 +82,9 @@ ORDER BY e.started_at, e.agent_session_id
 def iter_sessions(
     db: str | os.PathLike[str] | Database, session_id: str | None = None
 ) -> Iterator[Session]:
-    """Yield every orchestration with its executions, oldest first, from one cursor.
+    """Yield every orchestration with its executions, newest first, from one cursor.
+
+    Executions come in start order, with ``self_healed`` as a bool (None if unset).
 
     The standalone executions come last, as ``(None, executions)``, in batches so
     memory stays flat. With ``session_id`` only that orchestration is yielded.
@@ -92,7 +102,7 @@ def iter_sessions(
             orchestration = dict(zip(ORCHESTRATION_COLUMNS, values, strict=True))
             executions = []
             while row is not None and row[0] == values[0]:
-                executions.append(dict(zip(EXECUTION_COLUMNS, row[1:], strict=True)))
+                executions.append(_execution(row[1:]))
                 row = next(rows, None)
             yield orchestration, executions
         if session_id and not found:
@@ -101,7 +111,18 @@ def iter_sessions(
             return
         cursor = opened.conn.execute(_STANDALONE_SQL)
         while batch := cursor.fetchmany(10_000):
-            yield None, [dict(zip(EXECUTION_COLUMNS, row, strict=True)) for row in batch]
+            yield None, [_execution(row) for row in batch]
+
+
+_SELF_HEALED = EXECUTION_COLUMNS.index("self_healed")
+
+
+def _execution(values: tuple) -> dict[str, Any]:
+    row = dict(zip(EXECUTION_COLUMNS, values, strict=True))
+    # Stored as 0/1; the original's exports write true/false.
+    if values[_SELF_HEALED] is not None:
+        row["self_healed"] = bool(values[_SELF_HEALED])
+    return row
 
 
 # -- writing exports -------------------------------------------------------------------
@@ -234,10 +255,16 @@ def _prefetch(sessions: Iterator[Session]) -> Iterator[Session]:
 
 # -- validating incoming rows ----------------------------------------------------------
 
-_INTS = {
-    kind: tuple(name for name, type_ in COLUMN_TYPES[table].items() if type_ == "INTEGER")
-    for kind, table in (("orchestration", "orchestrations"), ("execution", "agent_executions"))
-}
+
+def _columns_of_type(sql_type: str) -> dict[str, tuple[str, ...]]:
+    return {
+        kind: tuple(name for name, type_ in COLUMN_TYPES[table].items() if type_ == sql_type)
+        for kind, table in (("orchestration", "orchestrations"), ("execution", "agent_executions"))
+    }
+
+
+_INTS = _columns_of_type("INTEGER")
+_TEXTS = _columns_of_type("TEXT")
 _DEFAULT_ZERO = {
     "total_tasks",
     "completed_tasks",
@@ -247,6 +274,13 @@ _DEFAULT_ZERO = {
     "files_created",
     "files_modified",
 }
+# SQLite stores 64-bit signed integers.
+_MAX_INT = 2**63 - 1
+# Years before 1000 would be stored with fewer than four digits by SQLite's and
+# Python's date formatting, which sorts wrongly and breaks the reports that parse them.
+_MIN_YEAR = 1000
+# Lone surrogates (valid in JSON escapes) cannot be encoded as UTF-8 for SQLite.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _snake(name: str) -> str:
@@ -274,22 +308,38 @@ def _normalize(raw: Any, columns: tuple[str, ...], kind: str) -> dict[str, Any]:
             f"{kind} {row[key]!r}: status must be one of {', '.join(statuses)},"
             f" got {row['status']!r}"
         )
-    for name in ("id", "orchestration_id") if kind == "execution" else ("id",):
-        if row[name] is not None and not isinstance(row[name], str):
-            raise ValueError(f"{kind} {row[key]!r}: {name} must be a string, got {row[name]!r}")
+    if row["metadata_json"] is not None and not isinstance(row["metadata_json"], str):
+        try:
+            row["metadata_json"] = json.dumps(row["metadata_json"], ensure_ascii=False)
+        except RecursionError:
+            raise ValueError(f"{kind} {row[key]!r}: metadata_json is nested too deeply") from None
+    for name in _TEXTS[kind]:
+        value = row[name]
+        if value is not None and not isinstance(value, str):
+            raise ValueError(
+                f"{kind} {row[key]!r}: {name} must be a string, got {type(value).__name__}"
+            )
+        if value is not None and _SURROGATE.search(value):
+            raise ValueError(f"{kind} {row[key]!r}: {name} holds a lone surrogate (not UTF-8)")
     if row["started_at"] is None:
         raise ValueError(f"{kind} {row[key]!r}: started_at is missing")
+    moments = {}
     for name in ("started_at", "completed_at", "created_at"):
         if row[name] is not None:
             try:
-                moment = parse_timestamp(row[name]) if isinstance(row[name], str) else None
-            except ValueError:
-                moment = None
-            if moment is None:
-                raise ValueError(f"{kind} {row[key]!r}: {name} is not a timestamp: {row[name]!r}")
+                moment = parse_timestamp(row[name])
+            except (ValueError, OverflowError):
+                raise ValueError(
+                    f"{kind} {row[key]!r}: {name} is not a timestamp: {row[name]!r}"
+                ) from None
+            if moment.year < _MIN_YEAR:
+                raise ValueError(
+                    f"{kind} {row[key]!r}: {name} is before the year {_MIN_YEAR}: {row[name]!r}"
+                )
+            moments[name] = moment
             row[name] = to_sqlite_datetime(moment) if name == "created_at" else to_iso(moment)
     if row["created_at"] is None:
-        row["created_at"] = to_sqlite_datetime(parse_timestamp(row["started_at"]))
+        row["created_at"] = to_sqlite_datetime(moments["started_at"])
     for name in _INTS[kind]:
         value = row[name]
         if isinstance(value, bool):
@@ -297,22 +347,30 @@ def _normalize(raw: Any, columns: tuple[str, ...], kind: str) -> dict[str, Any]:
         if value is None:
             if name in _DEFAULT_ZERO:
                 row[name] = 0
-        elif not isinstance(value, int) or value < 0:
+        elif not isinstance(value, int) or not 0 <= value <= _MAX_INT:
             raise ValueError(
-                f"{kind} {row[key]!r}: {name} must be a whole number >= 0, got {value!r}"
+                f"{kind} {row[key]!r}: {name} must be a whole number from 0 to {_MAX_INT},"
+                f" got {value!r}"
             )
+    if row["duration_ms"] is None and row["status"] in ("completed", "failed", "partial"):
+        row["duration_ms"] = _duration_ms(moments)
     if kind == "execution":
         cost = row["cost_usd"]
         if cost is not None and (
-            isinstance(cost, bool) or not isinstance(cost, (int, float)) or not math.isfinite(cost)
+            isinstance(cost, bool) or not isinstance(cost, (int, float)) or not 0 <= cost < math.inf
         ):
-            raise ValueError(f"{kind} {row[key]!r}: cost_usd must be a number, got {cost!r}")
-    if row["metadata_json"] is not None and not isinstance(row["metadata_json"], str):
-        row["metadata_json"] = json.dumps(row["metadata_json"], ensure_ascii=False)
-    for name, value in row.items():
-        if isinstance(value, (dict, list)):
-            raise ValueError(f"{kind} {row[key]!r}: {name} must not be a {type(value).__name__}")
+            raise ValueError(
+                f"{kind} {row[key]!r}: cost_usd must be a finite number >= 0, got {cost!r}"
+            )
     return row
+
+
+def _duration_ms(moments: dict[str, dt.datetime]) -> int | None:
+    """What the original stores for a finished row: completed_at - started_at."""
+    if "completed_at" not in moments:
+        return None
+    elapsed = moments["completed_at"] - moments["started_at"]
+    return elapsed // dt.timedelta(milliseconds=1) if elapsed >= dt.timedelta(0) else None
 
 
 # -- sources: exports and databases as one stream of rows --------------------------------
@@ -345,11 +403,14 @@ class _JsonSource(_Source):
     def items(self) -> Iterator[Item]:
         data = _entries_by_line(self.path) if self.streamed else self.data
         if isinstance(data, dict):
-            if "orchestration" not in data or not isinstance(data.get("executions"), list):
+            orchestration = data.get("orchestration", False)  # None: no orchestration
+            if not isinstance(orchestration, (dict, type(None))) or not isinstance(
+                data.get("executions"), list
+            ):
                 raise ValueError(
                     "expected an export: a list, or an object with orchestration and executions"
                 )
-            data = [{**(data["orchestration"] or {}), "executions": data["executions"]}]
+            data = [{**(orchestration or {}), "executions": data["executions"]}]
         if not isinstance(data, (list, Iterator)):
             raise ValueError(f"expected a list of orchestrations, got {type(data).__name__}")
         for i, entry in enumerate(data, 1):
@@ -387,7 +448,7 @@ class _JsonlSource(_Source):
                 preamble = False
                 where = f"line {i}"
                 try:
-                    obj = json.loads(line)
+                    obj = _loads(line)
                 except json.JSONDecodeError as e:
                     raise ValueError(f"{where}: invalid JSON ({e.msg})") from None
                 if not isinstance(obj, dict) or obj.get("type") not in (
@@ -421,6 +482,19 @@ class _DatabaseSource(_Source):
         self.db.close()
 
 
+def _loads(text: str) -> Any:
+    """``json.loads``, failing only with JSONDecodeError: also on nesting too deep for
+    Python's parser and on integers too long to convert."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise json.JSONDecodeError("nested too deeply", text, 0) from None
+    except json.JSONDecodeError:
+        raise
+    except ValueError as e:
+        raise json.JSONDecodeError(str(e), text, 0) from None
+
+
 def _is_npm_banner(line: str) -> bool:
     # `npm run monitor export > all-data.json`, the original's documented recipe,
     # puts npm's "> package@1.0.0 monitor" / "> tsx ..." lines before the JSON.
@@ -446,7 +520,7 @@ def _entries_by_line(path: Path) -> Iterator[Any]:
         for line in f:
             text = line.strip()
             if text not in ("", "]"):
-                yield json.loads(text.removesuffix(","))
+                yield _loads(text.removesuffix(","))
 
 
 def _one_entry_per_line(path: Path) -> bool:
@@ -465,7 +539,7 @@ def _open_export(path: Path) -> _Source:
                 raise InvalidExport(f"{path}: the file is empty")
             if first_line.lstrip().startswith("{"):
                 try:
-                    first = json.loads(first_line)
+                    first = _loads(first_line)
                 except json.JSONDecodeError:
                     first = None
                 if isinstance(first, dict) and "type" in first:
@@ -473,7 +547,7 @@ def _open_export(path: Path) -> _Source:
             if first_line.strip() == "[" and _one_entry_per_line(path):
                 return _JsonSource(path, streamed=True)
             try:
-                return _JsonSource(path, json.loads(first_line + f.read()))
+                return _JsonSource(path, _loads(first_line + f.read()))
             except json.JSONDecodeError as e:
                 line = e.lineno + skipped
                 raise InvalidExport(f"{path}: invalid JSON ({e.msg} at line {line})") from None
@@ -524,12 +598,12 @@ def _progress_rank(row: dict[str, Any]) -> tuple[int, str]:
     return int(finished), completed_at or ""
 
 
-def _validate(source: _Source, db: Database) -> tuple[int, set[str]]:
+def _validate(source: _Source, db: Database | None) -> tuple[int, set[str]]:
     """Check every row of ``source``; raise InvalidExport on the first bad one.
 
     Returns the number of rows and the orchestration ids that executions refer to
-    but that exist neither in the source nor in ``db`` (those executions are
-    imported without an orchestration rather than dropped).
+    but that exist neither in the source nor in ``db`` (None: a database not created
+    yet); those executions are imported without an orchestration rather than dropped.
     """
     orchestration_ids: set[str] = set()
     unresolved: dict[str, str] = {}
@@ -556,9 +630,12 @@ def _validate(source: _Source, db: Database) -> tuple[int, set[str]]:
                 f"{source.name}: {where}: orchestration {orchestration_id!r} must come before"
                 " its executions"
             )
-        if not db.execute(
-            "SELECT 1 FROM orchestrations WHERE id = ?", [orchestration_id]
-        ).fetchone():
+        if (
+            db is None
+            or not db.execute(
+                "SELECT 1 FROM orchestrations WHERE id = ?", [orchestration_id]
+            ).fetchone()
+        ):
             missing.add(orchestration_id)
     return count, missing
 
@@ -612,43 +689,91 @@ class _Writer:
             self.id_map[incoming_id] = row["id"]
 
 
+# Import transactions are sized to hold the write lock about this long at most, so
+# trackers writing at the same time wait little longer than that for it.
+IMPORT_LOCK_SECONDS = 0.1
+_FIRST_BATCH_ROWS = 100
+
+Group = list[tuple[str, dict[str, Any]]]
+"""Rows written in the same transaction: an orchestration and the executions after it."""
+
+
+def _groups(source: _Source) -> Iterator[Group]:
+    """The normalized rows of ``source``, one orchestration and its executions at a time.
+
+    Executions without an orchestration, or listed away from theirs in JSON Lines,
+    form groups of their own.
+    """
+    group: Group = []
+    parent = None
+    for kind, raw, _ in source.items():
+        row = _normalize(raw, _TABLES[kind][2], kind)
+        if kind == "orchestration" or parent is None or row["orchestration_id"] != parent:
+            if group:
+                yield group
+            group = []
+            parent = row["id"] if kind == "orchestration" else None
+        group.append((kind, row))
+    if group:
+        yield group
+
+
+def _batches(groups: Iterator[Group], size: BatchSize) -> Iterator[Group]:
+    """Whole groups, joined until a batch holds ``size.size`` rows."""
+    batch: Group = []
+    for group in groups:
+        batch.extend(group)
+        if len(batch) >= size.size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
 def _import_sources(
     db: str | os.PathLike[str] | Database,
     open_sources: Callable[[], list[_Source]],
     progress: Callable[[int], None] | None,
     on_total: Callable[[int], None] | None,
+    lock_seconds: float,
 ) -> ImportResult:
-    with using_database(db) as target:
-        return _import_into(target, open_sources(), progress, on_total)
-
-
-def _import_into(
-    db: Database,
-    sources: list[_Source],
-    progress: Callable[[int], None] | None,
-    on_total: Callable[[int], None] | None,
-) -> ImportResult:
+    if isinstance(lock_seconds, bool) or not isinstance(lock_seconds, (int, float)):
+        raise InvalidValue(f"lock_seconds must be a number, got {lock_seconds!r}")
+    # A target file that does not exist yet is created only once every source is
+    # valid, so a rejected import leaves nothing behind.
+    target = _open_target(db)
+    sources: list[_Source] = []
     try:
-        checked = [_validate(source, db) for source in sources]
+        sources = open_sources()
+        checked = [_validate(source, target) for source in sources]
         if on_total is not None:
             on_total(sum(count for count, _ in checked))
+        if target is None:
+            target = ensure_database(db)
         result = ImportResult()
         for source, (_, missing) in zip(sources, checked, strict=True):
-            writer = _Writer(db, missing)
-            with write_transaction(db):
-                done = 0
-                for kind, raw, _ in source.items():
-                    writer.apply(kind, _normalize(raw, _TABLES[kind][2], kind))
-                    done += 1
-                    if progress is not None and done % 1000 == 0:
-                        progress(1000)
+            writer = _Writer(target, missing)
+            size = BatchSize(_FIRST_BATCH_ROWS, lock_seconds)
+            for batch in _batches(_groups(source), size):
+                with size.timed(), write_transaction(target):
+                    for kind, row in batch:
+                        writer.apply(kind, row)
                 if progress is not None:
-                    progress(done % 1000)
+                    progress(len(batch))
             result.add(writer.result)
         return result
     finally:
         for source in sources:
             source.close()
+        if target is not None and not isinstance(db, Database):
+            target.close()
+
+
+def _open_target(db: str | os.PathLike[str] | Database) -> Database | None:
+    """``db`` opened for writing; None if it is a file that does not exist yet."""
+    if not isinstance(db, Database) and os.fspath(db) != ":memory:" and not Path(db).exists():
+        return None
+    return ensure_database(db)
 
 
 def import_files(
@@ -657,16 +782,23 @@ def import_files(
     *,
     progress: Callable[[int], None] | None = None,
     on_total: Callable[[int], None] | None = None,
+    lock_seconds: float = IMPORT_LOCK_SECONDS,
 ) -> ImportResult:
     """Import export files (ours or the original's, JSON or JSON Lines) into ``db``.
 
-    Every file is validated before anything is written; then each file is written
-    in one transaction. ``on_total(n)`` receives the number of rows to write and
-    ``progress(k)`` is called as rows are written.
+    Every file is validated before anything is written (a missing ``db`` file is
+    not even created). Rows are then written in short transactions, each holding
+    the write lock about ``lock_seconds`` at most and each holding whole
+    orchestrations with their executions, so trackers writing at the same time
+    barely wait. An interrupted import is completed by running it again.
+    ``on_total(n)`` receives the number of rows to write and ``progress(k)`` is
+    called as rows are written.
 
     :raises InvalidExport: a file is unreadable or malformed (nothing is imported)
     """
-    return _import_sources(db, lambda: [_open_export(Path(p)) for p in paths], progress, on_total)
+    return _import_sources(
+        db, lambda: [_open_export(Path(p)) for p in paths], progress, on_total, lock_seconds
+    )
 
 
 def merge_databases(
@@ -675,6 +807,7 @@ def merge_databases(
     *,
     progress: Callable[[int], None] | None = None,
     on_total: Callable[[int], None] | None = None,
+    lock_seconds: float = IMPORT_LOCK_SECONDS,
 ) -> ImportResult:
     """Import every row of other agentmetrics or original-tool database files into ``db``.
 
@@ -682,15 +815,8 @@ def merge_databases(
 
     :raises InvalidExport: a file is missing, not a database, or holds invalid rows
     """
-    with using_database(db) as target:
-        return _import_sources(
-            target, _merge_sources(paths, _main_file(target)), progress, on_total
-        )
+    target_file = _main_file(db)
 
-
-def _merge_sources(
-    paths: Iterable[str | os.PathLike[str]], target_file: Path | None
-) -> Callable[[], list[_Source]]:
     def open_sources() -> list[_Source]:
         sources: list[_Source] = []
         try:
@@ -708,10 +834,12 @@ def _merge_sources(
             raise
         return sources
 
-    return open_sources
+    return _import_sources(db, open_sources, progress, on_total, lock_seconds)
 
 
-def _main_file(db: Database) -> Path | None:
+def _main_file(db: str | os.PathLike[str] | Database) -> Path | None:
+    if not isinstance(db, Database):
+        return None if os.fspath(db) == ":memory:" else Path(db).resolve()
     for _, name, file in db.conn.execute("PRAGMA database_list"):
         if name == "main" and file:
             return Path(file).resolve()

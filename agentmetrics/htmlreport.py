@@ -23,9 +23,10 @@ from typing import Any
 
 import pandas as pd
 
+from . import DISTRIBUTION
 from .atomic import atomic_file
 from .formatting import format_duration, format_percent, format_usd
-from .reports._common import DbArg, TimeArg, database, iso, resolve_now
+from .reports._common import DbArg, TimeArg, bound, reading, resolve_now
 from .timestamps import parse_timestamp, to_iso
 
 DEFAULT_SPAN = dt.timedelta(days=7)
@@ -104,16 +105,15 @@ def _cards(items: Sequence[tuple[str, str]]) -> str:
 def _health(conn, since: str, until: str) -> str:
     from .reports.health import system_health
 
-    hours = (parse_timestamp(until) - parse_timestamp(since)) / dt.timedelta(hours=1)
-    row = system_health(conn, hours=hours, now=until).iloc[0]
+    row = system_health(conn, since=since, until=until, now=until).iloc[0]
     return _cards(
         [
-            ("Orchestrations", _count(row["total_orchestrations"])),
+            ("Orchestrations", _count(row["orchestrations"])),
             ("Completed", _count(row["completed_orchestrations"])),
             ("Failed", _count(row["failed_orchestrations"])),
             ("Partial", _count(row["partial_orchestrations"])),
             ("Running", _count(row["running_orchestrations"])),
-            ("Executions", _count(row["total_executions"])),
+            ("Executions", _count(row["executions"])),
             ("Success rate", format_percent(row["success_rate"])),
             ("p50 duration", format_duration(row["p50_duration_ms"])),
             ("p95 duration", format_duration(row["p95_duration_ms"])),
@@ -185,7 +185,7 @@ def _performance(conn, since: str, until: str) -> str:
             ("p95_duration_ms", "p95", format_duration),
             ("p99_duration_ms", "p99", format_duration),
             ("max_duration_ms", "Max", format_duration),
-            ("total_retries", "Retries", _count),
+            ("retries", "Retries", _count),
             ("self_healed", "Self-healed", _count),
         ],
         empty="No executions in this window.",
@@ -202,10 +202,10 @@ def _trends(conn, since: str, until: str) -> str:
     from .reports.trend import trends
 
     freq = _frequency(since, until)
-    overall = trends(conn, freq, since=since, until=until)
+    overall = trends(conn, freq=freq, since=since, until=until)
     if overall.empty or overall["executions"].sum() == 0:
         return '<p class="empty">No executions in this window.</p>'
-    by_agent = trends(conn, freq, since=since, until=until, by_agent=True)
+    by_agent = trends(conn, freq=freq, since=since, until=until, by_agent=True)
     return svg(plot_trends(overall)) + svg(plot_durations(by_agent))
 
 
@@ -231,7 +231,7 @@ def _failures(conn, since: str, until: str) -> str:
 
 
 def _running(conn, now: str) -> str:
-    from .reports.stale import DEFAULT_OLDER_THAN, stale_runs
+    from .reports.stale import DEFAULT_STALE_AFTER, stale_runs
     from .watch import snapshot
 
     running = snapshot(conn, now=now, limit=20).running
@@ -248,7 +248,7 @@ def _running(conn, now: str) -> str:
             ],
             empty="Nothing is running.",
         )
-        + f"<h3>Stale (no sign of life for {html.escape(DEFAULT_OLDER_THAN)})</h3>"
+        + f"<h3>Stale (no sign of life for {html.escape(DEFAULT_STALE_AFTER)})</h3>"
         + table(
             stale,
             [
@@ -283,8 +283,8 @@ def _costs(conn, since: str, until: str, config: dict[str, Any]) -> str:
             frame,
             [
                 ("agent_name", "Agent", None),
-                ("executions", "Runs", _count),
-                ("duration_ms", "Total time", format_duration),
+                ("finished", "Runs", _count),
+                ("total_duration_ms", "Total time", format_duration),
                 ("time_cost_usd", "By time", format_usd),
                 ("token_cost_usd", "By tokens", format_usd),
                 ("recorded_cost_usd", "Recorded", format_usd),
@@ -309,6 +309,7 @@ def _load_rules(rules_path: str | os.PathLike[str] | None):
 
 def render_report(
     db: DbArg,
+    *,
     since: TimeArg = None,
     until: TimeArg = None,
     now: TimeArg = None,
@@ -318,8 +319,9 @@ def render_report(
 ) -> str:
     """The report as one HTML document.
 
-    :param since: start of the window (default: 7 days before ``until``)
-    :param until: end of the window (default: ``now``)
+    :param since: start of the window, included: a timestamp or a span before ``now``
+      (default: 7 days before ``until``)
+    :param until: end of the window, excluded (default: ``now``)
     :param now: the reference time for running/stale runs, regressions and rules
       (default: ``until``, else the current time)
     :param rules_path: alert rules file; None uses the config file's rules if it has any
@@ -328,15 +330,15 @@ def render_report(
     from .config import load_config
 
     # A report on a past window describes that window as of its end.
-    reference = to_iso(resolve_now(now if now is not None else until))
-    end = iso(until) or reference
-    start = iso(since) or to_iso(parse_timestamp(end) - DEFAULT_SPAN)
+    reference = to_iso(resolve_now(now if now is not None else bound(until, now)))
+    end = bound(until, now) or reference
+    start = bound(since, reference) or to_iso(parse_timestamp(end) - DEFAULT_SPAN)
     if start >= end:
         raise ValueError(f"since ({start}) must be before until ({end})")
     rules = _load_rules(rules_path)
     if config is None:
         config = rules.config if rules is not None else load_config()
-    with database(db) as conn:
+    with reading(db) as conn:
         name = _database_name(conn)
         values = {
             "health": _health(conn, start, end),
@@ -357,7 +359,7 @@ def render_report(
     return template.substitute(
         values,
         title=html.escape(title),
-        version=html.escape(version("agentmetrics")),
+        version=html.escape(version(DISTRIBUTION)),
         subtitle=html.escape(f"{name} · {window}"),
         footer=html.escape(f"Generated by agentmetrics at {_moment(reference)} UTC."),
     )

@@ -7,16 +7,16 @@ import sqlite3
 
 import pandas as pd
 
-from .db import ensure_database, write_transaction
+from .db import ensure_database, refused_write, write_transaction
 from .errors import ReadOnlyDatabase
 from .monitor import _RECOUNT_TASKS
 from .reports._common import DbArg, TimeArg, database, resolve_now
-from .reports.stale import DEFAULT_OLDER_THAN, STALE_COLUMNS, stale_runs
-from .timestamps import to_iso
+from .reports.stale import DEFAULT_STALE_AFTER, STALE_COLUMNS, stale_runs
+from .timestamps import sql_duration_ms, to_iso
 
 REAP_COLUMNS = [*STALE_COLUMNS, "error_message"]
 
-_DURATION = "CAST(ROUND((julianday(:last_seen) - julianday(started_at)) * 86400000) AS INTEGER)"
+_DURATION = sql_duration_ms(":last_seen")
 
 # The status condition makes a run that finished meanwhile stay untouched; an existing
 # message is kept, the new one appended.
@@ -47,7 +47,8 @@ WHERE id = :id AND status = 'running'
 
 def reap(
     db: DbArg,
-    older_than: str | dt.timedelta = DEFAULT_OLDER_THAN,
+    *,
+    stale_after: str | dt.timedelta = DEFAULT_STALE_AFTER,
     now: TimeArg = None,
     dry_run: bool = False,
 ) -> pd.DataFrame:
@@ -60,14 +61,14 @@ def reap(
     its executions, as the context manager keeps them. Everything happens in one
     transaction; finished rows are never touched.
 
-    :param older_than: how long without a sign of life makes a run stale
+    :param stale_after: how long without a sign of life makes a run stale
     :param now: the reference time (default: the current time)
     :param dry_run: only list what would be reaped
     :returns: the reaped runs: the columns of ``stale_runs`` plus ``error_message``
     """
     moment = resolve_now(now)
     with database(db) as conn:
-        runs = _with_messages(stale_runs(conn, older_than, moment), moment)
+        runs = _with_messages(stale_runs(conn, stale_after=stale_after, now=moment), moment)
         if dry_run or runs.empty:  # nothing to write: no write lock, fine on a read-only file
             return runs
         try:
@@ -75,7 +76,7 @@ def reap(
             ensure_database(conn)
             with write_transaction(conn):
                 # Listed again under the write lock, so no run can finish in between.
-                runs = _with_messages(stale_runs(conn, older_than, moment), moment)
+                runs = _with_messages(stale_runs(conn, stale_after=stale_after, now=moment), moment)
                 for row in runs.itertuples(index=False):
                     sql = _REAP_ORCHESTRATION if row.kind == "orchestration" else _REAP_EXECUTION
                     params = {
@@ -88,8 +89,7 @@ def reap(
                 for orchestration_id in runs.loc[runs["kind"] == "orchestration", "id"]:
                     conn.execute(_RECOUNT_TASKS, {"id": orchestration_id})
         except sqlite3.OperationalError as e:
-            # "is a view": the read-only shim of an original file (db._shim_missing_columns)
-            if "readonly" in str(e) or "because it is a view" in str(e):
+            if refused_write(e):
                 raise ReadOnlyDatabase(
                     f"Cannot reap {len(runs)} stale runs: the database is read-only"
                     " (--dry-run lists them without writing)"

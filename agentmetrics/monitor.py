@@ -25,7 +25,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from .db import default_path, ensure_database, write_transaction
+from .db import default_path, ensure_database, refused_write, write_transaction
 from .errors import (
     AgentMetricsError,
     AlreadyFinished,
@@ -38,7 +38,7 @@ from .errors import (
     UnknownSession,
 )
 from .pending import SUFFIX, PendingWrites
-from .timestamps import SQL_NOW, to_iso, to_sqlite_datetime
+from .timestamps import SQL_NOW, sql_duration_ms, to_iso, to_sqlite_datetime
 
 ORCHESTRATION_STATUSES = ("running", "completed", "failed", "partial")
 EXECUTION_STATUSES = ("in_progress", "completed", "failed")
@@ -52,7 +52,7 @@ _MAX_INTEGER = 2**63 - 1  # SQLite's largest INTEGER
 log = logging.getLogger("agentmetrics")
 
 _NOW = f"COALESCE(:now, {SQL_NOW})"
-_DURATION = f"CAST(ROUND((julianday({_NOW}) - julianday(started_at)) * 86400000) AS INTEGER)"
+_DURATION = sql_duration_ms(_NOW)
 
 _START_ORCHESTRATION = f"""
 INSERT INTO orchestrations (id, session_id, task_description, status, started_at,
@@ -638,11 +638,9 @@ def _stamped(params: dict[str, Any], called: float) -> dict[str, Any]:
 def _storage_error(error: BaseException, source: str | Database) -> AgentMetricsError:
     if isinstance(error, AgentMetricsError):
         return error
-    message = str(error)
-    # "is a view": the read-only shim of an original file (db._shim_missing_columns)
-    if "readonly" in message or "because it is a view" in message:
+    if refused_write(error):
         return ReadOnlyDatabase("The database is open read-only")
-    return StorageError(f"Cannot write to {_name(source)}: {message}")
+    return StorageError(f"Cannot write to {_name(source)}: {error}")
 
 
 def _describe(exc: BaseException) -> str:

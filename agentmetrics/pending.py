@@ -188,6 +188,15 @@ class PendingWrites:
         return writes
 
 
+def count_kept(database: str) -> int:
+    """How many writes wait in the journal beside the ``database`` file (0 without one)."""
+    try:
+        with open(database + SUFFIX, "rb") as journal:
+            return sum(1 for line in journal if line.strip())
+    except OSError:
+        return 0
+
+
 def _append(journal: BinaryIO, writes: list[Write]) -> None:
     end = journal.seek(0, os.SEEK_END)
     data = "".join(json.dumps({"kind": k, "params": p}) + "\n" for k, p in writes).encode()

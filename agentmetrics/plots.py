@@ -233,7 +233,11 @@ def cost_chart(frame: pd.DataFrame, title: str = "Estimated cost") -> Figure:
 
     label_column = frame.columns[0]
     labels = [
-        "(no orchestration)" if value is None or value != value else str(value)
+        "(no orchestration)"
+        if value is None or value != value
+        else f"{value:%Y-%m-%d}"
+        if label_column == "day"
+        else str(value)
         for value in (
             frame["task_description"].fillna(frame[label_column])
             if label_column == "orchestration_id"

@@ -12,7 +12,9 @@ file) lets node_exporter's textfile collector publish these metrics:
 - ``agentmetrics_stale{kind}``: of those, the ones with no sign of life for 6h
   (see :mod:`agentmetrics.reports.stale`)
 
-Every number is aggregated in SQL; the histogram buckets too.
+Every number is aggregated in SQL; the histogram buckets too. Constant labels
+(``metrics --label db=runner-3``) go on every series, so the files of several databases
+can sit in one textfile-collector folder without colliding.
 """
 
 from __future__ import annotations
@@ -20,13 +22,20 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import math
+import re
+from collections.abc import Iterable, Mapping
 
-from .reports._common import DbArg, TimeArg, database
-from .reports.stale import DEFAULT_OLDER_THAN, STALE_SQL, stale_cutoff
+from .errors import InvalidValue
+from .reports._common import DbArg, TimeArg, reading
+from .reports.stale import DEFAULT_STALE_AFTER, STALE_SQL, stale_cutoff
 
 # Seconds: agent executions last from about a second to about an hour.
 DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600)
 PREFIX = "agentmetrics_"
+# The text format's label names; names starting with __ are reserved for Prometheus.
+_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+# Labels our series carry themselves: a constant label of the same name would clash.
+SERIES_LABELS = ("agent", "status", "le", "kind")
 
 
 @dataclasses.dataclass
@@ -42,7 +51,7 @@ class Family:
 def collect(
     db: DbArg,
     now: TimeArg = None,
-    stale_after: str | dt.timedelta = DEFAULT_OLDER_THAN,
+    stale_after: str | dt.timedelta = DEFAULT_STALE_AFTER,
     buckets: tuple[float, ...] = DURATION_BUCKETS,
 ) -> list[Family]:
     """Read the metrics from the database (see the module docstring for the list)."""
@@ -72,7 +81,7 @@ def collect(
     )
     bucket_sql = ", ".join(f"sum(duration_ms <= :b{i}) AS b{i}" for i in range(len(buckets)))
     bucket_params = {f"b{i}": bound * 1000 for i, bound in enumerate(buckets)}
-    with database(db) as conn:
+    with reading(db) as conn:
         for agent, status, count in conn.execute(
             "SELECT agent_name, status, count(*) FROM agent_executions"
             " WHERE status != 'in_progress' GROUP BY agent_name, status"
@@ -119,24 +128,74 @@ def collect(
     return [executions, durations, ratio, orchestrations, running, stale]
 
 
-def render(families: list[Family]) -> str:
-    """The text exposition format (version 0.0.4) of ``families``."""
+def parse_labels(pairs: Iterable[str]) -> dict[str, str]:
+    """``["db=runner-3", ...]`` as a dict of constant labels, checked by :func:`check_labels`.
+
+    :raises InvalidValue: a pair without ``=``, a bad or repeated name
+    """
+    labels: dict[str, str] = {}
+    for pair in pairs:
+        name, equals, value = pair.partition("=")
+        if not equals:
+            raise InvalidValue(f"label {pair!r} is not NAME=VALUE")
+        if name in labels:
+            raise InvalidValue(f"label {name!r} is given twice")
+        labels[name] = value
+    return check_labels(labels)
+
+
+def check_labels(labels: Mapping[str, str]) -> dict[str, str]:
+    """Return ``labels`` if every name is a valid Prometheus label name of our own.
+
+    :raises InvalidValue: a name the text format does not allow, reserved (``__``), or one
+        of :data:`SERIES_LABELS`
+    """
+    for name in labels:
+        if not _LABEL_NAME.fullmatch(name) or name.startswith("__"):
+            raise InvalidValue(
+                f"label name {name!r} is not allowed: use letters, digits and _, not"
+                " starting with a digit or __"
+            )
+        if name in SERIES_LABELS:
+            raise InvalidValue(
+                f"label name {name!r} is already used by the series: choose another"
+                f" than {', '.join(SERIES_LABELS)}"
+            )
+    return dict(labels)
+
+
+def render(families: list[Family], labels: Mapping[str, str] | None = None) -> str:
+    """The text exposition format (version 0.0.4) of ``families``.
+
+    ``labels`` (constant labels, see :func:`check_labels`) are added to every sample.
+    """
+    constant = check_labels(labels or {})
     lines = []
     for family in families:
         lines.append(f"# HELP {family.name} {_escape_help(family.help)}")
         lines.append(f"# TYPE {family.name} {family.type}")
-        for suffix, labels, value in family.samples:
-            label_text = ",".join(f'{key}="{_escape_label(val)}"' for key, val in labels.items())
+        for suffix, own, value in family.samples:
+            label_text = ",".join(
+                f'{key}="{_escape_label(val)}"' for key, val in {**constant, **own}.items()
+            )
             name = family.name + suffix
             lines.append(
-                f"{name}{{{label_text}}} {_number(value)}" if labels else f"{name} {_number(value)}"
+                f"{name}{{{label_text}}} {_number(value)}"
+                if label_text
+                else f"{name} {_number(value)}"
             )
     return "\n".join(lines) + "\n"
 
 
-def metrics_text(db: DbArg, now: TimeArg = None, stale_after: str = DEFAULT_OLDER_THAN) -> str:
-    """:func:`collect` then :func:`render`."""
-    return render(collect(db, now=now, stale_after=stale_after))
+def metrics_text(
+    db: DbArg,
+    now: TimeArg = None,
+    stale_after: str = DEFAULT_STALE_AFTER,
+    labels: Mapping[str, str] | None = None,
+) -> str:
+    """:func:`collect` then :func:`render` (with constant ``labels``)."""
+    check_labels(labels or {})  # before reading the database
+    return render(collect(db, now=now, stale_after=stale_after), labels)
 
 
 def _number(value: float) -> str:

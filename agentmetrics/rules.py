@@ -23,7 +23,7 @@ as ``[[tool.agentmetrics.rules]]`` (see :mod:`agentmetrics.config` for the looku
     alert = 0               # any failure alerts
 
 A rule needs at least one of ``warn``/``alert``; a value equal to a threshold does
-not breach it. Every duration (``window``, ``older_than``, ``baseline`` and the
+not breach it. Every duration (``window``, ``stale_after``, ``baseline`` and the
 thresholds of duration metrics) is a string with its unit: ``"600000ms"``, ``"90s"``,
 ``"15m"``, ``"1.5h"``, ``"3d"``, ``"2w"``; a bare number is an error.
 Metrics (:data:`METRICS`) and the extra keys they take:
@@ -34,7 +34,7 @@ Metrics (:data:`METRICS`) and the extra keys they take:
 - ``failed_executions``, ``failed_orchestrations`` and ``running_orchestrations`` (the
   last two take no ``agent``): counts in the window;
 - ``stale_running`` (no ``agent`` or ``window``): unfinished runs with no sign of life
-  for ``older_than`` (default ``"6h"``);
+  for ``stale_after`` (default ``"6h"``);
 - ``regressions``: how many agents regressed (:mod:`agentmetrics.reports.regression`);
   ``window`` is the recent window (default ``"3d"``), with ``baseline`` (``"14d"``),
   ``of`` (``"p95_duration_ms"``, ``"p50_duration_ms"`` or ``"success_rate"``),
@@ -66,13 +66,13 @@ from sqlite_utils import Database
 from .config import ConfigFile, read_config
 from .errors import ConfigError, InvalidValue, UnknownAgent
 from .formatting import format_value
-from .reports._common import DbArg, database, resolve_now, snapshot
+from .reports._common import DbArg, reading, resolve_now
 from .reports.agents import agent_summary
 from .reports.cost import cost_rates, costs
 from .reports.health import system_health
 from .reports.regression import DEFAULT_ALPHA, DEFAULT_MIN_SAMPLES, regressions
 from .reports.regression import METRICS as REGRESSION_METRICS
-from .reports.stale import DEFAULT_OLDER_THAN, stale_runs
+from .reports.stale import DEFAULT_STALE_AFTER, count_stale
 from .timestamps import before, parse_duration, positive_duration, to_iso
 
 STATUSES = ("ok", "warn", "alert")
@@ -116,7 +116,7 @@ class Context:
     reports: dict[tuple, pd.Series | None] = field(default_factory=dict)  # per window
 
     def window(self, rule: Rule) -> tuple[str, str]:
-        """The rule's window ``[now - window, now]`` as ISO strings."""
+        """The rule's window ``[now - window, now)`` as ISO strings."""
         return to_iso(before(self.now, parse_duration(rule.window))), to_iso(self.now)
 
 
@@ -215,23 +215,19 @@ class _TooFewRuns(Exception):
 def _window_report(context: Context, rule: Rule) -> pd.Series | None:
     """The report row a windowed metric reads, computed once per window and agent:
     :func:`system_health` for all agents, :func:`agent_summary` for one (None when
-    the agent was never recorded). ``finished`` counts its finished executions."""
+    the agent was never recorded)."""
     key = (rule.window, rule.agent)
     if key not in context.reports:
-        span = parse_duration(rule.window)
+        start, end = context.window(rule)
         if rule.agent is None:
-            hours = span.total_seconds() / 3600
-            row = system_health(context.db, hours=hours, now=context.now).iloc[0]
-            row["finished"] = row["finished_executions"]
+            row = system_health(context.db, since=start, until=end, now=context.now).iloc[0]
         else:
-            start, end = context.window(rule)
             try:
-                row = agent_summary(context.db, rule.agent, since=start, until=end).iloc[0]
+                row = agent_summary(
+                    context.db, rule.agent, since=start, until=end, now=context.now
+                ).iloc[0]
             except UnknownAgent:
                 row = None
-            else:
-                row = row.rename({"failed": "failed_executions"})
-                row["finished"] = row["completed"] + row["failed_executions"]
         context.reports[key] = row
     return context.reports[key]
 
@@ -263,7 +259,7 @@ for _name, _direction, _unit in (
     ("p50_duration_ms", "above", "ms"),
 ):
     metric(_name, _direction, _unit, options=_SAMPLE_OPTIONS)(_report_value(_name, sampled=True))
-metric("failed_executions", "above", "count")(_report_value("failed_executions"))
+metric("failed_executions", "above", "count")(_report_value("failed"))
 for _name in ("failed_orchestrations", "running_orchestrations"):
     metric(_name, "above", "count", agent=False)(_report_value(_name))
 
@@ -272,9 +268,8 @@ for _name in ("failed_orchestrations", "running_orchestrations"):
 def _cost_usd(context: Context, rule: Rule) -> float:
     """Estimated cost of the window's finished executions, priced with ``[costs]``."""
     start, end = context.window(rule)
-    frame = costs(context.db, rates=cost_rates(context.config), since=start, until=end)
-    if rule.agent is not None:
-        frame = frame[frame["agent_name"] == rule.agent]
+    rates = cost_rates(context.config)
+    frame = costs(context.db, rates=rates, since=start, until=end, agent=rule.agent)
     return float(frame["cost_usd"].sum())
 
 
@@ -284,10 +279,14 @@ def _cost_usd(context: Context, rule: Rule) -> float:
     "count",
     agent=False,
     window=False,
-    options={"older_than": (_positive_duration, DEFAULT_OLDER_THAN)},
+    options={"stale_after": (_positive_duration, DEFAULT_STALE_AFTER)},
 )
 def _stale_running(context: Context, rule: Rule) -> float:
-    return len(stale_runs(context.db, older_than=rule.options["older_than"], now=context.now))
+    return count_stale(context.db, stale_after=rule.options["stale_after"], now=context.now)
+
+
+# Keys of earlier releases: a file using one gets told the new name.
+_RENAMED = {"older_than": "stale_after"}
 
 
 @metric(
@@ -388,7 +387,7 @@ HEALTH_GATE = {
 
 
 def health_rules(
-    hours: float = 24, stale_after: str = DEFAULT_OLDER_THAN, **limits: Any
+    hours: float = 24, stale_after: str = DEFAULT_STALE_AFTER, **limits: Any
 ) -> list[Rule]:
     """The rules of ``agentmetrics health``'s gate: one ``alert`` rule per limit given.
 
@@ -410,8 +409,8 @@ def health_rules(
         table: dict[str, Any] = {"name": option, "metric": spec.name, "alert": limit}
         if spec.window:
             table["window"] = window
-        if "older_than" in spec.options:
-            table["older_than"] = stale_after
+        if "stale_after" in spec.options:
+            table["stale_after"] = stale_after
         rules.append(make_rule(**table))
     return rules
 
@@ -434,6 +433,8 @@ def _check_rule(table: dict[str, Any], fail: Callable[[str | None, str], Excepti
         if key not in allowed:
             if key in _COMMON_KEYS:
                 problem = f"does not apply to metric {metric_name!r}"
+            elif key in _RENAMED:
+                problem = f"renamed: use {_RENAMED[key]!r}"
             else:
                 problem = f"unknown key (allowed: {', '.join(allowed)})"
             raise fail(key, problem)
@@ -526,7 +527,7 @@ def evaluate(
         rules = rules.rules
     moment = resolve_now(now)
     records = []
-    with database(db) as conn, snapshot(conn):
+    with reading(db) as conn:
         context = Context(conn, moment, config or {})
         for rule in rules:
             spec = METRICS[rule.metric]

@@ -2,8 +2,10 @@
 
 Each of the two tables (``orchestrations``, ``executions``) is written as it is stored,
 one row per row, streamed from one cursor in chunks so memory stays flat. Parquet
-needs pyarrow (``pip install 'agentmetrics[parquet]'``); its columns are typed: text
-as string, counts and ``duration_ms`` as int64, ``cost_usd`` as double, NULL as null.
+needs pyarrow (``pip install 'agentmetrics-sqlite[parquet]'``); its columns are typed:
+``started_at``, ``completed_at`` and ``created_at`` as ``timestamp[ms, tz=UTC]``,
+``self_healed`` as bool, text as string, counts and ``duration_ms`` as int64,
+``cost_usd`` as double, NULL as null in every column.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import IO, Any
 
 from sqlite_utils import Database
 
+from . import DISTRIBUTION
 from .atomic import atomic_file
 from .errors import AgentMetricsError, InvalidValue, MissingDependency
 from .migrations import COLUMN_TYPES, EXECUTION_COLUMNS, ORCHESTRATION_COLUMNS
@@ -28,13 +31,23 @@ TABLES = {
 }
 CHUNK_ROWS = 10_000
 _ARROW_TYPES = {"INTEGER": "int64", "REAL": "float64", "TEXT": "string"}
+TIMESTAMPS = ("started_at", "completed_at", "created_at")
+BOOLEANS = ("self_healed",)
+# Stored timestamp text (ISO with Z or an offset, or SQLite's datetime()) as epoch
+# milliseconds, exact: SQLite keeps julian days as integer milliseconds. Text SQLite
+# cannot read stays as it is, so pyarrow refuses it below with the value in the message.
+_EPOCH_MS = "coalesce(CAST(round((julianday({0}) - 2440587.5) * 86400000) AS INTEGER), {0})"
 
 
-def _rows(db: Database, table: str, chunk_rows: int) -> Iterator[list[tuple]]:
+def _rows(
+    db: Database, table: str, chunk_rows: int, expressions: dict[str, str] | None = None
+) -> Iterator[list[tuple]]:
+    """The rows of ``table`` in chunks; ``expressions`` replace some columns' values."""
     if table not in TABLES:
         raise ValueError(f"Unknown table {table!r}: use one of {', '.join(TABLES)}")
     name, columns = TABLES[table]
-    cursor = db.conn.execute(f"SELECT {', '.join(columns)} FROM {name} ORDER BY rowid")
+    select = ", ".join((expressions or {}).get(c, c) for c in columns)
+    cursor = db.conn.execute(f"SELECT {select} FROM {name} ORDER BY rowid")
     while chunk := cursor.fetchmany(chunk_rows):
         yield chunk
 
@@ -58,7 +71,7 @@ def _pyarrow():
         import pyarrow.parquet as pq
     except ImportError:
         raise MissingDependency(
-            "Parquet export needs pyarrow: pip install 'agentmetrics[parquet]'"
+            f"Parquet export needs pyarrow: pip install '{DISTRIBUTION}[parquet]'"
         ) from None
     return pa, pq
 
@@ -67,10 +80,15 @@ def parquet_schema(table: str) -> Any:
     """The pyarrow schema of ``table`` as :func:`write_parquet` writes it."""
     pa, _ = _pyarrow()
     name = TABLES[table][0]
-    fields = [
-        pa.field(column, getattr(pa, _ARROW_TYPES[kind])())
-        for column, kind in COLUMN_TYPES[name].items()
-    ]
+    fields = []
+    for column, kind in COLUMN_TYPES[name].items():
+        if column in TIMESTAMPS:
+            type_ = pa.timestamp("ms", tz="UTC")
+        elif column in BOOLEANS:
+            type_ = pa.bool_()
+        else:
+            type_ = getattr(pa, _ARROW_TYPES[kind])()
+        fields.append(pa.field(column, type_))
     return pa.schema(fields)
 
 
@@ -82,22 +100,31 @@ def write_parquet(
     if table not in TABLES:
         raise ValueError(f"Unknown table {table!r}: use one of {', '.join(TABLES)}")
     schema = parquet_schema(table)
+    expressions = {c: _EPOCH_MS.format(c) for c in TIMESTAMPS}
     count = 0
     with database(db) as conn, pq.ParquetWriter(out, schema) as writer:
-        for chunk in _rows(conn, table, chunk_rows):
+        for chunk in _rows(conn, table, chunk_rows, expressions):
             columns = list(zip(*chunk, strict=True))
-            arrays = []
-            for field, values in zip(schema, columns, strict=True):
-                try:
-                    arrays.append(pa.array(values, type=field.type))
-                except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
-                    raise AgentMetricsError(
-                        f"Column {table}.{field.name} holds a value Parquet cannot store"
-                        f" as {field.type}: {e}"
-                    ) from None
+            arrays = [_array(pa, table, f, v) for f, v in zip(schema, columns, strict=True)]
             writer.write_batch(pa.record_batch(arrays, schema=schema))
             count += len(chunk)
     return count
+
+
+def _array(pa: Any, table: str, field: Any, values: tuple) -> Any:
+    """``values`` as an array of ``field``'s type; the first value that does not fit is named."""
+    try:
+        if field.name in BOOLEANS:  # stored as 0/1
+            return pa.array(values, pa.int64()).cast(pa.bool_())
+        return pa.array(values, type=field.type)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+        if len(values) > 1:
+            for value in values:
+                _array(pa, table, field, (value,))
+        raise AgentMetricsError(
+            f"Column {table}.{field.name} holds a value Parquet cannot store"
+            f" as {field.type}: {values[0] if len(values) == 1 else e!r}"
+        ) from None
 
 
 def export_tables(

@@ -20,6 +20,14 @@ SQL_NOW = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
 _FRACTION = re.compile(r"(?<=:\d\d)\.(\d+)")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def sql_duration_ms(end: str) -> str:
+    """SQL for the whole milliseconds from a row's ``started_at`` to the SQL time ``end``:
+    what completing or reaping a run stores in ``duration_ms``."""
+    return f"CAST(ROUND((julianday({end}) - julianday(started_at)) * 86400000) AS INTEGER)"
+
+
 UNITS = "90s, 15m, 1.5h, 3d, 2w"
 """Examples of the duration grammar, for error messages."""
 

@@ -14,11 +14,11 @@ import time
 from collections.abc import Callable
 from typing import IO
 
-import numpy as np
 import pandas as pd
 
 from .formatting import format_duration, format_percent, printable
-from .reports._common import DbArg, TimeArg, database, percentile, read_frame, resolve_now
+from .reports._common import DbArg, TimeArg, read_frame, reading, resolve_now, window
+from .reports._frames import percent, percentiles
 from .timestamps import parse_timestamp, to_iso
 
 CLEAR = "\x1b[H\x1b[2J"
@@ -66,8 +66,8 @@ def snapshot(
         )
     moment = resolve_now(now)
     now_iso = to_iso(moment)
-    hour_ago = to_iso(moment - dt.timedelta(hours=1))
-    with database(db) as conn:
+    hour, hour_params = window(moment - dt.timedelta(hours=1), moment)
+    with reading(db) as conn:
         running = read_frame(
             conn,
             "SELECT o.session_id, o.task_description, o.started_at,"
@@ -96,9 +96,8 @@ def snapshot(
             },
         )
         hour = conn.execute(
-            "SELECT status, duration_ms FROM agent_executions"
-            " WHERE status != 'in_progress' AND started_at >= :since AND started_at <= :now",
-            {"since": hour_ago, "now": now_iso},
+            f"SELECT status, duration_ms FROM agent_executions WHERE status != 'in_progress'{hour}",
+            hour_params,
         ).fetchall()
         failures = read_frame(
             conn,
@@ -114,7 +113,7 @@ def snapshot(
         ["session_id", "task_description", "started_at", "elapsed_ms", "agents_running"]
     ]
     completed = sum(1 for status, _ in hour if status == "completed")
-    durations = np.sort([d for _, d in hour if d is not None])
+    durations = [d for _, d in hour if d is not None]
     return Snapshot(
         now=moment,
         running=running,
@@ -122,8 +121,8 @@ def snapshot(
         recent=recent,
         recent_minutes=recent_minutes,
         hour_finished=len(hour),
-        hour_success_rate=100 * completed / len(hour) if hour else float("nan"),
-        hour_p95_ms=percentile(durations, 95),
+        hour_success_rate=percent(completed, len(hour)),
+        hour_p95_ms=percentiles(durations, [95])[0],
         failures=failures,
     )
 

@@ -218,13 +218,13 @@ def report_benchmarks(db: Database) -> list[Bench]:
     return [
         Bench(
             "system_health 24 h",
-            lambda d: _read(reports.system_health(d, 24, now=NOW), "total_executions"),
+            lambda d: _read(reports.system_health(d, hours=24, now=NOW), "executions"),
             0.010,
             "4-8 ms",
         ),
         Bench(
             "system_health 90 days",
-            lambda d: _read(reports.system_health(d, 24 * DAYS, now=NOW), "total_executions"),
+            lambda d: _read(reports.system_health(d, hours=24 * DAYS, now=NOW), "executions"),
             0.5,
             "507-569 ms",
         ),
@@ -236,16 +236,16 @@ def report_benchmarks(db: Database) -> list[Bench]:
         ),
         Bench(
             "failed_orchestrations(50)",
-            lambda d: len(reports.failed_orchestrations(d, 50)),
+            lambda d: len(reports.failed_orchestrations(d, limit=50)),
             0.010,
             "19-21 ms",
         ),
         Bench(
             "failed_orchestrations(50, partial)",
-            lambda d: len(reports.failed_orchestrations(d, 50, include_partial=True)),
+            lambda d: len(reports.failed_orchestrations(d, limit=50, include_partial=True)),
             0.010,
         ),
-        Bench("list_orchestrations(50)", lambda d: len(reports.list_orchestrations(d, 50))),
+        Bench("list_orchestrations(50)", lambda d: len(reports.list_orchestrations(d, limit=50))),
         Bench(
             f"agent_summary {typical} (all rows)",
             lambda d: _read(reports.agent_summary(d, typical), "executions"),
@@ -268,9 +268,7 @@ def report_benchmarks(db: Database) -> list[Bench]:
         Bench(f"agent_stats {busiest} every row", lambda d: len(reports.agent_stats(d, busiest))),
         Bench(
             "orchestration_summary",
-            lambda d: _read(
-                reports.orchestration_summary(d, "session-0000500"), "total_executions"
-            ),
+            lambda d: _read(reports.orchestration_summary(d, "session-0000500"), "executions"),
         ),
         Bench("executions(session)", lambda d: len(reports.executions(d, "session-0000500"))),
     ]

@@ -92,7 +92,7 @@ NOTEBOOKS = {
         ),
         "perf = reports.performance_report(DB)\n"
         'perf[["agent_name", "executions", "failed", "success_rate", "p50_duration_ms",\n'
-        '      "p95_duration_ms", "p99_duration_ms", "total_retries", "self_healed"]]',
+        '      "p95_duration_ms", "p99_duration_ms", "retries", "self_healed"]]',
         md("## Who is slow?\n\nSorted by p95 duration, in readable units:"),
         'slowest = perf.sort_values("p95_duration_ms", ascending=False).set_index("agent_name")\n'
         'slowest[["p50_duration_ms", "p95_duration_ms", "p99_duration_ms"]].map(format_duration)',
@@ -104,7 +104,7 @@ NOTEBOOKS = {
         ),
         "daily = reports.trends(DB, by_agent=True, now=NOW)\n"
         "fig = plots.plot_durations(daily)\nfig",
-        'reports.trends(DB, "W", agent="code-writer")[\n'
+        'reports.trends(DB, freq="W", agent="code-writer")[\n'
         '    ["period", "executions", "p50_duration_ms", "p95_duration_ms"]]',
         md(
             "## Who fails?\n\nSorted by success rate, lowest first: `test-runner` is the flaky one."
@@ -147,7 +147,7 @@ NOTEBOOKS = {
         '       "error_message"]]',
         md(
             "## Self-healing\n\n"
-            "How often self-healing kicked in (`self_healed_rate`, percent of finished "
+            "How often self-healing kicked in (`self_healed_rate`, percent of "
             "executions) and how often it rescued the execution (`rescue_rate`, percent of "
             "self-healed executions that completed)."
         ),
@@ -164,12 +164,12 @@ NOTEBOOKS = {
         "daily = reports.trends(DB, now=NOW)\ndaily.tail(10)",
         "fig = plots.plot_trends(daily)\nfig",
         md("## Week by week\n\nWeeks start on Monday; the first and last weeks are partial."),
-        'reports.trends(DB, "W")',
+        'reports.trends(DB, freq="W")',
         md(
             "## Per agent: who changed?\n\n"
             "The weekly p95 of every agent side by side: one column moves, the others hold."
         ),
-        'weekly = reports.trends(DB, "W", by_agent=True)\n'
+        'weekly = reports.trends(DB, freq="W", by_agent=True)\n'
         'weekly.pivot(index="period", columns="agent_name", values="p95_duration_ms").map(\n'
         "    format_duration)",
         "fig = plots.plot_durations(reports.trends(DB, by_agent=True, now=NOW))\nfig",
@@ -182,7 +182,7 @@ NOTEBOOKS = {
         'found[["agent_name", "baseline_value", "recent_value", "change", "baseline_n",\n'
         '       "recent_n", "regressed"]]',
         md("## Hour by hour, the last day"),
-        'hourly = reports.trends(DB, "h", since="24h", now=NOW)\n'
+        'hourly = reports.trends(DB, freq="h", since="24h", now=NOW)\n'
         'hourly[["period", "executions", "failed", "p95_duration_ms"]].tail(6)',
     ],
     "05-costs.ipynb": [
@@ -212,17 +212,17 @@ NOTEBOOKS = {
             "row's figure, and the `*_cost_usd` columns split it."
         ),
         "by_agent = reports.costs(DB, rates=rates, since=SINCE, until=NOW)\n"
-        'by_agent[["agent_name", "executions", "time_cost_usd", "token_cost_usd",\n'
+        'by_agent[["agent_name", "finished", "time_cost_usd", "token_cost_usd",\n'
         '          "recorded_cost_usd", "cost_usd", "method"]].round(2)',
         "from agentmetrics.plots import cost_chart\n\n"
         'fig = cost_chart(by_agent, title="Estimated cost by agent, last 7 days")\nfig',
         md("## Day by day"),
         'daily = reports.costs(DB, rates=rates, by="day", since=SINCE, until=NOW)\n'
-        'daily[["day", "executions", "cost_usd"]].round(2)',
+        'daily[["day", "finished", "cost_usd"]].round({"cost_usd": 2})',
         md("## The most expensive orchestrations"),
         'by_run = reports.costs(DB, rates=rates, by="orchestration", since=SINCE,\n'
         "                       until=NOW)\n"
-        'by_run[["session_id", "task_description", "executions", "cost_usd"]].head(5).round(2)',
+        'by_run[["session_id", "task_description", "finished", "cost_usd"]].head(5).round(2)',
     ],
 }
 

@@ -145,3 +145,33 @@ def small(db_path):
     m.complete_orchestration("s", "failed")
     m.close()
     return db_path
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1 MB tmpfs, for full-disk tests (needs root and mount; skipped where unavailable)."""
+    mountpoint = tmp_path / "disk"
+    mountpoint.mkdir()
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mountpoint)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
+    yield mountpoint
+    subprocess.run(["umount", "-l", str(mountpoint)], check=True, timeout=30)
+
+
+def fill(folder: Path) -> Path:
+    """Fill the file system holding ``folder`` to the last byte; return the filler file."""
+    filler = folder / "filler"
+    with open(filler, "wb", buffering=0) as f:
+        for size in (65536, 4096, 1):
+            try:
+                while True:
+                    f.write(b"\0" * size)
+            except OSError:
+                pass
+    return filler

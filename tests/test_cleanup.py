@@ -166,3 +166,15 @@ def test_cleanup_huge_days_deletes_nothing(small):
     assert cleanup(small, 1e300, now=SMALL_NOW).orchestrations == 0
     with sqlite3.connect(small) as raw:
         assert raw.execute("SELECT count(*) FROM agent_executions").fetchone()[0] == 2
+
+
+def test_batch_size_grows_while_quick_and_shrinks_when_slow():
+    from agentmetrics.batching import BatchSize
+
+    size = BatchSize(10, target_seconds=1.0, max_growth=4)
+    seen = []
+    for seconds in (0.1, 0.1, 0.1, 0.7, 1.5, 9, 9):
+        size.update(seconds)
+        seen.append(size.size)
+    # Doubles under 0.5 s up to 10 x 4, holds between 0.5 and 1 s, halves over 1 s.
+    assert seen == [20, 40, 40, 40, 20, 10, 10]

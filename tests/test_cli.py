@@ -61,8 +61,8 @@ def counts(orchestrations, executions) -> str:
 
 def test_export_json_to_stdout(filled):
     data = json.loads(invoke("--db", filled, "export").stdout)
-    assert [entry["session_id"] for entry in data] == ["s-1", "s-2", None]
-    assert [len(entry["executions"]) for entry in data] == [2, 1, 1]
+    assert [entry["session_id"] for entry in data] == ["s-2", "s-1", None]
+    assert [len(entry["executions"]) for entry in data] == [1, 2, 1]
 
 
 def test_export_db_option_after_the_command(filled):
@@ -83,8 +83,8 @@ def test_export_jsonl(filled):
     assert [json.loads(line)["type"] for line in lines] == [
         "orchestration",
         "execution",
-        "execution",
         "orchestration",
+        "execution",
         "execution",
         "execution",
     ]
@@ -145,10 +145,12 @@ def test_import_errors(filled, tmp_path):
         f"Error: {bad}: entry 1: orchestration 'x': status must be one of running, completed,"
         " failed, partial, got 'nope'"
     )
-    counts = invoke("--db", target, "export").stdout
-    assert json.loads(counts) == []
+    # The target did not exist: a rejected import does not create it.
+    assert not list(tmp_path.glob("t.db*"))
     assert "Cannot read" in fail("--db", target, "import", tmp_path / "missing.json")
     assert "Missing argument" in invoke("--db", target, "import", exit_code=2).output
+    assert "No database found" in fail("--db", target, "merge", tmp_path / "missing.db")
+    assert not list(tmp_path.glob("t.db*"))
 
 
 def test_merge_original_database(tmp_path):
@@ -279,16 +281,16 @@ def record_lines(text: str) -> dict[str, str]:
 
 
 EXPECTED_HEALTH = {
-    "total_orchestrations": 3,
+    "orchestrations": 3,
     "completed_orchestrations": 0,
     "failed_orchestrations": 1,
     "partial_orchestrations": 1,
     "running_orchestrations": 1,
-    "total_executions": 5,
-    "finished_executions": 4,
-    "completed_executions": 2,
-    "failed_executions": 2,
-    "in_progress_executions": 1,
+    "executions": 5,
+    "finished": 4,
+    "completed": 2,
+    "failed": 2,
+    "in_progress": 1,
     "success_rate": 50.0,
     "avg_duration_ms": 5000.0,
     "p50_duration_ms": 5000.0,  # linear interpolation over 2000, 4000, 6000, 8000
@@ -302,7 +304,7 @@ def test_health(recent):
     (row,) = as_csv("--db", recent, "health", "24")
     assert {k: float(row[k]) for k in EXPECTED_HEALTH} == pytest.approx(EXPECTED_HEALTH)
     table = record_lines(invoke("health", "--db", recent).stdout)
-    assert table["total_executions"] == "5"
+    assert table["executions"] == "5"
     assert table["success_rate"] == "50.0%"
     assert table["avg_duration_ms"] == "5s"
     assert table["p95_duration_ms"] == "7s"
@@ -311,9 +313,9 @@ def test_health(recent):
 def test_health_window_excludes_older_rows(filled):
     # filled's rows are from 2024: nothing in the last 24 hours.
     data = as_json("--db", filled, "health", "24")
-    assert data["total_orchestrations"] == 0 and data["success_rate"] is None
+    assert data["orchestrations"] == 0 and data["success_rate"] is None
     hours = (dt.datetime.now(dt.timezone.utc) - T0).total_seconds() / 3600 + 24
-    assert as_json("--db", filled, "health", f"{hours:.0f}")["total_orchestrations"] == 2
+    assert as_json("--db", filled, "health", f"{hours:.0f}")["orchestrations"] == 2
 
 
 @pytest.mark.parametrize(
@@ -336,7 +338,7 @@ def test_health_window_excludes_older_rows(filled):
 def test_health_gate_fails(recent, options, reason):
     result = invoke("--db", recent, "health", *options, exit_code=1)
     assert result.stderr == f"Error: Unhealthy: {reason}\n"
-    assert record_lines(result.stdout)["total_orchestrations"] == "3"
+    assert record_lines(result.stdout)["orchestrations"] == "3"
 
 
 def test_health_gate_passes(recent):
@@ -398,9 +400,9 @@ def test_health_now(recent):
     """--now moves the window: an hour after the runs started, a 30 minute window is empty."""
     later = (BASE + dt.timedelta(hours=2)).isoformat()
     data = as_json("--db", recent, "health", "0.5", "--now", later)
-    assert data["total_orchestrations"] == 0
+    assert data["orchestrations"] == 0
     invoke("--db", recent, "health", "0.5", "--now", later, "--max-running", "0")
-    assert as_json("--db", recent, "health", "24", "--now", later)["total_orchestrations"] == 3
+    assert as_json("--db", recent, "health", "24", "--now", later)["orchestrations"] == 3
 
 
 @pytest.mark.parametrize(
@@ -454,7 +456,12 @@ def test_health_now(recent):
         (["executions", "nope"], "Error: No orchestration with session id 'nope'", 1),
         (["agent", "nobody"], "Error: No executions of agent 'nobody'", 1),
         (["agent", "nobody", "--list"], "Error: No executions of agent 'nobody'", 1),
-        (["performance", "--since", "tuesday"], "Error: not a timestamp: 'tuesday'", 1),
+        (
+            ["performance", "--since", "tuesday"],
+            "Error: not a time: 'tuesday'"
+            " (use a timestamp such as 2026-11-01 or a span back such as 6h, 7d, 2w)",
+            1,
+        ),
     ],
 )
 def test_report_errors(recent, args, message, code):
@@ -519,9 +526,9 @@ def test_show(recent):
         "session_id": "r-1",
         "status": "partial",
         "duration_ms": 11000,
-        "total_executions": 2,
-        "completed_executions": 1,
-        "failed_executions": 1,
+        "executions": 2,
+        "completed": 1,
+        "failed": 1,
         "success_rate": 50.0,
         "avg_duration_ms": 4000.0,  # (2000 + 6000) / 2
         "files_created": 2,
@@ -534,7 +541,7 @@ def test_show(recent):
         "50.0%",
     )
     (row,) = as_csv("--db", recent, "show", "r-1")
-    assert row["total_executions"] == "2"
+    assert row["executions"] == "2"
 
 
 def test_agent(recent):
@@ -546,7 +553,7 @@ def test_agent(recent):
         "failed": 0,
         "success_rate": 100.0,
         "avg_duration_ms": 3000.0,
-        "total_retries": 2,
+        "retries": 2,
     }
     assert {k: data[k] for k in expected} == expected
     table = record_lines(invoke("--db", recent, "agent", "backend").stdout)

@@ -45,16 +45,16 @@ def data_path(db_path):
 
 
 def test_costs_by_agent(data_path):
-    df = costs(data_path, RATES)
+    df = costs(data_path, rates=RATES)
     assert list(df.columns) == ["agent_name", *VALUE_COLUMNS]
     expected = pd.DataFrame(
         {
             "agent_name": ["coder", "reviewer", "tester"],
-            "executions": [3, 1, 1],
-            "duration_ms": pd.array([690_000, 120_000, 10_000], dtype="Int64"),
-            "time_executions": [2, 1, 0],
-            "token_executions": [1, 0, 0],
-            "recorded_executions": [0, 0, 1],
+            "finished": [3, 1, 1],
+            "total_duration_ms": [690_000.0, 120_000.0, 10_000.0],
+            "time_priced": [2, 1, 0],
+            "token_priced": [1, 0, 0],
+            "recorded_priced": [0, 0, 1],
             "time_cost_usd": [1.1, 0.4, 0.0],
             "token_cost_usd": [0.0105, 0.0, 0.0],
             "recorded_cost_usd": [0.0, 0.0, 0.25],
@@ -64,22 +64,23 @@ def test_costs_by_agent(data_path):
     )
     expected["agent_name"] = expected["agent_name"].astype(object)
     expected["method"] = expected["method"].astype(object)
-    pd.testing.assert_frame_equal(df, expected, check_dtype=False, atol=1e-12)
-    assert df["executions"].dtype == "int64"
-    assert df["cost_usd"].dtype == "float64"
+    pd.testing.assert_frame_equal(df, expected, atol=1e-12)
 
 
 def test_costs_by_day(data_path):
-    df = costs(data_path, RATES, by="day")
-    assert df["day"].tolist() == ["2026-03-01", "2026-03-02"]
-    assert df["executions"].tolist() == [4, 1]
+    df = costs(data_path, rates=RATES, by="day")
+    assert df["day"].tolist() == [
+        pd.Timestamp("2026-03-01", tz="UTC"),
+        pd.Timestamp("2026-03-02", tz="UTC"),
+    ]
+    assert df["finished"].tolist() == [4, 1]
     assert df["cost_usd"].tolist() == pytest.approx([0.1 + 0.4 + 0.0105 + 0.25, 1.0])
     assert df["method"].tolist() == ["mixed", "time"]
 
 
 def test_costs_by_orchestration(data_path):
     ids = build(data_path.parent / "other.db")
-    df = costs(data_path.parent / "other.db", RATES, by="orchestration")
+    df = costs(data_path.parent / "other.db", rates=RATES, by="orchestration")
     assert list(df.columns[:3]) == ["orchestration_id", "session_id", "task_description"]
     # Highest cost first: the standalone a-5 (1.0), s-1 (0.5), s-2 (0.2605).
     assert df["orchestration_id"].tolist() == [None, ids["s-1"], ids["s-2"]]
@@ -90,13 +91,13 @@ def test_costs_by_orchestration(data_path):
 
 
 def test_costs_window(data_path):
-    df = costs(data_path, RATES, since="2026-03-01T11:00:00Z", until="2026-03-02T00:00:00Z")
+    df = costs(data_path, rates=RATES, since="2026-03-01T11:00:00Z", until="2026-03-02T00:00:00Z")
     assert df["agent_name"].tolist() == ["tester", "coder"]
     assert df["cost_usd"].tolist() == pytest.approx([0.25, 0.0105])
 
 
 def test_default_rate_without_config(data_path):
-    df = costs(data_path, {})
+    df = costs(data_path, rates={})
     coder = df.set_index("agent_name").loc["coder"]
     # 60s + 600s at the placeholder 1 USD/hour; no model prices, so a-3 is timed too.
     assert coder["cost_usd"] == pytest.approx((60 + 30 + 600) / 3600)
@@ -111,7 +112,7 @@ def test_rates_from_config_file(data_path, tmp_path, where):
     (tmp_path / where).write_text(text)
     assert load_config()["costs"]["agents"] == {"reviewer": 12.0}
     pd.testing.assert_frame_equal(
-        costs(data_path, rates=cost_rates(load_config())), costs(data_path, RATES)
+        costs(data_path, rates=cost_rates(load_config())), costs(data_path, rates=RATES)
     )
 
 
@@ -119,7 +120,7 @@ def test_costs_read_no_config_file(data_path, tmp_path):
     """Without rates every execution is priced by time at the default rate, whatever
     config file lies in the working folder."""
     (tmp_path / "agentmetrics.toml").write_text(TOML)
-    pd.testing.assert_frame_equal(costs(data_path), costs(data_path, {}))
+    pd.testing.assert_frame_equal(costs(data_path), costs(data_path, rates={}))
     coder = costs(data_path).set_index("agent_name").loc["coder"]
     assert coder["cost_usd"] == pytest.approx((60 + 30 + 600) / 3600)
 
@@ -131,7 +132,7 @@ def test_bad_costs_table_is_a_config_error(tmp_path):
 
 def test_empty_database_keeps_columns(db):
     for by, key in (("agent", ["agent_name"]), ("day", ["day"])):
-        df = costs(db, RATES, by=by)
+        df = costs(db, rates=RATES, by=by)
         assert df.empty
         assert list(df.columns) == key + VALUE_COLUMNS
 
@@ -148,17 +149,17 @@ def test_empty_database_keeps_columns(db):
 )
 def test_invalid_rates(db, rates, message):
     with pytest.raises(ValueError) as e:
-        costs(db, rates)
+        costs(db, rates=rates)
     assert message in str(e.value)
 
 
 def test_invalid_grouping(db):
     with pytest.raises(ValueError, match="use one of agent, day, orchestration"):
-        costs(db, RATES, by="week")
+        costs(db, rates=RATES, by="week")
 
 
 def test_cost_chart(data_path):
-    fig = cost_chart(costs(data_path, RATES))
+    fig = cost_chart(costs(data_path, rates=RATES))
     ax = fig.axes[0]
     assert ax.get_xlabel() == "Cost (USD)"
     top_to_bottom = sorted(ax.get_yticklabels(), key=lambda t: -t.get_position()[1])
@@ -186,6 +187,24 @@ def test_cli_costs_json(data_path, tmp_path):
     ]
 
 
+def test_cli_costs_spans_from_now_and_one_agent(data_path, tmp_path):
+    config = tmp_path / "rates.toml"
+    config.write_text(TOML)
+    base = ["--db", data_path, "costs", "--config", config, "--now", "2026-03-02T12:00:00Z"]
+
+    def rows(*args):
+        result = cli_result(*base, *args, "--json")
+        assert result.exit_code == 0, result.output
+        return [
+            (r["agent_name"], r["finished"], round(r["cost_usd"], 6))
+            for r in json.loads(result.stdout)
+        ]
+
+    # [09:00, 12:00) on 2026-03-02 holds only the standalone a-5: 600 s of coder at $6/h.
+    assert rows("--since", "3h") == [("coder", 1, 1.0)]
+    assert rows("--since", "2d", "--agent", "tester") == [("tester", 1, 0.25)]
+
+
 def test_cli_costs_table(data_path, tmp_path):
     (tmp_path / "agentmetrics.toml").write_text(TOML)
     result = CliRunner().invoke(
@@ -196,8 +215,8 @@ def test_cli_costs_table(data_path, tmp_path):
     assert lines[0].split() == [
         "session_id",
         "task_description",
-        "executions",
-        "duration_ms",
+        "finished",
+        "total_duration_ms",
         "time_cost_usd",
         "token_cost_usd",
         "recorded_cost_usd",
@@ -205,7 +224,7 @@ def test_cli_costs_table(data_path, tmp_path):
         "method",
     ]
     assert "Fix <bug> & test" in result.output
-    assert lines[-1] == "Total: $1.76 over 5 executions"
+    assert lines[-1] == "Total: $1.76 over 5 finished executions"
 
 
 def test_cli_costs_finished_execution_without_duration(db, db_path):
@@ -220,14 +239,18 @@ def test_cli_costs_finished_execution_without_duration(db, db_path):
     assert result.exit_code == 0, result.output
     assert result.output.splitlines()[1].split()[:3] == ["coder", "1", "-"]
     data = json.loads(CliRunner().invoke(cli, ["--db", str(db_path), "costs", "--json"]).output)
-    assert (data[0]["executions"], data[0]["duration_ms"]) == (1, None)
+    assert (data[0]["finished"], data[0]["total_duration_ms"]) == (1, None)
 
 
 @pytest.mark.parametrize(
     "args, message",
     [
         (["--config", "missing.toml"], "Error: Config file missing.toml not found"),
-        (["--since", "yesterday"], "Error: not a timestamp: 'yesterday'"),
+        (
+            ["--since", "yesterday"],
+            "Error: not a time: 'yesterday'"
+            " (use a timestamp such as 2026-11-01 or a span back such as 6h, 7d, 2w)",
+        ),
     ],
 )
 def test_cli_costs_errors(data_path, args, message):
@@ -289,7 +312,7 @@ def test_costs_since_after_until_is_an_error(data_path):
     from agentmetrics.reports import costs
 
     with pytest.raises(ValueError, match=r"since \(2026-03-02.*\) is after until \(2026-03-01"):
-        costs(data_path, {}, since="2026-03-02", until="2026-03-01")
+        costs(data_path, rates={}, since="2026-03-02", until="2026-03-01")
     result = cli_result(
         "--db", data_path, "costs", "--since", "2026-03-02", "--until", "2026-03-01"
     )
@@ -316,6 +339,6 @@ def test_costs_model_price_with_one_side_only(data_path):
     from agentmetrics.reports import costs
 
     # dashboard_data: a-3 (coder, model m-small) used 1000 input and 500 output tokens.
-    df = costs(data_path, {"models": {"m-small": {"output_per_million": 10.0}}})
+    df = costs(data_path, rates={"models": {"m-small": {"output_per_million": 10.0}}})
     coder = df.set_index("agent_name").loc["coder"]
     assert coder["token_cost_usd"] == pytest.approx(500 * 10.0 / 1e6)

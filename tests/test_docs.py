@@ -9,6 +9,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
+from agentmetrics import DISTRIBUTION
 from agentmetrics.cli import cli
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,3 +64,58 @@ def test_original_commands_all_exist():
 def test_readme_names_every_command():
     missing = [name for name in cli.commands if f"`{name}" not in README]
     assert not missing, f"README does not mention: {missing}"
+
+
+def _pyproject():
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib
+
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def test_distribution_name_is_not_the_unrelated_agentmetrics():
+    project = _pyproject()["project"]
+    assert project["name"] == DISTRIBUTION != "agentmetrics"
+    # The extras that include the test extra name this distribution, not PyPI's.
+    extras = project["optional-dependencies"]
+    assert extras["dev"] == [f"{DISTRIBUTION}[test]"]
+
+
+def test_installed_distribution_provides_the_package():
+    import importlib.metadata
+
+    providers = importlib.metadata.packages_distributions().get("agentmetrics", [])
+    assert DISTRIBUTION in providers, (
+        f"agentmetrics is installed as {providers}: reinstall with pip install -e ."
+    )
+    result = CliRunner().invoke(cli, ["--version"])
+    assert result.exit_code == 0, result.output
+    assert f"version {importlib.metadata.version(DISTRIBUTION)}" in result.output
+
+
+PIP_INSTALL = re.compile(r"pip install ((?:-[-\w]+ )*)(\S+)")
+
+
+def _pip_install_lines():
+    files = [ROOT / "README.md", ROOT / ".ci" / "run", *ROOT.glob("notebooks/*")]
+    files += ROOT.glob("agentmetrics/**/*.py")
+    for path in files:
+        if path.suffix in (".md", ".py", ".ipynb", ""):
+            text = path.read_text().replace("{DISTRIBUTION}", DISTRIBUTION)
+            for match in PIP_INSTALL.finditer(text):
+                yield path.relative_to(ROOT), match.group(2).strip("'\"`")
+
+
+def test_every_pip_install_line_names_this_distribution():
+    targets = list(_pip_install_lines())
+    assert len(targets) >= 6  # README's commands, CI, the parquet hint
+    # A checkout (`.`, `./agentmetrics`) or this distribution: never PyPI's agentmetrics.
+    wrong = [
+        (str(path), target)
+        for path, target in targets
+        if target != "pip" and not target.startswith((".", DISTRIBUTION))
+    ]
+    assert not wrong
+    assert any(target.startswith(DISTRIBUTION) for _, target in targets)

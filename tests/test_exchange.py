@@ -1,3 +1,4 @@
+import contextlib
 import datetime as dt
 import io
 import json
@@ -50,7 +51,8 @@ def export_text(db, **kwargs) -> str:
 
 
 def table_rows(db, table):
-    return [dict(r) for r in db.query(f"SELECT * FROM {table} ORDER BY rowid")]
+    # By id: an import writes in the export's order (newest first), so rowids differ.
+    return [dict(r) for r in db.query(f"SELECT * FROM {table} ORDER BY id")]
 
 
 def write(path, data) -> str:
@@ -60,10 +62,11 @@ def write(path, data) -> str:
 
 def test_json_export_has_the_original_shape(filled):
     data = json.loads(export_text(filled))
-    assert [entry["session_id"] for entry in data] == ["s-1", "s-2", None]
+    # Newest first, as the original; each one's executions in start order.
+    assert [entry["session_id"] for entry in data] == ["s-2", "s-1", None]
     assert [[e["agent_session_id"] for e in entry["executions"]] for entry in data] == [
-        ["a-1", "a-2"],
         ["a-3", "a-4"],
+        ["a-1", "a-2"],
         ["solo"],
     ]
     for entry in data:
@@ -74,7 +77,15 @@ def test_json_export_has_the_original_shape(filled):
     assert all(data[2][c] is None for c in ORCHESTRATION_COLUMNS)
     stored = {r["agent_session_id"]: r for r in table_rows(filled, "agent_executions")}
     exported = {e["agent_session_id"]: e for entry in data for e in entry["executions"]}
-    assert exported == stored
+    assert exported == stored  # True == 1: the booleans are checked below
+    assert {k: e["self_healed"] for k, e in exported.items()} == {
+        "a-1": False,
+        "a-2": False,
+        "a-3": False,
+        "a-4": True,
+        "solo": False,
+    }
+    assert all(type(e["self_healed"]) is bool for e in exported.values())
     assert exported["a-1"]["cost_usd"] == 0.1 + 0.2
     assert {o["session_id"]: o for o in data[:2]} == {
         r["session_id"]: {
@@ -102,15 +113,82 @@ def test_empty_database_exports_an_empty_list(db):
 def test_jsonl_export_lines(filled):
     lines = [json.loads(line) for line in export_text(filled, format="jsonl").splitlines()]
     assert [(r["type"], r.get("session_id") or r["agent_session_id"]) for r in lines] == [
-        ("orchestration", "s-1"),
-        ("execution", "a-1"),
-        ("execution", "a-2"),
         ("orchestration", "s-2"),
         ("execution", "a-3"),
         ("execution", "a-4"),
+        ("orchestration", "s-1"),
+        ("execution", "a-1"),
+        ("execution", "a-2"),
         ("execution", "solo"),
     ]
     assert lines[-1]["orchestration_id"] is None
+    assert [r["self_healed"] for r in lines if r["type"] == "execution"] == [
+        False,
+        True,
+        False,
+        False,
+        False,
+    ]
+
+
+def original_file_with_self_healing(path):
+    """Three self-healed executions of five, in three orchestrations, as the original writes."""
+    orchestrations, executions = [], []
+    for i in range(3):
+        started = f"2024-03-0{i + 1}T12:00:00.000Z"
+        orchestrations.append(
+            {"id": f"o{i}", "session_id": f"s{i}", "status": "completed", "started_at": started}
+        )
+        for j in range(2 if i < 2 else 1):
+            executions.append(
+                {
+                    "id": f"e{i}{j}",
+                    "orchestration_id": f"o{i}",
+                    "agent_session_id": f"a{i}{j}",
+                    "agent_name": "coder",
+                    "status": "completed",
+                    "started_at": f"2024-03-0{i + 1}T12:0{j}:00.000Z",
+                    "self_healed": int(j == 0),
+                }
+            )
+    return make_original_db(path, orchestrations, executions)
+
+
+def test_json_export_answers_jq_scripts_written_for_the_original(tmp_path):
+    db = agentmetrics.open_database(original_file_with_self_healing(tmp_path / "orig.db"))
+    text = export_text(db)
+    # jq '[.[].executions[] | select(.self_healed == true)] | length'
+    data = json.loads(text)
+    assert sum(e["self_healed"] is True for o in data for e in o["executions"]) == 3
+    assert text.count('"self_healed": true') == 3 and text.count('"self_healed": false') == 2
+    # jq '.[0].session_id': the newest orchestration.
+    assert [o["session_id"] for o in data] == ["s2", "s1", "s0"]
+
+
+def test_import_accepts_old_exports_oldest_first_with_0_and_1(tmp_path):
+    old_style = [
+        {
+            "session_id": f"s{i}",
+            "status": "completed",
+            "started_at": f"2024-03-0{i + 1}T12:00:00.000Z",
+            "executions": [
+                {
+                    "agent_session_id": f"a{i}",
+                    "agent_name": "coder",
+                    "status": "completed",
+                    "started_at": f"2024-03-0{i + 1}T12:00:00.000Z",
+                    "self_healed": flag,
+                }
+            ],
+        }
+        for i, flag in enumerate([1, 0, True, False])
+    ]
+    db = agentmetrics.open_database(tmp_path / "new.db")
+    result = import_files(db, [write(tmp_path / "old.json", old_style)])
+    assert (result.orchestrations.inserted, result.executions.inserted) == (4, 4)
+    stored = db.execute("SELECT agent_session_id, self_healed FROM agent_executions").fetchall()
+    assert sorted(stored) == [("a0", 1), ("a1", 0), ("a2", 1), ("a3", 0)]
+    assert [o["session_id"] for o in json.loads(export_text(db))] == ["s3", "s2", "s1", "s0"]
 
 
 def test_unknown_format(filled):
@@ -330,6 +408,20 @@ def test_same_session_with_another_id_keeps_the_stored_id(db, tmp_path):
         ([{**orchestration(), "total_tasks": -1}], "total_tasks must be a whole number"),
         ([{**orchestration(), "executions": [execution(agent_name="")]}], "agent_name"),
         ([{**orchestration(), "executions": [execution(cost_usd="1$")]}], "cost_usd"),
+        ([{**orchestration(), "executions": [execution(cost_usd=-0.5)]}], "cost_usd"),
+        ([{**orchestration(), "total_tasks": 2**63}], "total_tasks must be a whole number"),
+        ('[{"session_id": "s", "duration_ms": ' + "9" * 5000 + "}]", "Exceeds the limit"),
+        ([{**orchestration(), "total_tasks": "5"}], "total_tasks must be a whole number"),
+        ([{**orchestration(), "task_description": {"a": 1}}], "task_description must be a str"),
+        ([{**orchestration(), "executions": [execution(error_message=[1])]}], "error_message"),
+        ([{**orchestration(), "git_commit_hash": 2**64}], "git_commit_hash must be a string"),
+        ([{**orchestration(), "started_at": "0999-10-30T10:00:00Z"}], "before the year 1000"),
+        ([{**orchestration(), "created_at": "999-10-30 10:00:00"}], "created_at is not a time"),
+        ([{**orchestration(), "started_at": "9999-12-31T23:00:00-05:00"}], "not a timestamp"),
+        ([{**orchestration(), "task_description": "\ud800"}], "lone surrogate"),
+        ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+        ('{"type": "execution", "metadata_json": ' + "[" * 100_000 + "\n", "nested too deeply"),
+        ('{"orchestration": [1], "executions": []}', "expected an export"),
         (
             '{"type": "orchestration", "session_id": "s", "status": "running",'
             ' "started_at": "2024-01-01T00:00:00Z"}\nnot json\n',
@@ -613,3 +705,260 @@ def test_import_jsonl_after_npm_banner_and_error_line_numbers(tmp_path, db_path)
     assert result.exit_code == 1 and "Traceback" not in result.output
     # The banner is four lines, so the "{," of the JSON is line 6 of the file.
     assert result.output.strip().endswith("at line 6)")
+
+
+def test_finished_rows_without_duration_get_it_from_their_timestamps(db, tmp_path):
+    path = write(
+        tmp_path / "no-duration.json",
+        [
+            {
+                **orchestration(completed_at="2024-03-01T11:00:00Z"),
+                "executions": [
+                    execution("a", completed_at="2024-03-01T10:00:31.5Z"),
+                    execution("b", status="failed", agent_name="never-finished"),
+                    execution("c", status="in_progress", agent_name="x"),
+                ],
+            }
+        ],
+    )
+    import_files(db, [path])
+    # Started at 10:00:00 (orchestration) and 10:00:01 (executions): 1 h and 30.5 s.
+    assert db.execute("SELECT duration_ms FROM orchestrations").fetchall() == [(3_600_000,)]
+    assert db.execute(
+        "SELECT agent_session_id, duration_ms FROM agent_executions ORDER BY 1"
+    ).fetchall() == [("a", 30_500), ("b", None), ("c", None)]
+
+
+def test_costs_after_importing_finished_executions_without_duration(tmp_path):
+    from click.testing import CliRunner
+
+    from agentmetrics.cli import cli
+
+    path = write(
+        tmp_path / "no-duration.json",
+        [
+            {
+                **orchestration(),
+                "executions": [
+                    execution("a", completed_at="2024-03-01T10:00:31Z"),
+                    execution("b", status="failed", agent_name="never-finished"),
+                ],
+            }
+        ],
+    )
+    target = str(tmp_path / "costs.db")
+    assert CliRunner().invoke(cli, ["--db", target, "import", path]).exit_code == 0
+    for by in ("agent", "day", "orchestration"):
+        result = CliRunner().invoke(cli, ["--db", target, "costs", "--by", by])
+        assert result.exit_code == 0, result.output
+        assert "Total: $" in result.output
+
+
+@pytest.mark.parametrize("merge", [False, True])
+def test_rejected_import_into_a_new_file_leaves_nothing(tmp_path, merge):
+    bad = tmp_path / "bad.json"
+    bad.write_text('[{"session_id": "x", "status": "nope"}]')
+    target = tmp_path / "new.db"
+    with pytest.raises(InvalidExport):
+        if merge:
+            merge_databases(target, [tmp_path / "missing.db"])
+        else:
+            import_files(target, [bad])
+    assert not list(tmp_path.glob("new.db*"))
+
+
+def test_import_into_an_existing_file_keeps_it(db_path, tmp_path):
+    agentmetrics.Monitor(db_path).start_orchestration("kept")
+    with pytest.raises(InvalidExport):
+        import_files(db_path, [write(tmp_path / "bad.json", "[1]")])
+    conn = sqlite3.connect(db_path)
+    assert conn.execute("SELECT session_id FROM orchestrations").fetchall() == [("kept",)]
+    conn.close()
+
+
+def test_deep_metadata_is_stored_or_refused_cleanly(db, tmp_path):
+    # Somewhere below Python's recursion limit, json.loads still parses what
+    # json.dumps, called deeper in the stack, can no longer write.
+    for depth in range(900, 1001, 4):
+        line = json.dumps({"type": "execution", **execution(f"a{depth}")})[:-1]
+        path = tmp_path / "deep.jsonl"
+        path.write_text(f'{line}, "metadata_json": {"[" * depth}{"]" * depth}}}\n')
+        try:
+            import_files(db, [path])
+        except InvalidExport as e:
+            assert "nested too deeply" in str(e)
+
+
+# -- short transactions ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def demo_source(tmp_path_factory):
+    """A demo database of 150 orchestrations (about ten executions each)."""
+    from agentmetrics.demo import build_demo
+
+    path = tmp_path_factory.mktemp("demo") / "demo.db"
+    build_demo(path, orchestrations=150, now="2024-06-01T00:00:00Z")
+    return path
+
+
+def expected_executions(path) -> dict[str, int]:
+    conn = sqlite3.connect(path)
+    counts = dict(
+        conn.execute(
+            "SELECT o.id, count(e.id) FROM orchestrations o"
+            " LEFT JOIN agent_executions e ON e.orchestration_id = o.id GROUP BY o.id"
+        )
+    )
+    conn.close()
+    return counts
+
+
+def stored_executions(path) -> dict[str, int]:
+    return expected_executions(path)
+
+
+@pytest.mark.parametrize("kind", ["json", "jsonl", "merge"])
+def test_each_transaction_holds_whole_orchestrations(demo_source, tmp_path, monkeypatch, kind):
+    import agentmetrics.exchange as exchange
+
+    expected = expected_executions(demo_source)
+    target = tmp_path / "target.db"
+    commits = []
+    real = exchange.write_transaction
+
+    @contextlib.contextmanager
+    def checked(db):
+        with real(db):
+            yield db
+        # Committed: another connection sees each orchestration with all its executions.
+        stored = stored_executions(target)
+        assert all(stored[o] == expected[o] for o in stored)
+        commits.append(len(stored))
+
+    monkeypatch.setattr(exchange, "write_transaction", checked)
+    if kind == "merge":
+        merge_databases(target, [demo_source], lock_seconds=0)
+    else:
+        path = tmp_path / f"demo.{kind}"
+        with path.open("w") as out:
+            export(agentmetrics.open_database(demo_source, read_only=True), out, kind)
+        import_files(target, [path], lock_seconds=0)
+    # lock_seconds=0: every batch stays at its first size, about 100 rows.
+    rows = len(expected) + sum(expected.values())
+    assert len(commits) >= rows // 110
+    assert commits[-1] == len(expected)
+    assert stored_executions(target) == expected
+
+
+WRITER = """
+import sqlite3, sys, time
+path, stop = sys.argv[1], sys.argv[2]
+conn = sqlite3.connect(path, timeout=1.0, isolation_level=None)
+done = errors = 0
+deadline = time.monotonic() + 60
+while time.monotonic() < deadline:
+    try:
+        conn.execute(
+            "INSERT INTO agent_executions (id, agent_session_id, agent_name, status, started_at)"
+            " VALUES (?, ?, 'writer', 'in_progress', '2024-01-01T00:00:00.000Z')",
+            [f"w-{done}", f"w-{done}"],
+        )
+        done += 1
+    except sqlite3.OperationalError as e:
+        errors += 1
+        print(e, file=sys.stderr, flush=True)
+    try:
+        open(stop).close()
+        break
+    except FileNotFoundError:
+        time.sleep(0.005)
+print(done, errors, flush=True)
+"""
+
+
+@pytest.fixture
+def copies(demo_source, tmp_path):
+    """The demo as JSON Lines five times over, under other ids: about 8,000 rows."""
+    path = tmp_path / "demo.jsonl"
+    with path.open("w") as out:
+        export(agentmetrics.open_database(demo_source, read_only=True), out, "jsonl")
+    big = tmp_path / "big.jsonl"
+    keys = ("id", "orchestration_id", "session_id", "agent_session_id")
+    with big.open("w") as out:
+        for i in range(5):
+            for line in path.read_text().splitlines():
+                row = json.loads(line)
+                row.update({k: f"{i}-{row[k]}" for k in keys if row.get(k) is not None})
+                out.write(json.dumps(row) + "\n")
+    return big
+
+
+def test_a_writer_with_a_short_busy_timeout_is_never_locked_out(copies, tmp_path):
+    import subprocess
+    import sys
+
+    # The writer's 1 s busy timeout is far below what importing the whole file in
+    # one transaction takes, and far above one short transaction.
+    target = tmp_path / "target.db"
+    agentmetrics.open_database(target).close()
+    stop = tmp_path / "stop"
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(target), str(stop)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        result = import_files(target, [copies], lock_seconds=0.05)
+    finally:
+        stop.touch()
+        out, err = writer.communicate(timeout=60)
+    done, errors = map(int, out.split())
+    assert (errors, err) == (0, "")
+    assert done > 0
+    assert result.orchestrations.inserted == 5 * 150
+
+
+def test_import_killed_midway_is_completed_by_running_it_again(copies, demo_source, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    target = tmp_path / "target.db"
+    code = (
+        "import sys; from agentmetrics.exchange import import_files;"
+        " import_files(sys.argv[1], [sys.argv[2]], lock_seconds=0.01)"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code, str(target), str(copies)])
+    stored: dict[str, int] = {}
+    try:
+        deadline = time.monotonic() + 30
+        while not stored and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+            if target.exists():
+                with contextlib.suppress(sqlite3.DatabaseError):  # not created yet
+                    stored = stored_executions(target)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    # Killed between transactions: whole orchestrations only, and not all of them.
+    expected = {
+        f"{i}-{o}": n for i in range(5) for o, n in expected_executions(demo_source).items()
+    }
+    stored = stored_executions(target)
+    assert 0 < len(stored) < len(expected)
+    assert all(stored[o] == expected[o] for o in stored)
+    result = import_files(target, [copies])
+    assert result.orchestrations.inserted == len(expected) - len(stored)
+    assert result.orchestrations.updated == result.executions.updated == 0
+    assert stored_executions(target) == expected
+    clean = tmp_path / "clean.db"
+    import_files(clean, [copies])
+    resumed, uninterrupted = agentmetrics.open_database(target), agentmetrics.open_database(clean)
+    for table in ("orchestrations", "agent_executions"):
+        order = "session_id" if table == "orchestrations" else "agent_session_id"
+        query = f"SELECT * FROM {table} ORDER BY {order}"
+        assert resumed.execute(query).fetchall() == uninterrupted.execute(query).fetchall()

@@ -5,7 +5,6 @@ and never through a symlink; machine output (JSON, CSV, metrics) is exact; table
 escape control characters.
 """
 
-import contextlib
 import json
 import os
 import subprocess
@@ -14,6 +13,7 @@ import tempfile
 
 import pytest
 from click.testing import CliRunner
+from conftest import fill
 from dashboard_data import build
 
 import agentmetrics
@@ -175,45 +175,19 @@ def test_a_failure_mid_write_leaves_the_old_file(data_path, tmp_path, output, mo
     assert listing(out) == [name]
 
 
-@pytest.fixture
-def full_disk(tmp_path):
-    """A 64 KiB tmpfs, filled up: every write into it fails with ENOSPC."""
-    folder = tmp_path / "full"
-    folder.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)],
-        capture_output=True,
-        text=True,
-        timeout=10,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], timeout=10, check=True)
-
-
-def fill(folder):
-    with contextlib.suppress(OSError), open(folder / "filler", "wb") as filler:
-        while True:
-            filler.write(b"\0" * 4096)
-            filler.flush()
-
-
 @pytest.mark.parametrize("output", OUTPUTS)
-def test_full_disk_leaves_no_temporary_file(data_path, full_disk, output):
+def test_full_disk_leaves_no_temporary_file(data_path, small_disk, output):
     """report left NAME.partial behind on a full disk."""
     name, args = OUTPUTS[output]
-    target = full_disk / name
+    target = small_disk / name
     target.write_text("yesterday\n")
-    fill(full_disk)
-    before = listing(full_disk)
+    fill(small_disk)
+    before = listing(small_disk)
     result = run(data_path, *args, "-o", target)
     assert result.exit_code == 1
     assert result.output == f"Error: Cannot write {target}: No space left on device\n"
     assert target.read_text() == "yesterday\n"
-    assert listing(full_disk) == before
+    assert listing(small_disk) == before
 
 
 def test_missing_folder_is_one_line(data_path, tmp_path):

@@ -167,7 +167,11 @@ def test_cli_report(data_path, tmp_path):
     "args, message",
     [
         (["--since", "2026-03-02", "--until", "2026-03-01"], "Error: since (2026-03-02T00:00"),
-        (["--since", "last week"], "Error: not a timestamp: 'last week'"),
+        (
+            ["--since", "last week"],
+            "Error: not a time: 'last week'"
+            " (use a timestamp such as 2026-11-01 or a span back such as 6h, 7d, 2w)",
+        ),
         (["-o", "missing/r.html"], "Error: Cannot write missing/r.html"),
         (["--rules", "nope.toml"], "Error: Config file nope.toml not found"),
     ],

@@ -490,5 +490,5 @@ def test_monitor_on_a_plain_sqlite_utils_database(db_path, original):
     monitor.clock.now = SMALL_T0 + dt.timedelta(seconds=2)
     monitor.complete_agent_execution("a", "completed", model="m", cost_usd=0.5)
     row = system_health(db, now=SMALL_NOW).iloc[0]
-    assert (row["completed_executions"], row["avg_duration_ms"]) == (1, 2000)
+    assert (row["completed"], row["avg_duration_ms"]) == (1, 2000)
     db.close()

@@ -84,7 +84,7 @@ def all_reports(path) -> dict[str, pd.DataFrame]:
             "list": reports.list_orchestrations(path),
             "agent": reports.agent_stats(path, "agent-1"),
             "summary": reports.agent_summary(path, "agent-2"),
-            "trends": reports.trends(path, "h", since="2026-06-01T00:00:00Z", now=NOW),
+            "trends": reports.trends(path, freq="h", since="2026-06-01T00:00:00Z", now=NOW),
             "failures": reports.failed_orchestrations(path, include_partial=True),
             "executions": reports.executions(path, "s3"),
         }

@@ -216,18 +216,18 @@ def one_hour(db):
 
 def test_single_hourly_period_bar_is_an_hour_wide(one_hour):
     # A lone period used to get a bar 0.8 days wide, whatever the frequency.
-    df = reports.trends(one_hour, "h")
+    df = reports.trends(one_hour, freq="h")
     assert len(df) == 1
     fig = plots.plot_trends(df)
     bars = fig.axes[0].patches
     assert bars and all(bar.get_width() == pytest.approx(0.8 / 24) for bar in bars)
-    weekly = plots.plot_trends(reports.trends(one_hour, "W"))
+    weekly = plots.plot_trends(reports.trends(one_hour, freq="W"))
     assert weekly.axes[0].patches[0].get_width() == pytest.approx(0.8 * 7)
 
 
 def test_single_period_without_freq(one_hour):
     # A frame built by hand (no attrs): a period not at midnight is an hour.
-    df = reports.trends(one_hour, "h")
+    df = reports.trends(one_hour, freq="h")
     df.attrs.clear()
     assert plots.plot_trends(df).axes[0].patches[0].get_width() == pytest.approx(0.8 / 24)
 

@@ -161,3 +161,80 @@ def test_cli_missing_database(tmp_path):
     result = CliRunner().invoke(cli, ["--db", str(tmp_path / "none.db"), "metrics"])
     assert result.exit_code == 1
     assert result.output.startswith("Error: No database found")
+
+
+def series(text):
+    """Every sample as node_exporter keys it: (name, sorted labels)."""
+    return [
+        (s.name, tuple(sorted(s.labels.items())))
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    ]
+
+
+def test_constant_labels_keep_two_files_apart(db_path, tmp_path):
+    build(db_path)
+    other = tmp_path / "other.db"
+    build(other)
+    runner = CliRunner()
+    plain = [runner.invoke(cli, ["--db", str(path), "metrics"]).stdout for path in (db_path, other)]
+    # Without labels the two files share every series: node_exporter drops them.
+    assert set(series(plain[0])) == set(series(plain[1]))
+    folder = tmp_path / "textfile"
+    folder.mkdir()
+    for path, name in ((db_path, "runner-1"), (other, "runner-2")):
+        result = runner.invoke(
+            cli,
+            ["metrics", "--db", str(path), "--label", f"db={name}", "--label", "team=ci",
+             "-o", str(folder / f"{name}.prom")],
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+    both = [series((folder / f"runner-{i}.prom").read_text()) for i in (1, 2)]
+    assert len(both[0]) == len(series(plain[0])) and not set(both[0]) & set(both[1])
+    for number, samples_ in enumerate(both, 1):
+        for _, labels in samples_:
+            assert ("db", f"runner-{number}") in labels
+            assert ("team", "ci") in labels
+    # The series' own labels and values are untouched.
+    parsed = families((folder / "runner-1.prom").read_text())
+    assert samples(parsed["agentmetrics_running"]) == {
+        (("db", "runner-1"), ("kind", "orchestration"), ("team", "ci")): 1,
+        (("db", "runner-1"), ("kind", "execution"), ("team", "ci")): 2,
+    }
+
+
+def test_constant_label_values_are_escaped(db_path, db):
+    value = 'a "quoted"\\path\nnext'
+    text = metrics_text(db_path, labels={"where": value})
+    assert all(dict(labels)["where"] == value for _, labels in series(text))
+    assert len(series(text)) == 8  # orchestrations (4), running (2), stale (2)
+
+
+@pytest.mark.parametrize(
+    "label, message",
+    [
+        ("db", "Error: label 'db' is not NAME=VALUE"),
+        ("1db=x", "Error: label name '1db' is not allowed"),
+        ("my-db=x", "Error: label name 'my-db' is not allowed"),
+        ("__name__=x", "Error: label name '__name__' is not allowed"),
+        ("=x", "Error: label name '' is not allowed"),
+        ("agent=x", "Error: label name 'agent' is already used by the series"),
+        ("le=1", "Error: label name 'le' is already used by the series"),
+    ],
+)
+def test_bad_labels(db_path, db, tmp_path, label, message):
+    out = tmp_path / "x.prom"
+    result = CliRunner().invoke(
+        cli, ["--db", str(db_path), "metrics", "--label", label, "-o", str(out)]
+    )
+    assert result.exit_code == 1
+    assert result.output.startswith(message) and len(result.output.splitlines()) == 1
+    assert not out.exists()
+
+
+def test_a_label_given_twice(db_path, db):
+    result = CliRunner().invoke(
+        cli, ["--db", str(db_path), "metrics", "--label", "db=a", "--label", "db=b"]
+    )
+    assert result.exit_code == 1
+    assert result.output == "Error: label 'db' is given twice\n"

@@ -131,8 +131,8 @@ def test_empty_database(db):
 
 
 def test_system_health_counts_and_window_boundaries(tracked, clock, db):
-    # Orchestrations: two at the exact window edges (in), one a millisecond too early
-    # and one a millisecond after now (out).
+    # Orchestrations: one exactly at the window's start (in), one exactly at its end,
+    # now (out: `until` is excluded), one a millisecond too early and one after now.
     orchestrate(tracked, clock, "edge-start", NOW - dt.timedelta(hours=24), "completed")
     orchestrate(tracked, clock, "too-early", NOW - dt.timedelta(hours=24, milliseconds=1))
     orchestrate(tracked, clock, "failed", at(hours=5), "failed")
@@ -142,7 +142,7 @@ def test_system_health_counts_and_window_boundaries(tracked, clock, db):
     orchestrate(tracked, clock, "future", NOW + dt.timedelta(milliseconds=1), "running")
 
     # Executions in the window: 3 completed (10 s, 20 s, 60 s), 1 failed (30 s),
-    # 2 running; outside it: one completed and one failed.
+    # 1 running; outside it: one completed, one failed and one running (at now).
     run(tracked, clock, "a", NOW - dt.timedelta(hours=24), 10)
     run(tracked, clock, "a", at(hours=1), 20)
     run(tracked, clock, "b", at(hours=2), 60)
@@ -153,28 +153,28 @@ def test_system_health_counts_and_window_boundaries(tracked, clock, db):
     run(tracked, clock, "b", NOW + dt.timedelta(seconds=1), 5, "failed")
 
     row = system_health(db, hours=24, now=NOW).iloc[0]
-    assert row["total_orchestrations"] == 5
+    assert row["orchestrations"] == 4
     assert row["completed_orchestrations"] == 1
     assert row["failed_orchestrations"] == 1
     assert row["partial_orchestrations"] == 1
-    assert row["running_orchestrations"] == 2
-    assert row["total_executions"] == 6
-    assert row["finished_executions"] == 4
-    assert row["completed_executions"] == 3
-    assert row["failed_executions"] == 1
-    assert row["in_progress_executions"] == 2
+    assert row["running_orchestrations"] == 1
+    assert row["executions"] == 5
+    assert row["finished"] == 4
+    assert row["completed"] == 3
+    assert row["failed"] == 1
+    assert row["in_progress"] == 1
     assert row["success_rate"] == 75.0
     assert row["avg_duration_ms"] == 30_000.0  # (10 + 20 + 60 + 30) / 4 seconds
     # Sorted 10, 20, 30, 60 s: p50 halfway between 20 and 30; p95 at rank 2.85.
     assert row["p50_duration_ms"] == 25_000.0
     assert row["p95_duration_ms"] == pytest.approx(30_000 + 0.85 * 30_000)
 
-    # A 2-hour window ending at hours=3 holds the executions started at hours 1, 2
-    # and 3 (both bounds included): 20 s, 60 s and the failed 30 s.
+    # A 2-hour window ending at hours=3 holds the executions started at hours 1 and 2
+    # (the failed 30 s one started at hours=3, the excluded end): 20 s and 60 s.
     narrow = system_health(db, hours=2, now=at(hours=3)).iloc[0]
-    assert narrow["finished_executions"] == 3
-    assert narrow["completed_executions"] == 2
-    assert narrow["success_rate"] == pytest.approx(200 / 3)
+    assert narrow["finished"] == 2
+    assert narrow["completed"] == 2
+    assert narrow["success_rate"] == 100.0
 
 
 def test_system_health_percentiles_match_numpy(db):
@@ -188,15 +188,15 @@ def test_system_health_percentiles_match_numpy(db):
     insert_executions(db, rows)
     for hours in (1, 6.5, 24, 48):
         start = iso(NOW - dt.timedelta(hours=hours))
-        finished = [r[3] for r in rows if r[1] != "in_progress" and start <= r[2] <= iso(NOW)]
+        finished = [r[3] for r in rows if r[1] != "in_progress" and start <= r[2] < iso(NOW)]
         row = system_health(db, hours=hours, now=NOW).iloc[0]
-        assert row["finished_executions"] == len(finished)
+        assert row["finished"] == len(finished)
         assert row["avg_duration_ms"] == pytest.approx(np.mean(finished))
         assert row["p50_duration_ms"] == pytest.approx(np.percentile(finished, 50))
         assert row["p95_duration_ms"] == pytest.approx(np.percentile(finished, 95))
 
 
-@pytest.mark.parametrize("hours", [0, -1, True, "24", None])
+@pytest.mark.parametrize("hours", [0, -1, True, "24", float("nan")])
 def test_system_health_rejects_bad_hours(db, hours):
     with pytest.raises(ValueError, match="hours must be a positive number"):
         system_health(db, hours=hours, now=NOW)
@@ -205,9 +205,11 @@ def test_system_health_rejects_bad_hours(db, hours):
 def test_system_health_accepts_text_now_and_path(db_path, tracked, clock):
     run(tracked, clock, "a", at(hours=1), 2)
     row = system_health(str(db_path), hours=2, now="2025-03-01T14:00:00Z").iloc[0]
-    assert row["completed_executions"] == 1
+    assert row["completed"] == 1
     with pytest.raises(ValueError, match="not a timestamp"):
         system_health(db_path, now="yesterday")
+    with pytest.raises(ValueError, match="not a time: 'yesterday'"):
+        system_health(db_path, since="yesterday")
 
 
 # -- performance_report and agent_summary --------------------------------------------------
@@ -249,7 +251,7 @@ def test_performance_report(agents_db):
     assert alpha["p50_duration_ms"] == 2500.0
     assert alpha["p95_duration_ms"] == pytest.approx(3000 + 0.85 * 7000)
     assert alpha["p99_duration_ms"] == pytest.approx(3000 + 0.97 * 7000)
-    assert (alpha["total_retries"], alpha["self_healed"]) == (3, 1)
+    assert (alpha["retries"], alpha["self_healed"]) == (3, 1)
     assert (alpha["files_created"], alpha["files_modified"]) == (5, 2)
 
     assert beta["executions"] == 4
@@ -261,20 +263,21 @@ def test_performance_report(agents_db):
 
     assert gamma["executions"] == 4
     assert (gamma["completed"], gamma["failed"]) == (0, 0)
-    for column in PERFORMANCE_COLUMNS[4:11]:
+    for column in PERFORMANCE_COLUMNS[6:13]:
         assert math.isnan(gamma[column])
-    for column in PERFORMANCE_COLUMNS[1:4] + PERFORMANCE_COLUMNS[11:]:
+    for column in PERFORMANCE_COLUMNS[1:6] + PERFORMANCE_COLUMNS[13:]:
         assert report[column].dtype == "int64"
 
 
 def test_performance_report_window(agents_db):
-    # [hours=2, hours=4]: alpha's 2 s, 3 s and failed 10 s; beta's 7 s and failed 1 s.
+    # [hours=2, hours=4): alpha's 2 s and 3 s (its failed 10 s one started at the
+    # excluded end); beta's 7 s and failed 1 s.
     report = performance_report(agents_db, since=at(hours=2), until=iso(at(hours=4)))
     assert list(report["agent_name"]) == ["alpha", "beta"]
     alpha, beta = report.iloc[0], report.iloc[1]
-    assert (alpha["executions"], alpha["completed"], alpha["failed"]) == (3, 2, 1)
-    assert alpha["avg_duration_ms"] == 5000.0
-    assert alpha["p50_duration_ms"] == 3000.0
+    assert (alpha["executions"], alpha["completed"], alpha["failed"]) == (2, 2, 0)
+    assert alpha["avg_duration_ms"] == 2500.0
+    assert alpha["p50_duration_ms"] == 2500.0
     assert (beta["executions"], beta["completed"], beta["failed"]) == (2, 1, 1)
     assert beta["min_duration_ms"] == 1000.0
     # Only a lower bound: gamma's running executions at hours 6-9 and beta's 9 s one.
@@ -285,7 +288,7 @@ def test_performance_report_window(agents_db):
     }
     with pytest.raises(ValueError, match="is after until"):
         performance_report(agents_db, since=at(hours=4), until=at(hours=2))
-    with pytest.raises(ValueError, match="not a timestamp"):
+    with pytest.raises(ValueError, match="not a time: 'last week'"):
         performance_report(agents_db, since="last week")
 
 
@@ -405,7 +408,9 @@ def test_failed_orchestrations(orchestrations_db):
     both = failed_orchestrations(orchestrations_db, include_partial=True)
     assert list(both["session_id"]) == ["s4", "s3", "s2"]
     assert both["task_completion_rate"].iloc[1] == pytest.approx(200 / 3)
-    assert list(failed_orchestrations(orchestrations_db, 2, True)["session_id"]) == ["s4", "s3"]
+    assert list(
+        failed_orchestrations(orchestrations_db, limit=2, include_partial=True)["session_id"]
+    ) == ["s4", "s3"]
 
 
 def test_orchestration_summary_and_executions(tracked, clock, db):
@@ -421,15 +426,15 @@ def test_orchestration_summary_and_executions(tracked, clock, db):
 
     row = orchestration_summary(db, "main").iloc[0]
     assert row["session_id"] == "main" and row["status"] == "running"
-    assert row["total_executions"] == 4
-    assert (row["finished_executions"], row["completed_executions"]) == (3, 2)
-    assert (row["failed_executions"], row["in_progress_executions"]) == (1, 1)
+    assert row["executions"] == 4
+    assert (row["finished"], row["completed"]) == (3, 2)
+    assert (row["failed"], row["in_progress"]) == (1, 1)
     assert row["success_rate"] == pytest.approx(200 / 3)
     assert row["avg_duration_ms"] == 4000.0
     assert (row["min_duration_ms"], row["max_duration_ms"]) == (2000.0, 6000.0)
     assert row["p50_duration_ms"] == 4000.0
     assert row["p95_duration_ms"] == pytest.approx(4000 + 0.9 * 2000)
-    assert (row["total_retries"], row["files_created"]) == (1, 2)
+    assert (row["retries"], row["files_created"]) == (1, 2)
     assert list(orchestration_summary(db, "main").columns) == SUMMARY_COLUMNS
 
     frame = executions(db, "main")
@@ -440,7 +445,7 @@ def test_orchestration_summary_and_executions(tracked, clock, db):
     empty_id = orchestrate(tracked, clock, "empty", at(hours=3), "completed")
     assert executions(db, "empty").empty
     summary = orchestration_summary(db, "empty").iloc[0]
-    assert summary["id"] == empty_id and summary["total_executions"] == 0
+    assert summary["id"] == empty_id and summary["executions"] == 0
     assert math.isnan(summary["success_rate"]) and math.isnan(summary["avg_duration_ms"])
 
 
@@ -513,11 +518,11 @@ def test_original_file_read_only(tmp_path, lock_down, as_database):
         now = "2025-03-02T12:00:00.000Z"
         # Last 24 h (as the original: started_at >= cutoff): o1, o2, o3; all but e6.
         row = system_health(reader, hours=24, now=now).iloc[0]
-        assert (row["total_orchestrations"], row["completed_orchestrations"]) == (3, 1)
+        assert (row["orchestrations"], row["completed_orchestrations"]) == (3, 1)
         assert (row["failed_orchestrations"], row["running_orchestrations"]) == (1, 1)
-        assert row["total_executions"] == 7
-        assert (row["finished_executions"], row["completed_executions"]) == (6, 4)
-        assert row["in_progress_executions"] == 1
+        assert row["executions"] == 7
+        assert (row["finished"], row["completed"]) == (6, 4)
+        assert row["in_progress"] == 1
         # The original: completed / (completed + failed) * 100 and AVG(duration_ms).
         assert row["success_rate"] == pytest.approx(4 / 6 * 100)
         assert row["avg_duration_ms"] == pytest.approx(
@@ -526,7 +531,7 @@ def test_original_file_read_only(tmp_path, lock_down, as_database):
         # 800, 1200, 8800, 15000, 30000, 45000: p50 between 8800 and 15000.
         assert row["p50_duration_ms"] == 11_900.0
         week = system_health(reader, hours=24 * 7, now=now).iloc[0]
-        assert (week["total_orchestrations"], week["failed_orchestrations"]) == (4, 2)
+        assert (week["orchestrations"], week["failed_orchestrations"]) == (4, 2)
         assert week["avg_duration_ms"] == pytest.approx(200_800 / 7)
 
         report = performance_report(reader).set_index("agent_name")
@@ -575,9 +580,7 @@ def test_mixed_timestamp_formats(db):
     execution = executions(db, "s").iloc[0]
     assert execution["completed_at"] == pd.Timestamp("2025-03-01 10:00:03", tz="UTC")
     assert execution["created_at"] == pd.Timestamp("2025-03-01 10:00:01", tz="UTC")
-    assert (
-        system_health(db, hours=1, now="2025-03-01T10:30:00Z").iloc[0]["completed_executions"] == 1
-    )
+    assert system_health(db, hours=1, now="2025-03-01T10:30:00Z").iloc[0]["completed"] == 1
 
 
 def test_reports_open_a_path_without_creating_it(tmp_path):
@@ -592,7 +595,7 @@ def test_reports_do_not_write(db_path, tracked, clock):
     tracked.close()
     reader = open_database(db_path, read_only=True)
     try:
-        assert system_health(reader, now=NOW).iloc[0]["completed_executions"] == 1
+        assert system_health(reader, now=NOW).iloc[0]["completed"] == 1
         assert performance_report(reader).iloc[0]["executions"] == 1
     finally:
         reader.close()

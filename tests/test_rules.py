@@ -116,7 +116,7 @@ ALL = CODER + REVIEWER
         ({"metric": "failed_orchestrations", "alert": 2}, 2, "ok"),
         ({"metric": "failed_orchestrations", "window": "7d", "alert": 2}, 3, "alert"),
         ({"metric": "stale_running", "alert": 0}, 1, "alert"),
-        ({"metric": "stale_running", "older_than": "12h", "alert": 0}, 0, "ok"),
+        ({"metric": "stale_running", "stale_after": "12h", "alert": 0}, 0, "ok"),
     ],
 )
 def test_rule_values(data, keys, value, status):
@@ -215,7 +215,7 @@ def test_agentmetrics_toml_wins_and_rules_flag_overrides(tmp_path):
     other = write_rules(rule_toml(name="other", metric="stale_running", alert=0), "ci.toml")
     assert load_rules(other).rules[0].name == "other"
     rule = load_rules(other).rules[0]
-    assert (rule.window, rule.options) == ("24h", {"older_than": "6h"})
+    assert (rule.window, rule.options) == ("24h", {"stale_after": "6h"})
 
 
 def test_no_rules_file():
@@ -453,7 +453,7 @@ def test_notify_bounds_a_trickling_server():
 def test_payload(data):
     text = rule_toml(name="rate", metric="success_rate", warn=95, alert=90)
     text += rule_toml(name="coder fails", metric="failed_executions", agent="coder", warn=1)
-    text += rule_toml(name="stale", metric="stale_running", older_than="12h", alert=0)
+    text += rule_toml(name="stale", metric="stale_running", stale_after="12h", alert=0)
     results = evaluate(data, load_rules(write_rules(text)), now=NOW)
     message = payload(results, database="m.db")
     assert message["text"] == (
@@ -805,7 +805,7 @@ def test_check_huge_window(db, db_path, tmp_path):
     rules = tmp_path / "rules.toml"
     rules.write_text(
         '[[rules]]\nname = "a"\nmetric = "failed_executions"\nalert = 0\nwindow = "1000000d"\n'
-        '[[rules]]\nname = "b"\nmetric = "stale_running"\nalert = 0\nolder_than = "1000000d"\n'
+        '[[rules]]\nname = "b"\nmetric = "stale_running"\nalert = 0\nstale_after = "1000000d"\n'
     )
     result = cli_result("--db", db_path, "check", "--rules", rules)
     no_traceback(result, 0)
@@ -853,3 +853,9 @@ def test_check_notify_malformed_url(db, db_path, tmp_path, url):
     )
     no_traceback(result, 2)
     assert "Invalid value for '--notify': not a valid URL" in result.output
+
+
+def test_old_older_than_key_names_its_new_name(tmp_path):
+    path = write_rules(rule_toml(name="r", metric="stale_running", older_than="6h", alert=0))
+    with pytest.raises(rules.ConfigError, match="older_than: renamed: use 'stale_after'"):
+        load_rules(path)

@@ -54,7 +54,7 @@ def runs(db):
     execution(db, "c2", "in_progress", 6.5, "C")
     orchestration(db, "D", "completed", 30, completed_at=ago(29), duration_ms=HOUR_MS)
     orchestration(db, "E", "running", 2)
-    execution(db, "s1", "in_progress", 5)  # 5h: stale only with --older-than 4h
+    execution(db, "s1", "in_progress", 5)  # 5h: stale only with --stale-after 4h
     execution(db, "s2", "in_progress", 7)
     execution(db, "s3", "failed", 9, completed_at=ago(8.5), duration_ms=HOUR_MS // 2)
     execution(db, "s4", "in_progress", 6)  # exactly 6h: not older than 6h
@@ -84,10 +84,10 @@ def test_stale_runs(runs):
 
 
 def test_stale_runs_other_age(runs):
-    df = stale_runs(runs, older_than="4h", now=NOW)
+    df = stale_runs(runs, stale_after="4h", now=NOW)
     assert set(df["id"]) == {"A", "s2", "c2", "C", "s1", "s4"}
-    assert count_stale(runs, "4h", now=NOW) == 6
-    assert stale_runs(runs, older_than="11h", now=NOW).empty
+    assert count_stale(runs, stale_after="4h", now=NOW) == 6
+    assert stale_runs(runs, stale_after="11h", now=NOW).empty
 
 
 def test_stale_runs_empty(db):
@@ -100,7 +100,7 @@ def test_stale_runs_empty(db):
 @pytest.mark.parametrize("bad", ["soon", "0h", "-2h"])
 def test_stale_runs_bad_age(db, bad):
     with pytest.raises(ValueError):
-        stale_runs(db, older_than=bad, now=NOW)
+        stale_runs(db, stale_after=bad, now=NOW)
 
 
 def test_reap(runs):
@@ -217,7 +217,7 @@ def test_cli_reap_dry_run_then_reap(runs, db_path):
     assert "s-A" in lines[2] and "10h 0m" in lines[2]
     assert runs.table("orchestrations").get("A")["status"] == "running"
 
-    result = invoke(db_path, "reap", "--older-than", "6h", "--now", NOW_ISO)
+    result = invoke(db_path, "reap", "--stale-after", "6h", "--now", NOW_ISO)
     assert result.exit_code == 0, result.output
     assert result.output.startswith("Reaped 2 orchestrations and 2 executions")
     assert runs.table("orchestrations").get("A")["status"] == "failed"
@@ -227,7 +227,7 @@ def test_cli_reap_dry_run_then_reap(runs, db_path):
 
 
 def test_cli_reap_json(runs, db_path):
-    result = invoke(db_path, "reap", "--older-than", "4h", "--json", "--now", NOW_ISO)
+    result = invoke(db_path, "reap", "--stale-after", "4h", "--json", "--now", NOW_ISO)
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
     assert {r["id"] for r in rows} == {"A", "s2", "c2", "C", "s1", "s4"}
@@ -238,12 +238,12 @@ def test_cli_reap_json(runs, db_path):
     "args, message",
     [
         (
-            ["--older-than", "soon"],
-            "Error: Invalid value for '--older-than': not a duration: 'soon'",
+            ["--stale-after", "soon"],
+            "Error: Invalid value for '--stale-after': not a duration: 'soon'",
         ),
         (
-            ["--older-than", "0h"],
-            "Error: Invalid value for '--older-than': must be longer than zero, got '0h'",
+            ["--stale-after", "0h"],
+            "Error: Invalid value for '--stale-after': must be longer than zero, got '0h'",
         ),
     ],
 )
@@ -267,7 +267,7 @@ def test_system_health_counts_stale_runs(runs):
     # Window of 1 hour: none of the stale runs started in it, they are counted anyway.
     health = system_health(runs, hours=1, now=NOW)
     assert health.loc[0, "stale_running"] == 4
-    assert health.loc[0, "total_orchestrations"] == 0
+    assert health.loc[0, "orchestrations"] == 0
     assert system_health(runs, hours=1, now=NOW, stale_after="4h").loc[0, "stale_running"] == 6
     assert system_health(runs, now=NOW, stale_after="11h").loc[0, "stale_running"] == 0
     assert str(health["stale_running"].dtype) == "int64"
@@ -351,7 +351,7 @@ def test_reap_read_only_original_file(tmp_path, lock_down):
     )
     assert statuses(path) == [("e1", "in_progress"), ("e2", "completed"), ("o1", "running")]
     # Nothing stale: nothing to write, so a read-only file is fine.
-    quiet = cli_result("--db", path, "reap", "--now", "2026-03-01T12:00:00Z", "--older-than", "6h")
+    quiet = cli_result("--db", path, "reap", "--now", "2026-03-01T12:00:00Z", "--stale-after", "6h")
     no_traceback(quiet, 0)
     assert "Reaped 0 orchestrations and 0 executions" in quiet.output
 

@@ -1,10 +1,12 @@
 import builtins
 import csv
+import datetime as dt
 import io
 
+import pandas as pd
 import pytest
 from click.testing import CliRunner
-from conftest import cli_result
+from conftest import cli_result, make_original_db
 from dashboard_data import build
 
 from agentmetrics.cli import cli
@@ -24,6 +26,19 @@ def invoke(db_path, *args):
 
 def stored(db, table, columns):
     return db.execute(f"SELECT {', '.join(columns)} FROM {table} ORDER BY rowid").fetchall()
+
+
+def typed(columns, row):
+    """A stored row as Parquet should hold it: timestamps as UTC datetimes, booleans."""
+    values = []
+    for column, value in zip(columns, row, strict=True):
+        if column.endswith("_at") and value is not None:
+            value = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+            value = value.replace(tzinfo=value.tzinfo or dt.timezone.utc)
+        elif column == "self_healed" and value is not None:
+            value = bool(value)
+        values.append(value)
+    return tuple(values)
 
 
 def test_csv_to_stdout(data_path, db):
@@ -69,7 +84,7 @@ def test_both_tables_into_a_directory(data_path, db, tmp_path, fmt):
             read = pq.read_table(path)
             assert read.column_names == list(columns)
             values = [tuple(r.values()) for r in read.to_pylist()]
-            assert values == stored(db, table, columns)
+            assert values == [typed(columns, row) for row in stored(db, table, columns)]
 
 
 def test_parquet_types(data_path, tmp_path):
@@ -86,6 +101,97 @@ def test_parquet_types(data_path, tmp_path):
     assert schema.field("agent_name").type == pa.string()
 
 
+def test_parquet_columns_are_typed(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = make_original_db(
+        tmp_path / "original.db",
+        orchestrations=[
+            {
+                "id": "o1",
+                "session_id": "s1",
+                "status": "running",
+                "total_tasks": None,
+                "started_at": "2026-03-01T10:00:00.250Z",
+                "created_at": "2026-03-01 10:00:00",
+            },
+        ],
+        executions=[
+            {
+                "id": "e1",
+                "orchestration_id": "o1",
+                "agent_session_id": "a1",
+                "agent_name": "coder",
+                "status": "completed",
+                "self_healed": 1,
+                "started_at": "2026-03-01T10:00:00.250Z",
+                "completed_at": "2026-03-01T11:30:00.500Z",
+                "duration_ms": 5400250,
+                "created_at": "2026-03-01 10:00:00",
+            },
+            {
+                "id": "e2",
+                "orchestration_id": "o1",
+                "agent_session_id": "a2",
+                "agent_name": "coder",
+                "status": "in_progress",
+                "self_healed": 0,
+                "retry_count": None,
+                "started_at": "2026-03-01T12:00:00+02:00",
+            },
+        ],
+    )
+    for name, table in (("o", "orchestrations"), ("e", "executions")):
+        out = tmp_path / f"{name}.parquet"
+        assert invoke(path, "--format", "parquet", "--table", table, "-o", str(out)).exit_code == 0
+    schema = pq.read_schema(tmp_path / "e.parquet")
+    for column in ("started_at", "completed_at", "created_at"):
+        assert schema.field(column).type == pa.timestamp("ms", tz="UTC")
+    assert schema.field("self_healed").type == pa.bool_()
+    assert schema.field("retry_count").type == pa.int64()
+    executions = pq.read_table(tmp_path / "e.parquet").to_pydict()
+    # 2026-03-01T10:00:00Z is 1772359200 s after the epoch (20513 days * 86400 + 36000).
+    epoch = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+    ms = [
+        None if t is None else (t - epoch) // dt.timedelta(milliseconds=1)
+        for t in executions["started_at"] + executions["completed_at"]
+    ]
+    assert ms == [1772359200250, 1772359200000, 1772364600500, None]
+    assert executions["self_healed"] == [True, False]
+    assert executions["retry_count"] == [0, None]
+    orchestrations = pq.read_table(tmp_path / "o.parquet").to_pydict()
+    assert orchestrations["total_tasks"] == [None]
+    assert orchestrations["created_at"] == [dt.datetime(2026, 3, 1, 10, tzinfo=dt.timezone.utc)]
+    # pandas (and DuckDB, which reads the same Arrow schema) see the types, not text.
+    frame = pd.read_parquet(tmp_path / "e.parquet", dtype_backend="numpy_nullable")
+    assert str(frame["started_at"].dtype) == "datetime64[ms, UTC]"
+    assert str(frame["self_healed"].dtype) == "boolean"
+    assert str(frame["retry_count"].dtype) == "Int64"
+    assert frame["retry_count"].isna().tolist() == [False, True]
+
+
+def test_parquet_refuses_a_timestamp_it_cannot_read(tmp_path):
+    path = make_original_db(
+        tmp_path / "original.db",
+        executions=[
+            {
+                "id": "e1",
+                "agent_session_id": "a1",
+                "agent_name": "coder",
+                "status": "in_progress",
+                "started_at": "last tuesday",
+            }
+        ],
+    )
+    out = tmp_path / "e.parquet"
+    result = invoke(path, "--format", "parquet", "--table", "executions", "-o", str(out))
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: Column executions.started_at holds a value")
+    assert "last tuesday" in result.output and len(result.output.splitlines()) == 1
+    assert not out.exists()
+
+
 def test_parquet_without_pyarrow(data_path, tmp_path, monkeypatch):
     real_import = builtins.__import__
 
@@ -98,7 +204,7 @@ def test_parquet_without_pyarrow(data_path, tmp_path, monkeypatch):
     result = invoke(data_path, "--format", "parquet", "-o", str(tmp_path / "out"))
     assert result.exit_code == 1
     assert result.output == (
-        "Error: Parquet export needs pyarrow: pip install 'agentmetrics[parquet]'\n"
+        "Error: Parquet export needs pyarrow: pip install 'agentmetrics-sqlite[parquet]'\n"
     )
     assert not (tmp_path / "out").exists()
 

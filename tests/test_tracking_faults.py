@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import fill
 
 from agentmetrics import Monitor, pending
 from agentmetrics.errors import DatabaseError, ReadOnlyDatabase, StorageError
@@ -242,35 +243,6 @@ def test_read_only_folder_keeps_writes_in_memory_and_counts_what_it_drops(
 # -- full disk -------------------------------------------------------------------------
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 1 MB tmpfs (needs root and mount; skipped where unavailable)."""
-    mountpoint = tmp_path / "disk"
-    mountpoint.mkdir()
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mountpoint)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
-    yield mountpoint
-    subprocess.run(["umount", "-l", str(mountpoint)], check=True, timeout=30)
-
-
-def fill(folder):
-    filler = folder / "filler"
-    with open(filler, "wb", buffering=0) as f:
-        for size in (65536, 4096, 1):
-            try:
-                while True:
-                    f.write(b"\0" * size)
-            except OSError:
-                pass
-    return filler
-
-
 def test_full_disk_keeps_writes_in_memory_and_applies_them_when_space_returns(small_disk):
     path = small_disk / "t.db"
     clock = Clock()
@@ -431,3 +403,54 @@ def test_a_replay_that_fails_midway_keeps_exactly_the_writes_not_applied(tmp_pat
     assert journal.replay(again.extend) == 3
     assert [p["n"] for _, p in again] == [2, 3, 4]
     assert len(journal) == 0 and not journal.waiting()
+
+
+def test_reports_say_when_writes_wait_and_flush_applies_them(tmp_path):
+    from click.testing import CliRunner
+
+    from agentmetrics.cli import cli
+
+    path = tmp_path / "m.db"
+    Monitor(path).close()  # the schema exists; then the file is locked past the timeout
+    monitor = Monitor(path, busy_timeout=0.05)
+    with WriteLock(path):
+        track_lifecycle(monitor)
+        monitor.start_orchestration("s2", "deploy")
+    assert monitor.pending == 5  # kept in the journal; this monitor writes no more
+
+    runner = CliRunner()
+    health = runner.invoke(cli, ["--db", str(path), "health", "--json"])
+    assert health.exit_code == 0, health.output
+    # Nothing reached the file yet: the numbers say 0 and stderr says why.
+    assert json.loads(health.stdout)["orchestrations"] == 0
+    assert health.stderr == (
+        f"agentmetrics: 5 tracking writes wait in {path}.pending.jsonl and are not in"
+        " these numbers; `agentmetrics flush` applies them\n"
+    )
+
+    flushed = runner.invoke(cli, ["--db", str(path), "flush"])
+    assert flushed.exit_code == 0, flushed.output
+    assert flushed.stdout == f"Applied 5 tracking writes to {path}\n"
+    health = runner.invoke(cli, ["--db", str(path), "health", "--json"])
+    assert json.loads(health.stdout)["orchestrations"] == 2
+    assert health.stderr == ""
+    again = runner.invoke(cli, ["--db", str(path), "flush"])
+    assert again.stdout == f"No tracking writes wait for {path}\n"
+
+
+def test_flush_reports_writes_that_still_cannot_be_applied(tmp_path):
+    from click.testing import CliRunner
+
+    from agentmetrics.cli import cli
+
+    path = tmp_path / "m.db"
+    Monitor(path).close()
+    monitor = Monitor(path, busy_timeout=0.05)
+    with WriteLock(path) as lock:
+        monitor.start_orchestration("s1", "build")
+        env = {"AGENTMETRICS_DB": str(path)}
+        result = CliRunner().invoke(cli, ["flush"], env=env)
+        assert lock  # still held while flush ran
+    assert result.exit_code == 1
+    assert result.stderr.startswith("Error: ")
+    assert pending.count_kept(str(path)) == 1

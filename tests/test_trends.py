@@ -91,11 +91,11 @@ def test_daily_trends_by_hand(tiny):
 
 
 def test_weekly_and_hourly(tiny):
-    weekly = reports.trends(tiny, "W")
+    weekly = reports.trends(tiny, freq="W")
     # 2026-01-01 is a Thursday: its week starts Monday 2025-12-29
     assert list(weekly["period"]) == [day("2025-12-29"), day("2026-01-05")]
     assert list(weekly["executions"]) == [6, 1]
-    hourly = reports.trends(tiny, "h")
+    hourly = reports.trends(tiny, freq="h")
     # every hour from 2026-01-01T10 to 2026-01-05T00
     assert len(hourly) == 14 + 24 * 3 + 1
     assert hourly["executions"].sum() == len(ROWS)
@@ -141,7 +141,7 @@ def test_empty_database_keeps_columns(db):
 @pytest.mark.parametrize("freq", ["M", "day", "", "H"])
 def test_bad_freq(tiny, freq):
     with pytest.raises(ValueError, match="use one of h, D, W"):
-        reports.trends(tiny, freq)
+        reports.trends(tiny, freq=freq)
 
 
 def test_bad_time(tiny):
@@ -212,7 +212,7 @@ def test_error_patterns(tiny):
     assert list(reports.error_patterns(tiny, limit=1)["pattern"]) == [first["pattern"]]
     assert list(reports.error_patterns(tiny, agent="beta")["count"]) == [1]
     assert reports.error_patterns(tiny, until="2026-01-01T12:00:00Z").empty
-    with pytest.raises(ValueError, match="limit must be a positive whole number"):
+    with pytest.raises(ValueError, match="limit must be a whole number of at least 1"):
         reports.error_patterns(tiny, limit=0)
 
 
@@ -226,10 +226,12 @@ def test_self_healing(tiny):
     assert rows.loc["alpha", ["self_healed", "rescued"]].tolist() == [3, 2]
     assert rows.loc["alpha", "self_healed_rate"] == 75.0
     assert rows.loc["alpha", "rescue_rate"] == pytest.approx(200 / 3)
-    # beta: 2 finished (the one in progress is left out), healed 1 which failed
-    assert rows.loc["beta", ["executions", "self_healed", "rescued"]].tolist() == [2, 1, 0]
+    # beta: 3 started, 2 finished (the one in progress has no outcome), healed 1 which failed
+    assert rows.loc["beta", ["executions", "finished", "in_progress"]].tolist() == [3, 2, 1]
+    assert rows.loc["beta", ["self_healed", "rescued"]].tolist() == [1, 0]
+    assert rows.loc["beta", "self_healed_rate"] == pytest.approx(100 / 3)
     assert rows.loc["beta", "rescue_rate"] == 0.0
-    assert rows.loc[TOTAL_LABEL, ["executions", "self_healed", "rescued"]].tolist() == [6, 4, 2]
+    assert rows.loc[TOTAL_LABEL, ["executions", "self_healed", "rescued"]].tolist() == [7, 4, 2]
     assert rows.loc[TOTAL_LABEL, "rescue_rate"] == 50.0
     no_total = reports.self_healing(tiny, total=False, agent="beta")
     assert list(no_total["agent_name"]) == ["beta"]
@@ -301,7 +303,7 @@ def test_weeks_start_on_monday_whatever_the_day(db):
         }
         for i, started in enumerate(days)
     )
-    weekly = reports.trends(db, "W")
+    weekly = reports.trends(db, freq="W")
     assert list(weekly["period"]) == [day("2026-01-05"), day("2026-01-12"), day("2026-01-19")]
     assert list(weekly["executions"]) == [7, 7, 1]
 
@@ -347,7 +349,7 @@ def test_trends_since_runs_up_to_now(db):
         "2026-03-04",
     ]
     assert list(df["executions"]) == [0, 0, 3, 0, 0, 0]
-    hourly = reports.trends(db, "h", since="2026-03-01T09:00:00Z", now="2026-03-01T12:30:00Z")
+    hourly = reports.trends(db, freq="h", since="2026-03-01T09:00:00Z", now="2026-03-01T12:30:00Z")
     assert [p.hour for p in hourly["period"]] == [9, 10, 11, 12]
     assert list(hourly["executions"]) == [0, 3, 0, 0]
     # Without since nor until: the data's own range, whatever now is.
@@ -386,9 +388,9 @@ def test_since_after_until_is_an_error(db):
 def test_too_many_periods_is_an_error(db, db_path):
     # 200 years in hours: 1.75 million rows (and a chart that never finished drawing).
     with pytest.raises(ValueError, match=r"1,753,\d{3} periods of 'h'.* at most 100,000"):
-        reports.trends(db, "h", since="1826-03-10", now=MARCH_10)
+        reports.trends(db, freq="h", since="1826-03-10", now=MARCH_10)
     # Mondays from 1826-03-06 to 2026-03-09: 73,052 days / 7 + 1.
-    assert len(reports.trends(db, "W", since="1826-03-10", now=MARCH_10)) == 10437
+    assert len(reports.trends(db, freq="W", since="1826-03-10", now=MARCH_10)) == 10437
     result = cli_result("--db", db_path, "plot", "trends", "-o", "x.png", "--since", "1600-01-01")
     no_traceback(result, 1)
     assert "periods of 'D'" in result.output and "use a later since" in result.output

@@ -8,12 +8,12 @@ import os
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from sqlite_utils import Database
 
 from ..db import open_database
-from ..timestamps import before, parse_timestamp, to_iso, utcnow
+from ..errors import InvalidValue
+from ..timestamps import before, parse_duration, parse_timestamp, to_iso, utcnow
 
 DbArg = str | os.PathLike[str] | Database
 TimeArg = str | dt.datetime | None
@@ -53,38 +53,69 @@ def snapshot(db: Database) -> Iterator[Database]:
             conn.execute("COMMIT")
 
 
+@contextlib.contextmanager
+def reading(db: DbArg) -> Iterator[Database]:
+    """:func:`database` and :func:`snapshot` together: what every report reads through."""
+    with database(db) as conn, snapshot(conn):
+        yield conn
+
+
 def resolve_now(now: TimeArg = None) -> dt.datetime:
     """``now`` as an aware UTC datetime (the current time when None)."""
     return utcnow() if now is None else parse_timestamp(now)
 
 
-def iso(moment: TimeArg) -> str | None:
-    """A user-given time bound in the stored ISO format (None stays None)."""
-    return None if moment is None else to_iso(parse_timestamp(moment))
+def bound(value: TimeArg | dt.timedelta, now: TimeArg = None) -> str | None:
+    """A window bound as stored ISO text: a timestamp (text or datetime), or a span
+    before ``now`` (``"7d"`` or a timedelta); None stays None."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            return to_iso(parse_timestamp(value))
+        except ValueError:
+            try:
+                value = parse_duration(value)
+            except ValueError:
+                raise InvalidValue(
+                    f"not a time: {value!r} (use a timestamp such as 2026-11-01"
+                    " or a span back such as 6h, 7d, 2w)"
+                ) from None
+    if isinstance(value, dt.datetime):
+        return to_iso(parse_timestamp(value))
+    return to_iso(before(resolve_now(now), parse_duration(value)))
 
 
-def hours_window(hours: float, now: TimeArg = None) -> tuple[str, str]:
-    """``[now - hours, now]`` as ISO strings, comparable with stored ``started_at``."""
-    if isinstance(hours, bool) or not isinstance(hours, (int, float)) or hours <= 0:
-        raise ValueError(f"hours must be a positive number, got {hours!r}")
-    end = resolve_now(now)
-    return to_iso(before(end, hours)), to_iso(end)
+def window(
+    since: TimeArg | dt.timedelta,
+    until: TimeArg | dt.timedelta,
+    now: TimeArg = None,
+    *,
+    agent: str | None = None,
+    alias: str = "",
+) -> tuple[str, dict[str, str]]:
+    """The report window ``since <= started_at < until`` (and ``agent_name = agent``)
+    as SQL terms, each starting with `` AND ``, and their named parameters.
+
+    A None bound or agent adds no term; ``alias`` qualifies the columns (``"e"``).
+    """
+    now = resolve_now(now)  # one moment for both spans
+    start, end = bound(since, now), bound(until, now)
+    if start is not None and end is not None and start > end:
+        raise InvalidValue(f"since ({start}) is after until ({end})")
+    column = f"{alias}." if alias else ""
+    sql, params = "", {}
+    for term, name, value in (
+        (f"{column}started_at >= :since", "since", start),
+        (f"{column}started_at < :until", "until", end),
+        (f"{column}agent_name = :agent", "agent", agent),
+    ):
+        if value is not None:
+            sql += " AND " + term
+            params[name] = value
+    return sql, params
 
 
 def read_frame(db: Database, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> pd.DataFrame:
     """Run a parameterised query; the columns survive even when no row matches."""
     return pd.read_sql_query(sql, db.conn, params=params)
-
-
-def percentile(sorted_values: np.ndarray, q: float) -> float:
-    """Exact percentile by linear interpolation between closest ranks (numpy's default).
-
-    ``q`` is in [0, 100]; NaN for no values.
-    """
-    n = len(sorted_values)
-    if n == 0:
-        return float("nan")
-    h = (n - 1) * q / 100
-    lo = int(np.floor(h))
-    hi = min(lo + 1, n - 1)
-    return float(sorted_values[lo] + (h - lo) * (sorted_values[hi] - sorted_values[lo]))

@@ -1,9 +1,9 @@
 """Row-level frames shared by the health, agent and orchestration reports.
 
 Conventions for every frame built here: timestamps (``started_at``, ``completed_at``,
-``created_at``) are pandas UTC datetimes (``NaT`` when missing), whatever the stored
-format; durations are float milliseconds (NaN while running); counters with a
-default of 0 are int64; flags are bool; missing text is None.
+``created_at``) are pandas UTC datetimes in microseconds (``NaT`` when missing),
+whatever the stored format; durations are float milliseconds (NaN while running);
+counters with a default of 0 are int64; flags are bool; missing text is None.
 """
 
 from __future__ import annotations
@@ -30,6 +30,18 @@ COUNTERS = (
 )
 FLAGS = ("self_healed",)
 
+# The aggregate vocabulary (see the package docstring): counts of executions by state...
+EXECUTION_COUNTS = ["executions", "finished", "completed", "failed", "in_progress"]
+# ...and sums over the executions counted.
+EXECUTION_SUMS = ["retries", "self_healed", "files_created", "files_modified"]
+# What the per-agent and per-orchestration summaries give after their keys.
+AGGREGATE_COLUMNS = [
+    *EXECUTION_COUNTS,
+    "success_rate",
+    *(f"{stat}_duration_ms" for stat in ("avg", "min", "max", "p50", "p95", "p99")),
+    *EXECUTION_SUMS,
+]
+
 
 def select_list(columns: Sequence[str], alias: str = "") -> str:
     prefix = f"{alias}." if alias else ""
@@ -47,14 +59,28 @@ def typed(frame: pd.DataFrame) -> pd.DataFrame:
             frame[column] = pd.to_numeric(frame[column]).fillna(0).astype("int64")
         elif column in FLAGS:
             frame[column] = pd.to_numeric(frame[column]).fillna(0).astype(bool)
-        elif frame[column].dtype == object or pd.api.types.is_string_dtype(frame[column]):
+    return texts(frame)
+
+
+def texts(frame: pd.DataFrame, columns: Sequence[str] = ()) -> pd.DataFrame:
+    """Text columns (and ``columns``, whatever their dtype) as object dtype holding str
+    or None: not pandas' string dtype, whose default differs between pandas 2 and 3.
+    In place."""
+    for column in frame.columns:
+        kind = frame[column].dtype
+        if (
+            column in columns
+            or pd.api.types.is_object_dtype(kind)
+            or pd.api.types.is_string_dtype(kind)
+        ):
             frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
     return frame
 
 
 def to_utc(values: pd.Series) -> pd.Series:
-    """Stored timestamps (ISO with ``Z`` or ``YYYY-MM-DD HH:MM:SS``) as UTC datetimes."""
-    return pd.to_datetime(values, utc=True, format="ISO8601")
+    """Stored timestamps (ISO with ``Z`` or ``YYYY-MM-DD HH:MM:SS``) as UTC datetimes
+    in microseconds, whatever pandas would infer (years 1 to 9999 fit)."""
+    return pd.to_datetime(values, utc=True, format="ISO8601").dt.as_unit("us")
 
 
 def rows_frame(db: Database, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> pd.DataFrame:
@@ -82,17 +108,35 @@ def split_durations(text: str | None) -> np.ndarray:
     return np.array(text.split(","), dtype=np.float64) if text else np.empty(0)
 
 
-def percentiles(values: np.ndarray, qs: Sequence[float]) -> list[float]:
-    """Exact percentiles by linear interpolation (numpy's default); NaN when empty."""
+def percentiles(values: Sequence[float] | np.ndarray, qs: Sequence[float]) -> list[float]:
+    """Exact percentiles (``qs`` in [0, 100]) by linear interpolation between closest
+    ranks, numpy's default; NaN when there is no value."""
     if len(values) == 0:
         return [float("nan")] * len(qs)
-    return [float(v) for v in np.percentile(values, qs)]
+    return [float(v) for v in np.percentile(np.asarray(values, dtype=np.float64), qs)]
 
 
-def success_rate(completed: float, failed: float) -> float:
-    """Percent of finished executions that completed (NaN when none finished)."""
-    finished = completed + failed
-    return completed / finished * 100 if finished else float("nan")
+def counted(frame: pd.DataFrame) -> pd.DataFrame:
+    """Complete an aggregate frame holding ``completed``, ``failed`` and ``in_progress``
+    (missing: 0): ``finished``, ``executions`` and ``success_rate``, with the dtypes of
+    the contract (int64 counts and sums, float64 durations). In place."""
+    for column in frame.columns:
+        if column in EXECUTION_COUNTS or column in EXECUTION_SUMS:
+            frame[column] = pd.to_numeric(frame[column]).fillna(0).astype("int64")
+        elif column.endswith("duration_ms"):
+            frame[column] = pd.to_numeric(frame[column]).astype("float64")
+    frame["finished"] = frame["completed"] + frame["failed"]
+    frame["executions"] = frame["finished"] + frame["in_progress"]
+    frame["success_rate"] = percent(frame["completed"], frame["finished"])
+    return frame
+
+
+def percent(part: Any, whole: Any) -> Any:
+    """``100 * part / whole`` as float64, NaN where ``whole`` is 0, for Series or
+    numbers: every rate (``success_rate`` is ``percent(completed, finished)``)."""
+    if isinstance(whole, pd.Series):
+        return (100 * part / whole.where(whole > 0)).astype("float64")
+    return 100 * part / whole if whole else float("nan")
 
 
 # SQLite's largest integer: a bigger limit means "all rows" and would not bind.

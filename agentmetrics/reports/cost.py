@@ -19,7 +19,8 @@ from typing import Any
 import pandas as pd
 
 from ..errors import ConfigError, InvalidValue
-from ._common import DbArg, TimeArg, database, iso, read_frame
+from ._common import DbArg, TimeArg, read_frame, reading, window
+from ._frames import texts, to_utc
 
 # Only a placeholder so that time-based estimates are never silently zero; set your own
 # rate in the config file.
@@ -32,11 +33,11 @@ GROUPINGS = {
     "orchestration": ("e.orchestration_id", ["orchestration_id", "session_id", "task_description"]),
 }
 VALUE_COLUMNS = [
-    "executions",
-    "duration_ms",
-    "time_executions",
-    "token_executions",
-    "recorded_executions",
+    "finished",
+    "total_duration_ms",
+    "time_priced",
+    "token_priced",
+    "recorded_priced",
     "time_cost_usd",
     "token_cost_usd",
     "recorded_cost_usd",
@@ -73,11 +74,11 @@ priced AS (
   FROM classified
 )
 SELECT group_key,
-  count(*) AS executions,
-  sum(duration_ms) AS duration_ms,
-  sum(method = 'time') AS time_executions,
-  sum(method = 'tokens') AS token_executions,
-  sum(method = 'recorded') AS recorded_executions,
+  count(*) AS finished,
+  sum(duration_ms) AS total_duration_ms,
+  sum(method = 'time') AS time_priced,
+  sum(method = 'tokens') AS token_priced,
+  sum(method = 'recorded') AS recorded_priced,
   total(CASE WHEN method = 'time' THEN cost END) AS time_cost_usd,
   total(CASE WHEN method = 'tokens' THEN cost END) AS token_cost_usd,
   total(CASE WHEN method = 'recorded' THEN cost END) AS recorded_cost_usd,
@@ -102,9 +103,12 @@ def cost_rates(config: dict[str, Any]) -> dict[str, Any]:
 
 def costs(
     db: DbArg,
+    *,
     rates: dict[str, Any] | None = None,
     since: TimeArg = None,
     until: TimeArg = None,
+    agent: str | None = None,
+    now: TimeArg = None,
     by: str = "agent",
 ) -> pd.DataFrame:
     """Estimated cost of finished executions, grouped by agent, day or orchestration.
@@ -113,32 +117,26 @@ def costs(
       hourly rate) and ``models`` (name -> ``input_per_million``/``output_per_million``
       USD), as :func:`cost_rates` returns it from the config file. None prices every
       execution by time at :data:`DEFAULT_HOURLY_RATE`; no file is read.
-    :param since: only executions started at or after this time
-    :param until: only executions started before this time
-    :param by: ``"agent"``, ``"day"`` (UTC date of ``started_at``) or ``"orchestration"``
-    :returns: one row per group with the key columns ``agent_name`` / ``day`` /
-      ``orchestration_id``, ``session_id``, ``task_description`` (NULL id: executions
-      outside any orchestration), then ``executions``, ``duration_ms`` (total),
-      ``time_executions``, ``token_executions``, ``recorded_executions`` (how many
-      were priced by each method), ``time_cost_usd``, ``token_cost_usd``,
-      ``recorded_cost_usd`` (the cost each method produced), ``cost_usd`` (their sum)
-      and ``method``: ``time``, ``tokens``, ``recorded`` or ``mixed``. Sorted by day,
-      or by cost (highest first) for agents and orchestrations.
+    :param since: first start time included: a timestamp or a span before ``now``
+    :param until: start times before this are included (same forms)
+    :param agent: only this agent's executions
+    :param by: ``"agent"``, ``"day"`` (UTC day of ``started_at``) or ``"orchestration"``
+    :returns: one row per group with the key columns ``agent_name`` / ``day`` (UTC
+      datetime at midnight) / ``orchestration_id``, ``session_id``,
+      ``task_description`` (NULL id: executions outside any orchestration), then
+      ``finished`` (the finished executions priced), ``total_duration_ms``,
+      ``time_priced``, ``token_priced``, ``recorded_priced`` (how many were priced
+      by each method), ``time_cost_usd``, ``token_cost_usd``, ``recorded_cost_usd``
+      (the cost each method produced), ``cost_usd`` (their sum) and ``method``:
+      ``time``, ``tokens``, ``recorded`` or ``mixed``. Sorted by day, or by cost
+      (highest first) for agents and orchestrations.
     """
     if by not in GROUPINGS:
-        raise ValueError(f"Invalid grouping {by!r}: use one of {', '.join(GROUPINGS)}")
+        raise InvalidValue(f"Invalid grouping {by!r}: use one of {', '.join(GROUPINGS)}")
     checked = _validate({} if rates is None else rates)
     key, key_columns = GROUPINGS[by]
-    params: dict[str, Any] = {"default_rate": checked["default_hourly_rate"]}
-    where = ""
-    if since is not None:
-        where += " AND e.started_at >= :since"
-        params["since"] = iso(since)
-    if until is not None:
-        where += " AND e.started_at < :until"
-        params["until"] = iso(until)
-    if since is not None and until is not None and params["since"] > params["until"]:
-        raise ValueError(f"since ({params['since']}) is after until ({params['until']})")
+    where, params = window(since, until, now, agent=agent, alias="e")
+    params["default_rate"] = checked["default_hourly_rate"]
     agent_rates = _values(checked["agents"].items(), "ar", params, 2)
     model_prices = _values(
         (
@@ -150,19 +148,19 @@ def costs(
         3,
     )
     sql = _PRICED.format(agent_rates=agent_rates, model_prices=model_prices, key=key, where=where)
-    with database(db) as conn:
+    with reading(db) as conn:
         frame = read_frame(conn, sql, params)
         if by == "orchestration":
             frame = _with_orchestrations(conn, frame)
     frame = frame.rename(columns={"group_key": key_columns[0]})
     frame = frame.reindex(columns=key_columns + VALUE_COLUMNS)
     for column in VALUE_COLUMNS[:5]:
-        frame[column] = frame[column].astype("Int64" if column == "duration_ms" else "int64")
+        frame[column] = frame[column].astype("float64" if column.endswith("_ms") else "int64")
     for column in VALUE_COLUMNS[5:9]:
         frame[column] = frame[column].astype("float64")
-    for column in [*key_columns, "method"]:
-        frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
+    texts(frame, [*key_columns, "method"])
     if by == "day":
+        frame["day"] = to_utc(frame["day"])
         frame = frame.sort_values("day")
     else:
         frame = frame.sort_values(

@@ -1,24 +1,27 @@
-"""System health: what ran in the last N hours, as one row."""
+"""System health: what ran in a window (by default the last 24 hours), as one row."""
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pandas as pd
 
-from ._common import DbArg, TimeArg, database, hours_window, snapshot
-from ._frames import durations, percentiles, success_rate
-from .stale import DEFAULT_OLDER_THAN, count_stale
+from ..errors import InvalidValue
+from ..timestamps import before
+from ._common import DbArg, TimeArg, reading, resolve_now, window
+from ._frames import EXECUTION_COUNTS, counted, durations, percentiles
+from .stale import DEFAULT_STALE_AFTER, count_stale
 
-HEALTH_COLUMNS = [
-    "total_orchestrations",
+ORCHESTRATION_COUNTS = [
+    "orchestrations",
     "completed_orchestrations",
     "failed_orchestrations",
     "partial_orchestrations",
     "running_orchestrations",
-    "total_executions",
-    "finished_executions",
-    "completed_executions",
-    "failed_executions",
-    "in_progress_executions",
+]
+HEALTH_COLUMNS = [
+    *ORCHESTRATION_COUNTS,
+    *EXECUTION_COUNTS,
     "success_rate",
     "avg_duration_ms",
     "p50_duration_ms",
@@ -26,79 +29,83 @@ HEALTH_COLUMNS = [
     "stale_running",
 ]
 
-_WINDOW = "started_at >= :start AND started_at <= :end"
-
 # One range count per status on the (status, started_at) index.
 _ORCHESTRATIONS = ", ".join(
-    f"(SELECT count(*) FROM orchestrations WHERE status = '{status}' AND {_WINDOW})"
+    f"(SELECT count(*) FROM orchestrations WHERE status = '{status}'{{where}})"
     for status in ("completed", "failed", "partial", "running")
 )
 
 # `status != 'in_progress'` is written exactly as in the partial index's WHERE, so
 # SQLite can answer from that covering index alone.
-_FINISHED = f"""
-SELECT count(*), total(status = 'completed'), avg(duration_ms)
-FROM agent_executions WHERE status != 'in_progress' AND {_WINDOW}
+_FINISHED = """
+SELECT total(status = 'completed'), total(status = 'failed'), avg(duration_ms)
+FROM agent_executions WHERE status != 'in_progress'{where}
 """
-_IN_PROGRESS = f"SELECT count(*) FROM agent_executions WHERE status = 'in_progress' AND {_WINDOW}"
+_IN_PROGRESS = "SELECT count(*) FROM agent_executions WHERE status = 'in_progress'{where}"
 
 
 def system_health(
-    db: DbArg, hours: float = 24, now: TimeArg = None, stale_after: str = DEFAULT_OLDER_THAN
+    db: DbArg,
+    *,
+    since: TimeArg = None,
+    until: TimeArg = None,
+    hours: float | None = None,
+    now: TimeArg = None,
+    stale_after: str | dt.timedelta = DEFAULT_STALE_AFTER,
 ) -> pd.DataFrame:
-    """Counts, success rate and durations of everything started in ``[now - hours, now]``.
+    """Counts, success rate and durations of everything started in ``[since, until)``.
 
-    An orchestration or execution belongs to the window by its ``started_at``. Counts
-    match the original tool's ``health`` for the same window; the original printed
-    ``finished_executions`` as "Total".
+    Without ``since`` and ``until`` the window is the last ``hours`` hours (default
+    24), like the original tool's ``health``: ``hours=24`` is ``since="24h",
+    until=now``. An orchestration or
+    execution belongs to the window by its ``started_at``. Counts match the original
+    for the same window; the original printed ``finished`` as "Total".
 
-    :param db: database path or ``sqlite_utils.Database``
-    :param hours: length of the window, a positive number
-    :param now: end of the window (default: the current time)
+    :param since: first start time included: a timestamp or a span before ``now``
+    :param until: start times before this are included (same forms)
+    :param hours: the window's length back from ``now``, instead of ``since``/``until``
+    :param now: the time spans and ``stale_after`` are measured back from
     :param stale_after: how long without a sign of life makes a run stale (``"6h"``)
-    :raises ValueError: ``hours`` is not a positive number, or ``now`` is not a timestamp
-    :returns: one row with the columns
-
-      - ``total_orchestrations``, ``completed_orchestrations``, ``failed_orchestrations``,
-        ``partial_orchestrations``, ``running_orchestrations`` (int)
-      - ``total_executions`` (all started, in progress included), ``finished_executions``
-        (completed + failed), ``completed_executions``, ``failed_executions``,
-        ``in_progress_executions`` (int)
-      - ``success_rate``: percent of finished executions that completed (NaN if none)
-      - ``avg_duration_ms``, ``p50_duration_ms``, ``p95_duration_ms``: of finished
-        executions; percentiles are exact, by linear interpolation as numpy's default
-        (NaN if none)
-      - ``stale_running``: orchestrations still running and executions still in
-        progress with no sign of life for ``stale_after``, whenever they started (see
-        :mod:`agentmetrics.reports.stale`); these are also in the running counts
+    :raises InvalidValue: both ``hours`` and a bound, ``hours`` not a positive
+      number, or a bad time
+    :returns: one row: the orchestration counts ``orchestrations``,
+      ``completed_orchestrations``, ``failed_orchestrations``,
+      ``partial_orchestrations``, ``running_orchestrations``; the execution counts;
+      ``success_rate``; ``avg_duration_ms``, ``p50_duration_ms``, ``p95_duration_ms``
+      of finished executions; ``stale_running``: orchestrations still running and
+      executions still in progress with no sign of life for ``stale_after``, whenever
+      they started (see :mod:`agentmetrics.reports.stale`), also in the running counts
     """
-    start, end = hours_window(hours, now)
-    params = {"start": start, "end": end}
-    with database(db) as conn, snapshot(conn):
+    if hours is not None and (since is not None or until is not None):
+        raise InvalidValue("give hours or since/until, not both")
+    moment = resolve_now(now)
+    if since is None and until is None:
+        hours = 24 if hours is None else hours
+        if isinstance(hours, bool) or not isinstance(hours, (int, float)) or not hours > 0:
+            raise InvalidValue(f"hours must be a positive number, got {hours!r}")
+        since, until = before(moment, hours), moment  # clamped: hours=1e15 is "all"
+    where, params = window(since, until, moment)
+    with reading(db) as conn:
         completed_o, failed_o, partial_o, running_o = conn.execute(
-            f"SELECT {_ORCHESTRATIONS}", params
+            f"SELECT {_ORCHESTRATIONS.format(where=where)}", params
         ).fetchone()
-        finished, completed, avg = conn.execute(_FINISHED, params).fetchone()
-        (in_progress,) = conn.execute(_IN_PROGRESS, params).fetchone()
-        p50, p95 = percentiles(durations(conn, _WINDOW, params), [50, 95])
-        stale = count_stale(conn, stale_after, end)
-    completed = int(completed)
+        completed, failed, avg = conn.execute(_FINISHED.format(where=where), params).fetchone()
+        (in_progress,) = conn.execute(_IN_PROGRESS.format(where=where), params).fetchone()
+        p50, p95 = percentiles(durations(conn, f"1{where}", params), [50, 95])
+        stale = count_stale(conn, stale_after=stale_after, now=moment)
     row = {
-        "total_orchestrations": completed_o + failed_o + partial_o + running_o,
+        "orchestrations": completed_o + failed_o + partial_o + running_o,
         "completed_orchestrations": completed_o,
         "failed_orchestrations": failed_o,
         "partial_orchestrations": partial_o,
         "running_orchestrations": running_o,
-        "total_executions": finished + in_progress,
-        "finished_executions": finished,
-        "completed_executions": completed,
-        "failed_executions": finished - completed,
-        "in_progress_executions": in_progress,
-        "success_rate": success_rate(completed, finished - completed),
-        "avg_duration_ms": float("nan") if avg is None else float(avg),
+        "completed": completed,
+        "failed": failed,
+        "in_progress": in_progress,
+        "avg_duration_ms": avg,
         "p50_duration_ms": p50,
         "p95_duration_ms": p95,
         "stale_running": stale,
     }
-    frame = pd.DataFrame([row], columns=HEALTH_COLUMNS)
-    return frame.astype({column: "int64" for column in [*HEALTH_COLUMNS[:10], "stale_running"]})
+    frame = counted(pd.DataFrame([row], columns=HEALTH_COLUMNS))
+    return frame.astype({column: "int64" for column in [*ORCHESTRATION_COUNTS, "stale_running"]})

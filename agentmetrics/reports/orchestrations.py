@@ -7,43 +7,29 @@ from sqlite_utils import Database
 
 from ..errors import UnknownSession
 from ..migrations import EXECUTION_COLUMNS, ORCHESTRATION_COLUMNS
-from ._common import DbArg, database, snapshot
+from ._common import DbArg, reading
 from ._frames import (
+    AGGREGATE_COLUMNS,
+    EXECUTION_SUMS,
     check_limit,
+    counted,
     durations,
+    percent,
     percentiles,
     rows_frame,
     select_list,
-    success_rate,
 )
 
-SUMMARY_COLUMNS = [
-    *ORCHESTRATION_COLUMNS,
-    "total_executions",
-    "finished_executions",
-    "completed_executions",
-    "failed_executions",
-    "in_progress_executions",
-    "success_rate",
-    "avg_duration_ms",
-    "min_duration_ms",
-    "max_duration_ms",
-    "p50_duration_ms",
-    "p95_duration_ms",
-    "total_retries",
-    "self_healed",
-    "files_created",
-    "files_modified",
-]
+SUMMARY_COLUMNS = [*ORCHESTRATION_COLUMNS, *AGGREGATE_COLUMNS]
 
 _ORCHESTRATION = select_list(ORCHESTRATION_COLUMNS)
 
 
-def list_orchestrations(db: DbArg, limit: int = 50) -> pd.DataFrame:
+def list_orchestrations(db: DbArg, *, limit: int = 50) -> pd.DataFrame:
     """The newest orchestrations first, like the original's ``list``.
 
     :param limit: how many to return, at least 1
-    :raises ValueError: ``limit`` is not a whole number of at least 1
+    :raises InvalidValue: ``limit`` is not a whole number of at least 1
     :returns: the columns of the ``orchestrations`` table: ``id``, ``session_id``,
       ``task_description``, ``status``, ``started_at``, ``completed_at``,
       ``duration_ms`` (NaN while running), ``total_tasks``, ``completed_tasks``,
@@ -53,18 +39,18 @@ def list_orchestrations(db: DbArg, limit: int = 50) -> pd.DataFrame:
     """
     limit = check_limit(limit)
     sql = f"SELECT {_ORCHESTRATION} FROM orchestrations ORDER BY started_at DESC LIMIT ?"
-    with database(db) as conn:
+    with reading(db) as conn:
         return rows_frame(conn, sql, [limit])
 
 
 def failed_orchestrations(
-    db: DbArg, limit: int = 50, include_partial: bool = False
+    db: DbArg, *, limit: int = 50, include_partial: bool = False
 ) -> pd.DataFrame:
     """Failed orchestrations, newest first, like the original's ``failures``.
 
     :param limit: how many to return, at least 1
     :param include_partial: also list ``partial`` ones (some tasks failed)
-    :raises ValueError: ``limit`` is not a whole number of at least 1
+    :raises InvalidValue: ``limit`` is not a whole number of at least 1
     :returns: the columns of :func:`list_orchestrations` plus
       ``task_completion_rate``: percent of ``total_tasks`` completed (NaN when 0)
     """
@@ -78,10 +64,10 @@ def failed_orchestrations(
         for status in statuses
     )
     sql = f"SELECT * FROM ({parts}) ORDER BY started_at DESC LIMIT :limit"
-    with database(db) as conn:
+    with reading(db) as conn:
         frame = rows_frame(conn, sql, {"limit": limit})
     total = frame["total_tasks"].astype("float64")
-    frame["task_completion_rate"] = (frame["completed_tasks"] / total * 100).where(total > 0)
+    frame["task_completion_rate"] = percent(frame["completed_tasks"], total)
     return frame
 
 
@@ -90,30 +76,19 @@ def orchestration_summary(db: DbArg, session_id: str) -> pd.DataFrame:
 
     :param session_id: the orchestration's session id
     :raises UnknownSession: no orchestration has this session id
-    :returns: one row: the columns of :func:`list_orchestrations`, then
-      ``total_executions``, ``finished_executions``, ``completed_executions``,
-      ``failed_executions``, ``in_progress_executions``, ``success_rate`` (percent
-      of finished executions that completed, NaN if none), ``avg_duration_ms``,
-      ``min_duration_ms``, ``max_duration_ms``, ``p50_duration_ms``,
-      ``p95_duration_ms`` (of finished executions), ``total_retries``,
-      ``self_healed``, ``files_created``, ``files_modified`` (sums over executions)
+    :returns: one row: the columns of :func:`list_orchestrations`, then the
+      execution counts, ``success_rate``, ``avg_duration_ms``, ``min_duration_ms``,
+      ``max_duration_ms``, ``p50_duration_ms``, ``p95_duration_ms``,
+      ``p99_duration_ms`` (of finished
+      executions) and the sums ``retries``, ``self_healed``, ``files_created``,
+      ``files_modified`` over its executions
     """
-    with database(db) as conn, snapshot(conn):
+    with reading(db) as conn:
         frame = _orchestration(conn, session_id)
         params = {"id": frame["id"].iloc[0]}
-        (
-            total,
-            completed,
-            failed,
-            avg,
-            low,
-            high,
-            retries,
-            healed,
-            created,
-            modified,
-        ) = conn.execute(
-            """SELECT count(*), total(status = 'completed'), total(status = 'failed'),
+        sums = conn.execute(
+            """SELECT total(status = 'completed'), total(status = 'failed'),
+              total(status = 'in_progress'),
               avg(CASE WHEN status != 'in_progress' THEN duration_ms END),
               min(CASE WHEN status != 'in_progress' THEN duration_ms END),
               max(CASE WHEN status != 'in_progress' THEN duration_ms END),
@@ -122,32 +97,12 @@ def orchestration_summary(db: DbArg, session_id: str) -> pd.DataFrame:
             FROM agent_executions WHERE orchestration_id = :id""",
             params,
         ).fetchone()
-        p50, p95 = percentiles(
-            durations(conn, "orchestration_id = :id", params),
-            [50, 95],
-        )
-    completed, failed = int(completed), int(failed)
-    extra = {
-        "total_executions": total,
-        "finished_executions": completed + failed,
-        "completed_executions": completed,
-        "failed_executions": failed,
-        "in_progress_executions": total - completed - failed,
-        "success_rate": success_rate(completed, failed),
-        "avg_duration_ms": avg,
-        "min_duration_ms": low,
-        "max_duration_ms": high,
-        "p50_duration_ms": p50,
-        "p95_duration_ms": p95,
-        "total_retries": retries,
-        "self_healed": healed,
-        "files_created": created,
-        "files_modified": modified,
-    }
-    for column, value in extra.items():
-        dtype = "float64" if "duration" in column or column == "success_rate" else "int64"
-        frame[column] = pd.Series([value], dtype="float64").astype(dtype)
-    return frame[SUMMARY_COLUMNS]
+        p50, p95, p99 = percentiles(durations(conn, "orchestration_id = :id", params), [50, 95, 99])
+    names = ["completed", "failed", "in_progress"]
+    names += ["avg_duration_ms", "min_duration_ms", "max_duration_ms", *EXECUTION_SUMS]
+    extra = pd.DataFrame([dict(zip(names, sums, strict=True))], columns=AGGREGATE_COLUMNS)
+    extra["p50_duration_ms"], extra["p95_duration_ms"], extra["p99_duration_ms"] = p50, p95, p99
+    return pd.concat([frame, counted(extra)], axis=1)[SUMMARY_COLUMNS]
 
 
 def executions(db: DbArg, session_id: str) -> pd.DataFrame:
@@ -157,7 +112,7 @@ def executions(db: DbArg, session_id: str) -> pd.DataFrame:
     :raises UnknownSession: no orchestration has this session id
     :returns: the columns of :func:`agentmetrics.reports.agent_stats`
     """
-    with database(db) as conn, snapshot(conn):
+    with reading(db) as conn:
         orchestration_id = _orchestration(conn, session_id)["id"].iloc[0]
         return rows_frame(
             conn,

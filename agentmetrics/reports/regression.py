@@ -1,6 +1,6 @@
 """Regression detection: has an agent got slower, or failed more, lately?
 
-Every agent's recent window ``[now - recent, now]`` is compared with the baseline
+Every agent's recent window ``[now - recent, now)`` is compared with the baseline
 window just before it, ``[now - recent - baseline, now - recent)``. An agent counts as
 regressed only when three things hold at once:
 
@@ -25,9 +25,11 @@ import math
 import numpy as np
 import pandas as pd
 
+from ..errors import InvalidValue
 from ..stats import fisher_exact, mann_whitney_u, two_proportion_z
 from ..timestamps import before, positive_duration, to_iso
-from ._common import DbArg, TimeArg, database, percentile, read_frame, resolve_now
+from ._common import DbArg, TimeArg, read_frame, reading, resolve_now, window
+from ._frames import percentiles
 
 METRICS = ("p95_duration_ms", "p50_duration_ms", "success_rate")
 # Durations: the smallest recent/baseline ratio that counts; success rate: the
@@ -55,7 +57,7 @@ COLUMNS = [
 _ROWS_SQL = """
 SELECT agent_name, started_at >= :split AS is_recent, {value} AS value
 FROM agent_executions
-WHERE status != 'in_progress' AND started_at >= :start AND started_at <= :end{extra}
+WHERE status != 'in_progress'{where}{extra}
 """
 _VALUE_SQL = {
     "duration": ("duration_ms", " AND duration_ms IS NOT NULL"),
@@ -65,19 +67,21 @@ _VALUE_SQL = {
 
 def regressions(
     db: DbArg,
+    *,
     recent: str | dt.timedelta = "3d",
     baseline: str | dt.timedelta = "14d",
+    agent: str | None = None,
     now: TimeArg = None,
     metric: str = "p95_duration_ms",
     min_samples: int = DEFAULT_MIN_SAMPLES,
     threshold: float | None = None,
     alpha: float = DEFAULT_ALPHA,
-    agent: str | None = None,
 ) -> pd.DataFrame:
     """Compare every agent's recent window with the baseline window just before it.
 
-    :param recent: length of the recent window, ending at ``now``
-    :param baseline: length of the baseline window, ending where ``recent`` starts
+    :param recent: length of the recent window ``[now - recent, now)``
+    :param baseline: length of the baseline window, ending (excluded) where
+      ``recent`` starts
     :param metric: ``p95_duration_ms``, ``p50_duration_ms`` or ``success_rate``
     :param min_samples: finished executions needed in each window to flag anything
     :param threshold: practical threshold: a ratio for durations (default 1.2), a
@@ -100,7 +104,7 @@ def regressions(
       - ``reason``: one line explaining the verdict
     """
     if metric not in METRICS:
-        raise ValueError(f"Unknown metric {metric!r}: use one of {', '.join(METRICS)}")
+        raise InvalidValue(f"Unknown metric {metric!r}: use one of {', '.join(METRICS)}")
     kind = "rate" if metric == "success_rate" else "duration"
     threshold = DEFAULT_THRESHOLDS[metric] if threshold is None else threshold
     _validate(kind, threshold, min_samples, alpha)
@@ -109,16 +113,11 @@ def regressions(
     end = resolve_now(now)
     split = before(end, recent_span)
     value_sql, extra = _VALUE_SQL[kind]
-    params = {
-        "start": to_iso(before(split, baseline_span)),
-        "split": to_iso(split),
-        "end": to_iso(end),
-    }
-    if agent is not None:
-        extra += " AND agent_name = :agent"
-        params["agent"] = agent
-    with database(db) as conn:
-        rows = read_frame(conn, _ROWS_SQL.format(value=value_sql, extra=extra), params)
+    where, params = window(before(split, baseline_span), end, agent=agent)
+    params["split"] = to_iso(split)
+    sql = _ROWS_SQL.format(value=value_sql, where=where, extra=extra)
+    with reading(db) as conn:
+        rows = read_frame(conn, sql, params)
     compared = [
         _compare(
             name,
@@ -164,8 +163,7 @@ def _compare(
 ) -> dict:
     if kind == "duration":
         q = 95 if metric == "p95_duration_ms" else 50
-        base_value = percentile(np.sort(base), q)
-        recent_value = percentile(np.sort(recent), q)
+        [base_value], [recent_value] = percentiles(base, [q]), percentiles(recent, [q])
         change = recent_value / base_value if base_value > 0 else math.nan
         p_value = mann_whitney_u(recent, base, alternative="greater").p_value
         big_enough = change >= threshold
@@ -239,16 +237,16 @@ def _p(p_value: float) -> str:
 
 def _validate(kind: str, threshold: float, min_samples: int, alpha: float) -> None:
     if isinstance(min_samples, bool) or not isinstance(min_samples, int) or min_samples < 1:
-        raise ValueError(f"min_samples must be a whole number >= 1, got {min_samples!r}")
+        raise InvalidValue(f"min_samples must be a whole number >= 1, got {min_samples!r}")
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
-        raise ValueError(f"alpha must be between 0 and 1, got {alpha!r}")
+        raise InvalidValue(f"alpha must be between 0 and 1, got {alpha!r}")
     if (
         isinstance(threshold, bool)
         or not isinstance(threshold, (int, float))
         or not math.isfinite(threshold)
     ):
-        raise ValueError(f"threshold must be a finite number, got {threshold!r}")
+        raise InvalidValue(f"threshold must be a finite number, got {threshold!r}")
     if kind == "duration" and threshold <= 1:
-        raise ValueError(f"threshold for durations is a ratio above 1, got {threshold!r}")
+        raise InvalidValue(f"threshold for durations is a ratio above 1, got {threshold!r}")
     if kind == "rate" and threshold <= 0:
-        raise ValueError(f"threshold for the success rate is a positive drop, got {threshold!r}")
+        raise InvalidValue(f"threshold for the success rate is a positive drop, got {threshold!r}")

@@ -14,9 +14,10 @@ import datetime as dt
 import pandas as pd
 
 from ..timestamps import before, positive_duration, to_iso
-from ._common import DbArg, TimeArg, database, read_frame, resolve_now
+from ._common import DbArg, TimeArg, read_frame, reading, resolve_now
+from ._frames import to_utc, typed
 
-DEFAULT_OLDER_THAN = "6h"
+DEFAULT_STALE_AFTER = "6h"
 
 STALE_COLUMNS = [
     "kind",
@@ -49,19 +50,20 @@ WHERE last_seen_at < :cutoff
 """
 
 
-def stale_cutoff(older_than: str | dt.timedelta = DEFAULT_OLDER_THAN, now: TimeArg = None) -> str:
+def stale_cutoff(stale_after: str | dt.timedelta = DEFAULT_STALE_AFTER, now: TimeArg = None) -> str:
     """The ISO time before which a run's last sign of life makes it stale."""
-    return to_iso(before(resolve_now(now), positive_duration(older_than, "older_than")))
+    return to_iso(before(resolve_now(now), positive_duration(stale_after, "stale_after")))
 
 
 def stale_runs(
     db: DbArg,
-    older_than: str | dt.timedelta = DEFAULT_OLDER_THAN,
+    *,
+    stale_after: str | dt.timedelta = DEFAULT_STALE_AFTER,
     now: TimeArg = None,
 ) -> pd.DataFrame:
-    """Unfinished runs with no sign of life for longer than ``older_than``.
+    """Unfinished runs with no sign of life for longer than ``stale_after``.
 
-    :param older_than: an age such as ``"6h"``, ``"90m"``, ``"2d"``
+    :param stale_after: an age such as ``"6h"``, ``"90m"``, ``"2d"``
     :param now: the reference time (default: the current time)
     :returns: one row per stale run, oldest sign of life first, with columns
 
@@ -71,29 +73,28 @@ def stale_runs(
         ``agent_session_id``
       - ``agent_name``: the execution's agent (None for orchestrations)
       - ``started_at``, ``last_seen_at``: UTC datetimes
-      - ``age_ms``: milliseconds from ``last_seen_at`` to ``now``
+      - ``age_ms``: milliseconds from ``last_seen_at`` to ``now`` (float64)
     """
     moment = resolve_now(now)
-    cutoff = stale_cutoff(older_than, moment)
-    with database(db) as conn:
+    cutoff = stale_cutoff(stale_after, moment)
+    with reading(db) as conn:
         df = read_frame(
             conn,
             STALE_SQL + " ORDER BY last_seen_at, kind, id",
             {"cutoff": cutoff},
         )
-    df["started_at"] = pd.to_datetime(df["started_at"], utc=True, format="ISO8601")
-    df["last_seen_at"] = pd.to_datetime(df["last_seen_at"], utc=True, format="ISO8601")
+    df = typed(df)
+    df["last_seen_at"] = to_utc(df["last_seen_at"])
     age = pd.Timestamp(moment) - df["last_seen_at"]
-    df["age_ms"] = (age.dt.total_seconds() * 1000).round().astype("int64")
-    df["agent_name"] = df["agent_name"].astype(object).where(df["agent_name"].notna(), None)
+    df["age_ms"] = (age.dt.total_seconds() * 1000).round().astype("float64")
     return df[STALE_COLUMNS]
 
 
 def count_stale(
-    db: DbArg, older_than: str | dt.timedelta = DEFAULT_OLDER_THAN, now: TimeArg = None
+    db: DbArg, *, stale_after: str | dt.timedelta = DEFAULT_STALE_AFTER, now: TimeArg = None
 ) -> int:
     """How many orchestrations and executions :func:`stale_runs` would list."""
-    cutoff = stale_cutoff(older_than, now)
-    with database(db) as conn:
+    cutoff = stale_cutoff(stale_after, now)
+    with reading(db) as conn:
         sql = f"SELECT count(*) FROM ({STALE_SQL})"
         return conn.execute(sql, {"cutoff": cutoff}).fetchone()[0]

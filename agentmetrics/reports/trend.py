@@ -7,15 +7,14 @@ three columns only.
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
 import re
 
 import pandas as pd
 
 from ..errors import InvalidValue
-from ..timestamps import before, parse_duration, parse_timestamp, to_iso
-from ._common import DbArg, TimeArg, database, read_frame, resolve_now
+from ._common import DbArg, TimeArg, bound, read_frame, reading, resolve_now, window
+from ._frames import EXECUTION_COUNTS, check_limit, counted, percent, texts, to_utc, typed
 
 # Period start of `started_at` (stored as YYYY-MM-DDTHH:MM:SS.sssZ), in the same format.
 FREQUENCIES = {
@@ -31,14 +30,12 @@ MAX_PERIODS = 100_000
 
 TREND_COLUMNS = [
     "period",
-    "executions",
-    "completed",
-    "failed",
+    *EXECUTION_COUNTS,
     "success_rate",
     "p50_duration_ms",
     "p95_duration_ms",
-    "self_healed",
     "retries",
+    "self_healed",
 ]
 PATTERN_COLUMNS = [
     "pattern",
@@ -51,9 +48,7 @@ PATTERN_COLUMNS = [
 ]
 SELF_HEALING_COLUMNS = [
     "agent_name",
-    "executions",
-    "completed",
-    "failed",
+    *EXECUTION_COUNTS,
     "self_healed",
     "self_healed_rate",
     "rescued",
@@ -63,49 +58,10 @@ TOTAL_LABEL = "(all agents)"
 NO_MESSAGE = "(no error message)"
 
 
-def time_bound(value: TimeArg, now: TimeArg = None) -> str | None:
-    """A window bound as stored ISO text: a timestamp, or a span before ``now`` (``"7d"``
-    or a timedelta)."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        try:
-            return to_iso(parse_timestamp(value))
-        except ValueError:
-            try:
-                value = parse_duration(value)
-            except ValueError:
-                raise InvalidValue(
-                    f"not a time: {value!r} (use a timestamp such as 2026-11-01T12:00:00Z "
-                    "or a span before now such as 6h, 7d, 2w)"
-                ) from None
-    if isinstance(value, dt.datetime):
-        return to_iso(parse_timestamp(value))
-    return to_iso(before(resolve_now(now), parse_duration(value)))
-
-
-def _where(
-    since: TimeArg, until: TimeArg, agent: str | None, now: TimeArg, *extra: str
-) -> tuple[str, list]:
-    clauses, params = list(extra), []
-    first, last = time_bound(since, now), time_bound(until, now)
-    if first is not None and last is not None and first > last:
-        raise ValueError(f"since ({first}) is after until ({last})")
-    for clause, value in (
-        ("started_at >= ?", first),
-        ("started_at < ?", last),
-        ("agent_name = ?", agent),
-    ):
-        if value is not None:
-            clauses.append(clause)
-            params.append(value)
-    return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
-
-
 def trends(
     db: DbArg,
-    freq: str = "D",
     *,
+    freq: str = "D",
     since: TimeArg = None,
     until: TimeArg = None,
     agent: str | None = None,
@@ -126,40 +82,37 @@ def trends(
     :param by_agent: one row per period and agent (column ``agent_name`` after
       ``period``); every agent seen in the window gets every period
     :param now: the time spans are measured back from (default: the current time)
-    :returns: columns ``period`` (period start, UTC datetime), ``executions``,
-      ``completed``, ``failed`` (ints; ``executions`` includes those in progress),
-      ``success_rate`` (percent of finished executions that completed, NaN if none),
-      ``p50_duration_ms``, ``p95_duration_ms`` (finished executions; NaN if none),
-      ``self_healed`` (executions where self-healing occurred), ``retries`` (sum of
-      ``retry_count``)
+    :returns: columns ``period`` (period start, UTC datetime), the execution
+      counts, ``success_rate``, ``p50_duration_ms``, ``p95_duration_ms`` (of finished
+      executions), ``retries`` and ``self_healed``
     :raises ValueError: unknown ``freq``, a bad time, ``since`` after ``until``, or a
       window of more than :data:`MAX_PERIODS` periods
     """
     if freq not in FREQUENCIES:
-        raise ValueError(f"Unknown freq {freq!r}: use one of {', '.join(FREQUENCIES)}")
+        raise InvalidValue(f"Unknown freq {freq!r}: use one of {', '.join(FREQUENCIES)}")
     period = FREQUENCIES[freq]
+    now = resolve_now(now)
     keys = ["period", "agent_name"] if by_agent else ["period"]
     group = ", ".join(keys)
     select = f"{period} AS period" + (", agent_name" if by_agent else "")
-    where, params = _where(since, until, agent, now)
-    finished_where, finished_params = _where(
-        since, until, agent, now, "status != 'in_progress'", "duration_ms IS NOT NULL"
-    )
-    with database(db) as conn:
+    where, params = window(since, until, now, agent=agent)
+    with reading(db) as conn:
         counts = read_frame(
             conn,
-            f"""SELECT {select}, count(*) AS executions,
+            f"""SELECT {select},
               count(CASE WHEN status = 'completed' THEN 1 END) AS completed,
               count(CASE WHEN status = 'failed' THEN 1 END) AS failed,
+              count(CASE WHEN status = 'in_progress' THEN 1 END) AS in_progress,
               count(CASE WHEN self_healed THEN 1 END) AS self_healed,
               coalesce(sum(retry_count), 0) AS retries
-            FROM agent_executions{where} GROUP BY {group}""",
+            FROM agent_executions WHERE 1{where} GROUP BY {group}""",
             params,
         )
         durations = read_frame(
             conn,
-            f"SELECT {select}, duration_ms FROM agent_executions{finished_where}",
-            finished_params,
+            f"SELECT {select}, duration_ms FROM agent_executions"
+            f" WHERE status != 'in_progress' AND duration_ms IS NOT NULL{where}",
+            params,
         )
     columns = TREND_COLUMNS[:1] + keys[1:] + TREND_COLUMNS[1:]
     periods = _periods(counts["period"], since, until, freq, now)
@@ -168,21 +121,17 @@ def trends(
         index = pd.MultiIndex.from_product([periods, agents], names=keys)
     else:
         index = pd.Index(periods, name="period")
-    counts["period"] = pd.to_datetime(counts["period"], utc=True)
-    durations["period"] = pd.to_datetime(durations["period"], utc=True)
+    counts["period"] = to_utc(counts["period"])
+    durations["period"] = to_utc(durations["period"])
     durations["duration_ms"] = durations["duration_ms"].astype("float64")
-    frame = counts.set_index(keys).reindex(index)
-    totals = ["executions", "completed", "failed", "self_healed", "retries"]
-    frame[totals] = frame[totals].astype("float64").fillna(0).astype("int64")
-    finished = frame["completed"] + frame["failed"]
-    frame["success_rate"] = (100 * frame["completed"] / finished.where(finished > 0)).astype(
-        "float64"
-    )
+    frame = counted(counts.set_index(keys).reindex(index))
+    # pandas' linear quantile is numpy's percentile, per group in one pass.
     quantiles = durations.groupby(keys)["duration_ms"].quantile([0.5, 0.95]).unstack()
     quantiles = quantiles.reindex(columns=[0.5, 0.95])
     frame["p50_duration_ms"] = quantiles[0.5].reindex(index).astype("float64")
     frame["p95_duration_ms"] = quantiles[0.95].reindex(index).astype("float64")
-    result = frame.reset_index()[columns]
+    result = texts(frame.reset_index()[columns])
+    result["period"] = result["period"].dt.as_unit("us")
     result.attrs["freq"] = freq  # lets charts size one period's bar
     return result
 
@@ -194,7 +143,7 @@ def _periods(
         return _period_range(found, since, until, freq, now)
     except (OverflowError, pd.errors.OutOfBoundsDatetime, pd.errors.OutOfBoundsTimedelta):
         # pandas 2 holds nanosecond timestamps only, from 1677-09-21 on; pandas 3 more.
-        raise ValueError(
+        raise InvalidValue(
             f"this pandas ({pd.__version__}) cannot hold periods that far back: use a later since"
         ) from None
 
@@ -203,8 +152,8 @@ def _period_range(
     found: pd.Series, since: TimeArg, until: TimeArg, freq: str, now: TimeArg
 ) -> pd.DatetimeIndex:
     starts = pd.to_datetime(found, utc=True)
-    first = time_bound(since, now)
-    last = time_bound(until, now)
+    first = bound(since, now)
+    last = bound(until, now)
     first_ts = _floor(pd.Timestamp(first), freq) if first else starts.min()
     # `until` is excluded: a window ending at midnight has no row for that day.
     last_ts = _floor(pd.Timestamp(last) - pd.Timedelta(milliseconds=1), freq) if last else None
@@ -218,7 +167,7 @@ def _period_range(
         return pd.DatetimeIndex([], tz="UTC", name="period")
     count = (last_ts - first_ts) // _STEPS[freq] + 1
     if count > MAX_PERIODS:
-        raise ValueError(
+        raise InvalidValue(
             f"{count:,} periods of {freq!r} from {first_ts:%Y-%m-%d} to {last_ts:%Y-%m-%d}:"
             f" at most {MAX_PERIODS:,}; use a later since, an earlier until or a longer freq"
         )
@@ -311,10 +260,10 @@ def error_patterns(
       ``agent_count``, ``first_seen``, ``last_seen`` (UTC datetimes of the first and
       last start), ``example`` (the most recent message); most frequent first
     """
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise ValueError(f"limit must be a positive whole number, got {limit!r}")
-    where, params = _where(since, until, agent, now, "status = 'failed'")
-    with database(db) as conn:
+    if limit is not None:
+        limit = check_limit(limit)
+    where, params = window(since, until, now, agent=agent)
+    with reading(db) as conn:
         # Grouped in SQL by the Python normaliser, registered on this connection.
         conn.conn.create_function(
             "agentmetrics_error_pattern", 1, normalize_error, deterministic=True
@@ -329,10 +278,10 @@ def error_patterns(
               max(started_at || char(31) || error_message) AS example,
               count(DISTINCT agent_name) AS agent_count,
               group_concat(DISTINCT agent_name) AS agents
-            FROM agent_executions{where}
+            FROM agent_executions WHERE status = 'failed'{where}
             GROUP BY pattern ORDER BY count DESC, pattern"""
-            + (" LIMIT ?" if limit else ""),
-            params + ([limit] if limit else []),
+            + (" LIMIT :limit" if limit else ""),
+            {**params, "limit": limit},
         )
     frame["example"] = frame["example"].map(
         lambda latest: None if latest is None else latest.split("\x1f", 1)[1]
@@ -340,8 +289,8 @@ def error_patterns(
     frame["agents"] = frame["agents"].fillna("").str.split(",").map(sorted).map(", ".join)
     frame[["count", "agent_count"]] = frame[["count", "agent_count"]].astype("int64")
     for column in ("first_seen", "last_seen"):
-        frame[column] = pd.to_datetime(frame[column], utc=True)
-    return frame[PATTERN_COLUMNS]
+        frame[column] = to_utc(frame[column])
+    return texts(frame[PATTERN_COLUMNS])
 
 
 # -- self-healing ----------------------------------------------------------------------
@@ -358,38 +307,33 @@ def self_healing(
 ) -> pd.DataFrame:
     """How often self-healing occurred per agent, and how often it rescued the run.
 
-    Only finished executions count (an execution in progress has no outcome yet).
-
     :param total: add a last row ``agent_name == "(all agents)"`` summing every agent
-    :returns: columns ``agent_name``, ``executions`` (finished), ``completed``,
-      ``failed``, ``self_healed`` (executions where it occurred), ``self_healed_rate``
-      (percent of executions), ``rescued`` (self-healed and completed),
-      ``rescue_rate`` (percent of self-healed that completed; NaN if none healed);
-      agents by name
+    :returns: columns ``agent_name``, the execution counts, ``self_healed``
+      (executions where it occurred), ``self_healed_rate`` (percent of executions),
+      ``rescued`` (self-healed and completed), ``rescue_rate`` (percent of
+      self-healed that completed; NaN if none healed); agents by name
     """
-    where, params = _where(since, until, agent, now, "status != 'in_progress'")
-    with database(db) as conn:
+    where, params = window(since, until, now, agent=agent)
+    with reading(db) as conn:
         frame = read_frame(
             conn,
-            f"""SELECT agent_name, count(*) AS executions,
+            f"""SELECT agent_name,
               count(CASE WHEN status = 'completed' THEN 1 END) AS completed,
               count(CASE WHEN status = 'failed' THEN 1 END) AS failed,
+              count(CASE WHEN status = 'in_progress' THEN 1 END) AS in_progress,
               count(CASE WHEN self_healed THEN 1 END) AS self_healed,
               count(CASE WHEN self_healed AND status = 'completed' THEN 1 END) AS rescued
-            FROM agent_executions{where} GROUP BY agent_name ORDER BY agent_name""",
+            FROM agent_executions WHERE 1{where} GROUP BY agent_name ORDER BY agent_name""",
             params,
         )
-    counts = ["executions", "completed", "failed", "self_healed", "rescued"]
+    counts = ["completed", "failed", "in_progress", "self_healed", "rescued"]
     if total and not frame.empty:
         frame.loc[len(frame)] = [TOTAL_LABEL, *frame[counts].sum()]
-    frame[counts] = frame[counts].astype("int64")
-    frame["self_healed_rate"] = _percent(frame["self_healed"], frame["executions"])
-    frame["rescue_rate"] = _percent(frame["rescued"], frame["self_healed"])
+    frame = texts(counted(frame))
+    frame["rescued"] = frame["rescued"].astype("int64")
+    frame["self_healed_rate"] = percent(frame["self_healed"], frame["executions"])
+    frame["rescue_rate"] = percent(frame["rescued"], frame["self_healed"])
     return frame[SELF_HEALING_COLUMNS]
-
-
-def _percent(part: pd.Series, whole: pd.Series) -> pd.Series:
-    return (100 * part / whole.where(whole > 0)).astype("float64")
 
 
 # -- raw durations (for distribution charts) -------------------------------------------
@@ -406,21 +350,18 @@ def durations(
     """The finished executions' durations, for distribution charts.
 
     :returns: columns ``agent_name``, ``started_at`` (UTC datetime), ``status``,
-      ``duration_ms`` (int); ordered by start time
+      ``duration_ms`` (float64); ordered by start time
     """
-    where, params = _where(
-        since, until, agent, now, "status != 'in_progress'", "duration_ms IS NOT NULL"
-    )
-    with database(db) as conn:
+    where, params = window(since, until, now, agent=agent)
+    with reading(db) as conn:
         frame = read_frame(
             conn,
             "SELECT agent_name, started_at, status, duration_ms FROM agent_executions"
-            f"{where} ORDER BY started_at",
+            f" WHERE status != 'in_progress' AND duration_ms IS NOT NULL{where}"
+            " ORDER BY started_at",
             params,
         )
-    frame["started_at"] = pd.to_datetime(frame["started_at"], utc=True)
-    frame["duration_ms"] = frame["duration_ms"].astype("int64")
-    return frame
+    return typed(frame)
 
 
 __all__ = [
@@ -428,6 +369,5 @@ __all__ = [
     "error_patterns",
     "normalize_error",
     "self_healing",
-    "time_bound",
     "trends",
 ]
