@@ -400,13 +400,20 @@ def _duration_text(ctx, param, value: str | None) -> str | None:
     return value
 
 
-stale_after_option = click.option(
-    "--stale-after",
-    default="6h",
-    show_default=True,
-    callback=_duration_text,
-    metavar="DURATION",
-    help="Count unfinished runs as stale after this long without a sign of life.",
+def duration_option(name: str, help: str, default: str | None = None) -> Callable:
+    """An option taking a duration with a unit (``90s``, ``15m``, ``6h``, ``3d``)."""
+    return click.option(
+        name,
+        default=default,
+        show_default=default is not None,
+        callback=_duration_text,
+        metavar="DURATION",
+        help=help,
+    )
+
+
+stale_after_option = duration_option(
+    "--stale-after", "Count unfinished runs as stale after this long without a sign of life.", "6h"
 )
 
 
@@ -425,9 +432,7 @@ stale_after_option = click.option(
     metavar="N",
     help="Fail above N failed orchestrations.",
 )
-@click.option(
-    "--max-p95", callback=_duration_text, metavar="DURATION", help="Fail when p95 is over (5m)."
-)
+@duration_option("--max-p95", "Fail when p95 is over (5m).")
 @click.option("--max-stale", type=NON_NEGATIVE_INT, metavar="N", help="Fail above N stale runs.")
 @stale_after_option
 @now_option
@@ -884,22 +889,8 @@ def _regression_formatters(metric: str) -> dict[str, Callable]:
 
 
 @cli.command()
-@click.option(
-    "--recent",
-    default="3d",
-    show_default=True,
-    callback=_duration_text,
-    metavar="DURATION",
-    help="Recent window, ending now.",
-)
-@click.option(
-    "--baseline",
-    default="14d",
-    show_default=True,
-    callback=_duration_text,
-    metavar="DURATION",
-    help="Baseline window, just before it.",
-)
+@duration_option("--recent", "Recent window, ending now.", "3d")
+@duration_option("--baseline", "Baseline window, just before it.", "14d")
 @click.option(
     "--metric",
     type=click.Choice(REGRESSION_METRICS),
