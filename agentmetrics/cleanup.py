@@ -15,7 +15,7 @@ from collections.abc import Callable
 from sqlite_utils import Database
 
 from .batching import BatchSize
-from .db import ensure_database, write_transaction
+from .db import using_database, write_transaction
 from .reports._common import resolve_now
 from .timestamps import before, to_iso
 
@@ -79,19 +79,19 @@ def cleanup(
         raise ValueError(f"days must be a number >= 0, got {days!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
-    db = ensure_database(db)
     cutoff = before(resolve_now(now), days * 24)  # clamped: 1e300 days keeps everything
     params = {"cutoff": to_iso(cutoff), "upper": to_iso(cutoff + dt.timedelta(days=2))}
     result = CleanupResult(cutoff=params["cutoff"], dry_run=dry_run)
-    if dry_run:
-        _count(db, params, result)
-        return result
-    cache_size = db.execute("PRAGMA cache_size").fetchone()[0]
-    db.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
-    try:
-        _delete(db, params, batch_size, result, progress)
-    finally:
-        db.execute(f"PRAGMA cache_size = {int(cache_size)}")
+    with using_database(db) as conn:
+        if dry_run:
+            _count(conn, params, result)
+            return result
+        cache_size = conn.execute("PRAGMA cache_size").fetchone()[0]
+        conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
+        try:
+            _delete(conn, params, batch_size, result, progress)
+        finally:
+            conn.execute(f"PRAGMA cache_size = {int(cache_size)}")
     return result
 
 
@@ -147,10 +147,10 @@ def _count(db: Database, params: dict[str, str], result: CleanupResult) -> None:
 
 def vacuum(db: str | os.PathLike[str] | Database) -> int:
     """Give the space of deleted rows back to the file system; return the bytes freed."""
-    db = ensure_database(db)
-    before = _size(db)
-    db.execute("VACUUM")
-    return max(before - _size(db), 0)
+    with using_database(db) as conn:
+        before = _size(conn)
+        conn.execute("VACUUM")
+        return max(before - _size(conn), 0)
 
 
 def _size(db: Database) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import sqlite3
 import sys
@@ -22,17 +23,28 @@ from .db import (
     PendingWritesWarning,
     open_database,
 )
-from .errors import AgentMetricsError
+from .errors import AgentMetricsError, ConfigError, InvalidValue
 from .reports.regression import METRICS as REGRESSION_METRICS
 from .timestamps import positive_duration
 
 
+class _UsageFailure(click.ClickException):
+    """A bad option value or configuration: ``Error: ...`` and exit code 2."""
+
+    exit_code = 2
+
+
 class _Group(click.Group):
-    """Turns agentmetrics' own errors into one ``Error: ...`` line and exit code 1."""
+    """Turns errors into one ``Error: ...`` line: exit code 2 for a bad option value or
+    configuration (:class:`~agentmetrics.errors.ConfigError`), 1 for everything else."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except click.BadParameter as e:  # without click's usage lines
+            raise _UsageFailure(e.format_message()) from None
+        except ConfigError as e:
+            raise _UsageFailure(str(e)) from None
         except (AgentMetricsError, ValueError) as e:
             raise click.ClickException(str(e)) from None
         except (sqlite3.DatabaseError, pd.errors.DatabaseError) as e:
@@ -110,25 +122,33 @@ def output_options(fn: Callable) -> Callable:
 
     def wrapper(*args, json_: bool, csv_: bool, **kwargs):
         if json_ and csv_:
-            raise click.UsageError("Use just one of --json or --csv")
+            raise _UsageFailure("Use just one of --json or --csv")
         return fn(*args, fmt="json" if json_ else "csv" if csv_ else "table", **kwargs)
 
     return click.decorators.update_wrapper(wrapper, fn)
 
 
-_window_options = (
-    click.option("--since", help="From this start time: a timestamp, or a span back (7d)."),
-    click.option("--until", help="Before this start time: a timestamp, or a span back."),
-    click.option("--agent", help="Only this agent."),
-    click.option("--now", help="Measure spans back from this time (default: now)."),
+_WINDOW = "at or after SINCE, before UNTIL; a timestamp or a span like 7d"
+_WINDOW_OPTIONS = {
+    "since": click.option("--since", help=f"Only runs started {_WINDOW}."),
+    "until": click.option("--until", help=f"Only runs started {_WINDOW}."),
+    "agent": click.option("--agent", help="Only this agent."),
+}
+now_option = click.option(
+    "--now", metavar="TIME", help="Answer as of this UTC time instead of the current time."
 )
 
 
-def window_options(fn: Callable) -> Callable:
-    """Add ``--since``, ``--until``, ``--agent`` and ``--now``."""
-    for option in reversed(_window_options):
-        fn = option(fn)
-    return fn
+def window_options(*names: str) -> Callable[[Callable], Callable]:
+    """Add ``--since`` and ``--until`` (and ``--agent``, ``--now`` when named)."""
+    options = [now_option if name == "now" else _WINDOW_OPTIONS[name] for name in names]
+
+    def decorate(fn: Callable) -> Callable:
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return decorate
 
 
 def write_exact(text: str) -> None:
@@ -178,55 +198,27 @@ def _cell(value: object) -> object:
 # -- reports, export, import, merge and cleanup ------------------------------------------
 
 
-class _Number(click.ParamType):
-    """A number with a lower bound (and an upper one, inclusive); a bad value is one
-    ``Error: ...`` line, exit 1."""
+class _Number(click.FloatRange):
+    """click's FloatRange that also refuses ``nan`` and ``inf`` (nan compares in range)."""
 
-    def __init__(
-        self,
-        kind: type = int,
-        minimum: float = 0,
-        inclusive: bool = True,
-        maximum: float | None = None,
-    ) -> None:
-        self.kind, self.minimum, self.inclusive, self.maximum = kind, minimum, inclusive, maximum
-        self.name = "integer" if kind is int else "number"
+    name = "number"
 
     def convert(self, value, param, ctx):
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            number = value
-        else:
-            try:
-                number = self.kind(str(value).strip())
-            except ValueError:
-                number = None
-        label = _param_label(param)
-        bound = f">= {self.minimum}" if self.inclusive else f"> {self.minimum}"
-        if self.maximum is not None:
-            bound += f" and <= {self.maximum}"
-        what = "a whole number" if self.kind is int else "a number"
-        if number is None or number != number or number in (float("inf"), float("-inf")):
-            raise click.ClickException(f"{label} must be {what} {bound}, got {value!r}")
-        if (
-            number < self.minimum
-            or (not self.inclusive and number == self.minimum)
-            or (self.maximum is not None and number > self.maximum)
-        ):
-            raise click.ClickException(f"{label} must be {what} {bound}, got {value}")
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
         return number
 
 
-def _param_label(param: click.Parameter | None) -> str:
-    if isinstance(param, click.Option):
-        return max(param.opts, key=len)  # --max-running, not max_running
-    return param.human_readable_name if param is not None else "value"
+class _Whole(click.IntRange):
+    name = "whole number"  # in click's message: "'2.5' is not a valid whole number."
 
 
-POSITIVE_INT = _Number(int, 0, inclusive=False)
-NON_NEGATIVE_INT = _Number(int, 0)
-POSITIVE_NUMBER = _Number(float, 0, inclusive=False)
-NON_NEGATIVE_NUMBER = _Number(float, 0)
-SQLITE_INT = _Number(int, -(2**63), maximum=2**63 - 1)  # what an INTEGER column holds
+POSITIVE_INT = _Whole(min=1)
+NON_NEGATIVE_INT = _Whole(min=0)
+POSITIVE_NUMBER = _Number(min=0, min_open=True)
+NON_NEGATIVE_NUMBER = _Number(min=0)
+SQLITE_INT = _Whole(-(2**63), 2**63 - 1)  # what an INTEGER column holds
 
 
 def _timestamp(value) -> str:
@@ -392,7 +384,7 @@ def agent(ctx: click.Context, agent_name: str, list_: bool, limit: int | None, f
         df = reports.agent_stats(read_db(ctx), agent_name, limit=limit)
         emit_report(df, fmt, _EXECUTION_TABLE)
     elif limit is not None:
-        raise click.ClickException("--limit only applies with --list")
+        raise _UsageFailure("--limit only applies with --list")
     else:
         emit_record(reports.agent_summary(read_db(ctx), agent_name), fmt)
 
@@ -410,62 +402,30 @@ def executions(ctx: click.Context, session_id: str, fmt: str) -> None:
     emit_report(df, fmt, _EXECUTION_TABLE, empty="No executions recorded for this orchestration.")
 
 
-def _health_problems(
-    row: pd.Series,
-    hours: float,
-    stale_after: str,
-    *,
-    min_success_rate: float | None,
-    max_running: int | None,
-    max_failed: int | None,
-    max_failed_orchestrations: int | None,
-    max_p95: str | None,
-    max_stale: int | None,
-) -> list[str]:
-    from .formatting import format_duration
-
-    problems = []
-    window = f"in the last {hours:g}h"
-    if min_success_rate is not None:
-        rate = row["success_rate"]
-        if rate != rate:  # NaN: nothing finished
-            problems.append(f"no finished executions {window} to compute a success rate")
-        elif rate < min_success_rate:
-            problems.append(f"success rate {rate:.1f}% is below {min_success_rate:g}%")
-    checks = (
-        ("running_orchestrations", max_running, "running orchestrations"),
-        ("failed", max_failed, "failed executions"),
-        ("failed_orchestrations", max_failed_orchestrations, "failed orchestrations"),
-    )
-    for column, limit, label in checks:
-        if limit is not None and row[column] > limit:
-            problems.append(f"{int(row[column])} {label} {window} (max {limit})")
-    if max_stale is not None and row["stale_running"] > max_stale:
-        problems.append(
-            f"{int(row['stale_running'])} stale runs, silent for over {stale_after}"
-            f" (max {max_stale})"
-        )
-    p95 = row["p95_duration_ms"]
-    if max_p95 is not None and p95 > positive_duration(max_p95).total_seconds() * 1000:
-        # The limit as given and p95 to the millisecond: never "7s is over 7s".
-        problems.append(f"p95 duration {format_duration(p95)} ({p95:.0f}ms) is over {max_p95}")
-    return problems
-
-
 def _duration_text(ctx, param, value: str | None) -> str | None:
     """Check a duration like ``6h`` early, for a one-line error; keep the text."""
     if value is not None:
-        positive_duration(value, _param_label(param))
+        try:
+            positive_duration(value)
+        except InvalidValue as e:
+            raise click.BadParameter(str(e)) from None
     return value
 
 
-stale_after_option = click.option(
-    "--stale-after",
-    default="6h",
-    show_default=True,
-    callback=_duration_text,
-    metavar="DURATION",
-    help="Count unfinished runs as stale after this long without a sign of life.",
+def duration_option(name: str, help: str, default: str | None = None) -> Callable:
+    """An option taking a duration with a unit (``90s``, ``15m``, ``6h``, ``3d``)."""
+    return click.option(
+        name,
+        default=default,
+        show_default=default is not None,
+        callback=_duration_text,
+        metavar="DURATION",
+        help=help,
+    )
+
+
+stale_after_option = duration_option(
+    "--stale-after", "Count unfinished runs as stale after this long without a sign of life.", "6h"
 )
 
 
@@ -509,34 +469,46 @@ def _is_number(text: str) -> bool:
     metavar="N",
     help="Fail above N failed orchestrations.",
 )
-@click.option(
-    "--max-p95", callback=_duration_text, metavar="DURATION", help="Fail when p95 is over (5m)."
-)
+@duration_option("--max-p95", "Fail when p95 is over (5m).")
 @click.option("--max-stale", type=NON_NEGATIVE_INT, metavar="N", help="Fail above N stale runs.")
 @stale_after_option
+@now_option
 @db_option
 @output_options
 @click.pass_context
 def health(
-    ctx: click.Context, hours: float, stale_after: str, fmt: str, **limits: float | None
+    ctx: click.Context,
+    hours: float,
+    stale_after: str,
+    now: str | None,
+    fmt: str,
+    **limits: float | str | None,
 ) -> None:
     """System health over the last HOURS hours (default 24); a CI gate with the --max/--min
     options: exit 1 with the reason when unhealthy.
 
+    Each limit is an alert rule evaluated as `agentmetrics check` does (no data in the
+    window passes).
+
     \b
     agentmetrics health 24 --min-success-rate 90 --max-running 0
     """
-    from . import reports
+    from . import reports, rules
 
-    df = reports.system_health(read_db(ctx), hours=hours, stale_after=stale_after)
+    db = read_db(ctx)
+    df = reports.system_health(db, hours=hours, now=now, stale_after=stale_after)
     emit_record(df, fmt)
-    problems = _health_problems(df.iloc[0], hours, stale_after, **limits)
-    if problems:
-        raise click.ClickException("Unhealthy: " + "; ".join(problems))
+    gate = rules.health_rules(hours, stale_after, **limits)
+    if gate:
+        results = rules.evaluate(db, gate, now=now)
+        failed = results[results["status"] != "ok"]
+        if len(failed):
+            reasons = (f"{m} {d}" for m, d in zip(failed["metric"], failed["detail"], strict=True))
+            raise click.ClickException("Unhealthy: " + "; ".join(reasons))
 
 
 @cli.command()
-@window_options
+@window_options("since", "until", "agent", "now")
 @db_option
 @output_options
 @click.pass_context
@@ -603,25 +575,21 @@ def export(
     agentmetrics export --format csv --table executions > executions.csv
     agentmetrics export --format parquet -o tables/
     """
-    from .exchange import EXPORT_FORMATS
+    from .exchange import EXPORT_FORMATS, TABLE_FORMATS
     from .exchange import export as export_
 
+    if format_ not in EXPORT_FORMATS:
+        raise _UsageFailure(f"Unknown format {format_!r}: use one of {', '.join(EXPORT_FORMATS)}")
     if format_ in TABLE_FORMATS:
         _export_tables(ctx, format_, session_id, table, output)
         return
     if table is not None:
-        raise click.ClickException("--table only applies to --format csv or parquet")
-    if format_ not in EXPORT_FORMATS:
-        raise click.ClickException(
-            f"Unknown format {format_!r}: use one of {', '.join([*EXPORT_FORMATS, *TABLE_FORMATS])}"
-        )
+        raise _UsageFailure(f"--table only applies to --format {' or '.join(TABLE_FORMATS)}")
     db = read_db(ctx)
-    binary = EXPORT_FORMATS[format_].binary
     if output is None:
-        out = sys.stdout.buffer if binary else sys.stdout
-        export_(db, out, format_, session_id)
+        export_(db, sys.stdout, format_, session_id)
         return
-    with atomic_file(output, binary=binary) as out, _Progress("Exporting") as bar:
+    with atomic_file(output) as out, _Progress("Exporting") as bar:
         if bar.shown and session_id is None:
             bar.total(_count_rows(db, "agent_executions"))
         counts = export_(db, out, format_, session_id, progress=bar.update)
@@ -688,9 +656,10 @@ def merge(ctx: click.Context, databases: tuple[str, ...]) -> None:
 @click.argument("days", type=NON_NEGATIVE_NUMBER)
 @click.option("--dry-run", is_flag=True, help="Only count what would be deleted.")
 @click.option("--vacuum", is_flag=True, help="Give the freed space back to the file system.")
+@now_option
 @db_option
 @click.pass_context
-def cleanup(ctx: click.Context, days: float, dry_run: bool, vacuum: bool) -> None:
+def cleanup(ctx: click.Context, days: float, dry_run: bool, vacuum: bool, now: str | None) -> None:
     """Delete orchestrations started more than DAYS days ago, with their executions,
     and standalone executions of the same age (0: everything started before now)."""
     from .cleanup import cleanup as cleanup_
@@ -699,9 +668,9 @@ def cleanup(ctx: click.Context, days: float, dry_run: bool, vacuum: bool) -> Non
     db = read_db(ctx)
     with _Progress("Deleting") as bar:
         if bar.shown and not dry_run:
-            counted = cleanup_(db, days, dry_run=True)
+            counted = cleanup_(db, days, now=now, dry_run=True)
             bar.total(counted.orchestrations + counted.executions + counted.standalone_executions)
-        result = cleanup_(db, days, dry_run=dry_run, progress=bar.update)
+        result = cleanup_(db, days, now=now, dry_run=dry_run, progress=bar.update)
     verb = "Would delete" if dry_run else "Deleted"
     click.echo(
         f"{verb} {result.orchestrations} orchestrations with {result.executions} executions,"
@@ -761,8 +730,6 @@ def flush(ctx: click.Context) -> None:
 
 # -- costs, metrics, watch and report (dashboard and integrations) ---------------------
 
-TABLE_FORMATS = ("csv", "parquet")
-
 
 def _export_tables(
     ctx: click.Context, format_: str, session_id: str | None, table: str | None, output: str | None
@@ -770,11 +737,11 @@ def _export_tables(
     from .tabular import TABLES, export_table, export_tables, write_csv
 
     if session_id is not None:
-        raise click.ClickException(f"--format {format_} exports whole tables, not one session")
+        raise _UsageFailure(f"--format {format_} exports whole tables, not one session")
     db = read_db(ctx)
     if table is None:
         if output is None:
-            raise click.ClickException(
+            raise _UsageFailure(
                 f"--format {format_} needs --table executions|orchestrations,"
                 " or -o DIRECTORY for both tables"
             )
@@ -791,7 +758,7 @@ def _export_tables(
             rows = export_table(db, table, output, format_, progress=bar.update)
         click.echo(f"Exported {rows} {table} to {output}", err=True)
     elif format_ == "parquet":
-        raise click.ClickException("--format parquet needs -o FILE (it is a binary format)")
+        raise _UsageFailure("--format parquet needs -o FILE (it is a binary format)")
     else:
         write_csv(db, table, sys.stdout)
 
@@ -804,7 +771,7 @@ def _export_tables(
     show_default=True,
     help="Group the costs by agent, UTC day or orchestration.",
 )
-@window_options
+@window_options("since", "until", "agent", "now")
 @click.option(
     "--config",
     "config_path",
@@ -831,7 +798,8 @@ def costs(
     agentmetrics costs --by day --since 2026-01-01 --json
     """
     from .config import load_config
-    from .reports.cost import cost_rates, format_usd
+    from .formatting import format_usd
+    from .reports.cost import cost_rates
     from .reports.cost import costs as costs_
 
     rates = cost_rates(load_config(config_path))
@@ -866,10 +834,15 @@ def costs(
     metavar="NAME=VALUE",
     help="A constant label for every series (repeatable), e.g. db=runner-3.",
 )
+@now_option
 @db_option
 @click.pass_context
 def metrics(
-    ctx: click.Context, stale_after: str, output: str | None, labels: tuple[str, ...]
+    ctx: click.Context,
+    stale_after: str,
+    output: str | None,
+    labels: tuple[str, ...],
+    now: str | None,
 ) -> None:
     """Print Prometheus metrics (text exposition format).
 
@@ -880,7 +853,7 @@ def metrics(
     from .prometheus import metrics_text, parse_labels
 
     constant = parse_labels(labels)
-    text = metrics_text(read_db(ctx), stale_after=stale_after, labels=constant)
+    text = metrics_text(read_db(ctx), now=now, stale_after=stale_after, labels=constant)
     if output is None:
         write_exact(text)
         return
@@ -909,16 +882,10 @@ def datasette_metadata(ctx: click.Context) -> None:
 # -- stale runs, regressions and alerting rules ------------------------------------------
 
 
-class _ConfigError(click.ClickException):
-    """A rules file problem: ``Error: ...`` and exit code 2."""
-
-    exit_code = 2
-
-
 @cli.command()
 @stale_after_option
 @click.option("--dry-run", is_flag=True, help="Only list what would be reaped.")
-@click.option("--now", hidden=True, help="Reference time instead of the current time.")
+@now_option
 @output_options
 @db_option
 @click.pass_context
@@ -972,22 +939,8 @@ def _regression_formatters(metric: str) -> dict[str, Callable]:
 
 
 @cli.command()
-@click.option(
-    "--recent",
-    default="3d",
-    show_default=True,
-    callback=_duration_text,
-    metavar="DURATION",
-    help="Recent window, ending now.",
-)
-@click.option(
-    "--baseline",
-    default="14d",
-    show_default=True,
-    callback=_duration_text,
-    metavar="DURATION",
-    help="Baseline window, just before it.",
-)
+@duration_option("--recent", "Recent window, ending now.", "3d")
+@duration_option("--baseline", "Baseline window, just before it.", "14d")
 @click.option(
     "--metric",
     type=click.Choice(REGRESSION_METRICS),
@@ -1010,7 +963,7 @@ def _regression_formatters(metric: str) -> dict[str, Callable]:
     "--alpha", type=POSITIVE_NUMBER, default=0.01, show_default=True, help="Significance level."
 )
 @click.option("--agent", help="Only this agent.")
-@click.option("--now", help="Compare as of this UTC time (default: now).")
+@now_option
 @output_options
 @db_option
 @click.pass_context
@@ -1064,7 +1017,7 @@ def _notify_url(ctx: click.Context, param: click.Parameter, value: str | None) -
     """Check the webhook URL; messages show only its scheme and host (it is a secret)."""
     import urllib.parse
 
-    from .rules import redact_url
+    from .notify import redact_url
 
     if value == "":  # an unset CI secret: no notification
         return None
@@ -1097,7 +1050,7 @@ def _notify_url(ctx: click.Context, param: click.Parameter, value: str | None) -
     help="POST a JSON message (Slack-compatible) here when a rule is not ok.",
 )
 @click.option("--strict", is_flag=True, help="Exit 1 on warnings too.")
-@click.option("--now", help="Evaluate as of this UTC time (default: now).")
+@now_option
 @db_option
 @click.pass_context
 def check(
@@ -1113,14 +1066,10 @@ def check(
     Exit codes: 0 when every rule is ok or only warns (--strict: warnings exit 1),
     1 when a rule alerts, 2 for a configuration error.
     """
-    import json
-
+    from . import notify as notify_
     from . import rules as rules_
 
-    try:
-        rule_set = rules_.load_rules(rules_path)
-    except rules_.ConfigError as e:
-        raise _ConfigError(str(e)) from None
+    rule_set = rules_.load_rules(rules_path)
     results = rules_.evaluate(read_db(ctx), rule_set, now=now)
     message = rules_.payload(results, database=ctx.obj["db_path"])
     if json_:
@@ -1130,8 +1079,8 @@ def check(
         click.echo(message["text"].splitlines()[0])
     status = message["status"]
     if notify and status != "ok":
-        problem = rules_.notify(notify, message, timeout=rules_.NOTIFY_TIMEOUT)
-        where = rules_.redact_url(notify)
+        problem = notify_.notify(notify, message, timeout=notify_.NOTIFY_TIMEOUT)
+        where = notify_.redact_url(notify)
         if problem:
             click.echo(f"Warning: could not notify {where}: {problem}", err=True)
         else:
@@ -1147,7 +1096,7 @@ def check(
 @click.option("--days", type=POSITIVE_NUMBER, default=30, show_default=True, help="Days of data.")
 @click.option(
     "--orchestrations",
-    type=_Number(int, 0, inclusive=False, maximum=1_000_000),  # ~10M executions
+    type=_Whole(1, 1_000_000),  # ~10M executions
     default=600,
     show_default=True,
     help="How many orchestrations (about ten executions each).",
@@ -1194,7 +1143,7 @@ def demo(
 @cli.command()
 @click.option("--freq", default="D", show_default=True, help="Period: h (hour), D (day), W (week).")
 @click.option("--by-agent", is_flag=True, help="One row per period and agent.")
-@window_options
+@window_options("since", "until", "agent", "now")
 @db_option
 @output_options
 @click.pass_context
@@ -1220,12 +1169,12 @@ MIN_DPI, MAX_DPI = 10, 600
 @click.option("--freq", default="D", show_default=True, help="Period for trends and durations.")
 @click.option(
     "--dpi",
-    type=_Number(int, MIN_DPI, maximum=MAX_DPI),
+    type=_Whole(MIN_DPI, MAX_DPI),
     default=100,
     show_default=True,
     help=f"Resolution, {MIN_DPI} to {MAX_DPI} dots per inch.",
 )
-@window_options
+@window_options("since", "until", "agent", "now")
 @db_option
 @click.pass_context
 def plot(ctx: click.Context, chart: str, output: str, freq: str, dpi: int, **window) -> None:
@@ -1272,7 +1221,7 @@ def _image_format(fig, output: str) -> str:
     supported = fig.canvas.get_supported_filetypes()
     if extension not in supported:
         given = f"Format {extension!r} is not supported" if extension else "No file extension"
-        raise click.ClickException(f"{given}: use one of {', '.join(sorted(supported))}")
+        raise _UsageFailure(f"{given}: use one of {', '.join(sorted(supported))}")
     return extension
 
 
@@ -1280,14 +1229,15 @@ def _image_format(fig, output: str) -> str:
 @click.option(
     "-n",
     "--interval",
-    type=POSITIVE_NUMBER,
+    type=_Number(min=0, min_open=True, max=86400),
     default=2.0,
     show_default=True,
-    help="Seconds between refreshes.",
+    help="Seconds between refreshes (at most a day).",
 )
 @click.option(
     "--minutes",
-    type=POSITIVE_NUMBER,
+    # Finished executions are looked up over the last day only (watch.RECENT_LOOKBACK_MINUTES).
+    type=_Number(min=0, min_open=True, max=24 * 60),
     default=15,
     show_default=True,
     help="List executions finished in the last N minutes.",
@@ -1306,15 +1256,8 @@ def watch(
     """
     import shutil
 
-    from .watch import RECENT_LOOKBACK_MINUTES
     from .watch import watch as watch_
 
-    if minutes > RECENT_LOOKBACK_MINUTES:
-        raise click.ClickException(
-            f"--minutes must be at most {RECENT_LOOKBACK_MINUTES} (one day), got {minutes:g}"
-        )
-    if interval > 86400:
-        raise click.ClickException(f"--interval must be at most 86400 (one day), got {interval:g}")
     # Read-only, so the schema is never created here: a file with no agentmetrics
     # tables is a DatabaseError.
     db = open_database(ctx.obj["db_path"], read_only=True)
@@ -1342,8 +1285,7 @@ def watch(
     show_default=True,
     help="The HTML file to write.",
 )
-@click.option("--since", help="Start of the window (ISO; default: 7 days before --until).")
-@click.option("--until", help="End of the window (ISO; default: now).")
+@window_options("since", "until", "now")
 @click.option(
     "--rules",
     "rules_path",
@@ -1358,10 +1300,12 @@ def report(
     output: str,
     since: str | None,
     until: str | None,
+    now: str | None,
     rules_path: str | None,
     title: str,
 ) -> None:
-    """Write a self-contained HTML report (health, agents, trends, failures, costs).
+    """Write a self-contained HTML report (health, agents, trends, failures, costs)
+    of the 7 days before --until (default: now), or from --since.
 
     \b
     agentmetrics report -o report.html
@@ -1370,5 +1314,7 @@ def report(
     from .htmlreport import write_report
 
     db = read_db(ctx)
-    path = write_report(db, output, since=since, until=until, rules_path=rules_path, title=title)
+    path = write_report(
+        db, output, since=since, until=until, now=now, rules_path=rules_path, title=title
+    )
     click.echo(f"Wrote {path}", err=True)

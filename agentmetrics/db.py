@@ -152,6 +152,18 @@ def ensure_database(db: str | os.PathLike[str] | Database, **kwargs) -> Database
     return open_database(db, **kwargs)
 
 
+@contextlib.contextmanager
+def using_database(db: str | os.PathLike[str] | Database, **kwargs) -> Iterator[Database]:
+    """:func:`ensure_database` for a ``with`` block: a path is opened and closed at its
+    end; a Database given is used and left open (it is the caller's)."""
+    database = ensure_database(db, **kwargs)
+    try:
+        yield database
+    finally:
+        if database is not db:
+            database.close()
+
+
 def upgrade(
     db: str | os.PathLike[str] | Database,
     *,

@@ -33,7 +33,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from .db import ensure_database, write_transaction
+from .db import using_database, write_transaction
 from .errors import AgentMetricsError, ForeignDatabase
 from .timestamps import parse_timestamp, utcnow
 
@@ -166,14 +166,10 @@ def build_demo(
     if not isinstance(db, Database):
         Path(db).parent.mkdir(parents=True, exist_ok=True)
     try:
-        database = ensure_database(db, allow_foreign=replace)
+        with using_database(db, allow_foreign=replace) as database:
+            return _build(database, days, orchestrations, seed, end, replace, progress)
     except ForeignDatabase as e:
         raise ForeignDatabase(f"{e}; use --replace (replace=True) to add the demo to it") from None
-    try:
-        return _build(database, days, orchestrations, seed, end, replace, progress)
-    finally:
-        if database is not db:
-            database.close()
 
 
 def ensure_demo(
@@ -199,12 +195,9 @@ def ensure_demo(
         "now": _iso(parse_timestamp(now)),
     }
     if path.exists():
-        db = ensure_database(path)
-        try:
+        with using_database(path) as db:
             marker = db.table(MARKER_TABLE)
             built = next(iter(marker.rows_where("id = 1")), {}) if marker.exists() else {}
-        finally:
-            db.close()
         if all(built.get(key) == value for key, value in wanted.items()):
             return path
     build_demo(path, days=days, orchestrations=orchestrations, seed=seed, now=now)

@@ -1,4 +1,8 @@
-"""Exceptions raised by agentmetrics for user mistakes and unusable files."""
+"""Every exception agentmetrics raises on purpose, in one place.
+
+The command line turns them into one ``Error: ...`` line: a :class:`ConfigError` exits
+with code 2 (like a usage error), every other :class:`AgentMetricsError` with code 1.
+"""
 
 
 class AgentMetricsError(Exception):
@@ -43,3 +47,15 @@ class DuplicateSession(AgentMetricsError):
 
 class AlreadyFinished(AgentMetricsError):
     """The orchestration or execution has already been completed."""
+
+
+class ConfigError(AgentMetricsError):
+    """The config file is missing, not valid TOML, or holds an invalid setting or rule."""
+
+
+class InvalidExport(AgentMetricsError):
+    """An export file or database cannot be imported; nothing was written."""
+
+
+class MissingDependency(AgentMetricsError):
+    """An optional dependency needed for this feature is not installed."""

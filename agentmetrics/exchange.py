@@ -33,19 +33,16 @@ from typing import IO, Any
 from sqlite_utils import Database
 
 from .batching import BatchSize
-from .db import ensure_database, open_database, write_transaction
-from .errors import AgentMetricsError, InvalidValue, UnknownSession
+from .db import ensure_database, open_database, using_database, write_transaction
+from .errors import AgentMetricsError, InvalidExport, InvalidValue, UnknownSession
 from .migrations import COLUMN_TYPES, EXECUTION_COLUMNS, ORCHESTRATION_COLUMNS
 from .monitor import EXECUTION_STATUSES, ORCHESTRATION_STATUSES
 from .otlp import write_otlp
+from .tabular import write_csv, write_parquet
 from .timestamps import parse_timestamp, to_iso, to_sqlite_datetime
 
 Session = tuple[dict[str, Any] | None, list[dict[str, Any]]]
 """One orchestration (None for the executions that have none) and its executions."""
-
-
-class InvalidExport(AgentMetricsError):
-    """An export file or database cannot be imported; nothing was written."""
 
 
 # -- reading ---------------------------------------------------------------------------
@@ -94,27 +91,27 @@ def iter_sessions(
 
     :raises UnknownSession: ``session_id`` names no orchestration
     """
-    db = ensure_database(db, create=False)
-    where, params = ("WHERE o.session_id = ?", [session_id]) if session_id else ("", [])
-    orchestrations = db.conn.execute(_ORCHESTRATIONS_SQL.format(where=where), params)
-    rows = db.conn.execute(_EXECUTIONS_SQL.format(where=where), params)
-    row = next(rows, None)
-    found = False
-    for values in orchestrations:
-        found = True
-        orchestration = dict(zip(ORCHESTRATION_COLUMNS, values, strict=True))
-        executions = []
-        while row is not None and row[0] == values[0]:
-            executions.append(_execution(row[1:]))
-            row = next(rows, None)
-        yield orchestration, executions
-    if session_id and not found:
-        raise UnknownSession(f"No orchestration with session id {session_id!r}")
-    if session_id:
-        return
-    cursor = db.conn.execute(_STANDALONE_SQL)
-    while batch := cursor.fetchmany(10_000):
-        yield None, [_execution(row) for row in batch]
+    with using_database(db, create=False) as opened:
+        where, params = ("WHERE o.session_id = ?", [session_id]) if session_id else ("", [])
+        orchestrations = opened.conn.execute(_ORCHESTRATIONS_SQL.format(where=where), params)
+        rows = opened.conn.execute(_EXECUTIONS_SQL.format(where=where), params)
+        row = next(rows, None)
+        found = False
+        for values in orchestrations:
+            found = True
+            orchestration = dict(zip(ORCHESTRATION_COLUMNS, values, strict=True))
+            executions = []
+            while row is not None and row[0] == values[0]:
+                executions.append(_execution(row[1:]))
+                row = next(rows, None)
+            yield orchestration, executions
+        if session_id and not found:
+            raise UnknownSession(f"No orchestration with session id {session_id!r}")
+        if session_id:
+            return
+        cursor = opened.conn.execute(_STANDALONE_SQL)
+        while batch := cursor.fetchmany(10_000):
+            yield None, [_execution(row) for row in batch]
 
 
 _SELF_HEALED = EXECUTION_COLUMNS.index("self_healed")
@@ -183,14 +180,18 @@ _EXECUTION_LINE = '{"type": "execution", '
 
 @dataclasses.dataclass(frozen=True)
 class ExportFormat:
-    """How to write one export format: ``write(sessions, out, single)``.
+    """How to write one export format.
 
-    ``single`` is True for a one-session export. A binary format (parquet) sets
-    ``binary=True`` and receives a binary file object. A format that writes only some
-    rows returns ``(orchestrations, executions)`` written; None means all of them.
+    A session format (json, jsonl, otlp) streams text with ``write(sessions, out,
+    single)``, ``single`` being True for a one-session export; one that writes only
+    some rows returns ``(orchestrations, executions)`` written, None meaning all. A
+    table format (csv, parquet) writes one whole table per file with
+    ``write_table(db, table, out, progress=None)`` (``progress`` called with each chunk's
+    number of rows); ``binary``: into a file opened in binary mode.
     """
 
-    write: Callable[[Iterable[Session], IO[Any], bool], tuple[int, int] | None]
+    write: Callable[[Iterable[Session], IO[str], bool], tuple[int, int] | None] | None = None
+    write_table: Callable[..., int] | None = None
     binary: bool = False
 
 
@@ -199,8 +200,13 @@ EXPORT_FORMATS: dict[str, ExportFormat] = {
     "jsonl": ExportFormat(_write_jsonl),
     # OpenTelemetry traces: JSON Lines of ExportTraceServiceRequest (see otlp.py).
     "otlp": ExportFormat(write_otlp),
+    "csv": ExportFormat(write_table=write_csv),
+    "parquet": ExportFormat(write_table=write_parquet, binary=True),
 }
-"""Export formats by name; add an entry to support another one."""
+"""Every export format by name (:func:`export` writes the session formats,
+:mod:`agentmetrics.tabular` the table formats); add an entry to support another one."""
+SESSION_FORMATS = tuple(name for name, f in EXPORT_FORMATS.items() if f.write is not None)
+TABLE_FORMATS = tuple(name for name, f in EXPORT_FORMATS.items() if f.write_table is not None)
 
 
 @dataclasses.dataclass
@@ -218,14 +224,14 @@ def export(
 ) -> ExportCounts:
     """Stream all data (or one session) to the open file ``out``; return what was written.
 
-    :param format: a key of :data:`EXPORT_FORMATS` (``json`` or ``jsonl``)
+    :param format: one of :data:`SESSION_FORMATS` (``json``, ``jsonl``, ``otlp``)
     :param progress: called with each session's number of executions as it is read
-    :raises ValueError: unknown format
+    :raises InvalidValue: not a session format
     :raises UnknownSession: ``session_id`` names no orchestration
     """
-    if format not in EXPORT_FORMATS:
-        raise ValueError(
-            f"Unknown export format {format!r}: use one of {', '.join(EXPORT_FORMATS)}"
+    if format not in SESSION_FORMATS:
+        raise InvalidValue(
+            f"Unknown export format {format!r}: use one of {', '.join(SESSION_FORMATS)}"
         )
     counts = ExportCounts()
     sessions = iter_sessions(db, session_id)

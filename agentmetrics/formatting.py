@@ -34,6 +34,25 @@ def format_percent(value: float | None) -> str:
     return f"{value:.1f}%"
 
 
+def format_usd(value: float | None) -> str:
+    """US dollars to the cent, in one format: ``$1,234.50``, ``$0.21``, ``$0.00``;
+    ``<$0.01`` for a cost under half a cent (not zero); ``-`` for a missing value."""
+    if pd.isna(value):  # None, NaN, or pandas' NA
+        return "-"
+    if 0 < value < 0.005:
+        return "<$0.01"
+    return f"${value:,.2f}"
+
+
+def format_value(value: float | None, unit: str) -> str:
+    """A value in its unit (``percent``, ``ms``, ``usd`` or ``count``) for people:
+    ``97.5%``, ``2m 5s``, ``$12.40``, ``3``; ``-`` for a missing value."""
+    if pd.isna(value):
+        return "-"
+    shown = {"percent": format_percent, "ms": format_duration, "usd": format_usd}
+    return shown[unit](value) if unit in shown else f"{value:g}"
+
+
 def printable(text: str) -> str:
     """``text`` with control characters written as escapes (``\\x1b``, ``\\n``), so that
     stored values shown on a terminal cannot move the cursor, clear or retitle it."""

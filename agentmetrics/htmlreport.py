@@ -23,10 +23,10 @@ from typing import Any
 
 import pandas as pd
 
+from . import DISTRIBUTION
 from .atomic import atomic_file
-from .formatting import format_duration, format_percent
+from .formatting import format_duration, format_percent, format_usd
 from .reports._common import DbArg, TimeArg, bound, reading, resolve_now
-from .reports.cost import format_usd as _money
 from .timestamps import parse_timestamp, to_iso
 
 DEFAULT_SPAN = dt.timedelta(days=7)
@@ -264,14 +264,15 @@ def _running(conn, now: str) -> str:
 
 
 def _costs(conn, since: str, until: str, config: dict[str, Any]) -> str:
-    from .reports.cost import cost_chart, cost_rates, costs
+    from .plots import cost_chart
+    from .reports.cost import cost_rates, costs
 
     frame = costs(conn, rates=cost_rates(config), since=since, until=until)
     if frame.empty:
         return '<p class="empty">No finished executions in this window.</p>'
     total = frame["cost_usd"].sum()
     note = (
-        f'<p class="note">Total {html.escape(_money(total))}. Recorded costs are used as is,'
+        f'<p class="note">Total {html.escape(format_usd(total))}. Recorded costs are used as is,'
         " token counts are priced with <code>[costs.models]</code>, other executions by"
         " their duration at the hourly rate of <code>[costs]</code>.</p>"
     )
@@ -284,10 +285,10 @@ def _costs(conn, since: str, until: str, config: dict[str, Any]) -> str:
                 ("agent_name", "Agent", None),
                 ("finished", "Runs", _count),
                 ("total_duration_ms", "Total time", format_duration),
-                ("time_cost_usd", "By time", _money),
-                ("token_cost_usd", "By tokens", _money),
-                ("recorded_cost_usd", "Recorded", _money),
-                ("cost_usd", "Total", _money),
+                ("time_cost_usd", "By time", format_usd),
+                ("token_cost_usd", "By tokens", format_usd),
+                ("recorded_cost_usd", "Recorded", format_usd),
+                ("cost_usd", "Total", format_usd),
                 ("method", "Method", None),
             ],
         )
@@ -295,15 +296,15 @@ def _costs(conn, since: str, until: str, config: dict[str, Any]) -> str:
 
 
 def _load_rules(rules_path: str | os.PathLike[str] | None):
-    from .config import find_config, load_config
+    from .config import read_config
     from .rules import load_rules
 
     if rules_path is not None:
         return load_rules(rules_path)
-    found = find_config()
-    if found is None or "rules" not in load_config(found):
+    found = read_config()
+    if found is None or "rules" not in found.data:
         return None
-    return load_rules(found)
+    return load_rules(found.path)
 
 
 def render_report(
@@ -350,8 +351,6 @@ def render_report(
             "costs": _costs(conn, start, end, config),
         }
     from importlib.metadata import version
-
-    from . import DISTRIBUTION
 
     template = Template(
         resources.files("agentmetrics").joinpath("templates/report.html").read_text("utf-8")

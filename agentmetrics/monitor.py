@@ -90,21 +90,6 @@ VALUES (:id, :orchestration_id, :agent_session_id, :agent_name, :task_id, :task_
   'in_progress', {_NOW}, 0, 0, 0, 0, :session_log_path, COALESCE(:created, datetime('now')))
 """
 
-_COMPLETE_EXECUTION = f"""
-UPDATE agent_executions SET status = :status, completed_at = {_NOW}, duration_ms = {_DURATION},
-  files_created = COALESCE(:files_created, files_created),
-  files_modified = COALESCE(:files_modified, files_modified),
-  retry_count = COALESCE(:retry_count, retry_count),
-  self_healed = COALESCE(:self_healed, self_healed),
-  error_message = COALESCE(:error_message, error_message),
-  summary_report_path = COALESCE(:summary_report_path, summary_report_path),
-  model = COALESCE(:model, model),
-  input_tokens = COALESCE(:input_tokens, input_tokens),
-  output_tokens = COALESCE(:output_tokens, output_tokens),
-  cost_usd = COALESCE(:cost_usd, cost_usd)
-WHERE agent_session_id = :agent_session_id AND status = 'in_progress'
-"""
-
 # Task counts that follow the orchestration's executions (context-manager form).
 _RECOUNT_TASKS = """
 UPDATE orchestrations SET
@@ -117,14 +102,6 @@ UPDATE orchestrations SET
 WHERE id = :id
 """
 
-_STATEMENTS = {
-    "start_orchestration": _START_ORCHESTRATION,
-    "update_orchestration_tasks": _UPDATE_TASKS,
-    "complete_orchestration": _COMPLETE_ORCHESTRATION,
-    "start_agent_execution": _START_EXECUTION,
-    "complete_agent_execution": _COMPLETE_EXECUTION,
-    "recount_tasks": _RECOUNT_TASKS,
-}
 # What a storage failure looks like (IntegrityError and ProgrammingError are handled first).
 _UNAVAILABLE = (sqlite3.DatabaseError, DatabaseError, OSError)
 
@@ -172,14 +149,45 @@ def _flag(name: str, value: Any) -> int | None:
     raise InvalidValue(f"{name} must be True or False, got {value!r}")
 
 
-def _cost(value: Any) -> float | None:
+def _cost(name: str, value: Any) -> float | None:
     if value is None:
         return None
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         with contextlib.suppress(OverflowError):  # an int too large for a float
             if 0 <= (cost := float(value)) < math.inf:  # also refuses NaN
                 return cost
-    raise InvalidValue(f"cost_usd must be a finite number >= 0, got {value!r}")
+    raise InvalidValue(f"{name} must be a finite number >= 0, got {value!r}")
+
+
+# The optional fields that complete an execution, with their checks: the one list behind
+# the SQL below, complete_agent_execution's keywords, AgentRun's attributes and complete().
+EXECUTION_FIELDS: dict[str, Callable[[str, Any], Any]] = {
+    "files_created": _count,
+    "files_modified": _count,
+    "retry_count": _count,
+    "self_healed": _flag,
+    "error_message": _optional_text,
+    "summary_report_path": _optional_text,
+    "model": _optional_text,
+    "input_tokens": _count,
+    "output_tokens": _count,
+    "cost_usd": _cost,
+}
+
+_COMPLETE_EXECUTION = f"""
+UPDATE agent_executions SET status = :status, completed_at = {_NOW}, duration_ms = {_DURATION},
+  {", ".join(f"{name} = COALESCE(:{name}, {name})" for name in EXECUTION_FIELDS)}
+WHERE agent_session_id = :agent_session_id AND status = 'in_progress'
+"""
+
+_STATEMENTS = {
+    "start_orchestration": _START_ORCHESTRATION,
+    "update_orchestration_tasks": _UPDATE_TASKS,
+    "complete_orchestration": _COMPLETE_ORCHESTRATION,
+    "start_agent_execution": _START_EXECUTION,
+    "complete_agent_execution": _COMPLETE_EXECUTION,
+    "recount_tasks": _RECOUNT_TASKS,
+}
 
 
 def _status(value: Any, allowed: tuple[str, ...]) -> str:
@@ -404,39 +412,24 @@ class Monitor:
         )
         return execution_id
 
-    def complete_agent_execution(
-        self,
-        agent_session_id: str,
-        status: str,
-        files_created: int | None = None,
-        files_modified: int | None = None,
-        error_message: str | None = None,
-        summary_report_path: str | None = None,
-        retry_count: int | None = None,
-        self_healed: bool | None = None,
-        model: str | None = None,
-        input_tokens: int | None = None,
-        output_tokens: int | None = None,
-        cost_usd: float | None = None,
-    ) -> None:
+    def complete_agent_execution(self, agent_session_id: str, status: str, **fields: Any) -> None:
         """Finish an execution as ``completed`` or ``failed``.
 
+        :param fields: any of :data:`EXECUTION_FIELDS` (``files_created``,
+          ``files_modified``, ``retry_count``, ``self_healed``, ``error_message``,
+          ``summary_report_path``, ``model``, ``input_tokens``, ``output_tokens``,
+          ``cost_usd``); one not given keeps its stored value
         :raises UnknownSession: no execution has this agent session id
         :raises AlreadyFinished: it was completed before
+        :raises InvalidValue: an unknown field, or a value that cannot be stored
         """
+        unknown = set(fields) - set(EXECUTION_FIELDS)
+        if unknown:
+            raise InvalidValue(f"Unknown execution field(s): {', '.join(sorted(unknown))}")
         params = {
             "agent_session_id": _text("agent_session_id", agent_session_id),
             "status": _status(status, EXECUTION_STATUSES[1:]),
-            "files_created": _count("files_created", files_created),
-            "files_modified": _count("files_modified", files_modified),
-            "retry_count": _count("retry_count", retry_count),
-            "self_healed": _flag("self_healed", self_healed),
-            "error_message": _optional_text("error_message", error_message),
-            "summary_report_path": _optional_text("summary_report_path", summary_report_path),
-            "model": _optional_text("model", model),
-            "input_tokens": _count("input_tokens", input_tokens),
-            "output_tokens": _count("output_tokens", output_tokens),
-            "cost_usd": _cost(cost_usd),
+            **{name: check(name, fields.get(name)) for name, check in EXECUTION_FIELDS.items()},
             **self._now(),
         }
         if self._write("complete_agent_execution", params) == 0:
@@ -755,7 +748,8 @@ class Orchestration(_Tracked):
 
 
 class AgentRun(_Tracked):
-    """A running agent execution. Set the attributes below before the block ends."""
+    """A running agent execution. Set any of :data:`EXECUTION_FIELDS` as an attribute
+    (``run.files_created = 2``, ``run.model = "m"``) before the block ends."""
 
     def __init__(
         self,
@@ -768,37 +762,13 @@ class AgentRun(_Tracked):
         self.id = id
         self.agent_session_id = agent_session_id
         self.orchestration = orchestration
-        self.files_created: int | None = None
-        self.files_modified: int | None = None
-        self.retry_count: int | None = None
-        self.self_healed: bool | None = None
-        self.summary_report_path: str | None = None
-        self.model: str | None = None
-        self.input_tokens: int | None = None
-        self.output_tokens: int | None = None
-        self.cost_usd: float | None = None
+        for name in EXECUTION_FIELDS:  # files_created, model, cost_usd...
+            setattr(self, name, None)
 
     def complete(self, status: str = "completed", **fields: Any) -> None:
         """Finish the execution now; ``fields`` override the attributes set on the run."""
-        values = {
-            name: getattr(self, name)
-            for name in (
-                "files_created",
-                "files_modified",
-                "retry_count",
-                "self_healed",
-                "summary_report_path",
-                "model",
-                "input_tokens",
-                "output_tokens",
-                "cost_usd",
-            )
-        }
-        unknown = set(fields) - set(values) - {"error_message"}
-        if unknown:
-            raise InvalidValue(f"Unknown execution field(s): {', '.join(sorted(unknown))}")
-        values.update(fields)
-        self.monitor.complete_agent_execution(self.agent_session_id, status, **values)
+        values = {name: getattr(self, name) for name in EXECUTION_FIELDS}
+        self.monitor.complete_agent_execution(self.agent_session_id, status, **{**values, **fields})
         self.finished = True
         if self.orchestration is not None:
             self.orchestration._recount()

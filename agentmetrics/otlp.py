@@ -31,6 +31,7 @@ from collections.abc import Iterable, Iterator
 from importlib.metadata import PackageNotFoundError, version
 from typing import IO, Any
 
+from . import DISTRIBUTION
 from .timestamps import parse_timestamp
 
 SPAN_KIND_INTERNAL = 1
@@ -212,7 +213,7 @@ def session_spans(orchestration: dict[str, Any] | None, executions: list[dict[st
 
 def _package_version() -> str:
     try:
-        return version("agentmetrics")
+        return version(DISTRIBUTION)
     except PackageNotFoundError:  # pragma: no cover - running from a source tree
         return "0"
 

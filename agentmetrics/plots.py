@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from .reports.cost import METHOD_COLUMNS, METHODS
 from .reports.trend import TOTAL_LABEL
 
 if TYPE_CHECKING:
@@ -229,3 +230,39 @@ def plot_duration_distribution(df: pd.DataFrame, title: str | None = None) -> Fi
 
 
 __all__ = ["plot_duration_distribution", "plot_durations", "plot_failures", "plot_trends"]
+
+
+def cost_chart(frame: pd.DataFrame, title: str = "Estimated cost") -> Figure:
+    """A horizontal bar chart of a :func:`~agentmetrics.reports.costs` frame, stacked
+    by pricing method."""
+    from matplotlib.figure import Figure
+
+    label_column = frame.columns[0]
+    labels = [
+        "(no orchestration)"
+        if value is None or value != value
+        else f"{value:%Y-%m-%d}"
+        if label_column == "day"
+        else str(value)
+        for value in (
+            frame["task_description"].fillna(frame[label_column])
+            if label_column == "orchestration_id"
+            else frame[label_column]
+        )
+    ]
+    fig = Figure(figsize=(8, max(2.5, 0.45 * len(frame) + 1.2)), layout="constrained")
+    ax = fig.subplots()
+    left = [0.0] * len(frame)
+    colors = {"time": "#4c78a8", "tokens": "#f58518", "recorded": "#54a24b"}
+    positions = list(range(len(frame)))[::-1]
+    for method, column in zip(METHODS, METHOD_COLUMNS, strict=True):
+        values = frame[column].tolist()
+        if any(values):
+            ax.barh(positions, values, left=left, label=method, color=colors[method])
+            left = [a + b for a, b in zip(left, values, strict=True)]
+    ax.set_yticks(positions, labels)
+    ax.set_xlabel("Cost (USD)")
+    ax.set_title(title)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(title="method", loc="lower right")
+    return fig

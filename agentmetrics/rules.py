@@ -31,7 +31,8 @@ Metrics (:data:`METRICS`) and the extra keys they take:
 - ``success_rate`` (percent of finished executions that completed), ``p95_duration_ms``,
   ``p50_duration_ms``: ``min_samples`` (default 1): with fewer finished executions in
   the window the rule is ok and says it had too few runs to judge;
-- ``failed_executions``, ``failed_orchestrations`` (no ``agent``): counts in the window;
+- ``failed_executions``, ``failed_orchestrations`` and ``running_orchestrations`` (the
+  last two take no ``agent``): counts in the window;
 - ``stale_running`` (no ``agent`` or ``window``): unfinished runs with no sign of life
   for ``stale_after`` (default ``"6h"``);
 - ``regressions``: how many agents regressed (:mod:`agentmetrics.reports.regression`);
@@ -40,48 +41,42 @@ Metrics (:data:`METRICS`) and the extra keys they take:
   ``min_samples``, ``threshold`` and ``alpha``;
 - ``cost_usd``: estimated cost of the window's executions, priced with ``[costs]``.
 
-Adding a metric is one function decorated with :func:`metric`.
+Every value comes from a report function (``system_health`` for all agents,
+``agent_summary`` for one, ``stale_runs``, ``costs``, ``regressions``), read in one
+snapshot. ``agentmetrics health --min-success-rate/--max-*`` builds rules with
+:func:`health_rules` and evaluates them here too. Adding a metric is one function
+decorated with :func:`metric`; loading the file is :mod:`agentmetrics.config`'s job,
+notifying :mod:`agentmetrics.notify`'s.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import math
 import os
-import re
-import sys
-import threading
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from sqlite_utils import Database
 
-from .config import find_config
-from .errors import AgentMetricsError, InvalidValue
-from .formatting import printable
-from .reports._common import DbArg, database, resolve_now
-from .reports._frames import percentiles
+from .config import ConfigFile, read_config
+from .errors import ConfigError, InvalidValue, UnknownAgent
+from .formatting import format_value
+from .reports._common import DbArg, reading, resolve_now
+from .reports.agents import agent_summary
+from .reports.cost import cost_rates, costs
+from .reports.health import system_health
 from .reports.regression import DEFAULT_ALPHA, DEFAULT_MIN_SAMPLES, regressions
 from .reports.regression import METRICS as REGRESSION_METRICS
 from .reports.stale import DEFAULT_STALE_AFTER, count_stale
 from .timestamps import before, parse_duration, positive_duration, to_iso
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
-
 STATUSES = ("ok", "warn", "alert")
 DEFAULT_WINDOW = "24h"
-NOTIFY_TIMEOUT = 5.0
-NOTIFY_MAX_RESPONSE = 64 * 1024  # bytes of the webhook's answer read, at most
 RESULT_COLUMNS = [
     "name",
     "metric",
@@ -95,10 +90,6 @@ RESULT_COLUMNS = [
 ]
 _FLOATS = ("value", "warn", "alert")
 _COMMON_KEYS = ("name", "metric", "agent", "window", "warn", "alert")
-
-
-class ConfigError(AgentMetricsError):
-    """The rules file is missing, not valid TOML, or a rule is invalid."""
 
 
 @dataclass(frozen=True)
@@ -122,9 +113,10 @@ class Context:
     db: Database
     now: dt.datetime
     config: dict[str, Any] = field(default_factory=dict)
+    reports: dict[tuple, pd.Series | None] = field(default_factory=dict)  # per window
 
     def window(self, rule: Rule) -> tuple[str, str]:
-        """The rule's window ``[now - window, now]`` as ISO strings."""
+        """The rule's window ``[now - window, now)`` as ISO strings."""
         return to_iso(before(self.now, parse_duration(rule.window))), to_iso(self.now)
 
 
@@ -212,20 +204,7 @@ def _number(low: float, high: float | None = None, whole: bool = False) -> Calla
 # -- metrics ----------------------------------------------------------------------------
 
 
-def _finished(context: Context, rule: Rule, select: str, extra: str = "") -> list[tuple]:
-    start, end = context.window(rule)
-    sql = (
-        f"SELECT {select} FROM agent_executions WHERE status != 'in_progress'"
-        f" AND started_at >= :start AND started_at <= :end{extra}"
-    )
-    params: dict[str, Any] = {"start": start, "end": end}
-    if rule.agent is not None:
-        sql += " AND agent_name = :agent"
-        params["agent"] = rule.agent
-    return context.db.execute(sql, params).fetchall()
-
-
-class TooFewRuns(Exception):
+class _TooFewRuns(Exception):
     """Raised by a metric whose sample is below the rule's ``min_samples``: not judged."""
 
     def __init__(self, value: float | None, runs: int, needed: int) -> None:
@@ -233,62 +212,65 @@ class TooFewRuns(Exception):
         self.value = value
 
 
-def _enough(value: float | None, runs: int, rule: Rule) -> float | None:
-    needed = rule.options.get("min_samples", 1)
-    if 0 < runs < needed:
-        raise TooFewRuns(value, runs, needed)
-    return value
+def _window_report(context: Context, rule: Rule) -> pd.Series | None:
+    """The report row a windowed metric reads, computed once per window and agent:
+    :func:`system_health` for all agents, :func:`agent_summary` for one (None when
+    the agent was never recorded)."""
+    key = (rule.window, rule.agent)
+    if key not in context.reports:
+        start, end = context.window(rule)
+        if rule.agent is None:
+            row = system_health(context.db, since=start, until=end, now=context.now).iloc[0]
+        else:
+            try:
+                row = agent_summary(
+                    context.db, rule.agent, since=start, until=end, now=context.now
+                ).iloc[0]
+            except UnknownAgent:
+                row = None
+        context.reports[key] = row
+    return context.reports[key]
+
+
+def _report_value(column: str, sampled: bool = False) -> Callable[[Context, Rule], float | None]:
+    """A metric reading ``column`` of :func:`_window_report`; ``sampled``: judged only
+    with at least ``min_samples`` finished executions."""
+
+    def compute(context: Context, rule: Rule) -> float | None:
+        row = _window_report(context, rule)
+        if row is None or pd.isna(row[column]):
+            return None
+        value, runs = float(row[column]), int(row["finished"])
+        needed = rule.options.get("min_samples", 1)
+        if sampled and 0 < runs < needed:
+            raise _TooFewRuns(value, runs, needed)
+        return value
+
+    return compute
 
 
 # Rates and percentiles of a handful of runs swing wildly; min_samples lets a rule
 # ignore windows with fewer finished executions.
 _SAMPLE_OPTIONS = {"min_samples": (_number(0, whole=True), 1)}
 
-
-@metric("success_rate", "below", "percent", options=_SAMPLE_OPTIONS)
-def _success_rate(context: Context, rule: Rule) -> float | None:
-    finished, completed = _finished(context, rule, "count(*), sum(status = 'completed')")[0]
-    return _enough(None if finished == 0 else 100 * completed / finished, finished, rule)
-
-
-def _duration_percentile(q: float) -> Callable[[Context, Rule], float | None]:
-    def compute(context: Context, rule: Rule) -> float | None:
-        rows = _finished(context, rule, "duration_ms", " AND duration_ms IS NOT NULL")
-        value = percentiles([r[0] for r in rows], [q])[0] if rows else None
-        return _enough(value, len(rows), rule)
-
-    return compute
-
-
-metric("p95_duration_ms", "above", "ms", options=_SAMPLE_OPTIONS)(_duration_percentile(95))
-metric("p50_duration_ms", "above", "ms", options=_SAMPLE_OPTIONS)(_duration_percentile(50))
-
-
-@metric("failed_executions", "above", "count")
-def _failed_executions(context: Context, rule: Rule) -> float:
-    return _finished(context, rule, "count(*)", " AND status = 'failed'")[0][0]
+for _name, _direction, _unit in (
+    ("success_rate", "below", "percent"),
+    ("p95_duration_ms", "above", "ms"),
+    ("p50_duration_ms", "above", "ms"),
+):
+    metric(_name, _direction, _unit, options=_SAMPLE_OPTIONS)(_report_value(_name, sampled=True))
+metric("failed_executions", "above", "count")(_report_value("failed"))
+for _name in ("failed_orchestrations", "running_orchestrations"):
+    metric(_name, "above", "count", agent=False)(_report_value(_name))
 
 
 @metric("cost_usd", "above", "usd")
 def _cost_usd(context: Context, rule: Rule) -> float:
     """Estimated cost of the window's finished executions, priced with ``[costs]``."""
-    from .reports.cost import cost_rates, costs
-
     start, end = context.window(rule)
-    frame = costs(context.db, rates=cost_rates(context.config), since=start, until=end)
-    if rule.agent is not None:
-        frame = frame[frame["agent_name"] == rule.agent]
+    rates = cost_rates(context.config)
+    frame = costs(context.db, rates=rates, since=start, until=end, agent=rule.agent)
     return float(frame["cost_usd"].sum())
-
-
-@metric("failed_orchestrations", "above", "count", agent=False)
-def _failed_orchestrations(context: Context, rule: Rule) -> float:
-    start, end = context.window(rule)
-    sql = (
-        "SELECT count(*) FROM orchestrations WHERE status = 'failed'"
-        " AND started_at >= :start AND started_at <= :end"
-    )
-    return context.db.execute(sql, {"start": start, "end": end}).fetchone()[0]
 
 
 @metric(
@@ -354,55 +336,87 @@ def load_rules(path: str | os.PathLike[str] | None = None) -> RuleSet:
     :raises ConfigError: no file, invalid TOML, or an invalid rule; the message names
       the file, the line and the key
     """
-    if path is None:
-        try:
-            found = find_config()
-        except InvalidValue as e:  # a pyproject.toml that is not valid TOML
-            raise ConfigError(str(e)) from None
-        if found is None:
-            raise ConfigError(
-                "No rules file: create agentmetrics.toml with [[rules]] tables"
-                " (or [[tool.agentmetrics.rules]] in pyproject.toml), or pass --rules FILE"
-            )
-        # Shown relative to the current folder, as the user would type it.
-        file = Path(os.path.relpath(found))
-    else:
-        file = Path(path)
-        if not file.is_file():
-            raise ConfigError(f"Rules file {file} not found")
-    try:
-        text = file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"Cannot read {file}: {e}") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{file}: invalid TOML: {e}") from None
-    in_pyproject = file.name == "pyproject.toml"
-    if in_pyproject:
-        data = data.get("tool", {}).get("agentmetrics", {})
-    header = r"tool\s*\.\s*agentmetrics\s*\.\s*rules" if in_pyproject else r"rules"
-    locate = _Locator(file, text, header)
-    raw = data.get("rules")
+    config = read_config(path)
+    if config is None:
+        raise ConfigError(
+            "No rules file: create agentmetrics.toml with [[rules]] tables"
+            " (or [[tool.agentmetrics.rules]] in pyproject.toml), or pass --rules FILE"
+        )
+    raw = config.data.get("rules")
     if raw is None:
-        where = "[[tool.agentmetrics.rules]]" if in_pyproject else "[[rules]]"
-        raise ConfigError(f"{file}: no rules: add {where} tables")
+        raise ConfigError(f"{config.path}: no rules: add [[{config.table_name('rules')}]] tables")
     if not isinstance(raw, list) or not all(isinstance(r, dict) for r in raw):
-        raise locate.error(None, "rules", "must be an array of tables ([[rules]])")
+        raise config.error("must be an array of tables ([[rules]])", key="rules")
     if not raw:
-        raise locate.error(None, "rules", "is empty")
-    rules = [_check_rule(table, i, locate) for i, table in enumerate(raw)]
+        raise config.error("is empty", key="rules")
+    rules = [_check_rule(table, _file_problem(config, i, table)) for i, table in enumerate(raw)]
     names = [rule.name for rule in rules]
     for i, name in enumerate(names):
         if name in names[:i]:
-            raise locate.error(i, "name", f"duplicate rule name {name!r}", name)
-    return RuleSet(file, rules, data)
+            raise _file_problem(config, i, raw[i])("name", f"duplicate rule name {name!r}")
+    return RuleSet(config.path, rules, config.data)
 
 
-def _check_rule(table: dict[str, Any], index: int, locate: _Locator) -> Rule:
-    def fail(key: str | None, problem: str) -> ConfigError:
-        return locate.error(index, key, problem, table.get("name"))
+def _file_problem(
+    config: ConfigFile, index: int, table: dict[str, Any]
+) -> Callable[[str | None, str], ConfigError]:
+    name = table.get("name")
+    label = f"rule {index + 1}" + (f" ({name!r})" if isinstance(name, str) else "") + ": "
+    return lambda key, problem: config.error(
+        problem, table="rules", index=index, key=key, label=label
+    )
 
+
+def make_rule(**table: Any) -> Rule:
+    """A rule from the keys of a ``[[rules]]`` table, checked as :func:`load_rules` does.
+
+    :raises InvalidValue: a key is missing, unknown or has a bad value
+    """
+    return _check_rule(table, lambda key, problem: InvalidValue(f"{key or 'rule'}: {problem}"))
+
+
+# The health command's --min/--max options and the metric each one bounds.
+HEALTH_GATE = {
+    "min_success_rate": "success_rate",
+    "max_running": "running_orchestrations",
+    "max_failed": "failed_executions",
+    "max_failed_orchestrations": "failed_orchestrations",
+    "max_p95": "p95_duration_ms",
+    "max_stale": "stale_running",
+}
+
+
+def health_rules(
+    hours: float = 24, stale_after: str = DEFAULT_STALE_AFTER, **limits: Any
+) -> list[Rule]:
+    """The rules of ``agentmetrics health``'s gate: one ``alert`` rule per limit given.
+
+    :param hours: the window, as :func:`~agentmetrics.reports.system_health`'s
+    :param stale_after: how long without a sign of life makes a run stale
+    :param limits: :data:`HEALTH_GATE` keys (``max_p95`` a duration like ``"5m"``);
+      None values are skipped
+    """
+    window = np.format_float_positional(hours, trim="-") + "h"
+    rules = []
+    for option, limit in limits.items():
+        if option not in HEALTH_GATE:
+            raise InvalidValue(
+                f"Unknown health limit {option!r}: use one of {', '.join(HEALTH_GATE)}"
+            )
+        if limit is None:
+            continue
+        spec = METRICS[HEALTH_GATE[option]]
+        table: dict[str, Any] = {"name": option, "metric": spec.name, "alert": limit}
+        if spec.window:
+            table["window"] = window
+        if "stale_after" in spec.options:
+            table["stale_after"] = stale_after
+        rules.append(make_rule(**table))
+    return rules
+
+
+def _check_rule(table: dict[str, Any], fail: Callable[[str | None, str], Exception]) -> Rule:
+    """The checked rule of ``table``; ``fail(key, problem)`` makes the error to raise."""
     for key in ("name", "metric"):
         if key not in table:
             raise fail(None, f"missing key {key!r}")
@@ -475,55 +489,6 @@ def _threshold(spec: Metric, value: Any) -> float | None:
     return value
 
 
-class _Locator:
-    """Finds the line of a key inside the n-th ``[[rules]]`` table of the file text.
-
-    tomllib reports lines for syntax errors only; for a bad value we scan the text.
-    """
-
-    def __init__(self, file: Path, text: str, header: str) -> None:
-        self.file = file
-        self.lines = text.splitlines()
-        self.header = re.compile(rf"^\[\[\s*{header}\s*\]\]")
-
-    def line(self, index: int | None, key: str | None) -> int | None:
-        if index is None:
-            return self._key_line(0, len(self.lines), key) if key else None
-        seen = -1
-        for number, text in enumerate(self.lines):
-            if self.header.match(text.strip()):
-                seen += 1
-                if seen == index:
-                    end = next(
-                        (
-                            i
-                            for i in range(number + 1, len(self.lines))
-                            if self.lines[i].lstrip().startswith("[")
-                        ),
-                        len(self.lines),
-                    )
-                    found = self._key_line(number + 1, end, key) if key else None
-                    return found or number + 1
-        return None
-
-    def _key_line(self, start: int, end: int, key: str) -> int | None:
-        pattern = re.compile(rf"^\s*(?:{re.escape(key)}|\"{re.escape(key)}\")\s*=")
-        for number in range(start, end):
-            if pattern.match(self.lines[number]):
-                return number + 1
-        return None
-
-    def error(
-        self, index: int | None, key: str | None, problem: str, name: Any = None
-    ) -> ConfigError:
-        line = self.line(index, key)
-        where = f"{self.file}, line {line}" if line else str(self.file)
-        rule = ""
-        if index is not None:
-            rule = f"rule {index + 1}" + (f" ({name!r})" if isinstance(name, str) else "") + ": "
-        return ConfigError(f"{where}: {rule}{key + ': ' if key else ''}{problem}")
-
-
 # -- evaluation -------------------------------------------------------------------------
 
 
@@ -562,7 +527,7 @@ def evaluate(
         rules = rules.rules
     moment = resolve_now(now)
     records = []
-    with database(db) as conn:
+    with reading(db) as conn:
         context = Context(conn, moment, config or {})
         for rule in rules:
             spec = METRICS[rule.metric]
@@ -571,7 +536,7 @@ def evaluate(
                 value = spec.compute(context, rule)
                 status = status_of(spec, value, warn, alert)
                 detail = _detail(spec, value, status, warn, alert)
-            except TooFewRuns as e:
+            except _TooFewRuns as e:
                 value, status, detail = e.value, "ok", str(e)
             if rule.agent is not None and status == "ok" and not _agent_known(conn, rule.agent):
                 # A misspelt agent would otherwise pass forever as "no data".
@@ -609,28 +574,12 @@ def _agent_known(db: Database, agent: str) -> bool:
     )
 
 
-def format_value(metric_name: str, value: float | None) -> str:
-    """A metric value for people: ``97.5%``, ``2m 5s``, ``3``, ``$12.40``; ``-`` if none."""
-    from .formatting import format_duration, format_percent
-
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    unit = METRICS[metric_name].unit if metric_name in METRICS else "count"
-    if unit == "percent":
-        return format_percent(value)
-    if unit == "ms":
-        return format_duration(value)
-    if unit == "usd":
-        return f"${value:,.2f}"
-    return f"{value:g}"
-
-
 def for_display(results: pd.DataFrame) -> pd.DataFrame:
     """The results of :func:`evaluate` as text for a table: statuses not ok in
     capitals, values and thresholds in the metric's unit."""
 
     def shown(column: str) -> list[str]:
-        return [format_value(m, v) for m, v in zip(results["metric"], results[column], strict=True)]
+        return [_shown(m, v) for m, v in zip(results["metric"], results[column], strict=True)]
 
     return pd.DataFrame(
         {
@@ -655,7 +604,15 @@ def _detail(
     threshold = alert if status == "alert" else warn if status == "warn" else None
     if threshold is None:
         return ""
-    return f"{format_value(spec.name, value)} {sign} {format_value(spec.name, threshold)}"
+    shown, limit = format_value(value, spec.unit), format_value(threshold, spec.unit)
+    if shown == limit:  # never "7s > 7s": both unrounded, in the metric's unit
+        suffix = {"percent": "%", "ms": "ms", "usd": " USD"}.get(spec.unit, "")
+        shown, limit = f"{value:g}{suffix}", f"{threshold:g}{suffix}"
+    return f"{shown} {sign} {limit}"
+
+
+def _shown(metric_name: str, value: float | None) -> str:
+    return format_value(value, METRICS[metric_name].unit if metric_name in METRICS else "count")
 
 
 def overall_status(results: pd.DataFrame) -> str:
@@ -711,72 +668,3 @@ def _json_number(value: float) -> float | int | None:
     if value is None or math.isnan(value):
         return None
     return int(value) if float(value).is_integer() else float(value)
-
-
-def redact_url(url: str) -> str:
-    """Only the scheme and host of ``url``: a webhook URL carries its secret in the path,
-    query or user part (Slack's token is in the path), so nothing more is ever shown."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-        port = f":{parts.port}" if parts.port else ""
-    except ValueError:
-        return "(an invalid URL)"
-    host = parts.hostname or ""
-    host = f"[{host}]" if ":" in host else host  # IPv6
-    return printable(f"{parts.scheme}://{host}{port}") if parts.scheme and host else "(a URL)"
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """Report redirects instead of following them: urllib would resend the POST as a
-    GET without its body, and the notification would be lost while looking sent."""
-
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
-def notify(url: str, message: dict[str, Any], timeout: float = NOTIFY_TIMEOUT) -> str | None:
-    """POST ``message`` as JSON to ``url``; return None on success, else the problem.
-
-    Never raises for network trouble and never waits much longer than ``timeout``
-    seconds in all, even for a server that trickles its answer. Only a 2xx answer is a
-    success (a redirect is not followed); at most :data:`NOTIFY_MAX_RESPONSE` bytes of
-    it are read. The problem never contains more of ``url`` than :func:`redact_url`.
-    """
-    if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
-        return f"not an http(s) URL: {redact_url(url)}"
-    request = urllib.request.Request(
-        url,
-        data=json.dumps(message).encode("utf-8"),
-        headers={"Content-Type": "application/json", "User-Agent": "agentmetrics"},
-        method="POST",
-    )
-    opener = urllib.request.build_opener(_NoRedirect)
-    outcome: list[str | None] = []
-
-    def send() -> None:
-        try:
-            with opener.open(request, timeout=timeout) as response:
-                response.read(NOTIFY_MAX_RESPONSE)
-            outcome.append(None)
-        except urllib.error.HTTPError as e:
-            e.close()
-            if 300 <= e.code < 400:
-                outcome.append(
-                    f"HTTP {e.code}: a redirect, not followed (give the URL it redirects to)"
-                )
-            else:
-                outcome.append(printable(f"HTTP {e.code} {e.reason}"))
-        except urllib.error.URLError as e:
-            outcome.append(printable(str(e.reason)))
-        except OSError as e:  # timed out, connection reset
-            outcome.append(printable(str(e) or type(e).__name__))
-        except Exception as e:  # noqa: BLE001 - any failure to notify is reported, not fatal
-            outcome.append(type(e).__name__)  # its message may quote the URL
-
-    # urlopen's timeout applies per socket operation; the thread bounds the whole call.
-    worker = threading.Thread(target=send, daemon=True)
-    worker.start()
-    worker.join(timeout + 1)
-    if not outcome:
-        return f"timed out after {timeout:g}s"
-    return outcome[0]

@@ -21,7 +21,7 @@ from sqlite_utils import Database
 
 from . import DISTRIBUTION
 from .atomic import atomic_file
-from .errors import AgentMetricsError
+from .errors import AgentMetricsError, InvalidValue, MissingDependency
 from .migrations import COLUMN_TYPES, EXECUTION_COLUMNS, ORCHESTRATION_COLUMNS
 from .reports._common import DbArg, database
 
@@ -29,20 +29,15 @@ TABLES = {
     "orchestrations": ("orchestrations", ORCHESTRATION_COLUMNS),
     "executions": ("agent_executions", EXECUTION_COLUMNS),
 }
-FORMATS = ("csv", "parquet")
 CHUNK_ROWS = 10_000
 _ARROW_TYPES = {"INTEGER": "int64", "REAL": "float64", "TEXT": "string"}
 TIMESTAMPS = ("started_at", "completed_at", "created_at")
 BOOLEANS = ("self_healed",)
+Progress = Callable[[int], None] | None  # called with each chunk's number of rows
 # Stored timestamp text (ISO with Z or an offset, or SQLite's datetime()) as epoch
 # milliseconds, exact: SQLite keeps julian days as integer milliseconds. Text SQLite
 # cannot read stays as it is, so pyarrow refuses it below with the value in the message.
-Progress = Callable[[int], None] | None  # called with each chunk's number of rows
 _EPOCH_MS = "coalesce(CAST(round((julianday({0}) - 2440587.5) * 86400000) AS INTEGER), {0})"
-
-
-class MissingDependency(AgentMetricsError):
-    """An optional dependency needed for this feature is not installed."""
 
 
 def _rows(
@@ -154,7 +149,7 @@ def export_tables(
     Both files are replaced together at the end, atomically each
     (:mod:`agentmetrics.atomic`): a failure changes neither and leaves no new folder.
     """
-    _check_format(format)
+    spec = _table_format(format)
     folder = Path(directory)
     if folder.exists() and not folder.is_dir():
         raise AgentMetricsError(f"{folder} is a file: give a directory for both tables")
@@ -171,8 +166,8 @@ def export_tables(
     try:
         with database(db) as conn, contextlib.ExitStack() as files:
             for table, path in written.items():
-                out = files.enter_context(atomic_file(path, binary=format == "parquet"))
-                _write(conn, table, out, format, progress)
+                out = files.enter_context(atomic_file(path, binary=spec.binary))
+                spec.write_table(conn, table, out, progress=progress)
     except BaseException:
         if created:
             with contextlib.suppress(OSError):
@@ -190,27 +185,28 @@ def export_table(
 ) -> int:
     """Write one table to the file ``path`` as ``csv`` or ``parquet``, atomically
     (:mod:`agentmetrics.atomic`); return the rows."""
-    _check_format(format)
+    spec = _table_format(format)
     target = Path(path)
     if target.is_dir():
         raise AgentMetricsError(f"{target} is a directory: give a file name for one table")
     _check_folder(target, target.parent)
-    with atomic_file(target, binary=format == "parquet") as out:
-        return _write(db, table, out, format, progress)
+    with atomic_file(target, binary=spec.binary) as out:
+        return spec.write_table(db, table, out, progress=progress)
 
 
-def _check_format(format: str) -> None:
-    if format not in FORMATS:
-        raise ValueError(f"Unknown table format {format!r}: use one of {', '.join(FORMATS)}")
+def _table_format(format: str):
+    """The :data:`~agentmetrics.exchange.EXPORT_FORMATS` entry of a table format."""
+    from .exchange import EXPORT_FORMATS, TABLE_FORMATS  # it imports this module's writers
+
+    if format not in TABLE_FORMATS:
+        raise InvalidValue(
+            f"Unknown table format {format!r}: use one of {', '.join(TABLE_FORMATS)}"
+        )
     if format == "parquet":
         _pyarrow()  # fail before creating anything
+    return EXPORT_FORMATS[format]
 
 
 def _check_folder(target: Path, folder: Path) -> None:
     if not folder.is_dir():
         raise AgentMetricsError(f"Cannot write {target}: folder {folder} does not exist")
-
-
-def _write(db: DbArg, table: str, out: IO, format: str, progress: Progress = None) -> int:
-    write = write_parquet if format == "parquet" else write_csv
-    return write(db, table, out, progress=progress)

@@ -192,7 +192,8 @@ NOTEBOOKS = {
             "## Rates\n\n"
             "The same table as `[costs]` in `agentmetrics.toml`: a default hourly rate, "
             "per-agent hourly rates, and per-model token prices (USD per million tokens). "
-            "Here they are given inline; `reports.costs(DB)` without `rates` reads the file."
+            "Here they are given inline; from the file, they are "
+            "`cost_rates(load_config())` (`agentmetrics.reports.cost`, `agentmetrics.config`)."
         ),
         "rates = {\n"
         '    "default_hourly_rate": 6.0,\n'
@@ -213,7 +214,7 @@ NOTEBOOKS = {
         "by_agent = reports.costs(DB, rates=rates, since=SINCE, until=NOW)\n"
         'by_agent[["agent_name", "finished", "time_cost_usd", "token_cost_usd",\n'
         '          "recorded_cost_usd", "cost_usd", "method"]].round(2)',
-        "from agentmetrics.reports.cost import cost_chart\n\n"
+        "from agentmetrics.plots import cost_chart\n\n"
         'fig = cost_chart(by_agent, title="Estimated cost by agent, last 7 days")\nfig',
         md("## Day by day"),
         'daily = reports.costs(DB, rates=rates, by="day", since=SINCE, until=NOW)\n'

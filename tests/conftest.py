@@ -1,12 +1,16 @@
+import datetime as dt
 import os
 import sqlite3
 import subprocess
 from importlib.metadata import version
 from pathlib import Path
 
+import pandas as pd
 import pytest
+from click.testing import CliRunner
 
 import agentmetrics
+from agentmetrics.cli import cli
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ORIGINAL_SCHEMA = (FIXTURES / "original_schema.sql").read_text()
@@ -83,6 +87,64 @@ def lock_down():
         if os.geteuid() == 0:
             subprocess.run(["chattr", "-i", str(path)], check=True)
         os.chmod(path, 0o755 if path.is_dir() else 0o644)
+
+
+# -- helpers shared by several test files ------------------------------------------------
+
+pandas_3_only = pytest.mark.skipif(
+    int(pd.__version__.split(".")[0]) < 3,
+    reason="pandas 2 cannot hold timestamps before 1677 (trends says so in a clear error)",
+)
+
+
+def cli_result(*args):
+    """Run the command line with ``args`` (paths and numbers as text); return the result."""
+    return CliRunner().invoke(cli, [str(arg) for arg in args])
+
+
+def no_traceback(result, code):
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output
+    assert not isinstance(result.exception, OverflowError)
+
+
+def add_runs(db, agent, start, count, failed=0):
+    """``count`` finished executions a minute apart from ``start``; the first ``failed`` fail."""
+    begin = dt.datetime.fromisoformat(start)
+    offset = db["agent_executions"].count
+    db["agent_executions"].insert_all(
+        {
+            "id": f"e{offset + i}",
+            "agent_session_id": f"s{offset + i}",
+            "agent_name": agent,
+            "status": "failed" if i < failed else "completed",
+            "started_at": (begin + dt.timedelta(minutes=i)).strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+            "duration_ms": 1000,
+        }
+        for i in range(count)
+    )
+
+
+SMALL_T0 = dt.datetime(2026, 11, 1, 10, 0, tzinfo=dt.timezone.utc)
+SMALL_NOW = SMALL_T0 + dt.timedelta(hours=1)
+
+
+@pytest.fixture
+def small(db_path):
+    """Orchestration s (failed): coder a1 completed in 1 s, coder a2 still running."""
+    now = [SMALL_T0]
+    m = agentmetrics.Monitor(db_path, clock=lambda: now[0])
+    m.start_orchestration("s", "task", total_tasks=2)
+    orchestration_id = m.db.execute("SELECT id FROM orchestrations").fetchone()[0]
+    m.start_agent_execution("a1", "coder", orchestration_id=orchestration_id)
+    now[0] = SMALL_T0 + dt.timedelta(seconds=1)
+    m.complete_agent_execution("a1", "completed")
+    now[0] = SMALL_T0 + dt.timedelta(seconds=2)
+    m.start_agent_execution("a2", "coder", orchestration_id=orchestration_id)
+    now[0] = SMALL_T0 + dt.timedelta(seconds=3)
+    m.complete_orchestration("s", "failed")
+    m.close()
+    return db_path
 
 
 @pytest.fixture

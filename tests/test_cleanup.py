@@ -1,6 +1,8 @@
 import datetime as dt
+import sqlite3
 
 import pytest
+from conftest import SMALL_NOW, cli_result
 
 import agentmetrics
 from agentmetrics.cleanup import cleanup, vacuum
@@ -153,6 +155,17 @@ def test_vacuum_gives_space_back(db):
         add_orchestration(db, f"s{i}", iso(NOW - dt.timedelta(days=60)), executions=5)
     cleanup(db, 30, now=NOW)
     assert vacuum(db) > 0
+
+
+# -- cleanup with a retention longer than the calendar -------------------------------------
+
+
+def test_cleanup_huge_days_deletes_nothing(small):
+    result = cli_result("--db", small, "cleanup", "1e300", "--dry-run").output
+    assert result.startswith("Would delete 0 orchestrations with 0 executions")
+    assert cleanup(small, 1e300, now=SMALL_NOW).orchestrations == 0
+    with sqlite3.connect(small) as raw:
+        assert raw.execute("SELECT count(*) FROM agent_executions").fetchone()[0] == 2
 
 
 def test_batch_size_grows_while_quick_and_shrinks_when_slow():

@@ -97,7 +97,7 @@ def test_export_errors(filled, tmp_path):
     assert not (tmp_path / "x.json").exists()
     fail("--db", filled, "export", "nope", "-o", tmp_path / "x.json")
     assert list(tmp_path.glob("x.json*")) == []
-    assert "Unknown format 'xml'" in fail("--db", filled, "export", "--format", "xml")
+    assert "Unknown format 'xml'" in fail("--db", filled, "export", "--format", "xml", exit_code=2)
     missing = tmp_path / "missing.db"
     assert fail("--db", missing, "export") == f"Error: No database found at {missing}"
     assert not missing.exists()
@@ -213,13 +213,16 @@ def test_cleanup_keeps_recent_data(filled):
 @pytest.mark.parametrize(
     ("value", "message"),
     [
-        ("-1", "Error: DAYS must be a number >= 0, got -1"),
-        ("abc", "Error: DAYS must be a number >= 0, got 'abc'"),
-        ("nan", "Error: DAYS must be a number >= 0, got 'nan'"),
+        ("-1", "Error: Invalid value for 'DAYS': -1.0 is not in the range x>=0."),
+        ("abc", "Error: Invalid value for 'DAYS': 'abc' is not a valid number."),
+        ("nan", "Error: Invalid value for 'DAYS': 'nan' is not a finite number."),
+        ("inf", "Error: Invalid value for 'DAYS': 'inf' is not a finite number."),
     ],
 )
 def test_cleanup_bad_days(filled, value, message):
-    assert fail("--db", filled, "cleanup", "--", value) == message
+    """A bad option value is a usage error: one line (no usage text), exit 2."""
+    result = invoke("--db", filled, "cleanup", "--", value, exit_code=2)
+    assert result.output == message + "\n"
 
 
 def test_cleanup_missing_database(tmp_path):
@@ -318,15 +321,17 @@ def test_health_window_excludes_older_rows(filled):
 @pytest.mark.parametrize(
     ("options", "reason"),
     [
-        (["--min-success-rate", "60"], "success rate 50.0% is below 60%"),
-        (["--max-running", "0"], "1 running orchestrations in the last 24h (max 0)"),
-        (["--max-failed", "1"], "2 failed executions in the last 24h (max 1)"),
-        (["--max-failed-orchestrations", "0"], "1 failed orchestrations in the last 24h (max 0)"),
-        (["--max-p95", "7s"], "p95 duration 7s (7700ms) is over 7s"),
-        (["--max-p95", "0.12m"], "p95 duration 7s (7700ms) is over 0.12m"),
+        (["--min-success-rate", "60"], "success_rate 50.0% < 60.0%"),
+        (["--max-running", "0"], "running_orchestrations 1 > 0"),
+        (["--max-failed", "1"], "failed_executions 2 > 1"),
+        (["--max-failed-orchestrations", "0"], "failed_orchestrations 1 > 0"),
+        # p95 is 7700 ms: shown unrounded where "7s > 7s" would say nothing.
+        (["--max-p95", "7s"], "p95_duration_ms 7700ms > 7000ms"),
+        (["--max-p95", "0.12m"], "p95_duration_ms 7700ms > 7200ms"),
+        (["--max-p95", "5s"], "p95_duration_ms 7s > 5s"),
         (
             ["--min-success-rate", "51", "--max-running", "0"],
-            "success rate 50.0% is below 51%; 1 running orchestrations in the last 24h (max 0)",
+            "success_rate 50.0% < 51.0%; running_orchestrations 1 > 0",
         ),
     ],
 )
@@ -362,68 +367,131 @@ def test_health_stale_runs_gate(recent):
     result = invoke(
         "--db", recent, "health", "--stale-after", "30m", "--max-stale", "1", exit_code=1
     )
-    assert result.stderr == "Error: Unhealthy: 2 stale runs, silent for over 30m (max 1)\n"
+    assert result.stderr == "Error: Unhealthy: stale_running 2 > 1\n"
 
 
-def test_health_gate_without_data(filled):
-    result = invoke("--db", filled, "health", "--min-success-rate", "90", exit_code=1)
-    assert "no finished executions in the last 24h" in result.stderr
+def test_health_gate_without_data_passes_like_a_rule(filled):
+    """No finished execution in the window: no data, which passes, as in `check`."""
+    invoke("--db", filled, "health", "--min-success-rate", "90")
+    invoke("--db", filled, "health", "--max-p95", "1s")
+
+
+def test_health_gate_is_the_rules_engine(recent, tmp_path):
+    """The same limits as [[rules]] give the same verdict and reasons in `check`."""
+    rules_file = tmp_path / "gate.toml"
+    rules_file.write_text(
+        '[[rules]]\nname = "rate"\nmetric = "success_rate"\nalert = 60\n'
+        '[[rules]]\nname = "running"\nmetric = "running_orchestrations"\nalert = 0\n'
+        '[[rules]]\nname = "p95"\nmetric = "p95_duration_ms"\nalert = "7s"\n'
+    )
+    options = ["--min-success-rate", "60", "--max-running", "0", "--max-p95", "7s"]
+    gate = invoke("--db", recent, "health", *options, exit_code=1)
+    check = json.loads(
+        invoke("--db", recent, "check", "--rules", rules_file, "--json", exit_code=1).stdout
+    )
+    reasons = "; ".join(f"{r['metric']} {r['detail']}" for r in check["rules"])
+    assert gate.stderr == f"Error: Unhealthy: {reasons}\n"
+    assert reasons == (
+        "success_rate 50.0% < 60.0%; running_orchestrations 1 > 0; p95_duration_ms 7700ms > 7000ms"
+    )
+
+
+def test_health_now(recent):
+    """--now moves the window: an hour after the runs started, a 30 minute window is empty."""
+    later = (BASE + dt.timedelta(hours=2)).isoformat()
+    data = as_json("--db", recent, "health", "0.5", "--now", later)
+    assert data["orchestrations"] == 0
+    invoke("--db", recent, "health", "0.5", "--now", later, "--max-running", "0")
+    assert as_json("--db", recent, "health", "24", "--now", later)["orchestrations"] == 3
 
 
 @pytest.mark.parametrize(
-    ("args", "message"),
+    ("args", "message", "code"),
     [
-        (["health", "0"], "Error: HOURS must be a number > 0, got 0"),
-        (["health", "--", "-3"], "Error: HOURS must be a number > 0, got -3"),
-        (["health", "soon"], "Error: HOURS must be a number > 0, got 'soon'"),
+        (["health", "0"], "Error: Invalid value for '[HOURS]': 0.0 is not in the range x>0.", 2),
+        (
+            ["health", "--", "-3"],
+            "Error: Invalid value for '[HOURS]': -3.0 is not in the range x>0.",
+            2,
+        ),
+        (
+            ["health", "soon"],
+            "Error: Invalid value for '[HOURS]': 'soon' is not a valid number.",
+            2,
+        ),
         (
             ["health", "--max-running", "-1"],
-            "Error: --max-running must be a whole number >= 0, got -1",
+            "Error: Invalid value for '--max-running': -1 is not in the range x>=0.",
+            2,
         ),
         (
             ["health", "--min-success-rate", "x"],
-            "Error: --min-success-rate must be a number >= 0, got 'x'",
+            "Error: Invalid value for '--min-success-rate': 'x' is not a valid number.",
+            2,
         ),
         (
             ["health", "--stale-after", "0s"],
-            "Error: --stale-after: must be longer than zero, got '0s'",
+            "Error: Invalid value for '--stale-after': must be longer than zero, got '0s'",
+            2,
         ),
         (
             ["health", "--max-p95", "fast"],
-            "Error: --max-p95: not a duration: 'fast' (use e.g. 90s, 15m, 1.5h, 3d, 2w)",
+            "Error: Invalid value for '--max-p95': not a duration: 'fast'"
+            " (use e.g. 90s, 15m, 1.5h, 3d, 2w)",
+            2,
         ),
-        (["failures", "0"], "Error: LIMIT must be a whole number > 0, got 0"),
-        (["failures", "2.5"], "Error: LIMIT must be a whole number > 0, got '2.5'"),
-        (["list", "-n", "0"], "Error: --limit must be a whole number > 0, got 0"),
-        (["agent", "backend", "-n", "3"], "Error: --limit only applies with --list"),
-        (["show", "nope"], "Error: No orchestration with session id 'nope'"),
-        (["executions", "nope"], "Error: No orchestration with session id 'nope'"),
-        (["agent", "nobody"], "Error: No executions of agent 'nobody'"),
-        (["agent", "nobody", "--list"], "Error: No executions of agent 'nobody'"),
+        (["failures", "0"], "Error: Invalid value for '[LIMIT]': 0 is not in the range x>=1.", 2),
+        (
+            ["failures", "2.5"],
+            "Error: Invalid value for '[LIMIT]': '2.5' is not a valid whole number.",
+            2,
+        ),
+        (
+            ["list", "-n", "0"],
+            "Error: Invalid value for '-n' / '--limit': 0 is not in the range x>=1.",
+            2,
+        ),
+        (["agent", "backend", "-n", "3"], "Error: --limit only applies with --list", 2),
+        (["show", "nope"], "Error: No orchestration with session id 'nope'", 1),
+        (["executions", "nope"], "Error: No orchestration with session id 'nope'", 1),
+        (["agent", "nobody"], "Error: No executions of agent 'nobody'", 1),
+        (["agent", "nobody", "--list"], "Error: No executions of agent 'nobody'", 1),
         (
             ["performance", "--since", "tuesday"],
             "Error: not a time: 'tuesday'"
             " (use a timestamp such as 2026-11-01 or a span back such as 6h, 7d, 2w)",
+            1,
         ),
     ],
 )
-def test_report_errors(recent, args, message):
-    assert fail("--db", recent, *args) == message
+def test_report_errors(recent, args, message, code):
+    """Exit 2 for a bad option value (a usage error), 1 for a runtime or data error."""
+    assert fail("--db", recent, *args, exit_code=code) == message
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["health", "-24"], "Error: HOURS must be a number > 0, got -24"),
-        (["health", "-1.5", "--max-failed", "3"], "Error: HOURS must be a number > 0, got -1.5"),
-        (["health", "--max-failed", "1", "-24"], "Error: HOURS must be a number > 0, got -24"),
-        (["failures", "-5"], "Error: LIMIT must be a whole number > 0, got -5"),
-        (["cleanup", "-30", "--dry-run"], "Error: DAYS must be a number >= 0, got -30"),
+        (["health", "-24"], "Error: Invalid value for '[HOURS]': -24.0 is not in the range x>0."),
+        (
+            ["health", "-1.5", "--max-failed", "3"],
+            "Error: Invalid value for '[HOURS]': -1.5 is not in the range x>0.",
+        ),
+        (
+            ["health", "--max-failed", "1", "-24"],
+            "Error: Invalid value for '[HOURS]': -24.0 is not in the range x>0.",
+        ),
+        (["failures", "-5"], "Error: Invalid value for '[LIMIT]': -5 is not in the range x>=1."),
+        (
+            ["cleanup", "-30", "--dry-run"],
+            "Error: Invalid value for 'DAYS': -30.0 is not in the range x>=0.",
+        ),
     ],
 )
 def test_negative_number_is_read_as_the_argument(recent, args, message):
-    # Not "No such option '-2'": the message is about the number.
-    assert fail("--db", recent, *args) == message
+    """Not "No such option '-2'": the message is about the number, a usage error (exit 2)."""
+    result = invoke("--db", recent, *args, exit_code=2)
+    assert result.output == message + "\n"
 
 
 def test_unknown_options_are_still_unknown(recent):
@@ -431,13 +499,13 @@ def test_unknown_options_are_still_unknown(recent):
         result = invoke("--db", recent, "health", option, exit_code=2)
         assert f"No such option '{option}'" in result.stderr
     # An option's own negative value is still the option's.
-    message = "Error: --max-failed must be a whole number >= 0, got -3"
-    assert fail("--db", recent, "health", "--max-failed", "-3") == message
+    message = "Error: Invalid value for '--max-failed': -3 is not in the range x>=0."
+    assert fail("--db", recent, "health", "--max-failed", "-3", exit_code=2) == message
 
 
 def test_json_and_csv_together_is_a_usage_error(recent):
     result = invoke("--db", recent, "list", "--json", "--csv", exit_code=2)
-    assert "Use just one of --json or --csv" in result.output
+    assert result.output == "Error: Use just one of --json or --csv\n"
 
 
 READ_COMMANDS = [
@@ -655,3 +723,101 @@ def test_long_work_shows_progress_only_when_asked(tmp_path, monkeypatch, shown):
         # A bar on a stream that is not a terminal prints just its label.
         assert (label in result.stderr) is shown, (label, result.stderr)
         assert label not in result.stdout
+
+
+# -- errors: one home for every exception, one exit code per kind ------------------------
+
+
+def test_every_exception_lives_in_errors():
+    import importlib
+    import inspect
+    import pkgutil
+
+    import agentmetrics.errors
+
+    for info in pkgutil.walk_packages(agentmetrics.__path__, "agentmetrics."):
+        if info.name == "agentmetrics.__main__":
+            continue
+        module = importlib.import_module(info.name)
+        for name, value in vars(module).items():
+            if (
+                inspect.isclass(value)
+                and issubclass(value, BaseException)
+                and not issubclass(value, Warning)  # e.g. db.MissingIndexesWarning
+                and value.__module__ == info.name
+                and not name.startswith("_")
+            ):
+                assert info.name == "agentmetrics.errors", f"{info.name}.{name}"
+    for value in vars(agentmetrics.errors).values():
+        if inspect.isclass(value) and value.__module__ == "agentmetrics.errors":
+            assert issubclass(value, agentmetrics.AgentMetricsError), value
+
+
+def test_exit_codes(recent, tmp_path):
+    """1: a runtime or data error, or a failed gate; 2: a usage or configuration error."""
+    bad_rules = tmp_path / "bad.toml"
+    bad_rules.write_text('[[rules]]\nname = "x"\nmetric = "nope"\nalert = 1\n')
+    bad_toml = tmp_path / "broken.toml"
+    bad_toml.write_text("[costs\n")
+    cases = [
+        (["--db", tmp_path / "missing.db", "list"], 1),
+        (["--db", recent, "show", "nope"], 1),
+        (["--db", recent, "health", "--max-running", "0"], 1),
+        (["--db", recent, "list", "-n", "0"], 2),
+        (["--db", recent, "list", "--no-such-option"], 2),
+        (["--db", recent, "check", "--rules", bad_rules], 2),
+        (["--db", recent, "check", "--rules", tmp_path / "none.toml"], 2),
+        (["--db", recent, "costs", "--config", bad_toml], 2),
+        (["--db", recent, "report", "--rules", bad_rules, "-o", tmp_path / "r.html"], 2),
+    ]
+    for args, code in cases:
+        result = invoke(*args, exit_code=code)
+        assert [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert not (tmp_path / "r.html").exists()
+
+
+@pytest.mark.parametrize("command", ["performance", "costs", "trends", "plot", "report"])
+def test_one_since_until_definition(command):
+    """Every window says what it includes, in the same words (one option definition)."""
+    text = " ".join(invoke(command, "--help").stdout.split())
+    assert text.count("at or after SINCE, before UNTIL; a timestamp or a span like 7d") == 2
+
+
+@pytest.mark.parametrize(
+    "command", ["health", "reap", "regressions", "check", "trends", "report", "metrics", "cleanup"]
+)
+def test_now_option_is_shown(command):
+    """Every command whose answer depends on the current time takes --now (reap's was hidden)."""
+    assert "--now TIME" in invoke(command, "--help").stdout
+
+
+def test_cleanup_and_metrics_now(filled):
+    """filled's rows are from 2024-03-01: 30 days as of 2024-03-15 keeps them all."""
+    result = invoke("--db", filled, "cleanup", "30", "--dry-run", "--now", "2024-03-15T00:00:00Z")
+    assert result.stdout.startswith("Would delete 0 orchestrations with 0 executions")
+    result = invoke("--db", filled, "cleanup", "30", "--dry-run", "--now", "2024-05-01T00:00:00Z")
+    assert result.stdout.startswith("Would delete 2 orchestrations")
+    # s-2 runs since 2024-03-01: stale a day later, not a minute later.
+    soon = invoke("--db", filled, "metrics", "--now", "2024-03-01T12:01:00Z").stdout
+    later = invoke("--db", filled, "metrics", "--now", "2024-03-02T12:00:00Z").stdout
+    assert 'agentmetrics_stale{kind="orchestration"} 0\n' in soon
+    assert 'agentmetrics_stale{kind="orchestration"} 1\n' in later
+
+
+# -- limits beyond SQLite's integers -------------------------------------------------------
+
+
+HUGE_LIMIT = "99999999999999999999"  # more than SQLite's largest integer
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["list", "-n", HUGE_LIMIT, "--csv"],
+        ["failures", HUGE_LIMIT, "--csv"],
+        ["agent", "coder", "--list", "-n", HUGE_LIMIT, "--csv"],
+    ],
+)
+def test_huge_limits_mean_everything(small, args):
+    output = invoke("--db", small, *args).output
+    assert len(output.splitlines()) - 1 == (2 if args[0] == "agent" else 1)

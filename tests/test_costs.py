@@ -3,13 +3,16 @@ import json
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from conftest import cli_result
 from dashboard_data import build
 
 import agentmetrics
 from agentmetrics.cli import cli
 from agentmetrics.config import load_config
+from agentmetrics.errors import ConfigError
+from agentmetrics.plots import cost_chart
 from agentmetrics.reports import costs
-from agentmetrics.reports.cost import VALUE_COLUMNS, cost_chart
+from agentmetrics.reports.cost import VALUE_COLUMNS, cost_rates
 
 RATES = {
     "default_hourly_rate": 6.0,
@@ -108,7 +111,23 @@ def test_rates_from_config_file(data_path, tmp_path, where):
     )
     (tmp_path / where).write_text(text)
     assert load_config()["costs"]["agents"] == {"reviewer": 12.0}
-    pd.testing.assert_frame_equal(costs(data_path), costs(data_path, rates=RATES))
+    pd.testing.assert_frame_equal(
+        costs(data_path, rates=cost_rates(load_config())), costs(data_path, rates=RATES)
+    )
+
+
+def test_costs_read_no_config_file(data_path, tmp_path):
+    """Without rates every execution is priced by time at the default rate, whatever
+    config file lies in the working folder."""
+    (tmp_path / "agentmetrics.toml").write_text(TOML)
+    pd.testing.assert_frame_equal(costs(data_path), costs(data_path, rates={}))
+    coder = costs(data_path).set_index("agent_name").loc["coder"]
+    assert coder["cost_usd"] == pytest.approx((60 + 30 + 600) / 3600)
+
+
+def test_bad_costs_table_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match=r"^costs.default_hourly_rate must not be negative"):
+        cost_rates({"costs": {"default_hourly_rate": -1}})
 
 
 def test_empty_database_keeps_columns(db):
@@ -168,6 +187,24 @@ def test_cli_costs_json(data_path, tmp_path):
     ]
 
 
+def test_cli_costs_spans_from_now_and_one_agent(data_path, tmp_path):
+    config = tmp_path / "rates.toml"
+    config.write_text(TOML)
+    base = ["--db", data_path, "costs", "--config", config, "--now", "2026-03-02T12:00:00Z"]
+
+    def rows(*args):
+        result = cli_result(*base, *args, "--json")
+        assert result.exit_code == 0, result.output
+        return [
+            (r["agent_name"], r["finished"], round(r["cost_usd"], 6))
+            for r in json.loads(result.stdout)
+        ]
+
+    # [09:00, 12:00) on 2026-03-02 holds only the standalone a-5: 600 s of coder at $6/h.
+    assert rows("--since", "3h") == [("coder", 1, 1.0)]
+    assert rows("--since", "2d", "--agent", "tester") == [("tester", 1, 0.25)]
+
+
 def test_cli_costs_table(data_path, tmp_path):
     (tmp_path / "agentmetrics.toml").write_text(TOML)
     result = CliRunner().invoke(
@@ -218,16 +255,20 @@ def test_cli_costs_finished_execution_without_duration(db, db_path):
 )
 def test_cli_costs_errors(data_path, args, message):
     result = CliRunner().invoke(cli, ["--db", str(data_path), "costs", *args])
-    assert result.exit_code == 1
     assert result.output.strip() == message
+    assert result.exit_code == (2 if "--config" in args else 1)  # a config error exits 2
 
 
-def test_cli_costs_bad_toml(data_path, tmp_path):
-    (tmp_path / "agentmetrics.toml").write_text("[costs\n")
+@pytest.mark.parametrize(
+    "text", ["[costs\n", "[costs]\ndefault_hourly_rate = -1\n", "[costs]\nhourly = 1\n"]
+)
+def test_cli_costs_bad_config_exits_2(data_path, tmp_path, text):
+    """Like `check` with a bad rules file: a configuration error exits 2 (it was 1)."""
+    (tmp_path / "agentmetrics.toml").write_text(text)
     result = CliRunner().invoke(cli, ["--db", str(data_path), "costs"])
-    assert result.exit_code == 1
+    assert result.exit_code == 2
+    assert len(result.output.splitlines()) == 1
     assert result.output.startswith("Error: ")
-    assert "is not valid TOML" in result.output
 
 
 def test_cli_costs_bad_grouping(data_path):
@@ -278,6 +319,45 @@ def test_cost_usd_alert_rule(data_path, tmp_path):
     ],
 )
 def test_usd_has_one_format(value, text):
-    from agentmetrics.reports.cost import format_usd
+    from agentmetrics.formatting import format_usd
 
     assert format_usd(value) == text
+
+
+# -- costs: bad windows and half-priced models ---------------------------------------------
+
+
+def test_costs_since_after_until_is_an_error(data_path):
+    from agentmetrics.reports import costs
+
+    with pytest.raises(ValueError, match=r"since \(2026-03-02.*\) is after until \(2026-03-01"):
+        costs(data_path, rates={}, since="2026-03-02", until="2026-03-01")
+    result = cli_result(
+        "--db", data_path, "costs", "--since", "2026-03-02", "--until", "2026-03-01"
+    )
+    assert result.exit_code == 1
+    assert result.output == (
+        "Error: since (2026-03-02T00:00:00.000Z) is after until (2026-03-01T00:00:00.000Z)\n"
+    )
+
+
+def test_costs_misspelt_model_price_is_an_error(data_path, tmp_path):
+    config = tmp_path / "rates.toml"
+    config.write_text(
+        '[costs.models."m-small"]\ninput_per_milion = 3.0\noutput_per_million = 15.0\n'
+    )
+    result = cli_result("--db", data_path, "costs", "--config", config)
+    assert result.exit_code == 2  # a configuration error
+    assert result.output == (
+        "Error: Unknown setting 'input_per_milion' in [costs.models.'m-small']:"
+        " use input_per_million and output_per_million\n"
+    )
+
+
+def test_costs_model_price_with_one_side_only(data_path):
+    from agentmetrics.reports import costs
+
+    # dashboard_data: a-3 (coder, model m-small) used 1000 input and 500 output tokens.
+    df = costs(data_path, rates={"models": {"m-small": {"output_per_million": 10.0}}})
+    coder = df.set_index("agent_name").loc["coder"]
+    assert coder["token_cost_usd"] == pytest.approx(500 * 10.0 / 1e6)

@@ -251,3 +251,97 @@ def test_read_only_file_without_our_tables_is_a_clear_error(tmp_path, lock_down)
     lock_down(path)
     with pytest.raises(DatabaseError, match="has no agentmetrics tables"):
         agentmetrics.open_database(path)
+
+
+# -- functions taking "a path or a Database" close what they open, and only that ---------
+
+
+@pytest.fixture
+def opened(monkeypatch):
+    """Every Database agentmetrics opens from a path during the test."""
+    seen = []
+    real = dbmodule.open_database
+
+    def tracking(*args, **kwargs):
+        seen.append(real(*args, **kwargs))
+        return seen[-1]
+
+    monkeypatch.setattr(dbmodule, "open_database", tracking)
+    return seen
+
+
+def is_closed(database) -> bool:
+    try:
+        database.conn.execute("SELECT 1")
+    except sqlite3.ProgrammingError:  # "Cannot operate on a closed database"
+        return True
+    return False
+
+
+def sample_db(path):
+    m = agentmetrics.Monitor(path)
+    with m.orchestration("s-1", "build") as o, o.agent("coder", "a-1"):
+        pass
+    m.start_agent_execution("solo", "tests")
+    m.close()
+    return path
+
+
+def export_file(path, tmp_path):
+    from agentmetrics.exchange import export
+
+    out = tmp_path / "export.json"
+    with open(out, "w") as f:
+        export(path, f)
+    return out
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        "iter_sessions",
+        "iter_sessions_stopped_early",
+        "export",
+        "import_files",
+        "merge_databases",
+        "cleanup",
+        "vacuum",
+    ],
+)
+def test_path_functions_close_what_they_open(tmp_path, opened, call):
+    from agentmetrics.cleanup import cleanup, vacuum
+    from agentmetrics.exchange import import_files, iter_sessions, merge_databases
+
+    path = sample_db(tmp_path / "a.db")
+    other = sample_db(tmp_path / "b.db")
+    dump_path = export_file(other, tmp_path)
+    opened.clear()
+    if call == "iter_sessions":
+        assert len(list(iter_sessions(path))) == 2
+    elif call == "iter_sessions_stopped_early":
+        sessions = iter_sessions(path)
+        next(sessions)
+        sessions.close()
+    elif call == "export":
+        export_file(path, tmp_path)
+    elif call == "import_files":
+        import_files(path, [dump_path])
+    elif call == "merge_databases":
+        merge_databases(path, [other])
+    elif call == "cleanup":
+        cleanup(path, 0, dry_run=True)
+    else:
+        vacuum(path)
+    assert opened, "the function opened no database: the test checks nothing"
+    assert all(is_closed(database) for database in opened)
+
+
+def test_a_given_database_is_left_open(tmp_path, opened):
+    from agentmetrics.cleanup import cleanup
+    from agentmetrics.exchange import iter_sessions
+
+    database = dbmodule.open_database(sample_db(tmp_path / "a.db"))
+    assert len(list(iter_sessions(database))) == 2
+    cleanup(database, 0, dry_run=True)
+    assert not is_closed(database)
+    database.close()

@@ -5,6 +5,7 @@ import sqlite3
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import cli_result, no_traceback
 
 import agentmetrics
 from agentmetrics import reports
@@ -299,19 +300,19 @@ def test_cli_demo_uses_global_db_and_refuses_real_data(tmp_path):
 @pytest.mark.parametrize(
     "args,message",
     [
-        (["--orchestrations", "0"], "orchestrations must be a whole number > 0"),
-        (["--days", "-3"], "days must be a number > 0"),
+        (["--orchestrations", "0"], "'--orchestrations': 0 is not in the range 1<=x<=1000000."),
+        (["--days", "-3"], "'--days': -3.0 is not in the range x>0."),
         (["--now", "tomorrow"], "not a timestamp: 'tomorrow'"),
-        (["--seed", "x"], "--seed must be a whole number"),
+        (["--seed", "x"], "'--seed': 'x' is not a valid whole number."),
         # An INTEGER column holds 64 bits: a bigger seed was an OverflowError traceback.
-        (["--seed", str(2**63)], f"--seed must be a whole number >= {-(2**63)} and <= {2**63 - 1}"),
-        (["--orchestrations", "10" * 10], "--orchestrations must be a whole number > 0 and <="),
+        (["--seed", str(2**63)], f"{2**63} is not in the range {-(2**63)}<=x<={2**63 - 1}."),
+        (["--orchestrations", "10" * 10], "is not in the range 1<=x<=1000000."),
     ],
 )
 def test_cli_demo_bad_input(tmp_path, args, message):
     result = CliRunner().invoke(cli, ["demo", "--db", str(tmp_path / "d.db"), *args])
-    assert result.exit_code in (1, 2)
-    assert result.output.startswith("Error") or "Error:" in result.output
+    assert result.exit_code == (1 if "--now" in args else 2)  # a bad option value: 2
+    assert result.output.startswith("Error: ") and len(result.output.splitlines()) == 1
     assert message in result.output
     assert "Traceback" not in result.output
     assert not (tmp_path / "d.db").exists()
@@ -342,3 +343,21 @@ def test_cli_demo_defaults_to_the_configured_database(tmp_path):
     result = CliRunner().invoke(cli, ["demo", "--orchestrations", "10", "--now", NOW])
     assert result.exit_code == 0, result.output
     assert rows(tmp_path / "monitoring.db", "SELECT count(*) FROM orchestrations") == [(10,)]
+
+
+# -- demo: days back to the year 1 ---------------------------------------------------------
+
+
+def test_demo_days_before_year_one(tmp_path):
+    with pytest.raises(ValueError, match="before the year 1"):
+        build_demo(tmp_path / "a.db", days=800_000, now="2026-01-01")
+    result = cli_result("demo", "--db", tmp_path / "b.db", "--days", "1e9")
+    no_traceback(result, 1)
+    assert "Error: days must not reach back before the year 1" in result.output
+    assert not (tmp_path / "b.db").exists()
+
+
+def test_demo_days_ok_near_year_one(tmp_path):
+    built = build_demo(tmp_path / "a.db", days=1, orchestrations=2, now="0001-01-02T12:00:00Z")
+    assert built["orchestrations"] == 2
+    assert dt.datetime.fromisoformat(built["now"][:-1]).year == 1

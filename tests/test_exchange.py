@@ -5,7 +5,7 @@ import json
 import sqlite3
 
 import pytest
-from conftest import make_original_db
+from conftest import cli_result, make_original_db
 
 import agentmetrics
 from agentmetrics.errors import UnknownSession
@@ -604,6 +604,107 @@ def test_one_entry_per_line_with_a_multiline_entry_falls_back(filled, tmp_path):
     path = write(tmp_path / "mixed.json", "\n".join(lines))
     result = import_files(agentmetrics.open_database(tmp_path / "mixed.db"), [path])
     assert (result.orchestrations.inserted, result.executions.inserted) == (2, 5)
+
+
+def test_one_registry_for_every_export_format(db, tmp_path):
+    """json/jsonl/otlp and csv/parquet are all in EXPORT_FORMATS; each writer refuses
+    the other kind with the library's own error."""
+    from agentmetrics.errors import InvalidValue
+    from agentmetrics.exchange import EXPORT_FORMATS
+    from agentmetrics.tabular import export_table
+
+    assert list(EXPORT_FORMATS) == ["json", "jsonl", "otlp", "csv", "parquet"]
+    with pytest.raises(InvalidValue, match="use one of json, jsonl, otlp$"):
+        export(db, io.StringIO(), "csv")
+    with pytest.raises(InvalidValue, match="use one of csv, parquet$"):
+        export_table(db, "executions", tmp_path / "x.json", "json")
+    assert not (tmp_path / "x.json").exists()
+
+
+# -- importing what the original's documented recipe writes --------------------------------
+
+
+# `npm run monitor export > all-data.json` (MONITORING.md): npm's banner, then the
+# original's rows as better-sqlite3 returns them (snake_case, self_healed 0/1).
+NPM_BANNER = "\n> orchestrator@1.0.0 monitor\n> tsx src/monitoring/cli.ts export\n\n"
+
+ORIGINAL_EXPORT = """[
+  {
+    "id": "0b8f6c1e-8a8e-4d5c-9a43-3f0e2f1d7a10",
+    "session_id": "s-orig",
+    "task_description": "Build and deploy",
+    "status": "completed",
+    "started_at": "2026-11-01T10:00:00.000Z",
+    "completed_at": "2026-11-01T10:05:00.000Z",
+    "duration_ms": 300000,
+    "total_tasks": 1,
+    "completed_tasks": 1,
+    "failed_tasks": 0,
+    "git_commit_hash": null,
+    "plan_file_path": null,
+    "progress_file_path": null,
+    "created_at": "2026-11-01 10:00:00",
+    "executions": [
+      {
+        "id": "5d1c2b7a-9f3e-4e21-8c4b-2a6d0e9f8b31",
+        "orchestration_id": "0b8f6c1e-8a8e-4d5c-9a43-3f0e2f1d7a10",
+        "agent_session_id": "a-orig",
+        "agent_name": "backend-agent",
+        "task_id": null,
+        "task_number": 1,
+        "status": "completed",
+        "started_at": "2026-11-01T10:00:01.000Z",
+        "completed_at": "2026-11-01T10:01:01.000Z",
+        "duration_ms": 60000,
+        "retry_count": 1,
+        "self_healed": 1,
+        "files_created": 3,
+        "files_modified": 5,
+        "error_message": null,
+        "summary_report_path": null,
+        "session_log_path": null,
+        "created_at": "2026-11-01 10:00:01"
+      }
+    ]
+  }
+]
+"""
+
+
+@pytest.mark.parametrize(
+    ("bom", "banner"), [("", NPM_BANNER), ("\ufeff", ""), ("\ufeff", NPM_BANNER)]
+)
+def test_import_the_originals_export_as_redirected_by_npm(tmp_path, db_path, bom, banner):
+    path = tmp_path / "all-data.json"
+    path.write_text(bom + banner + ORIGINAL_EXPORT, encoding="utf-8")
+    result = cli_result("--db", db_path, "import", path)
+    assert result.exit_code == 0, result.output
+    assert result.output == (
+        "Orchestrations: 1 inserted, 0 updated, 0 skipped\n"
+        "Executions: 1 inserted, 0 updated, 0 skipped\n"
+    )
+    with sqlite3.connect(db_path) as raw:
+        row = raw.execute(
+            "SELECT e.self_healed, e.retry_count, e.files_modified, e.created_at, o.session_id"
+            " FROM agent_executions e JOIN orchestrations o ON o.id = e.orchestration_id"
+        ).fetchone()
+    assert row == (1, 1, 5, "2026-11-01 10:00:01", "s-orig")
+
+
+def test_import_jsonl_after_npm_banner_and_error_line_numbers(tmp_path, db_path):
+    good = tmp_path / "all.jsonl"
+    line = (
+        '{"type": "execution", "agent_session_id": "a", "agent_name": "x",'
+        ' "status": "completed", "started_at": "2026-11-01T10:00:00.000Z"}\n'
+    )
+    good.write_text(NPM_BANNER + line, encoding="utf-8")
+    assert "Executions: 1 inserted" in cli_result("--db", db_path, "import", good).output
+    bad = tmp_path / "bad.json"
+    bad.write_text(NPM_BANNER + "[\n{,\n]\n", encoding="utf-8")
+    result = cli_result("--db", db_path, "import", bad)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    # The banner is four lines, so the "{," of the JSON is line 6 of the file.
+    assert result.output.strip().endswith("at line 6)")
 
 
 def test_finished_rows_without_duration_get_it_from_their_timestamps(db, tmp_path):

@@ -151,7 +151,6 @@ def test_a_failure_mid_write_leaves_the_old_file(data_path, tmp_path, output, mo
     import matplotlib.figure
 
     import agentmetrics.exchange
-    import agentmetrics.tabular
 
     def half(*args, **kwargs):
         out = next(a for a in [*args, *kwargs.values()] if hasattr(a, "write"))
@@ -159,7 +158,11 @@ def test_a_failure_mid_write_leaves_the_old_file(data_path, tmp_path, output, mo
         raise OSError(5, "Input/output error")
 
     monkeypatch.setattr(agentmetrics.exchange, "export", half)
-    monkeypatch.setattr(agentmetrics.tabular, "write_csv", half)
+    monkeypatch.setitem(
+        agentmetrics.exchange.EXPORT_FORMATS,
+        "csv",
+        agentmetrics.exchange.ExportFormat(write_table=half),
+    )
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig", half)
     name, args = OUTPUTS[output]
     out = tmp_path / "out"
@@ -198,7 +201,7 @@ def test_missing_folder_is_one_line(data_path, tmp_path):
 @pytest.mark.parametrize("name", ["chart", "chart.nope"])
 def test_plot_format_checked_before_writing(data_path, tmp_path, name):
     result = run(data_path, "plot", "trends", *WINDOW, "-o", tmp_path / name)
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # a bad -o value is a usage error
     given = "No file extension" if name == "chart" else "Format 'nope' is not supported"
     assert result.output.startswith(f"Error: {given}: use one of ")
     assert "png" in result.output and "svg" in result.output
@@ -233,6 +236,7 @@ def test_both_tables_are_replaced_together(data_path, tmp_path, monkeypatch, exi
     """The executions table fails after orchestrations was written: neither file
     changes, and a folder made for them is removed."""
     import agentmetrics.tabular as tabular
+    from agentmetrics.exchange import EXPORT_FORMATS, ExportFormat
 
     real = tabular.write_csv
 
@@ -242,7 +246,7 @@ def test_both_tables_are_replaced_together(data_path, tmp_path, monkeypatch, exi
             raise OSError(28, "No space left on device")
         return real(db, table, out, *args, **kwargs)
 
-    monkeypatch.setattr(tabular, "write_csv", fails_on_executions)
+    monkeypatch.setitem(EXPORT_FORMATS, "csv", ExportFormat(write_table=fails_on_executions))
     folder = tmp_path / "tables"
     if existing:
         folder.mkdir()

@@ -181,12 +181,12 @@ def test_cli_report(data_path, tmp_path):
             " (use a timestamp such as 2026-11-01 or a span back such as 6h, 7d, 2w)",
         ),
         (["-o", "missing/r.html"], "Error: Cannot write missing/r.html"),
-        (["--rules", "nope.toml"], "Error: Rules file nope.toml not found"),
+        (["--rules", "nope.toml"], "Error: Config file nope.toml not found"),
     ],
 )
 def test_cli_report_errors(data_path, args, message):
     result = CliRunner().invoke(cli, ["--db", str(data_path), "report", *args])
-    assert result.exit_code == 1
+    assert result.exit_code == (2 if "--rules" in args else 1)  # a config error exits 2
     assert result.output.startswith(message)
     assert "Traceback" not in result.output
 

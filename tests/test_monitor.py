@@ -4,10 +4,13 @@ import re
 import uuid
 
 import pytest
+import sqlite_utils
+from conftest import SMALL_NOW, SMALL_T0, make_original_db
 
 import agentmetrics
 from agentmetrics.errors import AlreadyFinished, DuplicateSession, InvalidValue, UnknownSession
 from agentmetrics.monitor import Monitor
+from agentmetrics.reports import system_health
 
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 SQLITE_DATETIME = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$")
@@ -436,3 +439,56 @@ def test_unknown_execution_fields_are_refused(monitor):
             "in_progress"
         )
     assert snapshot(monitor.db) != before  # the block still completes it
+
+
+SAMPLE_FIELDS = {
+    "files_created": 3,
+    "files_modified": 4,
+    "retry_count": 2,
+    "self_healed": 1,
+    "error_message": "flaky",
+    "summary_report_path": "r.md",
+    "model": "m-1",
+    "input_tokens": 10,
+    "output_tokens": 20,
+    "cost_usd": 0.25,
+}
+
+
+def test_one_list_of_execution_fields(monitor, db):
+    """EXECUTION_FIELDS drives the SQL, the keywords and the AgentRun attributes: each
+    one set as an attribute, or passed as a keyword, is stored in its column."""
+    from agentmetrics.monitor import EXECUTION_FIELDS
+
+    assert set(EXECUTION_FIELDS) == set(SAMPLE_FIELDS)
+    with monitor.orchestration("o", "t") as o, o.agent("coder", "by-attribute") as run:
+        for name, value in SAMPLE_FIELDS.items():
+            setattr(run, name, value)
+    monitor.start_agent_execution("by-keyword", "coder")
+    monitor.complete_agent_execution("by-keyword", "completed", **SAMPLE_FIELDS)
+    columns = ", ".join(SAMPLE_FIELDS)
+    for session in ("by-attribute", "by-keyword"):
+        row = db.execute(
+            f"SELECT {columns} FROM agent_executions WHERE agent_session_id = ?", [session]
+        ).fetchone()
+        assert dict(zip(SAMPLE_FIELDS, row, strict=True)) == SAMPLE_FIELDS
+    monitor.start_agent_execution("typo", "coder")
+    with pytest.raises(InvalidValue, match="Unknown execution field.*: file_created"):
+        monitor.complete_agent_execution("typo", "completed", file_created=1)
+
+
+# -- a plain sqlite_utils.Database ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("original", [False, True])
+def test_monitor_on_a_plain_sqlite_utils_database(db_path, original):
+    if original:  # the original's schema: no model/cost columns yet
+        make_original_db(db_path)
+    db = sqlite_utils.Database(db_path)
+    monitor = agentmetrics.Monitor(db, clock=Clock(SMALL_T0))
+    monitor.start_agent_execution("a", "coder")
+    monitor.clock.now = SMALL_T0 + dt.timedelta(seconds=2)
+    monitor.complete_agent_execution("a", "completed", model="m", cost_usd=0.5)
+    row = system_health(db, now=SMALL_NOW).iloc[0]
+    assert (row["completed"], row["avg_duration_ms"]) == (1, 2000)
+    db.close()

@@ -5,6 +5,7 @@ import re
 
 import pytest
 from click.testing import CliRunner
+from conftest import cli_result
 from dashboard_data import T0, build
 
 from agentmetrics.cli import cli
@@ -197,3 +198,63 @@ def test_empty_database(db):
 )
 def test_error_type(message, expected):
     assert error_type(message) == expected
+
+
+# -- OTLP: non-finite values and what the export message counts ----------------------------
+
+
+@pytest.fixture
+def data_path(db_path):
+    build(db_path)
+    return db_path
+
+
+def _strict_json(line):
+    def reject(token):
+        raise ValueError(f"{token} is not JSON")
+
+    return json.loads(line, parse_constant=reject)
+
+
+def test_otlp_non_finite_double_is_still_json(monitor, db_path):
+    # The tracking API refuses cost_usd=inf, but another writer can store it.
+    monitor.start_agent_execution("a-inf", "coder")
+    monitor.complete_agent_execution("a-inf", "completed", cost_usd=1.0)
+    monitor.db.execute("UPDATE agent_executions SET cost_usd = 9e999")  # inf
+    result = cli_result("--db", db_path, "export", "--format", "otlp")
+    assert result.exit_code == 0, result.output
+    (line,) = result.output.splitlines()
+    (span,) = _strict_json(line)["resourceSpans"][0]["scopeSpans"][0]["spans"]
+    values = {a["key"]: a["value"] for a in span["attributes"]}
+    assert values["agentmetrics.cost_usd"] == {"doubleValue": "Infinity"}
+
+
+def test_otlp_export_message_counts_what_was_written(data_path, tmp_path, db):
+    # Running orchestrations and executions in progress have no end time and are left
+    # out, with everything inside a running orchestration.
+    finished_orchestrations = db.execute(
+        "SELECT count(*) FROM orchestrations WHERE status != 'running'"
+    ).fetchone()[0]
+    finished_executions = db.execute(
+        "SELECT count(*) FROM agent_executions e LEFT JOIN orchestrations o"
+        " ON o.id = e.orchestration_id"
+        " WHERE e.status != 'in_progress' AND (o.id IS NULL OR o.status != 'running')"
+    ).fetchone()[0]
+    all_rows = db.execute(
+        "SELECT (SELECT count(*) FROM orchestrations), (SELECT count(*) FROM agent_executions)"
+    ).fetchone()
+    assert all_rows != (finished_orchestrations, finished_executions)  # the data has both
+    target = tmp_path / "traces.jsonl"
+    result = cli_result("--db", data_path, "export", "--format", "otlp", "-o", target)
+    assert result.exit_code == 0, result.output
+    spans = [
+        span
+        for line in target.read_text().splitlines()
+        for span in json.loads(line)["resourceSpans"][0]["scopeSpans"][0]["spans"]
+    ]
+    workflows = sum(span["name"].startswith("invoke_workflow") for span in spans)
+    assert (workflows, len(spans) - workflows) == (finished_orchestrations, finished_executions)
+    assert result.output == (
+        f"Exported {finished_orchestrations} orchestrations and {finished_executions}"
+        f" executions to {target}\n"
+    )

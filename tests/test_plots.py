@@ -1,11 +1,13 @@
 import subprocess
 import sys
+import warnings
 
 import matplotlib.dates as mdates
 import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from conftest import add_runs, cli_result, no_traceback
 
 from agentmetrics import plots, reports
 from agentmetrics.cli import cli
@@ -209,13 +211,13 @@ def test_cli_plot_svg_for_one_agent(demo_path, tmp_path):
             "Error: Nothing to plot: no matching executions in this window",
         ),
         (["plot", "trends", "-o", "x.png", "--agent", "nobody"], 1, "Error: Nothing to plot"),
-        (["plot", "trends", "-o", "x.nope"], 1, "Error: Format 'nope' is not supported"),
+        (["plot", "trends", "-o", "x.nope"], 2, "Error: Format 'nope' is not supported"),
         (["plot", "trends", "-o", "x.png", "--freq", "Y"], 1, "Error: Unknown freq 'Y'"),
         (["plot", "failures", "-o", "x.png", "--since", "soon"], 1, "Error: not a time: 'soon'"),
         # 100000 dpi was a MemoryError traceback.
-        (["plot", "trends", "-o", "x.png", "--dpi", "100000"], 1, "Error: --dpi must be a whole"),
-        (["plot", "trends", "-o", "x.png", "--dpi", "601"], 1, "number >= 10 and <= 600, got 601"),
-        (["plot", "trends", "-o", "x.png", "--dpi", "9"], 1, "Error: --dpi must be a whole"),
+        (["plot", "trends", "-o", "x.png", "--dpi", "100000"], 2, "not in the range 10<=x<=600"),
+        (["plot", "trends", "-o", "x.png", "--dpi", "601"], 2, "'--dpi': 601 is not in the range"),
+        (["plot", "trends", "-o", "x.png", "--dpi", "9"], 2, "'--dpi': 9 is not in the range"),
     ],
 )
 def test_cli_plot_bad_input(demo_path, tmp_path, args, code, message):
@@ -242,3 +244,58 @@ def test_cli_plot_missing_database(tmp_path):
     assert result.exit_code == 1
     assert result.output.startswith("Error: ") and "missing.db" in result.output
     assert not (tmp_path / "missing.db").exists() and not (tmp_path / "x.png").exists()
+
+
+# -- charts on empty, single-period and zero-duration data ---------------------------------
+
+
+@pytest.fixture
+def one_hour(db):
+    add_runs(db, "a", "2026-03-01T10:00:00", 3, failed=1)
+    return db
+
+
+def test_single_hourly_period_bar_is_an_hour_wide(one_hour):
+    # A lone period used to get a bar 0.8 days wide, whatever the frequency.
+    df = reports.trends(one_hour, freq="h")
+    assert len(df) == 1
+    fig = plots.plot_trends(df)
+    bars = fig.axes[0].patches
+    assert bars and all(bar.get_width() == pytest.approx(0.8 / 24) for bar in bars)
+    weekly = plots.plot_trends(reports.trends(one_hour, freq="W"))
+    assert weekly.axes[0].patches[0].get_width() == pytest.approx(0.8 * 7)
+
+
+def test_single_period_without_freq(one_hour):
+    # A frame built by hand (no attrs): a period not at midnight is an hour.
+    df = reports.trends(one_hour, freq="h")
+    df.attrs.clear()
+    assert plots.plot_trends(df).axes[0].patches[0].get_width() == pytest.approx(0.8 / 24)
+
+
+def draw(fig, path):
+    fig.savefig(path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_empty_by_agent_charts_warn_nothing(db, tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "No artists with labels found to put in legend"
+        draw(plots.plot_trends(reports.trends(db, by_agent=True)), tmp_path / "t.png")
+        draw(plots.plot_durations(reports.trends(db, by_agent=True)), tmp_path / "d.png")
+
+
+def test_distribution_of_zero_durations(tmp_path):
+    df = pd.DataFrame({"agent_name": ["a", "a", "b"], "duration_ms": [0, 0, 0]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "Data has no positive values ... log-scaled"
+        fig = plots.plot_duration_distribution(df)
+        draw(fig, tmp_path / "z.png")
+    assert [label.get_text() for label in fig.axes[0].get_xticklabels()] == ["a", "b"]
+
+
+def test_cli_plot_into_a_missing_folder(one_hour, db_path, tmp_path):
+    target = tmp_path / "no" / "such" / "chart.png"
+    result = cli_result("--db", db_path, "plot", "trends", "-o", target)
+    no_traceback(result, 1)
+    assert result.output.strip() == f"Error: Cannot write {target}: No such file or directory"

@@ -141,15 +141,19 @@ def test_cli_stdout_and_file(db_path, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "args, message",
+    "args, message, code",
     [
-        (["--stale-after", "soon"], "Error: --stale-after: not a duration: 'soon'"),
-        (["-o", "missing-dir/x.prom"], "Error: Cannot write missing-dir/x.prom"),
+        (
+            ["--stale-after", "soon"],
+            "Error: Invalid value for '--stale-after': not a duration: 'soon'",
+            2,  # a bad option value is a usage error
+        ),
+        (["-o", "missing-dir/x.prom"], "Error: Cannot write missing-dir/x.prom", 1),
     ],
 )
-def test_cli_errors(db_path, db, args, message):
+def test_cli_errors(db_path, db, args, message, code):
     result = CliRunner().invoke(cli, ["--db", str(db_path), "metrics", *args])
-    assert result.exit_code == 1
+    assert result.exit_code == code
     assert result.output.startswith(message)
 
 

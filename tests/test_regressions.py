@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import add_runs
 
 from agentmetrics.cli import cli
 from agentmetrics.demo import SLOW_AGENT, build_demo
@@ -316,10 +317,10 @@ def test_cli_regressions_no_data(db_path, db):
 @pytest.mark.parametrize(
     "args, code, message",
     [
-        (["--recent", "soon"], 1, "Error: --recent: not a duration: 'soon'"),
+        (["--recent", "soon"], 2, "Error: Invalid value for '--recent': not a duration: 'soon'"),
         (["--threshold", "0.5"], 1, "Error: threshold for durations is a ratio above 1"),
         (["--alpha", "2"], 1, "Error: alpha must be between 0 and 1"),
-        (["--min-samples", "0"], 1, "Error: --min-samples must be a whole number > 0"),
+        (["--min-samples", "0"], 2, "'--min-samples': 0 is not in the range x>=1."),
         (["--metric", "p99"], 2, "Invalid value for '--metric'"),
     ],
 )
@@ -328,3 +329,51 @@ def test_cli_regressions_bad_input(db_path, db, args, code, message):
     assert result.exit_code == code
     assert message in result.output
     assert "Traceback" not in result.output
+
+
+# -- the success-rate test on rare failures ------------------------------------------------
+
+
+def test_one_failure_after_a_flawless_baseline_is_noise(db):
+    # Baseline: 1000 completed runs; recent: 1 failure in 20 (95%, exactly the 5-point
+    # threshold). Given 1 failure among 1020 runs, the chance it falls among the 20
+    # recent ones is 20/1020 = 0.0196: not significant at 0.01. The z-test's normal
+    # approximation claimed p < 1e-11 and paged.
+    add_runs(db, "a", "2026-03-01T00:00:00", 1000)
+    add_runs(db, "a", "2026-03-09T00:00:00", 20, failed=1)
+    row = regressions(db, metric="success_rate", now=NOW_ISO).iloc[0]
+    assert (row["baseline_n"], row["recent_n"], row["change"]) == (1000, 20, -5.0)
+    assert row["p_value"] == pytest.approx(20 / 1020)
+    assert not row["regressed"]
+    assert row["reason"].startswith("not significant")
+
+
+def test_several_failures_after_a_flawless_baseline_regress(db):
+    # 4 failures in 20 recent runs: P(all 4 of 4 failures among the 20 recent of 1020)
+    # = C(20, 4) / C(1020, 4).
+    add_runs(db, "a", "2026-03-01T00:00:00", 1000)
+    add_runs(db, "a", "2026-03-09T00:00:00", 20, failed=4)
+    row = regressions(db, metric="success_rate", now=NOW_ISO).iloc[0]
+    assert row["p_value"] == pytest.approx(math.comb(20, 4) / math.comb(1020, 4))
+    assert row["regressed"]
+
+
+def test_identical_perfect_windows_are_not_judged_regressed(db):
+    add_runs(db, "a", "2026-03-01T00:00:00", 50)
+    add_runs(db, "a", "2026-03-09T00:00:00", 50)
+    row = regressions(db, metric="success_rate", now=NOW_ISO).iloc[0]
+    assert row["change"] == 0 and not row["regressed"]
+
+
+def test_all_failed_windows(db):
+    # Everything failed in both windows: no drop, nothing to flag.
+    add_runs(db, "a", "2026-03-01T00:00:00", 40, failed=40)
+    add_runs(db, "a", "2026-03-09T00:00:00", 40, failed=40)
+    row = regressions(db, metric="success_rate", now=NOW_ISO).iloc[0]
+    assert (row["baseline_value"], row["recent_value"]) == (0, 0)
+    assert not row["regressed"]
+
+
+def test_regressions_rejects_nan_threshold(db):
+    with pytest.raises(ValueError, match="threshold must be a finite number, got nan"):
+        regressions(db, threshold=float("nan"))

@@ -8,12 +8,14 @@ import datetime as dt
 import hashlib
 import math
 import random
+import shutil
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import make_original_db
+from conftest import SMALL_NOW, SMALL_T0, make_original_db
 
+import agentmetrics
 from agentmetrics import Monitor, open_database
 from agentmetrics.errors import InvalidValue, UnknownAgent, UnknownSession
 from agentmetrics.reports import (
@@ -597,3 +599,70 @@ def test_reports_do_not_write(db_path, tracked, clock):
         assert performance_report(reader).iloc[0]["executions"] == 1
     finally:
         reader.close()
+
+
+# -- limits beyond SQLite's integers, and a report while a writer writes -------------------
+
+
+def test_huge_limit_in_the_library(small):
+    assert list(list_orchestrations(small, limit=10**30)["session_id"]) == ["s"]
+    assert list(failed_orchestrations(small, limit=10**30)["session_id"]) == ["s"]
+    assert list(agent_stats(small, "coder", limit=10**30)["agent_session_id"]) == ["a2", "a1"]
+
+
+def _finish_a2(path):
+    """What another process does: a2 completes 4 s after it started."""
+    writer = agentmetrics.Monitor(path, clock=lambda: SMALL_T0 + dt.timedelta(seconds=6))
+    writer.complete_agent_execution("a2", "completed")
+    writer.close()
+
+
+SNAPSHOT_REPORTS = {
+    "system_health": lambda db: system_health(db, hours=24, now=SMALL_NOW),
+    "performance_report": performance_report,
+    "agent_summary": lambda db: agent_summary(db, "coder"),
+    "orchestration_summary": lambda db: orchestration_summary(db, "s"),
+}
+
+
+def _run_with_write_before(report, path, k):
+    """Run ``report`` on ``path``; another connection commits before its k-th SELECT."""
+    reader = agentmetrics.open_database(path)
+    selects = 0
+
+    def trace(sql):
+        nonlocal selects
+        if sql.lstrip().upper().startswith(("SELECT", "WITH")):
+            selects += 1
+            if selects == k:
+                _finish_a2(path)
+
+    reader.conn.set_trace_callback(trace)
+    try:
+        return report(reader), selects
+    finally:
+        reader.close()
+
+
+@pytest.mark.parametrize("name", SNAPSHOT_REPORTS)
+def test_reports_see_one_snapshot_while_a_writer_commits(small, tmp_path, name):
+    report = SNAPSHOT_REPORTS[name]
+    before = report(small)
+    done = tmp_path / "after.db"
+    shutil.copy(small, done)
+    _finish_a2(done)
+    after = report(done)
+    assert not _same(before, after)
+    _, n = _run_with_write_before(report, shutil.copy(small, tmp_path / "count.db"), 0)
+    assert n >= 2  # the race exists only between statements
+    for k in range(2, n + 1):
+        got, _ = _run_with_write_before(report, shutil.copy(small, tmp_path / f"{k}.db"), k)
+        assert _same(got, before) or _same(got, after), f"write before SELECT {k}:\n{got.T}"
+
+
+def _same(a: pd.DataFrame, b: pd.DataFrame) -> bool:
+    try:
+        pd.testing.assert_frame_equal(a, b)
+    except AssertionError:
+        return False
+    return True

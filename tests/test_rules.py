@@ -10,11 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import cli_result, no_traceback
 
+import agentmetrics.notify
 from agentmetrics import rules
 from agentmetrics.cli import cli
 from agentmetrics.demo import SLOW_AGENT, build_demo
-from agentmetrics.rules import ConfigError, evaluate, load_rules, notify, payload
+from agentmetrics.errors import ConfigError
+from agentmetrics.notify import notify
+from agentmetrics.rules import evaluate, load_rules, payload
 
 NOW = dt.datetime(2026, 3, 10, 12, 0, tzinfo=dt.timezone.utc)
 NOW_ISO = "2026-03-10T12:00:00.000Z"
@@ -92,7 +96,7 @@ ALL = CODER + REVIEWER
         ),
         # an agent that never ran at all is probably a typo: warn.
         ({"metric": "success_rate", "agent": "nobody", "alert": 99}, math.nan, "warn"),
-        ({"metric": "failed_executions", "agent": "nobody", "alert": 0}, 0, "warn"),
+        ({"metric": "failed_executions", "agent": "nobody", "alert": 0}, math.nan, "warn"),
         # durations alert above.
         ({"metric": "p95_duration_ms", "warn": "9s"}, np.percentile(ALL, 95), "warn"),
         ({"metric": "p95_duration_ms", "agent": "coder", "alert": "9500ms"}, 9550.0, "alert"),
@@ -217,7 +221,7 @@ def test_agentmetrics_toml_wins_and_rules_flag_overrides(tmp_path):
 def test_no_rules_file():
     with pytest.raises(ConfigError, match="No rules file: create agentmetrics.toml"):
         load_rules()
-    with pytest.raises(ConfigError, match="Rules file missing.toml not found"):
+    with pytest.raises(ConfigError, match="Config file missing.toml not found"):
         load_rules("missing.toml")
 
 
@@ -599,7 +603,7 @@ def test_check_missing_database(tmp_path):
 def test_check_rules_file_missing(data, db_path):
     result = check(db_path, "--rules", "nope.toml")
     assert result.exit_code == 2
-    assert result.output == "Error: Rules file nope.toml not found\n"
+    assert result.output == "Error: Config file nope.toml not found\n"
 
 
 def test_check_notify_posts_when_not_ok(data, db_path, receiver):
@@ -626,7 +630,7 @@ def test_check_notify_failures_are_not_fatal(data, db_path, closed_port, silent_
     result = check(db_path, "--notify", f"http://127.0.0.1:{closed_port}/")
     assert result.exit_code == 1  # the alert, not the network
     assert result.stderr.startswith(f"Warning: could not notify http://127.0.0.1:{closed_port}: ")
-    monkeypatch.setattr(rules, "NOTIFY_TIMEOUT", 0.3)
+    monkeypatch.setattr(agentmetrics.notify, "NOTIFY_TIMEOUT", 0.3)
     started = time.monotonic()
     result = check(db_path, "--notify", f"http://127.0.0.1:{silent_port}/")
     assert time.monotonic() - started < 3
@@ -737,7 +741,7 @@ def test_notify_reads_a_bounded_answer(answering):
 
 
 def test_redact_url():
-    from agentmetrics.rules import redact_url
+    from agentmetrics.notify import redact_url
 
     assert redact_url(f"https://hooks.slack.com/services/{SECRET}") == "https://hooks.slack.com"
     assert redact_url("https://user:XXsecretXX@example.com:8443/x?token=1") == (
@@ -792,6 +796,63 @@ def test_check_bad_webhook_url_is_not_printed(data, db_path, url, shown):
     assert result.exit_code == 2
     assert shown in result.output
     assert "XXsecretXX" not in result.output and "T0001" not in result.output
+
+
+# -- rules: huge windows, thresholds TOML accepts but no rule can use ----------------------
+
+
+def test_check_huge_window(db, db_path, tmp_path):
+    rules = tmp_path / "rules.toml"
+    rules.write_text(
+        '[[rules]]\nname = "a"\nmetric = "failed_executions"\nalert = 0\nwindow = "1000000d"\n'
+        '[[rules]]\nname = "b"\nmetric = "stale_running"\nalert = 0\nstale_after = "1000000d"\n'
+    )
+    result = cli_result("--db", db_path, "check", "--rules", rules)
+    no_traceback(result, 0)
+    assert result.output.count(" ok ") == 2
+
+
+def check_with(db_path, tmp_path, text, *args):
+    rules = tmp_path / "rules.toml"
+    rules.write_text(text)
+    return cli_result("--db", db_path, "check", "--rules", rules, *args)
+
+
+RULE = '[[rules]]\nname = "r"\nmetric = "{metric}"\n{extra}\n'
+
+
+@pytest.mark.parametrize(
+    "metric,extra,message",
+    [
+        # TOML has nan and inf; a nan threshold never compared true: a silent dead rule.
+        ("success_rate", "warn = nan", "line 4: rule 1 ('r'): warn: must be a number, got nan"),
+        ("p95_duration_ms", "alert = inf", "alert: not a duration: inf"),
+        ("failed_executions", "alert = -inf", "alert: must be a number, got -inf"),
+        ("regressions", "alert = 0\nthreshold = nan", "threshold: must be a number, got nan"),
+        ("regressions", "alert = 0\nalpha = nan", "alpha: must be a number, got nan"),
+        ("[1, 2]", "alert = 0", "metric: unknown metric"),
+    ],
+)
+def test_check_rejects_unusable_values(db, db_path, tmp_path, metric, extra, message):
+    text = RULE.format(metric=metric, extra=extra)
+    if metric.startswith("["):
+        text = text.replace('"[1, 2]"', "[1, 2]")
+    result = check_with(db_path, tmp_path, text)
+    no_traceback(result, 2)
+    assert message in result.output
+
+
+@pytest.mark.parametrize("url", ["http://[::1", "http://127.0.0.1:99999/hook"])
+def test_check_notify_malformed_url(db, db_path, tmp_path, url):
+    result = check_with(
+        db_path,
+        tmp_path,
+        RULE.format(metric="failed_executions", extra="alert = 0"),
+        "--notify",
+        url,
+    )
+    no_traceback(result, 2)
+    assert "Invalid value for '--notify': not a valid URL" in result.output
 
 
 def test_old_older_than_key_names_its_new_name(tmp_path):

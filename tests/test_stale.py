@@ -4,7 +4,10 @@ import sqlite3
 
 import pytest
 from click.testing import CliRunner
+from conftest import cli_result, make_original_db, no_traceback
+from sqlite_utils import Database
 
+from agentmetrics import open_database
 from agentmetrics.cli import cli
 from agentmetrics.maintenance import REAP_COLUMNS, reap
 from agentmetrics.reports.stale import STALE_COLUMNS, count_stale, stale_runs
@@ -234,13 +237,19 @@ def test_cli_reap_json(runs, db_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--stale-after", "soon"], "Error: --stale-after: not a duration: 'soon'"),
-        (["--stale-after", "0h"], "Error: --stale-after: must be longer than zero, got '0h'"),
+        (
+            ["--stale-after", "soon"],
+            "Error: Invalid value for '--stale-after': not a duration: 'soon'",
+        ),
+        (
+            ["--stale-after", "0h"],
+            "Error: Invalid value for '--stale-after': must be longer than zero, got '0h'",
+        ),
     ],
 )
 def test_cli_reap_bad_input(runs, db_path, args, message):
     result = invoke(db_path, "reap", *args)
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # a bad option value is a usage error
     assert result.output.startswith(message)
     assert "Traceback" not in result.output
 
@@ -264,3 +273,94 @@ def test_system_health_counts_stale_runs(runs):
     assert str(health["stale_running"].dtype) == "int64"
     with pytest.raises(ValueError, match="not a duration"):
         system_health(runs, now=NOW, stale_after="later")
+
+
+# -- reap on files in the original tool's schema -------------------------------------------
+
+
+ORIGINAL_RUNS = {
+    "orchestrations": [
+        {
+            "id": "o1",
+            "session_id": "s1",
+            "status": "running",
+            "started_at": "2026-03-01T10:00:00.000Z",
+        }
+    ],
+    "executions": [
+        {
+            "id": "e1",
+            "orchestration_id": "o1",
+            "agent_session_id": "a1",
+            "agent_name": "x",
+            "status": "in_progress",
+            "started_at": "2026-03-01T10:05:00.000Z",
+        },
+        {
+            "id": "e2",
+            "orchestration_id": "o1",
+            "agent_session_id": "a2",
+            "agent_name": "x",
+            "status": "completed",
+            "started_at": "2026-03-01T10:01:00.000Z",
+            "completed_at": "2026-03-01T10:03:00.000Z",
+            "duration_ms": 120000,
+        },
+    ],
+}
+
+
+def statuses(path):
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute(
+            "SELECT id, status FROM orchestrations UNION ALL"
+            " SELECT id, status FROM agent_executions ORDER BY id"
+        ).fetchall()
+    finally:
+        conn.close()
+
+
+def test_reap_plain_database_of_an_original_file(tmp_path):
+    # The original schema has no metadata_json, where an orchestration's message goes:
+    # a plain sqlite_utils.Database (never opened by agentmetrics) used to fail with
+    # "no such column: metadata_json".
+    path = make_original_db(tmp_path / "original.db", **ORIGINAL_RUNS)
+    db = Database(path)
+    reaped = reap(db, now=NOW_ISO)
+    assert sorted(reaped["id"]) == ["e1", "o1"]
+    assert statuses(path) == [("e1", "failed"), ("e2", "completed"), ("o1", "failed")]
+    (metadata,) = db.execute("SELECT metadata_json FROM orchestrations").fetchone()
+    assert json.loads(metadata)["error_message"].startswith(
+        "abandoned: no activity since 2026-03-01T10:05:00.000Z"
+    )
+    db.close()
+
+
+def test_reap_read_only_original_file(tmp_path, lock_down):
+    path = make_original_db(tmp_path / "original.db", **ORIGINAL_RUNS)
+    lock_down(path)
+    dry = cli_result("--db", path, "reap", "--now", NOW_ISO, "--dry-run")
+    no_traceback(dry, 0)
+    assert "Would reap 1 orchestrations and 1 executions" in dry.output
+    result = cli_result("--db", path, "reap", "--now", NOW_ISO)
+    no_traceback(result, 1)
+    assert result.output.strip() == (
+        "Error: Cannot reap 2 stale runs: the database is read-only"
+        " (--dry-run lists them without writing)"
+    )
+    assert statuses(path) == [("e1", "in_progress"), ("e2", "completed"), ("o1", "running")]
+    # Nothing stale: nothing to write, so a read-only file is fine.
+    quiet = cli_result("--db", path, "reap", "--now", "2026-03-01T12:00:00Z", "--stale-after", "6h")
+    no_traceback(quiet, 0)
+    assert "Reaped 0 orchestrations and 0 executions" in quiet.output
+
+
+def test_reap_read_only_migrated_file(tmp_path, lock_down):
+    path = make_original_db(tmp_path / "original.db", **ORIGINAL_RUNS)
+    open_database(path).close()  # migrated: metadata_json exists
+    lock_down(path)
+    result = cli_result("--db", path, "reap", "--now", NOW_ISO)
+    no_traceback(result, 1)
+    assert "Error: Cannot reap 2 stale runs: the database is read-only" in result.output
+    assert statuses(path) == [("e1", "in_progress"), ("e2", "completed"), ("o1", "running")]

@@ -9,7 +9,13 @@ import statistics
 import numpy as np
 import pytest
 
-from agentmetrics.stats import mann_whitney_u, normal_sf, rank_average, two_proportion_z
+from agentmetrics.stats import (
+    fisher_exact,
+    mann_whitney_u,
+    normal_sf,
+    rank_average,
+    two_proportion_z,
+)
 
 PHI = statistics.NormalDist()
 
@@ -151,3 +157,49 @@ def test_two_proportion_z_matches_scipy():
     table = np.array([[140, 60], [120, 90]])
     chi2, p, _, _ = stats.chi2_contingency(table, correction=False)
     assert two_proportion_z(140, 200, 120, 210).p_value == pytest.approx(p, rel=1e-9)
+
+
+# -- Fisher's exact test -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("alternative", ["less", "greater", "two-sided"])
+def test_fisher_exact_matches_a_direct_sum(alternative):
+    # Direct hypergeometric sums with math.comb, over a grid of small tables.
+    for s1, n1, s2, n2 in [(3, 10, 9, 12), (0, 5, 5, 5), (7, 7, 0, 9), (19, 20, 1000, 1000)]:
+        total, successes = n1 + n2, s1 + s2
+
+        def pmf(x, n1=n1, total=total, successes=successes):
+            return (
+                math.comb(successes, x)
+                * math.comb(total - successes, n1 - x)
+                / math.comb(total, n1)
+            )
+
+        support = range(max(0, n1 - (total - successes)), min(successes, n1) + 1)
+        if alternative == "less":
+            expected = sum(pmf(x) for x in support if x <= s1)
+        elif alternative == "greater":
+            expected = sum(pmf(x) for x in support if x >= s1)
+        else:
+            expected = sum(pmf(x) for x in support if pmf(x) <= pmf(s1) * (1 + 1e-7))
+        got = fisher_exact(s1, n1, s2, n2, alternative).p_value
+        assert got == pytest.approx(min(1.0, expected), rel=1e-9)
+
+
+def test_fisher_exact_against_scipy():
+    scipy_stats = pytest.importorskip("scipy.stats")
+    for s1, n1, s2, n2 in [(3, 10, 9, 12), (0, 5, 5, 5), (12, 40, 30, 41), (1, 1, 0, 1)]:
+        table = [[s1, n1 - s1], [s2, n2 - s2]]
+        for alternative in ("less", "greater", "two-sided"):
+            expected = scipy_stats.fisher_exact(table, alternative=alternative)
+            got = fisher_exact(s1, n1, s2, n2, alternative)
+            assert got.p_value == pytest.approx(expected.pvalue, rel=1e-9)
+            assert got.statistic == pytest.approx(expected.statistic, nan_ok=True)
+
+
+def test_fisher_exact_edges():
+    assert all(math.isnan(v) for v in fisher_exact(0, 0, 3, 5))
+    with pytest.raises(ValueError, match="between 0 and n"):
+        fisher_exact(6, 5, 1, 5)
+    with pytest.raises(ValueError, match="Unknown alternative"):
+        fisher_exact(1, 5, 1, 5, "bigger")

@@ -6,7 +6,7 @@ import io
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from conftest import make_original_db
+from conftest import cli_result, make_original_db
 from dashboard_data import build
 
 from agentmetrics.cli import cli
@@ -219,8 +219,10 @@ def test_parquet_without_pyarrow(data_path, tmp_path, monkeypatch):
     ],
 )
 def test_errors(data_path, args, message):
+    """Options that do not go together are usage errors: one line, exit 2."""
     result = invoke(data_path, *args)
-    assert result.exit_code == 1
+    assert result.exit_code == 2
+    assert len(result.output.splitlines()) == 1
     assert result.output.startswith(message)
 
 
@@ -235,3 +237,66 @@ def test_directory_target_is_a_file(data_path, tmp_path):
 def test_bad_table_choice(data_path):
     result = invoke(data_path, "--format", "csv", "--table", "users")
     assert result.exit_code == 2
+
+
+# -- export --format csv/parquet --table ... -o FILE: odd targets --------------------------
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_table_export_into_a_missing_folder(data_path, tmp_path, fmt):
+    target = tmp_path / "nowhere" / f"executions.{fmt}"
+    result = cli_result(
+        "--db", data_path, "export", "--format", fmt, "--table", "executions", "-o", target
+    )
+    assert result.exit_code == 1
+    assert result.output == (
+        f"Error: Cannot write {target}: folder {target.parent} does not exist\n"
+    )
+    assert not target.parent.exists()
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_table_export_onto_a_directory(data_path, tmp_path, fmt):
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (folder / "keep.txt").write_text("kept")
+    result = cli_result(
+        "--db", data_path, "export", "--format", fmt, "--table", "executions", "-o", folder
+    )
+    assert result.exit_code == 1
+    assert result.output == f"Error: {folder} is a directory: give a file name for one table\n"
+    assert (folder / "keep.txt").read_text() == "kept"
+
+
+def test_failed_table_export_keeps_the_existing_file(data_path, tmp_path, monkeypatch):
+    from agentmetrics.exchange import EXPORT_FORMATS, ExportFormat
+
+    target = tmp_path / "executions.csv"
+    target.write_text("yesterday's export\n")
+
+    def broken(db, table, out, chunk_rows=0, progress=None):
+        out.write("half a row")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setitem(EXPORT_FORMATS, "csv", ExportFormat(write_table=broken))
+    result = cli_result(
+        "--db", data_path, "export", "--format", "csv", "--table", "executions", "-o", target
+    )
+    assert result.exit_code == 1
+    assert result.output == f"Error: Cannot write {target}: No space left on device\n"
+    assert target.read_text() == "yesterday's export\n"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("executions")] == [
+        "executions.csv"
+    ]
+
+
+def test_table_export_replaces_the_file(data_path, tmp_path):
+    target = tmp_path / "orchestrations.csv"
+    target.write_text("old\n")
+    result = cli_result(
+        "--db", data_path, "export", "--format", "csv", "--table", "orchestrations", "-o", target
+    )
+    assert result.exit_code == 0, result.output
+    rows = list(csv.reader(io.StringIO(target.read_text())))
+    assert rows[0][0] == "id"
+    assert len(rows) == 1 + 3  # dashboard_data has three orchestrations

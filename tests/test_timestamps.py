@@ -1,8 +1,12 @@
 import datetime as dt
 
 import pytest
+from conftest import cli_result, no_traceback, pandas_3_only
 
+from agentmetrics import reports
 from agentmetrics.reports._common import bound, window
+from agentmetrics.reports.regression import regressions
+from agentmetrics.reports.stale import stale_cutoff
 from agentmetrics.timestamps import normalize, parse_duration, to_iso
 
 
@@ -42,3 +46,33 @@ def test_huge_windows_clamp_instead_of_crashing():
 def test_bad_durations_are_value_errors(text):
     with pytest.raises(ValueError):
         parse_duration(text)
+
+
+# -- huge spans clamp to the start of time instead of an OverflowError ---------------------
+
+
+MARCH_10 = "2026-03-10T12:00:00Z"
+# 1,000,000 days: a valid duration that reaches back before the year 1.
+HUGE_SPAN = "1000000d"
+
+
+@pandas_3_only
+def test_huge_spans_clamp(db):
+    assert stale_cutoff(HUGE_SPAN, MARCH_10) == "0001-01-01T00:00:00.000Z"
+    assert regressions(db, recent=HUGE_SPAN, now=MARCH_10).empty
+    assert regressions(db, baseline=HUGE_SPAN, now=MARCH_10).empty
+    days = reports.trends(db, since=HUGE_SPAN, until="0001-01-03", now=MARCH_10)
+    assert [str(day.date()) for day in days["period"]] == ["0001-01-01", "0001-01-02"]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["reap", "--stale-after", HUGE_SPAN, "--dry-run"],
+        ["regressions", "--recent", HUGE_SPAN],
+        ["regressions", "--baseline", HUGE_SPAN],
+        ["health", "--stale-after", HUGE_SPAN],
+    ],
+)
+def test_cli_huge_spans(db, db_path, args):
+    no_traceback(cli_result("--db", db_path, *args), 0)

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from conftest import add_runs, cli_result, no_traceback, pandas_3_only
 
 from agentmetrics import reports
 from agentmetrics.cli import cli
@@ -322,3 +323,74 @@ def test_error_pattern_example_is_the_latest_message(monitor):
         )
     (row,) = reports.error_patterns(monitor.db).to_dict("records")
     assert row["count"] == 3 and row["example"] == "Timeout after 10s"
+
+
+# -- trends: window ends and sizes ---------------------------------------------------------
+
+
+MARCH_10 = "2026-03-10T12:00:00Z"
+
+
+def days_of(df):
+    return [str(period.date()) for period in df["period"]]
+
+
+def test_trends_since_runs_up_to_now(db):
+    # Data on 03-01 only; "the last 5 days" as of 03-04 shows the quiet days up to
+    # today as rows, at both ends, instead of stopping at the last execution.
+    add_runs(db, "a", "2026-03-01T10:00:00", 3, failed=1)
+    df = reports.trends(db, since="5d", now="2026-03-04T12:00:00Z")
+    assert days_of(df) == [
+        "2026-02-27",
+        "2026-02-28",
+        "2026-03-01",
+        "2026-03-02",
+        "2026-03-03",
+        "2026-03-04",
+    ]
+    assert list(df["executions"]) == [0, 0, 3, 0, 0, 0]
+    hourly = reports.trends(db, freq="h", since="2026-03-01T09:00:00Z", now="2026-03-01T12:30:00Z")
+    assert [p.hour for p in hourly["period"]] == [9, 10, 11, 12]
+    assert list(hourly["executions"]) == [0, 3, 0, 0]
+    # Without since nor until: the data's own range, whatever now is.
+    assert days_of(reports.trends(db, now="2026-03-04T12:00:00Z")) == ["2026-03-01"]
+
+
+def test_trends_quiet_window_is_rows_of_zero(db):
+    add_runs(db, "a", "2026-01-01T10:00:00", 2)
+    df = reports.trends(db, since="3d", now="2026-03-04T12:00:00Z")
+    assert days_of(df) == ["2026-03-01", "2026-03-02", "2026-03-03", "2026-03-04"]
+    assert df["executions"].eq(0).all() and df["success_rate"].isna().all()
+
+
+def test_since_after_until_is_an_error(db):
+    for report in (reports.trends, reports.error_patterns, reports.self_healing):
+        with pytest.raises(ValueError, match=r"since \(2026-03-05T00:00:00.000Z\) is after until"):
+            report(db, since="2026-03-05", until="2026-03-01")
+    result = cli_result(
+        "--db",
+        db.conn.execute("PRAGMA database_list").fetchone()[2],
+        "trends",
+        "--since",
+        "3d",
+        "--until",
+        "5d",
+        "--now",
+        MARCH_10,
+    )
+    no_traceback(result, 1)
+    assert "Error: since (2026-03-07T12:00:00.000Z) is after until (2026-03-05T12:00:00.000Z)" in (
+        result.output
+    )
+
+
+@pandas_3_only
+def test_too_many_periods_is_an_error(db, db_path):
+    # 200 years in hours: 1.75 million rows (and a chart that never finished drawing).
+    with pytest.raises(ValueError, match=r"1,753,\d{3} periods of 'h'.* at most 100,000"):
+        reports.trends(db, freq="h", since="1826-03-10", now=MARCH_10)
+    # Mondays from 1826-03-06 to 2026-03-09: 73,052 days / 7 + 1.
+    assert len(reports.trends(db, freq="W", since="1826-03-10", now=MARCH_10)) == 10437
+    result = cli_result("--db", db_path, "plot", "trends", "-o", "x.png", "--since", "1600-01-01")
+    no_traceback(result, 1)
+    assert "periods of 'D'" in result.output and "use a later since" in result.output

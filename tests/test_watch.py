@@ -3,6 +3,7 @@ import io
 
 import pytest
 from click.testing import CliRunner
+from conftest import cli_result
 from dashboard_data import NOW, T0, build
 
 import agentmetrics
@@ -120,14 +121,14 @@ def test_cli_does_not_write(data_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--interval", "0"], "Error: --interval must be a number > 0, got 0"),
-        (["--interval", "soon"], "Error: --interval must be a number > 0, got 'soon'"),
-        (["--iterations", "-1"], "Error: --iterations must be a whole number > 0"),
+        (["--interval", "0"], "Error: Invalid value for '-n' / '--interval': 0.0 is not in the"),
+        (["--interval", "soon"], "Error: Invalid value for '-n' / '--interval': 'soon' is not a"),
+        (["--iterations", "-1"], "Error: Invalid value for '--iterations': -1 is not in the range"),
     ],
 )
 def test_cli_bad_options(data_path, args, message):
     result = CliRunner().invoke(cli, ["--db", str(data_path), "watch", *args])
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # a bad option value is a usage error
     assert result.output.startswith(message)
 
 
@@ -136,3 +137,88 @@ def test_cli_missing_database(tmp_path):
     assert result.exit_code == 1
     assert result.output.startswith("Error: No database found")
     assert not (tmp_path / "none.db").exists()
+
+
+# -- watch: odd databases, terminal sizes and bounds ---------------------------------------
+
+
+def test_watch_on_a_database_without_our_tables(tmp_path):
+    import sqlite3
+
+    other = tmp_path / "other.db"
+    conn = sqlite3.connect(other)
+    conn.execute("CREATE TABLE notes (body TEXT)")
+    conn.commit()
+    conn.close()
+    before = other.read_bytes()
+    result = cli_result("--db", other, "watch", "--once")
+    assert result.exit_code == 1
+    assert result.output == (
+        f"Error: {other} is not an agentmetrics database: it has no agentmetrics tables"
+        " but other tables (notes); it is left unchanged\n"
+    )
+    assert other.read_bytes() == before  # watching never creates the schema
+
+
+def test_watch_refreshes_in_place_within_the_terminal_height(data_path):
+    from agentmetrics.watch import render, snapshot, watch
+
+    total = len(render(snapshot(data_path), 60).splitlines())
+    assert total > 7
+    out = io.StringIO()
+    watch(data_path, iterations=2, out=out, sleep=lambda s: None, width=60, height=8)
+    first, second = out.getvalue().split("\x1b[H")[1:]
+    assert first.startswith("\x1b[2J") and not second.startswith("\x1b[2J")
+    for frame in (first, second):
+        lines = frame.removeprefix("\x1b[2J").removesuffix("\x1b[J").split("\n")
+        assert lines[-1] == ""  # every line ends with a newline, the cursor row stays free
+        shown = lines[:-1]
+        assert len(shown) == 7  # an 8-row terminal never scrolls
+        assert all(line.endswith("\x1b[K") for line in shown)
+        assert shown[0].startswith("agentmetrics watch  ")
+        # 6 lines of the view, then the count of those left out
+        assert shown[-1] == f"… {total - 6} more lines: enlarge the terminal\x1b[K"
+
+
+def test_watch_view_fits_without_cutting(data_path):
+    from agentmetrics.watch import render, snapshot, watch
+
+    out = io.StringIO()
+    watch(data_path, iterations=1, out=out, sleep=lambda s: None, width=60, height=100)
+    frame = out.getvalue().removeprefix("\x1b[H\x1b[2J").removesuffix("\x1b[J")
+    expected = render(snapshot(data_path), 60)
+    assert frame.replace("\x1b[K", "") == expected
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        # Finished executions are looked up over the last day only: more minutes would
+        # be accepted and silently cut to a day (and 1e308 overflowed).
+        (
+            ["--minutes", "1441"],
+            "Error: Invalid value for '--minutes': 1441.0 is not in the range 0<x<=1440.\n",
+        ),
+        (
+            ["--minutes", "1e308"],
+            "Error: Invalid value for '--minutes': 1e+308 is not in the range 0<x<=1440.\n",
+        ),
+        (
+            ["--interval", "1e308"],
+            "Error: Invalid value for '-n' / '--interval': 1e+308 is not in the range"
+            " 0<x<=86400.\n",
+        ),
+    ],
+)
+def test_watch_bounds(data_path, args, message):
+    result = cli_result("--db", data_path, "watch", "--iterations", "2", *args)
+    assert result.exit_code == 2  # a bad option value is a usage error
+    assert result.output == message
+
+
+def test_watch_snapshot_rejects_minutes_beyond_the_lookback(data_path):
+    from agentmetrics.watch import snapshot
+
+    with pytest.raises(ValueError, match="recent_minutes must be over 0 and at most 1440"):
+        snapshot(data_path, recent_minutes=2000)
+    assert snapshot(data_path, recent_minutes=1440).recent_minutes == 1440

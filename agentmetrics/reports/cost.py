@@ -18,8 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..config import load_config
-from ..errors import InvalidValue
+from ..errors import ConfigError, InvalidValue
 from ._common import DbArg, TimeArg, read_frame, reading, window
 from ._frames import texts, to_utc
 
@@ -27,7 +26,7 @@ from ._frames import texts, to_utc
 # rate in the config file.
 DEFAULT_HOURLY_RATE = 1.0
 METHODS = ("time", "tokens", "recorded")
-_METHOD_COLUMNS = ("time_cost_usd", "token_cost_usd", "recorded_cost_usd")
+METHOD_COLUMNS = ("time_cost_usd", "token_cost_usd", "recorded_cost_usd")
 GROUPINGS = {
     "agent": ("e.agent_name", ["agent_name"]),
     "day": ("substr(e.started_at, 1, 10)", ["day"]),
@@ -90,20 +89,16 @@ GROUP BY group_key
 """
 
 
-def format_usd(value: float | None) -> str:
-    """US dollars to the cent, in one format: ``$1,234.50``, ``$0.21``, ``$0.00``;
-    ``<$0.01`` for a cost under half a cent (not zero); ``-`` for a missing value."""
-    if value is None or value != value:
-        return "-"
-    if 0 < value < 0.005:
-        return "<$0.01"
-    return f"${value:,.2f}"
+def cost_rates(config: dict[str, Any]) -> dict[str, Any]:
+    """The ``[costs]`` table of a loaded config (:func:`agentmetrics.config.load_config`),
+    checked.
 
-
-def cost_rates(config: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The ``[costs]`` table of a loaded config (the config file when None), checked."""
-    section = (load_config() if config is None else config).get("costs", {})
-    return _validate(section)
+    :raises ConfigError: the table holds an unknown key or a bad rate
+    """
+    try:
+        return _validate(config.get("costs", {}))
+    except InvalidValue as e:
+        raise ConfigError(str(e)) from None
 
 
 def costs(
@@ -120,7 +115,8 @@ def costs(
 
     :param rates: a ``[costs]`` table: ``default_hourly_rate``, ``agents`` (name ->
       hourly rate) and ``models`` (name -> ``input_per_million``/``output_per_million``
-      USD). None reads it from the config file (see :mod:`agentmetrics.config`).
+      USD), as :func:`cost_rates` returns it from the config file. None prices every
+      execution by time at :data:`DEFAULT_HOURLY_RATE`; no file is read.
     :param since: first start time included: a timestamp or a span before ``now``
     :param until: start times before this are included (same forms)
     :param agent: only this agent's executions
@@ -137,7 +133,7 @@ def costs(
     """
     if by not in GROUPINGS:
         raise InvalidValue(f"Invalid grouping {by!r}: use one of {', '.join(GROUPINGS)}")
-    checked = cost_rates() if rates is None else _validate(rates)
+    checked = _validate({} if rates is None else rates)
     key, key_columns = GROUPINGS[by]
     where, params = window(since, until, now, agent=agent, alias="e")
     params["default_rate"] = checked["default_hourly_rate"]
@@ -201,37 +197,37 @@ def _with_orchestrations(conn, frame: pd.DataFrame) -> pd.DataFrame:
 
 def _rate(value: Any, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{what} must be a number, got {value!r}")
+        raise InvalidValue(f"{what} must be a number, got {value!r}")
     if value < 0:
-        raise ValueError(f"{what} must not be negative, got {value!r}")
+        raise InvalidValue(f"{what} must not be negative, got {value!r}")
     return float(value)
 
 
 def _validate(section: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(section, dict):
-        raise ValueError("[costs] must be a table")
+        raise InvalidValue("[costs] must be a table")
     unknown = set(section) - {"default_hourly_rate", "agents", "models"}
     if unknown:
-        raise ValueError(
+        raise InvalidValue(
             f"Unknown [costs] setting {sorted(unknown)[0]!r}:"
             " use default_hourly_rate, agents or models"
         )
     agents = section.get("agents", {})
     models = section.get("models", {})
     if not isinstance(agents, dict) or not isinstance(models, dict):
-        raise ValueError("[costs.agents] and [costs.models] must be tables")
+        raise InvalidValue("[costs.agents] and [costs.models] must be tables")
     checked_models = {}
     for name, price in models.items():
         if not isinstance(price, dict) or not (
             {"input_per_million", "output_per_million"} & set(price)
         ):
-            raise ValueError(
+            raise InvalidValue(
                 f"[costs.models.{name!r}] needs input_per_million and/or output_per_million"
             )
         # A misspelt key would otherwise price that side at zero without a word.
         extra = set(price) - {"input_per_million", "output_per_million"}
         if extra:
-            raise ValueError(
+            raise InvalidValue(
                 f"Unknown setting {sorted(extra)[0]!r} in [costs.models.{name!r}]:"
                 " use input_per_million and output_per_million"
             )
@@ -241,46 +237,8 @@ def _validate(section: dict[str, Any]) -> dict[str, Any]:
         }
     return {
         "default_hourly_rate": _rate(
-            section.get("default_hourly_rate", DEFAULT_HOURLY_RATE), "default_hourly_rate"
+            section.get("default_hourly_rate", DEFAULT_HOURLY_RATE), "costs.default_hourly_rate"
         ),
         "agents": {name: _rate(rate, f"costs.agents.{name}") for name, rate in agents.items()},
         "models": checked_models,
     }
-
-
-def cost_chart(frame: pd.DataFrame, title: str = "Estimated cost"):
-    """A horizontal bar chart of a :func:`costs` frame, stacked by pricing method.
-
-    Returns a matplotlib Figure (nothing is shown).
-    """
-    from matplotlib.figure import Figure
-
-    label_column = frame.columns[0]
-    labels = [
-        "(no orchestration)"
-        if value is None or value != value
-        else f"{value:%Y-%m-%d}"
-        if label_column == "day"
-        else str(value)
-        for value in (
-            frame["task_description"].fillna(frame[label_column])
-            if label_column == "orchestration_id"
-            else frame[label_column]
-        )
-    ]
-    fig = Figure(figsize=(8, max(2.5, 0.45 * len(frame) + 1.2)), layout="constrained")
-    ax = fig.subplots()
-    left = [0.0] * len(frame)
-    colors = {"time": "#4c78a8", "tokens": "#f58518", "recorded": "#54a24b"}
-    positions = list(range(len(frame)))[::-1]
-    for method, column in zip(METHODS, _METHOD_COLUMNS, strict=True):
-        values = frame[column].tolist()
-        if any(values):
-            ax.barh(positions, values, left=left, label=method, color=colors[method])
-            left = [a + b for a, b in zip(left, values, strict=True)]
-    ax.set_yticks(positions, labels)
-    ax.set_xlabel("Cost (USD)")
-    ax.set_title(title)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(title="method", loc="lower right")
-    return fig
