@@ -24,8 +24,10 @@ from .db import (
     open_database,
 )
 from .errors import AgentMetricsError, ConfigError, InvalidValue
+from .formatting import format_time, formatters, printable, readable
+from .reports._common import resolve_now
 from .reports.regression import METRICS as REGRESSION_METRICS
-from .timestamps import positive_duration
+from .timestamps import before, positive_duration
 
 
 class _UsageFailure(click.ClickException):
@@ -188,8 +190,6 @@ def emit(
 
 
 def _cell(value: object) -> object:
-    from .formatting import printable
-
     if value is None:
         return "-"
     return printable(value) if isinstance(value, str) else value
@@ -221,33 +221,6 @@ NON_NEGATIVE_NUMBER = _Number(min=0)
 SQLITE_INT = _Whole(-(2**63), 2**63 - 1)  # what an INTEGER column holds
 
 
-def _timestamp(value) -> str:
-    if value is None or value is pd.NaT or (isinstance(value, float) and value != value):
-        return "-"
-    return value.strftime("%Y-%m-%d %H:%M:%S") if hasattr(value, "strftime") else str(value)
-
-
-def _formatters(df: pd.DataFrame) -> dict[str, Callable]:
-    """Readable text for durations, rates and timestamps, chosen by column name/type."""
-    from .formatting import format_duration, format_percent
-
-    shown: dict[str, Callable] = {}
-    for column in df.columns:
-        if column.endswith("duration_ms"):
-            shown[column] = format_duration
-        elif column.endswith("_rate"):
-            shown[column] = format_percent
-        elif pd.api.types.is_datetime64_any_dtype(df[column]):
-            shown[column] = _timestamp
-        elif pd.api.types.is_float_dtype(df[column]) and (df[column].dropna() % 1 == 0).all():
-            shown[column] = _whole  # counts kept as float only to hold NaN
-    return shown
-
-
-def _whole(value: float) -> str:
-    return "-" if value != value else f"{value:.0f}"
-
-
 def emit_report(
     df: pd.DataFrame, fmt: str, columns: list[str] | None = None, empty: str = "No rows."
 ) -> None:
@@ -257,7 +230,7 @@ def emit_report(
     """
     if fmt == "table" and columns is not None:
         df = df[columns]
-    emit(df, fmt, _formatters(df), empty=empty)
+    emit(df, fmt, formatters(df), empty=empty)
 
 
 def emit_record(df: pd.DataFrame, fmt: str) -> None:
@@ -269,16 +242,11 @@ def emit_record(df: pd.DataFrame, fmt: str) -> None:
         records = json.loads(df.to_json(orient="records", date_format="iso"))
         write_exact(json.dumps(records[0] if records else {}, indent=2) + "\n")
         return
-    formatters = _formatters(df)
+    shown = readable(df)
     width = max((len(str(k)) for k in df.columns), default=0)
     for name in df.columns:
-        value = df[name].iloc[0] if len(df) else None  # per column: keeps ints as ints
-        if name in formatters:
-            text = formatters[name](value)
-        elif value is None or (isinstance(value, float) and value != value):
-            text = "-"
-        else:
-            text = str(value)
+        value = shown[name].iloc[0] if len(df) else None
+        text = "-" if value is None or value is pd.NaT or value != value else str(value)
         click.echo(f"{name:<{width}}  {_cell(text)}")
 
 
@@ -497,6 +465,13 @@ def health(
 
     db = read_db(ctx)
     df = reports.system_health(db, hours=hours, now=now, stale_after=stale_after)
+    if fmt == "table":
+        end = resolve_now(now)
+        start = before(end, hours)
+        click.echo(
+            f"Health of {ctx.obj['db_path']}, last {hours:g} h:"
+            f" {format_time(start)} to {format_time(end)} UTC"
+        )
     emit_record(df, fmt)
     gate = rules.health_rules(hours, stale_after, **limits)
     if gate:
@@ -813,7 +788,7 @@ def costs(
     elif by == "day":
         shown["day"] = shown["day"].dt.strftime("%Y-%m-%d")
     money = {c: format_usd for c in shown.columns if c.endswith("cost_usd")}
-    emit(shown, fmt, {**_formatters(shown), **money}, empty="No finished executions.")
+    emit(shown, fmt, {**formatters(shown), **money}, empty="No finished executions.")
     if len(df):
         total = format_usd(df["cost_usd"].sum())
         click.echo(f"\nTotal: {total} over {df['finished'].sum()} finished executions")

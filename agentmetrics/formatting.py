@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from typing import Any
 
 import pandas as pd
 
@@ -51,6 +53,44 @@ def format_value(value: float | None, unit: str) -> str:
         return "-"
     shown = {"percent": format_percent, "ms": format_duration, "usd": format_usd}
     return shown[unit](value) if unit in shown else f"{value:g}"
+
+
+def format_time(value) -> str:
+    """A timestamp to the second, ``2026-11-01 12:00:00``; ``-`` for a missing value."""
+    if value is None or value is pd.NaT or (isinstance(value, float) and value != value):
+        return "-"
+    return value.strftime("%Y-%m-%d %H:%M:%S") if hasattr(value, "strftime") else str(value)
+
+
+def _whole(value: float) -> str:
+    return "-" if value != value else f"{value:.0f}"
+
+
+def formatters(df: pd.DataFrame) -> dict[str, Callable[[Any], str]]:
+    """How each column of a report reads best, by the contract's names and dtypes:
+    durations (``*duration_ms``), rates (``*_rate``), timestamps, and whole numbers
+    that a float column holds only to keep NaN."""
+    shown: dict[str, Callable[[Any], str]] = {}
+    for column in df.columns:
+        if column.endswith("duration_ms"):
+            shown[column] = format_duration
+        elif column.endswith("_rate"):
+            shown[column] = format_percent
+        elif pd.api.types.is_datetime64_any_dtype(df[column]):
+            shown[column] = format_time
+        elif pd.api.types.is_float_dtype(df[column]) and (df[column].dropna() % 1 == 0).all():
+            shown[column] = _whole
+    return shown
+
+
+def readable(df: pd.DataFrame) -> pd.DataFrame:
+    """A copy of a report for people: ``2m 5s``, ``66.7%``, times to the second, and
+    counts as integers, also after ``.T`` (the columns become objects, so transposing a
+    one-row report such as ``system_health`` no longer turns counts into ``3.00``)."""
+    shown = df.astype(object)
+    for column, formatter in formatters(df).items():
+        shown[column] = df[column].map(formatter).astype(object)
+    return shown
 
 
 def printable(text: str) -> str:

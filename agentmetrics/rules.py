@@ -576,7 +576,7 @@ def _agent_known(db: Database, agent: str) -> bool:
 
 def for_display(results: pd.DataFrame) -> pd.DataFrame:
     """The results of :func:`evaluate` as text for a table: statuses not ok in
-    capitals, values and thresholds in the metric's unit."""
+    capitals, values and thresholds in the metric's unit, and why a rule is not ok."""
 
     def shown(column: str) -> list[str]:
         return [_shown(m, v) for m, v in zip(results["metric"], results[column], strict=True)]
@@ -591,6 +591,7 @@ def for_display(results: pd.DataFrame) -> pd.DataFrame:
             "value": shown("value"),
             "warn": shown("warn"),
             "alert": shown("alert"),
+            "why": list(results["detail"]),
         }
     )
 

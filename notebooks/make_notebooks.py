@@ -26,7 +26,7 @@ import pandas as pd
 
 from agentmetrics import plots, reports
 from agentmetrics.demo import NOTEBOOK_NOW, ensure_demo
-from agentmetrics.formatting import format_duration
+from agentmetrics.formatting import format_duration, readable
 
 pd.options.display.precision = 1
 pd.options.display.width = 120
@@ -56,14 +56,15 @@ NOTEBOOKS = {
         md(
             "## The last 24 hours\n\n"
             "The same numbers `agentmetrics health` prints: orchestrations by status, "
-            "executions, success rate (completed out of finished) and durations."
+            "executions, success rate (completed out of finished) and durations, shown by "
+            "`readable` as the command line shows them (counts as integers, rates in %, "
+            "durations as `2m 5s`)."
         ),
-        "health = reports.system_health(DB, hours=24, now=NOW)\nhealth.T",
-        md("The durations in a readable form:"),
-        'durations = health[["avg_duration_ms", "p50_duration_ms", "p95_duration_ms"]]\n'
-        "durations.T[0].map(format_duration)",
+        "health = reports.system_health(DB, hours=24, now=NOW)\nreadable(health).T",
+        md("The report itself keeps plain numbers to compute with (milliseconds, percent):"),
+        'health[["executions", "success_rate", "p95_duration_ms"]]',
         md("## The last week, for comparison"),
-        "reports.system_health(DB, hours=24 * 7, now=NOW).T",
+        "readable(reports.system_health(DB, hours=24 * 7, now=NOW)).T",
         md(
             "## What is running right now\n\n"
             "The newest orchestrations; the few at the top started minutes before `NOW` and "

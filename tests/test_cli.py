@@ -405,6 +405,36 @@ def test_health_now(recent):
     assert as_json("--db", recent, "health", "24", "--now", later)["orchestrations"] == 3
 
 
+def test_health_table_says_what_it_describes(recent):
+    """A header names the file and the window; counts print as integers, rates in %."""
+    later = BASE + dt.timedelta(hours=2)
+    lines = invoke("--db", recent, "health", "6", "--now", later.isoformat()).stdout.splitlines()
+    start, end = later - dt.timedelta(hours=6), later
+    assert lines[0] == (
+        f"Health of {recent}, last 6 h: {start:%Y-%m-%d %H:%M:%S} to {end:%Y-%m-%d %H:%M:%S} UTC"
+    )
+    rows = dict(line.split(maxsplit=1) for line in lines[1:])
+    # r-1, r-2, r-3; a-1..a-4 and solo; a-1 and a-3 completed, a-2 and solo failed.
+    assert rows["orchestrations"] == "3"
+    assert rows["executions"] == "5"
+    assert rows["finished"] == "4"
+    assert rows["success_rate"] == "50.0%"
+    assert rows["avg_duration_ms"] == "5s"  # (2000 + 6000 + 4000 + 8000) / 4
+
+
+def test_readable_keeps_counts_whole_after_transposing(recent):
+    from agentmetrics.formatting import readable
+
+    health = agentmetrics.reports.system_health(recent, now=BASE + dt.timedelta(hours=2))
+    assert health.T[0]["executions"] == 5.0  # the raw frame: one float column once transposed
+    shown = readable(health).T[0]
+    assert str(shown["executions"]) == "5"
+    assert str(shown["completed_orchestrations"]) == "0"
+    assert shown["success_rate"] == "50.0%"
+    assert shown["p95_duration_ms"] == "7s"  # 6000 + 0.85 * (8000 - 6000) = 7700 ms
+    assert health["executions"].dtype == "int64"  # the report itself is unchanged
+
+
 @pytest.mark.parametrize(
     ("args", "message", "code"),
     [
