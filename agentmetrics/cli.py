@@ -23,11 +23,11 @@ from .db import (
     PendingWritesWarning,
     open_database,
 )
-from .errors import AgentMetricsError, ConfigError, InvalidValue
+from .errors import AgentMetricsError, ConfigError
 from .formatting import format_time, formatters, printable, readable
-from .reports._common import resolve_now
+from .reports._common import bound, resolve_now
 from .reports.regression import METRICS as REGRESSION_METRICS
-from .timestamps import before, positive_duration
+from .timestamps import before, parse_timestamp, positive_duration
 
 
 class _UsageFailure(click.ClickException):
@@ -130,14 +130,36 @@ def output_options(fn: Callable) -> Callable:
     return click.decorators.update_wrapper(wrapper, fn)
 
 
+def _checked(check: Callable[[str], object]) -> Callable:
+    """A click callback that checks a value up front (a bad one is a usage error, exit 2)
+    and passes its text on unchanged."""
+
+    def callback(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                check(value)
+            except ValueError as e:  # InvalidValue too
+                raise click.BadParameter(str(e)) from None
+        return value
+
+    return callback
+
+
 _WINDOW = "at or after SINCE, before UNTIL; a timestamp or a span like 7d"
 _WINDOW_OPTIONS = {
-    "since": click.option("--since", help=f"Only runs started {_WINDOW}."),
-    "until": click.option("--until", help=f"Only runs started {_WINDOW}."),
+    "since": click.option(
+        "--since", callback=_checked(bound), help=f"Only runs started {_WINDOW}."
+    ),
+    "until": click.option(
+        "--until", callback=_checked(bound), help=f"Only runs started {_WINDOW}."
+    ),
     "agent": click.option("--agent", help="Only this agent."),
 }
 now_option = click.option(
-    "--now", metavar="TIME", help="Answer as of this UTC time instead of the current time."
+    "--now",
+    metavar="TIME",
+    callback=_checked(parse_timestamp),
+    help="Answer as of this UTC time instead of the current time.",
 )
 
 
@@ -370,14 +392,7 @@ def executions(ctx: click.Context, session_id: str, fmt: str) -> None:
     emit_report(df, fmt, _EXECUTION_TABLE, empty="No executions recorded for this orchestration.")
 
 
-def _duration_text(ctx, param, value: str | None) -> str | None:
-    """Check a duration like ``6h`` early, for a one-line error; keep the text."""
-    if value is not None:
-        try:
-            positive_duration(value)
-        except InvalidValue as e:
-            raise click.BadParameter(str(e)) from None
-    return value
+_duration_text = _checked(positive_duration)
 
 
 def duration_option(name: str, help: str, default: str | None = None) -> Callable:

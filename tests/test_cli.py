@@ -488,9 +488,9 @@ def test_readable_keeps_counts_whole_after_transposing(recent):
         (["agent", "nobody", "--list"], "Error: No executions of agent 'nobody'", 1),
         (
             ["performance", "--since", "tuesday"],
-            "Error: not a time: 'tuesday'"
+            "Error: Invalid value for '--since': not a time: 'tuesday'"
             " (use a timestamp such as 2026-11-01 or a span back such as 6h, 7d, 2w)",
-            1,
+            2,
         ),
     ],
 )
@@ -799,6 +799,9 @@ def test_exit_codes(recent, tmp_path):
         (["--db", recent, "check", "--rules", tmp_path / "none.toml"], 2),
         (["--db", recent, "costs", "--config", bad_toml], 2),
         (["--db", recent, "report", "--rules", bad_rules, "-o", tmp_path / "r.html"], 2),
+        (["--db", recent, "trends", "--since", "tuesday"], 2),
+        (["--db", recent, "performance", "--until", "7"], 2),
+        (["--db", recent, "health", "--now", "soon"], 2),
     ]
     for args, code in cases:
         result = invoke(*args, exit_code=code)

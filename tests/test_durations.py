@@ -124,8 +124,8 @@ def test_cli_bare_numbers_are_one_line_errors(timed, args, label, number):
 def test_cli_time_window_spans_need_a_unit(timed):
     # --since 7 silently meant 7 hours.
     result = run("--db", timed, "trends", "--since", "7")
-    assert result.exit_code == 1
-    assert result.stderr.startswith("Error: not a time: '7'")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("Error: Invalid value for '--since': not a time: '7'")
     assert "6h, 7d, 2w" in result.stderr
     assert run("--db", timed, "trends", "--since", "2h", "--json").exit_code == 0
 

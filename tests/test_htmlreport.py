@@ -172,21 +172,22 @@ def test_cli_report(data_path, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "args, message",
+    "args, message, code",
     [
-        (["--since", "2026-03-02", "--until", "2026-03-01"], "Error: since (2026-03-02T00:00"),
+        (["--since", "2026-03-02", "--until", "2026-03-01"], "Error: since (2026-03-02T00:00", 1),
         (
             ["--since", "last week"],
-            "Error: not a time: 'last week'"
+            "Error: Invalid value for '--since': not a time: 'last week'"
             " (use a timestamp such as 2026-11-01 or a span back such as 6h, 7d, 2w)",
+            2,
         ),
-        (["-o", "missing/r.html"], "Error: Cannot write missing/r.html"),
-        (["--rules", "nope.toml"], "Error: Config file nope.toml not found"),
+        (["-o", "missing/r.html"], "Error: Cannot write missing/r.html", 1),
+        (["--rules", "nope.toml"], "Error: Config file nope.toml not found", 2),
     ],
 )
-def test_cli_report_errors(data_path, args, message):
+def test_cli_report_errors(data_path, args, message, code):
     result = CliRunner().invoke(cli, ["--db", str(data_path), "report", *args])
-    assert result.exit_code == (2 if "--rules" in args else 1)  # a config error exits 2
+    assert result.exit_code == code  # usage and configuration errors exit 2
     assert result.output.startswith(message)
     assert "Traceback" not in result.output
 

@@ -271,7 +271,7 @@ def test_cli_trends(tiny, db_path):
     "args,message",
     [
         (["--freq", "M"], "Error: Unknown freq 'M': use one of h, D, W"),
-        (["--since", "last week"], "Error: not a time: 'last week'"),
+        (["--since", "last week"], "Error: Invalid value for '--since': not a time: 'last week'"),
         (["--json", "--csv"], "Use just one of --json or --csv"),
     ],
 )
