@@ -404,20 +404,14 @@ _STAGE = """
 INSERT OR REPLACE INTO otel_spans (trace_id, span_id, parent_span_id, role, start_ns, end_ns, data)
 VALUES (?, ?, ?, ?, ?, ?, ?)
 """
-_MERGE_METADATA = """metadata_json = CASE
-    WHEN json_valid({table}.metadata_json) AND json_type({table}.metadata_json) = 'object'
-      THEN json_patch({table}.metadata_json, excluded.metadata_json)
-    ELSE excluded.metadata_json END"""
 
 
 def _upsert(table: str, columns: tuple[str, ...]) -> str:
-    kept = {"id", "created_at", "metadata_json"}
-    updates = [f"{c} = excluded.{c}" for c in columns if c not in kept]
+    updates = [f"{c} = excluded.{c}" for c in columns if c not in ("id", "created_at")]
     return (
         f"INSERT INTO {table} ({', '.join(columns)})"
         f" VALUES ({', '.join(':' + c for c in columns)})"
-        f" ON CONFLICT(id) DO UPDATE SET {', '.join(updates)},"
-        f" {_MERGE_METADATA.format(table=table)}"
+        f" ON CONFLICT(id) DO UPDATE SET {', '.join(updates)}"
     )
 
 
@@ -479,26 +473,37 @@ _UPSERT_RUNNING = (
 
 
 def _claim(db: Database, table: str, key: str, rows: list[dict[str, Any]]) -> None:
-    """Keep session ids unique: a session another row already holds is that row when the
-    span is ours (the row takes its id), else the session of this trace's own row (its
-    id gets ``/trace id`` appended)."""
-    holders: dict[str, str] = {}
+    """Keep session ids unique and stored metadata.
+
+    A session another row already holds is that row when the span is ours (the row
+    takes its id), else this trace's own session (its id gets ``/trace id`` appended).
+    Metadata already stored (a tracker's, or from earlier spans) is kept, with ours on
+    top, keys sorted: the same text whatever order the spans came in.
+    """
+    holders: dict[str, tuple[str, str | None]] = {}
     keys = list({row[key] for row in rows})
     for i in range(0, len(keys), 500):
         chunk = keys[i : i + 500]
         marks = ", ".join("?" * len(chunk))
-        sql = f"SELECT {key}, id FROM {table} WHERE {key} IN ({marks})"
-        holders.update(db.conn.execute(sql, chunk).fetchall())
+        sql = f"SELECT {key}, id, metadata_json FROM {table} WHERE {key} IN ({marks})"
+        holders.update((k, (id_, meta)) for k, id_, meta in db.conn.execute(sql, chunk))
     for row in rows:
         ours, trace_id = row.pop("_ours"), row.pop("_trace")
-        holder = holders.setdefault(row[key], row["id"])
-        if holder == row["id"]:
-            continue
-        if ours:
+        holder, stored = holders.setdefault(row[key], (row["id"], None))
+        if holder != row["id"]:
+            if not ours:
+                row[key] = f"{row[key]}/{trace_id}"
+                holders[row[key]] = (row["id"], None)
+                continue
             row["id"] = holder
-        else:
-            row[key] = f"{row[key]}/{trace_id}"
-            holders[row[key]] = row["id"]
+        if stored:
+            try:
+                previous = json.loads(stored)
+            except ValueError:
+                previous = None
+            if isinstance(previous, dict):
+                row["metadata_json"] = _dumps({**previous, **json.loads(row["metadata_json"])})
+        holders[row[key]] = (row["id"], row["metadata_json"])
 
 
 def _load(db: Database, trace_ids: list[str]) -> dict[str, dict[str, Record]]:
