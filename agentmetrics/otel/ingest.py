@@ -108,12 +108,27 @@ class Ingested:
 # -- what the mapping reads from one span ----------------------------------------------
 
 
-def _first(attributes: dict[str, Any], *keys: str) -> Any:
-    for key in keys:
-        value = attributes.get(key)
-        if value is not None and value != "":
-            return value
-    return None
+# What the mapping reads, with the attributes it comes from (the first one present wins).
+_FIELDS = {
+    "conversation": ("gen_ai.conversation.id", "session.id"),
+    "workflow": ("gen_ai.workflow.name",),
+    "agent": ("gen_ai.agent.name", "agent.name", "agent_name"),
+    "agent_id": ("gen_ai.agent.id",),
+    "model": ("gen_ai.response.model", "gen_ai.request.model", "llm.model_name", "model_name"),
+    "input_tokens": ("gen_ai.usage.input_tokens", "llm.token_count.prompt"),
+    "output_tokens": ("gen_ai.usage.output_tokens", "llm.token_count.completion"),
+    "cost": ("gen_ai.usage.cost", "llm.cost.total"),
+}
+_NUMBERS = {"input_tokens", "output_tokens", "cost"}
+_USAGE = ("model", "input_tokens", "output_tokens", "cost")
+# Which fields each role needs; None: a root span of no known role.
+_ROLE_FIELDS: dict[str | None, tuple[str, ...]] = {
+    "agent": ("conversation", "agent", "agent_id", *_USAGE),
+    "llm": _USAGE,
+    "tool": (),
+    "workflow": ("conversation", "workflow"),
+    None: ("conversation", "workflow"),
+}
 
 
 def _number(value: Any) -> int | float | None:
@@ -154,25 +169,21 @@ def extract(span: Span) -> tuple[str | None, dict[str, Any] | None]:
     data: dict[str, Any] = {"name": span.name}
     if span.status_code == STATUS_ERROR:
         data["error"] = _error(span) or ""
-    ours = {k[len(_AM) :]: v for k, v in a.items() if k.startswith(_AM)}
-    values = {
-        "am": ours or None,
-        "conversation": _first(a, "gen_ai.conversation.id", "session.id"),
-        "workflow": a.get("gen_ai.workflow.name"),
-        "agent": _first(a, "gen_ai.agent.name", "agent.name", "agent_name"),
-        "agent_id": a.get("gen_ai.agent.id"),
-        "model": _first(
-            a, "gen_ai.response.model", "gen_ai.request.model", "llm.model_name", "model_name"
-        ),
-        "input_tokens": _number(_first(a, "gen_ai.usage.input_tokens", "llm.token_count.prompt")),
-        "output_tokens": _number(
-            _first(a, "gen_ai.usage.output_tokens", "llm.token_count.completion")
-        ),
-        "cost": _number(_first(a, "gen_ai.usage.cost", "llm.cost.total")),
-        "tool": _first(a, "gen_ai.tool.name", "tool.name"),
-        "service": span.resource.get("service.name"),
-    }
-    data.update((key, value) for key, value in values.items() if value is not None)
+    for field in _ROLE_FIELDS[role]:
+        for key in _FIELDS[field]:
+            value = a.get(key)
+            if value is not None and value != "":
+                if field in _NUMBERS:
+                    value = _number(value)
+                if value is not None:
+                    data[field] = value
+                break
+    if role in ("agent", "workflow", None):
+        ours = {k[len(_AM) :]: v for k, v in a.items() if k.startswith(_AM)}
+        if ours:
+            data["am"] = ours
+        if span.resource.get("service.name"):
+            data["service"] = span.resource["service.name"]
     return role, data
 
 
