@@ -502,3 +502,19 @@ def test_exporter_never_raises(tmp_path, caplog):
     exporter.shutdown()
     assert exporter.export(spans) is SpanExportResult.FAILURE
     assert exporter.dropped == 10
+
+
+def test_cleanup_deletes_old_spans_with_their_rows(db_path):
+    from agentmetrics.cleanup import cleanup
+
+    ingest_spans(db_path, decode_json(request(*OPENINFERENCE)))
+    # The trace started 2026-05-28T20:26:40Z: 30 days before 2026-06-28 it is kept.
+    kept = cleanup(db_path, 30, now="2026-06-27T20:00:00Z")
+    assert (kept.orchestrations, kept.spans) == (0, 0)
+    counted = cleanup(db_path, 30, now="2026-06-28T00:00:00Z", dry_run=True)
+    assert (counted.orchestrations, counted.executions, counted.spans) == (1, 2, 7)
+    done = cleanup(db_path, 30, now="2026-06-28T00:00:00Z")
+    assert (done.orchestrations, done.executions, done.spans) == (1, 2, 7)
+    conn = sqlite3.connect(db_path)
+    assert conn.execute("SELECT count(*) FROM otel_spans").fetchone()[0] == 0
+    conn.close()
