@@ -518,3 +518,18 @@ def test_cleanup_deletes_old_spans_with_their_rows(db_path):
     conn = sqlite3.connect(db_path)
     assert conn.execute("SELECT count(*) FROM otel_spans").fetchone()[0] == 0
     conn.close()
+
+
+def test_values_sqlite_cannot_hold_are_left_out_or_rejected(db_path):
+    agent = span(1, None, "invoke_agent x", 0, 5, genai("invoke_agent", **{"usage.cost": 1.0}))
+    chat = span(2, 1, "chat", 1, 2, genai("chat", **{"usage.input_tokens": 2**64}))
+    chat["attributes"].append({"key": "gen_ai.usage.cost", "value": {"doubleValue": "Infinity"}})
+    # A lone surrogate is valid in a JSON escape, not in UTF-8: that span is rejected.
+    text = json.dumps(request(agent, chat)).replace("invoke_agent x", "invoke_agent x\\ud800")
+    result = ingest_request(db_path, text.encode(), "application/json")
+    assert (result.accepted, result.rejected) == (1, 1)
+    assert result.error_message == "span 'invoke_agent x\\ud800': holds text that is not UTF-8"
+    ingest_request(db_path, json.dumps(request(agent)), "application/json")
+    [run] = rows(db_path, "agent_executions").values()
+    # The chat span's values do not fit: none stored, the agent span's own cost stays.
+    assert (run["agent_name"], run["input_tokens"], run["cost_usd"]) == ("x", None, 1.0)

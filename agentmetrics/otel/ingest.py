@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import sqlite3
 import time
@@ -61,6 +62,7 @@ _ROLES = {
     "EMBEDDING": "llm",
 }
 _AM = "agentmetrics."
+_MAX_INTEGER = 2**63 - 1  # SQLite's largest INTEGER
 # One encoder for every call: creating one per call costs more than encoding.
 _dumps = json.JSONEncoder(
     ensure_ascii=False,
@@ -132,9 +134,12 @@ _ROLE_FIELDS: dict[str | None, tuple[str, ...]] = {
 
 
 def _number(value: Any) -> int | float | None:
+    """A count or cost SQLite can store (a whole number up to 2^63-1, a finite float)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    return value if value >= 0 else None
+    if isinstance(value, float):
+        return value if 0 <= value < math.inf else None
+    return value if 0 <= value <= _MAX_INTEGER else None
 
 
 def _error(span: Span) -> str | None:
@@ -217,7 +222,7 @@ def _text(value: Any) -> str | None:
 
 
 def _count(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+    return value if isinstance(value, int) and _number(value) is not None else None
 
 
 class _Trace:
@@ -272,6 +277,8 @@ class _Trace:
             execution["parent_execution_id"] = executions[parent]["id"] if parent else None
             execution["metadata_json"] = _dumps(execution.pop("_metadata"))
             execution.pop("_own", None)
+            for column in ("input_tokens", "output_tokens", "cost_usd"):  # sums may overflow
+                execution[column] = _number(execution[column])
         return orchestration, list(executions.values())
 
     def _execution(self, span_id: str) -> dict[str, Any]:
@@ -309,7 +316,7 @@ class _Trace:
             "output_tokens": _count(data.get("output_tokens")),
             "cost_usd": _number(am.get("cost_usd", data.get("cost"))),
             "_metadata": metadata,
-            "_own": True,  # token counts still the agent span's own
+            "_own": {"input_tokens", "output_tokens", "cost_usd"},  # still the agent span's
             "_ours": ours,
             "_trace": self.trace_id,
         }
@@ -323,19 +330,18 @@ class _Trace:
                 metadata["tool_errors"] = metadata.get("tool_errors", 0) + 1
             return
         metadata["llm_calls"] = metadata.get("llm_calls", 0) + 1
-        if execution.pop("_own", False):
-            # The LLM spans' counts replace the agent span's own (often their total).
-            for key in ("input_tokens", "output_tokens"):
-                execution[key] = None
-            if execution["cost_usd"] is not None and "cost" in data:
-                execution["cost_usd"] = None
+        own = execution["_own"]
         for key, column in (
             ("input_tokens", "input_tokens"),
             ("output_tokens", "output_tokens"),
             ("cost", "cost_usd"),
         ):
-            if isinstance(data.get(key), (int, float)):
-                execution[column] = (execution[column] or 0) + data[key]
+            if key in data:
+                if column in own:
+                    # The LLM spans' counts replace the agent span's own (often their total).
+                    own.discard(column)
+                    execution[column] = 0
+                execution[column] += data[key]
         if execution["model"] is None and data.get("model"):
             execution["model"] = str(data["model"])
 
@@ -578,6 +584,23 @@ def _write(db: Database, spans: list[Span], result: Ingested) -> None:
     result.executions += len(flat)
 
 
+def _write_checked(db: Database, spans: list[Span], result: Ingested) -> None:
+    try:
+        _write(db, spans, result)
+    except UnicodeEncodeError:
+        # Text with a lone surrogate (valid in JSON escapes and Python strings, not in
+        # UTF-8) cannot be stored: reject those spans, write the others.
+        good = []
+        for span in spans:
+            try:
+                _dumps(dataclasses.astuple(span)).encode()
+            except UnicodeEncodeError:
+                result._reject(f"span {ascii(span.name)}: holds text that is not UTF-8")
+            else:
+                good.append(span)
+        _write(db, good, result)
+
+
 def ingest_spans(
     db: str | os.PathLike[str] | Database,
     spans: Iterable[Span | RejectedSpan],
@@ -604,10 +627,10 @@ def ingest_spans(
                 batch.append(span)
                 if len(batch) >= size.size:
                     with size.timed():
-                        _write(database, batch, result)
+                        _write_checked(database, batch, result)
                     batch = []
             if batch:
-                _write(database, batch, result)
+                _write_checked(database, batch, result)
         except sqlite3.DatabaseError as e:
             name = database.conn.execute("PRAGMA main.database_list").fetchone()[2]
             if refused_write(e):
