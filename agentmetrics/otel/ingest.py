@@ -30,12 +30,12 @@ carrying ``agentmetrics.*`` attributes (our own export) give back the rows expor
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
 import sqlite3
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -50,7 +50,7 @@ LOCK_SECONDS = 0.1
 _FIRST_BATCH = 500
 _MAX_REASONS = 5
 # uuid5 namespace of execution ids derived from (trace id, span id).
-_NAMESPACE = uuid.UUID("6f0b8a52-51a4-4f4e-9c4b-3d0c2f7e8a11")
+_NAMESPACE = bytes.fromhex("6f0b8a5251a44f4e9c4b3d0c2f7e8a11")
 _LLM_OPERATIONS = {"chat", "text_completion", "generate_content", "embeddings"}
 _ROLES = {
     "invoke_workflow": "workflow",
@@ -217,6 +217,11 @@ def _times(start: int, end: int | None) -> dict[str, Any]:
     }
 
 
+def _uuid_text(hex32: str) -> str:
+    """32 hex digits in the UUID form (8-4-4-4-12)."""
+    return f"{hex32[:8]}-{hex32[8:12]}-{hex32[12:16]}-{hex32[16:20]}-{hex32[20:32]}"
+
+
 def _text(value: Any) -> str | None:
     return None if value is None else str(value)
 
@@ -346,7 +351,13 @@ class _Trace:
             execution["model"] = str(data["model"])
 
     def _id(self, span_id: str) -> str:
-        return str(uuid.uuid5(_NAMESPACE, f"{self.trace_id}/{span_id}"))
+        # uuid.uuid5(_NAMESPACE, name), without the cost of building UUID objects.
+        digest = bytearray(
+            hashlib.sha1(_NAMESPACE + f"{self.trace_id}/{span_id}".encode()).digest()
+        )
+        digest[6] = digest[6] & 0x0F | 0x50
+        digest[8] = digest[8] & 0x3F | 0x80
+        return _uuid_text(digest[:16].hex())
 
     def _tasks(self, executions: dict[str, dict[str, Any]]) -> dict[str, int]:
         statuses = [e["status"] for e in executions.values()]
@@ -361,7 +372,7 @@ class _Trace:
             am = (self.records[span_id][4] or {}).get("am") or {}
             if am.get("orchestration.id"):
                 return str(am["orchestration.id"])
-        return str(uuid.UUID(self.trace_id))
+        return _uuid_text(self.trace_id)
 
     def _orchestration(self, span_id: str, executions: dict[str, dict[str, Any]]) -> dict[str, Any]:
         _, _, start, end, data = self.records[span_id]
