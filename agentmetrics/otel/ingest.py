@@ -14,7 +14,10 @@ API (used by ``import --format otlp``, ``serve`` and :class:`SQLiteSpanExporter`
 :class:`Ingested` counts accepted and rejected spans (``rejected``, ``error_message``:
 what an OTLP partial success reports) and the rows written. Writes happen in short
 transactions (about :data:`LOCK_SECONDS` each) with parameterised SQL; a write the
-database refuses raises :class:`~agentmetrics.errors.StorageError`.
+database refuses (read-only, locked past the busy timeout, full) raises
+:class:`~agentmetrics.errors.StorageError`. ``db`` is a path (opened and closed on each
+call) or an open Database, better for many calls; calls sharing one Database from
+several threads must take turns (a lock around them).
 
 The mapping (README, "OpenTelemetry in"): every span is kept in ``otel_spans``; each
 time spans of a trace arrive, the trace's rows are derived again from all its spans,
@@ -287,7 +290,7 @@ class _Trace:
         return orchestration, list(executions.values())
 
     def _execution(self, span_id: str) -> dict[str, Any]:
-        parent, _, start, end, data = self.records[span_id]
+        _, _, start, end, data = self.records[span_id]
         data = data or {}
         am = data.get("am") or {}
         ours = "status" in am
