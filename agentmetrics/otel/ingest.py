@@ -302,9 +302,11 @@ class _Trace:
         self_healed = am.get("self_healed")
         return {
             "id": str(data["agent_id"]) if ours and data.get("agent_id") else self._id(span_id),
+            # Ours: agentmetrics.agent_session_id if the export has it, else (as it
+            # has been written so far) gen_ai.conversation.id.
             "agent_session_id": (
-                str(data["conversation"])
-                if ours and data.get("conversation")
+                str(am.get("agent_session_id") or data["conversation"])
+                if ours and (am.get("agent_session_id") or data.get("conversation"))
                 else f"{self.trace_id}-{span_id}"
             ),
             "agent_name": str(name),
