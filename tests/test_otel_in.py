@@ -533,3 +533,15 @@ def test_values_sqlite_cannot_hold_are_left_out_or_rejected(db_path):
     [run] = rows(db_path, "agent_executions").values()
     # The chat span's values do not fit: none stored, the agent span's own cost stays.
     assert (run["agent_name"], run["input_tokens"], run["cost_usd"]) == ("x", None, 1.0)
+
+
+def test_our_execution_session_from_its_own_attribute(db_path):
+    # An export that gives executions their orchestration's session (for backends that
+    # group by session) carries the execution's own in agentmetrics.agent_session_id.
+    attributes = genai("invoke_agent", **{"agent.name": "coder", "conversation.id": "orch-s"})
+    ours = {"agentmetrics.status": "completed", "agentmetrics.agent_session_id": "a-9"}
+    ingest_spans(
+        db_path, decode_json(request(span(1, None, "invoke_agent coder", 0, 5, attributes | ours)))
+    )
+    [run] = rows(db_path, "agent_executions").values()
+    assert (run["agent_session_id"], run["orchestration_id"]) == ("a-9", None)
