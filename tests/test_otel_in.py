@@ -377,6 +377,19 @@ def test_cli_refuses_a_bad_otlp_file_whole(tmp_path, db_path, second_line, messa
     assert not db_path.exists()
 
 
+@pytest.mark.parametrize("fmt", ["json", "jsonl"])
+def test_cli_refuses_our_row_exports_as_otlp(tmp_path, db_path, fmt):
+    build(tmp_path / "source.db")
+    exported = tmp_path / f"export.{fmt}"
+    with exported.open("w") as out:
+        export(tmp_path / "source.db", out, fmt)
+    result = cli_result("--db", db_path, "import", "--format", "otlp", exported)
+    no_traceback(result, 1)
+    assert "import it without --format otlp" in result.output
+    assert len(result.output.splitlines()) == 1
+    assert not db_path.exists()
+
+
 def test_cli_refuses_a_file_that_is_not_otlp(tmp_path, db_path):
     junk = tmp_path / "junk.pb"
     junk.write_bytes(b"\x08\x96\x01 not protobuf of traces")
