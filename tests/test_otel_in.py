@@ -390,12 +390,23 @@ def test_cli_refuses_our_row_exports_as_otlp(tmp_path, db_path, fmt):
     assert not db_path.exists()
 
 
-def test_cli_refuses_a_file_that_is_not_otlp(tmp_path, db_path):
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"\x08\x96\x01 not protobuf of traces", "not an OTLP protobuf ExportTraceServiceRequest"),
+        (b"\x0a\x80\x01 truncated", "the file ends inside a protobuf message"),
+        (gzip.compress(json.dumps(request(*OPENINFERENCE)).encode() * 9)[:300], "Cannot read"),
+        (gzip.compress(b"{}")[:10] + b"\xff" * 20, "Cannot read"),
+        (b"", "the file is empty"),
+    ],
+)
+def test_cli_refuses_a_file_that_is_not_otlp(tmp_path, db_path, content, message):
     junk = tmp_path / "junk.pb"
-    junk.write_bytes(b"\x08\x96\x01 not protobuf of traces")
+    junk.write_bytes(content)
     result = cli_result("--db", db_path, "import", "--format", "otlp", junk, tmp_path / "missing")
     no_traceback(result, 1)
-    assert "junk.pb: not an OTLP protobuf ExportTraceServiceRequest" in result.output
+    assert result.output.startswith("Error: ") and message in result.output
+    assert len(result.output.splitlines()) == 1
     assert not db_path.exists()
 
 

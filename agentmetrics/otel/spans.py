@@ -26,6 +26,7 @@ import gzip
 import json
 import os
 import re
+import zlib
 from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
@@ -322,6 +323,6 @@ def read_file(path: str | os.PathLike[str]) -> Iterator[tuple[str, Span | Reject
     except InvalidExport as e:
         message = str(e)
         raise InvalidExport(message if message.startswith(name) else f"{name}: {message}") from None
-    except (OSError, EOFError) as e:
+    except (OSError, EOFError, zlib.error) as e:  # unreadable, or a damaged gzip file
         reason = getattr(e, "strerror", None) or str(e)
         raise InvalidExport(f"Cannot read {name}: {reason}") from None
