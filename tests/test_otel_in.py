@@ -569,3 +569,21 @@ def test_our_execution_session_from_its_own_attribute(db_path):
     )
     [run] = rows(db_path, "agent_executions").values()
     assert (run["agent_session_id"], run["orchestration_id"]) == ("a-9", None)
+
+
+def test_spans_of_a_running_workflow_never_undo_a_finished_orchestration(db_path):
+    monitor = agentmetrics.Monitor(db_path)
+    orchestration_id = monitor.start_orchestration("s-1", "task", total_tasks=3)
+    monitor.complete_orchestration("s-1", "completed")
+    before = rows(db_path, "orchestrations")
+    # An execution exported while its orchestration still ran: its parent never comes.
+    ours = {
+        "agentmetrics.status": "completed",
+        "agentmetrics.orchestration.id": orchestration_id,
+        "gen_ai.conversation.id": "a-1",
+    }
+    attributes = genai("invoke_agent", **{"agent.name": "coder"}) | ours
+    ingest_spans(db_path, decode_json(request(span(2, 1, "invoke_agent coder", 0, 5, attributes))))
+    assert rows(db_path, "orchestrations") == before
+    [run] = rows(db_path, "agent_executions").values()
+    assert (run["agent_session_id"], run["orchestration_id"]) == ("a-1", orchestration_id)

@@ -33,6 +33,7 @@ carrying ``agentmetrics.*`` attributes (our own export) give back the rows expor
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -439,70 +440,27 @@ VALUES (?, ?, ?, ?, ?, ?, ?)
 """
 
 
-def _upsert(table: str, columns: tuple[str, ...]) -> str:
-    updates = [f"{c} = excluded.{c}" for c in columns if c not in ("id", "created_at")]
+@functools.cache
+def _upsert(table: str, columns: tuple[str, ...], running: bool = False) -> str:
+    """INSERT of derived rows (``columns``: their keys) that updates one already stored.
+
+    A running orchestration (its span has not arrived) only ever counts up, and never
+    undoes a finished one.
+    """
+    if running:
+        updates = [f"{c} = max(COALESCE({c}, 0), excluded.{c})" for c in _TASK_COUNTS]
+        where = " WHERE status = 'running'"
+    else:
+        updates = [f"{c} = excluded.{c}" for c in columns if c not in ("id", "created_at")]
+        where = ""
     return (
         f"INSERT INTO {table} ({', '.join(columns)})"
         f" VALUES ({', '.join(':' + c for c in columns)})"
-        f" ON CONFLICT(id) DO UPDATE SET {', '.join(updates)}"
+        f" ON CONFLICT(id) DO UPDATE SET {', '.join(updates)}{where}"
     )
 
 
-_ORCHESTRATION_COLUMNS = (
-    "id",
-    "session_id",
-    "task_description",
-    "status",
-    "started_at",
-    "completed_at",
-    "duration_ms",
-    "total_tasks",
-    "completed_tasks",
-    "failed_tasks",
-    "git_commit_hash",
-    "plan_file_path",
-    "progress_file_path",
-    "created_at",
-    "metadata_json",
-)
-_EXECUTION_COLUMNS = (
-    "id",
-    "orchestration_id",
-    "agent_session_id",
-    "agent_name",
-    "task_id",
-    "task_number",
-    "status",
-    "started_at",
-    "completed_at",
-    "duration_ms",
-    "retry_count",
-    "self_healed",
-    "files_created",
-    "files_modified",
-    "error_message",
-    "summary_report_path",
-    "session_log_path",
-    "created_at",
-    "model",
-    "input_tokens",
-    "output_tokens",
-    "cost_usd",
-    "metadata_json",
-    "parent_execution_id",
-)
-_UPSERT_ORCHESTRATION = _upsert("orchestrations", _ORCHESTRATION_COLUMNS)
-_UPSERT_EXECUTION = _upsert("agent_executions", _EXECUTION_COLUMNS)
-# A running orchestration only ever counts up, and never undoes a finished one.
-_UPSERT_RUNNING = (
-    f"INSERT INTO orchestrations ({', '.join(_ORCHESTRATION_COLUMNS)})"
-    f" VALUES ({', '.join(':' + c for c in _ORCHESTRATION_COLUMNS)})"
-    " ON CONFLICT(id) DO UPDATE SET"
-    " total_tasks = max(COALESCE(total_tasks, 0), excluded.total_tasks),"
-    " completed_tasks = max(COALESCE(completed_tasks, 0), excluded.completed_tasks),"
-    " failed_tasks = max(COALESCE(failed_tasks, 0), excluded.failed_tasks)"
-    " WHERE status = 'running'"
-)
+_TASK_COUNTS = ("total_tasks", "completed_tasks", "failed_tasks")
 
 
 def _claim(db: Database, table: str, key: str, rows: list[dict[str, Any]]) -> None:
@@ -583,10 +541,9 @@ def _write(db: Database, spans: list[Span], result: Ingested) -> None:
             executions.append((orchestration, rows))
         _claim(db, "orchestrations", "session_id", orchestrations)
         for running in (False, True):
-            db.conn.executemany(
-                _UPSERT_RUNNING if running else _UPSERT_ORCHESTRATION,
-                [row for row in orchestrations if (row["status"] == "running") is running],
-            )
+            rows = [row for row in orchestrations if (row["status"] == "running") is running]
+            if rows:
+                db.conn.executemany(_upsert("orchestrations", tuple(rows[0]), running), rows)
         # Orchestration ids may have changed to the stored ones of the same sessions.
         flat = []
         for orchestration, rows in executions:
@@ -594,7 +551,8 @@ def _write(db: Database, spans: list[Span], result: Ingested) -> None:
                 row["orchestration_id"] = orchestration["id"] if orchestration else None
                 flat.append(row)
         _claim(db, "agent_executions", "agent_session_id", flat)
-        db.conn.executemany(_UPSERT_EXECUTION, flat)
+        if flat:
+            db.conn.executemany(_upsert("agent_executions", tuple(flat[0])), flat)
     result.accepted += len(spans)
     result.orchestrations += len(orchestrations)
     result.executions += len(flat)
