@@ -536,7 +536,8 @@ def failures(ctx: click.Context, limit: int, include_partial: bool, fmt: str) ->
     default="json",
     show_default=True,
     help="json (the original's shape), jsonl (one object per line), otlp (OpenTelemetry"
-    " traces), csv or parquet (one table: --table, or both into the -o directory).",
+    " traces as OTLP/JSON lines), otlp-protobuf (the same as one OTLP protobuf message),"
+    " csv or parquet (one table: --table, or both into the -o directory).",
 )
 @click.option(
     "-o", "--output", type=click.Path(), help="Write to this file (csv/parquet: a directory)."
@@ -562,6 +563,7 @@ def export(
     agentmetrics export SESSION_ID -o session.json
     agentmetrics export --format jsonl -o all.jsonl
     agentmetrics export --format otlp -o traces.jsonl
+    agentmetrics export --format otlp-protobuf -o traces.pb
     agentmetrics export --format csv --table executions > executions.csv
     agentmetrics export --format parquet -o tables/
     """
@@ -575,11 +577,14 @@ def export(
         return
     if table is not None:
         raise _UsageFailure(f"--table only applies to --format {' or '.join(TABLE_FORMATS)}")
+    binary = EXPORT_FORMATS[format_].binary
     db = read_db(ctx)
     if output is None:
-        export_(db, sys.stdout, format_, session_id)
+        if binary and sys.stdout.isatty():
+            raise _UsageFailure(f"--format {format_} is binary: use -o FILE or a pipe")
+        export_(db, sys.stdout.buffer if binary else sys.stdout, format_, session_id)
         return
-    with atomic_file(output) as out, _Progress("Exporting") as bar:
+    with atomic_file(output, binary=binary) as out, _Progress("Exporting") as bar:
         if bar.shown and session_id is None:
             bar.total(_count_rows(db, "agent_executions"))
         counts = export_(db, out, format_, session_id, progress=bar.update)
