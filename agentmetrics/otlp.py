@@ -145,7 +145,7 @@ class Span:
         """The span as an opentelemetry-sdk ``ReadableSpan`` (what span processors take)."""
         sdk = _sdk()
         context = functools.partial(
-            sdk.SpanContext, trace_flags=sdk.TraceFlags.SAMPLED, is_remote=False
+            sdk.SpanContext, trace_flags=sdk.TraceFlags(sdk.TraceFlags.SAMPLED), is_remote=False
         )
         trace = int(self.trace_id, 16)
         return sdk.ReadableSpan(
