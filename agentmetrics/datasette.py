@@ -15,7 +15,8 @@ from typing import Any
 from .demo import MARKER_TABLE
 from .migrations import COLUMN_TYPES
 
-HIDDEN_TABLES = ("_sqlite_migrations", MARKER_TABLE)
+# otel_spans: the spans behind OpenTelemetry rows, kept for deriving them again.
+HIDDEN_TABLES = ("_sqlite_migrations", MARKER_TABLE, "otel_spans")
 
 _SHARED = {
     "id": "Unique id (a UUID).",
@@ -58,6 +59,7 @@ COLUMN_DESCRIPTIONS = {
         "input_tokens": "Input tokens (agentmetrics only).",
         "output_tokens": "Output tokens (agentmetrics only).",
         "cost_usd": "Recorded cost in US dollars (agentmetrics only).",
+        "parent_execution_id": "The execution this one ran inside (agentmetrics only).",
     },
 }
 TABLE_DESCRIPTIONS = {

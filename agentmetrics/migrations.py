@@ -67,6 +67,8 @@ EXTRA_COLUMNS = {
         "output_tokens": int,
         "cost_usd": float,
         "metadata_json": str,
+        # The execution this one ran inside (a sub-agent or handoff), from OpenTelemetry.
+        "parent_execution_id": str,
     },
     "orchestrations": {"metadata_json": str},
 }
@@ -144,6 +146,30 @@ def m002_extra_columns(db: Database) -> None:
         for name, col_type in columns.items():
             if name not in table.columns_dict:
                 table.add_column(name, col_type)
+
+
+# Spans received through OpenTelemetry, kept per trace so a trace's rows can be derived
+# again whenever more of its spans arrive (agentmetrics.otel.ingest). ``data`` holds what
+# the mapping reads, as JSON; NULL for spans that only link others.
+OTEL_SPANS_SQL = """
+CREATE TABLE IF NOT EXISTS otel_spans (
+  trace_id TEXT NOT NULL,
+  span_id TEXT NOT NULL,
+  parent_span_id TEXT,
+  role TEXT,
+  start_ns INTEGER NOT NULL,
+  end_ns INTEGER NOT NULL,
+  data TEXT,
+  PRIMARY KEY (trace_id, span_id)
+) WITHOUT ROWID
+"""
+
+
+@migrations()
+def m004_otel_spans(db: Database) -> None:
+    # m003 is skipped: earlier releases recorded an m003_report_indexes.
+    m002_extra_columns(db)  # parent_execution_id, on files that already ran m002
+    db.execute(OTEL_SPANS_SQL)
 
 
 # The report indexes are not a migration: building them on a large existing file holds

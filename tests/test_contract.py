@@ -65,6 +65,7 @@ EXECUTION_ROW = [
     ("output_tokens", "float64"),
     ("cost_usd", "float64"),
     ("metadata_json", "object"),
+    ("parent_execution_id", "object"),
 ]
 PERFORMANCE = [
     ("agent_name", "object"),

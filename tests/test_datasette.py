@@ -124,6 +124,7 @@ def test_datasette_hides_internal_tables(datasette):
         "agent_executions": False,
         "_sqlite_migrations": True,
         "_agentmetrics_demo": True,
+        "otel_spans": True,
     }
 
 

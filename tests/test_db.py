@@ -26,7 +26,14 @@ ORIGINAL_COLUMNS = {
 }  # fmt: skip
 EXTRA_COLUMNS = {
     "orchestrations": ["metadata_json"],
-    "agent_executions": ["model", "input_tokens", "output_tokens", "cost_usd", "metadata_json"],
+    "agent_executions": [
+        "model",
+        "input_tokens",
+        "output_tokens",
+        "cost_usd",
+        "metadata_json",
+        "parent_execution_id",
+    ],
 }
 
 
@@ -108,7 +115,7 @@ def test_foreign_key_cascade_deletes_executions(monitor):
 def test_migrations_recorded_in_order_and_idempotent(db_path):
     db = agentmetrics.open_database(db_path)
     names = [m.name for m in migrations.applied(db)]
-    assert names == ["m001_original_tables", "m002_extra_columns"]
+    assert names == ["m001_original_tables", "m002_extra_columns", "m004_otel_spans"]
     db.close()
     db = agentmetrics.open_database(db_path)
     assert [m.name for m in migrations.applied(db)] == names
@@ -238,7 +245,7 @@ def test_concurrent_first_opens_migrate_once(tmp_path):
     errors = [p.communicate(timeout=60)[1] for p in procs]
     assert [p.returncode for p in procs] == [0] * 6, errors
     db = agentmetrics.open_database(path)
-    assert len(migrations.applied(db)) == 2
+    assert len(migrations.applied(db)) == 3
     assert missing_indexes(db) == []
 
 

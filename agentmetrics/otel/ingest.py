@@ -1,0 +1,591 @@
+"""The one code path by which spans become orchestrations and executions.
+
+API (used by ``import --format otlp``, ``serve`` and :class:`SQLiteSpanExporter`):
+
+- :func:`ingest_spans` ``(db, spans) -> Ingested``: store decoded spans
+  (:class:`~agentmetrics.otel.spans.Span`, or :class:`~agentmetrics.otel.spans.RejectedSpan`
+  to count as rejected) and derive the rows of every trace they touch.
+- :func:`ingest_request` ``(db, body, content_type) -> Ingested``: the same for the body
+  of an OTLP/HTTP ``POST /v1/traces`` (already un-gzipped): ``application/json`` or
+  ``application/x-protobuf``. A body that is not an ``ExportTraceServiceRequest``
+  raises :class:`~agentmetrics.errors.InvalidExport` with a one-line reason and writes
+  nothing; an unknown content type raises :class:`~agentmetrics.errors.InvalidValue`.
+
+:class:`Ingested` counts accepted and rejected spans (``rejected``, ``error_message``:
+what an OTLP partial success reports) and the rows written. Writes happen in short
+transactions (about :data:`LOCK_SECONDS` each) with parameterised SQL; a write the
+database refuses raises :class:`~agentmetrics.errors.StorageError`.
+
+The mapping (README, "OpenTelemetry in"): every span is kept in ``otel_spans``; each
+time spans of a trace arrive, the trace's rows are derived again from all its spans,
+so spans may arrive in any order and sending the same spans twice changes nothing.
+An agent span (``gen_ai.operation.name`` ``invoke_agent``, OpenInference kind
+``AGENT``) is an execution; the workflow span (``invoke_workflow``), or else the root
+span of a trace with agent spans, is its orchestration (a running one until that span
+arrives). LLM spans (``chat``..., ``LLM``) add their tokens and cost to the execution
+they run in, tool spans (``execute_tool``, ``TOOL``) are counted in its metadata. Spans
+carrying ``agentmetrics.*`` attributes (our own export) give back the rows exported.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import os
+import sqlite3
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+from sqlite_utils import Database
+
+from ..batching import BatchSize
+from ..db import refused_write, using_database, write_transaction
+from ..errors import InvalidValue, ReadOnlyDatabase, StorageError
+from ..timestamps import to_iso, to_sqlite_datetime
+from .spans import STATUS_ERROR, RejectedSpan, Span, decode_json, decode_protobuf
+
+LOCK_SECONDS = 0.1
+_FIRST_BATCH = 500
+_MAX_REASONS = 5
+# uuid5 namespace of execution ids derived from (trace id, span id).
+_NAMESPACE = uuid.UUID("6f0b8a52-51a4-4f4e-9c4b-3d0c2f7e8a11")
+_LLM_OPERATIONS = {"chat", "text_completion", "generate_content", "embeddings"}
+_ROLES = {
+    "invoke_workflow": "workflow",
+    "invoke_agent": "agent",
+    "execute_tool": "tool",
+    "AGENT": "agent",
+    "TOOL": "tool",
+    "LLM": "llm",
+    "EMBEDDING": "llm",
+}
+_AM = "agentmetrics."
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+
+@dataclasses.dataclass
+class Ingested:
+    """What one ingestion did: spans accepted and rejected, rows written."""
+
+    accepted: int = 0
+    rejected: int = 0
+    reasons: list[str] = dataclasses.field(default_factory=list)
+    orchestrations: int = 0
+    executions: int = 0
+
+    @property
+    def error_message(self) -> str:
+        """Why spans were rejected, in one line ("" if none were)."""
+        more = self.rejected - len(self.reasons)
+        return "; ".join(self.reasons) + (f" (and {more} more)" if more > 0 else "")
+
+    def add(self, other: Ingested) -> None:
+        self.accepted += other.accepted
+        self.orchestrations += other.orchestrations
+        self.executions += other.executions
+        for reason in other.reasons:
+            self._reject(reason)
+        self.rejected += other.rejected - len(other.reasons)
+
+    def _reject(self, reason: str) -> None:
+        self.rejected += 1
+        if len(self.reasons) < _MAX_REASONS and reason not in self.reasons:
+            self.reasons.append(reason)
+
+
+# -- what the mapping reads from one span ----------------------------------------------
+
+
+def _first(attributes: dict[str, Any], *keys: str) -> Any:
+    for key in keys:
+        value = attributes.get(key)
+        if value is not None and value != "":
+            return value
+    return None
+
+
+def _number(value: Any) -> int | float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return value if value >= 0 else None
+
+
+def _error(span: Span) -> str | None:
+    """A failed span's message: its status message, exception event or error.type."""
+    if span.status_message:
+        return span.status_message
+    for name, attributes in span.events:
+        if name == "exception":
+            kind, message = attributes.get("exception.type"), attributes.get("exception.message")
+            return ": ".join(str(part) for part in (kind, message) if part) or None
+    kind = span.attributes.get("error.type")
+    return str(kind) if kind and kind != "_OTHER" else None
+
+
+def role_of(span: Span) -> str | None:
+    """workflow, agent, llm, tool, or None for any other span."""
+    attributes = span.attributes
+    operation = attributes.get("gen_ai.operation.name")
+    if operation in _LLM_OPERATIONS:
+        return "llm"
+    return _ROLES.get(operation) or _ROLES.get(attributes.get("openinference.span.kind"))
+
+
+def extract(span: Span) -> tuple[str | None, dict[str, Any] | None]:
+    """The span's role and what the mapping needs from it (None for a linking span)."""
+    role = role_of(span)
+    if role is None and span.parent_span_id is not None:
+        return None, None
+    a = span.attributes
+    data: dict[str, Any] = {"name": span.name}
+    if span.status_code == STATUS_ERROR:
+        data["error"] = _error(span) or ""
+    ours = {k[len(_AM) :]: v for k, v in a.items() if k.startswith(_AM)}
+    values = {
+        "am": ours or None,
+        "conversation": _first(a, "gen_ai.conversation.id", "session.id"),
+        "workflow": a.get("gen_ai.workflow.name"),
+        "agent": _first(a, "gen_ai.agent.name", "agent.name", "agent_name"),
+        "agent_id": a.get("gen_ai.agent.id"),
+        "model": _first(
+            a, "gen_ai.response.model", "gen_ai.request.model", "llm.model_name", "model_name"
+        ),
+        "input_tokens": _number(_first(a, "gen_ai.usage.input_tokens", "llm.token_count.prompt")),
+        "output_tokens": _number(
+            _first(a, "gen_ai.usage.output_tokens", "llm.token_count.completion")
+        ),
+        "cost": _number(_first(a, "gen_ai.usage.cost", "llm.cost.total")),
+        "tool": _first(a, "gen_ai.tool.name", "tool.name"),
+        "service": span.resource.get("service.name"),
+    }
+    data.update((key, value) for key, value in values.items() if value is not None)
+    return role, data
+
+
+# -- deriving a trace's rows -----------------------------------------------------------
+
+Record = tuple[str | None, str | None, int, int, dict[str, Any] | None]
+"""A stored span: ``(parent_span_id, role, start_ns, end_ns, data)``."""
+
+
+def _iso(nanos: int) -> str:
+    return to_iso(_EPOCH + dt.timedelta(microseconds=nanos // 1000))
+
+
+def _times(start: int, end: int | None) -> dict[str, Any]:
+    return {
+        "started_at": _iso(start),
+        "completed_at": None if end is None else _iso(end),
+        "duration_ms": None if end is None else round((end - start) / 1_000_000),
+        "created_at": to_sqlite_datetime(_EPOCH + dt.timedelta(microseconds=start // 1000)),
+    }
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+class _Trace:
+    """The rows of one trace, derived from all of its spans stored so far."""
+
+    def __init__(self, trace_id: str, records: dict[str, Record]) -> None:
+        self.trace_id = trace_id
+        self.records = records
+        self.owners: dict[str, str | None] = {}
+
+    def owner(self, span_id: str | None) -> str | None:
+        """The nearest agent span at or above ``span_id`` (None: none known yet)."""
+        path = []
+        found = None
+        while span_id is not None and span_id in self.records:
+            if span_id in self.owners:
+                found = self.owners[span_id]
+                break
+            path.append(span_id)
+            record = self.records[span_id]
+            if record[1] == "agent":
+                found = span_id
+                break
+            span_id = record[0]
+        for seen in path:
+            self.owners[seen] = found
+        return found
+
+    def rows(self) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+        """The orchestration (None if the trace has none) and the executions."""
+        agents = sorted((r[2], s) for s, r in self.records.items() if r[1] == "agent")
+        workflows = sorted((r[2], s) for s, r in self.records.items() if r[1] == "workflow")
+        roots = sorted((r[2], s) for s, r in self.records.items() if r[0] is None)
+        executions = {span_id: self._execution(span_id) for _, span_id in agents}
+        for record in self.records.values():
+            if record[1] in ("llm", "tool") and (owner := self.owner(record[0])) is not None:
+                self._add_call(executions[owner], record)
+        orchestration = None
+        if workflows:
+            orchestration = self._orchestration(workflows[0][1], executions)
+        elif agents and roots:
+            root = roots[0][1]
+            # Our export's execution without an orchestration is a trace of its own.
+            am = (self.records[root][4] or {}).get("am") or {}
+            if not (self.records[root][1] == "agent" and "status" in am):
+                orchestration = self._orchestration(root, executions)
+        elif agents:
+            orchestration = self._running(executions)
+        for span_id, execution in executions.items():
+            execution["orchestration_id"] = orchestration["id"] if orchestration else None
+            parent = self.owner(self.records[span_id][0])
+            execution["parent_execution_id"] = executions[parent]["id"] if parent else None
+            execution["metadata_json"] = json.dumps(execution.pop("_metadata"), sort_keys=True)
+            execution.pop("_own", None)
+        return orchestration, list(executions.values())
+
+    def _execution(self, span_id: str) -> dict[str, Any]:
+        parent, _, start, end, data = self.records[span_id]
+        data = data or {}
+        am = data.get("am") or {}
+        ours = "status" in am
+        failed = am.get("status") == "failed" if ours else "error" in data
+        name = data.get("agent") or data["name"].removeprefix("invoke_agent ").strip() or "agent"
+        metadata: dict[str, Any] = {"trace_id": self.trace_id, "span_id": span_id}
+        if data.get("conversation") and not ours:
+            metadata["conversation_id"] = data["conversation"]
+        self_healed = am.get("self_healed")
+        return {
+            "id": str(data["agent_id"]) if ours and data.get("agent_id") else self._id(span_id),
+            "agent_session_id": (
+                str(data["conversation"])
+                if ours and data.get("conversation")
+                else f"{self.trace_id}-{span_id}"
+            ),
+            "agent_name": str(name),
+            "task_id": _text(am.get("task_id")),
+            "task_number": _count(am.get("task_number")),
+            "status": "failed" if failed else "completed",
+            **_times(start, end),
+            "retry_count": _count(am.get("retry_count")) or 0,
+            "self_healed": int(self_healed) if isinstance(self_healed, bool) else 0,
+            "files_created": _count(am.get("files_created")) or 0,
+            "files_modified": _count(am.get("files_modified")) or 0,
+            "error_message": (data.get("error") or None) if failed else None,
+            "summary_report_path": _text(am.get("summary_report_path")),
+            "session_log_path": _text(am.get("session_log_path")),
+            "model": _text(data.get("model")),
+            "input_tokens": _count(data.get("input_tokens")),
+            "output_tokens": _count(data.get("output_tokens")),
+            "cost_usd": _number(am.get("cost_usd", data.get("cost"))),
+            "_metadata": metadata,
+            "_own": True,  # token counts still the agent span's own
+            "_ours": ours,
+        }
+
+    def _add_call(self, execution: dict[str, Any], record: Record) -> None:
+        data = record[4] or {}
+        metadata = execution["_metadata"]
+        if record[1] == "tool":
+            metadata["tool_calls"] = metadata.get("tool_calls", 0) + 1
+            if "error" in data:
+                metadata["tool_errors"] = metadata.get("tool_errors", 0) + 1
+            return
+        metadata["llm_calls"] = metadata.get("llm_calls", 0) + 1
+        if execution.pop("_own", False):
+            # The LLM spans' counts replace the agent span's own (often their total).
+            for key in ("input_tokens", "output_tokens"):
+                execution[key] = None
+            if execution["cost_usd"] is not None and "cost" in data:
+                execution["cost_usd"] = None
+        for key, column in (
+            ("input_tokens", "input_tokens"),
+            ("output_tokens", "output_tokens"),
+            ("cost", "cost_usd"),
+        ):
+            if isinstance(data.get(key), (int, float)):
+                execution[column] = (execution[column] or 0) + data[key]
+        if execution["model"] is None and data.get("model"):
+            execution["model"] = str(data["model"])
+
+    def _id(self, span_id: str) -> str:
+        return str(uuid.uuid5(_NAMESPACE, f"{self.trace_id}/{span_id}"))
+
+    def _tasks(self, executions: dict[str, dict[str, Any]]) -> dict[str, int]:
+        statuses = [e["status"] for e in executions.values()]
+        return {
+            "total_tasks": len(statuses),
+            "completed_tasks": statuses.count("completed"),
+            "failed_tasks": statuses.count("failed"),
+        }
+
+    def _orchestration_id(self, executions: dict[str, dict[str, Any]]) -> str:
+        for span_id in executions:
+            am = (self.records[span_id][4] or {}).get("am") or {}
+            if am.get("orchestration.id"):
+                return str(am["orchestration.id"])
+        return str(uuid.UUID(self.trace_id))
+
+    def _orchestration(self, span_id: str, executions: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        _, _, start, end, data = self.records[span_id]
+        data = data or {}
+        am = data.get("am") or {}
+        tasks = self._tasks(executions)
+        metadata: dict[str, Any] = {"trace_id": self.trace_id, "span_id": span_id}
+        if "status" in am:
+            status = am["status"]
+            tasks = {key: _count(am.get(key)) or 0 for key in tasks}
+            description = data.get("workflow")
+        else:
+            failed = "error" in data
+            status = "failed" if failed else "partial" if tasks["failed_tasks"] else "completed"
+            description = data.get("workflow") or data["name"]
+            if failed and data["error"]:
+                metadata["error_message"] = data["error"]
+            if data.get("service"):
+                metadata["service_name"] = data["service"]
+        return {
+            "id": str(am.get("orchestration.id") or self._orchestration_id(executions)),
+            "session_id": str(data.get("conversation") or self.trace_id),
+            "task_description": _text(description),
+            "status": status if status in ("completed", "failed", "partial") else "completed",
+            **_times(start, end),
+            **tasks,
+            "git_commit_hash": _text(am.get("git_commit_hash")),
+            "plan_file_path": _text(am.get("plan_file_path")),
+            "progress_file_path": _text(am.get("progress_file_path")),
+            "metadata_json": json.dumps(metadata, sort_keys=True),
+            "_ours": "status" in am,
+        }
+
+    def _running(self, executions: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        """An orchestration whose workflow (or root) span has not arrived yet."""
+        start = min(record[2] for record in self.records.values())
+        return {
+            "id": self._orchestration_id(executions),
+            "session_id": self.trace_id,
+            "task_description": None,
+            "status": "running",
+            **_times(start, None),
+            **self._tasks(executions),
+            "git_commit_hash": None,
+            "plan_file_path": None,
+            "progress_file_path": None,
+            "metadata_json": json.dumps({"trace_id": self.trace_id}),
+            "_ours": False,
+        }
+
+
+# -- writing ---------------------------------------------------------------------------
+
+_STAGE = """
+INSERT OR REPLACE INTO otel_spans (trace_id, span_id, parent_span_id, role, start_ns, end_ns, data)
+VALUES (?, ?, ?, ?, ?, ?, ?)
+"""
+_MERGE_METADATA = """metadata_json = CASE
+    WHEN json_valid({table}.metadata_json) AND json_type({table}.metadata_json) = 'object'
+      THEN json_patch({table}.metadata_json, excluded.metadata_json)
+    ELSE excluded.metadata_json END"""
+
+
+def _upsert(table: str, columns: tuple[str, ...]) -> str:
+    kept = {"id", "created_at", "metadata_json"}
+    updates = [f"{c} = excluded.{c}" for c in columns if c not in kept]
+    return (
+        f"INSERT INTO {table} ({', '.join(columns)})"
+        f" VALUES ({', '.join(':' + c for c in columns)})"
+        f" ON CONFLICT(id) DO UPDATE SET {', '.join(updates)},"
+        f" {_MERGE_METADATA.format(table=table)}"
+    )
+
+
+_ORCHESTRATION_COLUMNS = (
+    "id",
+    "session_id",
+    "task_description",
+    "status",
+    "started_at",
+    "completed_at",
+    "duration_ms",
+    "total_tasks",
+    "completed_tasks",
+    "failed_tasks",
+    "git_commit_hash",
+    "plan_file_path",
+    "progress_file_path",
+    "created_at",
+    "metadata_json",
+)
+_EXECUTION_COLUMNS = (
+    "id",
+    "orchestration_id",
+    "agent_session_id",
+    "agent_name",
+    "task_id",
+    "task_number",
+    "status",
+    "started_at",
+    "completed_at",
+    "duration_ms",
+    "retry_count",
+    "self_healed",
+    "files_created",
+    "files_modified",
+    "error_message",
+    "summary_report_path",
+    "session_log_path",
+    "created_at",
+    "model",
+    "input_tokens",
+    "output_tokens",
+    "cost_usd",
+    "metadata_json",
+    "parent_execution_id",
+)
+_UPSERT_ORCHESTRATION = _upsert("orchestrations", _ORCHESTRATION_COLUMNS)
+_UPSERT_EXECUTION = _upsert("agent_executions", _EXECUTION_COLUMNS)
+# A running orchestration only ever counts up, and never undoes a finished one.
+_UPSERT_RUNNING = (
+    f"INSERT INTO orchestrations ({', '.join(_ORCHESTRATION_COLUMNS)})"
+    f" VALUES ({', '.join(':' + c for c in _ORCHESTRATION_COLUMNS)})"
+    " ON CONFLICT(id) DO UPDATE SET"
+    " total_tasks = max(COALESCE(total_tasks, 0), excluded.total_tasks),"
+    " completed_tasks = max(COALESCE(completed_tasks, 0), excluded.completed_tasks),"
+    " failed_tasks = max(COALESCE(failed_tasks, 0), excluded.failed_tasks)"
+    " WHERE status = 'running'"
+)
+
+
+def _claim(
+    db: Database, table: str, key: str, row: dict[str, Any], trace_id: str, ours: bool
+) -> None:
+    """Keep ``row``'s session id unique: a session another row holds is that row when
+    the span is ours (adopt its id), else this trace's own (suffixed with the trace id)."""
+    stored = db.execute(f"SELECT id FROM {table} WHERE {key} = ?", [row[key]]).fetchone()
+    if stored is None or stored[0] == row["id"]:
+        return
+    if ours:
+        row["id"] = stored[0]
+    else:
+        row[key] = f"{row[key]}/{trace_id}"
+
+
+def _load(db: Database, trace_ids: list[str]) -> dict[str, dict[str, Record]]:
+    stored: dict[str, dict[str, Record]] = {t: {} for t in trace_ids}
+    for i in range(0, len(trace_ids), 500):
+        chunk = trace_ids[i : i + 500]
+        rows = db.execute(
+            "SELECT trace_id, span_id, parent_span_id, role, start_ns, end_ns, data"
+            f" FROM otel_spans WHERE trace_id IN ({', '.join('?' * len(chunk))})",
+            chunk,
+        )
+        for trace, span, parent, role, start, end, data in rows:
+            stored[trace][span] = (parent, role, start, end, json.loads(data) if data else None)
+    return stored
+
+
+def _write(db: Database, spans: list[Span], result: Ingested) -> None:
+    staged = []
+    incoming: dict[str, dict[str, Record]] = {}
+    for span in spans:
+        role, data = extract(span)
+        staged.append(
+            (
+                span.trace_id,
+                span.span_id,
+                span.parent_span_id,
+                role,
+                span.start_ns,
+                span.end_ns,
+                None if data is None else json.dumps(data, separators=(",", ":")),
+            )
+        )
+        record = (span.parent_span_id, role, span.start_ns, span.end_ns, data)
+        incoming.setdefault(span.trace_id, {})[span.span_id] = record
+    with write_transaction(db):
+        records = _load(db, list(incoming))
+        db.conn.executemany(_STAGE, staged)
+        for trace_id, spans_of_trace in incoming.items():
+            records[trace_id].update(spans_of_trace)
+            orchestration, executions = _Trace(trace_id, records[trace_id]).rows()
+            if orchestration is not None:
+                ours = orchestration.pop("_ours")
+                _claim(db, "orchestrations", "session_id", orchestration, trace_id, ours)
+                running = orchestration["status"] == "running"
+                db.execute(_UPSERT_RUNNING if running else _UPSERT_ORCHESTRATION, orchestration)
+                result.orchestrations += 1
+            for execution in executions:
+                if orchestration is not None:
+                    execution["orchestration_id"] = orchestration["id"]
+                ours = execution.pop("_ours")
+                _claim(db, "agent_executions", "agent_session_id", execution, trace_id, ours)
+                db.execute(_UPSERT_EXECUTION, execution)
+            result.executions += len(executions)
+    result.accepted += len(spans)
+
+
+def ingest_spans(
+    db: str | os.PathLike[str] | Database,
+    spans: Iterable[Span | RejectedSpan],
+    *,
+    lock_seconds: float = LOCK_SECONDS,
+) -> Ingested:
+    """Store spans and derive the orchestrations and executions of their traces.
+
+    Spans are written in transactions holding the write lock about ``lock_seconds``
+    each; ``spans`` is consumed as it goes, so a stream of any length keeps memory flat.
+    Rows counted in the result are those (re)written, once per transaction.
+
+    :raises StorageError: the database refused a write (read-only, locked, full)
+    """
+    result = Ingested()
+    size = BatchSize(_FIRST_BATCH, lock_seconds)
+    with using_database(db) as database:
+        try:
+            batch: list[Span] = []
+            for span in spans:
+                if isinstance(span, RejectedSpan):
+                    result._reject(span.reason)
+                    continue
+                batch.append(span)
+                if len(batch) >= size.size:
+                    with size.timed():
+                        _write(database, batch, result)
+                    batch = []
+            if batch:
+                _write(database, batch, result)
+        except sqlite3.DatabaseError as e:
+            name = database.conn.execute("PRAGMA main.database_list").fetchone()[2]
+            if refused_write(e):
+                raise ReadOnlyDatabase(
+                    f"{name or ':memory:'} is read-only: spans not stored"
+                ) from None
+            raise StorageError(f"Cannot store spans in {name or ':memory:'}: {e}") from None
+    return result
+
+
+CONTENT_TYPES = ("application/json", "application/x-protobuf")
+
+
+def ingest_request(
+    db: str | os.PathLike[str] | Database, body: bytes, content_type: str
+) -> Ingested:
+    """Ingest the body of an OTLP/HTTP trace export request (already un-gzipped).
+
+    ``content_type`` may carry parameters (``application/json; charset=utf-8``).
+
+    :raises InvalidExport: the body is not an ExportTraceServiceRequest (nothing written)
+    :raises InvalidValue: the content type is neither JSON nor protobuf
+    :raises MissingDependency: protobuf without opentelemetry-proto installed
+    """
+    media = content_type.split(";")[0].strip().lower()
+    if media == "application/json":
+        spans = decode_json(body)
+    elif media == "application/x-protobuf":
+        spans = decode_protobuf(body)
+    else:
+        raise InvalidValue(
+            f"Unsupported content type {content_type!r}: use {' or '.join(CONTENT_TYPES)}"
+        )
+    return ingest_spans(db, spans)
