@@ -1272,6 +1272,54 @@ def watch(
 
 
 @cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=4318,
+    show_default=True,
+    help="Port to listen on (0: any free port).",
+)
+@click.option(
+    "--max-body-mib",
+    type=_Number(min=0, min_open=True, max=1024),
+    default=32,
+    show_default=True,
+    help="Largest request body accepted, compressed or not (MiB).",
+)
+@db_option
+@click.pass_context
+def serve(ctx: click.Context, host: str, port: int, max_body_mib: float) -> None:
+    """Receive OpenTelemetry traces over OTLP/HTTP into the database.
+
+    POST /v1/traces takes protobuf or JSON, gzip or not; agent spans become executions
+    and workflows orchestrations, as `import --format otlp` does. Stops on Ctrl-C or
+    SIGTERM.
+
+    \b
+    agentmetrics serve
+    OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318 python my_agent.py
+    """
+    from .otel.receiver import serve as serve_
+
+    def ready(server) -> None:
+        click.echo(
+            f"Receiving traces on {server.url}/v1/traces into {ctx.obj['db_path']}"
+            " (Ctrl-C to stop)",
+            err=True,
+        )
+
+    totals = serve_(
+        ctx.obj["db_path"], host, port, max_body=int(max_body_mib * 1024 * 1024), ready=ready
+    )
+    click.echo(
+        f"Stopped: {totals.accepted} spans stored, {totals.rejected} rejected,"
+        f" in {totals.requests} requests ({totals.failed_requests} refused)",
+        err=True,
+    )
+
+
+@cli.command()
 @click.option(
     "-o",
     "--output",

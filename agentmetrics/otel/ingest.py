@@ -258,9 +258,10 @@ class _Trace:
         self_healed = am.get("self_healed")
         return {
             "id": str(data["agent_id"]) if ours and data.get("agent_id") else self._id(span_id),
+            # Our export since otel-out: the orchestration's session is the conversation.
             "agent_session_id": (
-                str(data["conversation"])
-                if ours and data.get("conversation")
+                str(am.get("agent_session_id") or data["conversation"])
+                if ours and (am.get("agent_session_id") or data.get("conversation"))
                 else f"{self.trace_id}-{span_id}"
             ),
             "agent_name": str(name),
@@ -362,9 +363,16 @@ class _Trace:
     def _running(self, executions: dict[str, dict[str, Any]]) -> dict[str, Any]:
         """An orchestration whose workflow (or root) span has not arrived yet."""
         start = min(record[2] for record in self.records.values())
+        # Our execution spans carry their orchestration's session id.
+        sessions = (
+            (self.records[span_id][4] or {}).get("conversation")
+            for span_id, execution in executions.items()
+            if execution["agent_session_id"] != (self.records[span_id][4] or {}).get("conversation")
+            and execution["_ours"]
+        )
         return {
             "id": self._orchestration_id(executions),
-            "session_id": self.trace_id,
+            "session_id": str(next((s for s in sessions if s), None) or self.trace_id),
             "task_description": None,
             "status": "running",
             **_times(start, None),
