@@ -612,16 +612,44 @@ def _print_import(result) -> None:
 
 @cli.command(name="import")
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option(
+    "--format",
+    "format_",
+    type=click.Choice(["json", "otlp"]),
+    default="json",
+    show_default=True,
+    help="json: exports, ours or the original's (JSON or JSON Lines); otlp: OpenTelemetry"
+    " traces (OTLP/JSON Lines or protobuf, gzip or not).",
+)
 @db_option
 @click.pass_context
-def import_(ctx: click.Context, files: tuple[str, ...]) -> None:
-    """Import export files (JSON or JSON Lines, ours or the original's) into the database.
+def import_(ctx: click.Context, files: tuple[str, ...], format_: str) -> None:
+    """Import export files (JSON or JSON Lines, ours or the original's) or OpenTelemetry
+    traces (--format otlp) into the database.
 
     Rows are matched by session id: a stored row is replaced only by one further
     along (finished beats running; a later completed_at wins). A malformed file is
     rejected whole and nothing is imported. Rows are written in short transactions
     (trackers keep writing meanwhile); an interrupted import completes when run again.
+    Spans become orchestrations and executions as README's "OpenTelemetry in" maps
+    them; importing the same spans again changes nothing.
+
+    \b
+    agentmetrics import all-data.json
+    agentmetrics import --format otlp traces.jsonl spans.pb
     """
+    if format_ == "otlp":
+        from .otel.ingest import ingest_files
+
+        with _Progress("Importing spans") as bar:
+            ingested = ingest_files(
+                ctx.obj["db_path"], files, progress=bar.update, on_total=bar.total
+            )
+        click.echo(
+            f"Spans: {ingested.accepted} imported; orchestrations: {ingested.new_orchestrations}"
+            f" new, executions: {ingested.new_executions} new"
+        )
+        return
     from .exchange import import_files
 
     with _Progress("Importing") as bar:

@@ -30,21 +30,20 @@ carrying ``agentmetrics.*`` attributes (our own export) give back the rows expor
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import json
 import os
 import sqlite3
+import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from sqlite_utils import Database
 
 from ..batching import BatchSize
 from ..db import refused_write, using_database, write_transaction
-from ..errors import InvalidValue, ReadOnlyDatabase, StorageError
-from ..timestamps import to_iso, to_sqlite_datetime
-from .spans import STATUS_ERROR, RejectedSpan, Span, decode_json, decode_protobuf
+from ..errors import InvalidExport, InvalidValue, ReadOnlyDatabase, StorageError
+from .spans import STATUS_ERROR, RejectedSpan, Span, decode_json, decode_protobuf, read_file
 
 LOCK_SECONDS = 0.1
 _FIRST_BATCH = 500
@@ -62,18 +61,29 @@ _ROLES = {
     "EMBEDDING": "llm",
 }
 _AM = "agentmetrics."
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+# One encoder for every call: creating one per call costs more than encoding.
+_dumps = json.JSONEncoder(
+    ensure_ascii=False,
+    check_circular=False,
+    separators=(",", ":"),
+    sort_keys=True,
+    default=lambda value: value.hex() if isinstance(value, bytes) else str(value),
+).encode
 
 
 @dataclasses.dataclass
 class Ingested:
-    """What one ingestion did: spans accepted and rejected, rows written."""
+    """What one ingestion did: spans accepted and rejected, and rows (re)written, once
+    per transaction that derived them."""
 
     accepted: int = 0
     rejected: int = 0
     reasons: list[str] = dataclasses.field(default_factory=list)
     orchestrations: int = 0
     executions: int = 0
+    # Rows added to the tables (set by ingest_files; rows above count rewrites too).
+    new_orchestrations: int = 0
+    new_executions: int = 0
 
     @property
     def error_message(self) -> str:
@@ -98,12 +108,27 @@ class Ingested:
 # -- what the mapping reads from one span ----------------------------------------------
 
 
-def _first(attributes: dict[str, Any], *keys: str) -> Any:
-    for key in keys:
-        value = attributes.get(key)
-        if value is not None and value != "":
-            return value
-    return None
+# What the mapping reads, with the attributes it comes from (the first one present wins).
+_FIELDS = {
+    "conversation": ("gen_ai.conversation.id", "session.id"),
+    "workflow": ("gen_ai.workflow.name",),
+    "agent": ("gen_ai.agent.name", "agent.name", "agent_name"),
+    "agent_id": ("gen_ai.agent.id",),
+    "model": ("gen_ai.response.model", "gen_ai.request.model", "llm.model_name", "model_name"),
+    "input_tokens": ("gen_ai.usage.input_tokens", "llm.token_count.prompt"),
+    "output_tokens": ("gen_ai.usage.output_tokens", "llm.token_count.completion"),
+    "cost": ("gen_ai.usage.cost", "llm.cost.total"),
+}
+_NUMBERS = {"input_tokens", "output_tokens", "cost"}
+_USAGE = ("model", "input_tokens", "output_tokens", "cost")
+# Which fields each role needs; None: a root span of no known role.
+_ROLE_FIELDS: dict[str | None, tuple[str, ...]] = {
+    "agent": ("conversation", "agent", "agent_id", *_USAGE),
+    "llm": _USAGE,
+    "tool": (),
+    "workflow": ("conversation", "workflow"),
+    None: ("conversation", "workflow"),
+}
 
 
 def _number(value: Any) -> int | float | None:
@@ -113,13 +138,15 @@ def _number(value: Any) -> int | float | None:
 
 
 def _error(span: Span) -> str | None:
-    """A failed span's message: its status message, exception event or error.type."""
-    if span.status_message:
-        return span.status_message
+    """A failed span's message: its exception event (``Type: message``; a status
+    message may hold a whole traceback), else its status message, else error.type."""
     for name, attributes in span.events:
         if name == "exception":
             kind, message = attributes.get("exception.type"), attributes.get("exception.message")
-            return ": ".join(str(part) for part in (kind, message) if part) or None
+            if kind or message:
+                return ": ".join(str(part) for part in (kind, message) if part)
+    if span.status_message:
+        return span.status_message
     kind = span.attributes.get("error.type")
     return str(kind) if kind and kind != "_OTHER" else None
 
@@ -142,25 +169,21 @@ def extract(span: Span) -> tuple[str | None, dict[str, Any] | None]:
     data: dict[str, Any] = {"name": span.name}
     if span.status_code == STATUS_ERROR:
         data["error"] = _error(span) or ""
-    ours = {k[len(_AM) :]: v for k, v in a.items() if k.startswith(_AM)}
-    values = {
-        "am": ours or None,
-        "conversation": _first(a, "gen_ai.conversation.id", "session.id"),
-        "workflow": a.get("gen_ai.workflow.name"),
-        "agent": _first(a, "gen_ai.agent.name", "agent.name", "agent_name"),
-        "agent_id": a.get("gen_ai.agent.id"),
-        "model": _first(
-            a, "gen_ai.response.model", "gen_ai.request.model", "llm.model_name", "model_name"
-        ),
-        "input_tokens": _number(_first(a, "gen_ai.usage.input_tokens", "llm.token_count.prompt")),
-        "output_tokens": _number(
-            _first(a, "gen_ai.usage.output_tokens", "llm.token_count.completion")
-        ),
-        "cost": _number(_first(a, "gen_ai.usage.cost", "llm.cost.total")),
-        "tool": _first(a, "gen_ai.tool.name", "tool.name"),
-        "service": span.resource.get("service.name"),
-    }
-    data.update((key, value) for key, value in values.items() if value is not None)
+    for field in _ROLE_FIELDS[role]:
+        for key in _FIELDS[field]:
+            value = a.get(key)
+            if value is not None and value != "":
+                if field in _NUMBERS:
+                    value = _number(value)
+                if value is not None:
+                    data[field] = value
+                break
+    if role in ("agent", "workflow", None):
+        ours = {k[len(_AM) :]: v for k, v in a.items() if k.startswith(_AM)}
+        if ours:
+            data["am"] = ours
+        if span.resource.get("service.name"):
+            data["service"] = span.resource["service.name"]
     return role, data
 
 
@@ -170,16 +193,22 @@ Record = tuple[str | None, str | None, int, int, dict[str, Any] | None]
 """A stored span: ``(parent_span_id, role, start_ns, end_ns, data)``."""
 
 
-def _iso(nanos: int) -> str:
-    return to_iso(_EPOCH + dt.timedelta(microseconds=nanos // 1000))
+def _iso(nanos: int) -> tuple[str, str]:
+    """Nanoseconds as our ISO timestamp and as SQLite's datetime() (to the second)."""
+    seconds, millis = divmod(nanos // 1_000_000, 1000)
+    t = time.gmtime(seconds)
+    day = f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}"
+    clock = f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
+    return f"{day}T{clock}.{millis:03d}Z", f"{day} {clock}"
 
 
 def _times(start: int, end: int | None) -> dict[str, Any]:
+    started_at, created_at = _iso(start)
     return {
-        "started_at": _iso(start),
-        "completed_at": None if end is None else _iso(end),
+        "started_at": started_at,
+        "completed_at": None if end is None else _iso(end)[0],
         "duration_ms": None if end is None else round((end - start) / 1_000_000),
-        "created_at": to_sqlite_datetime(_EPOCH + dt.timedelta(microseconds=start // 1000)),
+        "created_at": created_at,
     }
 
 
@@ -241,7 +270,7 @@ class _Trace:
             execution["orchestration_id"] = orchestration["id"] if orchestration else None
             parent = self.owner(self.records[span_id][0])
             execution["parent_execution_id"] = executions[parent]["id"] if parent else None
-            execution["metadata_json"] = json.dumps(execution.pop("_metadata"), sort_keys=True)
+            execution["metadata_json"] = _dumps(execution.pop("_metadata"))
             execution.pop("_own", None)
         return orchestration, list(executions.values())
 
@@ -283,6 +312,7 @@ class _Trace:
             "_metadata": metadata,
             "_own": True,  # token counts still the agent span's own
             "_ours": ours,
+            "_trace": self.trace_id,
         }
 
     def _add_call(self, execution: dict[str, Any], record: Record) -> None:
@@ -356,8 +386,9 @@ class _Trace:
             "git_commit_hash": _text(am.get("git_commit_hash")),
             "plan_file_path": _text(am.get("plan_file_path")),
             "progress_file_path": _text(am.get("progress_file_path")),
-            "metadata_json": json.dumps(metadata, sort_keys=True),
+            "metadata_json": _dumps(metadata),
             "_ours": "status" in am,
+            "_trace": self.trace_id,
         }
 
     def _running(self, executions: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -380,8 +411,9 @@ class _Trace:
             "git_commit_hash": None,
             "plan_file_path": None,
             "progress_file_path": None,
-            "metadata_json": json.dumps({"trace_id": self.trace_id}),
+            "metadata_json": _dumps({"trace_id": self.trace_id}),
             "_ours": False,
+            "_trace": self.trace_id,
         }
 
 
@@ -391,20 +423,14 @@ _STAGE = """
 INSERT OR REPLACE INTO otel_spans (trace_id, span_id, parent_span_id, role, start_ns, end_ns, data)
 VALUES (?, ?, ?, ?, ?, ?, ?)
 """
-_MERGE_METADATA = """metadata_json = CASE
-    WHEN json_valid({table}.metadata_json) AND json_type({table}.metadata_json) = 'object'
-      THEN json_patch({table}.metadata_json, excluded.metadata_json)
-    ELSE excluded.metadata_json END"""
 
 
 def _upsert(table: str, columns: tuple[str, ...]) -> str:
-    kept = {"id", "created_at", "metadata_json"}
-    updates = [f"{c} = excluded.{c}" for c in columns if c not in kept]
+    updates = [f"{c} = excluded.{c}" for c in columns if c not in ("id", "created_at")]
     return (
         f"INSERT INTO {table} ({', '.join(columns)})"
         f" VALUES ({', '.join(':' + c for c in columns)})"
-        f" ON CONFLICT(id) DO UPDATE SET {', '.join(updates)},"
-        f" {_MERGE_METADATA.format(table=table)}"
+        f" ON CONFLICT(id) DO UPDATE SET {', '.join(updates)}"
     )
 
 
@@ -465,18 +491,38 @@ _UPSERT_RUNNING = (
 )
 
 
-def _claim(
-    db: Database, table: str, key: str, row: dict[str, Any], trace_id: str, ours: bool
-) -> None:
-    """Keep ``row``'s session id unique: a session another row holds is that row when
-    the span is ours (adopt its id), else this trace's own (suffixed with the trace id)."""
-    stored = db.execute(f"SELECT id FROM {table} WHERE {key} = ?", [row[key]]).fetchone()
-    if stored is None or stored[0] == row["id"]:
-        return
-    if ours:
-        row["id"] = stored[0]
-    else:
-        row[key] = f"{row[key]}/{trace_id}"
+def _claim(db: Database, table: str, key: str, rows: list[dict[str, Any]]) -> None:
+    """Keep session ids unique and stored metadata.
+
+    A session another row already holds is that row when the span is ours (the row
+    takes its id), else this trace's own session (its id gets ``/trace id`` appended).
+    Metadata already stored (a tracker's, or from earlier spans) is kept, with ours on
+    top, keys sorted: the same text whatever order the spans came in.
+    """
+    holders: dict[str, tuple[str, str | None]] = {}
+    keys = list({row[key] for row in rows})
+    for i in range(0, len(keys), 500):
+        chunk = keys[i : i + 500]
+        marks = ", ".join("?" * len(chunk))
+        sql = f"SELECT {key}, id, metadata_json FROM {table} WHERE {key} IN ({marks})"
+        holders.update((k, (id_, meta)) for k, id_, meta in db.conn.execute(sql, chunk))
+    for row in rows:
+        ours, trace_id = row.pop("_ours"), row.pop("_trace")
+        holder, stored = holders.setdefault(row[key], (row["id"], None))
+        if holder != row["id"]:
+            if not ours:
+                row[key] = f"{row[key]}/{trace_id}"
+                holders[row[key]] = (row["id"], None)
+                continue
+            row["id"] = holder
+        if stored:
+            try:
+                previous = json.loads(stored)
+            except ValueError:
+                previous = None
+            if isinstance(previous, dict):
+                row["metadata_json"] = _dumps({**previous, **json.loads(row["metadata_json"])})
+        holders[row[key]] = (row["id"], row["metadata_json"])
 
 
 def _load(db: Database, trace_ids: list[str]) -> dict[str, dict[str, Record]]:
@@ -506,7 +552,7 @@ def _write(db: Database, spans: list[Span], result: Ingested) -> None:
                 role,
                 span.start_ns,
                 span.end_ns,
-                None if data is None else json.dumps(data, separators=(",", ":")),
+                None if data is None else _dumps(data),
             )
         )
         record = (span.parent_span_id, role, span.start_ns, span.end_ns, data)
@@ -514,23 +560,30 @@ def _write(db: Database, spans: list[Span], result: Ingested) -> None:
     with write_transaction(db):
         records = _load(db, list(incoming))
         db.conn.executemany(_STAGE, staged)
+        orchestrations, executions = [], []
         for trace_id, spans_of_trace in incoming.items():
             records[trace_id].update(spans_of_trace)
-            orchestration, executions = _Trace(trace_id, records[trace_id]).rows()
+            orchestration, rows = _Trace(trace_id, records[trace_id]).rows()
             if orchestration is not None:
-                ours = orchestration.pop("_ours")
-                _claim(db, "orchestrations", "session_id", orchestration, trace_id, ours)
-                running = orchestration["status"] == "running"
-                db.execute(_UPSERT_RUNNING if running else _UPSERT_ORCHESTRATION, orchestration)
-                result.orchestrations += 1
-            for execution in executions:
-                if orchestration is not None:
-                    execution["orchestration_id"] = orchestration["id"]
-                ours = execution.pop("_ours")
-                _claim(db, "agent_executions", "agent_session_id", execution, trace_id, ours)
-                db.execute(_UPSERT_EXECUTION, execution)
-            result.executions += len(executions)
+                orchestrations.append(orchestration)
+            executions.append((orchestration, rows))
+        _claim(db, "orchestrations", "session_id", orchestrations)
+        for running in (False, True):
+            db.conn.executemany(
+                _UPSERT_RUNNING if running else _UPSERT_ORCHESTRATION,
+                [row for row in orchestrations if (row["status"] == "running") is running],
+            )
+        # Orchestration ids may have changed to the stored ones of the same sessions.
+        flat = []
+        for orchestration, rows in executions:
+            for row in rows:
+                row["orchestration_id"] = orchestration["id"] if orchestration else None
+                flat.append(row)
+        _claim(db, "agent_executions", "agent_session_id", flat)
+        db.conn.executemany(_UPSERT_EXECUTION, flat)
     result.accepted += len(spans)
+    result.orchestrations += len(orchestrations)
+    result.executions += len(flat)
 
 
 def ingest_spans(
@@ -571,6 +624,64 @@ def ingest_spans(
                 ) from None
             raise StorageError(f"Cannot store spans in {name or ':memory:'}: {e}") from None
     return result
+
+
+def ingest_files(
+    db: str | os.PathLike[str] | Database,
+    paths: Iterable[str | os.PathLike[str]],
+    *,
+    progress: Callable[[int], None] | None = None,
+    on_total: Callable[[int], None] | None = None,
+) -> Ingested:
+    """Import OTLP files (:func:`~agentmetrics.otel.spans.read_file`) through :func:`ingest_spans`.
+
+    Every file is read through once before anything is written: a file that is not
+    OTLP, or holds a span that cannot be stored, is refused whole and nothing is
+    imported. ``on_total(n)`` receives the number of spans, ``progress(k)`` is called
+    as they are read for writing.
+
+    :raises InvalidExport: a file is unreadable, not OTLP, or holds an invalid span
+    """
+    paths = list(paths)
+    total = 0
+    for path in paths:
+        for where, span in read_file(path):
+            if isinstance(span, RejectedSpan):
+                raise InvalidExport(f"{os.fspath(path)}: {where}: {span.reason}")
+            total += 1
+    if on_total is not None:
+        on_total(total)
+    result = Ingested()
+    with using_database(db) as database:
+        before = _row_counts(database)
+        for path in paths:
+            result.add(ingest_spans(database, _counted(read_file(path), progress)))
+        after = _row_counts(database)
+    result.new_orchestrations, result.new_executions = (
+        a - b for a, b in zip(after, before, strict=True)
+    )
+    return result
+
+
+def _row_counts(db: Database) -> tuple[int, int]:
+    return tuple(  # type: ignore[return-value]
+        db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+        for table in ("orchestrations", "agent_executions")
+    )
+
+
+def _counted(
+    items: Iterator[tuple[str, Span | RejectedSpan]], progress: Callable[[int], None] | None
+) -> Iterator[Span | RejectedSpan]:
+    count = 0
+    for _, span in items:
+        yield span
+        count += 1
+        if progress is not None and count == 1000:
+            progress(count)
+            count = 0
+    if progress is not None and count:
+        progress(count)
 
 
 CONTENT_TYPES = ("application/json", "application/x-protobuf")

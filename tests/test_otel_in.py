@@ -1,0 +1,504 @@
+"""OpenTelemetry in: spans become orchestrations and executions (agentmetrics.otel).
+
+Spans are written by hand here as OTLP/JSON, and every expected number is read off
+the spans themselves (durations, tokens), not from the code under test.
+"""
+
+import gzip
+import json
+import random
+import sqlite3
+import subprocess
+import sys
+import uuid
+
+import pytest
+from conftest import cli_result, no_traceback
+from dashboard_data import build
+
+import agentmetrics
+from agentmetrics.demo import build_demo
+from agentmetrics.errors import InvalidExport, InvalidValue
+from agentmetrics.exchange import export
+from agentmetrics.otel.ingest import ingest_files, ingest_request, ingest_spans
+from agentmetrics.otel.spans import decode_json
+
+T = 1_780_000_000_000_000_000  # 2026-05-28T20:26:40Z, in nanoseconds
+MS = 1_000_000
+TRACE = "0af7651916cd43dd8448eb211c80319c"
+
+
+def value(v):
+    if isinstance(v, bool):
+        return {"boolValue": v}
+    if isinstance(v, int):
+        return {"intValue": str(v)}
+    if isinstance(v, float):
+        return {"doubleValue": v}
+    return {"stringValue": v}
+
+
+def span(number, parent, name, start_ms, end_ms, attributes=(), status=None, events=()):
+    """An OTLP/JSON span of :data:`TRACE`; span ids are numbers (0x...01 for 1)."""
+    raw = {
+        "traceId": TRACE,
+        "spanId": f"{number:016x}",
+        "name": name,
+        "startTimeUnixNano": str(T + start_ms * MS),
+        "endTimeUnixNano": str(T + end_ms * MS),
+        "attributes": [{"key": k, "value": value(v)} for k, v in dict(attributes).items()],
+        "events": [
+            {"name": n, "attributes": [{"key": k, "value": value(v)} for k, v in a.items()]}
+            for n, a in events
+        ],
+    }
+    if parent:
+        raw["parentSpanId"] = f"{parent:016x}"
+    if status:
+        raw["status"] = status
+    return raw
+
+
+def oi(kind, **attributes):
+    """OpenInference attributes (dots spelled as underscores)."""
+    dotted = {k.replace("_", "."): v for k, v in attributes.items()}
+    return {"openinference.span.kind": kind} | dotted
+
+
+def llm(model, prompt, completion):
+    return oi("LLM") | {
+        "llm.model_name": model,
+        "llm.token_count.prompt": prompt,
+        "llm.token_count.completion": completion,
+    }
+
+
+def genai(operation, **attributes):
+    return {"gen_ai.operation.name": operation} | {f"gen_ai.{k}": v for k, v in attributes.items()}
+
+
+def request(*spans):
+    return {
+        "resourceSpans": [{"resource": {}, "scopeSpans": [{"scope": {}, "spans": list(spans)}]}]
+    }
+
+
+def rows(path, table, skip=()):
+    """Every row of ``table`` by id, as dicts without the ``skip`` columns."""
+    conn = sqlite3.connect(path)
+    try:
+        cursor = conn.execute(f"SELECT * FROM {table}")
+        names = [d[0] for d in cursor.description]
+        found = [dict(zip(names, values, strict=True)) for values in cursor]
+    finally:
+        conn.close()
+    return {r["id"]: {k: v for k, v in r.items() if k not in skip} for r in found}
+
+
+def executions_by_name(path):
+    return {r["agent_name"]: r for r in rows(path, "agent_executions").values()}
+
+
+# An OpenInference trace: a LangGraph-like root chain, agent A with an LLM call and a
+# tool call, and agent B handed off to from inside A, with its own LLM call.
+OPENINFERENCE = [
+    span(1, None, "LangGraph", 0, 1000, oi("CHAIN", session_id="chat-7")),
+    span(2, 1, "researcher_agent", 10, 600, oi("AGENT")),
+    span(3, 2, "ChatModel", 20, 120, llm("m-1", 5, 2)),
+    span(4, 2, "search", 130, 180, oi("TOOL", tool_name="search")),
+    span(5, 2, "handoff", 200, 590, oi("CHAIN")),
+    span(6, 5, "writer_agent", 210, 580, oi("AGENT")),
+    span(7, 6, "ChatModel", 220, 560, llm("m-2", 3, 1)),
+]
+
+
+def test_openinference_trace_maps_to_one_orchestration_with_nested_agents(db_path):
+    result = ingest_request(
+        db_path, json.dumps(request(*OPENINFERENCE)).encode(), "application/json"
+    )
+    assert (result.accepted, result.rejected) == (7, 0)
+    [orchestration] = rows(db_path, "orchestrations").values()
+    assert orchestration["id"] == str(uuid.UUID(TRACE))
+    assert orchestration["session_id"] == "chat-7"
+    assert orchestration["task_description"] == "LangGraph"
+    assert orchestration["status"] == "completed"
+    assert orchestration["started_at"] == "2026-05-28T20:26:40.000Z"
+    assert orchestration["completed_at"] == "2026-05-28T20:26:41.000Z"
+    assert orchestration["duration_ms"] == 1000
+    assert (orchestration["total_tasks"], orchestration["completed_tasks"]) == (2, 2)
+    runs = executions_by_name(db_path)
+    assert set(runs) == {"researcher_agent", "writer_agent"}
+    researcher, writer = runs["researcher_agent"], runs["writer_agent"]
+    assert researcher["orchestration_id"] == writer["orchestration_id"] == orchestration["id"]
+    assert (researcher["input_tokens"], researcher["output_tokens"]) == (5, 2)
+    assert (writer["input_tokens"], writer["output_tokens"]) == (3, 1)
+    assert (researcher["model"], writer["model"]) == ("m-1", "m-2")
+    assert (researcher["duration_ms"], writer["duration_ms"]) == (590, 370)
+    assert researcher["parent_execution_id"] is None
+    assert writer["parent_execution_id"] == researcher["id"]
+    assert json.loads(researcher["metadata_json"])["tool_calls"] == 1
+    assert "tool_calls" not in json.loads(writer["metadata_json"])
+
+
+def test_spans_in_any_order_end_in_the_same_rows(tmp_path):
+    in_order = tmp_path / "in_order.db"
+    ingest_spans(in_order, decode_json(request(*OPENINFERENCE)))
+    expected = {t: rows(in_order, t) for t in ("orchestrations", "agent_executions")}
+    for seed in range(4):
+        shuffled = (
+            OPENINFERENCE[::-1] if seed == 0 else random.Random(seed).sample(OPENINFERENCE, 7)
+        )
+        path = tmp_path / f"order{seed}.db"
+        for raw in shuffled:  # one span per request, as a live receiver may get them
+            ingest_spans(path, decode_json(request(raw)))
+        for table in ("orchestrations", "agent_executions"):
+            assert rows(path, table) == expected[table], (seed, table)
+
+
+def test_trace_without_its_root_yet_is_a_running_orchestration(db_path):
+    # The LLM span first, then its agent: the root chain has not arrived.
+    ingest_spans(db_path, decode_json(request(OPENINFERENCE[6])))
+    assert rows(db_path, "agent_executions") == {}
+    ingest_spans(db_path, decode_json(request(OPENINFERENCE[5])))
+    [orchestration] = rows(db_path, "orchestrations").values()
+    assert orchestration["status"] == "running"
+    assert orchestration["completed_at"] is None
+    [writer] = rows(db_path, "agent_executions").values()
+    assert (writer["input_tokens"], writer["parent_execution_id"]) == (3, None)
+    ingest_spans(db_path, decode_json(request(*OPENINFERENCE[:5])))
+    [orchestration] = rows(db_path, "orchestrations").values()
+    assert (orchestration["status"], orchestration["session_id"]) == ("completed", "chat-7")
+    assert executions_by_name(db_path)["writer_agent"]["parent_execution_id"] is not None
+
+
+def test_sending_the_same_spans_again_changes_nothing(db_path):
+    body = json.dumps(request(*OPENINFERENCE)).encode()
+    ingest_request(db_path, body, "application/json")
+    before = {t: rows(db_path, t) for t in ("orchestrations", "agent_executions")}
+    ingest_request(db_path, body, "application/json; charset=utf-8")
+    assert {t: rows(db_path, t) for t in ("orchestrations", "agent_executions")} == before
+
+
+def chat(tokens_in, tokens_out):
+    usage = {"usage.input_tokens": tokens_in, "usage.output_tokens": tokens_out}
+    return genai("chat", **{"request.model": "gpt-x"}, **usage)
+
+
+GENAI_FAILED = [
+    span(
+        1,
+        None,
+        "invoke_agent support",
+        0,
+        300,
+        genai("invoke_agent", **{"agent.name": "support", "conversation.id": "conv-1"}),
+        {"code": 2, "message": "long traceback..."},
+        [("exception", {"exception.type": "KeyError", "exception.message": "'order'"})],
+    ),
+    span(2, 1, "chat gpt-x", 10, 100, chat(40, 9)),
+    span(
+        3,
+        1,
+        "execute_tool lookup",
+        110,
+        290,
+        genai("execute_tool", **{"tool.name": "lookup"}) | {"error.type": "KeyError"},
+        {"code": "STATUS_CODE_ERROR"},
+    ),
+    span(4, 1, "chat gpt-x", 120, 130, chat(60, 1)),
+]
+
+
+def test_genai_agent_failing_in_a_tool(db_path):
+    ingest_spans(db_path, decode_json(request(*GENAI_FAILED)))
+    [orchestration] = rows(db_path, "orchestrations").values()
+    assert (orchestration["status"], orchestration["session_id"]) == ("failed", "conv-1")
+    assert json.loads(orchestration["metadata_json"])["error_message"] == "KeyError: 'order'"
+    [run] = rows(db_path, "agent_executions").values()
+    assert run["agent_name"] == "support"
+    assert run["status"] == "failed"
+    assert run["error_message"] == "KeyError: 'order'"  # the exception event, not the traceback
+    assert (run["input_tokens"], run["output_tokens"], run["model"]) == (100, 10, "gpt-x")
+    assert run["duration_ms"] == 300
+    metadata = json.loads(run["metadata_json"])
+    assert (metadata["llm_calls"], metadata["tool_calls"], metadata["tool_errors"]) == (2, 1, 1)
+
+
+def test_error_message_from_status_or_error_type():
+    def failed(status, attributes, path):
+        raw = span(1, None, "invoke_agent x", 0, 5, genai("invoke_agent") | attributes, status)
+        ingest_spans(path, decode_json(request(raw)))
+        return next(iter(rows(path, "agent_executions").values()))
+
+    assert failed({"code": 2, "message": "quota"}, {}, "a.db")["error_message"] == "quota"
+    assert failed({"code": 2}, {"error.type": "timeout"}, "b.db")["error_message"] == "timeout"
+    assert failed({"code": 2}, {"error.type": "_OTHER"}, "c.db")["error_message"] is None
+    ok = failed({"code": 1, "message": "ignored"}, {}, "d.db")
+    assert (ok["status"], ok["error_message"]) == ("completed", None)
+
+
+def test_two_traces_of_one_conversation_keep_unique_session_ids(db_path):
+    other = "1" * 32
+    attributes = genai("invoke_agent", **{"conversation.id": "conv"})
+    first = span(1, None, "invoke_agent a", 0, 5, attributes)
+    second = dict(first, traceId=other)
+    ingest_spans(db_path, decode_json(request(first, second)))
+    sessions = sorted(r["session_id"] for r in rows(db_path, "orchestrations").values())
+    assert sessions == ["conv", f"conv/{other}"]
+
+
+def test_partial_success_counts_rejected_spans(db_path):
+    good = OPENINFERENCE[0]
+    bad_ids = dict(good, traceId="xyz", spanId="a000000000000009")
+    bad_times = dict(good, spanId="a000000000000008", endTimeUnixNano="5")
+    result = ingest_request(
+        db_path, json.dumps(request(good, bad_ids, bad_times)), "application/json"
+    )
+    assert (result.accepted, result.rejected) == (1, 2)
+    assert "traceId must be 32 hex digits" in result.error_message
+    assert "end not before the start" in result.error_message
+    assert "\n" not in result.error_message
+
+
+@pytest.mark.parametrize(
+    "body, content_type, error",
+    [
+        (b"{not json", "application/json", InvalidExport),
+        (b'{"resourceSpans": 3}', "application/json", InvalidExport),
+        (b"[1, 2]", "application/json", InvalidExport),
+        (b"\xff\xfe garbage", "application/x-protobuf", InvalidExport),
+        (b"{}", "text/plain", InvalidValue),
+    ],
+)
+def test_malformed_requests_raise_one_line_and_write_nothing(db_path, body, content_type, error):
+    with pytest.raises(error) as raised:
+        ingest_request(db_path, body, content_type)
+    assert "\n" not in str(raised.value)
+    assert not db_path.exists()
+
+
+# -- our own export, re-imported -----------------------------------------------------
+
+# Not exported: created_at (when the row was written) and metadata_json.
+NOT_EXPORTED = ("created_at", "metadata_json", "parent_execution_id")
+
+
+def finished_rows(path):
+    """The rows an OTLP export carries: finished ones, and executions whose
+    orchestration has finished too (or that have none)."""
+    orchestrations = {
+        k: v
+        for k, v in rows(path, "orchestrations", NOT_EXPORTED).items()
+        if v["status"] != "running"
+    }
+    executions = {
+        k: v
+        for k, v in rows(path, "agent_executions", NOT_EXPORTED).items()
+        if v["status"] != "in_progress"
+        and (v["orchestration_id"] is None or v["orchestration_id"] in orchestrations)
+    }
+    return orchestrations, executions
+
+
+@pytest.mark.parametrize("source", ["dashboard", "demo"])
+def test_our_otlp_export_reimported_gives_back_the_same_rows(tmp_path, source):
+    original = tmp_path / "original.db"
+    if source == "dashboard":
+        build(original)
+    else:
+        build_demo(original, orchestrations=40)
+    traces = tmp_path / "traces.jsonl"
+    with traces.open("w") as out:
+        export(original, out, "otlp")
+    copy = tmp_path / "copy.db"
+    ingest_files(copy, [traces])
+    expected = finished_rows(original)
+    got = (rows(copy, "orchestrations", NOT_EXPORTED), rows(copy, "agent_executions", NOT_EXPORTED))
+    assert got[0] == expected[0]
+    # Executions of a running orchestration are exported by newer releases only.
+    assert {k: v for k, v in got[1].items() if k in expected[1]} == expected[1]
+    assert len(expected[1]) > 0
+
+
+def test_our_export_reimported_into_its_own_database_changes_no_column(tmp_path):
+    original = tmp_path / "original.db"
+    build(original)
+    traces = tmp_path / "traces.jsonl"
+    with traces.open("w") as out:
+        export(original, out, "otlp")
+    skip = ("metadata_json",)  # gains the trace and span ids
+    before = {t: rows(original, t, skip) for t in ("orchestrations", "agent_executions")}
+    ingest_files(original, [traces])
+    assert {t: rows(original, t, skip) for t in ("orchestrations", "agent_executions")} == before
+
+
+# -- files and the command line ------------------------------------------------------
+
+
+def write_lines(path, *requests, compress=False):
+    text = "".join(json.dumps(r) + "\n" for r in requests)
+    path.write_bytes(gzip.compress(text.encode()) if compress else text.encode())
+    return path
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_cli_imports_otlp_json_lines(tmp_path, db_path, compress):
+    traces = write_lines(
+        tmp_path / "t.jsonl",
+        request(*OPENINFERENCE[:3]),
+        request(*OPENINFERENCE[3:]),
+        compress=compress,
+    )
+    result = cli_result("--db", db_path, "import", "--format", "otlp", traces)
+    assert result.exit_code == 0, result.output
+    assert result.output == "Spans: 7 imported; orchestrations: 1 new, executions: 2 new\n"
+    again = cli_result("--db", db_path, "import", "--format", "otlp", traces)
+    assert again.output == "Spans: 7 imported; orchestrations: 0 new, executions: 0 new\n"
+
+
+@pytest.mark.parametrize(
+    "second_line, message",
+    [
+        ("{oops\n", "t.jsonl: line 2: invalid JSON"),
+        ('{"resourceSpans": {}}\n', "t.jsonl: line 2: expected an ExportTraceServiceRequest"),
+        (
+            json.dumps(request(dict(OPENINFERENCE[1], spanId="0" * 16))) + "\n",
+            "t.jsonl: line 2: span 'researcher_agent': spanId must be 16 hex digits",
+        ),
+    ],
+)
+def test_cli_refuses_a_bad_otlp_file_whole(tmp_path, db_path, second_line, message):
+    traces = tmp_path / "t.jsonl"
+    traces.write_text(json.dumps(request(OPENINFERENCE[0])) + "\n" + second_line)
+    result = cli_result("--db", db_path, "import", "--format", "otlp", traces)
+    no_traceback(result, 1)
+    assert result.output.startswith("Error: ") and message in result.output
+    assert len(result.output.splitlines()) == 1
+    assert not db_path.exists()
+
+
+def test_cli_refuses_a_file_that_is_not_otlp(tmp_path, db_path):
+    junk = tmp_path / "junk.pb"
+    junk.write_bytes(b"\x08\x96\x01 not protobuf of traces")
+    result = cli_result("--db", db_path, "import", "--format", "otlp", junk, tmp_path / "missing")
+    no_traceback(result, 1)
+    assert "junk.pb: not an OTLP protobuf ExportTraceServiceRequest" in result.output
+    assert not db_path.exists()
+
+
+def test_otel_package_imports_without_opentelemetry(tmp_path):
+    # Blocking the opentelemetry package: JSON still works, protobuf says what to install.
+    code = f"""
+import sys
+sys.modules["opentelemetry"] = None
+import agentmetrics.otel
+from agentmetrics.errors import MissingDependency
+from agentmetrics.otel.ingest import ingest_request
+body = {json.dumps(request(OPENINFERENCE[0]))!r}
+print(ingest_request({str(tmp_path / "x.db")!r}, body, "application/json").accepted)
+try:
+    ingest_request(":memory:", b"", "application/x-protobuf")
+except MissingDependency as e:
+    print(e)
+try:
+    agentmetrics.otel.SQLiteSpanExporter
+except MissingDependency as e:
+    print(e)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "1"
+    assert "agentmetrics-sqlite[otel]" in lines[1] and "agentmetrics-sqlite[otel]" in lines[2]
+
+
+# -- protobuf and the in-process exporter --------------------------------------------
+
+
+def sdk_spans():
+    """A small agent trace made with the SDK: a workflow, two agents, a chat, a tool."""
+    pytest.importorskip("opentelemetry.sdk.trace")
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import Status, StatusCode
+
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("test")
+    usage = {"usage.input_tokens": 7, "usage.output_tokens": 2}
+    chat = genai("chat", **{"request.model": "m"}, **usage)
+    workflow = genai("invoke_workflow", **{"workflow.name": "release"})
+    with tracer.start_as_current_span("invoke_workflow release", attributes=workflow):
+        planner = genai("invoke_agent", **{"agent.name": "planner"})
+        with (
+            tracer.start_as_current_span("invoke_agent planner", attributes=planner),
+            tracer.start_as_current_span("chat m", attributes=chat),
+        ):
+            pass
+        coder = genai("invoke_agent", **{"agent.name": "coder"}) | {"tags": ("a", "b")}
+        with tracer.start_as_current_span("invoke_agent coder", attributes=coder) as run:
+            with tracer.start_as_current_span("execute_tool run", attributes=genai("execute_tool")):
+                pass
+            run.set_status(Status(StatusCode.ERROR, "exit 1"))
+    provider.shutdown()
+    return memory.get_finished_spans()
+
+
+def test_protobuf_file_and_exporter_give_the_same_rows(tmp_path):
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+    from agentmetrics.otel import SQLiteSpanExporter
+
+    spans = sdk_spans()
+    exported = tmp_path / "exporter.db"
+    exporter = SQLiteSpanExporter(exported)
+    exporter.export(spans[:2])
+    exporter.export(spans[2:])
+    exporter.shutdown()
+    assert (exporter.exported, exporter.dropped) == (5, 0)
+    # Two requests written one after the other make one protobuf file.
+    pb = tmp_path / "spans.pb"
+    pb.write_bytes(
+        encode_spans(spans[:3]).SerializeToString() + encode_spans(spans[3:]).SerializeToString()
+    )
+    imported = tmp_path / "imported.db"
+    result = cli_result("--db", imported, "import", "--format", "otlp", pb)
+    assert result.output == "Spans: 5 imported; orchestrations: 1 new, executions: 2 new\n"
+    for table in ("orchestrations", "agent_executions"):
+        assert rows(imported, table) == rows(exported, table)
+    runs = executions_by_name(imported)
+    planner, coder = runs["planner"], runs["coder"]
+    assert (planner["status"], planner["input_tokens"], planner["model"]) == ("completed", 7, "m")
+    assert (coder["status"], coder["error_message"]) == ("failed", "exit 1")
+    by_name = {s.name: s for s in spans}
+    for run, name in ((planner, "invoke_agent planner"), (coder, "invoke_agent coder")):
+        s = by_name[name]
+        assert run["duration_ms"] == round((s.end_time - s.start_time) / 1e6)
+    [orchestration] = rows(imported, "orchestrations").values()
+    assert (orchestration["task_description"], orchestration["status"]) == ("release", "partial")
+    body = encode_spans(spans).SerializeToString()
+    again = ingest_request(imported, body, "application/x-protobuf")
+    assert (again.accepted, again.rejected) == (5, 0)
+    assert rows(imported, "agent_executions") == rows(exported, "agent_executions")
+
+
+def test_exporter_never_raises(tmp_path, caplog):
+    from opentelemetry.sdk.trace.export import SpanExportResult
+
+    from agentmetrics.otel import SQLiteSpanExporter
+
+    spans = sdk_spans()
+    exporter = SQLiteSpanExporter(tmp_path)  # a directory, not a database
+    assert exporter.export(spans) is SpanExportResult.FAILURE
+    assert (exporter.exported, exporter.dropped) == (0, 5)
+    assert "5 spans not stored" in caplog.text
+    read_only = agentmetrics.open_database(tmp_path / "ro.db")
+    read_only.conn.execute("PRAGMA query_only = 1")
+    exporter = SQLiteSpanExporter(read_only)
+    assert exporter.export(spans) is SpanExportResult.FAILURE
+    assert exporter.force_flush() is True
+    exporter.shutdown()
+    assert exporter.export(spans) is SpanExportResult.FAILURE
+    assert exporter.dropped == 10
