@@ -45,7 +45,8 @@ DEFAULT_PORT = 4318
 DEFAULT_MAX_BODY = 32 * 1024 * 1024  # bytes, compressed or not
 TRACES_PATH = "/v1/traces"
 RETRY_AFTER = 5  # seconds a client is asked to wait when the database is busy
-INVALID_ARGUMENT, UNAVAILABLE = 3, 14  # google.rpc.Code
+# The google.rpc.Code a Status body carries for each HTTP status we answer with.
+RPC_CODES = {400: 3, 404: 5, 405: 12, 411: 3, 413: 8, 415: 3, 500: 13, 503: 14}
 
 log = logging.getLogger("agentmetrics")
 
@@ -167,11 +168,11 @@ class Receiver(http.server.ThreadingHTTPServer):
 class _Handler(http.server.BaseHTTPRequestHandler):
     server: Receiver
     protocol_version = "HTTP/1.1"  # keep-alive: one connection per client, not per batch
+    timeout = 60  # seconds a silent connection is kept: a stalled client frees its thread
 
     def do_POST(self) -> None:
         if self.path.split("?")[0] != TRACES_PATH:
-            self._discard()
-            self._reply(404, status_body(INVALID_ARGUMENT, f"No such path {self.path}", _JSON))
+            self._other()
             return
         self.server.count("requests")
         media = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
@@ -253,15 +254,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _other(self) -> None:
         self._discard()
-        if self.path.split("?")[0] == TRACES_PATH:
-            self._reply(
-                405,
-                status_body(INVALID_ARGUMENT, f"{self.command} is not allowed: use POST", _JSON),
-                _JSON,
-                {"Allow": "POST"},
-            )
-        else:
-            self._reply(404, status_body(INVALID_ARGUMENT, f"No such path {self.path}", _JSON))
+        if self.path.split("?")[0] != TRACES_PATH:
+            self._reply(404, status_body(RPC_CODES[404], f"No such path {self.path}", _JSON))
+        elif self.command != "POST":
+            message = f"{self.command} is not allowed: use POST"
+            self._reply(405, status_body(RPC_CODES[405], message, _JSON), _JSON, {"Allow": "POST"})
 
     do_GET = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _other
 
@@ -276,8 +273,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.server.count("failed_requests")
         if close:
             self.close_connection = True
-        code = UNAVAILABLE if status == 503 else INVALID_ARGUMENT
-        self._reply(status, status_body(code, message, media), media, headers)
+        self._reply(status, status_body(RPC_CODES[status], message, media), media, headers)
 
     def _reply(
         self, status: int, body: bytes, media: str = _JSON, headers: dict[str, str] | None = None
