@@ -44,6 +44,8 @@ _STANDALONE_BATCH = (
     + " LIMIT :limit"
 )
 
+_SPANS_BATCH = "SELECT trace_id, span_id FROM otel_spans WHERE start_ns < :cutoff_ns LIMIT :limit"
+
 
 @dataclasses.dataclass
 class CleanupResult:
@@ -53,6 +55,8 @@ class CleanupResult:
     orchestrations: int = 0
     executions: int = 0
     standalone_executions: int = 0
+    # OpenTelemetry spans kept to derive rows (agentmetrics.otel), started before the cutoff.
+    spans: int = 0
     dry_run: bool = False
 
 
@@ -80,7 +84,11 @@ def cleanup(
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
     cutoff = before(resolve_now(now), days * 24)  # clamped: 1e300 days keeps everything
-    params = {"cutoff": to_iso(cutoff), "upper": to_iso(cutoff + dt.timedelta(days=2))}
+    params = {
+        "cutoff": to_iso(cutoff),
+        "upper": to_iso(cutoff + dt.timedelta(days=2)),
+        "cutoff_ns": _nanos(cutoff),
+    }
     result = CleanupResult(cutoff=params["cutoff"], dry_run=dry_run)
     with using_database(db) as conn:
         if dry_run:
@@ -120,17 +128,21 @@ def _delete(
         if progress is not None:
             progress(len(ids) + executions)
     batches = BatchSize(batch_size * 10, TARGET_LOCK_SECONDS)  # ~ten executions each
-    while True:
-        with batches.timed() as size, write_transaction(db):
-            deleted = db.execute(
-                f"DELETE FROM agent_executions WHERE rowid IN ({_STANDALONE_BATCH})",
-                {**params, "limit": size},
-            ).rowcount
-        if not deleted:
-            break
-        result.standalone_executions += deleted
-        if progress is not None:
-            progress(deleted)
+    for statement, field in (
+        (f"DELETE FROM agent_executions WHERE rowid IN ({_STANDALONE_BATCH})", "standalone"),
+        (f"DELETE FROM otel_spans WHERE (trace_id, span_id) IN ({_SPANS_BATCH})", "spans"),
+    ):
+        while True:
+            with batches.timed() as size, write_transaction(db):
+                deleted = db.execute(statement, {**params, "limit": size}).rowcount
+            if not deleted:
+                break
+            if field == "spans":
+                result.spans += deleted
+            else:
+                result.standalone_executions += deleted
+            if progress is not None:
+                progress(deleted)
 
 
 def _count(db: Database, params: dict[str, str], result: CleanupResult) -> None:
@@ -143,6 +155,14 @@ def _count(db: Database, params: dict[str, str], result: CleanupResult) -> None:
         f"SELECT count(*) FROM agent_executions WHERE orchestration_id IS NULL AND {_OLD}",
         params,
     ).fetchone()[0]
+    result.spans = db.execute(
+        "SELECT count(*) FROM otel_spans WHERE start_ns < :cutoff_ns", params
+    ).fetchone()[0]
+
+
+def _nanos(moment: dt.datetime) -> int:
+    epoch = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+    return max((moment - epoch) // dt.timedelta(microseconds=1) * 1000, 0)
 
 
 def vacuum(db: str | os.PathLike[str] | Database) -> int:

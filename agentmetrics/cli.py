@@ -692,7 +692,12 @@ def cleanup(ctx: click.Context, days: float, dry_run: bool, vacuum: bool, now: s
     with _Progress("Deleting") as bar:
         if bar.shown and not dry_run:
             counted = cleanup_(db, days, now=now, dry_run=True)
-            bar.total(counted.orchestrations + counted.executions + counted.standalone_executions)
+            bar.total(
+                counted.orchestrations
+                + counted.executions
+                + counted.standalone_executions
+                + counted.spans
+            )
         result = cleanup_(db, days, now=now, dry_run=dry_run, progress=bar.update)
     verb = "Would delete" if dry_run else "Deleted"
     click.echo(

@@ -225,7 +225,9 @@ def timed_program(exporter, runs: int, work_s: float) -> float:
         program(NoOpTracer(), runs, work_s)
         return time.perf_counter() - started
     provider = TracerProvider()
-    provider.add_span_processor(BatchSpanProcessor(exporter))
+    # A queue for every span: the SDK drops spans from a full queue (2,048 by default).
+    queue = runs * SPANS_PER_TRACE
+    provider.add_span_processor(BatchSpanProcessor(exporter, max_queue_size=queue))
     tracer = provider.get_tracer("bench")
     started = time.perf_counter()
     program(tracer, runs, work_s)

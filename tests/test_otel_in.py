@@ -388,12 +388,36 @@ def test_cli_refuses_a_bad_otlp_file_whole(tmp_path, db_path, second_line, messa
     assert not db_path.exists()
 
 
-def test_cli_refuses_a_file_that_is_not_otlp(tmp_path, db_path):
+@pytest.mark.parametrize("fmt", ["json", "jsonl"])
+def test_cli_refuses_our_row_exports_as_otlp(tmp_path, db_path, fmt):
+    build(tmp_path / "source.db")
+    exported = tmp_path / f"export.{fmt}"
+    with exported.open("w") as out:
+        export(tmp_path / "source.db", out, fmt)
+    result = cli_result("--db", db_path, "import", "--format", "otlp", exported)
+    no_traceback(result, 1)
+    assert "import it without --format otlp" in result.output
+    assert len(result.output.splitlines()) == 1
+    assert not db_path.exists()
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"\x08\x96\x01 not protobuf of traces", "not an OTLP protobuf ExportTraceServiceRequest"),
+        (b"\x0a\x80\x01 truncated", "the file ends inside a protobuf message"),
+        (gzip.compress(json.dumps(request(*OPENINFERENCE)).encode() * 9)[:300], "Cannot read"),
+        (gzip.compress(b"{}")[:10] + b"\xff" * 20, "Cannot read"),
+        (b"", "the file is empty"),
+    ],
+)
+def test_cli_refuses_a_file_that_is_not_otlp(tmp_path, db_path, content, message):
     junk = tmp_path / "junk.pb"
-    junk.write_bytes(b"\x08\x96\x01 not protobuf of traces")
+    junk.write_bytes(content)
     result = cli_result("--db", db_path, "import", "--format", "otlp", junk, tmp_path / "missing")
     no_traceback(result, 1)
-    assert "junk.pb: not an OTLP protobuf ExportTraceServiceRequest" in result.output
+    assert result.output.startswith("Error: ") and message in result.output
+    assert len(result.output.splitlines()) == 1
     assert not db_path.exists()
 
 
@@ -513,3 +537,46 @@ def test_exporter_never_raises(tmp_path, caplog):
     exporter.shutdown()
     assert exporter.export(spans) is SpanExportResult.FAILURE
     assert exporter.dropped == 10
+
+
+def test_cleanup_deletes_old_spans_with_their_rows(db_path):
+    from agentmetrics.cleanup import cleanup
+
+    ingest_spans(db_path, decode_json(request(*OPENINFERENCE)))
+    # The trace started 2026-05-28T20:26:40Z: 30 days before 2026-06-28 it is kept.
+    kept = cleanup(db_path, 30, now="2026-06-27T20:00:00Z")
+    assert (kept.orchestrations, kept.spans) == (0, 0)
+    counted = cleanup(db_path, 30, now="2026-06-28T00:00:00Z", dry_run=True)
+    assert (counted.orchestrations, counted.executions, counted.spans) == (1, 2, 7)
+    done = cleanup(db_path, 30, now="2026-06-28T00:00:00Z")
+    assert (done.orchestrations, done.executions, done.spans) == (1, 2, 7)
+    conn = sqlite3.connect(db_path)
+    assert conn.execute("SELECT count(*) FROM otel_spans").fetchone()[0] == 0
+    conn.close()
+
+
+def test_values_sqlite_cannot_hold_are_left_out_or_rejected(db_path):
+    agent = span(1, None, "invoke_agent x", 0, 5, genai("invoke_agent", **{"usage.cost": 1.0}))
+    chat = span(2, 1, "chat", 1, 2, genai("chat", **{"usage.input_tokens": 2**64}))
+    chat["attributes"].append({"key": "gen_ai.usage.cost", "value": {"doubleValue": "Infinity"}})
+    # A lone surrogate is valid in a JSON escape, not in UTF-8: that span is rejected.
+    text = json.dumps(request(agent, chat)).replace("invoke_agent x", "invoke_agent x\\ud800")
+    result = ingest_request(db_path, text.encode(), "application/json")
+    assert (result.accepted, result.rejected) == (1, 1)
+    assert result.error_message == "span 'invoke_agent x\\ud800': holds text that is not UTF-8"
+    ingest_request(db_path, json.dumps(request(agent)), "application/json")
+    [run] = rows(db_path, "agent_executions").values()
+    # The chat span's values do not fit: none stored, the agent span's own cost stays.
+    assert (run["agent_name"], run["input_tokens"], run["cost_usd"]) == ("x", None, 1.0)
+
+
+def test_our_execution_session_from_its_own_attribute(db_path):
+    # An export that gives executions their orchestration's session (for backends that
+    # group by session) carries the execution's own in agentmetrics.agent_session_id.
+    attributes = genai("invoke_agent", **{"agent.name": "coder", "conversation.id": "orch-s"})
+    ours = {"agentmetrics.status": "completed", "agentmetrics.agent_session_id": "a-9"}
+    ingest_spans(
+        db_path, decode_json(request(span(1, None, "invoke_agent coder", 0, 5, attributes | ours)))
+    )
+    [run] = rows(db_path, "agent_executions").values()
+    assert (run["agent_session_id"], run["orchestration_id"]) == ("a-9", None)

@@ -14,7 +14,10 @@ API (used by ``import --format otlp``, ``serve`` and :class:`SQLiteSpanExporter`
 :class:`Ingested` counts accepted and rejected spans (``rejected``, ``error_message``:
 what an OTLP partial success reports) and the rows written. Writes happen in short
 transactions (about :data:`LOCK_SECONDS` each) with parameterised SQL; a write the
-database refuses raises :class:`~agentmetrics.errors.StorageError`.
+database refuses (read-only, locked past the busy timeout, full) raises
+:class:`~agentmetrics.errors.StorageError`. ``db`` is a path (opened and closed on each
+call) or an open Database, better for many calls; calls sharing one Database from
+several threads must take turns (a lock around them).
 
 The mapping (README, "OpenTelemetry in"): every span is kept in ``otel_spans``; each
 time spans of a trace arrive, the trace's rows are derived again from all its spans,
@@ -30,11 +33,12 @@ carrying ``agentmetrics.*`` attributes (our own export) give back the rows expor
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import math
 import os
 import sqlite3
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -49,7 +53,7 @@ LOCK_SECONDS = 0.1
 _FIRST_BATCH = 500
 _MAX_REASONS = 5
 # uuid5 namespace of execution ids derived from (trace id, span id).
-_NAMESPACE = uuid.UUID("6f0b8a52-51a4-4f4e-9c4b-3d0c2f7e8a11")
+_NAMESPACE = bytes.fromhex("6f0b8a5251a44f4e9c4b3d0c2f7e8a11")
 _LLM_OPERATIONS = {"chat", "text_completion", "generate_content", "embeddings"}
 _ROLES = {
     "invoke_workflow": "workflow",
@@ -61,6 +65,7 @@ _ROLES = {
     "EMBEDDING": "llm",
 }
 _AM = "agentmetrics."
+_MAX_INTEGER = 2**63 - 1  # SQLite's largest INTEGER
 # One encoder for every call: creating one per call costs more than encoding.
 _dumps = json.JSONEncoder(
     ensure_ascii=False,
@@ -132,9 +137,12 @@ _ROLE_FIELDS: dict[str | None, tuple[str, ...]] = {
 
 
 def _number(value: Any) -> int | float | None:
+    """A count or cost SQLite can store (a whole number up to 2^63-1, a finite float)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    return value if value >= 0 else None
+    if isinstance(value, float):
+        return value if 0 <= value < math.inf else None
+    return value if 0 <= value <= _MAX_INTEGER else None
 
 
 def _error(span: Span) -> str | None:
@@ -212,12 +220,17 @@ def _times(start: int, end: int | None) -> dict[str, Any]:
     }
 
 
+def _uuid_text(hex32: str) -> str:
+    """32 hex digits in the UUID form (8-4-4-4-12)."""
+    return f"{hex32[:8]}-{hex32[8:12]}-{hex32[12:16]}-{hex32[16:20]}-{hex32[20:32]}"
+
+
 def _text(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
 def _count(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+    return value if isinstance(value, int) and _number(value) is not None else None
 
 
 class _Trace:
@@ -272,10 +285,12 @@ class _Trace:
             execution["parent_execution_id"] = executions[parent]["id"] if parent else None
             execution["metadata_json"] = _dumps(execution.pop("_metadata"))
             execution.pop("_own", None)
+            for column in ("input_tokens", "output_tokens", "cost_usd"):  # sums may overflow
+                execution[column] = _number(execution[column])
         return orchestration, list(executions.values())
 
     def _execution(self, span_id: str) -> dict[str, Any]:
-        parent, _, start, end, data = self.records[span_id]
+        _, _, start, end, data = self.records[span_id]
         data = data or {}
         am = data.get("am") or {}
         ours = "status" in am
@@ -287,7 +302,8 @@ class _Trace:
         self_healed = am.get("self_healed")
         return {
             "id": str(data["agent_id"]) if ours and data.get("agent_id") else self._id(span_id),
-            # Our export since otel-out: the orchestration's session is the conversation.
+            # Ours: agentmetrics.agent_session_id if the export has it, else (as it
+            # has been written so far) gen_ai.conversation.id.
             "agent_session_id": (
                 str(am.get("agent_session_id") or data["conversation"])
                 if ours and (am.get("agent_session_id") or data.get("conversation"))
@@ -310,7 +326,7 @@ class _Trace:
             "output_tokens": _count(data.get("output_tokens")),
             "cost_usd": _number(am.get("cost_usd", data.get("cost"))),
             "_metadata": metadata,
-            "_own": True,  # token counts still the agent span's own
+            "_own": {"input_tokens", "output_tokens", "cost_usd"},  # still the agent span's
             "_ours": ours,
             "_trace": self.trace_id,
         }
@@ -324,24 +340,29 @@ class _Trace:
                 metadata["tool_errors"] = metadata.get("tool_errors", 0) + 1
             return
         metadata["llm_calls"] = metadata.get("llm_calls", 0) + 1
-        if execution.pop("_own", False):
-            # The LLM spans' counts replace the agent span's own (often their total).
-            for key in ("input_tokens", "output_tokens"):
-                execution[key] = None
-            if execution["cost_usd"] is not None and "cost" in data:
-                execution["cost_usd"] = None
+        own = execution["_own"]
         for key, column in (
             ("input_tokens", "input_tokens"),
             ("output_tokens", "output_tokens"),
             ("cost", "cost_usd"),
         ):
-            if isinstance(data.get(key), (int, float)):
-                execution[column] = (execution[column] or 0) + data[key]
+            if key in data:
+                if column in own:
+                    # The LLM spans' counts replace the agent span's own (often their total).
+                    own.discard(column)
+                    execution[column] = 0
+                execution[column] += data[key]
         if execution["model"] is None and data.get("model"):
             execution["model"] = str(data["model"])
 
     def _id(self, span_id: str) -> str:
-        return str(uuid.uuid5(_NAMESPACE, f"{self.trace_id}/{span_id}"))
+        # uuid.uuid5(_NAMESPACE, name), without the cost of building UUID objects.
+        digest = bytearray(
+            hashlib.sha1(_NAMESPACE + f"{self.trace_id}/{span_id}".encode()).digest()
+        )
+        digest[6] = digest[6] & 0x0F | 0x50
+        digest[8] = digest[8] & 0x3F | 0x80
+        return _uuid_text(digest[:16].hex())
 
     def _tasks(self, executions: dict[str, dict[str, Any]]) -> dict[str, int]:
         statuses = [e["status"] for e in executions.values()]
@@ -356,7 +377,7 @@ class _Trace:
             am = (self.records[span_id][4] or {}).get("am") or {}
             if am.get("orchestration.id"):
                 return str(am["orchestration.id"])
-        return str(uuid.UUID(self.trace_id))
+        return _uuid_text(self.trace_id)
 
     def _orchestration(self, span_id: str, executions: dict[str, dict[str, Any]]) -> dict[str, Any]:
         _, _, start, end, data = self.records[span_id]
@@ -586,6 +607,23 @@ def _write(db: Database, spans: list[Span], result: Ingested) -> None:
     result.executions += len(flat)
 
 
+def _write_checked(db: Database, spans: list[Span], result: Ingested) -> None:
+    try:
+        _write(db, spans, result)
+    except UnicodeEncodeError:
+        # Text with a lone surrogate (valid in JSON escapes and Python strings, not in
+        # UTF-8) cannot be stored: reject those spans, write the others.
+        good = []
+        for span in spans:
+            try:
+                _dumps(dataclasses.astuple(span)).encode()
+            except UnicodeEncodeError:
+                result._reject(f"span {ascii(span.name)}: holds text that is not UTF-8")
+            else:
+                good.append(span)
+        _write(db, good, result)
+
+
 def ingest_spans(
     db: str | os.PathLike[str] | Database,
     spans: Iterable[Span | RejectedSpan],
@@ -612,10 +650,10 @@ def ingest_spans(
                 batch.append(span)
                 if len(batch) >= size.size:
                     with size.timed():
-                        _write(database, batch, result)
+                        _write_checked(database, batch, result)
                     batch = []
             if batch:
-                _write(database, batch, result)
+                _write_checked(database, batch, result)
         except sqlite3.DatabaseError as e:
             name = database.conn.execute("PRAGMA main.database_list").fetchone()[2]
             if refused_write(e):

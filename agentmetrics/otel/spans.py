@@ -26,6 +26,7 @@ import gzip
 import json
 import os
 import re
+import zlib
 from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
@@ -39,6 +40,10 @@ _INVALID_TRACE, _INVALID_SPAN = "0" * 32, "0" * 16
 # Nanosecond times SQLite and our timestamp formats can hold (years 1970-2262).
 _MAX_NANOS = 2**63 - 1
 _GZIP_MAGIC = b"\x1f\x8b"
+_NOT_OTLP_JSON = (
+    "not OTLP: expected an ExportTraceServiceRequest (resourceSpans) per line"
+    " (an agentmetrics export? import it without --format otlp)"
+)
 
 
 @dataclasses.dataclass(slots=True)
@@ -137,18 +142,22 @@ def _json_span(raw: dict[str, Any], resource: dict[str, Any], scope: str) -> Spa
     return check(span)
 
 
+def _parse_json(text: str | bytes | bytearray) -> Any:
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise InvalidExport("invalid JSON (nested too deeply)") from None
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+        raise InvalidExport(f"invalid JSON ({e})") from None
+
+
 def decode_json(request: Any) -> list[Span | RejectedSpan]:
     """The spans of an OTLP/JSON ``ExportTraceServiceRequest`` (parsed, or its text).
 
     :raises InvalidExport: not JSON, or not shaped like an ExportTraceServiceRequest
     """
     if isinstance(request, (str, bytes, bytearray)):
-        try:
-            request = json.loads(request)
-        except RecursionError:
-            raise InvalidExport("invalid JSON (nested too deeply)") from None
-        except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
-            raise InvalidExport(f"invalid JSON ({e})") from None
+        request = _parse_json(request)
     if not isinstance(request, dict) or not isinstance(request.get("resourceSpans", []), list):
         raise InvalidExport("expected an ExportTraceServiceRequest: an object with resourceSpans")
     spans: list[Span | RejectedSpan] = []
@@ -295,19 +304,25 @@ def read_file(path: str | os.PathLike[str]) -> Iterator[tuple[str, Span | Reject
                 for i, line in enumerate(f, 1):
                     if i == 1:
                         line = line.removeprefix(b"\xef\xbb\xbf")  # a byte order mark
-                    if line.strip():
-                        try:
-                            spans = decode_json(line)
-                        except InvalidExport as e:
-                            raise InvalidExport(f"{name}: line {i}: {e}") from None
-                        for span in spans:
-                            yield f"line {i}", span
+                    if not line.strip():
+                        continue
+                    try:
+                        request = _parse_json(line)
+                        if isinstance(request, dict) and "resourceSpans" not in request:
+                            raise InvalidExport(_NOT_OTLP_JSON)  # e.g. our JSON Lines export
+                        spans = decode_json(request)
+                    except InvalidExport as e:
+                        raise InvalidExport(f"{name}: line {i}: {e}") from None
+                    for span in spans:
+                        yield f"line {i}", span
+            elif head.startswith(b"["):
+                raise InvalidExport(f"{name}: {_NOT_OTLP_JSON}")
             else:
                 for span in _protobuf_stream(f):
                     yield "protobuf", span
     except InvalidExport as e:
         message = str(e)
         raise InvalidExport(message if message.startswith(name) else f"{name}: {message}") from None
-    except (OSError, EOFError) as e:
+    except (OSError, EOFError, zlib.error) as e:  # unreadable, or a damaged gzip file
         reason = getattr(e, "strerror", None) or str(e)
         raise InvalidExport(f"Cannot read {name}: {reason}") from None
