@@ -536,7 +536,8 @@ def failures(ctx: click.Context, limit: int, include_partial: bool, fmt: str) ->
     default="json",
     show_default=True,
     help="json (the original's shape), jsonl (one object per line), otlp (OpenTelemetry"
-    " traces), csv or parquet (one table: --table, or both into the -o directory).",
+    " traces as OTLP/JSON lines), otlp-protobuf (the same as one OTLP protobuf message),"
+    " csv or parquet (one table: --table, or both into the -o directory).",
 )
 @click.option(
     "-o", "--output", type=click.Path(), help="Write to this file (csv/parquet: a directory)."
@@ -562,6 +563,7 @@ def export(
     agentmetrics export SESSION_ID -o session.json
     agentmetrics export --format jsonl -o all.jsonl
     agentmetrics export --format otlp -o traces.jsonl
+    agentmetrics export --format otlp-protobuf -o traces.pb
     agentmetrics export --format csv --table executions > executions.csv
     agentmetrics export --format parquet -o tables/
     """
@@ -575,11 +577,14 @@ def export(
         return
     if table is not None:
         raise _UsageFailure(f"--table only applies to --format {' or '.join(TABLE_FORMATS)}")
+    binary = EXPORT_FORMATS[format_].binary
     db = read_db(ctx)
     if output is None:
-        export_(db, sys.stdout, format_, session_id)
+        if binary and sys.stdout.isatty():
+            raise _UsageFailure(f"--format {format_} is binary: use -o FILE or a pipe")
+        export_(db, sys.stdout.buffer if binary else sys.stdout, format_, session_id)
         return
-    with atomic_file(output) as out, _Progress("Exporting") as bar:
+    with atomic_file(output, binary=binary) as out, _Progress("Exporting") as bar:
         if bar.shown and session_id is None:
             bar.total(_count_rows(db, "agent_executions"))
         counts = export_(db, out, format_, session_id, progress=bar.update)
@@ -1297,6 +1302,54 @@ def watch(
         )
     except KeyboardInterrupt:
         click.echo()
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=4318,
+    show_default=True,
+    help="Port to listen on (0: any free port).",
+)
+@click.option(
+    "--max-body-mib",
+    type=_Number(min=0, min_open=True, max=1024),
+    default=32,
+    show_default=True,
+    help="Largest request body accepted, compressed or not (MiB).",
+)
+@db_option
+@click.pass_context
+def serve(ctx: click.Context, host: str, port: int, max_body_mib: float) -> None:
+    """Receive OpenTelemetry traces over OTLP/HTTP into the database.
+
+    POST /v1/traces takes protobuf or JSON, gzip or not; agent spans become executions
+    and workflows orchestrations, as `import --format otlp` does. Stops on Ctrl-C or
+    SIGTERM.
+
+    \b
+    agentmetrics serve
+    OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318 python my_agent.py
+    """
+    from .otel.receiver import serve as serve_
+
+    def ready(server) -> None:
+        click.echo(
+            f"Receiving traces on {server.url}/v1/traces into {ctx.obj['db_path']}"
+            " (Ctrl-C to stop)",
+            err=True,
+        )
+
+    totals = serve_(
+        ctx.obj["db_path"], host, port, max_body=int(max_body_mib * 1024 * 1024), ready=ready
+    )
+    click.echo(
+        f"Stopped: {totals.accepted} spans stored, {totals.rejected} rejected,"
+        f" in {totals.requests} requests ({totals.failed_requests} refused)",
+        err=True,
+    )
 
 
 @cli.command()

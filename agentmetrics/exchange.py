@@ -37,7 +37,7 @@ from .db import ensure_database, open_database, using_database, write_transactio
 from .errors import AgentMetricsError, InvalidExport, InvalidValue, UnknownSession
 from .migrations import COLUMN_TYPES, EXECUTION_COLUMNS, ORCHESTRATION_COLUMNS
 from .monitor import EXECUTION_STATUSES, ORCHESTRATION_STATUSES
-from .otlp import write_otlp
+from .otlp import write_otlp, write_otlp_protobuf
 from .tabular import write_csv, write_parquet
 from .timestamps import parse_timestamp, to_iso, to_sqlite_datetime
 
@@ -182,12 +182,12 @@ _EXECUTION_LINE = '{"type": "execution", '
 class ExportFormat:
     """How to write one export format.
 
-    A session format (json, jsonl, otlp) streams text with ``write(sessions, out,
-    single)``, ``single`` being True for a one-session export; one that writes only
+    A session format (json, jsonl, otlp, otlp-protobuf) streams with ``write(sessions,
+    out, single)``, ``single`` being True for a one-session export; one that writes only
     some rows returns ``(orchestrations, executions)`` written, None meaning all. A
     table format (csv, parquet) writes one whole table per file with
     ``write_table(db, table, out, progress=None)`` (``progress`` called with each chunk's
-    number of rows); ``binary``: into a file opened in binary mode.
+    number of rows); ``binary``: into a file opened in binary mode (else text).
     """
 
     write: Callable[[Iterable[Session], IO[str], bool], tuple[int, int] | None] | None = None
@@ -198,8 +198,10 @@ class ExportFormat:
 EXPORT_FORMATS: dict[str, ExportFormat] = {
     "json": ExportFormat(_write_json),
     "jsonl": ExportFormat(_write_jsonl),
-    # OpenTelemetry traces: JSON Lines of ExportTraceServiceRequest (see otlp.py).
+    # OpenTelemetry traces: JSON Lines of ExportTraceServiceRequest, or one protobuf
+    # ExportTraceServiceRequest (see otlp.py).
     "otlp": ExportFormat(write_otlp),
+    "otlp-protobuf": ExportFormat(write_otlp_protobuf, binary=True),
     "csv": ExportFormat(write_table=write_csv),
     "parquet": ExportFormat(write_table=write_parquet, binary=True),
 }
@@ -224,7 +226,8 @@ def export(
 ) -> ExportCounts:
     """Stream all data (or one session) to the open file ``out``; return what was written.
 
-    :param format: one of :data:`SESSION_FORMATS` (``json``, ``jsonl``, ``otlp``)
+    :param format: one of :data:`SESSION_FORMATS` (``json``, ``jsonl``, ``otlp``,
+      ``otlp-protobuf``: ``out`` opened in binary mode)
     :param progress: called with each session's number of executions as it is read
     :raises InvalidValue: not a session format
     :raises UnknownSession: ``session_id`` names no orchestration

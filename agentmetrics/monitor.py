@@ -21,7 +21,7 @@ import uuid
 import weakref
 from collections.abc import Callable, Iterator
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlite_utils import Database
 
@@ -39,6 +39,9 @@ from .errors import (
 )
 from .pending import SUFFIX, PendingWrites
 from .timestamps import SQL_NOW, sql_duration_ms, to_iso, to_sqlite_datetime
+
+if TYPE_CHECKING:
+    from .push import LivePush
 
 ORCHESTRATION_STATUSES = ("running", "completed", "failed", "partial")
 EXECUTION_STATUSES = ("in_progress", "completed", "failed")
@@ -224,6 +227,11 @@ class Monitor:
       writes for later (None: ``$AGENTMETRICS_STRICT=1``). The end of a ``with``
       block never raises for storage, even in strict mode.
     :param busy_timeout: seconds a write waits for another process's lock
+    :param otlp_endpoint: also send each finished execution and orchestration as an
+      OpenTelemetry span to this OTLP/HTTP receiver's base URL (``/v1/traces`` is
+      appended), or True for ``$OTEL_EXPORTER_OTLP_ENDPOINT``; headers come from
+      ``$OTEL_EXPORTER_OTLP_HEADERS``. Needs the ``otel`` extra. See
+      :mod:`agentmetrics.push` and :attr:`push`.
     """
 
     def __init__(
@@ -233,6 +241,7 @@ class Monitor:
         clock: Callable[[], dt.datetime] | None = None,
         strict: bool | None = None,
         busy_timeout: float = BUSY_TIMEOUT,
+        otlp_endpoint: str | bool | None = None,
     ) -> None:
         if clock is not None and not callable(clock):
             raise InvalidValue(f"clock must be a function returning a datetime, got {clock!r}")
@@ -249,6 +258,11 @@ class Monitor:
         self._retry_at = 0.0
         self._failing = False
         self._pid = os.getpid()
+        self._push: LivePush | None = None
+        if otlp_endpoint not in (None, False):
+            from .push import LivePush
+
+            self._push = LivePush(otlp_endpoint)
         _LIVE.add(self)
         with self._lock:
             try:
@@ -279,6 +293,11 @@ class Monitor:
         """How many writes were lost: neither the database nor the journal took them."""
         return self._pending.dropped
 
+    @property
+    def push(self) -> LivePush | None:
+        """The live push (``sent``, ``dropped`` and ``waiting`` spans), None without one."""
+        return self._push
+
     def flush(self) -> int:
         """Apply the pending writes now if the database takes them; return how many wait."""
         with self._lock:
@@ -289,7 +308,10 @@ class Monitor:
             return self.pending
 
     def close(self) -> None:
-        """Apply what is pending if possible, then close the database."""
+        """Apply what is pending if possible, then close the database; the live push sends
+        what it holds (waiting up to a few seconds) and warns about spans it dropped."""
+        if self._push is not None:
+            self._push.close()
         with self._lock, self._lenient():
             self.flush()
             self._pending.save_memory()
@@ -375,8 +397,10 @@ class Monitor:
             "error_message": _optional_text("error_message", error_message),
             **self._now(),
         }
-        if self._write("complete_orchestration", params) == 0:
+        changed = self._write("complete_orchestration", params)
+        if changed == 0:
             self._explain_missing("orchestrations", "session_id", session_id, "Orchestration")
+        self._pushed(changed, "orchestration_finished", session_id)
 
     def start_agent_execution(
         self,
@@ -432,10 +456,12 @@ class Monitor:
             **{name: check(name, fields.get(name)) for name, check in EXECUTION_FIELDS.items()},
             **self._now(),
         }
-        if self._write("complete_agent_execution", params) == 0:
+        changed = self._write("complete_agent_execution", params)
+        if changed == 0:
             self._explain_missing(
                 "agent_executions", "agent_session_id", agent_session_id, "Agent session"
             )
+        self._pushed(changed, "execution_finished", agent_session_id)
 
     # -- context managers --------------------------------------------------------------
 
@@ -560,6 +586,16 @@ class Monitor:
                 self._unavailable(e)
                 self._pending.add(kind, _stamped(params, called))
                 return None
+
+    def _pushed(self, changed: int | None, event: str, key: str) -> None:
+        """Hand a finished run to the live push; one kept for later has no row to send."""
+        if self._push is None:
+            return
+        if changed is None:
+            self._push.missed()
+            return
+        with self._lock:
+            getattr(self._push, event)(self._db, key)
 
     def _unavailable(self, error: BaseException) -> None:
         """After a storage failure: raise it in strict mode, else note it and carry on."""
@@ -784,10 +820,13 @@ _LIVE: weakref.WeakSet[Monitor] = weakref.WeakSet()
 
 @atexit.register
 def _flush_at_exit() -> None:
-    """Writes kept for later are applied (or saved to the journal) before the process ends."""
+    """Writes kept for later are applied (or saved to the journal), and spans queued for
+    the live push sent, before the process ends."""
     for monitor in list(_LIVE):
         # A forked child's copy of its parent's Monitor is not its own to flush.
-        if monitor._pid == os.getpid() and monitor._pending.waiting():
+        if monitor._pid == os.getpid() and (
+            monitor._pending.waiting() or monitor._push is not None
+        ):
             with contextlib.suppress(Exception):
                 monitor.close()
 

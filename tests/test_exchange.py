@@ -607,14 +607,14 @@ def test_one_entry_per_line_with_a_multiline_entry_falls_back(filled, tmp_path):
 
 
 def test_one_registry_for_every_export_format(db, tmp_path):
-    """json/jsonl/otlp and csv/parquet are all in EXPORT_FORMATS; each writer refuses
+    """json/jsonl/otlp/otlp-protobuf and csv/parquet are all in EXPORT_FORMATS; each writer refuses
     the other kind with the library's own error."""
     from agentmetrics.errors import InvalidValue
     from agentmetrics.exchange import EXPORT_FORMATS
     from agentmetrics.tabular import export_table
 
-    assert list(EXPORT_FORMATS) == ["json", "jsonl", "otlp", "csv", "parquet"]
-    with pytest.raises(InvalidValue, match="use one of json, jsonl, otlp$"):
+    assert list(EXPORT_FORMATS) == ["json", "jsonl", "otlp", "otlp-protobuf", "csv", "parquet"]
+    with pytest.raises(InvalidValue, match="use one of json, jsonl, otlp, otlp-protobuf$"):
         export(db, io.StringIO(), "csv")
     with pytest.raises(InvalidValue, match="use one of csv, parquet$"):
         export_table(db, "executions", tmp_path / "x.json", "json")

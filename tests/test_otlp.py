@@ -2,12 +2,16 @@ import datetime as dt
 import hashlib
 import json
 import re
+import sqlite3
+import subprocess
+import sys
 
 import pytest
 from click.testing import CliRunner
 from conftest import cli_result
-from dashboard_data import T0, build
+from dashboard_data import T0, Clock, build
 
+from agentmetrics import Monitor
 from agentmetrics.cli import cli
 from agentmetrics.exchange import iter_sessions
 from agentmetrics.otlp import error_type, iter_requests
@@ -18,6 +22,7 @@ SPAN_FIELDS = {
     "traceId",
     "spanId",
     "parentSpanId",
+    "flags",
     "name",
     "kind",
     "startTimeUnixNano",
@@ -69,6 +74,15 @@ def attrs(span):
     return out
 
 
+def by_session(spans):
+    """Spans by session: the agent session of an execution, the session of a workflow."""
+    out = {}
+    for span in spans:
+        a = attrs(span)
+        out[a.get("agentmetrics.agent_session_id", a["session.id"])] = span
+    return out
+
+
 @pytest.fixture
 def exported(db_path):
     ids = build(db_path)
@@ -83,6 +97,7 @@ def test_structure_and_encoding(exported):
         assert HEX16.match(span["spanId"])
         assert "parentSpanId" not in span or HEX16.match(span["parentSpanId"])
         assert span["kind"] == 1
+        assert span["flags"] == 0x100  # SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK: a local parent
         start, end = span["startTimeUnixNano"], span["endTimeUnixNano"]
         assert isinstance(start, str) and isinstance(end, str)
         assert int(start) <= int(end)
@@ -92,7 +107,7 @@ def test_structure_and_encoding(exported):
 
 def test_traces_and_parent_links(exported):
     ids, spans = exported
-    by_conversation = {attrs(s)["gen_ai.conversation.id"]: s for s in spans}
+    by_conversation = by_session(spans)
     # Finished only: s-3 (running), a-6 and a-7 (in progress) are left out.
     assert sorted(by_conversation) == ["a-1", "a-2", "a-3", "a-4", "a-5", "s-1", "s-2"]
     s1, s2 = by_conversation["s-1"], by_conversation["s-2"]
@@ -113,7 +128,7 @@ def test_traces_and_parent_links(exported):
 
 def test_workflow_span(exported):
     ids, spans = exported
-    span = next(s for s in spans if attrs(s).get("gen_ai.conversation.id") == "s-1")
+    span = by_session(spans)["s-1"]
     assert span["name"] == "invoke_workflow Build feature"
     assert span["startTimeUnixNano"] == nanos(T0)
     assert span["endTimeUnixNano"] == nanos(T0 + dt.timedelta(seconds=300))
@@ -123,14 +138,14 @@ def test_workflow_span(exported):
     assert a["gen_ai.workflow.name"] == "Build feature"
     assert a["agentmetrics.orchestration.id"] == ids["s-1"]
     assert (a["agentmetrics.completed_tasks"], a["agentmetrics.failed_tasks"]) == (1, 1)
-    failed = next(s for s in spans if attrs(s).get("gen_ai.conversation.id") == "s-2")
+    failed = by_session(spans)["s-2"]
     assert failed["status"]["code"] == 2
     assert attrs(failed)["error.type"] == "orchestration_failed"
 
 
 def test_agent_spans(exported):
     ids, spans = exported
-    by_conversation = {attrs(s)["gen_ai.conversation.id"]: s for s in spans}
+    by_conversation = by_session(spans)
     ok = by_conversation["a-1"]
     assert ok["name"] == "invoke_agent coder"
     assert ok["startTimeUnixNano"] == nanos(T0)
@@ -231,14 +246,16 @@ def test_otlp_non_finite_double_is_still_json(monitor, db_path):
 
 def test_otlp_export_message_counts_what_was_written(data_path, tmp_path, db):
     # Running orchestrations and executions in progress have no end time and are left
-    # out, with everything inside a running orchestration.
+    # out; a finished execution of a running orchestration is written.
+    running = db.execute("SELECT id FROM orchestrations WHERE status = 'running'").fetchone()[0]
+    Monitor(db).start_agent_execution("a-8", "coder", orchestration_id=running)
+    Monitor(db).complete_agent_execution("a-8", "completed")
     finished_orchestrations = db.execute(
         "SELECT count(*) FROM orchestrations WHERE status != 'running'"
     ).fetchone()[0]
     finished_executions = db.execute(
         "SELECT count(*) FROM agent_executions e LEFT JOIN orchestrations o"
-        " ON o.id = e.orchestration_id"
-        " WHERE e.status != 'in_progress' AND (o.id IS NULL OR o.status != 'running')"
+        " ON o.id = e.orchestration_id WHERE e.status != 'in_progress'"
     ).fetchone()[0]
     all_rows = db.execute(
         "SELECT (SELECT count(*) FROM orchestrations), (SELECT count(*) FROM agent_executions)"
@@ -258,3 +275,178 @@ def test_otlp_export_message_counts_what_was_written(data_path, tmp_path, db):
         f"Exported {finished_orchestrations} orchestrations and {finished_executions}"
         f" executions to {target}\n"
     )
+
+
+# -- what backends need: span kinds, sessions, running orchestrations, protobuf ------------
+
+
+def test_openinference_span_kinds(exported):
+    _, spans = exported
+    kinds = {
+        agent: attrs(span)["openinference.span.kind"] for agent, span in by_session(spans).items()
+    }
+    assert kinds == {
+        "s-1": "CHAIN",
+        "s-2": "CHAIN",
+        **dict.fromkeys(["a-1", "a-2", "a-3", "a-4", "a-5"], "AGENT"),
+    }
+
+
+def test_executions_carry_their_orchestrations_session(exported):
+    _, spans = exported
+    sessions = {
+        agent: (attrs(span)["session.id"], attrs(span)["gen_ai.conversation.id"])
+        for agent, span in by_session(spans).items()
+        if agent.startswith("a-")
+    }
+    assert sessions == {
+        "a-1": ("s-1", "s-1"),
+        "a-2": ("s-1", "s-1"),
+        "a-3": ("s-2", "s-2"),
+        "a-4": ("s-2", "s-2"),
+        "a-5": ("a-5", "a-5"),  # no orchestration: its own session
+    }
+    workflow = attrs(by_session(spans)["s-1"])
+    assert (workflow["session.id"], workflow["gen_ai.conversation.id"]) == ("s-1", "s-1")
+
+
+def test_finished_execution_of_running_orchestration(db_path):
+    clock = Clock(T0)
+    monitor = Monitor(db_path, clock=clock)
+    orchestration_id = monitor.start_orchestration("s-run", "Long job")
+    monitor.start_agent_execution("a-done", "coder", orchestration_id=orchestration_id)
+    monitor.start_agent_execution("a-busy", "tester", orchestration_id=orchestration_id)
+    clock.moment = T0 + dt.timedelta(seconds=30)
+    monitor.complete_agent_execution("a-done", "completed")
+    trace = hashlib.sha256(f"agentmetrics/trace/{orchestration_id}".encode()).hexdigest()[:32]
+    parent = hashlib.sha256(f"agentmetrics/orchestration/{orchestration_id}".encode()).hexdigest()
+    (span,) = all_spans(export_lines(db_path))
+    assert attrs(span)["agentmetrics.agent_session_id"] == "a-done"
+    assert (span["traceId"], span["parentSpanId"]) == (trace, parent[:16])
+    assert attrs(span)["session.id"] == "s-run"
+    # When the workflow finishes, its span is the parent the execution already named.
+    clock.moment = T0 + dt.timedelta(seconds=60)
+    monitor.complete_agent_execution("a-busy", "completed")
+    monitor.complete_orchestration("s-run", "completed")
+    monitor.close()
+    spans = by_session(all_spans(export_lines(db_path)))
+    assert spans["s-run"]["spanId"] == parent[:16]
+    assert spans["s-run"]["traceId"] == trace
+    assert spans["a-done"] == span
+
+
+def test_demo_exports_every_finished_execution(tmp_path):
+    path = tmp_path / "demo.db"
+    assert cli_result("--db", path, "demo").exit_code == 0
+    with sqlite3.connect(path) as conn:
+        finished = conn.execute(
+            "SELECT count(*) FROM agent_executions WHERE status != 'in_progress'"
+        ).fetchone()[0]
+        in_running = conn.execute(
+            "SELECT count(*) FROM agent_executions e JOIN orchestrations o"
+            " ON o.id = e.orchestration_id"
+            " WHERE e.status != 'in_progress' AND o.status = 'running'"
+        ).fetchone()[0]
+    assert in_running > 0  # the case the export used to leave out
+    spans = all_spans(export_lines(path))
+    assert sum("agentmetrics.agent_session_id" in attrs(s) for s in spans) == finished
+
+
+def _hex(raw: bytes) -> str:
+    return raw.hex()
+
+
+def _value_from_protobuf(value):
+    kind = value.WhichOneof("value")
+    raw = getattr(value, kind)
+    if kind == "string_value":
+        return {"stringValue": raw}
+    if kind == "int_value":
+        return {"intValue": str(raw)}
+    if kind == "bool_value":
+        return {"boolValue": raw}
+    assert kind == "double_value"
+    return {"doubleValue": raw}
+
+
+def _span_from_protobuf(span):
+    """A decoded protobuf span in the OTLP/JSON mapping (spec: hex ids, int64 as strings)."""
+    out = {"traceId": _hex(span.trace_id), "spanId": _hex(span.span_id)}
+    if span.parent_span_id:
+        out["parentSpanId"] = _hex(span.parent_span_id)
+    status = {"code": span.status.code}
+    if span.status.message:
+        status["message"] = span.status.message
+    out.update(
+        flags=span.flags,
+        name=span.name,
+        kind=span.kind,
+        startTimeUnixNano=str(span.start_time_unix_nano),
+        endTimeUnixNano=str(span.end_time_unix_nano),
+        attributes=[
+            {"key": a.key, "value": _value_from_protobuf(a.value)} for a in span.attributes
+        ],
+        status=status,
+    )
+    return out
+
+
+def test_protobuf_export_is_the_json_export(data_path, tmp_path):
+    trace_service = pytest.importorskip("opentelemetry.proto.collector.trace.v1.trace_service_pb2")
+    Monitor(data_path).start_agent_execution("a-8", "coder")  # in progress: left out of both
+    target = tmp_path / "traces.pb"
+    result = cli_result("--db", data_path, "export", "--format", "otlp-protobuf", "-o", target)
+    assert result.exit_code == 0, result.output
+    message = trace_service.ExportTraceServiceRequest()
+    message.ParseFromString(target.read_bytes())  # the whole file is one message
+    spans = []
+    for resource_spans in message.resource_spans:
+        (resource,) = resource_spans.resource.attributes
+        assert (resource.key, resource.value.string_value) == ("service.name", "agentmetrics")
+        for scope_spans in resource_spans.scope_spans:
+            assert scope_spans.scope.name == "agentmetrics"
+            spans.extend(_span_from_protobuf(span) for span in scope_spans.spans)
+    assert spans == all_spans(export_lines(data_path))
+    assert len(spans) == 7
+    assert result.output == f"Exported 2 orchestrations and 5 executions to {target}\n"
+
+
+def test_protobuf_export_to_a_pipe(data_path, tmp_path):
+    trace_service = pytest.importorskip("opentelemetry.proto.collector.trace.v1.trace_service_pb2")
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "agentmetrics",
+            "--db",
+            str(data_path),
+            "export",
+            "-f",
+            "otlp-protobuf",
+            "s-1",
+        ],
+        capture_output=True,
+        timeout=60,
+    )
+    assert completed.returncode == 0, completed.stderr
+    message = trace_service.ExportTraceServiceRequest.FromString(completed.stdout)
+    names = [s.name for rs in message.resource_spans for ss in rs.scope_spans for s in ss.spans]
+    assert names == ["invoke_workflow Build feature", "invoke_agent coder", "invoke_agent reviewer"]
+
+
+def test_protobuf_export_without_the_otel_extra(data_path, tmp_path, monkeypatch):
+    from agentmetrics import otlp
+
+    otlp._sdk.cache_clear()
+    monkeypatch.setitem(sys.modules, "opentelemetry.sdk.trace", None)  # as if not installed
+    target = tmp_path / "traces.pb"
+    try:
+        result = cli_result("--db", data_path, "export", "-f", "otlp-protobuf", "-o", target)
+    finally:
+        otlp._sdk.cache_clear()
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [
+        "Error: OTLP protobuf and the live push need the otel extra (opentelemetry.sdk.trace is"
+        " missing): pip install 'agentmetrics-sqlite[otel]'"
+    ]
+    assert not target.exists() and list(tmp_path.glob(".traces.pb*")) == []

@@ -416,9 +416,16 @@ class _Trace:
     def _running(self, executions: dict[str, dict[str, Any]]) -> dict[str, Any]:
         """An orchestration whose workflow (or root) span has not arrived yet."""
         start = min(record[2] for record in self.records.values())
+        # Our execution spans carry their orchestration's session id.
+        sessions = (
+            (self.records[span_id][4] or {}).get("conversation")
+            for span_id, execution in executions.items()
+            if execution["agent_session_id"] != (self.records[span_id][4] or {}).get("conversation")
+            and execution["_ours"]
+        )
         return {
             "id": self._orchestration_id(executions),
-            "session_id": self.trace_id,
+            "session_id": str(next((s for s in sessions if s), None) or self.trace_id),
             "task_description": None,
             "status": "running",
             **_times(start, None),

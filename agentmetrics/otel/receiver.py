@@ -1,0 +1,349 @@
+"""``agentmetrics serve``: an OTLP/HTTP trace receiver that writes into one database.
+
+``POST /v1/traces`` takes an ``ExportTraceServiceRequest`` as ``application/x-protobuf``
+or ``application/json``, optionally ``Content-Encoding: gzip``, and stores it through
+:func:`agentmetrics.otel.ingest.ingest_request`. Answers follow the OTLP/HTTP
+specification, in the request's encoding:
+
+- 200 with an ``ExportTraceServiceResponse``: empty, or with ``partial_success``
+  (``rejected_spans``, ``error_message``) when some spans were rejected;
+- 400 with a ``google.rpc.Status`` (code 3, INVALID_ARGUMENT, and the reason) for a
+  body that is not a valid request (nothing of it is stored);
+- 413 for a body over ``max_body`` bytes (before or after decompression), 415 for
+  another content type or encoding, 411 without a ``Content-Length``;
+- 503 with ``Retry-After`` when the database cannot take the write now (a client
+  retries later);
+- 404 for any other path, 405 for another method on ``/v1/traces``.
+
+Requests are handled in threads; their writes are serialised in the process, each
+in short transactions, so trackers writing to the same file wait at most a fraction of
+a second. Ctrl-C or SIGTERM stops the server after the requests in progress finish.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import http.server
+import json
+import logging
+import os
+import signal
+import threading
+import zlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from sqlite_utils import Database
+
+from ..db import ensure_database
+from ..errors import AgentMetricsError, MissingDependency, StorageError
+from .ingest import ingest_request
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 4318
+DEFAULT_MAX_BODY = 32 * 1024 * 1024  # bytes, compressed or not
+TRACES_PATH = "/v1/traces"
+RETRY_AFTER = 5  # seconds a client is asked to wait when the database is busy
+# The google.rpc.Code a Status body carries for each HTTP status we answer with.
+RPC_CODES = {400: 3, 404: 5, 405: 12, 411: 3, 413: 8, 415: 3, 500: 13, 503: 14}
+
+log = logging.getLogger("agentmetrics")
+
+_JSON, _PROTOBUF = "application/json", "application/x-protobuf"
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _protobuf(*fields: tuple[int, int | str | bytes | None]) -> bytes:
+    """A protobuf message of varint (int) and length-delimited (str, bytes) fields."""
+    out = bytearray()
+    for number, value in fields:
+        if value is None or value == 0 or value in ("", b""):
+            continue  # proto3 leaves default values out
+        if isinstance(value, int):
+            out += _varint(number << 3) + _varint(value)
+        else:
+            raw = value.encode() if isinstance(value, str) else value
+            out += _varint(number << 3 | 2) + _varint(len(raw)) + raw
+    return bytes(out)
+
+
+def export_response(rejected: int, error_message: str, media: str) -> bytes:
+    """An ``ExportTraceServiceResponse``, with ``partial_success`` if spans were rejected."""
+    if media == _PROTOBUF:
+        partial = _protobuf((1, rejected), (2, error_message)) if rejected else None
+        return _protobuf((1, partial)) if partial is not None else b""
+    if not rejected:
+        return b"{}"
+    # int64 fields are strings in the protobuf JSON mapping.
+    partial = {"rejectedSpans": str(rejected), "errorMessage": error_message}
+    return json.dumps({"partialSuccess": partial}).encode()
+
+
+def status_body(code: int, message: str, media: str) -> bytes:
+    """A ``google.rpc.Status`` message."""
+    if media == _PROTOBUF:
+        return _protobuf((1, code), (2, message))
+    return json.dumps({"code": code, "message": message}).encode()
+
+
+@dataclasses.dataclass
+class Totals:
+    """What the server took in since it started."""
+
+    requests: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    failed_requests: int = 0
+
+
+class Receiver(http.server.ThreadingHTTPServer):
+    """The OTLP/HTTP server; :meth:`serve_forever` runs it.
+
+    :param db: the database spans are written to (a path, created if needed, or a
+      ``sqlite_utils.Database``)
+    :param max_body: the largest body accepted, compressed and decompressed, in bytes
+    """
+
+    daemon_threads = False  # server_close() waits for the requests in progress
+    block_on_close = True
+    request_queue_size = 64
+
+    def __init__(
+        self,
+        db: str | os.PathLike[str] | Database,
+        host: str = DEFAULT_HOST,
+        port: int = DEFAULT_PORT,
+        *,
+        max_body: int = DEFAULT_MAX_BODY,
+    ) -> None:
+        self.db = ensure_database(db)
+        self._owned = not isinstance(db, Database)
+        self.max_body = max_body
+        self.totals = Totals()
+        self._write_lock = threading.Lock()
+        self._count_lock = threading.Lock()
+        try:
+            super().__init__((host, port), _Handler)
+        except OSError as e:
+            if self._owned:
+                self.db.close()
+            raise AgentMetricsError(f"Cannot listen on {host}:{port}: {e.strerror or e}") from None
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def ingest(self, body: bytes, media: str) -> tuple[int, str]:
+        """Store one request's spans; return how many were rejected and why."""
+        with self._write_lock:
+            result = ingest_request(self.db, body, media)
+            self.totals.accepted += result.accepted
+            self.totals.rejected += result.rejected
+        return result.rejected, result.error_message
+
+    def count(self, field: str) -> None:
+        with self._count_lock:
+            setattr(self.totals, field, getattr(self.totals, field) + 1)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that hangs up mid-request is its own problem: no traceback here.
+        log.debug("agentmetrics serve: error with %s", client_address, exc_info=True)
+
+    def server_close(self) -> None:
+        super().server_close()
+        if self._owned:
+            self.db.close()
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    server: Receiver
+    protocol_version = "HTTP/1.1"  # keep-alive: one connection per client, not per batch
+    timeout = 60  # seconds a silent connection is kept: a stalled client frees its thread
+
+    def do_POST(self) -> None:
+        if self.path.split("?")[0] != TRACES_PATH:
+            self._other()
+            return
+        self.server.count("requests")
+        media = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if media not in (_JSON, _PROTOBUF):
+            self._discard()
+            self._fail(
+                415,
+                f"Unsupported content type {media or '(none)'!r}: use {_PROTOBUF} or {_JSON}",
+                _JSON,
+            )
+            return
+        body = self._body(media)
+        if body is None:
+            return
+        try:
+            rejected, message = self.server.ingest(body, media)
+        except MissingDependency as e:
+            self._fail(415, str(e), _JSON)
+            return
+        except StorageError as e:
+            self._fail(
+                503,
+                f"The database cannot take the spans now: {e}",
+                media,
+                {"Retry-After": str(RETRY_AFTER)},
+            )
+            return
+        except (AgentMetricsError, ValueError) as e:
+            self._fail(400, str(e), media)
+            return
+        except Exception as e:  # never let a request take the server down
+            log.exception("agentmetrics serve: unexpected error")
+            self._fail(500, f"Internal error: {type(e).__name__}", media)
+            return
+        self._reply(200, export_response(rejected, message, media), media)
+
+    def _body(self, media: str) -> bytes | None:
+        """The request's body, decompressed; None once an error was answered."""
+        limit = self.server.max_body
+        length = self.headers.get("Content-Length")
+        if length is None:
+            self._fail(411, "A Content-Length is required", media, close=True)
+            return None
+        try:
+            size = int(length)
+            if size < 0:
+                raise ValueError
+        except ValueError:
+            self._fail(400, f"Invalid Content-Length {length!r}", media, close=True)
+            return None
+        if size > limit:
+            self._fail(
+                413, f"The body is {size} bytes, over the limit of {limit}", media, close=True
+            )
+            return None
+        raw = self.rfile.read(size)
+        encoding = (self.headers.get("Content-Encoding") or "identity").strip().lower()
+        if encoding == "identity":
+            return raw
+        if encoding != "gzip":
+            self._fail(415, f"Unsupported content encoding {encoding!r}: use gzip", media)
+            return None
+        try:
+            body = _gunzip(raw, limit)
+        except OverflowError:
+            self._fail(413, f"The decompressed body is over the limit of {limit} bytes", media)
+            return None
+        except (OSError, EOFError, zlib.error) as e:
+            self._fail(400, f"The body is not valid gzip: {e}", media)
+            return None
+        return body
+
+    def _discard(self) -> None:
+        length = self.headers.get("Content-Length")
+        if length and length.isdigit() and int(length) <= self.server.max_body:
+            self.rfile.read(int(length))
+        else:
+            self.close_connection = True
+
+    def _other(self) -> None:
+        self._discard()
+        if self.path.split("?")[0] != TRACES_PATH:
+            self._reply(404, status_body(RPC_CODES[404], f"No such path {self.path}", _JSON))
+        elif self.command != "POST":
+            message = f"{self.command} is not allowed: use POST"
+            self._reply(405, status_body(RPC_CODES[405], message, _JSON), _JSON, {"Allow": "POST"})
+
+    do_GET = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _other
+
+    def _fail(
+        self,
+        status: int,
+        message: str,
+        media: str,
+        headers: dict[str, str] | None = None,
+        close: bool = False,
+    ) -> None:
+        self.server.count("failed_requests")
+        if close:
+            self.close_connection = True
+        self._reply(status, status_body(RPC_CODES[status], message, media), media, headers)
+
+    def _reply(
+        self, status: int, body: bytes, media: str = _JSON, headers: dict[str, str] | None = None
+    ) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", media)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("agentmetrics serve: %s %s", self.address_string(), format % args)
+
+
+def _gunzip(raw: bytes, limit: int) -> bytes:
+    """Decompress gzip data, refusing (OverflowError) more than ``limit`` bytes out."""
+    decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    out = decompressor.decompress(raw, limit + 1)
+    if len(out) > limit:
+        raise OverflowError
+    if not decompressor.eof:
+        raise EOFError("the gzip stream is truncated")
+    return out
+
+
+@contextlib.contextmanager
+def _stopping_on_sigterm() -> Iterator[None]:
+    """SIGTERM stops the server as Ctrl-C does (only the main thread can set a handler)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def serve(
+    db: str | os.PathLike[str] | Database,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    *,
+    max_body: int = DEFAULT_MAX_BODY,
+    ready: Callable[[Receiver], None] | None = None,
+) -> Totals:
+    """Receive spans into ``db`` until Ctrl-C or SIGTERM; return what was received.
+
+    ``ready`` is called with the listening server (its :attr:`Receiver.url` holds the
+    port when ``port`` is 0).
+    """
+    server = Receiver(db, host, port, max_body=max_body)
+    try:
+        with _stopping_on_sigterm():
+            if ready is not None:
+                ready(server)
+            with contextlib.suppress(KeyboardInterrupt):
+                server.serve_forever(poll_interval=0.2)
+    finally:
+        server.server_close()
+    return server.totals
+
+
+__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "Receiver", "serve"]

@@ -1,0 +1,342 @@
+"""`agentmetrics serve`: the OTLP/HTTP receiver, checked against the OTLP/HTTP spec.
+
+Responses are decoded with opentelemetry-proto's messages and a google.rpc.Status built
+from its published definition here, not with the receiver's own encoder.
+"""
+
+import datetime as dt
+import gzip
+import http.client
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+
+import pytest
+from dashboard_data import T0, Clock
+from test_push import track_runs
+
+from agentmetrics import Monitor
+from agentmetrics.otel.receiver import Receiver
+
+trace_service = pytest.importorskip("opentelemetry.proto.collector.trace.v1.trace_service_pb2")
+pytest.importorskip("opentelemetry.exporter.otlp.proto.http")
+
+JSON, PROTOBUF = "application/json", "application/x-protobuf"
+
+
+def _status_class():
+    """google.rpc.Status (google/rpc/status.proto: int32 code = 1; string message = 2)."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    proto = descriptor_pb2.FileDescriptorProto(
+        name="test_status.proto", package="test.google.rpc", syntax="proto3"
+    )
+    message = proto.message_type.add(name="Status")
+    field = descriptor_pb2.FieldDescriptorProto
+    message.field.add(name="code", number=1, type=field.TYPE_INT32, label=field.LABEL_OPTIONAL)
+    message.field.add(name="message", number=2, type=field.TYPE_STRING, label=field.LABEL_OPTIONAL)
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(proto)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("test.google.rpc.Status"))
+
+
+Status = _status_class()
+
+
+@pytest.fixture
+def receiver(db_path):
+    server = Receiver(db_path, port=0, max_body=64 * 1024)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+    thread.join(10)
+
+
+def post(server, body, content_type=JSON, path="/v1/traces", method="POST", headers=()):
+    host, port = server.server_address[:2]
+    conn = http.client.HTTPConnection(host, port, timeout=30)
+    try:
+        conn.request(
+            method, path, body=body, headers={"Content-Type": content_type, **dict(headers)}
+        )
+        response = conn.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        conn.close()
+
+
+def span(
+    trace="5b8efff798038103d269b633813fc60c",
+    span_id="eee19b7ec3c1b174",
+    name="invoke_agent coder",
+    **extra,
+):
+    return {
+        "traceId": trace,
+        "spanId": span_id,
+        "name": name,
+        "kind": 1,
+        "startTimeUnixNano": "1772359200000000000",  # 2026-03-01T10:00:00Z
+        "endTimeUnixNano": "1772359260000000000",  # one minute later
+        "attributes": [
+            {"key": "gen_ai.operation.name", "value": {"stringValue": "invoke_agent"}},
+            {"key": "gen_ai.agent.name", "value": {"stringValue": "coder"}},
+        ],
+        "status": {"code": 1},
+        **extra,
+    }
+
+
+def request(*spans):
+    return {
+        "resourceSpans": [{"resource": {}, "scopeSpans": [{"scope": {}, "spans": list(spans)}]}]
+    }
+
+
+def as_protobuf(payload):
+    """The OTLP/JSON request as protobuf, via opentelemetry-proto (hex ids to bytes)."""
+    import base64
+
+    from google.protobuf import json_format
+
+    converted = json.loads(json.dumps(payload))
+    for resource_spans in converted["resourceSpans"]:
+        for scope_spans in resource_spans["scopeSpans"]:
+            for item in scope_spans["spans"]:
+                for key in ("traceId", "spanId", "parentSpanId"):
+                    if key in item:
+                        item[key] = base64.b64encode(bytes.fromhex(item[key])).decode()
+    return json_format.ParseDict(
+        converted, trace_service.ExportTraceServiceRequest()
+    ).SerializeToString()
+
+
+def executions(db_path):
+    with sqlite3.connect(db_path) as conn:
+        return conn.execute(
+            "SELECT agent_name, status, started_at, duration_ms FROM agent_executions"
+        ).fetchall()
+
+
+ONE_MINUTE_RUN = [("coder", "completed", "2026-03-01T10:00:00.000Z", 60000)]
+
+
+def test_json_request(receiver, db_path):
+    status, headers, body = post(receiver, json.dumps(request(span())).encode())
+    assert status == 200
+    assert headers["Content-Type"] == JSON
+    # An ExportTraceServiceResponse with no partial_success: the empty message.
+    assert json.loads(body) == {}
+    assert executions(db_path) == ONE_MINUTE_RUN
+
+
+def test_protobuf_request(receiver, db_path):
+    status, headers, body = post(receiver, as_protobuf(request(span())), PROTOBUF)
+    assert status == 200
+    assert headers["Content-Type"] == PROTOBUF
+    response = trace_service.ExportTraceServiceResponse.FromString(body)
+    assert not response.HasField("partial_success")
+    assert executions(db_path) == ONE_MINUTE_RUN
+
+
+@pytest.mark.parametrize("content_type", [JSON, PROTOBUF])
+def test_gzip_request(receiver, db_path, content_type):
+    payload = request(span())
+    raw = as_protobuf(payload) if content_type == PROTOBUF else json.dumps(payload).encode()
+    status, _, _ = post(
+        receiver, gzip.compress(raw), content_type, headers={"Content-Encoding": "gzip"}
+    )
+    assert status == 200
+    assert executions(db_path) == ONE_MINUTE_RUN
+
+
+def test_partial_success_json(receiver, db_path):
+    bad = span(trace="0" * 32, span_id="1111111111111111", name="bad")
+    status, _, body = post(receiver, json.dumps(request(span(), bad)).encode())
+    assert status == 200
+    partial = json.loads(body)["partialSuccess"]
+    assert partial["rejectedSpans"] == "1"  # int64: a string in the JSON mapping
+    assert "traceId" in partial["errorMessage"]
+    assert executions(db_path) == ONE_MINUTE_RUN
+
+
+def test_partial_success_protobuf(receiver, db_path):
+    bad = span(span_id="0" * 16, name="bad")
+    good = span(trace="6b8efff798038103d269b633813fc60c")
+    status, _, body = post(receiver, as_protobuf(request(good, bad)), PROTOBUF)
+    assert status == 200
+    response = trace_service.ExportTraceServiceResponse.FromString(body)
+    assert response.partial_success.rejected_spans == 1
+    assert "spanId" in response.partial_success.error_message
+    assert executions(db_path) == ONE_MINUTE_RUN
+
+
+@pytest.mark.parametrize(
+    "body, content_type",
+    [(b"{not json", JSON), (b'{"resourceSpans": 5}', JSON), (b"\xff\xff\xff garbage", PROTOBUF)],
+)
+def test_bad_request(receiver, db_path, body, content_type):
+    status, headers, raw = post(receiver, body, content_type)
+    assert status == 400
+    assert headers["Content-Type"] == content_type
+    if content_type == PROTOBUF:
+        reply = Status.FromString(raw)
+        message = reply.message
+    else:
+        message = json.loads(raw)["message"]
+    assert message
+    assert executions(db_path) == []
+    # The server carries on.
+    assert post(receiver, json.dumps(request(span())).encode())[0] == 200
+
+
+def test_bad_gzip(receiver):
+    status, _, raw = post(receiver, b"not gzip at all", headers={"Content-Encoding": "gzip"})
+    assert status == 400
+    assert "gzip" in json.loads(raw)["message"]
+
+
+def test_unsupported_content_type_and_encoding(receiver):
+    status, _, raw = post(receiver, b"hello", "text/plain")
+    assert status == 415
+    assert "text/plain" in json.loads(raw)["message"]
+    status, _, _ = post(receiver, b"x", headers={"Content-Encoding": "br"})
+    assert status == 415
+
+
+def test_other_paths_and_methods(receiver):
+    assert post(receiver, b"{}", path="/v1/metrics")[0] == 404
+    status, headers, _ = post(receiver, None, method="GET")
+    assert status == 405
+    assert headers["Allow"] == "POST"
+    assert post(receiver, None, method="PUT")[0] == 405
+
+
+def test_body_over_the_limit(receiver, db_path):
+    status, _, raw = post(receiver, b" " * (64 * 1024 + 1))
+    assert status == 413
+    # Small compressed, over the limit once decompressed.
+    bomb = gzip.compress(json.dumps(request(span())).encode() + b" " * (200 * 1024))
+    assert len(bomb) < 64 * 1024
+    status, _, _ = post(receiver, bomb, headers={"Content-Encoding": "gzip"})
+    assert status == 413
+    assert executions(db_path) == []
+
+
+def test_a_locked_database_asks_the_client_to_retry(db_path, receiver, monkeypatch):
+    monkeypatch.setattr("agentmetrics.db.BUSY_TIMEOUT_MS", 100)  # not 30 s
+    blocker = sqlite3.connect(db_path, isolation_level=None, timeout=0)
+    blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        status, headers, raw = post(receiver, json.dumps(request(span())).encode())
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert status == 503
+    assert int(headers["Retry-After"]) > 0
+    assert json.loads(raw)["code"] == 14  # UNAVAILABLE
+    assert post(receiver, json.dumps(request(span())).encode())[0] == 200
+
+
+# -- the command, and the live push end to end -----------------------------------------
+
+
+def start_serve(db_path, *args):
+    process = subprocess.Popen(
+        [sys.executable, "-m", "agentmetrics", "--db", str(db_path), "serve", "--port", "0", *args],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    line = process.stderr.readline()
+    assert line.startswith("Receiving traces on http://127.0.0.1:"), line
+    url = line.split()[3].removesuffix("/v1/traces")
+    return process, url
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_serve_command_stops_cleanly(tmp_path, stop):
+    target = tmp_path / "received.db"
+    process, url = start_serve(target)
+    try:
+        host, port = url.removeprefix("http://").split(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=30)
+        conn.request("POST", "/v1/traces", json.dumps(request(span())), {"Content-Type": JSON})
+        assert conn.getresponse().status == 200
+        conn.close()
+    finally:
+        process.send_signal(stop)
+        _, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err
+    assert err.splitlines() == ["Stopped: 1 spans stored, 0 rejected, in 1 requests (0 refused)"]
+    assert executions(target) == ONE_MINUTE_RUN
+
+
+def test_serve_command_bad_port(tmp_path):
+    blocker = Receiver(tmp_path / "a.db", port=0)
+    try:
+        port = blocker.server_address[1]
+        completed = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "agentmetrics",
+                "--db",
+                str(tmp_path / "b.db"),
+                "serve",
+                "--port",
+                str(port),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        blocker.server_close()
+    assert completed.returncode == 1
+    assert completed.stderr.startswith(f"Error: Cannot listen on 127.0.0.1:{port}")
+    assert "Traceback" not in completed.stderr
+
+
+ROW_COLUMNS = {
+    "orchestrations": "session_id, task_description, status, started_at, completed_at,"
+    " duration_ms, total_tasks, completed_tasks, failed_tasks",
+    "agent_executions": "agent_session_id, agent_name, status, started_at, completed_at,"
+    " duration_ms, error_message, model, input_tokens, output_tokens, cost_usd,"
+    " (SELECT session_id FROM orchestrations o WHERE o.id = orchestration_id)",
+}
+
+
+def rows(path, table, where):
+    with sqlite3.connect(path) as conn:
+        return sorted(conn.execute(f"SELECT {ROW_COLUMNS[table]} FROM {table} WHERE {where}"))
+
+
+def test_live_push_into_serve_end_to_end(tmp_path):
+    source, target = tmp_path / "tracked.db", tmp_path / "received.db"
+    process, url = start_serve(target)
+    try:
+        clock = Clock(T0)
+        monitor = Monitor(source, clock=clock, otlp_endpoint=url)
+        track_runs(monitor, clock)
+        clock.moment = T0 + dt.timedelta(seconds=200)
+        monitor.complete_agent_execution("a-6", "completed", output_tokens=7)
+        monitor.complete_orchestration("s-3", "partial")
+        monitor.close()
+        assert (monitor.push.sent, monitor.push.dropped) == (9, 0)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=30)
+    assert process.returncode == 0
+    # Everything finished arrives: the same orchestrations and executions.
+    finished = "status != 'running' AND status != 'in_progress'"
+    assert len(rows(source, "orchestrations", finished)) == 3
+    assert rows(target, "orchestrations", "1") == rows(source, "orchestrations", finished)
+    assert len(rows(source, "agent_executions", finished)) == 6
+    assert rows(target, "agent_executions", "1") == rows(source, "agent_executions", finished)
