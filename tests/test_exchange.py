@@ -122,8 +122,13 @@ def python_encoded(db, session_id=None):
 def awkward_values(db):
     """Rows holding what the encoders could write differently: floats needing 17 digits
     or an exponent, infinity, escapes and non-ASCII text, odd types in typed columns."""
-    texts = ['quote " back \\ slash /', "".join(map(chr, range(32))) + "\x7f", "é 中 🙂 \u2028"]
+    texts = [
+        'quote " back \\ slash / {"k": 1, "j":[2]} \\": ,"x" \\',
+        "".join(map(chr, range(32))) + "\x7f",
+        "é 中 🙂 \u2028",
+    ]
     floats = [0.1 + 0.2, 1e-05, 1e20, 1e15, 123456789012345.6, 0.0, -2.5, float("inf"), 1 / 3]
+    floats += [0.0001, 100.0, 12.25, 999999999999999.9, -1e-4, 5e-324]
     healed = [0, 1, 2, None, "yes", "", 0.5, -1, 1]
     conn = db.conn
     for i in range(9):
@@ -151,9 +156,9 @@ def awkward_values(db):
                     f"a{i}{j}",
                     texts[j],
                     f"2024-03-0{i + 1}T00:0{j}:00.000Z",
-                    floats[(i + j) % 9],
+                    floats[(i + j) % 15],
                     healed[i],
-                    floats[i],
+                    floats[i + 6],
                     texts[(i + j) % 3],
                     ["3", 2.25, None][j],
                 ],
@@ -181,7 +186,7 @@ def test_sqlite_built_json_is_byte_identical_to_pythons(db):
     # Values only Python's encoder writes this way survive the round trip.
     data = json.loads(export_text(db))
     costs = {e["agent_session_id"]: e["cost_usd"] for o in data for e in o["executions"]}
-    assert costs["a10"] == 1e-05 and costs["a20"] == 1e20 and costs["a70"] == float("inf")
+    assert (costs["a10"], costs["a40"], costs["a70"]) == (float("inf"), 100.0, -1e-4)
 
 
 def test_json_export_of_the_fixtures_is_byte_identical_to_pythons(filled):
