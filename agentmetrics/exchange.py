@@ -53,8 +53,8 @@ def _select(alias: str, columns: Iterable[str]) -> str:
 
 
 # Newest first, as the original exports.
-_ORCHESTRATIONS_SQL = """
-SELECT o.id, {columns} FROM orchestrations o {where}
+_ORCHESTRATIONS_SQL = f"""
+SELECT {_select("o", ORCHESTRATION_COLUMNS)} FROM orchestrations o {{where}}
 ORDER BY o.started_at DESC, o.rowid DESC
 """
 # The same order, so one pass over both cursors pairs each orchestration with its
@@ -63,14 +63,15 @@ ORDER BY o.started_at DESC, o.rowid DESC
 # JOIN keeps the orchestrations outside, each one's executions read in order from the
 # (orchestration_id, started_at) index: no sort of the whole table (1.7x faster on a
 # million executions).
-_EXECUTIONS_SQL = """
-SELECT o.id, {columns}
-FROM orchestrations o CROSS JOIN agent_executions e ON e.orchestration_id = o.id {where}
+_EXECUTIONS_SQL = f"""
+SELECT o.id, {_select("e", EXECUTION_COLUMNS)}
+FROM orchestrations o CROSS JOIN agent_executions e ON e.orchestration_id = o.id {{where}}
 ORDER BY o.started_at DESC, o.rowid DESC, e.started_at, e.rowid
 """
 
 # Executions with no orchestration, and (in files written without foreign keys)
 # executions whose orchestration is gone: both are exported, never dropped.
+_EXECUTION_COLUMNS = _select("e", EXECUTION_COLUMNS)
 _STANDALONE_SQL = """
 SELECT {columns} FROM agent_executions e
 WHERE e.orchestration_id IS NULL
@@ -91,14 +92,27 @@ def iter_sessions(
 
     :raises UnknownSession: ``session_id`` names no orchestration
     """
-    columns = {"o": _select("o", ORCHESTRATION_COLUMNS), "e": _select("e", EXECUTION_COLUMNS)}
-    for orchestration, executions in _sessions(db, session_id, columns):
-        yield (
-            None
-            if orchestration is None
-            else dict(zip(ORCHESTRATION_COLUMNS, orchestration, strict=True)),
-            [_execution(row) for row in executions],
-        )
+    with using_database(db, create=False) as opened:
+        where, params = ("WHERE o.session_id = ?", [session_id]) if session_id else ("", [])
+        orchestrations = opened.conn.execute(_ORCHESTRATIONS_SQL.format(where=where), params)
+        rows = opened.conn.execute(_EXECUTIONS_SQL.format(where=where), params)
+        row = next(rows, None)
+        found = False
+        for values in orchestrations:
+            found = True
+            orchestration = dict(zip(ORCHESTRATION_COLUMNS, values, strict=True))
+            executions = []
+            while row is not None and row[0] == values[0]:
+                executions.append(_execution(row[1:]))
+                row = next(rows, None)
+            yield orchestration, executions
+        if session_id and not found:
+            raise UnknownSession(f"No orchestration with session id {session_id!r}")
+        if session_id:
+            return
+        cursor = opened.conn.execute(_STANDALONE_SQL.format(columns=_EXECUTION_COLUMNS))
+        while batch := cursor.fetchmany(10_000):
+            yield None, [_execution(row) for row in batch]
 
 
 class Encoding(NamedTuple):
@@ -156,37 +170,6 @@ def iter_encoded_sessions(
         cursor = opened.conn.execute(_STANDALONE_SQL.format(columns=execution))
         while batch := cursor.fetchmany(10_000):
             yield None, len(batch), _spaced(encoding.separator.join(row[0] for row in batch))
-
-
-def _sessions(
-    db: str | os.PathLike[str] | Database, session_id: str | None, columns: dict[str, str]
-) -> Iterator[tuple[tuple | None, list[tuple]]]:
-    """The rows of :func:`iter_sessions`, each as the select list ``columns`` of its
-    table alias (``o``, ``e``) gives it."""
-    with using_database(db, create=False) as opened:
-        where, params = ("WHERE o.session_id = ?", [session_id]) if session_id else ("", [])
-        orchestrations = opened.conn.execute(
-            _ORCHESTRATIONS_SQL.format(columns=columns["o"], where=where), params
-        )
-        rows = opened.conn.execute(
-            _EXECUTIONS_SQL.format(columns=columns["e"], where=where), params
-        )
-        row = next(rows, None)
-        found = False
-        for values in orchestrations:
-            found = True
-            executions = []
-            while row is not None and row[0] == values[0]:
-                executions.append(row[1:])
-                row = next(rows, None)
-            yield values[1:], executions
-        if session_id and not found:
-            raise UnknownSession(f"No orchestration with session id {session_id!r}")
-        if session_id:
-            return
-        cursor = opened.conn.execute(_STANDALONE_SQL.format(columns=columns["e"]))
-        while batch := cursor.fetchmany(10_000):
-            yield None, batch
 
 
 _SELF_HEALED = EXECUTION_COLUMNS.index("self_healed")
