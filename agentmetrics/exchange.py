@@ -262,7 +262,8 @@ def _spaced(text: str) -> str:
     separator; ``":`` ends a key, or is an escaped quote before a colon in a string
     (``\\":``), which the last replace restores.
     """
-    return text.replace(',"', ', "').replace('":', '": ').replace('\\": ', '\\":')
+    text = text.replace(',"', ', "').replace('":', '": ')
+    return text.replace('\\": ', '\\":') if '\\": ' in text else text
 
 
 # -- writing exports -------------------------------------------------------------------
