@@ -139,11 +139,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bench.db"
         if args.db:
-            # Opening for reports may apply migrations: never to the given file.
-            open_database(args.db, read_only=True).close()  # a clear error if not ours
+            # Opening a file, even to read, may add -wal/-shm files or migrations beside
+            # it: only the copy is opened.
             for suffix in ("", "-wal"):
                 if Path(f"{args.db}{suffix}").exists():
                     shutil.copyfile(f"{args.db}{suffix}", f"{path}{suffix}")
+            open_database(path, read_only=True).close()  # a clear error if not ours
             print(f"measuring a copy of {args.db}")
         else:
             executions = 100_000 if args.quick else args.executions
