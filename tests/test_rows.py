@@ -263,3 +263,16 @@ def test_agent_stats_shares_the_loader(db, monkeypatch):
     assert arrow["id"].tolist() == ["e1", "e0"]  # newest first
     with pytest.raises(UnknownAgent):
         reports.agent_stats(db, "nobody")
+
+
+def test_a_file_the_driver_cannot_open_reads_through_sqlite3(db, monkeypatch):
+    insert(db.conn, [{"started_at": FORMS[0][0], "cost_usd": 0.5}])
+
+    def refuse(uri):
+        raise _arrow.adbc.OperationalError("unable to open database file")
+
+    expected = reports.execution_rows(db)
+    monkeypatch.setattr(_arrow.adbc, "connect", refuse)
+    assert _arrow.arrow_frame(db, "SELECT id FROM agent_executions", {}) is None
+    pd.testing.assert_frame_equal(reports.execution_rows(db), expected)
+    assert reports.execution_rows(db)["cost_usd"].tolist() == [0.5]
