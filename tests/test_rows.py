@@ -269,7 +269,7 @@ def test_a_file_the_driver_cannot_open_reads_through_sqlite3(db, monkeypatch):
     insert(db.conn, [{"started_at": FORMS[0][0], "cost_usd": 0.5}])
 
     def refuse(uri):
-        raise _arrow.adbc.OperationalError("unable to open database file")
+        raise OSError("unable to open database file")
 
     expected = reports.execution_rows(db)
     monkeypatch.setattr(_arrow.adbc, "connect", refuse)
