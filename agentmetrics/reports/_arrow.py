@@ -67,9 +67,10 @@ def bulk_frame(db: DbArg, sql: str, params: dict[str, Any]) -> pd.DataFrame:
 
 def arrow_frame(db: Database, sql: str, params: dict[str, Any]) -> pd.DataFrame | None:
     """The frame :func:`~._frames.rows_frame` gives for ``sql`` over table columns
-    (``:name`` parameters), read through Arrow from ``db``'s file with a connection of
-    its own; None when that is not possible (no driver, no file, a value of
-    another type than the column's). One statement: a snapshot of its own."""
+    (``:name`` parameters, rewritten as ``?``: no ``:word`` may appear in its literals),
+    read through Arrow from ``db``'s file with a connection of its own; None when that
+    is not possible (no driver, no file, a value of another type than the column's).
+    One statement: a snapshot of its own."""
     file = database_file(db) if adbc is not None else None
     if file is None:
         return None
