@@ -3,6 +3,7 @@
 from .db import open_database
 from .errors import AgentMetricsError
 from .monitor import AgentRun, Monitor, Orchestration, get_monitor
+from .reports import execution_rows
 
 # The name on the package index (its `agentmetrics` is an unrelated project).
 DISTRIBUTION = "agentmetrics-sqlite"
@@ -13,6 +14,7 @@ __all__ = [
     "AgentRun",
     "Monitor",
     "Orchestration",
+    "execution_rows",
     "get_monitor",
     "open_database",
 ]

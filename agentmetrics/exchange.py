@@ -28,7 +28,7 @@ import re
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 from sqlite_utils import Database
 
@@ -71,8 +71,9 @@ ORDER BY o.started_at DESC, o.rowid DESC, e.started_at, e.rowid
 
 # Executions with no orchestration, and (in files written without foreign keys)
 # executions whose orchestration is gone: both are exported, never dropped.
-_STANDALONE_SQL = f"""
-SELECT {_select("e", EXECUTION_COLUMNS)} FROM agent_executions e
+_EXECUTION_COLUMNS = _select("e", EXECUTION_COLUMNS)
+_STANDALONE_SQL = """
+SELECT {columns} FROM agent_executions e
 WHERE e.orchestration_id IS NULL
    OR NOT EXISTS (SELECT 1 FROM orchestrations o WHERE o.id = e.orchestration_id)
 ORDER BY e.started_at, e.agent_session_id
@@ -109,9 +110,66 @@ def iter_sessions(
             raise UnknownSession(f"No orchestration with session id {session_id!r}")
         if session_id:
             return
-        cursor = opened.conn.execute(_STANDALONE_SQL)
+        cursor = opened.conn.execute(_STANDALONE_SQL.format(columns=_EXECUTION_COLUMNS))
         while batch := cursor.fetchmany(10_000):
             yield None, [_execution(row) for row in batch]
+
+
+class Encoding(NamedTuple):
+    """How :func:`iter_encoded_sessions` encodes rows: ``separator`` joins a session's
+    executions; ``typed`` starts each object with a ``type`` member (JSON Lines)."""
+
+    separator: str = ", "
+    typed: bool = False
+
+
+EncodedSession = tuple[str | None, int, str]
+"""An orchestration as JSON text (None for executions without one), its number of
+executions, and those executions as JSON text joined by the separator."""
+
+# Each orchestration with its executions already encoded and joined, in start order
+# (the order of the (orchestration_id, started_at) index, read for each one).
+_ENCODED_SQL = """
+SELECT {orchestration}, (
+  SELECT count(*) || ' ' || group_concat(row, :separator) FROM (
+    SELECT {execution} AS row FROM agent_executions e WHERE e.orchestration_id = o.id
+    ORDER BY e.started_at, e.rowid))
+FROM orchestrations o {where}
+ORDER BY o.started_at DESC, o.rowid DESC
+"""
+
+
+def iter_encoded_sessions(
+    db: str | os.PathLike[str] | Database,
+    session_id: str | None = None,
+    encoding: Encoding | None = None,
+) -> Iterator[EncodedSession]:
+    """:func:`iter_sessions` with every row encoded by SQLite, byte for byte what
+    ``_dumps`` writes for it as a dict, and each session's executions joined: no
+    Python object per execution.
+
+    :raises UnknownSession: ``session_id`` names no orchestration
+    """
+    encoding = encoding or Encoding()
+    orchestration = _json_object("o", "orchestrations", "orchestration" if encoding.typed else None)
+    execution = _json_object("e", "agent_executions", "execution" if encoding.typed else None)
+    where = "WHERE o.session_id = :session" if session_id else ""
+    params = {"separator": encoding.separator, "session": session_id}
+    with using_database(db, create=False) as opened:
+        opened.conn.create_function(_JSON_REAL, 1, _dumps, deterministic=True)
+        found = False
+        sql = _ENCODED_SQL.format(orchestration=orchestration, execution=execution, where=where)
+        for text, joined in opened.conn.execute(sql, params):
+            found = True
+            count, _, executions = (joined or "0 ").partition(" ")
+            yield _spaced(text), int(count), _spaced(executions)
+        if session_id and not found:
+            raise UnknownSession(f"No orchestration with session id {session_id!r}")
+        if session_id:
+            return
+        cursor = opened.conn.execute(_STANDALONE_SQL.format(columns=execution))
+        while batch := cursor.fetchmany(10_000):
+            yield None, len(batch), _spaced(encoding.separator.join(row[0] for row in batch))
 
 
 _SELF_HEALED = EXECUTION_COLUMNS.index("self_healed")
@@ -125,6 +183,89 @@ def _execution(values: tuple) -> dict[str, Any]:
     return row
 
 
+# Rows are encoded by SQLite's json_object: one C call per row. It writes text, integers
+# and NULL as Python's encoder does (same escapes, UTF-8 kept) but compactly, which
+# _spaced() turns into Python's separators, and floats with 15 digits: a float is
+# written by printf when that round-trips and has Python's notation, else by Python.
+_JSON_REAL = "agentmetrics_json_real"
+_SHORT_REAL = "printf('%!.15g', {0})"
+
+
+def _real(column: str) -> str:
+    """A float as JSON text, exactly as ``repr``: from 1e-4 to 1e15 both write it in
+    fixed notation with the shortest digits that round-trip."""
+    short = _SHORT_REAL.format(column)
+    return (
+        f"iif(abs({column}) >= 1e-4 AND abs({column}) < 1e15 AND CAST({short} AS REAL) = {column},"
+        f" {short}, {_JSON_REAL}({column}))"
+    )
+
+
+def _flag(column: str) -> str:
+    """``self_healed`` as Python's bool() of what is stored: numbers by value, text by
+    length; SQL text true/false, NULL for NULL."""
+    return (
+        f"CASE WHEN {column} IS NULL THEN NULL WHEN typeof({column}) IN ('integer', 'real')"
+        f" THEN iif({column} != 0, 'true', 'false')"
+        f" ELSE iif(length({column}) > 0, 'true', 'false') END"
+    )
+
+
+def _exact_value(column: str, sql_type: str) -> str:
+    if column.endswith(".self_healed"):
+        return f"ifnull({_flag(column)}, 'null')"
+    if sql_type == "TEXT":  # text affinity stores numbers as text: no float here
+        return f"json_quote({column})"
+    return (
+        f"CASE typeof({column}) WHEN 'integer' THEN {column} WHEN 'null' THEN 'null'"
+        f" WHEN 'real' THEN {_real(column)} ELSE json_quote({column}) END"
+    )
+
+
+def _json_object(alias: str, table: str, kind: str | None = None) -> str:
+    """SQL encoding each row of ``table`` as compact JSON (see :func:`_spaced`) in the
+    member order of ``_dumps``, after a ``"type": kind`` member if ``kind`` is given.
+
+    A row with a float in an integer column (rare: SQLite stores whole numbers as
+    integers there) takes a slower exact printf; REAL columns are handled per value.
+    """
+    types = {f"{alias}.{c}": kind_ for c, kind_ in COLUMN_TYPES[table].items()}
+    integers = [c for c, t in types.items() if t == "INTEGER" and not c.endswith(".self_healed")]
+    fast, exact = [], []
+    for column, sql_type in types.items():
+        name = column.split(".")[1]
+        if column.endswith(".self_healed"):
+            value = f"json({_flag(column)})"
+        elif sql_type == "REAL":
+            value = f"iif(typeof({column}) = 'real', json({_real(column)}), {column})"
+        else:
+            value = column
+        fast.append(f"'{name}', {value}")
+        exact.append((f'"{name}":%s', _exact_value(column, sql_type)))
+    if kind is not None:
+        fast.insert(0, f"'type', '{kind}'")
+        exact.insert(0, (f'"type":"{kind}"', None))
+    # A float anywhere makes the sum a float (as does an integer overflow: exact too).
+    any_float = " + ".join(f"ifnull({c}, 0)" for c in integers)
+    template = ",".join(member for member, _ in exact)
+    values = ", ".join(value for _, value in exact if value is not None)
+    return (
+        f"CASE WHEN typeof({any_float}) = 'real' THEN printf('{{{template}}}', {values})"
+        f" ELSE json_object({', '.join(fast)}) END"
+    )
+
+
+def _spaced(text: str) -> str:
+    """Compact JSON objects from :func:`_json_object` with Python's separators.
+
+    Inside an encoded string every ``"`` is escaped, so ``,"`` is always a member
+    separator; ``":`` ends a key, or is an escaped quote before a colon in a string
+    (``\\":``), which the last replace restores.
+    """
+    text = text.replace(',"', ', "').replace('":', '": ')
+    return text.replace('\\": ', '\\":') if '\\": ' in text else text
+
+
 # -- writing exports -------------------------------------------------------------------
 
 _NULL_ORCHESTRATION = dict.fromkeys(ORCHESTRATION_COLUMNS)
@@ -135,16 +276,15 @@ _NULL_ORCHESTRATION = dict.fromkeys(ORCHESTRATION_COLUMNS)
 _dumps = json.JSONEncoder(ensure_ascii=False, check_circular=False).encode
 
 
-def _write_json(sessions: Iterable[Session], out: IO[str], single: bool) -> None:
+def _write_json(sessions: Iterable[EncodedSession], out: IO[str], single: bool) -> None:
     if single:
-        for orchestration, executions in sessions:
-            out.write(_dumps({"orchestration": orchestration, "executions": executions}))
-            out.write("\n")
+        for orchestration, _, executions in sessions:
+            out.write(f'{{"orchestration": {orchestration}, "executions": [{executions}]}}\n')
         return
     out.write("[")
     first = True
     standalone_open = False
-    for orchestration, executions in sessions:
+    for orchestration, _, executions in sessions:
         if orchestration is None:
             # The standalone executions form one final entry whose orchestration fields
             # are null; its list is streamed batch by batch, so memory stays flat.
@@ -154,28 +294,23 @@ def _write_json(sessions: Iterable[Session], out: IO[str], single: bool) -> None
                 standalone_open, first = True, False
             else:
                 out.write(", ")
-            out.write(", ".join(map(_dumps, executions)))
+            out.write(executions)
             continue
         out.write("\n" if first else ",\n")
-        out.write(_dumps({**orchestration, "executions": executions}))
+        # What _dumps writes for {**orchestration, "executions": executions}.
+        out.write(f'{orchestration[:-1]}, "executions": [{executions}]}}')
         first = False
     if standalone_open:
         out.write("]}")
     out.write("]\n" if first else "\n]\n")
 
 
-def _write_jsonl(sessions: Iterable[Session], out: IO[str], single: bool) -> None:
-    # '{"type": ..., ' spliced onto each encoded row: no per-row dict copy.
-    for orchestration, executions in sessions:
-        lines = [_ORCHESTRATION_LINE + _dumps(orchestration)[1:]] if orchestration else []
-        lines.extend(_EXECUTION_LINE + _dumps(execution)[1:] for execution in executions)
-        if lines:
-            out.write("\n".join(lines))
-            out.write("\n")
-
-
-_ORCHESTRATION_LINE = '{"type": "orchestration", '
-_EXECUTION_LINE = '{"type": "execution", '
+def _write_jsonl(sessions: Iterable[EncodedSession], out: IO[str], single: bool) -> None:
+    for orchestration, count, executions in sessions:
+        if orchestration is not None:
+            out.write(orchestration + "\n")
+        if count:
+            out.write(executions + "\n")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -187,17 +322,20 @@ class ExportFormat:
     some rows returns ``(orchestrations, executions)`` written, None meaning all. A
     table format (csv, parquet) writes one whole table per file with
     ``write_table(db, table, out, progress=None)`` (``progress`` called with each chunk's
-    number of rows); ``binary``: into a file opened in binary mode (else text).
+    number of rows); ``binary``: into a file opened in binary mode (else text);
+    ``encoded``: ``write`` gets :data:`EncodedSession` items encoded so, instead of
+    :data:`Session` ones.
     """
 
-    write: Callable[[Iterable[Session], IO[str], bool], tuple[int, int] | None] | None = None
+    write: Callable[[Iterable[Any], IO[str], bool], tuple[int, int] | None] | None = None
     write_table: Callable[..., int] | None = None
     binary: bool = False
+    encoded: Encoding | None = None
 
 
 EXPORT_FORMATS: dict[str, ExportFormat] = {
-    "json": ExportFormat(_write_json),
-    "jsonl": ExportFormat(_write_jsonl),
+    "json": ExportFormat(_write_json, encoded=Encoding()),
+    "jsonl": ExportFormat(_write_jsonl, encoded=Encoding("\n", typed=True)),
     # OpenTelemetry traces: JSON Lines of ExportTraceServiceRequest, or one protobuf
     # ExportTraceServiceRequest (see otlp.py).
     "otlp": ExportFormat(write_otlp),
@@ -237,25 +375,29 @@ def export(
             f"Unknown export format {format!r}: use one of {', '.join(SESSION_FORMATS)}"
         )
     counts = ExportCounts()
-    sessions = iter_sessions(db, session_id)
+    chosen = EXPORT_FORMATS[format]
+    if chosen.encoded:
+        sessions = iter_encoded_sessions(db, session_id, chosen.encoded)
+    else:
+        sessions = ((o, len(e), e) for o, e in iter_sessions(db, session_id))
     if session_id:
         # Fail before writing anything, so `-o FILE` is not left half-written.
         sessions = _prefetch(sessions)
 
-    def counted() -> Iterator[Session]:
-        for orchestration, executions in sessions:
+    def counted() -> Iterator[Any]:
+        for orchestration, n, executions in sessions:
             counts.orchestrations += orchestration is not None
-            counts.executions += len(executions)
+            counts.executions += n
             if progress is not None:
-                progress(len(executions))
-            yield orchestration, executions
+                progress(n)
+            yield (orchestration, n, executions) if chosen.encoded else (orchestration, executions)
 
-    written = EXPORT_FORMATS[format].write(counted(), out, session_id is not None)
+    written = chosen.write(counted(), out, session_id is not None)
     # A format that leaves rows out (otlp: unfinished runs) reports what it wrote.
     return ExportCounts(*written) if written is not None else counts
 
 
-def _prefetch(sessions: Iterator[Session]) -> Iterator[Session]:
+def _prefetch(sessions: Iterator[Any]) -> Iterator[Any]:
     first = next(sessions)
     yield first
     yield from sessions

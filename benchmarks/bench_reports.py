@@ -61,8 +61,11 @@ MODELS = ["claude-sonnet-4", "claude-haiku-3.5", "gpt-4.1", None]
 # -- building the database ------------------------------------------------------------
 
 
-def _orchestration_rows(rng: random.Random, n: int, start: dt.datetime, span: float):
-    """Yield (orchestration row, its executions) in start order."""
+def _orchestration_rows(
+    rng: random.Random, n: int, start: dt.datetime, span: float, ours: bool = False
+):
+    """Yield (orchestration row, its executions) in start order; ``ours`` adds the
+    values of our columns (tokens, cost, metadata) to each execution."""
     names = [a[0] for a in AGENTS]
     weights = [a[1] for a in AGENTS]
     profile = {a[0]: a for a in AGENTS}
@@ -113,6 +116,14 @@ def _orchestration_rows(rng: random.Random, n: int, start: dt.datetime, span: fl
                     rng.choice(MODELS),
                 )
             )
+            if ours:
+                tokens_in, tokens_out = rng.randint(500, 60_000), rng.randint(100, 8_000)
+                executions[-1] += (
+                    tokens_in,
+                    tokens_out,
+                    round((tokens_in * 3 + tokens_out * 15) / 1e6, 6),
+                    f'{{"attempt": {number}, "tool_calls": {rng.randint(0, 40)}}}',
+                )
             at += dt.timedelta(milliseconds=duration + rng.randint(200, 3000))
         if running and age < 6 * 3600:
             status, completed_at, duration_ms = "running", None, None
@@ -141,8 +152,20 @@ def _orchestration_rows(rng: random.Random, n: int, start: dt.datetime, span: fl
         yield orchestration, executions
 
 
-def build(path: Path, executions: int, seed: int = 42) -> tuple[float, int, int]:
-    """Bulk-insert a database with about ``executions`` executions; return seconds and counts."""
+# Our columns after the original's (and `model`), filled with schema="ours".
+OUR_COLUMNS = ("input_tokens", "output_tokens", "cost_usd", "metadata_json")
+
+
+def build(
+    path: Path, executions: int, seed: int = 42, schema: str = "original"
+) -> tuple[float, int, int]:
+    """Bulk-insert a database with about ``executions`` executions; return seconds and counts.
+
+    ``schema="original"`` fills the original tool's columns (and ``model``); ``"ours"``
+    fills tokens, cost and metadata too."""
+    if schema not in ("original", "ours"):
+        raise ValueError(f"schema must be 'original' or 'ours', got {schema!r}")
+    ours = schema == "ours"
     started = time.perf_counter()
     rng = random.Random(seed)
     conn = sqlite3.connect(path, isolation_level=None)
@@ -150,8 +173,12 @@ def build(path: Path, executions: int, seed: int = 42) -> tuple[float, int, int]
     conn.execute("PRAGMA synchronous = OFF")
     conn.execute(ORCHESTRATIONS_SQL)
     conn.execute(AGENT_EXECUTIONS_SQL)
-    for column, kind in (("model", "TEXT"),):
+    added = [("model", "TEXT")]
+    if ours:
+        added += list(zip(OUR_COLUMNS, ("INTEGER", "INTEGER", "REAL", "TEXT"), strict=True))
+    for column, kind in added:
         conn.execute(f"ALTER TABLE agent_executions ADD COLUMN {column} {kind}")
+    extra = "".join(f", {column}" for column in OUR_COLUMNS) if ours else ""
     n_orch = max(1, executions // EXECUTIONS_PER_ORCHESTRATION)
     span = DAYS * 86400.0
     first = NOW - dt.timedelta(seconds=span)
@@ -169,14 +196,14 @@ def build(path: Path, executions: int, seed: int = 42) -> tuple[float, int, int]
         conn.executemany(
             "INSERT INTO agent_executions (id, orchestration_id, agent_session_id, agent_name,"
             " task_id, task_number, status, started_at, completed_at, duration_ms, retry_count,"
-            " self_healed, files_created, files_modified, error_message, created_at, model)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            f" self_healed, files_created, files_modified, error_message, created_at, model{extra})"
+            f" VALUES ({', '.join('?' * (17 + len(OUR_COLUMNS) * ours))})",
             exec_batch,
         )
         orch_batch.clear()
         exec_batch.clear()
 
-    for orchestration, rows in _orchestration_rows(rng, n_orch, first, span):
+    for orchestration, rows in _orchestration_rows(rng, n_orch, first, span, ours):
         orch_batch.append(orchestration)
         exec_batch.extend(rows)
         n_exec += len(rows)

@@ -168,6 +168,7 @@ COLUMNS = {
     ],
     "agent_stats": EXECUTION_ROW,
     "executions": EXECUTION_ROW,
+    "execution_rows": EXECUTION_ROW,
 }
 # The positional subject of a report about one agent or one orchestration.
 SUBJECT = {
@@ -186,6 +187,7 @@ WINDOWED = {
     "error_patterns": lambda df: df["count"].sum(),
     "durations": len,
     "costs": lambda df: df["finished"].sum(),
+    "execution_rows": len,
 }
 FILTERED_BY_AGENT = {*WINDOWED, "regressions"} - {"system_health", "agent_summary"}
 TAKES_NOW = {*WINDOWED, "regressions", "stale_runs"}

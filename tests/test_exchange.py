@@ -96,6 +96,104 @@ def test_json_export_has_the_original_shape(filled):
     }
 
 
+def dumps(value):
+    return json.dumps(value, ensure_ascii=False)
+
+
+def python_encoded(db, session_id=None):
+    """The JSON export as the encoder before SQLite built the rows wrote it: each row
+    as a dict through Python's json, one orchestration per line."""
+    from agentmetrics.exchange import iter_sessions
+
+    if session_id:
+        [(orchestration, executions)] = iter_sessions(db, session_id)
+        return dumps({"orchestration": orchestration, "executions": executions}) + "\n"
+    entries = []
+    for orchestration, executions in iter_sessions(db):
+        if orchestration is None:
+            orchestration = dict.fromkeys(ORCHESTRATION_COLUMNS)
+            if entries and entries[-1]["session_id"] is None:
+                entries[-1]["executions"].extend(executions)
+                continue
+        entries.append({**orchestration, "executions": executions})
+    return "[\n" + ",\n".join(map(dumps, entries)) + "\n]\n" if entries else "[]\n"
+
+
+def awkward_values(db):
+    """Rows holding what the encoders could write differently: floats needing 17 digits
+    or an exponent, infinity, escapes and non-ASCII text, odd types in typed columns."""
+    texts = [
+        'quote " back \\ slash / {"k": 1, "j":[2]} \\": ,"x" \\',
+        "".join(map(chr, range(32))) + "\x7f",
+        "é 中 🙂 \u2028",
+    ]
+    floats = [0.1 + 0.2, 1e-05, 1e20, 1e15, 123456789012345.6, 0.0, -2.5, float("inf"), 1 / 3]
+    floats += [0.0001, 100.0, 12.25, 999999999999999.9, -1e-4, 5e-324]
+    healed = [0, 1, 2, None, "yes", "", 0.5, -1, 1]
+    conn = db.conn
+    for i in range(9):
+        conn.execute(
+            "INSERT INTO orchestrations (id, session_id, task_description, status, started_at,"
+            " duration_ms, total_tasks, metadata_json) VALUES (?, ?, ?, 'completed', ?, ?, ?, ?)",
+            [
+                f"o{i}",
+                f"s{i}",
+                texts[i % 3],
+                f"2024-03-0{i + 1}T00:00:00.000Z",
+                [1.5, 2**63 - 1, None][i % 3],
+                ["x", -7, None][i % 3],
+                texts[(i + 1) % 3],
+            ],
+        )
+        for j in range(i % 3):
+            conn.execute(
+                "INSERT INTO agent_executions (id, orchestration_id, agent_session_id,"
+                " agent_name, status, started_at, duration_ms, self_healed, cost_usd,"
+                " error_message, retry_count) VALUES (?, ?, ?, ?, 'failed', ?, ?, ?, ?, ?, ?)",
+                [
+                    f"e{i}{j}",
+                    f"o{i}" if i < 7 else None,
+                    f"a{i}{j}",
+                    texts[j],
+                    f"2024-03-0{i + 1}T00:0{j}:00.000Z",
+                    floats[(i + j) % 15],
+                    healed[i],
+                    floats[i + 6],
+                    texts[(i + j) % 3],
+                    ["3", 2.25, None][j],
+                ],
+            )
+    conn.commit()
+    return db
+
+
+def test_sqlite_built_json_is_byte_identical_to_pythons(db):
+    awkward_values(db)
+    assert export_text(db) == python_encoded(db)
+    assert export_text(db, session_id="s4") == python_encoded(db, "s4")
+    from agentmetrics.exchange import iter_sessions
+
+    expected = "".join(
+        "".join(
+            dumps({"type": kind, **row}) + "\n"
+            for kind, row in [("orchestration", orchestration)] * (orchestration is not None)
+            + [("execution", e) for e in executions]
+        )
+        for orchestration, executions in iter_sessions(db)
+    )
+    assert export_text(db, format="jsonl") == expected
+    assert expected.count("\n") == 9 + 9
+    # Values only Python's encoder writes this way survive the round trip.
+    data = json.loads(export_text(db))
+    costs = {e["agent_session_id"]: e["cost_usd"] for o in data for e in o["executions"]}
+    assert (costs["a10"], costs["a40"], costs["a70"]) == (float("inf"), 100.0, -1e-4)
+
+
+def test_json_export_of_the_fixtures_is_byte_identical_to_pythons(filled):
+    assert export_text(filled) == python_encoded(filled)
+    assert export_text(filled, session_id="s-1") == python_encoded(filled, "s-1")
+
+
 def test_one_session_export(filled):
     data = json.loads(export_text(filled, session_id="s-2"))
     assert list(data) == ["orchestration", "executions"]

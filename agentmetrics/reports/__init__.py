@@ -30,8 +30,8 @@ Vocabulary (aggregate reports)
     - ``orchestrations`` and ``<status>_orchestrations``: orchestrations by status.
 
 Row reports (``list_orchestrations``, ``failed_orchestrations``, ``agent_stats``,
-``executions``) keep the stored tables' columns: ``retry_count``, and ``self_healed``
-as the row's bool flag.
+``executions``, ``execution_rows``) keep the stored tables' columns: ``retry_count``,
+and ``self_healed`` as the row's bool flag.
 
 Dtypes
     - counts and sums: int64, also when the window is empty;
@@ -87,6 +87,7 @@ orchestration_summary     none (one session)               no     row, then the 
                                                                   of performance_report
                                                                   after agent_name
 executions(db, session)   none (one session)               no     agent_executions row
+execution_rows            [since, until), in start order   yes    agent_executions row
 ========================  ===============================  =====  ==================
 
 README's "Report contract" lists every column with its dtype.
@@ -102,6 +103,7 @@ from .orchestrations import (
     orchestration_summary,
 )
 from .regression import regressions
+from .rows import execution_rows
 from .stale import stale_runs
 from .trend import durations, error_patterns, self_healing, trends
 
@@ -111,6 +113,7 @@ __all__ = [
     "costs",
     "durations",
     "error_patterns",
+    "execution_rows",
     "executions",
     "failed_orchestrations",
     "list_orchestrations",

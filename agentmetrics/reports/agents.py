@@ -7,6 +7,7 @@ from sqlite_utils import Database
 
 from ..errors import UnknownAgent
 from ..migrations import EXECUTION_COLUMNS
+from ._arrow import bulk_frame
 from ._common import DbArg, TimeArg, reading, resolve_now, window
 from ._frames import (
     AGGREGATE_COLUMNS,
@@ -14,7 +15,6 @@ from ._frames import (
     check_limit,
     counted,
     percentiles,
-    rows_frame,
     select_list,
     split_durations,
     texts,
@@ -134,9 +134,10 @@ def agent_stats(db: DbArg, agent: str, *, limit: int | None = None) -> pd.DataFr
     if limit is not None:
         sql += " LIMIT :limit"
         params["limit"] = limit
-    with reading(db) as conn:
-        _check_agent(conn, agent)
-        return rows_frame(conn, sql, params)
+    frame = bulk_frame(db, sql, params)
+    if frame.empty:  # no window: any execution of the agent would be a row
+        raise UnknownAgent(f"No executions of agent {agent!r}")
+    return frame
 
 
 def _check_agent(db: Database, agent_name: str) -> None:
