@@ -81,6 +81,7 @@ def finished(
     period: str | None = None,
     hourly: bool = False,
     quantiles: Sequence[float] = (),
+    distributions: bool = False,
 ) -> pd.DataFrame:
     """Aggregates of the finished executions with ``since <= started_at < until``.
 
@@ -89,6 +90,8 @@ def finished(
     :param period: SQL expression of the period over ``started_at`` (for ``period``)
     :param hourly: periods shorter than a day (per-day sketches cannot serve them)
     :param quantiles: percentiles (0-100) of ``duration_ms`` to add as ``p<q>``
+    :param distributions: add ``distribution``: the group's durations as sketch
+      (keys, counts), see :func:`distribution`
     :returns: one row per group with a finished execution: the keys, then
       :data:`~agentmetrics.rollups.SUM_COLUMNS` (counts and sums as int64 where whole)
     """
@@ -150,8 +153,8 @@ def finished(
     frame = pd.concat([p for p in parts if len(p)] or parts[:1], ignore_index=True)
     frame = frame.dropna(subset=["completed"])  # an empty ungrouped rollup query
     result = _reduce(frame, keys)
-    if quantiles:
-        if result["durations"].sum() <= EXACT_PERCENTILE_ROWS:
+    if quantiles or distributions:
+        if not distributions and result["durations"].sum() <= EXACT_PERCENTILE_ROWS:
             # Few enough values to read them all: exact percentiles, cheaply.
             sketches, frame = {}, _frame(db, aggregate.format(where="1", indexed=""), params)
         else:
@@ -160,19 +163,31 @@ def finished(
         if "duration_list" in frame:
             for row in frame[[*keys, "duration_list"]].itertuples(index=False):
                 exact.setdefault(tuple(row[:-1]), []).append(split(row[-1]))
+        groups = list(result[keys].itertuples(index=False, name=None))
+        if distributions:
+            result["distribution"] = [
+                distribution(sketches.get(g, []), exact.get(g, [])) for g in groups
+            ]
         values = [
             _percentiles(sketches.get(group), exact.get(group, []), quantiles, low, high)
             for group, low, high in zip(
-                result[keys].itertuples(index=False, name=None),
-                result["duration_min"],
-                result["duration_max"],
-                strict=True,
+                groups, result["duration_min"], result["duration_max"], strict=True
             )
         ]
         table = np.array(values, dtype="float64").reshape(len(result), len(quantiles))
         for i, q in enumerate(quantiles):
             result[f"p{q:g}"] = table[:, i]
     return result
+
+
+def distribution(blobs: list[bytes], exact: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Sketches and exact values merged: (sorted sketch keys, counts)."""
+    values = np.concatenate(exact) if exact else np.empty(0)
+    keys, counts = rollups.decode(blobs)
+    return rollups.merge(
+        np.concatenate([keys, sketch_keys(values)]),
+        np.concatenate([counts, np.ones(len(values), dtype=np.int64)]),
+    )
 
 
 def _percentiles(
@@ -184,22 +199,23 @@ def _percentiles(
 ) -> list[float]:
     """Exact percentiles without sketches, else estimated from sketches and the exact
     values together (linear interpolation between estimated ranks, as numpy does)."""
-    values = np.concatenate(exact) if exact else np.empty(0)
     if not blobs:
-        return percentiles(values, quantiles)
-    keys, counts = rollups.decode(blobs)
-    keys, counts = rollups.merge(
-        np.concatenate([keys, sketch_keys(values)]),
-        np.concatenate([counts, np.ones(len(values), dtype=np.int64)]),
-    )
+        return percentiles(np.concatenate(exact) if exact else np.empty(0), quantiles)
+    return [float(v) for v in np.clip(estimate(*distribution(blobs, exact), quantiles), low, high)]
+
+
+def estimate(keys: np.ndarray, counts: np.ndarray, quantiles: Sequence[float]) -> np.ndarray:
+    """Percentiles of a sketched distribution: numpy's linear interpolation between
+    the two closest ranks, each rank's value read from its bucket (NaN if empty)."""
+    if not counts.sum():
+        return np.full(len(quantiles), np.nan)
     ends = np.cumsum(counts)
     ranks = np.asarray(quantiles, dtype=np.float64) / 100 * (ends[-1] - 1)
     below, above = np.floor(ranks), np.ceil(ranks)
     points = key_values(keys)
     lo = points[np.searchsorted(ends, below, side="right")]
     hi = points[np.searchsorted(ends, above, side="right")]
-    estimates = lo + (ranks - below) * (hi - lo)
-    return [float(v) for v in np.clip(estimates, low, high)]
+    return lo + (ranks - below) * (hi - lo)
 
 
 def _inside(db: Database, hour: str, since: str | None, until: str | None) -> bool:
