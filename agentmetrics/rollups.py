@@ -16,8 +16,9 @@ is caught by triggers that only fire off the tracking path:
   up once finished (late completions, ``reap``);
 - an update of a finished row (import/merge) or a delete (cleanup) marks its hour
   in ``am_rollup_dirty``: that hour is rebuilt from the table;
-- a deleted row at the top of the table frees its rowid for reuse: it goes to
-  ``am_rollup_holes`` and is checked again.
+- deleting the rows at the top of the table frees their rowids for reuse: the
+  lowest one freed is kept (``reuse_from``), and the rows found from there up to
+  the watermark are new.
 
 Until :func:`refresh` runs, reports read every row the rollups do not hold exactly
 (see :mod:`agentmetrics.reports._rollups`), so they are always right.
@@ -52,7 +53,6 @@ TABLES = (
     "am_rollup_state",
     "am_rollup_open",
     "am_rollup_dirty",
-    "am_rollup_holes",
 )
 # The sums kept per (hour, agent_name, model), as the reports define them.
 SUM_COLUMNS = {
@@ -100,11 +100,10 @@ _SCHEMA = [
     " agent_name TEXT NOT NULL, sketch BLOB NOT NULL, PRIMARY KEY (level, period, agent_name))"
     " WITHOUT ROWID",
     "CREATE TABLE IF NOT EXISTS am_rollup_state (id INTEGER PRIMARY KEY CHECK (id = 1),"
-    " watermark INTEGER NOT NULL, watermark_id TEXT)",
+    " watermark INTEGER NOT NULL, watermark_id TEXT, reuse_from INTEGER)",
     "INSERT OR IGNORE INTO am_rollup_state (id, watermark) VALUES (1, 0)",
     "CREATE TABLE IF NOT EXISTS am_rollup_open (row INTEGER PRIMARY KEY)",
     "CREATE TABLE IF NOT EXISTS am_rollup_dirty (hour TEXT PRIMARY KEY) WITHOUT ROWID",
-    "CREATE TABLE IF NOT EXISTS am_rollup_holes (row INTEGER PRIMARY KEY)",
     # The tracking statements never fire these: a start inserts (no trigger), and a
     # completion updates a row still in progress (the WHEN is false).
     """CREATE TRIGGER IF NOT EXISTS am_rollup_updated AFTER UPDATE ON agent_executions
@@ -115,8 +114,9 @@ END""",
     """CREATE TRIGGER IF NOT EXISTS am_rollup_deleted AFTER DELETE ON agent_executions BEGIN
   INSERT OR IGNORE INTO am_rollup_dirty (hour)
     SELECT substr(OLD.started_at, 1, 13) WHERE OLD.status != 'in_progress';
-  INSERT OR IGNORE INTO am_rollup_holes (row)
-    SELECT OLD.rowid WHERE OLD.rowid > ifnull((SELECT max(rowid) FROM agent_executions), 0);
+  UPDATE am_rollup_state SET reuse_from = min(ifnull(reuse_from, OLD.rowid),
+    ifnull((SELECT max(rowid) FROM agent_executions), 0) + 1)
+    WHERE OLD.rowid > ifnull((SELECT max(rowid) FROM agent_executions), 0);
 END""",
 ]
 
@@ -129,11 +129,12 @@ AGGREGATE_SQL = (
 )
 # For rows picked by rowid: SQLite would rather walk a partial index of finished rows.
 BY_ROWID = "NOT INDEXED "
-# A row counts as rolled up when it is at or below the watermark, not open, not a hole.
+# A row counts as rolled up when it is at or below the watermark, not open, and not
+# in a range of reused rowids.
 ROLLED = (
     "rowid <= (SELECT watermark FROM am_rollup_state)"
     " AND rowid NOT IN (SELECT row FROM am_rollup_open)"
-    " AND rowid NOT IN (SELECT row FROM am_rollup_holes)"
+    " AND rowid < ifnull((SELECT reuse_from FROM am_rollup_state), rowid + 1)"
 )
 
 
@@ -263,10 +264,15 @@ def refresh(
 
 
 def backlog(db: Database) -> int:
-    """Rows the rollups do not hold yet (above the watermark), plus dirty hours."""
+    """Rows the rollups do not hold yet (above the watermark, in reused rowids), and
+    a thousand per dirty hour."""
     last = db.execute("SELECT max(rowid) FROM agent_executions").fetchone()[0] or 0
     dirty = db.execute("SELECT count(*) FROM am_rollup_dirty").fetchone()[0]
-    return max(last - _watermark(db), 0) + dirty * 1000
+    watermark, reuse_from = db.execute(
+        "SELECT watermark, reuse_from FROM am_rollup_state"
+    ).fetchone()
+    reused = watermark - reuse_from + 1 if reuse_from else 0
+    return max(last - watermark, 0) + max(reused, 0) + dirty * 1000
 
 
 def reset(db: Database) -> None:
@@ -276,8 +282,9 @@ def reset(db: Database) -> None:
         for table in ("am_rollups", "am_rollup_sketches", "am_rollup_open"):
             db.execute(f"DELETE FROM {table}")
         db.execute("DELETE FROM am_rollup_dirty")
-        db.execute("DELETE FROM am_rollup_holes")
-        db.execute("UPDATE am_rollup_state SET watermark = 0, watermark_id = NULL")
+        db.execute(
+            "UPDATE am_rollup_state SET watermark = 0, watermark_id = NULL, reuse_from = NULL"
+        )
 
 
 def _watermark(db: Database) -> int:
@@ -333,20 +340,19 @@ def _rebuild(db: Database, hour: str) -> None:
         db.execute("DELETE FROM am_rollup_dirty WHERE hour = ?", [hour])
 
 
-_EXISTS = "EXISTS (SELECT 1 FROM agent_executions WHERE rowid = row)"
+_EXISTS = "EXISTS (SELECT 1 FROM agent_executions WHERE rowid = am_rollup_open.row)"
 
 
 def _roll_reopened(db: Database) -> None:
-    """Roll up the open runs that finished, and the rows that reused a hole's rowid."""
+    """Roll up the open runs that finished, and the rows that reuse freed rowids."""
     with _write(db):
+        # Rows in reused rowids are new: open until rolled up like the others.
         db.execute(
-            "DELETE FROM am_rollup_holes WHERE row > (SELECT watermark FROM am_rollup_state)"
+            "INSERT OR IGNORE INTO am_rollup_open (row) SELECT rowid FROM agent_executions"
+            " WHERE rowid >= (SELECT reuse_from FROM am_rollup_state)"
+            " AND rowid <= (SELECT watermark FROM am_rollup_state)"
         )
-        db.execute(
-            "INSERT OR IGNORE INTO am_rollup_open (row) SELECT row FROM am_rollup_holes"
-            f" WHERE {_EXISTS}"
-        )
-        db.execute("DELETE FROM am_rollup_holes WHERE row IN (SELECT row FROM am_rollup_open)")
+        db.execute("UPDATE am_rollup_state SET reuse_from = NULL")
         db.execute(f"DELETE FROM am_rollup_open WHERE NOT {_EXISTS}")
         finished = "rowid IN (SELECT row FROM am_rollup_open)"
         _apply(db, _aggregate(db, finished, []))

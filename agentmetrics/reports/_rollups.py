@@ -7,8 +7,8 @@ in a window, grouped by agent, model and/or period, from the rollups
 - hours strictly inside the window, and an edge hour whose rolled-up rows all lie in
   the window, come from ``am_rollups``;
 - the other edge hours, and hours marked dirty, are scanned exactly;
-- rows not rolled up yet (above the watermark, open runs that finished, reused
-  rowids) are read exactly wherever they fall.
+- rows not rolled up yet (above the watermark, open runs that finished, rows in
+  reused rowids) are read exactly wherever they fall.
 
 Counts and sums are then identical to the exact path's. Percentiles are exact when
 no rollup took part in a group, else read from the merged sketches with the exact
@@ -19,6 +19,7 @@ rows added: within :data:`~agentmetrics.rollups.RELATIVE_ERROR` of the exact val
 from __future__ import annotations
 
 import contextlib
+import operator
 import sqlite3
 from collections.abc import Iterator, Sequence
 
@@ -36,6 +37,15 @@ from ._frames import percentiles
 EXACT_PERCENTILE_ROWS = 50_000
 # What the reports read (first/last_started only tell whether an edge hour is inside).
 READ_COLUMNS = [name for name in SUM_COLUMNS if name not in ("first_started", "last_started")]
+_OPERATIONS = [{"sum": operator.add, "min": min, "max": max}[COMBINE[n]] for n in READ_COLUMNS]
+# Counts and sums of integers are int64; sums of durations and costs, and min/max, float64.
+DTYPES = {
+    name: "float64"
+    if name in ("duration_sum", "duration_min", "duration_max")
+    or name.endswith(("cost", "_duration"))
+    else "int64"
+    for name in READ_COLUMNS
+}
 # A report refreshes the rollups by at most this many rows (about 0.2 s) ...
 REFRESH_BUDGET = 60_000
 # waiting at most this long for another writer's lock ...
@@ -119,11 +129,8 @@ def finished(
     sums = ", ".join(f"{COMBINE[name]}({name}) AS {name}" for name in READ_COLUMNS)
     group = f" GROUP BY {', '.join(keys)}" if keys else ""
     parts = [
-        pd.read_sql_query(
-            f"SELECT {select}{sums} FROM am_rollups WHERE {' AND '.join(rolled)}{group}",
-            db.conn,
-            params=params,
-        )
+        f"SELECT {select}{sums}, NULL AS duration_list FROM am_rollups"
+        f" WHERE {' AND '.join(rolled)}{group}"
     ]
 
     # Exact: edge and dirty hours, and rows not rolled up.
@@ -137,47 +144,78 @@ def finished(
     for i, hour in enumerate(exact_hours):
         params[f"h{i}"], params[f"h{i}_end"] = hour, rollups.upper(hour)
         where = f"started_at >= :h{i} AND started_at < :h{i}_end"
-        parts.append(_frame(db, aggregate.format(where=where, indexed=""), params))
+        parts.append(aggregate.format(where=where, indexed=""))
     outside = ""
     if exact_hours:
         marks = ", ".join(f":h{i}" for i in range(len(exact_hours)))
         outside = f" AND substr(started_at, 1, 13) NOT IN ({marks})"
     for unrolled in (
         "rowid > (SELECT watermark FROM am_rollup_state)",
-        "rowid <= (SELECT watermark FROM am_rollup_state)"
-        " AND rowid IN (SELECT row FROM am_rollup_open UNION SELECT row FROM am_rollup_holes)",
+        "rowid IN (SELECT row FROM am_rollup_open)",
+        "rowid >= (SELECT reuse_from FROM am_rollup_state)"
+        " AND rowid <= (SELECT watermark FROM am_rollup_state)"
+        " AND rowid NOT IN (SELECT row FROM am_rollup_open)",
     ):
-        sql = aggregate.format(where=unrolled + outside, indexed=rollups.BY_ROWID)
-        parts.append(_frame(db, sql, params))
-
-    frame = pd.concat([p for p in parts if len(p)] or parts[:1], ignore_index=True)
-    frame = frame.dropna(subset=["completed"])  # an empty ungrouped rollup query
-    result = _reduce(frame, keys)
-    if quantiles or distributions:
-        if not distributions and result["durations"].sum() <= EXACT_PERCENTILE_ROWS:
-            # Few enough values to read them all: exact percentiles, cheaply.
-            sketches, frame = {}, _frame(db, aggregate.format(where="1", indexed=""), params)
-        else:
-            sketches = _sketches(db, keys, period, since, until, agent, hourly, usable)
-        exact: dict[tuple, list[np.ndarray]] = {}
-        if "duration_list" in frame:
-            for row in frame[[*keys, "duration_list"]].itertuples(index=False):
-                exact.setdefault(tuple(row[:-1]), []).append(split(row[-1]))
-        groups = list(result[keys].itertuples(index=False, name=None))
-        if distributions:
-            result["distribution"] = [
-                distribution(sketches.get(g, []), exact.get(g, [])) for g in groups
-            ]
-        values = [
-            _percentiles(sketches.get(group), exact.get(group, []), quantiles, low, high)
-            for group, low, high in zip(
+        parts.append(aggregate.format(where=unrolled + outside, indexed=rollups.BY_ROWID))
+    # One statement, reduced in Python: the groups are few, pandas' overhead is not.
+    totals, lists = _reduce(db.execute(" UNION ALL ".join(parts), params), len(keys))
+    if (
+        quantiles
+        and sum(t[READ_COLUMNS.index("durations")] for t in totals.values())
+        <= (EXACT_PERCENTILE_ROWS)
+        and not distributions
+    ):
+        # Few enough values to read them all: exact percentiles, cheaply.
+        sketches = {}
+        _, lists = _reduce(db.execute(aggregate.format(where="1", indexed=""), params), len(keys))
+    elif quantiles or distributions:
+        sketches = _sketches(db, keys, period, since, until, agent, hourly, usable)
+    groups = sorted(totals, key=lambda g: tuple((v is None, v) for v in g))
+    result = pd.DataFrame(
+        [(*g, *totals[g]) for g in groups], columns=[*keys, *READ_COLUMNS]
+    ).astype(DTYPES)
+    if distributions:
+        result["distribution"] = [
+            distribution(sketches.get(g, []), [split(t) for t in lists.get(g, [])]) for g in groups
+        ]
+    for q in quantiles:
+        result[f"p{q:g}"] = np.nan
+    if quantiles and groups:
+        table = [
+            _percentiles(
+                sketches.get(g), [split(t) for t in lists.get(g, [])], quantiles, low, high
+            )
+            for g, low, high in zip(
                 groups, result["duration_min"], result["duration_max"], strict=True
             )
         ]
-        table = np.array(values, dtype="float64").reshape(len(result), len(quantiles))
-        for i, q in enumerate(quantiles):
-            result[f"p{q:g}"] = table[:, i]
+        result[[f"p{q:g}" for q in quantiles]] = np.array(table, dtype="float64")
     return result
+
+
+def _reduce(cursor: sqlite3.Cursor, width: int) -> tuple[dict[tuple, list], dict[tuple, list[str]]]:
+    """Combine the rows of each group (keys first, then READ_COLUMNS and the list of
+    durations): the totals, and the duration lists, per group."""
+    totals: dict[tuple, list] = {}
+    lists: dict[tuple, list[str]] = {}
+    for row in cursor:
+        key, values, durations = row[:width], row[width:-1], row[-1]
+        if values[0] is None:
+            continue  # an ungrouped aggregate of no row
+        if durations:
+            lists.setdefault(key, []).append(durations)
+        found = totals.get(key)
+        if found is None:
+            totals[key] = list(values)
+            continue
+        for i, (old, new) in enumerate(zip(found, values, strict=True)):
+            if new is None:
+                continue
+            if old is None:
+                found[i] = new
+            else:
+                found[i] = _OPERATIONS[i](old, new)
+    return totals, lists
 
 
 def distribution(blobs: list[bytes], exact: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -248,29 +286,6 @@ def _keys(keys: Sequence[str], period: str | None, column: str) -> str:
         else:
             exprs.append(key)
     return "".join(e + ", " for e in exprs)
-
-
-def _frame(db: Database, sql: str, params: dict) -> pd.DataFrame:
-    return pd.read_sql_query(sql, db.conn, params=params)
-
-
-def _reduce(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    columns = list(READ_COLUMNS)
-    if not keys:
-        result = pd.DataFrame([{n: getattr(frame[n], COMBINE[n])() for n in columns}])
-    elif frame.empty:
-        result = pd.DataFrame(columns=[*keys, *columns])
-    else:
-        combine = {name: COMBINE[name] for name in columns}
-        result = frame.groupby(keys, dropna=False, sort=True).agg(combine).reset_index()
-    for name in columns:
-        result[name] = pd.to_numeric(result[name]).astype("float64")
-        whole = name not in ("duration_sum", "duration_min", "duration_max") and not name.endswith(
-            ("cost", "_duration")
-        )
-        if whole:
-            result[name] = result[name].fillna(0).astype("int64")
-    return result
 
 
 def _sketches(
