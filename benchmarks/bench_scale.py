@@ -30,7 +30,11 @@ from agentmetrics.db import upgrade  # noqa: E402
 
 # (name, goal in seconds, report called with exact=...)
 REPORTS: list[tuple[str, float, Callable]] = [
-    ("system_health 24 h", 0.020, lambda d, x: reports.system_health(d, hours=24, now=NOW, exact=x)),
+    (
+        "system_health 24 h",
+        0.020,
+        lambda d, x: reports.system_health(d, hours=24, now=NOW, exact=x),
+    ),
     (
         "system_health 90 days",
         0.300,
@@ -106,7 +110,8 @@ def main() -> None:
         upgrade(path, progress=None)
         db = open_database(path)
         n = db.execute("SELECT max(rowid) FROM agent_executions").fetchone()[0]
-        print(f"{n:,} executions; upgrade (indexes and rollups): {time.perf_counter() - started:.0f} s")
+        took = time.perf_counter() - started
+        print(f"{n:,} executions; upgrade (indexes and rollups): {took:.0f} s")
         header = f"{'report':<38} {'rollups':>10} {'exact':>10} {'ratio':>7} {'goal':>8}"
         print(header)
         print("-" * len(header))
