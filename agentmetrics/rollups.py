@@ -102,12 +102,14 @@ _SCHEMA = [
     "CREATE TABLE IF NOT EXISTS am_rollup_state (id INTEGER PRIMARY KEY CHECK (id = 1),"
     " watermark INTEGER NOT NULL, watermark_id TEXT, reuse_from INTEGER)",
     "INSERT OR IGNORE INTO am_rollup_state (id, watermark) VALUES (1, 0)",
-    "CREATE TABLE IF NOT EXISTS am_rollup_open (row INTEGER PRIMARY KEY)",
+    # started_at: lets a report look only at the open runs of its window.
+    "CREATE TABLE IF NOT EXISTS am_rollup_open (row INTEGER PRIMARY KEY, started_at TEXT)",
+    "CREATE INDEX IF NOT EXISTS am_rollup_open_started ON am_rollup_open(started_at)",
     "CREATE TABLE IF NOT EXISTS am_rollup_dirty (hour TEXT PRIMARY KEY) WITHOUT ROWID",
     # The tracking statements never fire these: a start inserts (no trigger), and a
     # completion updates a row still in progress (the WHEN is false).
     """CREATE TRIGGER IF NOT EXISTS am_rollup_updated AFTER UPDATE ON agent_executions
-WHEN OLD.status != 'in_progress' BEGIN
+WHEN OLD.status != 'in_progress' OR NEW.started_at IS NOT OLD.started_at BEGIN
   INSERT OR IGNORE INTO am_rollup_dirty (hour) VALUES (substr(OLD.started_at, 1, 13));
   INSERT OR IGNORE INTO am_rollup_dirty (hour) VALUES (substr(NEW.started_at, 1, 13));
 END""",
@@ -227,33 +229,34 @@ def refresh(
     _check_watermark(db)
     for (hour,) in db.execute("SELECT hour FROM am_rollup_dirty").fetchall():
         _rebuild(db, hour)
-    _roll_reopened(db)
+    # Finished open runs are read exactly until then: roll them up now and then only,
+    # as checking them all costs a lookup each.
+    reused = db.execute("SELECT reuse_from FROM am_rollup_state").fetchone()[0]
+    if budget is None or reused is not None:
+        _roll_reopened(db)
     done = 0
     last = db.execute("SELECT max(rowid) FROM agent_executions").fetchone()[0] or 0
     while True:
         watermark = _watermark(db)
-        if watermark >= last:
-            return True
-        if budget is not None and done >= budget:
-            return False
+        if watermark >= last or (budget is not None and done >= budget):
+            if done >= BATCH_ROWS:
+                _roll_reopened(db)
+            return watermark >= last
         end = min(watermark + BATCH_ROWS, last)
         with _read(db):
             delta = _aggregate(db, "rowid > ? AND rowid <= ?", [watermark, end])
-            running = [
-                row
-                for (row,) in db.execute(
-                    "SELECT rowid FROM agent_executions"
-                    " WHERE rowid > ? AND rowid <= ? AND status = 'in_progress'",
-                    [watermark, end],
-                )
-            ]
+            running = db.execute(
+                "SELECT rowid, started_at FROM agent_executions"
+                " WHERE rowid > ? AND rowid <= ? AND status = 'in_progress'",
+                [watermark, end],
+            ).fetchall()
             end_id = _id_at(db, end)
         with _write(db):
             if _watermark(db) != watermark:
                 continue  # another process rolled this batch up
             _apply(db, delta)
             db.conn.executemany(
-                "INSERT OR IGNORE INTO am_rollup_open (row) VALUES (?)", [(r,) for r in running]
+                "INSERT OR REPLACE INTO am_rollup_open (row, started_at) VALUES (?, ?)", running
             )
             db.execute("UPDATE am_rollup_state SET watermark = ?, watermark_id = ?", [end, end_id])
         done += end - watermark
@@ -332,8 +335,8 @@ def _rebuild(db: Database, hour: str) -> None:
         _apply(db, _aggregate(db, f"{in_hour} AND {ROLLED}", params, indexed=""))
         # A row set back in progress (by an import) is open again.
         db.execute(
-            "INSERT OR IGNORE INTO am_rollup_open (row) SELECT rowid FROM agent_executions"
-            f" WHERE status = 'in_progress' AND {in_hour}"
+            "INSERT OR REPLACE INTO am_rollup_open (row, started_at) SELECT rowid, started_at"
+            f" FROM agent_executions WHERE status = 'in_progress' AND {in_hour}"
             " AND rowid <= (SELECT watermark FROM am_rollup_state)",
             params,
         )
@@ -348,8 +351,8 @@ def _roll_reopened(db: Database) -> None:
     with _write(db):
         # Rows in reused rowids are new: open until rolled up like the others.
         db.execute(
-            "INSERT OR IGNORE INTO am_rollup_open (row) SELECT rowid FROM agent_executions"
-            " WHERE rowid >= (SELECT reuse_from FROM am_rollup_state)"
+            "INSERT OR REPLACE INTO am_rollup_open (row, started_at) SELECT rowid, started_at"
+            " FROM agent_executions WHERE rowid >= (SELECT reuse_from FROM am_rollup_state)"
             " AND rowid <= (SELECT watermark FROM am_rollup_state)"
         )
         db.execute("UPDATE am_rollup_state SET reuse_from = NULL")

@@ -149,12 +149,13 @@ def finished(
     if exact_hours:
         marks = ", ".join(f":h{i}" for i in range(len(exact_hours)))
         outside = f" AND substr(started_at, 1, 13) NOT IN ({marks})"
+    opened = _window(since, until, None)[0]
     for unrolled in (
         "rowid > (SELECT watermark FROM am_rollup_state)",
-        "rowid IN (SELECT row FROM am_rollup_open)",
+        f"rowid IN (SELECT row FROM am_rollup_open WHERE 1{opened})"
+        " AND rowid < ifnull((SELECT reuse_from FROM am_rollup_state), rowid + 1)",
         "rowid >= (SELECT reuse_from FROM am_rollup_state)"
-        " AND rowid <= (SELECT watermark FROM am_rollup_state)"
-        " AND rowid NOT IN (SELECT row FROM am_rollup_open)",
+        " AND rowid <= (SELECT watermark FROM am_rollup_state)",
     ):
         parts.append(aggregate.format(where=unrolled + outside, indexed=rollups.BY_ROWID))
     # One statement, reduced in Python: the groups are few, pandas' overhead is not.
@@ -171,9 +172,17 @@ def finished(
     elif quantiles or distributions:
         sketches = _sketches(db, keys, period, since, until, agent, hourly, usable)
     groups = sorted(totals, key=lambda g: tuple((v is None, v) for v in g))
+    rows = [totals[g] for g in groups]
     result = pd.DataFrame(
-        [(*g, *totals[g]) for g in groups], columns=[*keys, *READ_COLUMNS]
-    ).astype(DTYPES)
+        {key: pd.Series([g[i] for g in groups], dtype=object) for i, key in enumerate(keys)}
+        | {
+            name: np.array([r[i] for r in rows], dtype=DTYPES[name])
+            if DTYPES[name] == "int64"
+            else np.array([np.nan if r[i] is None else r[i] for r in rows], dtype="float64")
+            for i, name in enumerate(READ_COLUMNS)
+        },
+        columns=[*keys, *READ_COLUMNS],
+    )
     if distributions:
         result["distribution"] = [
             distribution(sketches.get(g, []), [split(t) for t in lists.get(g, [])]) for g in groups
