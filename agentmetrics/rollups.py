@@ -1,7 +1,7 @@
 """Rollups: hourly aggregates of finished executions, so reports need not scan them all.
 
-``am_rollups`` holds, per hour of ``started_at`` (``YYYY-MM-DDTHH``), agent and model,
-the counts by status and the sums the reports show; ``am_rollup_sketches`` holds
+``am_rollups`` holds, per hour of ``started_at`` (``YYYY-MM-DDTHH``) and per day, agent
+and model, the counts by status and the sums the reports show; ``am_rollup_sketches`` holds
 per hour and per day, and agent, a histogram of durations in log-spaced buckets
 (DDSketch): any percentile read from it is within :data:`RELATIVE_ERROR` of the
 exact one.
@@ -92,9 +92,12 @@ COMBINE = {
 KEY_COLUMNS = ("hour", "agent_name", "model")
 
 _SCHEMA = [
-    "CREATE TABLE IF NOT EXISTS am_rollups (hour TEXT NOT NULL, agent_name TEXT NOT NULL,"
+    # level 'h': hour is an hour of started_at; 'D': a day (the sums of its hours).
+    "CREATE TABLE IF NOT EXISTS am_rollups (level TEXT NOT NULL, hour TEXT NOT NULL,"
+    " agent_name TEXT NOT NULL,"
     " model TEXT, " + ", ".join(SUM_COLUMNS) + ")",
-    "CREATE INDEX IF NOT EXISTS am_rollups_hour ON am_rollups(hour, agent_name)",
+    "CREATE INDEX IF NOT EXISTS am_rollups_hour ON am_rollups(level, hour, agent_name)",
+    "CREATE INDEX IF NOT EXISTS am_rollups_agent ON am_rollups(level, agent_name, hour)",
     # level 'h': period is an hour; 'D': a day (the sum of its hours).
     "CREATE TABLE IF NOT EXISTS am_rollup_sketches (level TEXT NOT NULL, period TEXT NOT NULL,"
     " agent_name TEXT NOT NULL, sketch BLOB NOT NULL, PRIMARY KEY (level, period, agent_name))"
@@ -329,10 +332,11 @@ def _rebuild(db: Database, hour: str) -> None:
             )
             add_sketches(db, "D", day, name, pairs[:, 0], -pairs[:, 1])
         db.execute("DELETE FROM am_rollup_sketches WHERE level = 'h' AND period = ?", [hour])
-        db.execute("DELETE FROM am_rollups WHERE hour = ?", [hour])
+        db.execute("DELETE FROM am_rollups WHERE level = 'h' AND hour = ?", [hour])
         in_hour = "started_at >= ? AND started_at < ? AND substr(started_at, 1, 13) = ?"
         params = [hour, upper(hour), hour]
         _apply(db, _aggregate(db, f"{in_hour} AND {ROLLED}", params, indexed=""))
+        _roll_days(db, {hour[:10]})
         # A row set back in progress (by an import) is open again.
         db.execute(
             "INSERT OR REPLACE INTO am_rollup_open (row, started_at) SELECT rowid, started_at"
@@ -379,13 +383,14 @@ def _apply(db: Database, delta: pd.DataFrame) -> None:
         rows.where(rows.notna(), None).itertuples(index=False, name=None),
     )
     merged = ", ".join(f"{COMBINE[name]}({name})" for name in SUM_COLUMNS)
-    touched = "hour IN (SELECT hour FROM temp.am_rollup_delta)"
+    touched = "level = 'h' AND hour IN (SELECT hour FROM temp.am_rollup_delta)"
     db.execute(f"INSERT INTO temp.am_rollup_delta SELECT {listed} FROM am_rollups WHERE {touched}")
     db.execute(f"DELETE FROM am_rollups WHERE {touched}")
     db.execute(
-        f"INSERT INTO am_rollups ({listed}) SELECT {', '.join(KEY_COLUMNS)}, {merged}"
+        f"INSERT INTO am_rollups (level, {listed}) SELECT 'h', {', '.join(KEY_COLUMNS)}, {merged}"
         f" FROM temp.am_rollup_delta GROUP BY {', '.join(KEY_COLUMNS)}"
     )
+    _roll_days(db, {hour[:10] for hour in delta["hour"]})
     lists = delta["duration_list"].fillna("")
     lengths = lists.map(lambda text: text.count(",") + 1 if text else 0).to_numpy()
     values = split(",".join(text for text in lists if text))
@@ -395,6 +400,20 @@ def _apply(db: Database, delta: pd.DataFrame) -> None:
     hour = np.repeat(delta["hour"].to_numpy(dtype=object), lengths)
     add_sketches(db, "h", hour, agents, keys, ones)
     add_sketches(db, "D", np.array([h[:10] for h in hour], dtype=object), agents, keys, ones)
+
+
+def _roll_days(db: Database, days: set[str]) -> None:
+    """Recompute the day rows of ``days`` from their hour rows."""
+    listed = ", ".join(SUM_COLUMNS)
+    merged = ", ".join(f"{COMBINE[name]}({name})" for name in SUM_COLUMNS)
+    for day in days:
+        db.execute("DELETE FROM am_rollups WHERE level = 'D' AND hour = ?", [day])
+        db.execute(
+            f"INSERT INTO am_rollups (level, hour, agent_name, model, {listed})"
+            f" SELECT 'D', ?, agent_name, model, {merged} FROM am_rollups"
+            " WHERE level = 'h' AND hour >= ? AND hour < ? GROUP BY agent_name, model",
+            [day, day, upper(day)],
+        )
 
 
 # Sketch keys shifted to be positive and below 2**22, to pack (group, key) in one int64.

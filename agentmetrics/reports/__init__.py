@@ -23,7 +23,7 @@ Exact
     The aggregate reports (``system_health``, ``performance_report``, ``agent_summary``,
     ``trends``, ``costs``, ``regressions``) read finished executions through the
     rollups (:mod:`agentmetrics.rollups`) and take ``exact=True`` to scan them instead.
-    Counts, sums and rates are the same either way. Percentiles are exact up to 50,000
+    Counts, sums and rates are the same either way. Percentiles are exact up to 20,000
     finished executions in the report, else within 0.5% (DDSketch buckets) and within
     the exact min and max; ``regressions`` ranks durations binned to 0.5% for its U
     test; ``costs`` agree to float rounding. README "Scale" has the details.
