@@ -126,18 +126,10 @@ def regressions(
     args = (metric, kind, min_samples, threshold)
     with _rollups.reading(db, exact) as (conn, rolled):
         bounds = params.get("since"), params["split"], params["until"]
-        if rolled:
-            totals = _rollups.finished(conn, bounds[0], bounds[2], agent=agent, by=["agent_name"])
-            rolled = (
-                totals["durations" if kind == "duration" else "completed"].sum()
-                + (0 if kind == "duration" else totals["failed"].sum())
-                > _rollups.EXACT_PERCENTILE_ROWS
-            )
-        if rolled:
-            compared = _compare_rolled(conn, bounds, agent, *args)
-        else:
+        compared = _compare_rolled(conn, bounds, agent, *args) if rolled else None
+        if compared is None:
             rows = read_frame(conn, sql, params)
-    if not rolled:
+    if compared is None:
         compared = [
             _compare(
                 name,
@@ -188,8 +180,9 @@ def _summarize(base: np.ndarray, recent: np.ndarray, metric: str, kind: str) -> 
 
 def _compare_rolled(
     conn, bounds: tuple, agent: str | None, metric: str, kind: str, *args
-) -> list[dict]:
-    """:func:`_compare` for every agent, from the rollups of both windows."""
+) -> list[dict] | None:
+    """:func:`_compare` for every agent, from the rollups of both windows; None when
+    they hold few enough runs to compare the values themselves, cheaply."""
     q = 95 if metric == "p95_duration_ms" else 50
     windows = [
         _rollups.finished(
@@ -197,6 +190,9 @@ def _compare_rolled(
         ).set_index("agent_name")
         for start, end in (bounds[:2], bounds[1:])
     ]
+    counted = ["durations"] if kind == "duration" else ["completed", "failed"]
+    if sum(w[counted].to_numpy().sum() for w in windows) <= _rollups.EXACT_PERCENTILE_ROWS:
+        return None
     compared = []
     for name in sorted(set(windows[0].index) | set(windows[1].index)):
         rows = [w.loc[name] if name in w.index else None for w in windows]
