@@ -14,8 +14,9 @@ from typing import Any
 
 from .demo import MARKER_TABLE
 from .migrations import COLUMN_TYPES
+from .rollups import TABLES as ROLLUP_TABLES
 
-HIDDEN_TABLES = ("_sqlite_migrations", MARKER_TABLE)
+HIDDEN_TABLES = ("_sqlite_migrations", MARKER_TABLE, *ROLLUP_TABLES)
 
 _SHARED = {
     "id": "Unique id (a UUID).",

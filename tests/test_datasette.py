@@ -124,6 +124,12 @@ def test_datasette_hides_internal_tables(datasette):
         "agent_executions": False,
         "_sqlite_migrations": True,
         "_agentmetrics_demo": True,
+        # The rollups (agentmetrics.rollups) are internal too.
+        "am_rollups": True,
+        "am_rollup_sketches": True,
+        "am_rollup_state": True,
+        "am_rollup_open": True,
+        "am_rollup_dirty": True,
     }
 
 
