@@ -29,7 +29,7 @@ from sqlite_utils import Database
 
 from .. import rollups
 from ..rollups import COMBINE, SUM_COLUMNS, key_values, sketch_keys, split
-from ._common import DbArg, database, snapshot
+from ._common import DbArg, database, snapshot, window
 from ._frames import percentiles
 
 # Up to this many finished executions in a report, percentiles are exact: reading
@@ -112,7 +112,7 @@ def finished(
         ({s13, u13} - {None} - usable)
         | {h for h in dirty if (s13 is None or h >= s13) and (u13 is None or h <= u13)}
     )
-    window, params = _window(since, until, agent)
+    terms, params = window(since, until, agent=agent)
     keys = list(by)
 
     # Rolled-up hours: inside the window, not dirty; whole days from the day rows.
@@ -134,7 +134,7 @@ def finished(
     )
     aggregate = (
         f"SELECT {raw}, group_concat(duration_ms) AS duration_list FROM agent_executions"
-        f" {{indexed}}WHERE status != 'in_progress'{window} AND {{where}}{group}"
+        f" {{indexed}}WHERE status != 'in_progress'{terms} AND {{where}}{group}"
     )
     for i, hour in enumerate(exact_hours):
         params[f"h{i}"], params[f"h{i}_end"] = hour, rollups.upper(hour)
@@ -144,7 +144,7 @@ def finished(
     if exact_hours:
         marks = ", ".join(f":h{i}" for i in range(len(exact_hours)))
         outside = f" AND substr(started_at, 1, 13) NOT IN ({marks})"
-    opened = _window(since, until, None)[0]
+    opened = window(since, until)[0]
     for unrolled in (
         "rowid > (SELECT watermark FROM am_rollup_state)",
         f"rowid IN (SELECT row FROM am_rollup_open WHERE 1{opened})"
@@ -167,7 +167,7 @@ def finished(
         listed = (
             f"SELECT {_keys(keys, period, 'started_at')}group_concat(duration_ms)"
             f" FROM agent_executions WHERE status != 'in_progress' AND duration_ms IS NOT NULL"
-            f"{window}{group}"
+            f"{terms}{group}"
         )
         for row in db.execute(listed, params):
             if row[-1] is not None:
@@ -282,19 +282,6 @@ def _inside(db: Database, hour: str, since: str | None, until: str | None) -> bo
     if first is None:
         return True
     return (since is None or first >= since) and (until is None or last < until)
-
-
-def _window(since: str | None, until: str | None, agent: str | None) -> tuple[str, dict]:
-    sql, params = "", {}
-    for term, name, value in (
-        ("started_at >= :since", "since", since),
-        ("started_at < :until", "until", until),
-        ("agent_name = :agent", "agent", agent),
-    ):
-        if value is not None:
-            sql += " AND " + term
-            params[name] = value
-    return sql, params
 
 
 def _keys(keys: Sequence[str], period: str | None, column: str) -> str:
