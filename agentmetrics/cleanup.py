@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from sqlite_utils import Database
 
+from . import rollups
 from .batching import BatchSize
 from .db import using_database, write_transaction
 from .reports._common import resolve_now
@@ -170,6 +171,8 @@ def vacuum(db: str | os.PathLike[str] | Database) -> int:
     with using_database(db) as conn:
         before = _size(conn)
         conn.execute("VACUUM")
+        if rollups.present(conn):
+            rollups.reset(conn)  # VACUUM may renumber the rowids they track
         return max(before - _size(conn), 0)
 
 

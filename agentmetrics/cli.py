@@ -714,7 +714,7 @@ def cleanup(ctx: click.Context, days: float, dry_run: bool, vacuum: bool, now: s
 @db_option
 @click.pass_context
 def upgrade(ctx: click.Context) -> None:
-    """Build the report indexes a large existing file lacks (one at a time, announced).
+    """Build the report indexes and rollups a large existing file lacks (announced).
 
     Opening a file never builds them when it holds many rows, as that holds the write
     lock for seconds; reports work without them, only slower. Writers wait while each
@@ -724,7 +724,12 @@ def upgrade(ctx: click.Context) -> None:
 
     timings = upgrade_(ctx.obj["db_path"], progress=lambda m: click.echo(m, err=True))
     if timings:
-        click.echo(f"Built {len(timings)} report indexes in {sum(timings.values()):.1f}s")
+        indexes = len(timings) - ("rollups" in timings)
+        built = " and ".join(
+            ([f"{indexes} report indexes"] if indexes else [])
+            + (["the rollups"] if "rollups" in timings else [])
+        )
+        click.echo(f"Built {built} in {sum(timings.values()):.1f}s")
 
 
 @cli.command()

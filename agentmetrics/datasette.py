@@ -14,9 +14,10 @@ from typing import Any
 
 from .demo import MARKER_TABLE
 from .migrations import COLUMN_TYPES
+from .rollups import TABLES as ROLLUP_TABLES
 
 # otel_spans: the spans behind OpenTelemetry rows, kept for deriving them again.
-HIDDEN_TABLES = ("_sqlite_migrations", MARKER_TABLE, "otel_spans")
+HIDDEN_TABLES = ("_sqlite_migrations", MARKER_TABLE, "otel_spans", *ROLLUP_TABLES)
 
 _SHARED = {
     "id": "Unique id (a UUID).",

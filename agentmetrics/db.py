@@ -18,6 +18,7 @@ from pathlib import Path
 
 from sqlite_utils import Database
 
+from . import rollups
 from .errors import DatabaseError, ForeignDatabase, NotADatabase, ReadOnlyDatabase
 from .migrations import EXTRA_COLUMNS, migrations, missing_indexes
 from .pending import SUFFIX, count_kept
@@ -169,7 +170,8 @@ def upgrade(
     *,
     progress: Callable[[str], None] | None = _stderr,
 ) -> dict[str, float]:
-    """Build the report indexes ``db`` lacks; return the seconds each one took.
+    """Build the report indexes ``db`` lacks and its rollups (:mod:`agentmetrics.rollups`);
+    return the seconds each step took (``"rollups"``: rolling every row up).
 
     Each index is built in its own transaction and writers get the lock between
     two of them, but each build holds the write lock for its whole duration: on a
@@ -186,44 +188,74 @@ def upgrade(
             raise ReadOnlyDatabase(f"{name} is read-only: cannot build the report indexes")
         ensure_database(database)
         missing = missing_indexes(database)
-        if not missing:
-            if progress:
-                progress(f"{name}: every report index is present, nothing to do")
-            return {}
-        rows = _table_rows(database)
-        if progress:
-            longest = max(_build_seconds(rows[table]) for _, table, _ in missing)
-            total = sum(_build_seconds(rows[table]) for _, table, _ in missing)
-            progress(
-                f"building {len(missing)} report indexes on {name} "
-                f"({rows['agent_executions']:,} executions): about {total:.0f}s in all; "
-                f"writers wait up to about {longest:.0f}s at a time"
-            )
-        timings = {}
-        for i, (index, table, sql) in enumerate(missing):
-            if i:
-                # A writer waiting on the busy timeout polls every few ms to 100 ms:
-                # leave the lock free long enough for it to get in.
-                time.sleep(WRITER_GAP_S)
-            if progress:
-                progress(f"  {index} ({i + 1}/{len(missing)}, {rows[table]:,} rows)...")
-            started = time.perf_counter()
-            try:
-                with write_transaction(database), _big_cache(database):
-                    database.execute(sql)
-            except sqlite3.OperationalError as e:
-                if refused_write(e):
-                    raise ReadOnlyDatabase(
-                        f"{name} is read-only: cannot build the report indexes"
-                    ) from None
-                raise DatabaseError(f"Cannot build {index} in {name}: {e}") from None
-            timings[index] = time.perf_counter() - started
-            if progress:
-                progress(f"  {index} built in {timings[index]:.1f}s")
+        timings = _build_indexes(database, name, missing, progress) if missing else {}
+        timings |= _build_rollups(database, name, progress)
+        if not timings and progress:
+            progress(f"{name}: every report index is present, nothing to do")
         return timings
     finally:
         if database is not db:
             database.close()
+
+
+def _build_indexes(
+    database: Database,
+    name: str,
+    missing: list[tuple[str, str, str]],
+    progress: Callable[[str], None] | None,
+) -> dict[str, float]:
+    rows = _table_rows(database)
+    if progress:
+        longest = max(_build_seconds(rows[table]) for _, table, _ in missing)
+        total = sum(_build_seconds(rows[table]) for _, table, _ in missing)
+        progress(
+            f"building {len(missing)} report indexes on {name} "
+            f"({rows['agent_executions']:,} executions): about {total:.0f}s in all; "
+            f"writers wait up to about {longest:.0f}s at a time"
+        )
+    timings = {}
+    for i, (index, table, sql) in enumerate(missing):
+        if i:
+            # A writer waiting on the busy timeout polls every few ms to 100 ms:
+            # leave the lock free long enough for it to get in.
+            time.sleep(WRITER_GAP_S)
+        if progress:
+            progress(f"  {index} ({i + 1}/{len(missing)}, {rows[table]:,} rows)...")
+        started = time.perf_counter()
+        try:
+            with write_transaction(database), _big_cache(database):
+                database.execute(sql)
+        except sqlite3.OperationalError as e:
+            if refused_write(e):
+                raise ReadOnlyDatabase(
+                    f"{name} is read-only: cannot build the report indexes"
+                ) from None
+            raise DatabaseError(f"Cannot build {index} in {name}: {e}") from None
+        timings[index] = time.perf_counter() - started
+        if progress:
+            progress(f"  {index} built in {timings[index]:.1f}s")
+    return timings
+
+
+def _build_rollups(
+    database: Database, name: str, progress: Callable[[str], None] | None
+) -> dict[str, float]:
+    """Create the rollups and roll every finished execution up, in short batches."""
+    started = time.perf_counter()
+    if not rollups.present(database):
+        with write_transaction(database):
+            rollups.create(database)
+    elif not rollups.backlog(database):
+        return {}
+    if progress:
+        progress(f"  rolling up the executions of {name} (writers wait milliseconds at a time)...")
+
+    def step(done: int, last: int) -> None:
+        if done == last or done % 1_000_000 < rollups.BATCH_ROWS:
+            progress(f"  rollups: {done:,} of {last:,} rows")
+
+    rollups.refresh(database, progress=step if progress else None)
+    return {"rollups": time.perf_counter() - started}
 
 
 @contextlib.contextmanager
@@ -413,13 +445,15 @@ def _check_readable(db: Database, path: str) -> None:
 
 def _upgrade_implicitly(db: Database) -> None:
     """Apply pending migrations, and build missing report indexes if the file is small."""
-    if not migrations.pending(db) and not (missing_indexes(db) and _small(db)):
+    lacking = missing_indexes(db) or not rollups.present(db)
+    if not migrations.pending(db) and not (lacking and _small(db)):
         return
     with write_transaction(db):
         migrations.apply(db)  # applies nothing if another process just did
         if _small(db):
             for _, _, sql in missing_indexes(db):
                 db.execute(sql)
+            rollups.create(db)  # empty: the first report rolls the rows up
 
 
 def _small(db: Database) -> bool:

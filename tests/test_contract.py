@@ -191,6 +191,15 @@ WINDOWED = {
 }
 FILTERED_BY_AGENT = {*WINDOWED, "regressions"} - {"system_health", "agent_summary"}
 TAKES_NOW = {*WINDOWED, "regressions", "stale_runs"}
+# Reports that read through the rollups, with ``exact=True`` for the scan.
+ROLLED_UP = {
+    "system_health",
+    "performance_report",
+    "agent_summary",
+    "trends",
+    "costs",
+    "regressions",
+}
 
 
 def call(name, db, **kwargs):
@@ -263,6 +272,7 @@ def test_signature(name):
         assert {"since", "until", "now"} <= keywords
     assert ("agent" in keywords) == (name in FILTERED_BY_AGENT)
     assert ("now" in keywords) == (name in TAKES_NOW)
+    assert ("exact" in keywords) == (name in ROLLED_UP)
 
 
 @pytest.mark.parametrize("name", sorted(WINDOWED))

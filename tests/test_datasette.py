@@ -125,6 +125,12 @@ def test_datasette_hides_internal_tables(datasette):
         "_sqlite_migrations": True,
         "_agentmetrics_demo": True,
         "otel_spans": True,
+        # The rollups (agentmetrics.rollups) are internal too.
+        "am_rollups": True,
+        "am_rollup_sketches": True,
+        "am_rollup_state": True,
+        "am_rollup_open": True,
+        "am_rollup_dirty": True,
     }
 
 

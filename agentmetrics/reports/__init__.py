@@ -19,6 +19,15 @@ Snapshot
     A report reads all its queries in one read transaction: a tracker committing
     meanwhile never makes it disagree with itself.
 
+Exact
+    The aggregate reports (``system_health``, ``performance_report``, ``agent_summary``,
+    ``trends``, ``costs``, ``regressions``) read finished executions through the
+    rollups (:mod:`agentmetrics.rollups`) and take ``exact=True`` to scan them instead.
+    Counts, sums and rates are the same either way. Percentiles are exact up to 20,000
+    finished executions in the report, else within 0.5% (DDSketch buckets) and within
+    the exact min and max; ``regressions`` ranks durations binned to 0.5% for its U
+    test; ``costs`` agree to float rounding. README "Scale" has the details.
+
 Vocabulary (aggregate reports)
     - ``executions``: every execution started in the window, in progress included;
       ``finished`` = ``completed`` + ``failed``; ``in_progress`` = ``executions`` -

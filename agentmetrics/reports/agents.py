@@ -7,6 +7,7 @@ from sqlite_utils import Database
 
 from ..errors import UnknownAgent
 from ..migrations import EXECUTION_COLUMNS
+from . import _rollups
 from ._arrow import bulk_frame
 from ._common import DbArg, TimeArg, reading, resolve_now, window
 from ._frames import (
@@ -62,6 +63,7 @@ def performance_report(
     until: TimeArg = None,
     agent: str | None = None,
     now: TimeArg = None,
+    exact: bool = False,
 ) -> pd.DataFrame:
     """One row per agent: execution counts, success rate, durations, retries and files.
 
@@ -73,6 +75,8 @@ def performance_report(
     :param until: start times before this are included (same forms)
     :param agent: only this agent
     :param now: the time spans are measured back from (default: the current time)
+    :param exact: scan the executions instead of reading the rollups; the percentiles
+      are then exact, else within 0.5% (see :mod:`agentmetrics.rollups`)
     :raises InvalidValue: a bound is not a time, or ``since`` is after ``until``
     :returns: sorted by most executions first, then ``agent_name``; columns
       ``agent_name``, the execution counts, ``success_rate``, ``avg_duration_ms``,
@@ -81,8 +85,8 @@ def performance_report(
       ``retries``, ``self_healed``, ``files_created``, ``files_modified`` (see
       :mod:`agentmetrics.reports` for the vocabulary)
     """
-    with reading(db) as conn:
-        return _performance(conn, since, until, agent, now)
+    with _rollups.reading(db, exact) as (conn, rolled):
+        return _performance(conn, since, until, agent, now, rolled)
 
 
 def agent_summary(
@@ -92,16 +96,18 @@ def agent_summary(
     since: TimeArg = None,
     until: TimeArg = None,
     now: TimeArg = None,
+    exact: bool = False,
 ) -> pd.DataFrame:
     """The :func:`performance_report` row of one agent (all its executions by default).
 
+    :param exact: as for :func:`performance_report`
     :raises UnknownAgent: no execution has this agent name
     :returns: one row with the columns of :func:`performance_report` (zero counts
       and NaN durations when the window holds none of the agent's executions)
     """
-    with reading(db) as conn:
+    with _rollups.reading(db, exact) as (conn, rolled):
         _check_agent(conn, agent)
-        frame = _performance(conn, since, until, agent, now)
+        frame = _performance(conn, since, until, agent, now, rolled)
     if frame.empty:
         frame = _finish([{"agent_name": agent}])
     return frame
@@ -152,12 +158,40 @@ def _check_agent(db: Database, agent_name: str) -> None:
 
 
 def _performance(
-    db: Database, since: TimeArg, until: TimeArg, agent: str | None, now: TimeArg
+    db: Database,
+    since: TimeArg,
+    until: TimeArg,
+    agent: str | None,
+    now: TimeArg,
+    rolled: bool = False,
 ) -> pd.DataFrame:
     now = resolve_now(now)  # one moment for both windows' spans
     terms, params = window(since, until, now, agent=agent)
     rows: dict[str, dict] = {}
-    if agent is not None:
+    if rolled:
+        found = _rollups.finished(
+            db,
+            params.get("since"),
+            params.get("until"),
+            agent=agent,
+            by=["agent_name"],
+            quantiles=[50, 95, 99],
+        )
+        for row in found.itertuples(index=False):
+            rows[row.agent_name] = {
+                "agent_name": row.agent_name,
+                "completed": row.completed,
+                "failed": row.failed,
+                "avg_duration_ms": row.duration_sum / row.durations if row.durations else None,
+                "min_duration_ms": row.duration_min,
+                "max_duration_ms": row.duration_max,
+                **{column: getattr(row, column) for column in EXECUTION_SUMS},
+                "p50_duration_ms": row.p50,
+                "p95_duration_ms": row.p95,
+                "p99_duration_ms": row.p99,
+            }
+        finished = []
+    elif agent is not None:
         finished = db.execute(_FINISHED_ONE_AGENT.format(where=terms), params)
     else:
         joined, _ = window(since, until, now, alias="e")

@@ -16,10 +16,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from ..errors import ConfigError, InvalidValue
-from ._common import DbArg, TimeArg, read_frame, reading, window
+from . import _rollups
+from ._common import DbArg, TimeArg, read_frame, window
 from ._frames import texts, to_utc
 
 # Only a placeholder so that time-based estimates are never silently zero; set your own
@@ -110,6 +112,7 @@ def costs(
     agent: str | None = None,
     now: TimeArg = None,
     by: str = "agent",
+    exact: bool = False,
 ) -> pd.DataFrame:
     """Estimated cost of finished executions, grouped by agent, day or orchestration.
 
@@ -121,6 +124,10 @@ def costs(
     :param until: start times before this are included (same forms)
     :param agent: only this agent's executions
     :param by: ``"agent"``, ``"day"`` (UTC day of ``started_at``) or ``"orchestration"``
+    :param exact: price every execution row by row instead of reading the rollups
+      (by agent or day; by orchestration is always row by row). The counts are the
+      same; the costs agree to float rounding (the rollups price sums of durations
+      and tokens, the scan each row)
     :returns: one row per group with the key columns ``agent_name`` / ``day`` (UTC
       datetime at midnight) / ``orchestration_id``, ``session_id``,
       ``task_description`` (NULL id: executions outside any orchestration), then
@@ -148,8 +155,11 @@ def costs(
         3,
     )
     sql = _PRICED.format(agent_rates=agent_rates, model_prices=model_prices, key=key, where=where)
-    with reading(db) as conn:
-        frame = read_frame(conn, sql, params)
+    with _rollups.reading(db, exact or by == "orchestration") as (conn, rolled):
+        if rolled:
+            frame = _rolled(conn, params, agent, by, checked)
+        else:
+            frame = read_frame(conn, sql, params)
         if by == "orchestration":
             frame = _with_orchestrations(conn, frame)
     frame = frame.rename(columns={"group_key": key_columns[0]})
@@ -167,6 +177,49 @@ def costs(
             ["cost_usd", key_columns[0]], ascending=[False, True], na_position="last"
         )
     return frame.reset_index(drop=True)
+
+
+def _rolled(conn, params: dict, agent: str | None, by: str, rates: dict) -> pd.DataFrame:
+    """The priced groups of :data:`_PRICED`, from the rollups' sums per agent and model."""
+    found = _rollups.finished(
+        conn,
+        params.get("since"),
+        params.get("until"),
+        agent=agent,
+        by=["agent_name", "model"] + (["period"] if by == "day" else []),
+        period="substr(started_at, 1, 10)",
+    )
+    hourly = found["agent_name"].map(rates["agents"]).fillna(rates["default_hourly_rate"])
+    prices = found["model"].map(rates["models"])
+    priced = prices.notna() & found["model"].notna()
+    inputs = prices.map(lambda p: p["input_per_million"] if isinstance(p, dict) else 0.0)
+    outputs = prices.map(lambda p: p["output_per_million"] if isinstance(p, dict) else 0.0)
+    finished = found["completed"] + found["failed"]
+    tokens = found["token_rows"].where(priced, 0)
+    time_duration = found["time_duration"] + found["token_duration"].where(~priced, 0)
+    rows = pd.DataFrame(
+        {
+            "group_key": found["period" if by == "day" else "agent_name"],
+            "finished": finished,
+            "total_duration_ms": found["duration_sum"].where(found["durations"] > 0),
+            "time_priced": finished - found["recorded"] - tokens,
+            "token_priced": tokens,
+            "recorded_priced": found["recorded"],
+            "time_cost_usd": time_duration * hourly / 3600000.0,
+            "token_cost_usd": (
+                (found["input_tokens"] * inputs + found["output_tokens"] * outputs) / 1e6
+            ).where(priced, 0.0),
+            "recorded_cost_usd": found["recorded_cost"],
+        }
+    )
+    frame = rows.groupby("group_key", as_index=False).sum(min_count=1)
+    frame["cost_usd"] = frame[list(METHOD_COLUMNS)].sum(axis=1)
+    counts = frame[["time_priced", "token_priced", "recorded_priced"]].to_numpy() > 0
+    names = np.array(METHODS)
+    frame["method"] = [
+        "mixed" if used.sum() > 1 else names[used][0] if used.any() else None for used in counts
+    ]
+    return frame
 
 
 def _values(rows, prefix: str, params: dict[str, Any], width: int) -> str:

@@ -26,9 +26,10 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InvalidValue
-from ..stats import fisher_exact, mann_whitney_u, two_proportion_z
+from ..stats import fisher_exact, mann_whitney_u, mann_whitney_u_counts, two_proportion_z
 from ..timestamps import before, positive_duration, to_iso
-from ._common import DbArg, TimeArg, read_frame, reading, resolve_now, window
+from . import _rollups
+from ._common import DbArg, TimeArg, read_frame, resolve_now, window
 from ._frames import percentiles
 
 METRICS = ("p95_duration_ms", "p50_duration_ms", "success_rate")
@@ -76,6 +77,7 @@ def regressions(
     min_samples: int = DEFAULT_MIN_SAMPLES,
     threshold: float | None = None,
     alpha: float = DEFAULT_ALPHA,
+    exact: bool = False,
 ) -> pd.DataFrame:
     """Compare every agent's recent window with the baseline window just before it.
 
@@ -88,6 +90,11 @@ def regressions(
       drop in percentage points for the success rate (default 5)
     :param alpha: significance level for the p-value
     :param agent: only this agent
+    :param exact: read every execution's duration. Otherwise, when the two windows
+      hold more than :data:`~agentmetrics.reports._rollups.EXACT_PERCENTILE_ROWS`
+      finished executions, durations come from the rollups' sketches: percentiles
+      within 0.5%, and the U test ranks durations binned to 0.5% (a tie within a
+      bin, where the exact test would have ranked them). Success rates are exact.
     :returns: one row per agent with a finished execution in either window, sorted by
       ``agent_name``, with columns
 
@@ -116,20 +123,26 @@ def regressions(
     where, params = window(before(split, baseline_span), end, agent=agent)
     params["split"] = to_iso(split)
     sql = _ROWS_SQL.format(value=value_sql, where=where, extra=extra)
-    with reading(db) as conn:
-        rows = read_frame(conn, sql, params)
-    compared = [
-        _compare(
-            name,
-            group.loc[group["is_recent"] == 0, "value"].to_numpy(dtype=float),
-            group.loc[group["is_recent"] == 1, "value"].to_numpy(dtype=float),
-            metric,
-            kind,
-            min_samples,
-            threshold,
-        )
-        for name, group in rows.groupby("agent_name", sort=True)
-    ]
+    args = (metric, kind, min_samples, threshold)
+    with _rollups.reading(db, exact) as (conn, rolled):
+        bounds = params.get("since"), params["split"], params["until"]
+        compared = _compare_rolled(conn, bounds, agent, *args) if rolled else None
+        if compared is None:
+            rows = read_frame(conn, sql, params)
+    if compared is None:
+        compared = [
+            _compare(
+                name,
+                *_summarize(
+                    group.loc[group["is_recent"] == 0, "value"].to_numpy(dtype=float),
+                    group.loc[group["is_recent"] == 1, "value"].to_numpy(dtype=float),
+                    metric,
+                    kind,
+                ),
+                *args,
+            )
+            for name, group in rows.groupby("agent_name", sort=True)
+        ]
     adjusted = holm([c["p_value"] if c["enough"] else math.nan for c in compared])
     records = []
     for c, p in zip(compared, adjusted, strict=True):
@@ -152,28 +165,97 @@ def regressions(
     )
 
 
+def _summarize(base: np.ndarray, recent: np.ndarray, metric: str, kind: str) -> tuple:
+    """(baseline value, recent value, p-value, baseline n, recent n) from the values."""
+    if kind == "duration":
+        q = 95 if metric == "p95_duration_ms" else 50
+        [base_value], [recent_value] = percentiles(base, [q]), percentiles(recent, [q])
+        p_value = mann_whitney_u(recent, base, alternative="greater").p_value
+    else:
+        base_value = 100 * base.mean() if len(base) else math.nan
+        recent_value = 100 * recent.mean() if len(recent) else math.nan
+        p_value = _rate_test(int(recent.sum()), len(recent), int(base.sum()), len(base))
+    return base_value, recent_value, p_value, len(base), len(recent)
+
+
+def _compare_rolled(
+    conn, bounds: tuple, agent: str | None, metric: str, kind: str, *args
+) -> list[dict] | None:
+    """:func:`_compare` for every agent, from the rollups of both windows; None when
+    they hold few enough runs to compare the values themselves, cheaply."""
+    q = 95 if metric == "p95_duration_ms" else 50
+    windows = [
+        _rollups.finished(
+            conn, start, end, agent=agent, by=["agent_name"], distributions=kind == "duration"
+        ).set_index("agent_name")
+        for start, end in (bounds[:2], bounds[1:])
+    ]
+    counted = ["durations"] if kind == "duration" else ["completed", "failed"]
+    if sum(w[counted].to_numpy().sum() for w in windows) <= _rollups.EXACT_PERCENTILE_ROWS:
+        return None
+    compared = []
+    for name in sorted(set(windows[0].index) | set(windows[1].index)):
+        rows = [w.loc[name] if name in w.index else None for w in windows]
+        if kind == "rate":
+            done = [
+                (0, 0) if r is None else (int(r["completed"]), int(r["completed"] + r["failed"]))
+                for r in rows
+            ]
+            (base_ok, base_n), (recent_ok, recent_n) = done
+            summary = (
+                100 * (base_ok / base_n) if base_n else math.nan,
+                100 * (recent_ok / recent_n) if recent_n else math.nan,
+                _rate_test(recent_ok, recent_n, base_ok, base_n),
+                base_n,
+                recent_n,
+            )
+        else:
+            empty = (np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64))
+            (base_keys, base_counts), (recent_keys, recent_counts) = [
+                empty if r is None else r["distribution"] for r in rows
+            ]
+            values = [
+                math.nan
+                if r is None or not r["durations"]
+                else float(
+                    np.clip(
+                        _rollups.estimate(*r["distribution"], [q])[0],
+                        r["duration_min"],
+                        r["duration_max"],
+                    )
+                )
+                for r in rows
+            ]
+            keys = np.union1d(base_keys, recent_keys)
+            aligned = [
+                np.bincount(np.searchsorted(keys, k), weights=c, minlength=len(keys))
+                for k, c in ((base_keys, base_counts), (recent_keys, recent_counts))
+            ]
+            p_value = mann_whitney_u_counts(aligned[1], aligned[0], alternative="greater").p_value
+            summary = (*values, p_value, int(base_counts.sum()), int(recent_counts.sum()))
+        compared.append(_compare(name, *summary, metric, kind, *args))
+    return compared
+
+
 def _compare(
     agent: str,
-    base: np.ndarray,
-    recent: np.ndarray,
+    base_value: float,
+    recent_value: float,
+    p_value: float,
+    base_n: int,
+    recent_n: int,
     metric: str,
     kind: str,
     min_samples: int,
     threshold: float,
 ) -> dict:
     if kind == "duration":
-        q = 95 if metric == "p95_duration_ms" else 50
-        [base_value], [recent_value] = percentiles(base, [q]), percentiles(recent, [q])
         change = recent_value / base_value if base_value > 0 else math.nan
-        p_value = mann_whitney_u(recent, base, alternative="greater").p_value
         big_enough = change >= threshold
         shown = f"{change:.2f}x" if not math.isnan(change) else "no ratio"
         practical = f"{shown} vs {threshold:g}x needed"
     else:
-        base_value = 100 * base.mean() if len(base) else math.nan
-        recent_value = 100 * recent.mean() if len(recent) else math.nan
         change = recent_value - base_value
-        p_value = _rate_test(int(recent.sum()), len(recent), int(base.sum()), len(base))
         big_enough = -change >= threshold
         practical = f"{change:+.1f} points vs -{threshold:g} needed"
     return {
@@ -183,15 +265,15 @@ def _compare(
             base_value,
             recent_value,
             change,
-            len(base),
-            len(recent),
+            base_n,
+            recent_n,
             p_value,
         ),
         "p_value": p_value,
-        "enough": min(len(base), len(recent)) >= min_samples,
+        "enough": min(base_n, recent_n) >= min_samples,
         "big_enough": big_enough,
         "practical": practical,
-        "runs": f"baseline {len(base)}, recent {len(recent)}; need {min_samples}",
+        "runs": f"baseline {base_n}, recent {recent_n}; need {min_samples}",
     }
 
 

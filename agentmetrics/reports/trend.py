@@ -13,6 +13,7 @@ import re
 import pandas as pd
 
 from ..errors import InvalidValue
+from . import _rollups
 from ._common import DbArg, TimeArg, bound, read_frame, reading, resolve_now, window
 from ._frames import EXECUTION_COUNTS, check_limit, counted, percent, texts, to_utc, typed
 
@@ -67,6 +68,7 @@ def trends(
     agent: str | None = None,
     by_agent: bool = False,
     now: TimeArg = None,
+    exact: bool = False,
 ) -> pd.DataFrame:
     """Executions per period (hour, day or week), by start time.
 
@@ -82,6 +84,8 @@ def trends(
     :param by_agent: one row per period and agent (column ``agent_name`` after
       ``period``); every agent seen in the window gets every period
     :param now: the time spans are measured back from (default: the current time)
+    :param exact: scan the executions instead of reading the rollups; the percentiles
+      are then exact, else within 0.5% (see :mod:`agentmetrics.rollups`)
     :returns: columns ``period`` (period start, UTC datetime), the execution
       counts, ``success_rate``, ``p50_duration_ms``, ``p95_duration_ms`` (of finished
       executions), ``retries`` and ``self_healed``
@@ -96,24 +100,11 @@ def trends(
     group = ", ".join(keys)
     select = f"{period} AS period" + (", agent_name" if by_agent else "")
     where, params = window(since, until, now, agent=agent)
-    with reading(db) as conn:
-        counts = read_frame(
-            conn,
-            f"""SELECT {select},
-              count(CASE WHEN status = 'completed' THEN 1 END) AS completed,
-              count(CASE WHEN status = 'failed' THEN 1 END) AS failed,
-              count(CASE WHEN status = 'in_progress' THEN 1 END) AS in_progress,
-              count(CASE WHEN self_healed THEN 1 END) AS self_healed,
-              coalesce(sum(retry_count), 0) AS retries
-            FROM agent_executions WHERE 1{where} GROUP BY {group}""",
-            params,
-        )
-        durations = read_frame(
-            conn,
-            f"SELECT {select}, duration_ms FROM agent_executions"
-            f" WHERE status != 'in_progress' AND duration_ms IS NOT NULL{where}",
-            params,
-        )
+    with _rollups.reading(db, exact) as (conn, rolled):
+        if rolled:
+            counts, quantiles = _rolled_counts(conn, params, keys, select, group, where, freq)
+        else:
+            counts, quantiles = _exact_counts(conn, params, keys, select, group, where)
     columns = TREND_COLUMNS[:1] + keys[1:] + TREND_COLUMNS[1:]
     periods = _periods(counts["period"], since, until, freq, now)
     if by_agent:
@@ -122,18 +113,66 @@ def trends(
     else:
         index = pd.Index(periods, name="period")
     counts["period"] = to_utc(counts["period"])
-    durations["period"] = to_utc(durations["period"])
-    durations["duration_ms"] = durations["duration_ms"].astype("float64")
     frame = counted(counts.set_index(keys).reindex(index))
-    # pandas' linear quantile is numpy's percentile, per group in one pass.
-    quantiles = durations.groupby(keys)["duration_ms"].quantile([0.5, 0.95]).unstack()
-    quantiles = quantiles.reindex(columns=[0.5, 0.95])
     frame["p50_duration_ms"] = quantiles[0.5].reindex(index).astype("float64")
     frame["p95_duration_ms"] = quantiles[0.95].reindex(index).astype("float64")
     result = texts(frame.reset_index()[columns])
     result["period"] = result["period"].dt.as_unit("us")
     result.attrs["freq"] = freq  # lets charts size one period's bar
     return result
+
+
+_COUNTS = """SELECT {select},
+  count(CASE WHEN status = 'completed' THEN 1 END) AS completed,
+  count(CASE WHEN status = 'failed' THEN 1 END) AS failed,
+  count(CASE WHEN status = 'in_progress' THEN 1 END) AS in_progress,
+  count(CASE WHEN self_healed THEN 1 END) AS self_healed,
+  coalesce(sum(retry_count), 0) AS retries
+FROM agent_executions WHERE {status}{where} GROUP BY {group}"""
+
+
+def _exact_counts(conn, params, keys, select, group, where) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The counts per group, and the p50/p95 durations (columns 0.5, 0.95), by a scan."""
+    counts = read_frame(
+        conn, _COUNTS.format(select=select, status="1", where=where, group=group), params
+    )
+    durations = read_frame(
+        conn,
+        f"SELECT {select}, duration_ms FROM agent_executions"
+        f" WHERE status != 'in_progress' AND duration_ms IS NOT NULL{where}",
+        params,
+    )
+    durations["period"] = to_utc(durations["period"])
+    durations["duration_ms"] = durations["duration_ms"].astype("float64")
+    # pandas' linear quantile is numpy's percentile, per group in one pass.
+    quantiles = durations.groupby(keys)["duration_ms"].quantile([0.5, 0.95]).unstack()
+    return counts, quantiles.reindex(columns=[0.5, 0.95])
+
+
+def _rolled_counts(
+    conn, params, keys, select, group, where, freq
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`_exact_counts` from the rollups, and the running executions."""
+    found = _rollups.finished(
+        conn,
+        params.get("since"),
+        params.get("until"),
+        agent=params.get("agent"),
+        by=keys,
+        period=FREQUENCIES[freq],
+        hourly=freq == "h",
+        quantiles=[50, 95],
+    )
+    running = read_frame(
+        conn,
+        _COUNTS.format(select=select, status="status = 'in_progress'", where=where, group=group),
+        params,
+    )
+    found = found.rename(columns={"p50": 0.5, "p95": 0.95})
+    finished = found[[*keys, "completed", "failed", "self_healed", "retries"]]
+    counts = pd.concat([finished, running]).groupby(keys, as_index=False).sum()
+    quantiles = found.assign(period=to_utc(found["period"])).set_index(keys)[[0.5, 0.95]]
+    return counts, quantiles
 
 
 def _periods(

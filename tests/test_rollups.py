@@ -1,0 +1,343 @@
+"""Rollups (agentmetrics.rollups, reports/_rollups.py): every report gives the same
+counts, sums and rates with and without them, whatever happened to the file since
+they were last brought up to date; percentiles stay within the documented bound.
+
+The reference is always the same report with ``exact=True`` (the scan, unchanged
+from before rollups), on the same file; the percentile bound is checked against
+numpy on the raw durations.
+"""
+
+import datetime as dt
+import random
+import shutil
+import sqlite3
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import make_original_db
+
+import agentmetrics
+from agentmetrics import Monitor, reports, rollups
+from agentmetrics import db as dbmodule
+from agentmetrics.cleanup import cleanup, vacuum
+from agentmetrics.exchange import merge_databases
+from agentmetrics.maintenance import reap
+from agentmetrics.reports import _rollups
+
+NOW = dt.datetime(2026, 3, 10, 12, 0, tzinfo=dt.timezone.utc)
+RATES = {
+    "default_hourly_rate": 3.6,
+    "agents": {"b": 7.2},
+    "models": {"m1": {"input_per_million": 3.0, "output_per_million": 15.0}},
+}
+# Windows not aligned to hours, aligned to hours and days, inside one hour, open-ended.
+WINDOWS = [
+    (None, None),
+    ("2026-03-08T05:17:23.456Z", "2026-03-09T19:42:00.001Z"),
+    ("2026-03-08T00:00:00.000Z", "2026-03-10T00:00:00.000Z"),
+    ("2026-03-09T10:10:00.000Z", "2026-03-09T10:50:00.000Z"),
+    ("2026-03-08T13:00:00.000Z", None),
+    (None, "2026-03-09T07:30:00.000Z"),
+]
+
+
+def iso(moment: dt.datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def populate(
+    db, seed: int, n: int = 400, start: dt.datetime = NOW - dt.timedelta(days=3), original=False
+):
+    """``n`` executions over three days, as the original tool's statements write them:
+    ties, zero and huge durations, a one-row agent, NULL durations and counters,
+    models, tokens and recorded costs, runs still in progress, starts on the hour."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        started = start + dt.timedelta(milliseconds=rng.randrange(3 * 86_400_000))
+        if rng.random() < 0.1:
+            started = started.replace(minute=0, second=0, microsecond=0)
+        status = rng.choice(["completed"] * 6 + ["failed", "in_progress"])
+        duration = rng.choice([0, 1000, 1000, 2500, 10**10, None, rng.randrange(1, 10**6)])
+        tokens = rng.random() < 0.3
+        rows.append(
+            (
+                f"{seed}-{i}",
+                f"session-{seed}-{i}",
+                rng.choice("aabbc"),
+                status,
+                iso(started),
+                None if status == "in_progress" else duration,
+                rng.choice([0, 1, 2, None]),
+                rng.choice([0, 1]),
+                rng.randrange(5),
+                rng.choice([None, "m1", "m2"]),
+                rng.randrange(10**5) if tokens else None,
+                rng.randrange(10**4) if tokens else None,
+                rng.choice([None, None, 0.25]),
+            )
+        )
+    rows.append((f"{seed}-one", f"session-{seed}-one", "d", "completed", iso(start), 1234,
+                 0, 0, 0, None, None, None, None))  # fmt: skip
+    columns = ["id", "agent_session_id", "agent_name", "status", "started_at", "duration_ms",
+               "retry_count", "self_healed", "files_created", "model", "input_tokens",
+               "output_tokens", "cost_usd"]  # fmt: skip
+    if original:  # the original's columns only
+        columns, rows = columns[:9], [row[:9] for row in rows]
+    conn = db if isinstance(db, sqlite3.Connection) else db.conn
+    conn.executemany(
+        f"INSERT INTO agent_executions ({', '.join(columns)})"
+        f" VALUES ({', '.join('?' * len(columns))})",
+        rows,
+    )
+    if conn.in_transaction:
+        conn.commit()
+
+
+def calls(since, until):
+    """Every report that reads rollups, as ``f(db, exact)``."""
+    window = {"since": since, "until": until}
+    found = [
+        lambda d, x: reports.system_health(d, **window, now=NOW, exact=x),
+        lambda d, x: reports.performance_report(d, **window, exact=x),
+        lambda d, x: reports.performance_report(d, **window, agent="b", exact=x),
+        lambda d, x: reports.agent_summary(d, "a", **window, exact=x),
+        lambda d, x: reports.costs(d, **window, rates=RATES, exact=x),
+        lambda d, x: reports.costs(d, **window, by="day", exact=x),
+    ]
+    for freq, by_agent in (("h", True), ("D", False), ("W", True)):
+        found.append(
+            lambda d, x, f=freq, b=by_agent: reports.trends(
+                d, freq=f, **window, by_agent=b, now=NOW, exact=x
+            )
+        )
+    return found
+
+
+REGRESSIONS = [
+    lambda d, x, m=metric: reports.regressions(
+        d, recent="1d", baseline="2d", now=NOW, metric=m, min_samples=2, exact=x
+    )
+    for metric in ("p95_duration_ms", "p50_duration_ms", "success_rate")
+]
+
+
+def assert_same(db, *, refresh: bool = True):
+    """Each report through the rollups equals its exact path. Without ``refresh`` the
+    reports run inside a transaction, which keeps them from bringing the rollups up
+    to date: they read the stale rollups plus everything those do not hold."""
+    assert rollups.present(db)
+    if not refresh:
+        db.conn.execute("BEGIN")
+    try:
+        for since, until in WINDOWS:
+            for call in calls(since, until):
+                expected, got = call(db, True), call(db, False)
+                pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=1e-12)
+        for call in REGRESSIONS:
+            pd.testing.assert_frame_equal(call(db, False), call(db, True))
+    finally:
+        if not refresh:
+            db.conn.execute("COMMIT")
+
+
+def complete_late(db):
+    """Runs started in old hours finish now: the original's UPDATE, and ours."""
+    running = [
+        row[0]
+        for row in db.execute(
+            "SELECT agent_session_id FROM agent_executions WHERE status = 'in_progress'"
+            " ORDER BY started_at LIMIT 6"
+        )
+    ]
+    for session in running[:3]:
+        db.execute(
+            "UPDATE agent_executions SET status = 'completed', duration_ms = 4321,"
+            " completed_at = ? WHERE agent_session_id = ?",
+            [iso(NOW), session],
+        )
+    monitor = Monitor(db)
+    for session in running[3:]:
+        monitor.complete_agent_execution(session, "failed", retry_count=3)
+
+
+def edit_finished(db):
+    """What a merge does to rows already rolled up: new values, a new start hour, a
+    finished run set back in progress."""
+    db.execute(
+        "UPDATE agent_executions SET duration_ms = 77, status = 'failed' WHERE rowid % 9 = 1"
+    )
+    db.execute(
+        "UPDATE agent_executions SET started_at = '2026-03-09T23:59:59.999Z' WHERE rowid % 13 = 2"
+    )
+    db.execute(
+        "UPDATE agent_executions SET status = 'in_progress', duration_ms = NULL"
+        " WHERE rowid % 17 = 3 AND status != 'in_progress'"
+    )
+    db.conn.commit() if db.conn.in_transaction else None
+
+
+def import_old(db, tmp_path):
+    """Merge another file's rows, started before everything here (old buckets)."""
+    other = agentmetrics.open_database(tmp_path / "other.db")
+    populate(other, seed=99, n=150, start=NOW - dt.timedelta(days=2, hours=7))
+    other.close()
+    merge_databases(db, [tmp_path / "other.db"])
+
+
+def reuse_rowids(db):
+    """Delete the newest rows (their rowids are free again), then add new ones."""
+    db.execute(
+        "DELETE FROM agent_executions WHERE rowid > (SELECT max(rowid) - 3 FROM agent_executions)"
+    )
+    populate(db, seed=7, n=5)
+
+
+MUTATIONS = {
+    "late completions": complete_late,
+    "finished rows edited": edit_finished,
+    "old data merged": None,  # needs tmp_path
+    "cleanup": lambda db: cleanup(db, days=1.5, now=NOW),
+    "reap": lambda db: reap(db, stale_after="1h", now=NOW),
+    "rowids reused": reuse_rowids,
+    "vacuum": lambda db: (
+        db.execute("DELETE FROM agent_executions WHERE rowid % 5 = 0"),
+        vacuum(db),
+    ),
+}
+
+
+def test_reports_are_identical_on_a_fresh_file(db):
+    populate(db, seed=1)
+    assert_same(db, refresh=False)  # nothing rolled up yet: all read exactly
+    assert_same(db)
+    assert db.execute("SELECT count(*) FROM am_rollups").fetchone()[0] > 0
+
+
+@pytest.mark.parametrize("refresh", [False, True], ids=["stale rollups", "refreshed"])
+@pytest.mark.parametrize("mutation", sorted(MUTATIONS))
+def test_reports_stay_identical_after(db, tmp_path, mutation, refresh):
+    populate(db, seed=2)
+    reports.performance_report(db)  # rolls everything up
+    assert db.execute("SELECT watermark FROM am_rollup_state").fetchone()[0] > 0
+    if mutation == "old data merged":
+        import_old(db, tmp_path)
+    else:
+        MUTATIONS[mutation](db)
+    assert_same(db, refresh=refresh)
+    if refresh:
+        rollups.refresh(db)  # all the way: open runs that finished too
+        # Nothing left over: the rollups alone hold every finished row.
+        assert db.execute("SELECT count(*) FROM am_rollup_dirty").fetchone()[0] == 0
+        rolled = db.execute(
+            "SELECT sum(completed + failed) FROM am_rollups WHERE level = 'h'"
+        ).fetchone()[0]
+        finished = db.execute(
+            "SELECT count(*) FROM agent_executions WHERE status != 'in_progress'"
+        ).fetchone()[0]
+        assert rolled == finished
+
+
+def test_tracking_never_fires_the_triggers(db):
+    monitor = Monitor(db)
+    monitor.start_agent_execution("s1", "a")
+    monitor.complete_agent_execution("s1", "completed", files_created=1)
+    reports.performance_report(db)
+    monitor.start_agent_execution("s2", "a")
+    monitor.complete_agent_execution("s2", "failed")  # completes a row rolled up as open
+    assert db.execute("SELECT count(*) FROM am_rollup_dirty").fetchone()[0] == 0
+    assert db.execute("SELECT reuse_from FROM am_rollup_state").fetchone()[0] is None
+    assert reports.performance_report(db)["finished"].tolist() == [2]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_percentiles_within_the_bound(db, monkeypatch, seed):
+    """Sketched percentiles against numpy on the raw durations (ties, zero and huge
+    durations, one-row agents, runs across hour edges, unaligned windows)."""
+    monkeypatch.setattr(_rollups, "EXACT_PERCENTILE_ROWS", 0)
+    populate(db, seed=seed, n=1500)
+    bound = rollups.RELATIVE_ERROR * (1 + 1e-9)
+    raw = pd.read_sql_query(
+        "SELECT agent_name, started_at, duration_ms FROM agent_executions"
+        " WHERE status != 'in_progress' AND duration_ms IS NOT NULL",
+        db.conn,
+    )
+    for since, until in WINDOWS:
+        inside = raw[
+            (raw.started_at >= (since or "")) & ((raw.started_at < until) if until else True)
+        ]
+        frame = reports.performance_report(db, since=since, until=until).set_index("agent_name")
+        for agent, values in inside.groupby("agent_name")["duration_ms"]:
+            expected = np.percentile(values.to_numpy(dtype=float), [50, 95, 99])
+            got = frame.loc[agent, ["p50_duration_ms", "p95_duration_ms", "p99_duration_ms"]]
+            np.testing.assert_allclose(got.to_numpy(dtype=float), expected, rtol=bound, atol=0)
+        health = reports.system_health(db, since=since, until=until, now=NOW)
+        expected = np.percentile(inside["duration_ms"].to_numpy(dtype=float), [50, 95])
+        got = health[["p50_duration_ms", "p95_duration_ms"]].iloc[0].to_numpy(dtype=float)
+        np.testing.assert_allclose(got, expected, rtol=bound, atol=0)
+    # A one-row agent's percentiles are its value (clamped to the exact min and max).
+    assert frame.loc["d", "p50_duration_ms"] == 1234 if "d" in frame.index else True
+
+
+def test_trends_percentiles_within_the_bound(db, monkeypatch):
+    monkeypatch.setattr(_rollups, "EXACT_PERCENTILE_ROWS", 0)
+    populate(db, seed=11, n=1500)
+    since, until = WINDOWS[1]
+    exact = reports.trends(db, since=since, until=until, by_agent=True, now=NOW, exact=True)
+    got = reports.trends(db, since=since, until=until, by_agent=True, now=NOW)
+    counts = [c for c in exact.columns if not c.startswith("p")]
+    pd.testing.assert_frame_equal(got[counts], exact[counts])
+    for column in ("p50_duration_ms", "p95_duration_ms"):
+        np.testing.assert_allclose(
+            got[column], exact[column], rtol=rollups.RELATIVE_ERROR * (1 + 1e-9), atol=0
+        )
+
+
+def test_sketch_keys_bound_every_value():
+    values = np.concatenate([[0.0, 1e-3, 1.0, 1e300], np.geomspace(0.5, 1e12, 10_000)])
+    estimates = rollups.key_values(rollups.sketch_keys(values))
+    nonzero = values > 0
+    error = np.abs(estimates[nonzero] / values[nonzero] - 1)
+    assert error.max() <= rollups.RELATIVE_ERROR * (1 + 1e-9)
+    assert estimates[0] == 0
+
+
+def test_a_read_only_original_file_is_read_exactly(tmp_path, lock_down):
+    """The original's file, which we may not add tables to (read-only here): no
+    rollups, the exact path, the answers of a writable copy."""
+    (tmp_path / "original").mkdir()
+    path = make_original_db(tmp_path / "original" / "monitoring.db")
+    conn = sqlite3.connect(path)
+    populate(conn, seed=3, original=True)
+    conn.close()
+    shutil.copyfile(path, tmp_path / "copy.db")
+    copy = agentmetrics.open_database(tmp_path / "copy.db")
+    assert rollups.present(copy)  # a small file gets them on open
+    expected = [call(copy, False) for call in calls(*WINDOWS[1])]
+    lock_down(path)
+    lock_down(path.parent)
+    db = agentmetrics.open_database(path, create=False)
+    assert not rollups.present(db)
+    for call, frame in zip(calls(*WINDOWS[1]), expected, strict=True):
+        pd.testing.assert_frame_equal(call(db, False), frame, check_exact=False, rtol=1e-12)
+
+
+def test_upgrade_rolls_a_large_file_up_in_short_batches(tmp_path, monkeypatch):
+    monkeypatch.setattr(dbmodule, "IMPLICIT_INDEX_ROWS", 10)
+    monkeypatch.setattr(rollups, "BATCH_ROWS", 50)
+    path = tmp_path / "large.db"
+    db = agentmetrics.open_database(path)
+    db.execute("DROP TABLE IF EXISTS am_rollups")  # as a file of the previous release
+    populate(db, seed=4)
+    assert not rollups.present(db)
+    statements = []
+    db.conn.set_trace_callback(statements.append)
+    timings = dbmodule.upgrade(db, progress=None)
+    db.conn.set_trace_callback(None)
+    assert "rollups" in timings
+    # One short write per batch of 50 rows (401 rows), plus creating the tables.
+    assert statements.count("BEGIN IMMEDIATE") >= 9
+    assert db.execute("SELECT count(*) FROM am_rollups").fetchone()[0] > 0
+    assert rollups.backlog(db) == 0
+    assert_same(db)
