@@ -9,7 +9,7 @@ from ..errors import UnknownAgent
 from ..migrations import EXECUTION_COLUMNS
 from . import _rollups
 from ._arrow import bulk_frame
-from ._common import DbArg, TimeArg, reading, resolve_now, window
+from ._common import DbArg, TimeArg, resolve_now, window
 from ._frames import (
     AGGREGATE_COLUMNS,
     EXECUTION_SUMS,
