@@ -113,12 +113,15 @@ _SCHEMA = [
     # completion updates a row still in progress (the WHEN is false).
     """CREATE TRIGGER IF NOT EXISTS am_rollup_updated AFTER UPDATE ON agent_executions
 WHEN OLD.status != 'in_progress' OR NEW.started_at IS NOT OLD.started_at BEGIN
-  INSERT OR IGNORE INTO am_rollup_dirty (hour) VALUES (substr(OLD.started_at, 1, 13));
-  INSERT OR IGNORE INTO am_rollup_dirty (hour) VALUES (substr(NEW.started_at, 1, 13));
+  INSERT INTO am_rollup_dirty (hour) SELECT substr(OLD.started_at, 1, 13)
+    WHERE NOT EXISTS (SELECT 1 FROM am_rollup_dirty WHERE hour = substr(OLD.started_at, 1, 13));
+  INSERT INTO am_rollup_dirty (hour) SELECT substr(NEW.started_at, 1, 13)
+    WHERE NOT EXISTS (SELECT 1 FROM am_rollup_dirty WHERE hour = substr(NEW.started_at, 1, 13));
 END""",
     """CREATE TRIGGER IF NOT EXISTS am_rollup_deleted AFTER DELETE ON agent_executions BEGIN
-  INSERT OR IGNORE INTO am_rollup_dirty (hour)
-    SELECT substr(OLD.started_at, 1, 13) WHERE OLD.status != 'in_progress';
+  INSERT INTO am_rollup_dirty (hour) SELECT substr(OLD.started_at, 1, 13)
+    WHERE OLD.status != 'in_progress' AND NOT EXISTS
+      (SELECT 1 FROM am_rollup_dirty WHERE hour = substr(OLD.started_at, 1, 13));
   UPDATE am_rollup_state SET reuse_from = min(ifnull(reuse_from, OLD.rowid),
     ifnull((SELECT max(rowid) FROM agent_executions), 0) + 1)
     WHERE OLD.rowid > ifnull((SELECT max(rowid) FROM agent_executions), 0);

@@ -194,6 +194,24 @@ def reuse_rowids(db):
     populate(db, seed=7, n=5)
 
 
+def upsert_finished(db):
+    """What OpenTelemetry ingestion does: upserts of finished rows, twice each, so an
+    hour already marked dirty is marked again (an upsert's conflict policy overrides a
+    trigger's OR IGNORE)."""
+    rows = db.execute(
+        "SELECT id, agent_session_id, agent_name, started_at FROM agent_executions"
+        " WHERE status != 'in_progress' ORDER BY started_at LIMIT 4"
+    ).fetchall()
+    for duration in (55, 66):
+        for row in rows:
+            db.execute(
+                "INSERT INTO agent_executions (id, agent_session_id, agent_name, status,"
+                " started_at, duration_ms) VALUES (?, ?, ?, 'failed', ?, ?) ON CONFLICT(id)"
+                " DO UPDATE SET status = excluded.status, duration_ms = excluded.duration_ms",
+                [*row, duration],
+            )
+
+
 MUTATIONS = {
     "late completions": complete_late,
     "finished rows edited": edit_finished,
@@ -201,6 +219,7 @@ MUTATIONS = {
     "cleanup": lambda db: cleanup(db, days=1.5, now=NOW),
     "reap": lambda db: reap(db, stale_after="1h", now=NOW),
     "rowids reused": reuse_rowids,
+    "finished rows upserted": upsert_finished,
     "vacuum": lambda db: (
         db.execute("DELETE FROM agent_executions WHERE rowid % 5 = 0"),
         vacuum(db),
