@@ -587,18 +587,22 @@ def ingest_spans(
     spans: Iterable[Span | RejectedSpan],
     *,
     lock_seconds: float = LOCK_SECONDS,
+    busy_timeout_ms: int | None = None,
 ) -> Ingested:
     """Store spans and derive the orchestrations and executions of their traces.
 
     Spans are written in transactions holding the write lock about ``lock_seconds``
     each; ``spans`` is consumed as it goes, so a stream of any length keeps memory flat.
     Rows counted in the result are those (re)written, once per transaction.
+    ``busy_timeout_ms``: how long to wait for another writer's lock before giving up
+    (default :data:`agentmetrics.db.BUSY_TIMEOUT_MS`).
 
     :raises StorageError: the database refused a write (read-only, locked, full)
     """
     result = Ingested()
     size = BatchSize(_FIRST_BATCH, lock_seconds)
-    with using_database(db) as database:
+    timeout = {} if busy_timeout_ms is None else {"busy_timeout_ms": busy_timeout_ms}
+    with using_database(db, **timeout) as database:
         try:
             batch: list[Span] = []
             for span in spans:
@@ -683,24 +687,38 @@ def _counted(
 CONTENT_TYPES = ("application/json", "application/x-protobuf")
 
 
-def ingest_request(
-    db: str | os.PathLike[str] | Database, body: bytes, content_type: str
-) -> Ingested:
-    """Ingest the body of an OTLP/HTTP trace export request (already un-gzipped).
+def decode_request(body: bytes, content_type: str) -> list[Span | RejectedSpan]:
+    """The spans of an OTLP/HTTP trace export request body (already un-gzipped).
 
     ``content_type`` may carry parameters (``application/json; charset=utf-8``).
 
-    :raises InvalidExport: the body is not an ExportTraceServiceRequest (nothing written)
+    :raises InvalidExport: the body is not an ExportTraceServiceRequest
     :raises InvalidValue: the content type is neither JSON nor protobuf
     :raises MissingDependency: protobuf without opentelemetry-proto installed
     """
     media = content_type.split(";")[0].strip().lower()
     if media == "application/json":
-        spans = decode_json(body)
-    elif media == "application/x-protobuf":
-        spans = decode_protobuf(body)
-    else:
-        raise InvalidValue(
-            f"Unsupported content type {content_type!r}: use {' or '.join(CONTENT_TYPES)}"
-        )
-    return ingest_spans(db, spans)
+        return decode_json(body)
+    if media == "application/x-protobuf":
+        return decode_protobuf(body)
+    raise InvalidValue(
+        f"Unsupported content type {content_type!r}: use {' or '.join(CONTENT_TYPES)}"
+    )
+
+
+def ingest_request(
+    db: str | os.PathLike[str] | Database,
+    body: bytes,
+    content_type: str,
+    *,
+    busy_timeout_ms: int | None = None,
+) -> Ingested:
+    """Ingest the body of an OTLP/HTTP trace export request (already un-gzipped):
+    :func:`decode_request`, then :func:`ingest_spans`.
+
+    :raises InvalidExport: the body is not an ExportTraceServiceRequest (nothing written)
+    :raises InvalidValue: the content type is neither JSON nor protobuf
+    :raises MissingDependency: protobuf without opentelemetry-proto installed
+    """
+    spans = decode_request(body, content_type)
+    return ingest_spans(db, spans, busy_timeout_ms=busy_timeout_ms)
