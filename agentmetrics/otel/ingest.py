@@ -205,10 +205,17 @@ Record = tuple[str | None, str | None, int, int, dict[str, Any] | None]
 def _iso(nanos: int) -> tuple[str, str]:
     """Nanoseconds as our ISO timestamp and as SQLite's datetime() (to the second)."""
     seconds, millis = divmod(nanos // 1_000_000, 1000)
-    t = time.gmtime(seconds)
-    day = f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}"
-    clock = f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
+    day, clock = _day_clock(seconds)
     return f"{day}T{clock}.{millis:03d}Z", f"{day} {clock}"
+
+
+@functools.lru_cache(maxsize=4096)  # the spans of a batch share most of their seconds
+def _day_clock(seconds: int) -> tuple[str, str]:
+    t = time.gmtime(seconds)
+    return (
+        f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}",
+        f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}",
+    )
 
 
 def _times(start: int, end: int | None) -> dict[str, Any]:
@@ -645,7 +652,7 @@ def ingest_files(
     paths = list(paths)
     total = 0
     for path in paths:
-        for where, span in read_file(path):
+        for where, span in read_file(path, checking=True):
             if isinstance(span, RejectedSpan):
                 raise InvalidExport(f"{os.fspath(path)}: {where}: {span.reason}")
             total += 1
