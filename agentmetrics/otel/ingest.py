@@ -205,17 +205,16 @@ Record = tuple[str | None, str | None, int, int, dict[str, Any] | None]
 def _iso(nanos: int) -> tuple[str, str]:
     """Nanoseconds as our ISO timestamp and as SQLite's datetime() (to the second)."""
     seconds, millis = divmod(nanos // 1_000_000, 1000)
-    day, clock = _day_clock(seconds)
+    days, second = divmod(seconds, 86_400)
+    day = _day(days)
+    clock = f"{second // 3600:02d}:{second // 60 % 60:02d}:{second % 60:02d}"
     return f"{day}T{clock}.{millis:03d}Z", f"{day} {clock}"
 
 
-@functools.lru_cache(maxsize=4096)  # the spans of a batch share most of their seconds
-def _day_clock(seconds: int) -> tuple[str, str]:
-    t = time.gmtime(seconds)
-    return (
-        f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}",
-        f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}",
-    )
+@functools.lru_cache(maxsize=1024)  # a batch's spans share a few days
+def _day(days: int) -> str:
+    t = time.gmtime(days * 86_400)
+    return f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}"
 
 
 def _times(start: int, end: int | None) -> dict[str, Any]:
