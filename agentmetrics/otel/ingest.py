@@ -10,12 +10,14 @@ API (used by ``import --format otlp``, ``serve`` and :class:`SQLiteSpanExporter`
   ``application/x-protobuf``. A body that is not an ``ExportTraceServiceRequest``
   raises :class:`~agentmetrics.errors.InvalidExport` with a one-line reason and writes
   nothing; an unknown content type raises :class:`~agentmetrics.errors.InvalidValue`.
+  Its two steps, :func:`decode_request` then :func:`ingest_spans`, can run apart
+  (``serve`` decodes outside its write lock).
 
 :class:`Ingested` counts accepted and rejected spans (``rejected``, ``error_message``:
 what an OTLP partial success reports) and the rows written. Writes happen in short
 transactions (about :data:`LOCK_SECONDS` each) with parameterised SQL; a write the
-database refuses (read-only, locked past the busy timeout, full) raises
-:class:`~agentmetrics.errors.StorageError`. ``db`` is a path (opened and closed on each
+database refuses (read-only, locked past the busy timeout, ``busy_timeout_ms``, full)
+raises :class:`~agentmetrics.errors.StorageError`. ``db`` is a path (opened and closed on each
 call) or an open Database, better for many calls; calls sharing one Database from
 several threads must take turns (a lock around them).
 
