@@ -519,6 +519,25 @@ def test_protobuf_file_and_exporter_give_the_same_rows(tmp_path):
     assert rows(imported, "agent_executions") == rows(exported, "agent_executions")
 
 
+def test_cli_refuses_a_protobuf_file_with_a_bad_span_whole(tmp_path, db_path):
+    # The first pass reads protobuf spans without their attributes: it still checks
+    # ids and times, so nothing of the file is imported.
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+    good = encode_spans(sdk_spans()).SerializeToString()
+    bad = encode_spans(sdk_spans()[:1])
+    bad.resource_spans[0].scope_spans[0].spans[0].end_time_unix_nano = 0
+    pb = tmp_path / "spans.pb"
+    pb.write_bytes(good + bad.SerializeToString())
+    result = cli_result("--db", db_path, "import", "--format", "otlp", pb)
+    no_traceback(result, 1)
+    assert result.output == (
+        f"Error: {pb}: protobuf: span 'chat m': needs start and end times,"
+        " the end not before the start\n"
+    )
+    assert not db_path.exists()
+
+
 def test_exporter_never_raises(tmp_path, caplog):
     from opentelemetry.sdk.trace.export import SpanExportResult
 

@@ -58,9 +58,9 @@ def receiver(db_path):
     thread.join(10)
 
 
-def post(server, body, content_type=JSON, path="/v1/traces", method="POST", headers=()):
+def post(server, body, content_type=JSON, path="/v1/traces", method="POST", headers=(), timeout=30):
     host, port = server.server_address[:2]
-    conn = http.client.HTTPConnection(host, port, timeout=30)
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
         conn.request(
             method, path, body=body, headers={"Content-Type": content_type, **dict(headers)}
@@ -242,6 +242,25 @@ def test_a_locked_database_asks_the_client_to_retry(db_path, receiver, monkeypat
     assert int(headers["Retry-After"]) > 0
     assert json.loads(raw)["code"] == 14  # UNAVAILABLE
     assert post(receiver, json.dumps(request(span())).encode())[0] == 200
+
+
+def test_a_locked_database_is_answered_before_the_client_gives_up(db_path, receiver):
+    # No shortened busy timeout here: serve's own must answer 503 well before the
+    # 10 s an OTLP exporter waits (the default 30 s would time this client out).
+    blocker = sqlite3.connect(db_path, isolation_level=None, timeout=0)
+    blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        body = as_protobuf(request(span()))
+        status, headers, raw = post(receiver, body, PROTOBUF, timeout=8)
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert status == 503
+    assert int(headers["Retry-After"]) > 0
+    assert Status.FromString(raw).code == 14  # UNAVAILABLE
+    assert executions(db_path) == []
+    assert post(receiver, body, PROTOBUF)[0] == 200
+    assert executions(db_path) == ONE_MINUTE_RUN
 
 
 # -- the command, and the live push end to end -----------------------------------------

@@ -2,7 +2,7 @@
 
 Three ways in share one code path, :func:`agentmetrics.otel.ingest.ingest_spans`:
 ``agentmetrics import --format otlp FILE...``, the ``agentmetrics serve`` OTLP/HTTP
-receiver (:func:`agentmetrics.otel.ingest.ingest_request`) and
+receiver (:func:`agentmetrics.otel.ingest.decode_request`, then ``ingest_spans``) and
 :class:`SQLiteSpanExporter`, an ``opentelemetry-sdk`` span exporter a program adds to
 its TracerProvider. Only the exporter and protobuf decoding need the ``otel`` extra.
 """

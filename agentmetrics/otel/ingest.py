@@ -10,12 +10,14 @@ API (used by ``import --format otlp``, ``serve`` and :class:`SQLiteSpanExporter`
   ``application/x-protobuf``. A body that is not an ``ExportTraceServiceRequest``
   raises :class:`~agentmetrics.errors.InvalidExport` with a one-line reason and writes
   nothing; an unknown content type raises :class:`~agentmetrics.errors.InvalidValue`.
+  Its two steps, :func:`decode_request` then :func:`ingest_spans`, can run apart
+  (``serve`` decodes outside its write lock).
 
 :class:`Ingested` counts accepted and rejected spans (``rejected``, ``error_message``:
 what an OTLP partial success reports) and the rows written. Writes happen in short
 transactions (about :data:`LOCK_SECONDS` each) with parameterised SQL; a write the
-database refuses (read-only, locked past the busy timeout, full) raises
-:class:`~agentmetrics.errors.StorageError`. ``db`` is a path (opened and closed on each
+database refuses (read-only, locked past the busy timeout, ``busy_timeout_ms``, full)
+raises :class:`~agentmetrics.errors.StorageError`. ``db`` is a path (opened and closed on each
 call) or an open Database, better for many calls; calls sharing one Database from
 several threads must take turns (a lock around them).
 
@@ -205,10 +207,16 @@ Record = tuple[str | None, str | None, int, int, dict[str, Any] | None]
 def _iso(nanos: int) -> tuple[str, str]:
     """Nanoseconds as our ISO timestamp and as SQLite's datetime() (to the second)."""
     seconds, millis = divmod(nanos // 1_000_000, 1000)
-    t = time.gmtime(seconds)
-    day = f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}"
-    clock = f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
+    days, second = divmod(seconds, 86_400)
+    day = _day(days)
+    clock = f"{second // 3600:02d}:{second // 60 % 60:02d}:{second % 60:02d}"
     return f"{day}T{clock}.{millis:03d}Z", f"{day} {clock}"
+
+
+@functools.lru_cache(maxsize=1024)  # a batch's spans share a few days
+def _day(days: int) -> str:
+    t = time.gmtime(days * 86_400)
+    return f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}"
 
 
 def _times(start: int, end: int | None) -> dict[str, Any]:
@@ -587,18 +595,22 @@ def ingest_spans(
     spans: Iterable[Span | RejectedSpan],
     *,
     lock_seconds: float = LOCK_SECONDS,
+    busy_timeout_ms: int | None = None,
 ) -> Ingested:
     """Store spans and derive the orchestrations and executions of their traces.
 
     Spans are written in transactions holding the write lock about ``lock_seconds``
     each; ``spans`` is consumed as it goes, so a stream of any length keeps memory flat.
     Rows counted in the result are those (re)written, once per transaction.
+    ``busy_timeout_ms``: how long to wait for another writer's lock before giving up
+    (default :data:`agentmetrics.db.BUSY_TIMEOUT_MS`).
 
     :raises StorageError: the database refused a write (read-only, locked, full)
     """
     result = Ingested()
     size = BatchSize(_FIRST_BATCH, lock_seconds)
-    with using_database(db) as database:
+    timeout = {} if busy_timeout_ms is None else {"busy_timeout_ms": busy_timeout_ms}
+    with using_database(db, **timeout) as database:
         try:
             batch: list[Span] = []
             for span in spans:
@@ -641,7 +653,7 @@ def ingest_files(
     paths = list(paths)
     total = 0
     for path in paths:
-        for where, span in read_file(path):
+        for where, span in read_file(path, checking=True):
             if isinstance(span, RejectedSpan):
                 raise InvalidExport(f"{os.fspath(path)}: {where}: {span.reason}")
             total += 1
@@ -683,24 +695,38 @@ def _counted(
 CONTENT_TYPES = ("application/json", "application/x-protobuf")
 
 
-def ingest_request(
-    db: str | os.PathLike[str] | Database, body: bytes, content_type: str
-) -> Ingested:
-    """Ingest the body of an OTLP/HTTP trace export request (already un-gzipped).
+def decode_request(body: bytes, content_type: str) -> list[Span | RejectedSpan]:
+    """The spans of an OTLP/HTTP trace export request body (already un-gzipped).
 
     ``content_type`` may carry parameters (``application/json; charset=utf-8``).
 
-    :raises InvalidExport: the body is not an ExportTraceServiceRequest (nothing written)
+    :raises InvalidExport: the body is not an ExportTraceServiceRequest
     :raises InvalidValue: the content type is neither JSON nor protobuf
     :raises MissingDependency: protobuf without opentelemetry-proto installed
     """
     media = content_type.split(";")[0].strip().lower()
     if media == "application/json":
-        spans = decode_json(body)
-    elif media == "application/x-protobuf":
-        spans = decode_protobuf(body)
-    else:
-        raise InvalidValue(
-            f"Unsupported content type {content_type!r}: use {' or '.join(CONTENT_TYPES)}"
-        )
-    return ingest_spans(db, spans)
+        return decode_json(body)
+    if media == "application/x-protobuf":
+        return decode_protobuf(body)
+    raise InvalidValue(
+        f"Unsupported content type {content_type!r}: use {' or '.join(CONTENT_TYPES)}"
+    )
+
+
+def ingest_request(
+    db: str | os.PathLike[str] | Database,
+    body: bytes,
+    content_type: str,
+    *,
+    busy_timeout_ms: int | None = None,
+) -> Ingested:
+    """Ingest the body of an OTLP/HTTP trace export request (already un-gzipped):
+    :func:`decode_request`, then :func:`ingest_spans`.
+
+    :raises InvalidExport: the body is not an ExportTraceServiceRequest (nothing written)
+    :raises InvalidValue: the content type is neither JSON nor protobuf
+    :raises MissingDependency: protobuf without opentelemetry-proto installed
+    """
+    spans = decode_request(body, content_type)
+    return ingest_spans(db, spans, busy_timeout_ms=busy_timeout_ms)

@@ -2,7 +2,7 @@
 
 ``POST /v1/traces`` takes an ``ExportTraceServiceRequest`` as ``application/x-protobuf``
 or ``application/json``, optionally ``Content-Encoding: gzip``, and stores it through
-:func:`agentmetrics.otel.ingest.ingest_request`. Answers follow the OTLP/HTTP
+:func:`agentmetrics.otel.ingest.ingest_spans`. Answers follow the OTLP/HTTP
 specification, in the request's encoding:
 
 - 200 with an ``ExportTraceServiceResponse``: empty, or with ``partial_success``
@@ -11,8 +11,9 @@ specification, in the request's encoding:
   body that is not a valid request (nothing of it is stored);
 - 413 for a body over ``max_body`` bytes (before or after decompression), 415 for
   another content type or encoding, 411 without a ``Content-Length``;
-- 503 with ``Retry-After`` when the database cannot take the write now (a client
-  retries later);
+- 503 with ``Retry-After`` when the database cannot take the write now (another
+  writer held the lock over ``busy_timeout_ms``, 2 s by default, well before an OTLP
+  client gives up on the request; it retries later);
 - 404 for any other path, 405 for another method on ``/v1/traces``.
 
 Requests are handled in threads; their writes are serialised in the process, each
@@ -38,13 +39,16 @@ from sqlite_utils import Database
 
 from ..db import ensure_database
 from ..errors import AgentMetricsError, MissingDependency, StorageError
-from .ingest import ingest_request
+from .ingest import decode_request, ingest_spans
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 4318
 DEFAULT_MAX_BODY = 32 * 1024 * 1024  # bytes, compressed or not
 TRACES_PATH = "/v1/traces"
 RETRY_AFTER = 5  # seconds a client is asked to wait when the database is busy
+# How long a request waits for another writer's lock before the client is told to
+# retry: well inside the 10 s OTLP exporters wait for an answer.
+BUSY_TIMEOUT_MS = 2_000
 # The google.rpc.Code a Status body carries for each HTTP status we answer with.
 RPC_CODES = {400: 3, 404: 5, 405: 12, 411: 3, 413: 8, 415: 3, 500: 13, 503: 14}
 
@@ -111,6 +115,8 @@ class Receiver(http.server.ThreadingHTTPServer):
     :param db: the database spans are written to (a path, created if needed, or a
       ``sqlite_utils.Database``)
     :param max_body: the largest body accepted, compressed and decompressed, in bytes
+    :param busy_timeout_ms: how long a write waits for another writer before the
+      request is answered with 503 and ``Retry-After``
     """
 
     daemon_threads = False  # server_close() waits for the requests in progress
@@ -124,10 +130,12 @@ class Receiver(http.server.ThreadingHTTPServer):
         port: int = DEFAULT_PORT,
         *,
         max_body: int = DEFAULT_MAX_BODY,
+        busy_timeout_ms: int = BUSY_TIMEOUT_MS,
     ) -> None:
-        self.db = ensure_database(db)
+        self.db = ensure_database(db, busy_timeout_ms=busy_timeout_ms)
         self._owned = not isinstance(db, Database)
         self.max_body = max_body
+        self.busy_timeout_ms = busy_timeout_ms
         self.totals = Totals()
         self._write_lock = threading.Lock()
         self._count_lock = threading.Lock()
@@ -145,8 +153,9 @@ class Receiver(http.server.ThreadingHTTPServer):
 
     def ingest(self, body: bytes, media: str) -> tuple[int, str]:
         """Store one request's spans; return how many were rejected and why."""
+        spans = decode_request(body, media)  # outside the lock: only writes take turns
         with self._write_lock:
-            result = ingest_request(self.db, body, media)
+            result = ingest_spans(self.db, spans, busy_timeout_ms=self.busy_timeout_ms)
             self.totals.accepted += result.accepted
             self.totals.rejected += result.rejected
         return result.rejected, result.error_message

@@ -108,7 +108,15 @@ def _json_value(value: dict[str, Any]) -> Any:
 
 
 def _json_attributes(pairs: Iterable[dict[str, Any]]) -> dict[str, Any]:
-    return {pair["key"]: _json_value(pair.get("value") or {}) for pair in pairs}
+    attributes = {}
+    for pair in pairs:
+        value = pair.get("value") or {}
+        # Inlined for the common case: this runs for every attribute of every span.
+        if "stringValue" in value:
+            attributes[pair["key"]] = value["stringValue"]
+        else:
+            attributes[pair["key"]] = _json_value(value)
+    return attributes
 
 
 def _hex(value: Any) -> str:
@@ -206,14 +214,27 @@ def _proto_value(value: Any) -> Any:
 
 
 def _proto_attributes(pairs: Iterable[Any]) -> dict[str, Any]:
-    return {pair.key: _proto_value(pair.value) for pair in pairs}
+    attributes = {}
+    for pair in pairs:
+        value = pair.value
+        # Inlined for the common case: this runs for every attribute of every span.
+        if value.WhichOneof("value") == "string_value":
+            attributes[pair.key] = value.string_value
+        else:
+            attributes[pair.key] = _proto_value(value)
+    return attributes
 
 
-def _proto_resource_spans(resource_spans: Any) -> Iterator[Span | RejectedSpan]:
-    resource = _proto_attributes(resource_spans.resource.attributes)
+def _proto_resource_spans(
+    resource_spans: Any, checking: bool = False
+) -> Iterator[Span | RejectedSpan]:
+    """The spans of a ResourceSpans message; ``checking``: without attributes and events
+    (a parsed message's cannot be malformed), for a pass that only checks the spans."""
+    resource = {} if checking else _proto_attributes(resource_spans.resource.attributes)
     for scope_spans in resource_spans.scope_spans:
         scope = scope_spans.scope.name
         for raw in scope_spans.spans:
+            status = raw.status
             yield check(
                 Span(
                     trace_id=raw.trace_id.hex(),
@@ -222,10 +243,12 @@ def _proto_resource_spans(resource_spans: Any) -> Iterator[Span | RejectedSpan]:
                     name=raw.name,
                     start_ns=raw.start_time_unix_nano,
                     end_ns=raw.end_time_unix_nano,
-                    status_code=raw.status.code,
-                    status_message=raw.status.message,
-                    attributes=_proto_attributes(raw.attributes),
-                    events=[(e.name, _proto_attributes(e.attributes)) for e in raw.events],
+                    status_code=status.code,
+                    status_message=status.message,
+                    attributes={} if checking else _proto_attributes(raw.attributes),
+                    events=[]
+                    if checking or not raw.events
+                    else [(e.name, _proto_attributes(e.attributes)) for e in raw.events],
                     resource=resource,
                     scope=scope,
                 )
@@ -264,7 +287,7 @@ def _varint(f: IO[bytes]) -> int | None:
             raise InvalidExport("not OTLP protobuf (a length is too long)")
 
 
-def _protobuf_stream(f: IO[bytes]) -> Iterator[Span | RejectedSpan]:
+def _protobuf_stream(f: IO[bytes], checking: bool = False) -> Iterator[Span | RejectedSpan]:
     """An ExportTraceServiceRequest's spans, one ResourceSpans (field 1) at a time."""
     _, trace_pb2 = _proto_module()
     while (tag := _varint(f)) is not None:
@@ -278,16 +301,20 @@ def _protobuf_stream(f: IO[bytes]) -> Iterator[Span | RejectedSpan]:
             resource_spans = trace_pb2.ResourceSpans.FromString(data)
         except Exception as e:
             raise InvalidExport(f"not an OTLP protobuf ExportTraceServiceRequest ({e})") from None
-        yield from _proto_resource_spans(resource_spans)
+        yield from _proto_resource_spans(resource_spans, checking)
 
 
 # -- files -----------------------------------------------------------------------------
 
 
-def read_file(path: str | os.PathLike[str]) -> Iterator[tuple[str, Span | RejectedSpan]]:
+def read_file(
+    path: str | os.PathLike[str], *, checking: bool = False
+) -> Iterator[tuple[str, Span | RejectedSpan]]:
     """Stream the spans of an OTLP/JSON Lines or OTLP protobuf file (gzip or not).
 
     Yields ``(where, span)``, ``where`` locating the span in the file for messages.
+    ``checking``: for a pass that only checks the file, protobuf spans come without
+    their attributes and events (JSON ones are decoded whole: those can be malformed).
 
     :raises InvalidExport: unreadable, or not OTLP (with the line, for JSON)
     """
@@ -318,7 +345,7 @@ def read_file(path: str | os.PathLike[str]) -> Iterator[tuple[str, Span | Reject
             elif head.startswith(b"["):
                 raise InvalidExport(f"{name}: {_NOT_OTLP_JSON}")
             else:
-                for span in _protobuf_stream(f):
+                for span in _protobuf_stream(f, checking):
                     yield "protobuf", span
     except InvalidExport as e:
         message = str(e)
