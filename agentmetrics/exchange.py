@@ -96,23 +96,48 @@ def iter_sessions(
         where, params = ("WHERE o.session_id = ?", [session_id]) if session_id else ("", [])
         orchestrations = opened.conn.execute(_ORCHESTRATIONS_SQL.format(where=where), params)
         rows = opened.conn.execute(_EXECUTIONS_SQL.format(where=where), params)
-        row = next(rows, None)
-        found = False
-        for values in orchestrations:
-            found = True
-            orchestration = dict(zip(ORCHESTRATION_COLUMNS, values, strict=True))
-            executions = []
-            while row is not None and row[0] == values[0]:
-                executions.append(_execution(row[1:]))
-                row = next(rows, None)
-            yield orchestration, executions
-        if session_id and not found:
+
+        def sessions() -> Iterator[Session]:
+            row = next(rows, None)
+            for values in orchestrations:
+                executions = []
+                while row is not None and row[0] == values[0]:
+                    executions.append(_execution(row[1:]))
+                    row = next(rows, None)
+                yield dict(zip(ORCHESTRATION_COLUMNS, values, strict=True)), executions
+
+        yield from _with_standalone(
+            opened.conn,
+            session_id,
+            sessions(),
+            _EXECUTION_COLUMNS,
+            lambda batch: (None, [_execution(row) for row in batch]),
+        )
+
+
+def _with_standalone(
+    conn: Any,
+    session_id: str | None,
+    sessions: Iterator[Any],
+    columns: str,
+    batch: Callable[[list[Any]], Any],
+) -> Iterator[Any]:
+    """``sessions``, then for a whole export the executions without an orchestration
+    (``columns`` of them), ``batch`` making one item of each 10,000 rows.
+
+    :raises UnknownSession: ``session_id`` is given and ``sessions`` is empty
+    """
+    found = False
+    for session in sessions:
+        found = True
+        yield session
+    if session_id:
+        if not found:
             raise UnknownSession(f"No orchestration with session id {session_id!r}")
-        if session_id:
-            return
-        cursor = opened.conn.execute(_STANDALONE_SQL.format(columns=_EXECUTION_COLUMNS))
-        while batch := cursor.fetchmany(10_000):
-            yield None, [_execution(row) for row in batch]
+        return
+    cursor = conn.execute(_STANDALONE_SQL.format(columns=columns))
+    while rows := cursor.fetchmany(10_000):
+        yield batch(rows)
 
 
 class Encoding(NamedTuple):
@@ -157,19 +182,24 @@ def iter_encoded_sessions(
     params = {"separator": encoding.separator, "session": session_id}
     with using_database(db, create=False) as opened:
         opened.conn.create_function(_JSON_REAL, 1, _dumps, deterministic=True)
-        found = False
         sql = _ENCODED_SQL.format(orchestration=orchestration, execution=execution, where=where)
-        for text, joined in opened.conn.execute(sql, params):
-            found = True
-            count, _, executions = (joined or "0 ").partition(" ")
-            yield _spaced(text), int(count), _spaced(executions)
-        if session_id and not found:
-            raise UnknownSession(f"No orchestration with session id {session_id!r}")
-        if session_id:
-            return
-        cursor = opened.conn.execute(_STANDALONE_SQL.format(columns=execution))
-        while batch := cursor.fetchmany(10_000):
-            yield None, len(batch), _spaced(encoding.separator.join(row[0] for row in batch))
+
+        def sessions() -> Iterator[EncodedSession]:
+            for text, joined in opened.conn.execute(sql, params):
+                count, _, executions = (joined or "0 ").partition(" ")
+                yield _spaced(text), int(count), _spaced(executions)
+
+        yield from _with_standalone(
+            opened.conn,
+            session_id,
+            sessions(),
+            execution,
+            lambda batch: (
+                None,
+                len(batch),
+                _spaced(encoding.separator.join(row[0] for row in batch)),
+            ),
+        )
 
 
 _SELF_HEALED = EXECUTION_COLUMNS.index("self_healed")
