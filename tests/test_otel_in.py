@@ -179,6 +179,30 @@ def test_sending_the_same_spans_again_changes_nothing(db_path):
     assert {t: rows(db_path, t) for t in ("orchestrations", "agent_executions")} == before
 
 
+def test_spans_sent_again_update_no_row(db_path):
+    # An UPDATE that changes nothing still costs every index and marks its hour for
+    # the rollups to recompute.
+    db = agentmetrics.open_database(db_path)
+    body = json.dumps(request(*OPENINFERENCE)).encode()
+    ingest_request(db, body, "application/json")
+    db.conn.execute("CREATE TEMP TABLE updated (name TEXT)")
+    for table in ("orchestrations", "agent_executions"):
+        db.conn.execute(
+            f"CREATE TEMP TRIGGER count_{table} AFTER UPDATE ON main.{table}"
+            f" BEGIN INSERT INTO updated VALUES ('{table}'); END"
+        )
+    ingest_request(db, body, "application/json")
+    assert db.execute("SELECT count(*) FROM updated").fetchone()[0] == 0
+    assert db.execute("SELECT count(*) FROM am_rollup_dirty").fetchone()[0] == 0
+    # The writer ending 10 ms later changes its execution only.
+    later = {**OPENINFERENCE[5], "endTimeUnixNano": str(T + 590 * MS)}
+    ingest_request(db, json.dumps(request(later)).encode(), "application/json")
+    assert db.execute("SELECT name FROM updated").fetchall() == [("agent_executions",)]
+    assert executions_by_name(db_path)["writer_agent"]["duration_ms"] == 380
+    assert db.execute("SELECT hour FROM am_rollup_dirty").fetchall() == [("2026-05-28T20",)]
+    db.close()
+
+
 def chat(tokens_in, tokens_out):
     usage = {"usage.input_tokens": tokens_in, "usage.output_tokens": tokens_out}
     return genai("chat", **{"request.model": "gpt-x"}, **usage)

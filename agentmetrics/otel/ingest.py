@@ -478,6 +478,42 @@ def _upsert(table: str, columns: tuple[str, ...], running: bool = False) -> str:
 _TASK_COUNTS = ("total_tasks", "completed_tasks", "failed_tasks")
 
 
+@functools.cache
+def _insert(table: str, columns: tuple[str, ...]) -> str:
+    return (
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(':' + c for c in columns)})"
+    )
+
+
+def _store(db: Database, table: str, rows: list[dict[str, Any]], running: bool = False) -> None:
+    """Write derived rows: insert the new ones, upsert the changed ones, skip the others.
+
+    Re-deriving a trace mostly gives back the rows already stored: an UPDATE that
+    changes nothing still costs every index, and marks its hour for the rollups.
+    """
+    columns = tuple(rows[0])
+    compared = tuple(c for c in columns if c != "created_at")  # an upsert keeps it
+    stored: dict[str, tuple[Any, ...] | None] = {}
+    ids = list({row["id"] for row in rows})
+    for i in range(0, len(ids), 500):
+        chunk = ids[i : i + 500]
+        sql = (
+            f"SELECT {', '.join(compared)} FROM {table} WHERE id IN ({', '.join('?' * len(chunk))})"
+        )
+        stored.update((values[0], values) for values in db.conn.execute(sql, chunk))
+    new, changed = [], []
+    for row in rows:
+        if row["id"] not in stored:
+            new.append(row)
+            stored[row["id"]] = None  # a second row of the same id updates the first
+        elif stored[row["id"]] != tuple(row[c] for c in compared):
+            changed.append(row)
+    if new:
+        db.conn.executemany(_insert(table, columns), new)
+    if changed:
+        db.conn.executemany(_upsert(table, columns, running), changed)
+
+
 def _claim(db: Database, table: str, key: str, rows: list[dict[str, Any]]) -> None:
     """Keep session ids unique and stored metadata.
 
@@ -558,7 +594,7 @@ def _write(db: Database, spans: list[Span], result: Ingested) -> None:
         for running in (False, True):
             rows = [row for row in orchestrations if (row["status"] == "running") is running]
             if rows:
-                db.conn.executemany(_upsert("orchestrations", tuple(rows[0]), running), rows)
+                _store(db, "orchestrations", rows, running)
         # Orchestration ids may have changed to the stored ones of the same sessions.
         flat = []
         for orchestration, rows in executions:
@@ -567,7 +603,7 @@ def _write(db: Database, spans: list[Span], result: Ingested) -> None:
                 flat.append(row)
         _claim(db, "agent_executions", "agent_session_id", flat)
         if flat:
-            db.conn.executemany(_upsert("agent_executions", tuple(flat[0])), flat)
+            _store(db, "agent_executions", flat)
     result.accepted += len(spans)
     result.orchestrations += len(orchestrations)
     result.executions += len(flat)
