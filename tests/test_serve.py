@@ -210,6 +210,31 @@ def test_unsupported_content_type_and_encoding(receiver):
     assert status == 415
 
 
+def test_requests_after_a_quick_one_are_one_transaction_each(db_path, monkeypatch):
+    # The batch size learnt on one request carries to the next: a 600-span request
+    # after a quick one is one transaction, not 500 spans and then 100.
+    import types
+
+    from agentmetrics import batching
+    from agentmetrics.otel import ingest
+
+    written = []
+    write = ingest._write
+    monkeypatch.setattr(ingest, "_write", lambda db, spans, result: (
+        written.append(len(spans)), write(db, spans, result)
+    ))  # fmt: skip
+    monkeypatch.setattr(batching, "time", types.SimpleNamespace(perf_counter=lambda: 0.0))
+    server = Receiver(db_path, port=0)
+    try:
+        for r in range(2):
+            spans = [span(trace=f"{r + 1:032x}", span_id=f"{s + 1:016x}") for s in range(600)]
+            assert server.ingest(json.dumps(request(*spans)).encode(), JSON) == (0, "")
+    finally:
+        server.server_close()
+    assert written == [500, 100, 600]
+    assert len(executions(db_path)) == 1200
+
+
 def test_other_paths_and_methods(receiver):
     assert post(receiver, b"{}", path="/v1/metrics")[0] == 404
     status, headers, _ = post(receiver, None, method="GET")

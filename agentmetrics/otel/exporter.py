@@ -26,7 +26,7 @@ from sqlite_utils import Database
 
 from ..db import ensure_database
 from ..errors import MissingDependency
-from .ingest import ingest_spans
+from .ingest import batch_sizer, ingest_spans
 from .spans import Span
 
 try:
@@ -79,6 +79,7 @@ class SQLiteSpanExporter(SpanExporter):
         self._target = db
         self._db: Database | None = db if isinstance(db, Database) else None
         self._lock = threading.Lock()
+        self._batch_size = batch_sizer()  # used with the lock held
         self._closed = False
         self.exported = 0
         self.dropped = 0
@@ -91,7 +92,9 @@ class SQLiteSpanExporter(SpanExporter):
             try:
                 if self._db is None:
                     self._db = ensure_database(self._target)
-                result = ingest_spans(self._db, [to_span(span) for span in spans])
+                result = ingest_spans(
+                    self._db, [to_span(span) for span in spans], batch_size=self._batch_size
+                )
             except Exception as e:  # never into the program: it is being traced, not us
                 self.dropped += len(spans)
                 log.warning("agentmetrics: %d spans not stored: %s", len(spans), e)

@@ -626,12 +626,18 @@ def _write_checked(db: Database, spans: list[Span], result: Ingested) -> None:
         _write(db, good, result)
 
 
+def batch_sizer(lock_seconds: float = LOCK_SECONDS) -> BatchSize:
+    """The sizes of :func:`ingest_spans`'s transactions, to pass to calls in turn."""
+    return BatchSize(_FIRST_BATCH, lock_seconds)
+
+
 def ingest_spans(
     db: str | os.PathLike[str] | Database,
     spans: Iterable[Span | RejectedSpan],
     *,
     lock_seconds: float = LOCK_SECONDS,
     busy_timeout_ms: int | None = None,
+    batch_size: BatchSize | None = None,
 ) -> Ingested:
     """Store spans and derive the orchestrations and executions of their traces.
 
@@ -639,12 +645,15 @@ def ingest_spans(
     each; ``spans`` is consumed as it goes, so a stream of any length keeps memory flat.
     Rows counted in the result are those (re)written, once per transaction.
     ``busy_timeout_ms``: how long to wait for another writer's lock before giving up
-    (default :data:`agentmetrics.db.BUSY_TIMEOUT_MS`).
+    (default :data:`agentmetrics.db.BUSY_TIMEOUT_MS`). ``batch_size``: one kept across
+    calls (a server's requests), so each call starts at the size the last one reached
+    rather than :data:`_FIRST_BATCH` spans (a request of 512 spans in one transaction,
+    not two).
 
     :raises StorageError: the database refused a write (read-only, locked, full)
     """
     result = Ingested()
-    size = BatchSize(_FIRST_BATCH, lock_seconds)
+    size = batch_size or batch_sizer(lock_seconds)
     timeout = {} if busy_timeout_ms is None else {"busy_timeout_ms": busy_timeout_ms}
     with using_database(db, **timeout) as database:
         try:
@@ -658,7 +667,10 @@ def ingest_spans(
                     with size.timed():
                         _write_checked(database, batch, result)
                     batch = []
-            if batch:
+            if len(batch) >= size.size // 2:  # long enough to tell the speed
+                with size.timed():
+                    _write_checked(database, batch, result)
+            elif batch:
                 _write_checked(database, batch, result)
         except sqlite3.DatabaseError as e:
             name = database.conn.execute("PRAGMA main.database_list").fetchone()[2]

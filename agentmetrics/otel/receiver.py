@@ -39,7 +39,7 @@ from sqlite_utils import Database
 
 from ..db import ensure_database
 from ..errors import AgentMetricsError, MissingDependency, StorageError
-from .ingest import decode_request, ingest_spans
+from .ingest import batch_sizer, decode_request, ingest_spans
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 4318
@@ -138,6 +138,7 @@ class Receiver(http.server.ThreadingHTTPServer):
         self.busy_timeout_ms = busy_timeout_ms
         self.totals = Totals()
         self._write_lock = threading.Lock()
+        self._batch_size = batch_sizer()  # used with the write lock held
         self._count_lock = threading.Lock()
         try:
             super().__init__((host, port), _Handler)
@@ -155,7 +156,9 @@ class Receiver(http.server.ThreadingHTTPServer):
         """Store one request's spans; return how many were rejected and why."""
         spans = decode_request(body, media)  # outside the lock: only writes take turns
         with self._write_lock:
-            result = ingest_spans(self.db, spans, busy_timeout_ms=self.busy_timeout_ms)
+            result = ingest_spans(
+                self.db, spans, busy_timeout_ms=self.busy_timeout_ms, batch_size=self._batch_size
+            )
             self.totals.accepted += result.accepted
             self.totals.rejected += result.rejected
         return result.rejected, result.error_message
