@@ -147,7 +147,10 @@ def finished(
     opened = window(since, until)[0]
     for unrolled in (
         "rowid > (SELECT watermark FROM am_rollup_state)",
-        f"rowid IN (SELECT row FROM am_rollup_open WHERE 1{opened})"
+        # The open runs that finished: runs still in progress are taken out by a
+        # scan of their small index, not by a table lookup each.
+        f"rowid IN (SELECT row FROM am_rollup_open WHERE 1{opened}"
+        f" EXCEPT SELECT rowid FROM agent_executions WHERE status = 'in_progress'{opened})"
         " AND rowid < ifnull((SELECT reuse_from FROM am_rollup_state), rowid + 1)",
         "rowid >= (SELECT reuse_from FROM am_rollup_state)"
         " AND rowid <= (SELECT watermark FROM am_rollup_state)",
