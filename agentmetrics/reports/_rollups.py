@@ -337,7 +337,10 @@ def _sources(
         ranges = " OR ".join(
             f"({column} >= :day{i} AND {column} < :day{i}_end)" for i in range(len(partial))
         )
-        sources.append(("h", f"{rolled} AND ({ranges})"))
+        # The days' span, implied by the ranges, is what SQLite can seek on: without it,
+        # the sketches' primary key (no rowid, so no OR by index) is read level-wide.
+        span = f"{column} >= :day0 AND {column} < :day{len(partial) - 1}_end"
+        sources.append(("h", f"{rolled} AND {span} AND ({ranges})"))
     return sources, params
 
 
