@@ -72,6 +72,7 @@ def test_new_database_has_every_report_index(db):
         "idx_am_exec_finished_started",
         "idx_am_exec_finished_agent",
         "idx_am_exec_running_started",
+        "idx_am_exec_running_agent",
     } <= indexes
 
 
@@ -160,7 +161,14 @@ def test_original_file_opens_without_changing_rows(tmp_path):
     assert "idx_agent_executions_agent_name" in indexes  # theirs kept
     # Ours are added, except where one of theirs already serves the same queries.
     assert {"idx_am_exec_finished_started", "idx_am_exec_finished_agent"} <= indexes
-    assert not {"idx_am_exec_orchestration", "idx_am_exec_running_started"} & indexes
+    assert (
+        not {
+            "idx_am_exec_orchestration",
+            "idx_am_exec_running_started",
+            "idx_am_exec_running_agent",
+        }
+        & indexes
+    )
 
 
 def test_read_only_flag_skips_migrations_and_shims_columns(tmp_path):

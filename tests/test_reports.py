@@ -28,6 +28,7 @@ from agentmetrics.reports import (
     performance_report,
     system_health,
 )
+from agentmetrics.reports._frames import counted_rows
 from agentmetrics.reports.agents import PERFORMANCE_COLUMNS
 from agentmetrics.reports.health import HEALTH_COLUMNS
 from agentmetrics.reports.orchestrations import SUMMARY_COLUMNS
@@ -666,3 +667,23 @@ def _same(a: pd.DataFrame, b: pd.DataFrame) -> bool:
     except AssertionError:
         return False
     return True
+
+
+def test_counted_rows_derives_the_counts_and_types_every_column():
+    rows = [
+        {"agent_name": "a", "completed": 3, "failed": 1, "in_progress": 2, "avg_duration_ms": 10.5},
+        {"agent_name": "b", "in_progress": 1, "retries": 4},
+    ]
+    frame = counted_rows(rows, PERFORMANCE_COLUMNS)
+    assert list(frame.columns) == PERFORMANCE_COLUMNS
+    assert frame["agent_name"].tolist() == ["a", "b"]
+    assert frame["executions"].tolist() == [6, 1]
+    assert frame["finished"].tolist() == [4, 0]
+    assert frame["retries"].tolist() == [0, 4]
+    assert frame["success_rate"].iloc[0] == 75.0 and math.isnan(frame["success_rate"].iloc[1])
+    assert frame["avg_duration_ms"].iloc[0] == 10.5 and frame["p50_duration_ms"].isna().all()
+    for empty in (frame, counted_rows([], PERFORMANCE_COLUMNS)):
+        assert empty["agent_name"].dtype == object
+        assert empty["executions"].dtype == "int64" and empty["files_created"].dtype == "int64"
+        assert empty["success_rate"].dtype == "float64"
+        assert empty["max_duration_ms"].dtype == "float64"

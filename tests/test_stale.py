@@ -83,6 +83,25 @@ def test_stale_runs(runs):
     assert count_stale(runs, now=NOW) == 4
 
 
+def test_count_stale_reads_executions_from_the_in_progress_index(runs):
+    # A stale execution is counted from status and started_at alone, which the
+    # partial in_progress index holds: no table lookup per running execution.
+    read = set()
+
+    def record(action, table, column, *_):
+        if action == sqlite3.SQLITE_READ and table == "agent_executions":
+            read.add(column)
+        return sqlite3.SQLITE_OK
+
+    runs.conn.set_authorizer(record)
+    try:
+        assert count_stale(runs, now=NOW) == 4
+    finally:
+        runs.conn.set_authorizer(None)
+    # The orchestration half reads its executions by orchestration_id.
+    assert read <= {"status", "started_at", "completed_at", "orchestration_id"}
+
+
 def test_stale_runs_other_age(runs):
     df = stale_runs(runs, stale_after="4h", now=NOW)
     assert set(df["id"]) == {"A", "s2", "c2", "C", "s1", "s4"}

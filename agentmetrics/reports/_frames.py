@@ -125,17 +125,41 @@ def counted(frame: pd.DataFrame) -> pd.DataFrame:
             frame[column] = pd.to_numeric(frame[column]).fillna(0).astype("int64")
         elif column.endswith("duration_ms"):
             frame[column] = pd.to_numeric(frame[column]).astype("float64")
-    frame["finished"] = frame["completed"] + frame["failed"]
-    frame["executions"] = frame["finished"] + frame["in_progress"]
-    frame["success_rate"] = percent(frame["completed"], frame["finished"])
-    return frame
+    return _derive(frame)
+
+
+def counted_rows(
+    rows: Sequence[dict[str, Any]], columns: Sequence[str], ints: Sequence[str] = ()
+) -> pd.DataFrame:
+    """The frame :func:`counted` makes of ``rows`` (dicts; a missing key is None), with
+    ``ints`` int64 too, built in one step: on a report of a few rows, converting column
+    by column costs more than the queries."""
+    data: dict[str, Any] = {}
+    for column in columns:
+        values = [row.get(column) for row in rows]
+        if column in EXECUTION_COUNTS or column in EXECUTION_SUMS or column in ints:
+            data[column] = np.array([v or 0 for v in values], dtype=np.int64)
+        elif column.endswith("duration_ms"):
+            data[column] = np.array([np.nan if v is None else v for v in values], np.float64)
+        else:
+            data[column] = pd.Series(values, dtype=object)
+    return pd.DataFrame(_derive(data), columns=columns)
+
+
+def _derive(counts: Any) -> Any:
+    counts["finished"] = counts["completed"] + counts["failed"]
+    counts["executions"] = counts["finished"] + counts["in_progress"]
+    counts["success_rate"] = percent(counts["completed"], counts["finished"])
+    return counts
 
 
 def percent(part: Any, whole: Any) -> Any:
-    """``100 * part / whole`` as float64, NaN where ``whole`` is 0, for Series or
-    numbers: every rate (``success_rate`` is ``percent(completed, finished)``)."""
+    """``100 * part / whole`` as float64, NaN where ``whole`` is 0, for Series, arrays
+    or numbers: every rate (``success_rate`` is ``percent(completed, finished)``)."""
     if isinstance(whole, pd.Series):
         return (100 * part / whole.where(whole > 0)).astype("float64")
+    if isinstance(whole, np.ndarray):
+        return 100 * part / np.where(whole > 0, whole, np.nan)
     return 100 * part / whole if whole else float("nan")
 
 

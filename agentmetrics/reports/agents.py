@@ -14,11 +14,10 @@ from ._frames import (
     AGGREGATE_COLUMNS,
     EXECUTION_SUMS,
     check_limit,
-    counted,
+    counted_rows,
     percentiles,
     select_list,
     split_durations,
-    texts,
 )
 
 PERFORMANCE_COLUMNS = ["agent_name", *AGGREGATE_COLUMNS]
@@ -227,8 +226,8 @@ def _performance(
 
 
 def _finish(rows: list[dict]) -> pd.DataFrame:
-    frame = pd.DataFrame(rows, columns=PERFORMANCE_COLUMNS)
-    frame = counted(frame)
-    texts(frame)
+    frame = counted_rows(rows, PERFORMANCE_COLUMNS)
+    if len(frame) < 2:
+        return frame
     frame = frame.sort_values(["executions", "agent_name"], ascending=[False, True])
     return frame.reset_index(drop=True)

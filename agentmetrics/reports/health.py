@@ -10,7 +10,7 @@ from ..errors import InvalidValue
 from ..timestamps import before
 from . import _rollups
 from ._common import DbArg, TimeArg, resolve_now, window
-from ._frames import EXECUTION_COUNTS, counted, durations, percentiles
+from ._frames import EXECUTION_COUNTS, counted_rows, durations, percentiles
 from .stale import DEFAULT_STALE_AFTER, count_stale
 
 ORCHESTRATION_COUNTS = [
@@ -122,5 +122,4 @@ def system_health(
         "p95_duration_ms": p95,
         "stale_running": stale,
     }
-    frame = counted(pd.DataFrame([row], columns=HEALTH_COLUMNS))
-    return frame.astype({column: "int64" for column in [*ORCHESTRATION_COUNTS, "stale_running"]})
+    return counted_rows([row], HEALTH_COLUMNS, ints=[*ORCHESTRATION_COUNTS, "stale_running"])

@@ -31,9 +31,12 @@ STALE_COLUMNS = [
 
 # Both halves only visit unfinished rows started before the cutoff (the status/started_at
 # and partial in_progress indexes); the orchestration half looks its executions up by
-# orchestration_id.
-STALE_SQL = """
-SELECT kind, id, session_id, agent_name, started_at, last_seen_at FROM (
+# orchestration_id. An execution's last sign of life is its start, so counting its half
+# needs the in_progress index alone.
+_STALE_EXECUTIONS = (
+    "FROM agent_executions e WHERE e.status = 'in_progress' AND e.started_at < :cutoff"
+)
+_STALE_ORCHESTRATIONS = """
   SELECT 'orchestration' AS kind, o.id, o.session_id, NULL AS agent_name, o.started_at,
     max(o.started_at, COALESCE((
       SELECT max(max(e.started_at, COALESCE(e.completed_at, e.started_at)))
@@ -41,12 +44,19 @@ SELECT kind, id, session_id, agent_name, started_at, last_seen_at FROM (
     ), o.started_at)) AS last_seen_at
   FROM orchestrations o
   WHERE o.status = 'running' AND o.started_at < :cutoff
+"""
+STALE_SQL = f"""
+SELECT kind, id, session_id, agent_name, started_at, last_seen_at FROM (
+  {_STALE_ORCHESTRATIONS}
   UNION ALL
   SELECT 'execution', e.id, e.agent_session_id, e.agent_name, e.started_at, e.started_at
-  FROM agent_executions e
-  WHERE e.status = 'in_progress' AND e.started_at < :cutoff
+  {_STALE_EXECUTIONS}
 )
 WHERE last_seen_at < :cutoff
+"""
+_COUNT_STALE_SQL = f"""
+SELECT (SELECT count(*) FROM ({_STALE_ORCHESTRATIONS}) WHERE last_seen_at < :cutoff)
+  + (SELECT count(*) {_STALE_EXECUTIONS})
 """
 
 
@@ -96,5 +106,4 @@ def count_stale(
     """How many orchestrations and executions :func:`stale_runs` would list."""
     cutoff = stale_cutoff(stale_after, now)
     with reading(db) as conn:
-        sql = f"SELECT count(*) FROM ({STALE_SQL})"
-        return conn.execute(sql, {"cutoff": cutoff}).fetchone()[0]
+        return conn.execute(_COUNT_STALE_SQL, {"cutoff": cutoff}).fetchone()[0]
