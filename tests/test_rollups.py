@@ -394,6 +394,39 @@ def test_percentiles_mix_exact_and_sketched_groups():
     np.testing.assert_allclose(table[2], [10.0, 25.0, 1000.0], rtol=0.005)
 
 
+def test_rows_inside_the_window_are_not_walked(db):
+    """Rows in rolled-up hours cost a report nothing: the exact scan of an edge hour
+    searches that hour only (given the window's bounds too, SQLite used to walk the
+    index from the window's start). Counted in SQLite virtual machine steps, not timed."""
+    populate(db, seed=3, n=3000)
+    since, until = "2026-03-07T13:17:00.000Z", "2026-03-09T19:42:00.000Z"
+
+    def steps() -> int:
+        rollups.refresh(db, budget=10**9)
+        counted = [0]
+
+        def tick() -> int:
+            counted[0] += 1
+            return 0
+
+        db.conn.set_progress_handler(tick, 100)
+        found = _rollups.finished(db, since, until, by=["agent_name"])
+        db.conn.set_progress_handler(None, 0)
+        return counted[0], found["completed"].sum()
+
+    before, completed = steps()
+    # 20,000 more runs in one hour well inside the window.
+    db.conn.executemany(
+        "INSERT INTO agent_executions (id, agent_session_id, agent_name, status, started_at,"
+        " duration_ms) VALUES (?, ?, 'a', 'completed', '2026-03-08T10:30:00.000Z', 5)",
+        [(f"inside-{i}", f"s-{i}") for i in range(20_000)],
+    )
+    db.conn.commit()
+    after, more = steps()
+    assert more == completed + 20_000
+    assert after - before < 100, (before, after)  # 100 steps: 10,000 instructions
+
+
 def test_a_read_only_original_file_is_read_exactly(tmp_path, lock_down):
     """The original's file, which we may not add tables to (read-only here): no
     rollups, the exact path, the answers of a writable copy."""

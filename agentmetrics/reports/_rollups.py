@@ -134,12 +134,17 @@ def finished(
     )
     aggregate = (
         f"SELECT {raw}, group_concat(duration_ms) AS duration_list FROM agent_executions"
-        f" {{indexed}}WHERE status != 'in_progress'{terms} AND {{where}}{group}"
+        f" {{indexed}}WHERE status != 'in_progress'{{terms}} AND {{where}}{group}"
     )
+    # An exact hour's part of the window as one range: also given the window's bounds,
+    # SQLite may search the index between the wrong pair (days of rows, not an hour).
+    agent_only = window(None, None, agent=agent)[0]
     for i, hour in enumerate(exact_hours):
-        params[f"h{i}"], params[f"h{i}_end"] = hour, rollups.upper(hour)
-        where = f"started_at >= :h{i} AND started_at < :h{i}_end"
-        parts.append(aggregate.format(where=where, indexed=""))
+        params[f"h{i}"] = hour
+        params[f"h{i}_from"] = max(hour, since or hour)
+        params[f"h{i}_end"] = min(rollups.upper(hour), until or rollups.upper(hour))
+        where = f"started_at >= :h{i}_from AND started_at < :h{i}_end"
+        parts.append(aggregate.format(terms=agent_only, where=where, indexed=""))
     outside = ""
     if exact_hours:
         marks = ", ".join(f":h{i}" for i in range(len(exact_hours)))
@@ -147,12 +152,16 @@ def finished(
     opened = window(since, until)[0]
     for unrolled in (
         "rowid > (SELECT watermark FROM am_rollup_state)",
-        f"rowid IN (SELECT row FROM am_rollup_open WHERE 1{opened})"
+        # Open runs still running are told by the running index, not fetched one by one.
+        f"rowid IN (SELECT row FROM am_rollup_open WHERE 1{opened} EXCEPT"
+        f" SELECT rowid FROM agent_executions WHERE status = 'in_progress'{opened})"
         " AND rowid < ifnull((SELECT reuse_from FROM am_rollup_state), rowid + 1)",
         "rowid >= (SELECT reuse_from FROM am_rollup_state)"
         " AND rowid <= (SELECT watermark FROM am_rollup_state)",
     ):
-        parts.append(aggregate.format(where=unrolled + outside, indexed=rollups.BY_ROWID))
+        parts.append(
+            aggregate.format(terms=terms, where=unrolled + outside, indexed=rollups.BY_ROWID)
+        )
     # One statement, reduced in Python: the groups are few, pandas' overhead is not.
     totals, lists = _reduce(db.execute(" UNION ALL ".join(parts), params), len(keys))
     if (
@@ -382,11 +391,11 @@ def _sources(
     if dirty_days:
         whole.append(f"{column} NOT IN ({', '.join(f':dirty{i}' for i in range(len(dirty_days)))})")
     sources = [("D", " AND ".join(t for t in whole if t) or "1")]
-    if partial:
-        ranges = " OR ".join(
-            f"({column} >= :day{i} AND {column} < :day{i}_end)" for i in range(len(partial))
-        )
-        sources.append(("h", f"{rolled} AND ({ranges})"))
+    # One source per day, not their ranges ORed: each is then searched by its range.
+    sources += [
+        ("h", f"{rolled} AND {column} >= :day{i} AND {column} < :day{i}_end")
+        for i in range(len(partial))
+    ]
     return sources, params
 
 
