@@ -322,6 +322,111 @@ def test_sketch_keys_bound_every_value():
     assert estimates[0] == 0
 
 
+def _estimate_one(keys, counts, quantiles):
+    """The per-group estimate as it was before all groups were read at once."""
+    unique, inverse = np.unique(keys, return_inverse=True)
+    counts = np.bincount(inverse, weights=counts, minlength=len(unique)).astype(np.int64)
+    if not counts.sum():
+        return np.full(len(quantiles), np.nan)
+    ends = np.cumsum(counts)
+    ranks = np.asarray(quantiles, dtype=np.float64) / 100 * (ends[-1] - 1)
+    below, above = np.floor(ranks), np.ceil(ranks)
+    points = rollups.key_values(unique)
+    lo = points[np.searchsorted(ends, below, side="right")]
+    hi = points[np.searchsorted(ends, above, side="right")]
+    return lo + (ranks - below) * (hi - lo)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_grouped_estimates_equal_the_per_group_ones(seed):
+    """All groups at once give bit for bit what each group alone gives, on random
+    sketches in random order: repeated keys, ties, zero-count buckets, one-value
+    groups, groups with no entry or only empty buckets, zero and huge durations."""
+    rng = np.random.default_rng(seed)
+    size, quantiles = 60, [0, 1, 50, 95, 99.9, 100]
+    keys, counts, groups = [], [], []
+    for g in range(size):
+        kind = g % 5
+        if kind == 0:
+            continue  # no entry at all
+        n = 1 if kind == 1 else int(rng.integers(2, 400))
+        values = np.concatenate([[0.0, 1e15], rng.lognormal(7, 2, n)])[: n if kind > 1 else 1]
+        found = rollups.sketch_keys(np.round(values, int(rng.integers(0, 3))))
+        weights = rng.integers(0, 5 if kind > 2 else 1, len(found)) + (kind != 2)
+        keys.append(found)
+        counts.append(weights)
+        groups.append(np.full(len(found), g))
+    keys, counts, groups = (np.concatenate(a) for a in (keys, counts, groups))
+    shuffled = rng.permutation(len(keys))
+    got = _rollups.estimates(groups[shuffled], keys[shuffled], counts[shuffled], size, quantiles)
+    for g in range(size):
+        mine = groups == g
+        expected = _estimate_one(keys[mine], counts[mine], quantiles)
+        np.testing.assert_array_equal(got[g], expected)
+        # And a second method: numpy on the buckets' values, repeated.
+        repeated = np.repeat(rollups.key_values(keys[mine]), counts[mine])
+        if len(repeated):
+            reference = np.percentile(repeated, quantiles)
+            np.testing.assert_allclose(got[g], reference, rtol=1e-12, atol=0)
+    assert np.isnan(got[0]).all() and np.isnan(got[2]).all()
+    one = rollups.key_values(keys[groups == 1])
+    assert (got[1] == one[0]).all()
+
+
+def test_percentiles_mix_exact_and_sketched_groups():
+    """Groups without sketches get numpy's exact percentiles; sketched ones add their
+    exact values to their sketches and are clamped to the group's min and max."""
+    values = np.array([10.0, 20.0, 30.0, 1000.0])
+    blob = rollups.encode(*rollups.merge(rollups.sketch_keys(values), np.ones(4, np.int64)))
+    groups = [("a",), ("b",), ("c",)]
+    table = _rollups._percentiles(
+        groups,
+        {("b",): [blob], ("c",): [blob, blob]},
+        {("a",): ["1,2", "3,4"], ("b",): ["5"]},
+        [0, 50, 100],
+        np.array([1.0, 5.0, 10.0]),
+        np.array([4.0, 990.0, 1000.0]),
+    )
+    np.testing.assert_array_equal(table[0], [1.0, 2.5, 4.0])
+    merged = np.sort(np.concatenate([values, [5.0]]))
+    np.testing.assert_allclose(table[1], [5.0, merged[2], 990.0], rtol=0.005)
+    assert table[1, 0] == 5.0 and table[1, 2] == 990.0  # clamped
+    np.testing.assert_allclose(table[2], [10.0, 25.0, 1000.0], rtol=0.005)
+
+
+def test_rows_inside_the_window_are_not_walked(db):
+    """Rows in rolled-up hours cost a report nothing: the exact scan of an edge hour
+    searches that hour only (given the window's bounds too, SQLite used to walk the
+    index from the window's start). Counted in SQLite virtual machine steps, not timed."""
+    populate(db, seed=3, n=3000)
+    since, until = "2026-03-07T13:17:00.000Z", "2026-03-09T19:42:00.000Z"
+
+    def steps() -> int:
+        rollups.refresh(db, budget=10**9)
+        counted = [0]
+
+        def tick() -> int:
+            counted[0] += 1
+            return 0
+
+        db.conn.set_progress_handler(tick, 100)
+        found = _rollups.finished(db, since, until, by=["agent_name"])
+        db.conn.set_progress_handler(None, 0)
+        return counted[0], found["completed"].sum()
+
+    before, completed = steps()
+    # 20,000 more runs in one hour well inside the window.
+    db.conn.executemany(
+        "INSERT INTO agent_executions (id, agent_session_id, agent_name, status, started_at,"
+        " duration_ms) VALUES (?, ?, 'a', 'completed', '2026-03-08T10:30:00.000Z', 5)",
+        [(f"inside-{i}", f"s-{i}") for i in range(20_000)],
+    )
+    db.conn.commit()
+    after, more = steps()
+    assert more == completed + 20_000
+    assert after - before < 100, (before, after)  # 100 steps: 10,000 instructions
+
+
 def test_a_read_only_original_file_is_read_exactly(tmp_path, lock_down):
     """The original's file, which we may not add tables to (read-only here): no
     rollups, the exact path, the answers of a writable copy."""

@@ -134,12 +134,17 @@ def finished(
     )
     aggregate = (
         f"SELECT {raw}, group_concat(duration_ms) AS duration_list FROM agent_executions"
-        f" {{indexed}}WHERE status != 'in_progress'{terms} AND {{where}}{group}"
+        f" {{indexed}}WHERE status != 'in_progress'{{terms}} AND {{where}}{group}"
     )
+    # An exact hour's part of the window as one range: also given the window's bounds,
+    # SQLite may search the index between the wrong pair (days of rows, not an hour).
+    agent_only = window(None, None, agent=agent)[0]
     for i, hour in enumerate(exact_hours):
-        params[f"h{i}"], params[f"h{i}_end"] = hour, rollups.upper(hour)
-        where = f"started_at >= :h{i} AND started_at < :h{i}_end"
-        parts.append(aggregate.format(where=where, indexed=""))
+        params[f"h{i}"] = hour
+        params[f"h{i}_from"] = max(hour, since or hour)
+        params[f"h{i}_end"] = min(rollups.upper(hour), until or rollups.upper(hour))
+        where = f"started_at >= :h{i}_from AND started_at < :h{i}_end"
+        parts.append(aggregate.format(terms=agent_only, where=where, indexed=""))
     outside = ""
     if exact_hours:
         marks = ", ".join(f":h{i}" for i in range(len(exact_hours)))
@@ -147,15 +152,16 @@ def finished(
     opened = window(since, until)[0]
     for unrolled in (
         "rowid > (SELECT watermark FROM am_rollup_state)",
-        # The open runs that finished: runs still in progress are taken out by a
-        # scan of their small index, not by a table lookup each.
-        f"rowid IN (SELECT row FROM am_rollup_open WHERE 1{opened}"
-        f" EXCEPT SELECT rowid FROM agent_executions WHERE status = 'in_progress'{opened})"
+        # Open runs still running are told by the running index, not fetched one by one.
+        f"rowid IN (SELECT row FROM am_rollup_open WHERE 1{opened} EXCEPT"
+        f" SELECT rowid FROM agent_executions WHERE status = 'in_progress'{opened})"
         " AND rowid < ifnull((SELECT reuse_from FROM am_rollup_state), rowid + 1)",
         "rowid >= (SELECT reuse_from FROM am_rollup_state)"
         " AND rowid <= (SELECT watermark FROM am_rollup_state)",
     ):
-        parts.append(aggregate.format(where=unrolled + outside, indexed=rollups.BY_ROWID))
+        parts.append(
+            aggregate.format(terms=terms, where=unrolled + outside, indexed=rollups.BY_ROWID)
+        )
     # One statement, reduced in Python: the groups are few, pandas' overhead is not.
     totals, lists = _reduce(db.execute(" UNION ALL ".join(parts), params), len(keys))
     if (
@@ -195,17 +201,13 @@ def finished(
             distribution(sketches.get(g, []), [split(t) for t in lists.get(g, [])]) for g in groups
         ]
     if quantiles:
-        table = np.array(
-            [
-                _percentiles(
-                    sketches.get(g), [split(t) for t in lists.get(g, [])], quantiles, low, high
-                )
-                for g, low, high in zip(
-                    groups, columns["duration_min"], columns["duration_max"], strict=True
-                )
-            ],
-            dtype="float64",
-        ).reshape(len(groups), len(quantiles))
+        table = (
+            _percentiles(
+                groups, sketches, lists, quantiles, columns["duration_min"], columns["duration_max"]
+            )
+            if groups
+            else np.empty((0, len(quantiles)))
+        )
         columns |= {f"p{q:g}": table[:, i] for i, q in enumerate(quantiles)}
     return pd.DataFrame(columns)
 
@@ -249,31 +251,84 @@ def distribution(blobs: list[bytes], exact: list[np.ndarray]) -> tuple[np.ndarra
 
 
 def _percentiles(
-    blobs: list[bytes] | None,
-    exact: list[np.ndarray],
+    groups: list[tuple],
+    sketches: dict[tuple, list[bytes]],
+    lists: dict[tuple, list[str]],
     quantiles: Sequence[float],
-    low: float,
-    high: float,
-) -> list[float]:
-    """Exact percentiles without sketches, else estimated from sketches and the exact
-    values together (linear interpolation between estimated ranks, as numpy does)."""
-    if not blobs:
-        return percentiles(np.concatenate(exact) if exact else np.empty(0), quantiles)
-    return [float(v) for v in np.clip(estimate(*distribution(blobs, exact), quantiles), low, high)]
+    low: np.ndarray,
+    high: np.ndarray,
+) -> np.ndarray:
+    """Per group: exact percentiles without sketches, else estimated from its sketches
+    and exact values together (all such groups at once), within its exact min and max."""
+    table = np.full((len(groups), len(quantiles)), np.nan)
+    sketched, blobs, sizes, values = [], [], [], []
+    for i, g in enumerate(groups):
+        exact = [split(t) for t in lists.get(g, [])]
+        if not sketches.get(g):
+            table[i] = percentiles(np.concatenate(exact) if exact else np.empty(0), quantiles)
+            continue
+        sketched.append(i)
+        blobs += sketches[g]
+        sizes.append(sum(len(b) for b in sketches[g]) // 16)
+        values.append(np.concatenate(exact) if exact else np.empty(0))
+    if sketched:
+        pairs = np.frombuffer(b"".join(blobs), dtype="<i8").reshape(-1, 2)
+        counted = [len(v) for v in values]
+        members = np.arange(len(sketched))
+        found = estimates(
+            np.concatenate([np.repeat(members, sizes), np.repeat(members, counted)]),
+            np.concatenate([pairs[:, 0], sketch_keys(np.concatenate(values))]),
+            np.concatenate([pairs[:, 1], np.ones(sum(counted), dtype=np.int64)]),
+            len(sketched),
+            quantiles,
+        )
+        table[sketched] = np.clip(found, low[sketched, None], high[sketched, None])
+    return table
 
 
 def estimate(keys: np.ndarray, counts: np.ndarray, quantiles: Sequence[float]) -> np.ndarray:
-    """Percentiles of a sketched distribution: numpy's linear interpolation between
-    the two closest ranks, each rank's value read from its bucket (NaN if empty)."""
-    if not counts.sum():
-        return np.full(len(quantiles), np.nan)
+    """Percentiles of one sketched distribution (see :func:`estimates`)."""
+    return estimates(np.zeros(len(keys), dtype=np.int64), keys, counts, 1, quantiles)[0]
+
+
+def estimates(
+    groups: np.ndarray,
+    keys: np.ndarray,
+    counts: np.ndarray,
+    size: int,
+    quantiles: Sequence[float],
+) -> np.ndarray:
+    """Percentiles of ``size`` sketched distributions at once: ``counts[i]`` values in
+    bucket ``keys[i]`` of distribution ``groups[i]`` (in any order, keys repeated or
+    not). Row ``g`` holds numpy's linear interpolation between the two closest ranks of
+    distribution ``g``, each rank's value read from its bucket (NaN if empty).
+
+    One sort and one cumulative count serve every distribution: a rank in ``g`` is
+    searched for among all the counts, offset by the values of the distributions
+    before ``g``.
+    """
+    groups, keys = np.asarray(groups, dtype=np.int64), np.asarray(keys, dtype=np.int64)
+    # One sort by (group, key): keys lie within +-2**21 (see rollups._BIAS).
+    order = np.argsort(groups * (1 << 22) + keys + (1 << 21), kind="stable")
+    groups, keys = groups[order], keys[order]
+    counts = np.asarray(counts, dtype=np.int64)[order]
+    starts = np.flatnonzero(
+        np.concatenate([[True], (groups[1:] != groups[:-1]) | (keys[1:] != keys[:-1])])
+    )[: len(keys)]
+    groups, keys, counts = groups[starts], keys[starts], np.add.reduceat(counts, starts)
+    totals = np.bincount(groups, weights=counts, minlength=size).astype(np.int64)
+    table = np.full((size, len(quantiles)), np.nan)
+    filled = totals > 0
+    if not filled.any():
+        return table
     ends = np.cumsum(counts)
-    ranks = np.asarray(quantiles, dtype=np.float64) / 100 * (ends[-1] - 1)
+    before = (np.cumsum(totals) - totals)[filled, None]
+    ranks = np.asarray(quantiles, dtype=np.float64) / 100 * (totals[filled, None] - 1)
     below, above = np.floor(ranks), np.ceil(ranks)
-    points = key_values(keys)
-    lo = points[np.searchsorted(ends, below, side="right")]
-    hi = points[np.searchsorted(ends, above, side="right")]
-    return lo + (ranks - below) * (hi - lo)
+    lo = key_values(keys[np.searchsorted(ends, before + below, side="right")])
+    hi = key_values(keys[np.searchsorted(ends, before + above, side="right")])
+    table[filled] = lo + (ranks - below) * (hi - lo)
+    return table
 
 
 def _inside(db: Database, hour: str, since: str | None, until: str | None) -> bool:
@@ -333,14 +388,11 @@ def _sources(
     if dirty_days:
         whole.append(f"{column} NOT IN ({', '.join(f':dirty{i}' for i in range(len(dirty_days)))})")
     sources = [("D", " AND ".join(t for t in whole if t) or "1")]
-    if partial:
-        ranges = " OR ".join(
-            f"({column} >= :day{i} AND {column} < :day{i}_end)" for i in range(len(partial))
-        )
-        # The days' span, implied by the ranges, is what SQLite can seek on: without it,
-        # the sketches' primary key (no rowid, so no OR by index) is read level-wide.
-        span = f"{column} >= :day0 AND {column} < :day{len(partial) - 1}_end"
-        sources.append(("h", f"{rolled} AND {span} AND ({ranges})"))
+    # One source per day, not their ranges ORed: each is then searched by its range.
+    sources += [
+        ("h", f"{rolled} AND {column} >= :day{i} AND {column} < :day{i}_end")
+        for i in range(len(partial))
+    ]
     return sources, params
 
 
