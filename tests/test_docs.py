@@ -1,11 +1,13 @@
 """README and CI stay true: the commands they name exist and match."""
 
 import json
+import os
 import re
 import shlex
 import sqlite3
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import click
@@ -208,3 +210,115 @@ def test_tracking_example_runs_and_records_the_optional_fields(tmp_path, monkeyp
         ("frontend-agent", "failed", None, None, None, None, "RuntimeError: npm failed"),
     ]
     assert db.execute("SELECT status FROM orchestrations").fetchall() == [("failed",)]
+
+
+def _git(*args, cwd):
+    # protocol.file: git refuses local-path submodules by default since 2.38.
+    command = ["git", "-c", "protocol.file.allow=always", *args]
+    subprocess.run(command, cwd=cwd, check=True, capture_output=True)
+
+
+def _step_env(step, target):
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "AGENTMETRICS_"))},
+        **{k: str(v) for k, v in step.get("env", {}).items()},
+        # Built offline from the submodule, installed beside this environment's packages.
+        "PIP_NO_INDEX": "1",
+        "PIP_NO_DEPS": "1",
+        "PIP_NO_BUILD_ISOLATION": "0",
+        "PIP_TARGET": str(target),
+        "PYTHONPATH": str(target),
+        "PATH": os.pathsep.join([str(target / "bin"), str(Path(sys.executable).parent)])
+        + os.pathsep
+        + os.environ["PATH"],
+    }
+
+
+def _run_workflow(steps, user, runner, target, record):
+    """Run README's workflow steps the way GitHub does; ``record(db)`` is the user's own step
+    (their orchestrator) before the gate. Returns ``(step, exit code, output)`` per step."""
+    outcomes, failed = [], False
+    for step in steps:
+        uses = step.get("uses", "")
+        if failed and step.get("if") != "always()":
+            outcomes.append((step, None, "skipped"))
+        elif uses.startswith("actions/checkout@"):
+            assert step["with"]["submodules"] is True
+            _git("clone", "-q", "--recurse-submodules", str(user), str(runner), cwd=user.parent)
+            record(str(runner / "monitoring.db"))
+            outcomes.append((step, 0, ""))
+        elif uses.startswith("actions/setup-python@"):
+            assert sys.version_info >= (3, 10)
+            outcomes.append((step, 0, ""))
+        elif uses.startswith("actions/upload-artifact@"):
+            missing = [p for p in step["with"]["path"].split() if not list(runner.glob(p))]
+            outcomes.append((step, 1 if missing else 0, " ".join(missing)))
+        else:
+            assert not uses, uses
+            script = re.sub(r"\$\{\{ secrets\.\w+ \}\}", "", step["run"])
+            result = subprocess.run(
+                ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", script],
+                cwd=runner,
+                env=_step_env(step, target),
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+            outcomes.append((step, result.returncode, result.stdout + result.stderr))
+        failed = failed or outcomes[-1][1] not in (0, None)
+    return outcomes
+
+
+def _healthy(db, fail_one=False):
+    from agentmetrics import Monitor
+
+    monitor = Monitor(db)
+    for n in range(25):
+        with monitor.orchestration(f"ci-{n}", "Build") as orch, orch.agent("code-writer"):
+            pass
+    if fail_one:
+        orch_id = monitor.start_orchestration("ci-broken", "Build")
+        monitor.start_agent_execution("ci-broken-1", "tester", orchestration_id=orch_id)
+        monitor.complete_agent_execution("ci-broken-1", "failed", error_message="boom")
+        monitor.complete_orchestration("ci-broken", "failed")
+    monitor.close()
+
+
+def test_ci_example_runs_as_written(tmp_path):
+    """README's workflow, on fresh clones of a repository with agentmetrics as a submodule and
+    README's rules: the `run:` scripts verbatim (an unset secret is empty, as on GitHub)."""
+    yaml = pytest.importorskip("yaml")
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout: nothing to add as a submodule")
+    section = _section("Use it in CI")
+    block = re.search(r"```yaml\n(.+?)\n```", section, re.S).group(1)
+    assert "OWNER" not in block and "<" not in block  # nothing to fill in
+    steps = yaml.safe_load(textwrap.dedent(block))
+    hosted, user = tmp_path / "hosted", tmp_path / "user"
+    _git("clone", "-q", "--no-hardlinks", str(ROOT), str(hosted), cwd=tmp_path)
+    user.mkdir()
+    (user / "agentmetrics.toml").write_text(re.search(r"```toml\n(.+?)\n```", section, re.S)[1])
+    _git("init", "-q", cwd=user)
+    _git("submodule", "add", "-q", str(hosted), "agentmetrics", cwd=user)
+    _git("add", "agentmetrics.toml", cwd=user)
+    _git("-c", "user.name=u", "-c", "user.email=u@example.com", "commit", "-qm", "gate", cwd=user)
+    names = [step.get("name", step.get("uses")) for step in steps]
+    gate = names.index("Agent metrics gate")
+
+    runs = {}
+    for label, record in (("ok", _healthy), ("failed", lambda db: _healthy(db, True))):
+        runner, target = tmp_path / f"run-{label}", tmp_path / f"site-{label}"
+        runs[label] = _run_workflow(steps, user, runner, target, record)
+        dist_info = f"{DISTRIBUTION.replace('-', '_')}-{_pyproject()['project']['version']}"
+        assert (target / f"{dist_info}.dist-info").is_dir()  # installed from ./agentmetrics
+        with (runner / "agentmetrics-export.jsonl").open() as export:
+            lines = [json.loads(line) for line in export]
+        assert len(lines) == 2 * (25 + (label == "failed"))  # each orchestration, its run
+
+    # Every step passes on a healthy database; the gate names the alert and fails the job
+    # on a failed orchestration, and the export and the artifacts still happen (`always()`).
+    assert [code for _, code, _ in runs["ok"]] == [0] * len(steps)
+    codes = [code for _, code, _ in runs["failed"]]
+    assert codes[gate] == 1 and codes[gate + 1 :] == [0] * (len(steps) - gate - 1)
+    assert "no failed orchestrations" in runs["failed"][gate][2]
+    assert "no failed orchestrations" in runs["ok"][gate][2]
