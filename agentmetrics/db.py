@@ -44,7 +44,7 @@ def default_path() -> str:
 
 
 class MissingIndexesWarning(UserWarning):
-    """A large file lacks the report indexes: reports work, only slower."""
+    """A large file lacks the report indexes or rollups: reports work, only slower."""
 
 
 class PendingWritesWarning(UserWarning):
@@ -68,8 +68,8 @@ def open_database(
     The connection uses WAL, ``foreign_keys=ON``, a busy timeout and
     ``synchronous=NORMAL``; pending migrations (instant: nullable columns) are
     applied. The report indexes are built too when the file is new or small; on a
-    larger file that lacks them, opening with ``create=False`` (as the report
-    functions do with a path) warns with :class:`MissingIndexesWarning`, and
+    larger file that lacks them or the rollups, opening with ``create=False`` (as the
+    report functions do with a path) warns with :class:`MissingIndexesWarning`, and
     :func:`upgrade` builds them. A file that cannot be written (read-only file or
     folder) is opened read-only: reports work, nothing is written.
 
@@ -116,7 +116,7 @@ def open_database(
             )
         raise DatabaseError(f"Cannot open {path}: {e}") from None
     if not create and not read_only:  # read commands, on a file they could upgrade
-        _warn_if_indexes_missing(db, path)
+        _warn_if_upgrade_needed(db, path)
     if reading:
         _warn_if_writes_pending(path)
     return db
@@ -460,15 +460,18 @@ def _small(db: Database) -> bool:
     return max(_table_rows(db).values()) < IMPLICIT_INDEX_ROWS
 
 
-def _warn_if_indexes_missing(db: Database, path: str) -> None:
+def _warn_if_upgrade_needed(db: Database, path: str) -> None:
     missing = missing_indexes(db)
-    if not missing or _small(db):
+    if (not missing and rollups.present(db)) or _small(db):
         return
-    rows = _table_rows(db)
-    seconds = sum(_build_seconds(rows[table]) for _, table, _ in missing)
+    if missing:
+        rows = _table_rows(db)
+        seconds = sum(_build_seconds(rows[table]) for _, table, _ in missing)
+        lacking, cost = "report indexes", f"about {max(seconds, 1):.0f}s, writers wait"
+    else:
+        lacking, cost = "report rollups", "short batches, writers wait milliseconds"
     warnings.warn(
-        f"report indexes missing on {path}, so reports are slower; run `agentmetrics"
-        f" upgrade` (about {max(seconds, 1):.0f}s, writers wait)",
+        f"{lacking} missing on {path}, so reports are slower; run `agentmetrics upgrade` ({cost})",
         MissingIndexesWarning,
         stacklevel=3,
     )

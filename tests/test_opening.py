@@ -19,7 +19,7 @@ from agentmetrics import db as dbmodule
 from agentmetrics import reports
 from agentmetrics.cli import cli
 from agentmetrics.errors import DatabaseError, ForeignDatabase
-from agentmetrics.migrations import migrations, missing_indexes
+from agentmetrics.migrations import INDEXES, migrations, missing_indexes
 from tests.conftest import make_original_db
 
 NOW = "2026-06-01T12:00:00.000Z"
@@ -164,6 +164,23 @@ def test_python_api_warns_once_about_missing_indexes(large_original):
         agentmetrics.open_database(large_original).close()
         small = make_original_db(large_original.parent / "small.db")
         reports.list_orchestrations(small)
+
+
+def test_a_large_file_with_indexes_but_no_rollups_warns_until_upgraded(large_original):
+    # The indexes by hand (as an earlier release's upgrade left them): only rollups lack.
+    with sqlite3.connect(large_original) as conn:
+        for sql, _ in INDEXES:
+            conn.execute(sql)
+    conn.close()
+    with pytest.warns(dbmodule.MissingIndexesWarning, match="report rollups missing.*upgrade"):
+        reports.list_orchestrations(large_original)
+    result = run(large_original, "health", "24")
+    assert "report rollups missing" in result.stderr
+    assert run(large_original, "upgrade").exit_code == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        reports.list_orchestrations(large_original)
+    assert "missing" not in run(large_original, "health", "24").stderr
 
 
 def test_a_small_original_file_gets_the_indexes_on_open(tmp_path):

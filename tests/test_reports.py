@@ -9,16 +9,19 @@ import hashlib
 import math
 import random
 import shutil
+import sqlite3
 
 import numpy as np
 import pandas as pd
 import pytest
+import sqlite_utils
 from conftest import SMALL_NOW, SMALL_T0, make_original_db
 
 import agentmetrics
 from agentmetrics import Monitor, open_database
 from agentmetrics.errors import InvalidValue, UnknownAgent, UnknownSession
 from agentmetrics.reports import (
+    _frames,
     agent_stats,
     agent_summary,
     executions,
@@ -687,3 +690,28 @@ def test_counted_rows_derives_the_counts_and_types_every_column():
         assert empty["executions"].dtype == "int64" and empty["files_created"].dtype == "int64"
         assert empty["success_rate"].dtype == "float64"
         assert empty["max_duration_ms"].dtype == "float64"
+
+
+@pytest.mark.parametrize("where", ["", " WHERE 0"])
+def test_rows_frame_equals_pandas_read_sql_then_the_conventions(tmp_path, where):
+    """rows_frame builds frames itself: pandas' own reader, then typed(), is the reference."""
+    conn = sqlite3.connect(tmp_path / "rows.db")
+    conn.execute(
+        "CREATE TABLE t (id TEXT, started_at TEXT, completed_at TEXT, duration_ms,"
+        " retry_count, files_created INTEGER, self_healed INTEGER, note TEXT, n, x)"
+    )
+    conn.executemany(
+        "INSERT INTO t VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            ("a", "2026-11-28T09:15:02.123Z", None, None, None, None, None, None, 1, None),
+            ("b", "2026-11-28 09:15:02", "2026-11-28T09:16:00Z", 57877, 2, 2, 1, "é", None, None),
+            # Text where a number belongs (another tool wrote it): pandas parses it.
+            (None, "2026-11-28T09:15:02+02:00", None, 1.5, "4", 0, 0, "", 3, None),
+        ],
+    )
+    sql = "SELECT * FROM t" + where
+    expected = _frames.typed(pd.read_sql_query(sql, conn))
+    got = _frames.rows_frame(sqlite_utils.Database(conn), sql)
+    pd.testing.assert_frame_equal(got, expected)
+    assert got["note"].tolist()[1:] == ([] if where else ["é", ""])
+    assert got["x"].dtype == object and got["n"].dtype == ("float64" if not where else object)

@@ -16,7 +16,6 @@ import pandas as pd
 from sqlite_utils import Database
 
 from ..errors import InvalidValue
-from ._common import read_frame
 
 TIMESTAMPS = ("started_at", "completed_at", "created_at")
 FLOATS = ("duration_ms", "task_number", "input_tokens", "output_tokens", "cost_usd")
@@ -51,14 +50,8 @@ def select_list(columns: Sequence[str], alias: str = "") -> str:
 def typed(frame: pd.DataFrame) -> pd.DataFrame:
     """Apply the conventions above to the known columns of ``frame``, in place."""
     for column in frame.columns:
-        if column in TIMESTAMPS:
-            frame[column] = to_utc(frame[column])
-        elif column in FLOATS:
-            frame[column] = pd.to_numeric(frame[column]).astype("float64")
-        elif column in COUNTERS:
-            frame[column] = pd.to_numeric(frame[column]).fillna(0).astype("int64")
-        elif column in FLAGS:
-            frame[column] = pd.to_numeric(frame[column]).fillna(0).astype(bool)
+        if column in _CONVERT:
+            frame[column] = _CONVERT[column](frame[column])
     return texts(frame)
 
 
@@ -83,9 +76,53 @@ def to_utc(values: pd.Series) -> pd.Series:
     return pd.to_datetime(values, utc=True, format="ISO8601").dt.as_unit("us")
 
 
+_CONVERT = {
+    **dict.fromkeys(TIMESTAMPS, to_utc),
+    **dict.fromkeys(FLOATS, lambda values: pd.to_numeric(values).astype("float64")),
+    **dict.fromkeys(COUNTERS, lambda values: pd.to_numeric(values).fillna(0).astype("int64")),
+    **dict.fromkeys(FLAGS, lambda values: pd.to_numeric(values).fillna(0).astype(bool)),
+}
+
+
 def rows_frame(db: Database, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> pd.DataFrame:
-    """Run a query returning table rows and apply the column conventions."""
-    return typed(read_frame(db, sql, params))
+    """Run a query returning table rows and apply the column conventions.
+
+    The frame is built column by column from the rows, not through ``read_sql``: on
+    the few rows most reports list, pandas' per-column inference and conversions
+    would take most of the time.
+    """
+    cursor = db.conn.execute(sql, params)
+    names = [column[0] for column in cursor.description]
+    rows = cursor.fetchall()
+    data = {}
+    columns = zip(*rows, strict=True) if rows else [()] * len(names)
+    for name, values in zip(names, columns, strict=True):
+        array = np.empty(len(rows), dtype=object)
+        array[:] = values
+        column = pd.Series(array, dtype=object, copy=False)
+        numbers = _numbers(name, values)
+        if numbers is not None:
+            data[name] = pd.Series(numbers, copy=False)
+        elif name in _CONVERT:
+            data[name] = _CONVERT[name](column)
+        elif all(value is None or isinstance(value, str) for value in values):
+            data[name] = column
+        else:  # numbers or blobs: inferred as read_sql would
+            data[name] = texts(pd.DataFrame({name: list(values)}))[name]
+    return pd.DataFrame(data, columns=names)
+
+
+def _numbers(name: str, values: Sequence[Any]) -> np.ndarray | None:
+    """What ``_CONVERT`` gives for a column of numbers and NULLs, without pandas'
+    overhead (most reports list a few rows); None for other columns and values."""
+    if name in COUNTERS and all(type(value) is int or value is None for value in values):
+        return np.array([value or 0 for value in values], dtype=np.int64)
+    if name not in FLOATS and name not in FLAGS:
+        return None
+    if all(type(value) in (int, float) or value is None for value in values):
+        numbers = np.array(values, dtype=np.float64)
+        return numbers if name in FLOATS else np.nan_to_num(numbers) != 0
+    return None
 
 
 def durations(db: Database, where: str, params: Sequence[Any] | dict[str, Any] = ()) -> np.ndarray:
