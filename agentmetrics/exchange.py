@@ -10,7 +10,9 @@ JSON as one entry whose orchestration fields are all null, in JSON Lines as
 
 Import matches rows by ``session_id`` / ``agent_session_id``: an incoming row replaces
 the stored one only when it is further along (finished beats running; a later
-``completed_at`` beats an earlier one), otherwise it is skipped. Every file is
+``completed_at`` beats an earlier one), otherwise it is skipped. A row whose id is
+another stored row's gets a new one; references to it (``orchestration_id``,
+``parent_execution_id``) follow it, or the stored id of its session. Every file is
 validated completely before anything is written, so a malformed file imports nothing.
 Rows are then written in short transactions, each holding whole orchestrations with
 their executions; the matching rules make running an interrupted import again
@@ -19,6 +21,7 @@ complete it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -820,6 +823,58 @@ def _validate(source: _Source, db: Database | None) -> tuple[int, set[str]]:
     return count, missing
 
 
+_RENAMED = "temp.agentmetrics_import_renamed"
+_CHILDREN = "temp.agentmetrics_import_children"
+
+
+class _ExecutionIds:
+    """The execution ids an import changed, and the parent ids its rows came with, so
+    ``parent_execution_id`` follows a renamed parent whether the child comes before or
+    after it, however far apart. Kept in temporary tables: a file may hold millions.
+    """
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        for name, columns in (
+            (_RENAMED, "old TEXT PRIMARY KEY, new TEXT NOT NULL"),
+            (_CHILDREN, "parent TEXT, id TEXT, PRIMARY KEY (parent, id)"),
+        ):
+            db.execute(f"DROP TABLE IF EXISTS {name}")
+            db.execute(f"CREATE TABLE {name} ({columns}) WITHOUT ROWID")
+
+    def parent(self, incoming: str) -> str:
+        """The id an incoming ``parent_execution_id`` stands for in the database."""
+        found = self.db.execute(f"SELECT new FROM {_RENAMED} WHERE old = ?", [incoming]).fetchone()
+        return incoming if found is None else found[0]
+
+    def applied(
+        self, incoming_id: str | None, incoming_parent: str | None, row: dict[str, Any]
+    ) -> None:
+        """Note an execution just written or skipped, ``row`` holding its final id."""
+        if incoming_parent is not None and row["parent_execution_id"] == incoming_parent:
+            # Its parent may be renamed later. Skipped rows too: re-running an import
+            # killed between a child and its renamed parent then completes it.
+            self.db.execute(
+                f"INSERT OR IGNORE INTO {_CHILDREN} VALUES (?, ?)", [incoming_parent, row["id"]]
+            )
+        if incoming_id is None or row["id"] == incoming_id:
+            return
+        self.db.execute(
+            f"INSERT OR REPLACE INTO {_RENAMED} VALUES (?, ?)", [incoming_id, row["id"]]
+        )
+        # Only the children this import met that still hold the old id: a stored row
+        # pointing at the stored execution that owns that id keeps pointing at it.
+        self.db.execute(
+            "UPDATE agent_executions SET parent_execution_id = :new WHERE parent_execution_id"
+            f" = :old AND id IN (SELECT id FROM {_CHILDREN} WHERE parent = :old)",
+            {"old": incoming_id, "new": row["id"]},
+        )
+
+    def close(self) -> None:
+        for name in (_RENAMED, _CHILDREN):
+            self.db.execute(f"DROP TABLE IF EXISTS {name}")
+
+
 class _Writer:
     """Applies validated rows to a database, following the conflict rules."""
 
@@ -828,6 +883,7 @@ class _Writer:
         self.missing = missing
         self.result = ImportResult()
         self.id_map: dict[str, str] = {}
+        self.executions = _ExecutionIds(db)
 
     def apply(self, kind: str, row: dict[str, Any]) -> None:
         table, key, columns = _TABLES[kind]
@@ -838,6 +894,9 @@ class _Writer:
             row["orchestration_id"] = (
                 None if parent in self.missing else self.id_map.get(parent, parent)
             )
+        parent_execution = row.get("parent_execution_id")
+        if parent_execution is not None:
+            row["parent_execution_id"] = self.executions.parent(parent_execution)
         stored = self.db.execute(
             f"SELECT id, status, completed_at FROM {table} WHERE {key} = ?", [row[key]]
         ).fetchone()
@@ -865,8 +924,13 @@ class _Writer:
                 counts.updated += 1
             else:
                 counts.skipped += 1
-        if kind == "orchestration" and incoming_id is not None:
+        if kind == "execution":
+            self.executions.applied(incoming_id, parent_execution, row)
+        elif incoming_id is not None:
             self.id_map[incoming_id] = row["id"]
+
+    def close(self) -> None:
+        self.executions.close()
 
 
 # Import transactions are sized to hold the write lock about this long at most, so
@@ -932,14 +996,14 @@ def _import_sources(
             target = ensure_database(db)
         result = ImportResult()
         for source, (_, missing) in zip(sources, checked, strict=True):
-            writer = _Writer(target, missing)
-            size = BatchSize(_FIRST_BATCH_ROWS, lock_seconds)
-            for batch in _batches(_groups(source), size):
-                with size.timed(), write_transaction(target):
-                    for kind, row in batch:
-                        writer.apply(kind, row)
-                if progress is not None:
-                    progress(len(batch))
+            with contextlib.closing(_Writer(target, missing)) as writer:
+                size = BatchSize(_FIRST_BATCH_ROWS, lock_seconds)
+                for batch in _batches(_groups(source), size):
+                    with size.timed(), write_transaction(target):
+                        for kind, row in batch:
+                            writer.apply(kind, row)
+                    if progress is not None:
+                        progress(len(batch))
             result.add(writer.result)
         return result
     finally:

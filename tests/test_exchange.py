@@ -296,6 +296,10 @@ def test_unknown_format(filled):
 
 @pytest.mark.parametrize("fmt", ["json", "jsonl"])
 def test_export_import_export_round_trip(filled, tmp_path, fmt):
+    filled.execute(
+        "UPDATE agent_executions SET parent_execution_id = (SELECT id FROM agent_executions"
+        " WHERE agent_session_id = 'a-1') WHERE agent_session_id IN ('a-2', 'solo')"
+    )
     first = export_text(filled, format=fmt)
     path = write(tmp_path / f"export.{fmt}", first)
     fresh = agentmetrics.open_database(tmp_path / "fresh.db")
@@ -491,6 +495,109 @@ def test_same_session_with_another_id_keeps_the_stored_id(db, tmp_path):
     import_files(db, [write(tmp_path / "2.json", [again])])
     assert db.execute("SELECT id, status FROM orchestrations").fetchall() == [("X", "completed")]
     assert db.execute("SELECT orchestration_id FROM agent_executions").fetchall() == [("X",)]
+
+
+# -- parent_execution_id follows renamed executions -----------------------------------
+
+
+def jsonl_of(executions) -> str:
+    return "".join(json.dumps({"type": "execution", **e}) + "\n" for e in executions)
+
+
+def started_in_order(executions):
+    """``executions`` with started_at one second apart, so a merge reads them in order."""
+    for i, row in enumerate(executions):
+        row["started_at"] = f"2024-03-01T10:{i // 60:02d}:{i % 60:02d}.000Z"
+    return executions
+
+
+def family(child_first, gap):
+    """Executions whose parents are in the file (boss: id P, second: id R) or not (Q),
+    children before or after their parents, ``gap`` other executions between them."""
+    parents = [execution("boss", id="P"), execution("second", id="R")]
+    children = [
+        execution("helper", id="H", parent_execution_id="P"),
+        execution("sibling", id="B", parent_execution_id="R"),
+    ]
+    filler = [execution(f"filler-{i}", id=f"F{i}") for i in range(gap)]
+    first, last = (children, parents) if child_first else (parents, children)
+    stray = execution("stray", id="T", parent_execution_id="Q")
+    return started_in_order([stray, *first, *filler, *last])
+
+
+def parents_and_ids(db):
+    rows = db.execute(
+        "SELECT agent_session_id, parent_execution_id, id FROM agent_executions"
+        " WHERE agent_session_id NOT LIKE 'filler-%'"
+    ).fetchall()
+    return {r[0]: r[1] for r in rows}, {r[0]: r[2] for r in rows}
+
+
+def import_family(db, tmp_path, how, rows, name="family"):
+    """Import ``rows`` as JSON Lines, as JSON or by merging a database holding them;
+    return the batch sizes (one per transaction)."""
+    batches = []
+    options = {"progress": batches.append, "lock_seconds": 0}  # batches of about 100 rows
+    if how == "merge":
+        source = tmp_path / f"{name}.db"
+        if not source.exists():
+            import_files(source, [write(tmp_path / f"{name}.jsonl", jsonl_of(rows))])
+        merge_databases(db, [source], **options)
+    elif how == "json":
+        import_files(db, [write(tmp_path / f"{name}.json", [{"executions": rows}])], **options)
+    else:
+        import_files(db, [write(tmp_path / f"{name}.jsonl", jsonl_of(rows))], **options)
+    return batches
+
+
+@pytest.mark.parametrize("gap", [0, 150])
+@pytest.mark.parametrize("child_first", [True, False])
+@pytest.mark.parametrize("how", ["jsonl", "json", "merge"])
+def test_children_follow_a_renamed_parent_execution(db, tmp_path, how, child_first, gap):
+    # Stored: "old" owns the id P, and "kid" is its child.
+    stored = [execution("old", id="P"), execution("kid", id="K", parent_execution_id="P")]
+    import_files(db, [write(tmp_path / "stored.jsonl", jsonl_of(stored))])
+    batches = import_family(db, tmp_path, how, family(child_first, gap))
+    assert len(batches) == (1 if gap == 0 else 2)  # child and parent in other transactions
+    parents, ids = parents_and_ids(db)
+    assert ids["old"] == "P" and ids["boss"] not in ("P", None)  # boss is renamed
+    assert (ids["helper"], ids["second"], ids["sibling"]) == ("H", "R", "B")
+    assert parents == {
+        "old": None,
+        "kid": "P",  # a stored child keeps its stored parent
+        "boss": None,
+        "helper": ids["boss"],  # follows its renamed parent
+        "second": None,
+        "sibling": "R",  # parent not renamed: unchanged
+        "stray": "Q",  # parent outside the file: unchanged
+    }
+    assert db.execute("SELECT name FROM temp.sqlite_master").fetchall() == []  # cleaned up
+    before = table_rows(db, "agent_executions")
+    import_family(db, tmp_path, how, family(child_first, gap))
+    assert table_rows(db, "agent_executions") == before
+
+
+@pytest.mark.parametrize("child_first", [True, False])
+def test_children_follow_a_parent_stored_under_another_id(db, tmp_path, child_first):
+    # "boss" is already stored as S: the file's id P for it stands for S.
+    import_files(db, [write(tmp_path / "stored.jsonl", jsonl_of([execution("boss", id="S")]))])
+    rows = [execution("boss", id="P"), execution("helper", id="H", parent_execution_id="P")]
+    import_family(db, tmp_path, "jsonl", started_in_order(rows[::-1] if child_first else rows))
+    parents, ids = parents_and_ids(db)
+    assert ids == {"boss": "S", "helper": "H"}
+    assert parents == {"boss": None, "helper": "S"}
+
+
+def test_child_imported_before_an_interruption_follows_its_renamed_parent(db, tmp_path):
+    import_files(db, [write(tmp_path / "stored.jsonl", jsonl_of([execution("old", id="P")]))])
+    rows = family(child_first=True, gap=150)
+    # Killed after the first transactions: the children are stored, their parents not.
+    import_family(db, tmp_path, "jsonl", rows[:100], name="part")
+    assert parents_and_ids(db)[0]["helper"] == "P"
+    import_family(db, tmp_path, "jsonl", rows)
+    parents, ids = parents_and_ids(db)
+    assert ids["boss"] not in ("P", None)
+    assert (parents["helper"], parents["sibling"], parents["stray"]) == (ids["boss"], "R", "Q")
 
 
 @pytest.mark.parametrize(
