@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 import nbformat
-from nbclient import NotebookClient
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from agentmetrics.demo import NOTEBOOK_NOW as NOW
@@ -413,6 +412,8 @@ def build(name: str, cells: list[str]) -> nbformat.NotebookNode:
 
 
 def main(names: list[str]) -> None:
+    from nbclient import NotebookClient  # only to execute: tests import build() without it
+
     for name, cells in NOTEBOOKS.items():
         if names and name not in names:
             continue
