@@ -318,16 +318,18 @@ NOTEBOOKS = {
             "`conversation_id` becomes its orchestration's session id. (A notebook runs an "
             "event loop already, hence `await agent.run()`; a script calls `run_sync`.)"
         ),
+        "outcomes = {}\n"
         "for n in range(1, 5):\n"
         '    session = f"ticket-{n}"\n'
         "    try:\n"
         "        await coordinator.run(session, deps=Backend(search_up=n != 3),\n"
         "                              conversation_id=session)\n"
-        '        print(session, "answered")\n'
+        '        outcomes[session] = "answered"\n'
         "    except ConnectionError as e:\n"
-        '        print(session, "failed:", e)\n'
+        '        outcomes[session] = f"failed: {e}"\n'
         "provider.force_flush()  # wait for the background thread to write the last spans\n"
-        'print(f"{exporter.exported} spans stored, {exporter.dropped} dropped")',
+        'print(f"{exporter.exported} spans stored, {exporter.dropped} dropped")\n'
+        'pd.Series(outcomes, name="outcome").to_frame()',
         md(
             "## Orchestrations\n\n"
             "Each coordinator run is an orchestration; the agents it ran, itself included, "
