@@ -4,7 +4,8 @@ Run ``python notebooks/make_notebooks.py`` after changing a notebook's cells her
 the library's output), then check them with
 ``pytest --nbval --nbval-current-env notebooks/``. The notebooks read the demo
 database ``data/notebook-demo.db``, built on first use with a fixed seed and ``now``,
-so their stored outputs are reproducible.
+so their stored outputs are reproducible. ``06-frameworks`` writes its own file from a
+pydantic-ai run on TestModel (offline) and shows no times or durations.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import sys
 from pathlib import Path
 
 import nbformat
-from nbclient import NotebookClient
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from agentmetrics.demo import NOTEBOOK_NOW as NOW
@@ -39,6 +39,65 @@ The database is agentmetrics' demo: 600 orchestrations of seven agents over 30 d
 ending at a fixed moment (`NOW`) so this notebook's outputs never change. Build the
 same data yourself with `agentmetrics demo --db data/demo.db --now {now}`, or point
 `DB` at your own monitoring database and drop the `now=` arguments."""
+
+
+FRAMEWORK_SETUP = """\
+%matplotlib inline
+import json
+from pathlib import Path
+
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+from agentmetrics import reports
+from agentmetrics.formatting import readable
+from agentmetrics.otel import SQLiteSpanExporter
+
+pd.options.display.precision = 1
+DB = Path("../data/notebook-frameworks.db")
+for suffix in ("", "-wal", "-shm"):
+    Path(f"{DB}{suffix}").unlink(missing_ok=True)  # a fresh file on every run
+
+exporter = SQLiteSpanExporter(DB)
+provider = TracerProvider()
+provider.add_span_processor(BatchSpanProcessor(exporter))"""
+
+FRAMEWORK_AGENTS = """\
+from dataclasses import dataclass
+
+from pydantic_ai import Agent, RunContext
+from pydantic_ai.models.instrumented import InstrumentationSettings
+from pydantic_ai.models.test import TestModel
+
+Agent.instrument_all(InstrumentationSettings(tracer_provider=provider))
+
+
+@dataclass
+class Backend:
+    search_up: bool = True
+
+
+coordinator = Agent(TestModel(), name="coordinator", deps_type=Backend)
+researcher = Agent(TestModel(), name="researcher", deps_type=Backend)
+writer = Agent(TestModel(), name="writer")
+
+
+@researcher.tool
+def search(ctx: RunContext[Backend], query: str) -> str:
+    \"\"\"Search the knowledge base.\"\"\"
+    if not ctx.deps.search_up:
+        raise ConnectionError("search backend unreachable")
+    return f"3 documents about {query}"
+
+
+@coordinator.tool
+async def delegate(ctx: RunContext[Backend], ticket: str) -> str:
+    \"\"\"Research the ticket, then write the answer.\"\"\"
+    notes = await researcher.run(ticket, deps=ctx.deps, usage=ctx.usage)
+    return (await writer.run(notes.output, usage=ctx.usage)).output"""
 
 
 class Markdown(str):
@@ -225,6 +284,114 @@ NOTEBOOKS = {
         "                       until=NOW)\n"
         'by_run[["session_id", "task_description", "finished", "cost_usd"]].head(5).round(2)',
     ],
+    "06-frameworks.ipynb": [
+        md(
+            "# Frameworks: a pydantic-ai team, traced into agentmetrics\n\n"
+            "Agents built on a framework already emit OpenTelemetry spans. "
+            "`SQLiteSpanExporter` writes them into a SQLite file as orchestrations and "
+            'executions (README, "OpenTelemetry in", has the mapping), so every report '
+            "works on them. Here three pydantic-ai agents run on its `TestModel`: no network, "
+            "no API key (`pip install -e '.[notebooks]'` installs pydantic-ai and the "
+            "OpenTelemetry SDK). The spans carry the real times of this run, so the tables "
+            "below show counts, statuses, names and tokens, and leave times and durations "
+            "out: they differ on every run."
+        ),
+        md(
+            "## A tracer provider that writes into a fresh file\n\n"
+            "A `BatchSpanProcessor` exports from a background thread, so the agents never "
+            "wait for the database."
+        ),
+        FRAMEWORK_SETUP,
+        md(
+            "## The agents\n\n"
+            "A `coordinator` handles a ticket through one tool, `delegate`, which runs two "
+            "sub-agents: the `researcher` (with a `search` tool) and then the `writer`. "
+            "pydantic-ai's instrumentation sends every agent run, model call and tool call "
+            "to the provider above. `TestModel` calls every tool once and makes up its "
+            "answers."
+        ),
+        FRAMEWORK_AGENTS,
+        md(
+            "## Four tickets, one failing in a tool\n\n"
+            "Ticket 3 runs while search is down: the researcher's tool raises, and the "
+            "error goes up through the coordinator's tool to the caller. Each run's "
+            "`conversation_id` becomes its orchestration's session id. (A notebook runs an "
+            "event loop already, hence `await agent.run()`; a script calls `run_sync`.)"
+        ),
+        "outcomes = {}\n"
+        "for n in range(1, 5):\n"
+        '    session = f"ticket-{n}"\n'
+        "    try:\n"
+        "        await coordinator.run(session, deps=Backend(search_up=n != 3),\n"
+        "                              conversation_id=session)\n"
+        '        outcomes[session] = "answered"\n'
+        "    except ConnectionError as e:\n"
+        '        outcomes[session] = f"failed: {e}"\n'
+        "provider.force_flush()  # wait for the background thread to write the last spans\n"
+        'print(f"{exporter.exported} spans stored, {exporter.dropped} dropped")\n'
+        'pd.Series(outcomes, name="outcome").to_frame()',
+        md(
+            "## Orchestrations\n\n"
+            "Each coordinator run is an orchestration; the agents it ran, itself included, "
+            "are its tasks."
+        ),
+        "runs = reports.list_orchestrations(DB)\n"
+        'runs.sort_values("session_id")[["session_id", "task_description", "status",\n'
+        '                                 "total_tasks", "completed_tasks", "failed_tasks"]]',
+        md(
+            "One ticket's executions: the sub-agents point at the coordinator "
+            "(`parent_execution_id`), model calls add up their tokens, and tool calls are "
+            "counted in `metadata_json`."
+        ),
+        'steps = reports.executions(DB, "ticket-1")\n'
+        'names = steps.set_index("id")["agent_name"]\n'
+        'steps["called_by"] = steps["parent_execution_id"].map(names).fillna("")\n'
+        'steps["tool_calls"] = [json.loads(m).get("tool_calls", 0)\n'
+        '                       for m in steps["metadata_json"]]\n'
+        'steps[["agent_name", "called_by", "status", "model", "input_tokens", "output_tokens",\n'
+        '       "tool_calls"]]',
+        md(
+            "## Health\n\n"
+            "What `agentmetrics health` prints, for the last 24 hours (durations left out):"
+        ),
+        "health = readable(reports.system_health(DB, hours=24))\n"
+        'health[["orchestrations", "completed_orchestrations", "failed_orchestrations",\n'
+        '        "executions", "completed", "failed", "success_rate"]].T',
+        md(
+            "## Per agent\n\n"
+            "`performance_report` (what `agentmetrics performance` prints) and one agent's "
+            "`agent_summary`; their duration percentiles are in the frames too."
+        ),
+        "perf = reports.performance_report(DB)\n"
+        'perf[["agent_name", "executions", "completed", "failed", "success_rate", "retries"]]',
+        'reports.agent_summary(DB, "researcher")[["agent_name", "executions", "failed",\n'
+        '                                         "success_rate"]]',
+        'fig = Figure(figsize=(6, 2.5), layout="constrained")\n'
+        "ax = fig.subplots()\n"
+        'perf.set_index("agent_name")[["completed", "failed"]].plot.barh(\n'
+        '    ax=ax, stacked=True, color=["tab:green", "tab:red"])\n'
+        'ax.set(xlabel="executions", ylabel="", title="Executions by agent")\n'
+        "ax.xaxis.set_major_locator(MaxNLocator(integer=True))\n"
+        "ax.invert_yaxis()\n"
+        "fig",
+        md(
+            "## What failed\n\n"
+            "What `agentmetrics failures` lists, the error patterns, and the failed "
+            "ticket's executions: the researcher failed in its tool, the coordinator with "
+            "it, and the writer never ran."
+        ),
+        "failed = reports.failed_orchestrations(DB, include_partial=True)\n"
+        'failed[["session_id", "status", "total_tasks", "completed_tasks", "failed_tasks"]]',
+        'reports.error_patterns(DB)[["pattern", "count", "agents"]]',
+        'reports.executions(DB, "ticket-3")[["agent_name", "status", "error_message"]]',
+        md(
+            "The file is an ordinary agentmetrics database: "
+            "`agentmetrics --db data/notebook-frameworks.db failures` shows the same, and so "
+            "do the HTML report and the CI gate. Shutting the provider down flushes and closes "
+            "it."
+        ),
+        "provider.shutdown()",
+    ],
 }
 
 
@@ -247,6 +414,8 @@ def build(name: str, cells: list[str]) -> nbformat.NotebookNode:
 
 
 def main(names: list[str]) -> None:
+    from nbclient import NotebookClient  # only to execute: tests import build() without it
+
     for name, cells in NOTEBOOKS.items():
         if names and name not in names:
             continue
