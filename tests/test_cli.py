@@ -527,7 +527,9 @@ def test_negative_number_is_read_as_the_argument(recent, args, message):
 def test_unknown_options_are_still_unknown(recent):
     for option in ("-x", "--bogus"):
         result = invoke("--db", recent, "health", option, exit_code=2)
-        assert f"No such option '{option}'" in result.stderr
+        # click 8.3 says "No such option: -x", later versions "No such option '-x'".
+        error = result.stderr.splitlines()[-1]
+        assert error.startswith("Error: No such option") and option in error
     # An option's own negative value is still the option's.
     message = "Error: Invalid value for '--max-failed': -3 is not in the range x>=0."
     assert fail("--db", recent, "health", "--max-failed", "-3", exit_code=2) == message

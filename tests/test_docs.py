@@ -88,6 +88,18 @@ def test_distribution_name_is_not_the_unrelated_agentmetrics():
     assert extras["dev"] == [f"{DISTRIBUTION}[test]"]
 
 
+def test_readme_requirements_are_the_pyproject_lower_bounds():
+    project = _pyproject()["project"]
+    sentence = re.split(r"\.\s", README.split("Requirements: ", 1)[1], maxsplit=1)[0]
+    stated = dict(re.findall(r"([\w-]+)\s+([\d.]+)\+", sentence))
+    bounds = {"Python": project["requires-python"].removeprefix(">=")}
+    for requirement in project["dependencies"]:
+        if ";" not in requirement:  # tomli is for Python 3.10 only
+            name, version = re.fullmatch(r"([\w-]+)>=([\d.]+)", requirement).groups()
+            bounds[name] = version
+    assert stated == bounds
+
+
 def test_installed_distribution_provides_the_package():
     import importlib.metadata
 

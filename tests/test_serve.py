@@ -297,11 +297,23 @@ def start_serve(db_path, *args):
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        # A shell starts background jobs with SIGINT ignored, which the child would inherit.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     line = process.stderr.readline()
     assert line.startswith("Receiving traces on http://127.0.0.1:"), line
     url = line.split()[3].removesuffix("/v1/traces")
     return process, url
+
+
+def stop_serve(process, signum):
+    """Send ``signum`` and wait for the server to exit; return its stderr (killed if it hangs)."""
+    process.send_signal(signum)
+    try:
+        return process.communicate(timeout=30)[1]
+    finally:
+        process.kill()  # a no-op once it has exited
+        process.wait()
 
 
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
@@ -315,8 +327,7 @@ def test_serve_command_stops_cleanly(tmp_path, stop):
         assert conn.getresponse().status == 200
         conn.close()
     finally:
-        process.send_signal(stop)
-        _, err = process.communicate(timeout=30)
+        err = stop_serve(process, stop)
     assert process.returncode == 0, err
     assert err.splitlines() == ["Stopped: 1 spans stored, 0 rejected, in 1 requests (0 refused)"]
     assert executions(target) == ONE_MINUTE_RUN
@@ -375,8 +386,7 @@ def test_live_push_into_serve_end_to_end(tmp_path):
         monitor.close()
         assert (monitor.push.sent, monitor.push.dropped) == (9, 0)
     finally:
-        process.send_signal(signal.SIGTERM)
-        process.communicate(timeout=30)
+        stop_serve(process, signal.SIGTERM)
     assert process.returncode == 0
     # Everything finished arrives: the same orchestrations and executions.
     finished = "status != 'running' AND status != 'in_progress'"
