@@ -678,7 +678,12 @@ def merge(ctx: click.Context, databases: tuple[str, ...]) -> None:
 @cli.command(cls=_NumberArgument)
 @click.argument("days", type=NON_NEGATIVE_NUMBER)
 @click.option("--dry-run", is_flag=True, help="Only count what would be deleted.")
-@click.option("--vacuum", is_flag=True, help="Give the freed space back to the file system.")
+@click.option(
+    "--vacuum",
+    is_flag=True,
+    help="Give the freed space back to the file system (in short steps on a file"
+    " agentmetrics created; other files: one VACUUM, writers wait throughout).",
+)
 @now_option
 @db_option
 @click.pass_context

@@ -288,6 +288,10 @@ def configure(
     # committed transaction and never corrupts the file; only a power cut can lose
     # the last commits. FULL would add an fsync to every tracking call.
     conn.execute("PRAGMA synchronous = NORMAL")
+    if writable and not conn.execute("PRAGMA page_count").fetchone()[0]:
+        # A new file: only now can it keep the page map that lets cleanup.vacuum give
+        # space back in short steps (after the first table, only a VACUUM can).
+        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
     if writable and conn.execute("PRAGMA journal_mode").fetchone()[0].lower() not in (
         "wal",
         "memory",

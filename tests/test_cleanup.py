@@ -2,10 +2,12 @@ import datetime as dt
 import sqlite3
 
 import pytest
-from conftest import SMALL_NOW, cli_result
+from conftest import SMALL_NOW, cli_result, make_original_db
 
 import agentmetrics
+from agentmetrics import cleanup as cleanup_module
 from agentmetrics.cleanup import cleanup, vacuum
+from agentmetrics.errors import DatabaseError
 
 NOW = dt.datetime(2024, 6, 30, 12, 0, tzinfo=dt.timezone.utc)
 MS = dt.timedelta(milliseconds=1)
@@ -155,6 +157,70 @@ def test_vacuum_gives_space_back(db):
         add_orchestration(db, f"s{i}", iso(NOW - dt.timedelta(days=60)), executions=5)
     cleanup(db, 30, now=NOW)
     assert vacuum(db) > 0
+
+
+def _pages(path):
+    conn = sqlite3.connect(path)
+    pages = [
+        conn.execute(f"PRAGMA {name}").fetchone()[0] for name in ("page_count", "freelist_count")
+    ]
+    conn.close()
+    return pages
+
+
+def test_vacuum_of_our_file_frees_pages_in_short_transactions(db_path, monkeypatch):
+    monkeypatch.setattr(cleanup_module, "VACUUM_PAGES", 5)
+    monkeypatch.setattr(cleanup_module, "TARGET_LOCK_SECONDS", 0)  # sizes never grow
+    db = agentmetrics.open_database(db_path)
+    assert db.execute("PRAGMA auto_vacuum").fetchone()[0] == 2  # incremental, from creation
+    for i in range(200):
+        add_orchestration(db, f"s{i}", iso(NOW - dt.timedelta(days=60)), executions=5)
+    add_orchestration(db, "kept", iso(NOW), executions=3)
+    cleanup(db, 30, now=NOW)
+    watermark = db.execute("SELECT * FROM am_rollup_state").fetchall()
+    pages, free = _pages(db_path)
+    assert free > 20
+    statements = []
+    db.conn.set_trace_callback(statements.append)
+    freed = vacuum(db)
+    db.conn.set_trace_callback(None)
+    statements = [s.strip(" ;") for s in statements]
+    steps = [i for i, s in enumerate(statements) if "incremental_vacuum" in s]
+    assert len(steps) == -(-free // 5)  # 5 pages each, each in its own write transaction
+    transaction = ["BEGIN IMMEDIATE", "PRAGMA incremental_vacuum(5)", "COMMIT"]
+    assert all(statements[i - 1 : i + 2] == transaction for i in steps)
+    assert not any(s.strip().upper() == "VACUUM" for s in statements)
+    assert _pages(db_path) == [pages - free, 0]
+    assert freed == free * db.execute("PRAGMA page_size").fetchone()[0]
+    assert db.execute("SELECT session_id FROM orchestrations").fetchall() == [("kept",)]
+    assert db.execute("SELECT count(*) FROM agent_executions").fetchone()[0] == 3
+    assert db.execute("SELECT * FROM am_rollup_state").fetchall() == watermark  # rowids kept
+    db.close()
+
+
+def test_vacuum_of_another_file_converts_it_once(tmp_path):
+    path = make_original_db(tmp_path / "original.db")
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE filler (x)")  # pages to free, in a table of its own
+    conn.execute("INSERT INTO filler SELECT randomblob(3000) FROM orchestrations")
+    conn.executemany("INSERT INTO filler VALUES (?)", [(b"x" * 3000,)] * 200)
+    conn.execute("DELETE FROM filler")
+    conn.commit()
+    assert conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 0
+    conn.close()
+    assert vacuum(path) > 0
+    assert _pages(path)[1] == 0
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2  # later vacuums are short
+    conn.close()
+
+
+def test_vacuum_refuses_to_run_inside_a_transaction(db):
+    db.execute("BEGIN")
+    with pytest.raises(DatabaseError, match="inside a transaction"):
+        vacuum(db)
+    assert db.conn.in_transaction  # the caller's transaction is still theirs
+    db.execute("ROLLBACK")
 
 
 # -- cleanup with a retention longer than the calendar -------------------------------------

@@ -102,21 +102,13 @@ def rows_frame(db: Database, sql: str, params: Sequence[Any] | dict[str, Any] = 
         numbers = _numbers(name, values)
         if numbers is not None:
             data[name] = pd.Series(numbers, copy=False)
-        elif name in TIMESTAMPS:
-            data[name] = array  # parsed below
         elif name in _CONVERT:
             data[name] = _CONVERT[name](pd.Series(array, dtype=object, copy=False))
         elif all(value is None or isinstance(value, str) for value in values):
             data[name] = pd.Series(array, dtype=object, copy=False)
         else:  # numbers or blobs: inferred as read_sql would
             data[name] = texts(pd.DataFrame({name: list(values)}))[name]
-    # Every timestamp column in one parse, and the frame in one concat: pandas' fixed
-    # cost per call is most of the time on a few rows.
-    stamps = [name for name in data if name in TIMESTAMPS]
-    if stamps:
-        parsed = to_utc(pd.Series(np.concatenate([data[name] for name in stamps]), dtype=object))
-        for i, name in enumerate(stamps):
-            data[name] = parsed.iloc[i * len(rows) : (i + 1) * len(rows)].reset_index(drop=True)
+    # One concat: pandas' fixed cost per call is most of the time on a few rows.
     return pd.concat(data, axis=1)
 
 
