@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from pandas.api.types import infer_dtype
 from sqlite_utils import Database
 
 from ..errors import InvalidValue
@@ -94,33 +95,35 @@ def rows_frame(db: Database, sql: str, params: Sequence[Any] | dict[str, Any] = 
     cursor = db.conn.execute(sql, params)
     names = [column[0] for column in cursor.description]
     rows = cursor.fetchall()
+    table = np.empty((len(rows), len(names)), dtype=object)
+    if rows:
+        table[:] = rows
     data = {}
-    columns = zip(*rows, strict=True) if rows else [()] * len(names)
-    for name, values in zip(names, columns, strict=True):
-        array = np.empty(len(rows), dtype=object)
-        array[:] = values
-        numbers = _numbers(name, values)
+    for i, name in enumerate(names):
+        column = table[:, i]
+        kind = infer_dtype(column, skipna=True)
+        numbers = _numbers(name, column, kind)
         if numbers is not None:
             data[name] = pd.Series(numbers, copy=False)
         elif name in _CONVERT:
-            data[name] = _CONVERT[name](pd.Series(array, dtype=object, copy=False))
-        elif all(value is None or isinstance(value, str) for value in values):
-            data[name] = pd.Series(array, dtype=object, copy=False)
+            data[name] = _CONVERT[name](pd.Series(column, dtype=object))
+        elif kind in ("string", "empty"):
+            data[name] = pd.Series(column, dtype=object)
         else:  # numbers or blobs: inferred as read_sql would
-            data[name] = texts(pd.DataFrame({name: list(values)}))[name]
+            data[name] = texts(pd.DataFrame({name: list(column)}))[name]
     # One concat: pandas' fixed cost per call is most of the time on a few rows.
     return pd.concat(data, axis=1)
 
 
-def _numbers(name: str, values: Sequence[Any]) -> np.ndarray | None:
-    """What ``_CONVERT`` gives for a column of numbers and NULLs, without pandas'
-    overhead (most reports list a few rows); None for other columns and values."""
-    if name in COUNTERS and all(type(value) is int or value is None for value in values):
-        return np.array([value or 0 for value in values], dtype=np.int64)
+def _numbers(name: str, column: np.ndarray, kind: str) -> np.ndarray | None:
+    """What ``_CONVERT`` gives for a column of numbers and NULLs (``kind`` as pandas'
+    ``infer_dtype`` says), without pandas' overhead; None for other columns."""
+    if name in COUNTERS and kind in ("integer", "empty"):
+        return np.where(pd.isna(column), 0, column).astype(np.int64)
     if name not in FLOATS and name not in FLAGS:
         return None
-    if all(type(value) in (int, float) or value is None for value in values):
-        numbers = np.array(values, dtype=np.float64)
+    if kind in ("integer", "floating", "mixed-integer-float", "empty"):
+        numbers = column.astype(np.float64)  # None becomes NaN
         return numbers if name in FLOATS else np.nan_to_num(numbers) != 0
     return None
 
