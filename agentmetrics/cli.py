@@ -27,7 +27,7 @@ from .errors import AgentMetricsError, ConfigError
 from .formatting import format_time, formatters, printable, readable
 from .reports._common import bound, resolve_now
 from .reports.regression import METRICS as REGRESSION_METRICS
-from .timestamps import before, parse_timestamp, positive_duration
+from .timestamps import before, parse_timestamp, positive_duration, to_iso
 
 
 class _UsageFailure(click.ClickException):
@@ -438,7 +438,8 @@ def _is_number(text: str) -> bool:
 
 
 @cli.command(cls=_NumberArgument)
-@click.argument("hours", type=POSITIVE_NUMBER, default=24)
+@click.argument("hours", type=POSITIVE_NUMBER, required=False)
+@window_options("since", "until")
 @click.option(
     "--min-success-rate", type=NON_NEGATIVE_NUMBER, metavar="PCT", help="Fail below this rate."
 )
@@ -461,7 +462,9 @@ def _is_number(text: str) -> bool:
 @click.pass_context
 def health(
     ctx: click.Context,
-    hours: float,
+    hours: float | None,
+    since: str | None,
+    until: str | None,
     stale_after: str,
     now: str | None,
     fmt: str,
@@ -471,20 +474,29 @@ def health(
     options: exit 1 with the reason when unhealthy.
 
     Each limit is an alert rule evaluated as `agentmetrics check` does (no data in the
-    window passes).
+    window passes). --since/--until give the window instead of HOURS: it is then
+    answered as of UNTIL (HOURS hours before it without --since).
 
     \b
     agentmetrics health 24 --min-success-rate 90 --max-running 0
+    agentmetrics health --since 2026-11-01 --until 2026-11-08
     """
     from . import reports, rules
 
+    if hours is not None and since is not None:
+        raise _UsageFailure("Give HOURS or --since, not both")
+    end = parse_timestamp(bound(until, now)) if until is not None else resolve_now(now)
+    start = parse_timestamp(bound(since, now)) if since is not None else before(end, hours or 24)
+    if start >= end:
+        raise _UsageFailure(f"--since ({format_time(start)} UTC) is not before the window's end")
+    hours = (end - start).total_seconds() / 3600
+    now = to_iso(end)
     db = read_db(ctx)
     df = reports.system_health(db, hours=hours, now=now, stale_after=stale_after)
     if fmt == "table":
-        end = resolve_now(now)
-        start = before(end, hours)
+        length = "" if since is not None else f", last {hours:g} h"
         click.echo(
-            f"Health of {ctx.obj['db_path']}, last {hours:g} h:"
+            f"Health of {ctx.obj['db_path']}{length}:"
             f" {format_time(start)} to {format_time(end)} UTC"
         )
     emit_record(df, fmt)

@@ -405,6 +405,39 @@ def test_health_now(recent):
     assert as_json("--db", recent, "health", "24", "--now", later)["orchestrations"] == 3
 
 
+def test_health_since_until_window(recent):
+    """--since/--until: [BASE+15s, BASE+45s) holds r-2 and r-3, a-3, a-4 and solo."""
+    since, until = (BASE + dt.timedelta(seconds=s) for s in (15, 45))
+    args = ["--db", recent, "health", "--since", since.isoformat(), "--until", until.isoformat()]
+    data = as_json(*args)
+    expected = {"orchestrations": 2, "failed_orchestrations": 1, "running_orchestrations": 1}
+    expected |= {"executions": 3, "completed": 1, "failed": 1, "in_progress": 1}
+    assert {k: data[k] for k in expected} == expected
+    assert data["success_rate"] == 50.0 and data["p50_duration_ms"] == 6000.0  # 4000, 8000
+    header = invoke(*args).stdout.splitlines()[0]
+    assert header == (
+        f"Health of {recent}: {since:%Y-%m-%d %H:%M:%S} to {until:%Y-%m-%d %H:%M:%S} UTC"
+    )
+    # The gate judges the same window: one failed execution in it.
+    result = invoke(*args, "--max-failed", "0", exit_code=1)
+    assert result.stderr == "Error: Unhealthy: failed_executions 1 > 0\n"
+    # HOURS before --until: [BASE+30s, BASE+45s) holds r-3, a-4 and solo.
+    data = as_json("--db", recent, "health", str(15 / 3600), "--until", until.isoformat())
+    assert (data["orchestrations"], data["executions"]) == (1, 2)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["24", "--since", "2d"], "Give HOURS or --since, not both"),
+        (["--since", "1h", "--until", "2h"], "is not before the window's end"),
+    ],
+)
+def test_health_window_mistakes(recent, args, message):
+    result = invoke("--db", recent, "health", *args, exit_code=2)
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
 def test_health_table_says_what_it_describes(recent):
     """A header names the file and the window; counts print as integers, rates in %."""
     later = BASE + dt.timedelta(hours=2)
