@@ -4,6 +4,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import click
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from agentmetrics import DISTRIBUTION
@@ -296,24 +298,30 @@ def _healthy(db, fail_one=False):
     monitor.close()
 
 
+_IDENTITY = ("user.name=u", "-c", "user.email=u@example.com")
+_NOT_SOURCE = (".git", ".venv", "*.db", "*.db-*", "__pycache__", "*.egg-info", "build", ".*cache")
+
+
 def test_ci_example_runs_as_written(tmp_path):
     """README's workflow, on fresh clones of a repository with agentmetrics as a submodule and
     README's rules: the `run:` scripts verbatim (an unset secret is empty, as on GitHub)."""
-    yaml = pytest.importorskip("yaml")
-    if not (ROOT / ".git").exists():
-        pytest.skip("not a git checkout: nothing to add as a submodule")
     section = _section("Use it in CI")
     block = re.search(r"```yaml\n(.+?)\n```", section, re.S).group(1)
     assert "OWNER" not in block and "<" not in block  # nothing to fill in
     steps = yaml.safe_load(textwrap.dedent(block))
     hosted, user = tmp_path / "hosted", tmp_path / "user"
-    _git("clone", "-q", "--no-hardlinks", str(ROOT), str(hosted), cwd=tmp_path)
+    # Where the user cloned agentmetrics from: this tree as a repository of its own (it
+    # may have uncommitted changes, or be no git checkout at all).
+    shutil.copytree(ROOT, hosted, ignore=shutil.ignore_patterns(*_NOT_SOURCE))
+    _git("init", "-q", cwd=hosted)
+    _git("add", "-A", cwd=hosted)
+    _git("-c", *_IDENTITY, "commit", "-qm", "agentmetrics", cwd=hosted)
     user.mkdir()
     (user / "agentmetrics.toml").write_text(re.search(r"```toml\n(.+?)\n```", section, re.S)[1])
     _git("init", "-q", cwd=user)
     _git("submodule", "add", "-q", str(hosted), "agentmetrics", cwd=user)
     _git("add", "agentmetrics.toml", cwd=user)
-    _git("-c", "user.name=u", "-c", "user.email=u@example.com", "commit", "-qm", "gate", cwd=user)
+    _git("-c", *_IDENTITY, "commit", "-qm", "gate", cwd=user)
     names = [step.get("name", step.get("uses")) for step in steps]
     gate = names.index("Agent metrics gate")
 
