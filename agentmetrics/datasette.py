@@ -61,6 +61,8 @@ COLUMN_DESCRIPTIONS = {
         "output_tokens": "Output tokens (agentmetrics only).",
         "cost_usd": "Recorded cost in US dollars (agentmetrics only).",
         "parent_execution_id": "The execution this one ran inside (agentmetrics only).",
+        "attempt": "Attempt number within its task, from 1 (agentmetrics only).",
+        "first_attempt_id": "The first attempt of this execution's task (agentmetrics only).",
     },
 }
 TABLE_DESCRIPTIONS = {

@@ -67,8 +67,14 @@ EXTRA_COLUMNS = {
         "output_tokens": int,
         "cost_usd": float,
         "metadata_json": str,
-        # The execution this one ran inside (a sub-agent or handoff), from OpenTelemetry.
+        # The execution this one ran inside (a sub-agent or handoff).
         "parent_execution_id": str,
+        # Retries as attempts: the attempt number of this execution within its task
+        # (NULL on rows written before attempts existed, or by the original tool: attempt 1),
+        # and the id of the task's first attempt (NULL on a first attempt). A task is
+        # identified by COALESCE(first_attempt_id, id).
+        "attempt": int,
+        "first_attempt_id": str,
     },
     "orchestrations": {"metadata_json": str},
 }
@@ -139,6 +145,13 @@ INDEXES = [
         " WHERE status = 'in_progress'",
         ("status",),
     ),
+    # The later attempts of a task, from its first one (retries, task counts). Partial:
+    # first attempts, nearly every row, never enter it.
+    (
+        "CREATE INDEX IF NOT EXISTS idx_am_exec_first_attempt"
+        " ON agent_executions(first_attempt_id, attempt) WHERE first_attempt_id IS NOT NULL",
+        None,
+    ),
 ]
 
 
@@ -179,6 +192,11 @@ def m004_otel_spans(db: Database) -> None:
     # m003 is skipped: earlier releases recorded an m003_report_indexes.
     m002_extra_columns(db)  # parent_execution_id, on files that already ran m002
     db.execute(OTEL_SPANS_SQL)
+
+
+@migrations()
+def m005_attempts(db: Database) -> None:
+    m002_extra_columns(db)  # attempt, first_attempt_id
 
 
 # The report indexes are not a migration: building them on a large existing file holds

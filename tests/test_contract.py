@@ -66,6 +66,8 @@ EXECUTION_ROW = [
     ("cost_usd", "float64"),
     ("metadata_json", "object"),
     ("parent_execution_id", "object"),
+    ("attempt", "int64"),
+    ("first_attempt_id", "object"),
 ]
 PERFORMANCE = [
     ("agent_name", "object"),

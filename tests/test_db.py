@@ -33,6 +33,8 @@ EXTRA_COLUMNS = {
         "cost_usd",
         "metadata_json",
         "parent_execution_id",
+        "attempt",
+        "first_attempt_id",
     ],
 }
 
@@ -73,6 +75,7 @@ def test_new_database_has_every_report_index(db):
         "idx_am_exec_finished_agent",
         "idx_am_exec_running_started",
         "idx_am_exec_running_agent",
+        "idx_am_exec_first_attempt",
     } <= indexes
 
 
@@ -116,7 +119,8 @@ def test_foreign_key_cascade_deletes_executions(monitor):
 def test_migrations_recorded_in_order_and_idempotent(db_path):
     db = agentmetrics.open_database(db_path)
     names = [m.name for m in migrations.applied(db)]
-    assert names == ["m001_original_tables", "m002_extra_columns", "m004_otel_spans"]
+    assert names == ["m001_original_tables", "m002_extra_columns", "m004_otel_spans",
+                     "m005_attempts"]
     db.close()
     db = agentmetrics.open_database(db_path)
     assert [m.name for m in migrations.applied(db)] == names
@@ -253,7 +257,7 @@ def test_concurrent_first_opens_migrate_once(tmp_path):
     errors = [p.communicate(timeout=60)[1] for p in procs]
     assert [p.returncode for p in procs] == [0] * 6, errors
     db = agentmetrics.open_database(path)
-    assert len(migrations.applied(db)) == 3
+    assert len(migrations.applied(db)) == 4
     assert missing_indexes(db) == []
 
 

@@ -3,7 +3,8 @@
 Conventions for every frame built here: timestamps (``started_at``, ``completed_at``,
 ``created_at``) are pandas UTC datetimes in microseconds (``NaT`` when missing),
 whatever the stored format; durations are float milliseconds (NaN while running);
-counters with a default of 0 are int64; flags are bool; missing text is None.
+counters are int64 (a missing one is 0; a missing ``attempt`` is 1, the first);
+flags are bool; missing text is None.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ COUNTERS = (
     "files_modified",
 )
 FLAGS = ("self_healed",)
+# What a NULL integer stands for: counters start at 0, attempts at 1.
+INTEGER_DEFAULTS = {**dict.fromkeys(COUNTERS, 0), "attempt": 1}
 
 # The aggregate vocabulary (see the package docstring): counts of executions by state...
 EXECUTION_COUNTS = ["executions", "finished", "completed", "failed", "in_progress"]
@@ -80,7 +83,12 @@ def to_utc(values: pd.Series) -> pd.Series:
 _CONVERT = {
     **dict.fromkeys(TIMESTAMPS, to_utc),
     **dict.fromkeys(FLOATS, lambda values: pd.to_numeric(values).astype("float64")),
-    **dict.fromkeys(COUNTERS, lambda values: pd.to_numeric(values).fillna(0).astype("int64")),
+    **{
+        name: lambda values, default=default: pd.to_numeric(values)
+        .fillna(default)
+        .astype("int64")
+        for name, default in INTEGER_DEFAULTS.items()
+    },
     **dict.fromkeys(FLAGS, lambda values: pd.to_numeric(values).fillna(0).astype(bool)),
 }
 
@@ -118,8 +126,8 @@ def rows_frame(db: Database, sql: str, params: Sequence[Any] | dict[str, Any] = 
 def _numbers(name: str, column: np.ndarray, kind: str) -> np.ndarray | None:
     """What ``_CONVERT`` gives for a column of numbers and NULLs (``kind`` as pandas'
     ``infer_dtype`` says), without pandas' overhead; None for other columns."""
-    if name in COUNTERS and kind in ("integer", "empty"):
-        return np.where(pd.isna(column), 0, column).astype(np.int64)
+    if name in INTEGER_DEFAULTS and kind in ("integer", "empty"):
+        return np.where(pd.isna(column), INTEGER_DEFAULTS[name], column).astype(np.int64)
     if name not in FLOATS and name not in FLAGS:
         return None
     if kind in ("integer", "floating", "mixed-integer-float", "empty"):
