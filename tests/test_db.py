@@ -119,8 +119,12 @@ def test_foreign_key_cascade_deletes_executions(monitor):
 def test_migrations_recorded_in_order_and_idempotent(db_path):
     db = agentmetrics.open_database(db_path)
     names = [m.name for m in migrations.applied(db)]
-    assert names == ["m001_original_tables", "m002_extra_columns", "m004_otel_spans",
-                     "m005_attempts"]
+    assert names == [
+        "m001_original_tables",
+        "m002_extra_columns",
+        "m004_otel_spans",
+        "m005_attempts",
+    ]
     db.close()
     db = agentmetrics.open_database(db_path)
     assert [m.name for m in migrations.applied(db)] == names

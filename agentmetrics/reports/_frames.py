@@ -84,9 +84,7 @@ _CONVERT = {
     **dict.fromkeys(TIMESTAMPS, to_utc),
     **dict.fromkeys(FLOATS, lambda values: pd.to_numeric(values).astype("float64")),
     **{
-        name: lambda values, default=default: pd.to_numeric(values)
-        .fillna(default)
-        .astype("int64")
+        name: lambda values, default=default: pd.to_numeric(values).fillna(default).astype("int64")
         for name, default in INTEGER_DEFAULTS.items()
     },
     **dict.fromkeys(FLAGS, lambda values: pd.to_numeric(values).fillna(0).astype(bool)),
