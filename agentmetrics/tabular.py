@@ -49,7 +49,7 @@ def _rows(
 ) -> Iterator[list[tuple]]:
     """The rows of ``table`` in chunks; ``expressions`` replace some columns' values."""
     if table not in TABLES:
-        raise ValueError(f"Unknown table {table!r}: use one of {', '.join(TABLES)}")
+        raise InvalidValue(f"Unknown table {table!r}: use one of {', '.join(TABLES)}")
     name, columns = TABLES[table]
     select = ", ".join((expressions or {}).get(c, c) for c in columns)
     cursor = db.conn.execute(f"SELECT {select} FROM {name} ORDER BY rowid")
@@ -111,7 +111,7 @@ def write_parquet(
     """Write ``table`` as a Parquet file, one row group per chunk; return the rows."""
     pa, pq = _pyarrow()
     if table not in TABLES:
-        raise ValueError(f"Unknown table {table!r}: use one of {', '.join(TABLES)}")
+        raise InvalidValue(f"Unknown table {table!r}: use one of {', '.join(TABLES)}")
     schema = parquet_schema(table)
     expressions = {c: _EPOCH_MS.format(c) for c in TIMESTAMPS}
     count = 0
