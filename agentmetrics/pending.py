@@ -32,8 +32,6 @@ MEMORY_LIMIT = 10_000
 # Other processes may add to the journal at any time: it is looked at this often.
 CHECK_SECONDS = 0.1
 BATCH = 500
-# How many rejected lines one warning names.
-NAMED = 10
 
 log = logging.getLogger("agentmetrics")
 
@@ -196,6 +194,7 @@ class PendingWrites:
         """Append ``refused`` to the rejected file and warn; whether they are kept there."""
         if not refused:
             return True
+        refused = sorted(refused, key=lambda r: (r.kept.line is None, r.kept.line or 0))
         records = b"".join(_record(r) for r in refused)
         try:
             if self.rejected_path is None:
@@ -215,17 +214,13 @@ class PendingWrites:
             self.dropped += sum(r.kept.line is None for r in refused)
             return False
         self.rejected += len(refused)
-        named = "; ".join(f"{_where(r.kept.line)}: {r.reason}" for r in refused[:NAMED]) + (
-            f"; and {len(refused) - NAMED} more" if len(refused) > NAMED else ""
-        )
-        log.warning(
-            "agentmetrics: %d kept tracking writes in %s cannot be applied and were moved to"
-            " %s: %s",
-            len(refused),
-            self.path,
-            self.rejected_path,
-            named,
-        )
+        for r in refused:
+            log.warning(
+                "agentmetrics: %s cannot be applied, moved to %s: %s",
+                _where(r.kept.line, self.path),
+                self.rejected_path,
+                r.reason,
+            )
         return True
 
     def save_memory(self) -> None:
@@ -313,8 +308,8 @@ def _record(refused: _Refused) -> bytes:
     return (json.dumps(record) + "\n").encode()
 
 
-def _where(line: int | None) -> str:
-    return "a write kept in memory" if line is None else f"line {line}"
+def _where(line: int | None, journal: str | None) -> str:
+    return "a write kept in memory" if line is None else f"line {line} of {journal}"
 
 
 def _append(file: BinaryIO, data: bytes) -> None:
