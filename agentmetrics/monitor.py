@@ -407,7 +407,7 @@ class Monitor:
         with self._lock:
             self._flush_failed = False
             try:
-                self._ready()
+                self._ready(look=True)
             except _UNAVAILABLE as e:
                 self._flush_failed = True
                 self._unavailable(e)
@@ -648,11 +648,12 @@ class Monitor:
     def _open(self) -> Database:
         return ensure_database(self._source, busy_timeout_ms=round(self.busy_timeout * 1000))
 
-    def _ready(self) -> Database:
-        """The open database, with every pending write applied to it first."""
+    def _ready(self, look: bool = False) -> Database:
+        """The open database, with every pending write applied to it first (``look``: in
+        the journal too, even if it was looked at less than CHECK_SECONDS ago)."""
         if self._db is None:
             self._db = self._open()
-        if self._pending.waiting():
+        if self._pending.waiting(look):
             applied = self._pending.replay(self._apply)
             log.info("agentmetrics: applied %d pending tracking writes", applied)
         self._failing = False

@@ -87,12 +87,13 @@ class PendingWrites:
                 pass  # no journal
         return len(self.memory) + kept
 
-    def waiting(self) -> bool:
-        """Whether any write may be kept (cheap: at most one ``stat`` per CHECK_SECONDS)."""
+    def waiting(self, look: bool = False) -> bool:
+        """Whether any write may be kept (cheap: at most one ``stat`` per CHECK_SECONDS,
+        unless ``look``)."""
         if self.memory or self._added:
             return True
         now = time.monotonic()
-        if self.path is None or now - self._checked_at < CHECK_SECONDS:
+        if self.path is None or (not look and now - self._checked_at < CHECK_SECONDS):
             return False
         self._checked_at = now
         try:
