@@ -1,10 +1,13 @@
 """Every deliberate error agentmetrics raises is an AgentMetricsError: ``except
 AgentMetricsError`` catches bad arguments too (and ``except ValueError`` still does)."""
 
+import datetime as dt
 import io
+import sqlite3
 
 import pandas as pd
 import pytest
+from click.testing import CliRunner
 
 import agentmetrics
 from agentmetrics import (
@@ -19,6 +22,7 @@ from agentmetrics import (
     tabular,
     watch,
 )
+from agentmetrics.cli import cli
 from agentmetrics.errors import AgentMetricsError
 
 
@@ -54,3 +58,34 @@ def test_a_bad_argument_is_an_agentmetrics_error_and_a_value_error(path, call):
     with pytest.raises(AgentMetricsError) as raised:
         call(path)
     assert isinstance(raised.value, ValueError)
+
+
+def tables(path):
+    conn = sqlite3.connect(path)
+    try:
+        names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        return {name: sorted(map(repr, conn.execute(f'SELECT * FROM "{name}"'))) for name in names}
+    finally:
+        conn.close()
+
+
+def test_a_read_command_that_ends_in_error_changes_no_tracked_row(db_path):
+    """README: an error writes nothing but the derived rollup tables a read brings up to
+    date first (here a failed gate, after the report that refreshed them)."""
+    now = [dt.datetime(2026, 3, 1, tzinfo=dt.timezone.utc)]
+    monitor = agentmetrics.Monitor(db_path, clock=lambda: now[0])
+    for n in range(5):
+        monitor.start_agent_execution(f"a{n}", "coder")
+        now[0] += dt.timedelta(seconds=2)
+        monitor.complete_agent_execution(f"a{n}", "completed")
+    monitor.close()
+    before = tables(db_path)
+    result = CliRunner().invoke(
+        cli, ["--db", str(db_path), "health", "--max-p95", "1ms", "--now", "2026-03-01T01:00Z"]
+    )
+    assert result.exit_code == 1
+    assert result.stderr == "Error: Unhealthy: p95_duration_ms 2s > 1ms\n"
+    after = tables(db_path)
+    changed = {name for name in before if before[name] != after[name]}
+    assert changed == {"am_rollups", "am_rollup_sketches", "am_rollup_state"}  # rolled up
+    assert set(after) == set(before)
