@@ -17,7 +17,7 @@ from sqlite_utils import Database
 from . import rollups
 from .batching import BatchSize
 from .db import using_database, write_transaction
-from .errors import DatabaseError
+from .errors import DatabaseError, InvalidValue
 from .reports._common import resolve_now
 from .timestamps import before, to_iso
 
@@ -83,12 +83,12 @@ def cleanup(
     Batches start at ``batch_size`` orchestrations and grow while each one holds
     the write lock for less than ``TARGET_LOCK_SECONDS``.
 
-    :raises ValueError: ``days`` is negative or not a number, ``batch_size`` < 1
+    :raises InvalidValue: ``days`` is negative or not a number, ``batch_size`` < 1
     """
     if isinstance(days, bool) or not isinstance(days, (int, float)) or not 0 <= days < math.inf:
-        raise ValueError(f"days must be a number >= 0, got {days!r}")
+        raise InvalidValue(f"days must be a number >= 0, got {days!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
+        raise InvalidValue(f"batch_size must be a whole number >= 1, got {batch_size!r}")
     cutoff = before(resolve_now(now), days * 24)  # clamped: 1e300 days keeps everything
     params = {
         "cutoff": to_iso(cutoff),

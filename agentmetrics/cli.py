@@ -757,25 +757,35 @@ def flush(ctx: click.Context) -> None:
 
     Any tracking write applies them too; this is for when no tracker runs any more.
     """
+    from .errors import StorageError
     from .monitor import Monitor
-    from .pending import count_kept
+    from .pending import REJECTED_SUFFIX, count_kept
 
     path = ctx.obj["db_path"]
-    kept = count_kept(path)
-    if not kept:
+    if not count_kept(path):
         click.echo(f"No tracking writes wait for {path}")
         return
     monitor = Monitor(path, strict=True)
+    failure = None
     try:
         waiting = monitor.flush()
+    except StorageError as e:  # what a replay that failed midway did is still reported
+        failure = e
     finally:
-        monitor.close()
+        monitor.close()  # without a second wait for a database that failed just now
+    if monitor.applied or monitor.rejected or not failure:
+        rejected = monitor.rejected
+        click.echo(
+            f"Applied {monitor.applied:,} tracking writes to {path}"
+            + (f"; rejected {rejected:,}, kept in {path}{REJECTED_SUFFIX}" if rejected else "")
+        )
+    if failure:
+        raise failure
     if waiting:
         raise click.ClickException(
             f"{waiting:,} tracking writes still wait for {path}: is the database locked or"
             " read-only?"
         )
-    click.echo(f"Applied {kept:,} tracking writes to {path}")
 
 
 # -- costs, metrics, watch and report (dashboard and integrations) ---------------------

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import sqlite3
 import stat
+import struct
 import sys
 import tempfile
 import time
@@ -36,6 +38,7 @@ INDEX_ROWS_PER_SECOND = 300_000
 # Pause between two index builds of `upgrade`, so waiting writers get the lock.
 WRITER_GAP_S = 0.25
 _SQLITE_HEADER = b"SQLite format 3\x00"
+_SHARED_FIRST = 0x40000002  # SQLite's PENDING_BYTE + 2: where its shared locks start
 
 
 def default_path() -> str:
@@ -91,8 +94,11 @@ def open_database(
     file = Path(path)
     reading = read_only or not create
     _check_file(file, path, reading)
-    if not read_only and file.exists() and not _writable(file):
-        read_only = True
+    if not read_only and file.exists():
+        if _writable(file):
+            _reclaim_leftovers(file)
+        else:
+            read_only = True
     db = None
     try:
         db = _open_read_only(file, path) if read_only else Database(_connect(path, busy_timeout_ms))
@@ -392,6 +398,49 @@ def _writable(file: Path) -> bool:
         return False
     # WAL needs to create -wal and -shm files beside the database.
     return os.access(file.parent, os.W_OK)
+
+
+def _reclaim_leftovers(file: Path) -> None:
+    """Make the ``-wal`` and ``-shm`` files a read-only open left behind writable again.
+
+    SQLite creates both with the mode (and, when it can, the owner) the database file
+    has then: a read-only open of a file made read-only (``chmod 444``), or by another
+    user, leaves files that would keep every later connection read-only once the file
+    is writable. Ours get the file's own mode; another user's are removed when that
+    loses nothing: the ``-wal`` holds no commit and no process has the database open.
+    """
+    mode = stat.S_IMODE(file.stat().st_mode)
+    leftovers = [file.with_name(file.name + suffix) for suffix in ("-wal", "-shm")]
+    theirs = False
+    for leftover in leftovers:
+        try:
+            if not os.access(leftover, os.W_OK):
+                os.chmod(leftover, mode)
+        except PermissionError:
+            theirs = True
+        except OSError:
+            pass  # there is none
+    if theirs and _unused(file, leftovers[0]):
+        for leftover in leftovers:
+            with contextlib.suppress(OSError):  # SQLite then says the file is read-only
+                leftover.unlink()
+
+
+def _unused(file: Path, wal: Path) -> bool:
+    """Whether the WAL file is empty and no other process has the database open (each
+    connection holds a read lock on SQLite's shared byte range; 64-bit Linux only)."""
+    if not (sys.platform.startswith("linux") and struct.calcsize("P") == 8):
+        return False
+    layout = "hh4xqqi4x"  # struct flock: type, whence, start, length, pid
+    try:
+        if wal.exists() and wal.stat().st_size:
+            return False
+        with open(file, "rb") as f:
+            probe = struct.pack(layout, fcntl.F_WRLCK, os.SEEK_SET, _SHARED_FIRST, 510, 0)
+            held = struct.unpack(layout, fcntl.fcntl(f, fcntl.F_GETLK, probe))[0]
+    except OSError:
+        return False
+    return held == fcntl.F_UNLCK
 
 
 def _check_file(file: Path, path: str, reading: bool) -> None:

@@ -34,7 +34,7 @@ from typing import Any
 from sqlite_utils import Database
 
 from .db import using_database, write_transaction
-from .errors import AgentMetricsError, ForeignDatabase
+from .errors import AgentMetricsError, ForeignDatabase, InvalidValue
 from .timestamps import parse_timestamp, utcnow
 
 DEFAULT_DAYS = 30
@@ -153,16 +153,16 @@ def build_demo(
     :raises AgentMetricsError: the database holds data that is not a demo build
     """
     if isinstance(days, bool) or not isinstance(days, (int, float)) or not days > 0:
-        raise ValueError(f"days must be a positive number, got {days!r}")
+        raise InvalidValue(f"days must be a positive number, got {days!r}")
     if isinstance(orchestrations, bool) or not isinstance(orchestrations, int):
-        raise ValueError(f"orchestrations must be a whole number, got {orchestrations!r}")
+        raise InvalidValue(f"orchestrations must be a whole number, got {orchestrations!r}")
     if orchestrations < 1:
-        raise ValueError(f"orchestrations must be at least 1, got {orchestrations}")
+        raise InvalidValue(f"orchestrations must be at least 1, got {orchestrations}")
     end = _resolve_now(now)
     try:
         end - dt.timedelta(days=days)
     except OverflowError:
-        raise ValueError(f"days must not reach back before the year 1, got {days!r}") from None
+        raise InvalidValue(f"days must not reach back before the year 1, got {days!r}") from None
     if not isinstance(db, Database):
         Path(db).parent.mkdir(parents=True, exist_ok=True)
     try:

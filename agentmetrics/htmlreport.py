@@ -25,6 +25,7 @@ import pandas as pd
 
 from . import DISTRIBUTION
 from .atomic import atomic_file
+from .errors import InvalidValue
 from .formatting import format_duration, format_percent, format_usd
 from .reports._common import DbArg, TimeArg, bound, reading, resolve_now
 from .timestamps import parse_timestamp, to_iso
@@ -334,7 +335,7 @@ def render_report(
     end = bound(until, now) or reference
     start = bound(since, reference) or to_iso(parse_timestamp(end) - DEFAULT_SPAN)
     if start >= end:
-        raise ValueError(f"since ({start}) must be before until ({end})")
+        raise InvalidValue(f"since ({start}) must be before until ({end})")
     rules = _load_rules(rules_path)
     if config is None:
         config = rules.config if rules is not None else load_config()

@@ -152,6 +152,10 @@ def _flag(name: str, value: Any) -> int | None:
     raise InvalidValue(f"{name} must be True or False, got {value!r}")
 
 
+def _optional_integer(name: str, value: Any) -> int | None:
+    return None if value is None else _integer(name, value)
+
+
 def _cost(name: str, value: Any) -> float | None:
     if value is None:
         return None
@@ -197,6 +201,93 @@ def _status(value: Any, allowed: tuple[str, ...]) -> str:
     if not isinstance(value, str) or value not in allowed:
         raise InvalidValue(f"Invalid status {value!r}: use one of {', '.join(allowed)}")
     return value
+
+
+# The formats of the call times a kept write holds (see _stamped), and how to write them.
+_MOMENTS = {
+    "now": ("%Y-%m-%dT%H:%M:%S.%fZ", to_iso),
+    "created": ("%Y-%m-%d %H:%M:%S", to_sqlite_datetime),
+}
+
+
+def _moment(name: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    pattern, write = _MOMENTS[name]
+    try:
+        if write(dt.datetime.strptime(value, pattern)) == value:
+            return value
+    except (TypeError, ValueError):
+        pass
+    raise InvalidValue(
+        f"{name} must be None or a time like {write(dt.datetime(2026, 1, 1))!r}, got {value!r}"
+    )
+
+
+def _finished_status(allowed: tuple[str, ...]) -> Callable[[str, Any], str]:
+    return lambda _name, value: _status(value, allowed)
+
+
+_TIMES: dict[str, Callable[[str, Any], Any]] = {"now": _moment, "created": _moment}
+_ORCHESTRATION_COUNTS = dict.fromkeys(("total_tasks", "completed_tasks", "failed_tasks"), _count)
+# What a kept write of each kind holds, with the checks it must pass to be applied: a
+# journal line is checked again when replayed (it may be torn, edited or not ours).
+_KEPT_PARAMS: dict[str, dict[str, Callable[[str, Any], Any]]] = {
+    "start_orchestration": {
+        "id": _text,
+        "session_id": _text,
+        "task_description": _optional_text,
+        "total_tasks": _count,
+        "git_commit_hash": _optional_text,
+        "plan_file_path": _optional_text,
+        "progress_file_path": _optional_text,
+        **_TIMES,
+    },
+    "update_orchestration_tasks": {"session_id": _text, **_ORCHESTRATION_COUNTS},
+    "complete_orchestration": {
+        "session_id": _text,
+        "status": _finished_status(ORCHESTRATION_STATUSES[1:]),
+        "completed_tasks": _count,
+        "failed_tasks": _count,
+        "error_message": _optional_text,
+        **_TIMES,
+    },
+    "start_agent_execution": {
+        "id": _text,
+        "orchestration_id": _optional_text,
+        "agent_session_id": _text,
+        "agent_name": _text,
+        "task_id": _optional_text,
+        "task_number": _optional_integer,
+        "session_log_path": _optional_text,
+        **_TIMES,
+    },
+    "complete_agent_execution": {
+        "agent_session_id": _text,
+        "status": _finished_status(EXECUTION_STATUSES[1:]),
+        **EXECUTION_FIELDS,
+        **_TIMES,
+    },
+    "recount_tasks": {"id": _text},
+}
+# The row an update of each kind must find: (what, the parameter naming it).
+_TARGETS = {
+    "update_orchestration_tasks": ("orchestration", "session_id"),
+    "complete_orchestration": ("running orchestration", "session_id"),
+    "complete_agent_execution": ("execution in progress", "agent_session_id"),
+    "recount_tasks": ("orchestration with id", "id"),
+}
+
+
+def _check_kept(kind: str, params: dict[str, Any]) -> None:
+    """Raise InvalidValue unless ``params`` is a write of ``kind`` the API could have made."""
+    checks = _KEPT_PARAMS[kind]
+    if params.keys() != checks.keys():
+        raise InvalidValue(
+            f"{kind} takes the parameters {', '.join(checks)}, got {', '.join(params)}"
+        )
+    for name, check in checks.items():
+        check(name, params[name])
 
 
 def _seconds(name: str, value: Any) -> float:
@@ -257,6 +348,7 @@ class Monitor:
         self._db: Database | None = None
         self._retry_at = 0.0
         self._failing = False
+        self._flush_failed = False
         self._pid = os.getpid()
         self._push: LivePush | None = None
         if otlp_endpoint not in (None, False):
@@ -294,6 +386,18 @@ class Monitor:
         return self._pending.dropped
 
     @property
+    def applied(self) -> int:
+        """How many kept writes this Monitor applied to the database."""
+        return self._pending.applied
+
+    @property
+    def rejected(self) -> int:
+        """How many kept writes could not be applied (a torn journal line, a value the
+        database cannot take, a session taken or missing) and were moved, each logged
+        with its line number, to ``<database>.pending.rejected.jsonl``."""
+        return self._pending.rejected
+
+    @property
     def push(self) -> LivePush | None:
         """The live push (``sent``, ``dropped`` and ``waiting`` spans), None without one."""
         return self._push
@@ -301,24 +405,31 @@ class Monitor:
     def flush(self) -> int:
         """Apply the pending writes now if the database takes them; return how many wait."""
         with self._lock:
+            self._flush_failed = False
             try:
-                self._ready()
+                self._ready(look=True)
             except _UNAVAILABLE as e:
+                self._flush_failed = True
                 self._unavailable(e)
             return self.pending
 
     def close(self) -> None:
-        """Apply what is pending if possible, then close the database; the live push sends
-        what it holds (waiting up to a few seconds) and warns about spans it dropped."""
+        """Apply what is pending if possible (not again right after a :meth:`flush` that
+        failed), then close the database; the live push sends what it holds (waiting up
+        to a few seconds) and warns about spans it dropped."""
         if self._push is not None:
             self._push.close()
         with self._lock, self._lenient():
-            self.flush()
+            if not self._flush_failed:  # would wait out the busy timeout a second time
+                self.flush()
             self._pending.save_memory()
-            if self._pending.memory:
+            lost = self._pending.drop_memory()
+            if lost:
                 log.warning(
-                    "agentmetrics: %d tracking writes could not be stored and are lost",
-                    len(self._pending.memory),
+                    "agentmetrics: %d tracking writes could not be stored and are lost"
+                    " (Monitor.dropped: %d in all)",
+                    lost,
+                    self.dropped,
                 )
             if self._db is not None:
                 self._db.close()
@@ -537,26 +648,41 @@ class Monitor:
     def _open(self) -> Database:
         return ensure_database(self._source, busy_timeout_ms=round(self.busy_timeout * 1000))
 
-    def _ready(self) -> Database:
-        """The open database, with every pending write applied to it first."""
+    def _ready(self, look: bool = False) -> Database:
+        """The open database, with every pending write applied to it first (``look``: in
+        the journal too, even if it was looked at less than CHECK_SECONDS ago)."""
         if self._db is None:
             self._db = self._open()
-        if self._pending.waiting():
+        if self._pending.waiting(look):
             applied = self._pending.replay(self._apply)
             log.info("agentmetrics: applied %d pending tracking writes", applied)
         self._failing = False
         self._retry_at = 0.0
         return self._db
 
-    def _apply(self, writes: list[tuple[str, dict[str, Any]]]) -> None:
+    def _apply(self, writes: list[tuple[str, dict[str, Any]]]) -> dict[int, str]:
+        """Apply kept writes in one transaction; why each refused one was, by index."""
+        refused = {}
         with write_transaction(self._db):
-            for kind, params in writes:
-                try:
-                    self._db.conn.execute(_STATEMENTS[kind], params)
-                except (sqlite3.IntegrityError, sqlite3.ProgrammingError) as e:
-                    # A start applied before (replays repeat nothing else) or a
-                    # mistake that could not be detected when the write was kept.
-                    log.warning("agentmetrics: skipped a pending %s: %s", kind, e)
+            for index, (kind, params) in enumerate(writes):
+                reason = self._apply_kept(kind, params)
+                if reason is not None:
+                    refused[index] = f"{kind}: {reason}"
+        return refused
+
+    def _apply_kept(self, kind: str, params: dict[str, Any]) -> str | None:
+        """Apply one kept write; why it cannot be, or None once applied."""
+        try:
+            _check_kept(kind, params)
+            changed = self._db.conn.execute(_STATEMENTS[kind], params).rowcount
+        except (InvalidValue, sqlite3.IntegrityError) as e:
+            # A bad value in a journal line, or a session taken meanwhile (or a start
+            # applied before, by a process that died before it could empty the journal).
+            return str(e)
+        if changed == 0 and kind in _TARGETS:
+            what, key = _TARGETS[kind]
+            return f"there is no {what} {params[key]!r} (was its start rejected?)"
+        return None
 
     def _write(
         self,
@@ -568,6 +694,7 @@ class Monitor:
         """Run one statement; the rows it changed, or None if it was kept for later."""
         called = time.time()
         with self._lock:
+            self._flush_failed = False
             try:
                 if not self._is_strict() and time.monotonic() < self._retry_at:
                     self._pending.add(kind, _stamped(params, called))

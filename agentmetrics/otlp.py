@@ -47,7 +47,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import IO, Any
 
 from . import DISTRIBUTION
-from .errors import MissingDependency
+from .errors import InvalidValue, MissingDependency
 from .timestamps import parse_timestamp
 
 SPAN_KIND_INTERNAL = 1
@@ -320,7 +320,7 @@ def iter_batches(
     """The spans of ``batch_size`` sessions (orchestrations with their executions, as
     :func:`agentmetrics.exchange.iter_sessions` yields them) at a time."""
     if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        raise InvalidValue(f"batch_size must be at least 1, got {batch_size}")
     spans: list[Span] = []
     traces = 0
     for orchestration, executions in sessions:

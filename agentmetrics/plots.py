@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from .errors import InvalidValue
 from .reports.cost import METHOD_COLUMNS, METHODS
 from .reports.trend import TOTAL_LABEL
 
@@ -53,7 +54,7 @@ def _naive(times: pd.Series) -> pd.Series:
 def _require(df: pd.DataFrame, columns: list[str], what: str) -> None:
     missing = [column for column in columns if column not in df.columns]
     if missing:
-        raise ValueError(f"{what} needs the columns {', '.join(missing)} (from reports.{what})")
+        raise InvalidValue(f"{what} needs the columns {', '.join(missing)} (from reports.{what})")
 
 
 def _per_agent(df: pd.DataFrame) -> list[tuple[str | None, pd.DataFrame]]:

@@ -56,7 +56,7 @@ def collect(
 ) -> list[Family]:
     """Read the metrics from the database (see the module docstring for the list)."""
     if list(buckets) != sorted(set(buckets)) or not buckets:
-        raise ValueError("buckets must be distinct and increasing")
+        raise InvalidValue("buckets must be distinct and increasing")
     executions = Family(
         PREFIX + "executions_total", "counter", "Finished agent executions by agent and status."
     )

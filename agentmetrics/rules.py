@@ -160,7 +160,7 @@ def metric(
     :param window: whether a rule may set a ``window``
     """
     if direction not in ("above", "below"):
-        raise ValueError(f"direction must be 'above' or 'below', got {direction!r}")
+        raise InvalidValue(f"direction must be 'above' or 'below', got {direction!r}")
 
     def register(compute: Callable[[Context, Rule], float | None]):
         METRICS[name] = Metric(
@@ -182,7 +182,7 @@ def _positive_duration(value: Any) -> str:
 def _choice(*allowed: str) -> Callable[[Any], str]:
     def check(value: Any) -> str:
         if value not in allowed:
-            raise ValueError(f"must be one of {', '.join(allowed)}, got {value!r}")
+            raise InvalidValue(f"must be one of {', '.join(allowed)}, got {value!r}")
         return value
 
     return check
@@ -192,10 +192,10 @@ def _number(low: float, high: float | None = None, whole: bool = False) -> Calla
     def check(value: Any) -> Any:
         kinds = (int,) if whole else (int, float)
         if isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value):
-            raise ValueError(f"must be a {'whole ' if whole else ''}number, got {value!r}")
+            raise InvalidValue(f"must be a {'whole ' if whole else ''}number, got {value!r}")
         if value <= low or (high is not None and value >= high):
             bounds = f"above {low:g}" + (f" and below {high:g}" if high is not None else "")
-            raise ValueError(f"must be {bounds}, got {value!r}")
+            raise InvalidValue(f"must be {bounds}, got {value!r}")
         return value
 
     return check
@@ -485,7 +485,7 @@ def _threshold(spec: Metric, value: Any) -> float | None:
         or not isinstance(value, (int, float))
         or not math.isfinite(value)  # TOML allows nan and inf: a rule that never fires
     ):
-        raise ValueError(f"must be a number, got {value!r}")
+        raise InvalidValue(f"must be a number, got {value!r}")
     return value
 
 

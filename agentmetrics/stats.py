@@ -16,6 +16,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .errors import InvalidValue
+
 ALTERNATIVES = ("two-sided", "greater", "less")
 
 
@@ -59,7 +61,7 @@ def mann_whitney_u(
       ``y``, ``"less"`` smaller, ``"two-sided"`` either
     :returns: ``(U, p_value)``; the p-value is NaN when a sample is empty or every
       value is the same (nothing to rank)
-    :raises ValueError: unknown ``alternative``
+    :raises InvalidValue: unknown ``alternative``
     """
     _check_alternative(alternative)
     x = np.asarray(x, dtype=float)
@@ -120,7 +122,7 @@ def two_proportion_z(
       ``"less"`` smaller, ``"two-sided"`` either
     :returns: ``(z, p_value)``; NaN when a sample is empty or both proportions are
       0 or both 1 (no variance to test against)
-    :raises ValueError: unknown ``alternative`` or counts out of range
+    :raises InvalidValue: unknown ``alternative`` or counts out of range
     """
     _check_alternative(alternative)
     _check_counts(successes1, n1, successes2, n2)
@@ -158,7 +160,7 @@ def fisher_exact(
     :param alternative: ``"greater"`` tests whether the first proportion is larger,
       ``"less"`` smaller, ``"two-sided"`` either
     :returns: ``(odds_ratio, p_value)``; NaN when a sample is empty
-    :raises ValueError: unknown ``alternative`` or counts out of range
+    :raises InvalidValue: unknown ``alternative`` or counts out of range
     """
     _check_alternative(alternative)
     _check_counts(successes1, n1, successes2, n2)
@@ -194,11 +196,11 @@ def _log_comb(n: int, k: int) -> float:
 def _check_counts(*counts: int) -> None:
     for successes, total in (counts[:2], counts[2:]):
         if total < 0 or not 0 <= successes <= max(total, 0):
-            raise ValueError(f"successes must be between 0 and n, got {successes} of {total}")
+            raise InvalidValue(f"successes must be between 0 and n, got {successes} of {total}")
 
 
 def _check_alternative(alternative: str) -> None:
     if alternative not in ALTERNATIVES:
-        raise ValueError(
+        raise InvalidValue(
             f"Unknown alternative {alternative!r}: use one of {', '.join(ALTERNATIVES)}"
         )

@@ -48,15 +48,20 @@ def _rows(
     progress: Progress = None,
 ) -> Iterator[list[tuple]]:
     """The rows of ``table`` in chunks; ``expressions`` replace some columns' values."""
-    if table not in TABLES:
-        raise ValueError(f"Unknown table {table!r}: use one of {', '.join(TABLES)}")
-    name, columns = TABLES[table]
+    name, columns = _table(table)
     select = ", ".join((expressions or {}).get(c, c) for c in columns)
     cursor = db.conn.execute(f"SELECT {select} FROM {name} ORDER BY rowid")
     while chunk := cursor.fetchmany(chunk_rows):
         yield chunk
         if progress is not None:
             progress(len(chunk))
+
+
+def _table(table: str) -> tuple[str, tuple[str, ...]]:
+    """The stored name and the columns of an exported ``table``."""
+    if table not in TABLES:
+        raise InvalidValue(f"Unknown table {table!r}: use one of {', '.join(TABLES)}")
+    return TABLES[table]
 
 
 def write_csv(
@@ -67,7 +72,7 @@ def write_csv(
     count = 0
     with database(db) as conn:
         chunks = _rows(conn, table, chunk_rows, progress=progress)
-        writer.writerow(TABLES[table][1])
+        writer.writerow(_table(table)[1])
         for chunk in chunks:
             writer.writerows(chunk)
             count += len(chunk)
@@ -110,8 +115,7 @@ def write_parquet(
 ) -> int:
     """Write ``table`` as a Parquet file, one row group per chunk; return the rows."""
     pa, pq = _pyarrow()
-    if table not in TABLES:
-        raise ValueError(f"Unknown table {table!r}: use one of {', '.join(TABLES)}")
+    _table(table)
     schema = parquet_schema(table)
     expressions = {c: _EPOCH_MS.format(c) for c in TIMESTAMPS}
     count = 0

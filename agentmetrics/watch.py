@@ -16,6 +16,7 @@ from typing import IO
 
 import pandas as pd
 
+from .errors import InvalidValue
 from .formatting import format_duration, format_percent, printable
 from .reports._common import DbArg, TimeArg, read_frame, reading, resolve_now, window
 from .reports._frames import percent, percentiles
@@ -60,7 +61,7 @@ def snapshot(
 ) -> Snapshot:
     """Read the live view's data."""
     if not 0 < recent_minutes <= RECENT_LOOKBACK_MINUTES:
-        raise ValueError(
+        raise InvalidValue(
             f"recent_minutes must be over 0 and at most {RECENT_LOOKBACK_MINUTES}"
             f" (one day), got {recent_minutes}"
         )

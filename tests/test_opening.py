@@ -1,13 +1,19 @@
 """Opening files safely (issue 9): no long implicit schema step, no writes into files
 that are not ours, no partial numbers from a read-only folder, no hang on a FIFO."""
 
+import importlib.metadata  # noqa: F401 - loaded before as_user's children drop root
 import os
 import re
+import shutil
 import signal
 import sqlite3
+import stat
 import subprocess
 import sys
+import tempfile
+import traceback
 import warnings
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -380,3 +386,84 @@ def test_a_fifo_as_database_is_refused_at_once(tmp_path):
         assert result.stderr == f"Error: {fifo} is not a regular file (a FIFO, socket or device)\n"
     with pytest.raises(DatabaseError, match="not a regular file"):
         agentmetrics.Monitor(fifo)
+
+
+# -- 5. what a read-only open leaves behind --------------------------------------------------
+
+OTHER_USERS = (65534, 65533)  # nobody, and a uid nobody else uses
+
+
+@pytest.fixture
+def shared_folder(tmp_path):
+    """A folder every user may write (pytest's own folders are root's alone)."""
+    if os.geteuid() != 0:
+        yield tmp_path
+        return
+    folder = tempfile.mkdtemp(prefix="agentmetrics-shared-")
+    os.chmod(folder, 0o777)
+    yield Path(folder)
+    shutil.rmtree(folder)
+
+
+def as_user(uid, step):
+    """Run ``step()`` as the user ``uid`` (a forked child that drops root), or as ourselves
+    when we are not root: file modes then bind as they do for any user."""
+    if os.geteuid() != 0:
+        step()
+        return
+    child = os.fork()
+    if child == 0:  # pragma: no cover - reported through the exit code
+        code = 1
+        try:
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+            step()
+            code = 0
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    assert os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]) == 0, f"uid {uid} failed"
+
+
+def modes(folder):
+    return {p.name: stat.S_IMODE(p.stat().st_mode) for p in sorted(folder.iterdir())}
+
+
+def track_and_check(path):
+    agentmetrics.Monitor(path, strict=True).start_orchestration("s1")
+    assert not os.path.exists(f"{path}.pending.jsonl")  # stored, not kept for later
+    db = agentmetrics.open_database(path)  # what `import` opens
+    db["orchestrations"].insert(
+        {"id": "o2", "session_id": "s2", "status": "running", "started_at": NOW}
+    )
+    db.close()
+
+
+def test_a_file_made_writable_again_is_written_despite_read_only_leftovers(shared_folder):
+    """The issue: `chmod 444 m.db; agentmetrics --db m.db list; chmod 644 m.db`."""
+    path = shared_folder / "m.db"
+    user = OTHER_USERS[0]
+    as_user(user, lambda: (agentmetrics.Monitor(path).close(), os.chmod(path, 0o444)))
+    as_user(user, lambda: agentmetrics.open_database(path, create=False).close())  # `list`
+    assert modes(shared_folder) == {"m.db": 0o444, "m.db-shm": 0o444, "m.db-wal": 0o444}
+    as_user(user, lambda: os.chmod(path, 0o644))
+    as_user(user, lambda: track_and_check(path))
+    assert sqlite3.connect(path).execute("SELECT count(*) FROM orchestrations").fetchone() == (2,)
+
+
+def test_another_users_read_only_leftovers_do_not_keep_the_file_read_only(shared_folder):
+    if os.geteuid() != 0:
+        pytest.skip("needs root to act as two users")
+    path = shared_folder / "m.db"
+    owner, reader = OTHER_USERS
+    as_user(owner, lambda: agentmetrics.Monitor(path).close())
+    as_user(reader, lambda: agentmetrics.open_database(path, create=False).close())
+    assert {p.name: p.stat().st_uid for p in shared_folder.iterdir()} == {
+        "m.db": owner,
+        "m.db-shm": reader,
+        "m.db-wal": reader,
+    }
+    as_user(owner, lambda: track_and_check(path))
+    assert sqlite3.connect(path).execute("SELECT count(*) FROM orchestrations").fetchone() == (2,)

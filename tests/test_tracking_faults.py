@@ -1,6 +1,7 @@
 """Storage failures never reach the tracked code: writes are kept and applied later."""
 
 import datetime as dt
+import fcntl
 import json
 import logging
 import os
@@ -15,7 +16,7 @@ import pytest
 from conftest import fill
 
 from agentmetrics import Monitor, pending
-from agentmetrics.errors import DatabaseError, ReadOnlyDatabase, StorageError
+from agentmetrics.errors import AgentMetricsError, DatabaseError, ReadOnlyDatabase, StorageError
 
 T0 = dt.datetime(2026, 3, 1, 12, 0, 0, tzinfo=dt.timezone.utc)
 
@@ -302,8 +303,11 @@ def test_two_processes_replay_the_journal_once(db_path, tmp_path):
         ]
         assert [p.stdout.readline() for p in procs] == ["ready\n"] * 2
         go.touch()
-        # Both now try to replay, and wait: one for the database, one for the journal.
-        time.sleep(1)
+        # Both now try to replay: one holds the journal's lock and waits for the
+        # database, the other waits for the journal. Both are still waiting once the
+        # lock is taken.
+        wait_for_journal_lock(f"{db_path}.pending.jsonl")
+        assert [p.poll() for p in procs] == [None, None]
     outputs = [p.communicate(timeout=60)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
     applied = [
@@ -318,6 +322,20 @@ def test_two_processes_replay_the_journal_once(db_path, tmp_path):
     assert len(stored) == 302
     assert sum(r["completed_tasks"] for r in stored) == sum(range(300))
     assert sum(r["status"] == "completed" for r in stored) == 300
+
+
+def wait_for_journal_lock(journal, seconds=30):
+    """Return once another process holds the journal's lock (fail after ``seconds``)."""
+    deadline = time.monotonic() + seconds
+    with open(journal, "rb") as f:
+        while time.monotonic() < deadline:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return
+            fcntl.flock(f, fcntl.LOCK_UN)
+            time.sleep(0.005)
+    pytest.fail(f"nobody took the lock of {journal} in {seconds} s")
 
 
 def test_replaying_twice_changes_nothing_and_a_torn_line_is_skipped(db_path, caplog):
@@ -343,7 +361,7 @@ def test_replaying_twice_changes_nothing_and_a_torn_line_is_skipped(db_path, cap
         db_path, "SELECT * FROM agent_executions"
     )
     assert after == before
-    assert "unreadable line" in caplog.text
+    assert f"line 5 of {journal} cannot be applied" in caplog.text  # the torn line
 
 
 EXITER = textwrap.dedent(
@@ -394,13 +412,14 @@ def test_a_replay_that_fails_midway_keeps_exactly_the_writes_not_applied(tmp_pat
         if applied:  # the second batch: the database became unavailable again
             raise sqlite3.OperationalError("database is locked")
         applied.extend(batch)
+        return {}  # none refused
 
     with pytest.raises(sqlite3.OperationalError):
         journal.replay(apply)
     assert [p["n"] for _, p in applied] == [0, 1]
     assert len(journal) == 3
     again = []
-    assert journal.replay(again.extend) == 3
+    assert journal.replay(lambda batch: again.extend(batch) or {}) == 3
     assert [p["n"] for _, p in again] == [2, 3, 4]
     assert len(journal) == 0 and not journal.waiting()
 
@@ -438,7 +457,7 @@ def test_reports_say_when_writes_wait_and_flush_applies_them(tmp_path):
     assert again.stdout == f"No tracking writes wait for {path}\n"
 
 
-def test_flush_reports_writes_that_still_cannot_be_applied(tmp_path):
+def test_flush_reports_writes_that_still_cannot_be_applied_and_waits_once(tmp_path, monkeypatch):
     from click.testing import CliRunner
 
     from agentmetrics.cli import cli
@@ -446,11 +465,103 @@ def test_flush_reports_writes_that_still_cannot_be_applied(tmp_path):
     path = tmp_path / "m.db"
     Monitor(path).close()
     monitor = Monitor(path, busy_timeout=0.05)
-    with WriteLock(path) as lock:
+    monkeypatch.setitem(Monitor.__init__.__kwdefaults__, "busy_timeout", 0.05)  # flush's
+    attempts = []
+    ready = Monitor._ready
+    with WriteLock(path):
         monitor.start_orchestration("s1", "build")
+        monkeypatch.setattr(
+            Monitor, "_ready", lambda self, look=False: attempts.append(1) or ready(self, look)
+        )
         env = {"AGENTMETRICS_DB": str(path)}
         result = CliRunner().invoke(cli, ["flush"], env=env)
-        assert lock  # still held while flush ran
+        with pytest.raises(sqlite3.OperationalError, match="locked"):  # held all along
+            sqlite3.connect(path, timeout=0).execute("BEGIN IMMEDIATE")
     assert result.exit_code == 1
-    assert result.stderr.startswith("Error: ")
+    assert result.stderr == f"Error: Cannot write to {path}: database is locked\n"
+    assert len(attempts) == 1  # flush waited out the busy timeout; close did not again
     assert pending.count_kept(str(path)) == 1
+
+
+# -- every storage failure --------------------------------------------------------------
+
+JOURNAL_LOCKER = textwrap.dedent(
+    """
+    import fcntl, sys
+    with open(sys.argv[1], "ab") as journal:
+        fcntl.flock(journal, fcntl.LOCK_EX)
+        print("locked", flush=True)
+        sys.stdin.read()  # until the test closes its end
+    """
+)
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_tracking_while_another_process_holds_the_journal_lock(db_path, strict):
+    clock = Clock()
+    monitor = Monitor(db_path, busy_timeout=0.05, clock=clock, strict=strict)
+    with WriteLock(db_path):
+        Monitor(db_path, busy_timeout=0.05).start_orchestration("s0")  # the journal holds it
+    journal = f"{db_path}.pending.jsonl"
+    locker = subprocess.Popen(
+        [sys.executable, "-c", JOURNAL_LOCKER, journal],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert locker.stdout.readline() == "locked\n"
+        if strict:
+            with pytest.raises(StorageError, match="locked by another process"):
+                monitor.start_orchestration("s1")
+            orch_id = None
+        else:  # its writes must go first: ours wait in memory, in order
+            orch_id = track_lifecycle(monitor, clock)
+            assert len(monitor._pending.memory) == 4
+    finally:
+        locker.communicate("", timeout=60)
+    assert monitor.flush() == 0
+    if orch_id:
+        assert_lifecycle_stored(db_path, orch_id)
+    expected = ["s0"] if strict else ["s0", "s1"]
+    assert [r["session_id"] for r in rows(db_path, "SELECT * FROM orchestrations")] == expected
+
+
+STORAGE_FAILURES = [
+    sqlite3.OperationalError("database is locked"),
+    sqlite3.OperationalError("attempt to write a readonly database"),
+    sqlite3.OperationalError("database or disk is full"),
+    sqlite3.OperationalError("disk I/O error"),
+    sqlite3.OperationalError("unable to open database file"),
+    sqlite3.DatabaseError("database disk image is malformed"),
+    DatabaseError("Folder /gone does not exist"),  # opening
+    TimeoutError("m.db.pending.jsonl is locked by another process"),  # the journal's lock
+    PermissionError(13, "Permission denied"),  # reading the journal
+    OSError(5, "Input/output error"),
+]
+
+
+@pytest.mark.parametrize("failure", STORAGE_FAILURES, ids=lambda e: type(e).__name__ + str(e))
+@pytest.mark.parametrize("strict", [False, True])
+def test_every_storage_failure_is_kept_or_an_agentmetrics_error(
+    db_path, monkeypatch, failure, strict
+):
+    """Default mode keeps the write; strict mode raises an AgentMetricsError."""
+    clock = Clock()
+    monitor = Monitor(db_path, clock=clock, strict=strict)
+
+    def fail(self, look=False):
+        raise failure
+
+    monkeypatch.setattr(Monitor, "_ready", fail)  # opening, replaying, the journal's lock
+    if strict:
+        with pytest.raises(AgentMetricsError) as raised:
+            monitor.start_orchestration("s1")
+        assert isinstance(raised.value, DatabaseError)  # StorageError, or opening's own
+        assert monitor.pending == 0
+        return
+    orch_id = track_lifecycle(monitor, clock)
+    assert monitor.pending == 4
+    monkeypatch.undo()
+    assert monitor.flush() == 0
+    assert_lifecycle_stored(db_path, orch_id)

@@ -1,0 +1,91 @@
+"""Every deliberate error agentmetrics raises is an AgentMetricsError: ``except
+AgentMetricsError`` catches bad arguments too (and ``except ValueError`` still does)."""
+
+import datetime as dt
+import io
+import sqlite3
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+import agentmetrics
+from agentmetrics import (
+    cleanup,
+    demo,
+    htmlreport,
+    otlp,
+    plots,
+    prometheus,
+    rules,
+    stats,
+    tabular,
+    watch,
+)
+from agentmetrics.cli import cli
+from agentmetrics.errors import AgentMetricsError
+
+
+@pytest.fixture
+def path(db_path):
+    agentmetrics.open_database(db_path).close()
+    return db_path
+
+
+BAD_CALLS = {
+    "cleanup days -1 (the issue)": lambda p: cleanup.cleanup(p, -1),
+    "cleanup batch_size 0": lambda p: cleanup.cleanup(p, 1, batch_size=0),
+    "build_demo days -1 (the issue)": lambda p: demo.build_demo(p, days=-1),
+    "build_demo orchestrations 0": lambda p: demo.build_demo(p, orchestrations=0),
+    "build_demo orchestrations 1.5": lambda p: demo.build_demo(p, orchestrations=1.5),
+    "build_demo days before the year 1": lambda p: demo.build_demo(p, days=1e9),
+    "stats unknown alternative": lambda p: stats.fisher_exact(1, 2, 1, 2, alternative="up"),
+    "stats counts out of range": lambda p: stats.two_proportion_z(5, 2, 1, 2),
+    "plots without the columns": lambda p: plots.plot_trends(pd.DataFrame({"x": [1]})),
+    "htmlreport since after until": lambda p: htmlreport.render_report(
+        p, since="2026-03-02", until="2026-03-01"
+    ),
+    "prometheus buckets": lambda p: prometheus.collect(p, buckets=(2.0, 1.0)),
+    "watch recent_minutes 0": lambda p: watch.snapshot(p, recent_minutes=0),
+    "tabular unknown table": lambda p: tabular.write_csv(p, "nope", io.StringIO()),
+    "otlp batch_size 0": lambda p: list(otlp.iter_batches([], batch_size=0)),
+    "rules metric direction": lambda p: rules.metric("x", "sideways", "count"),
+}
+
+
+@pytest.mark.parametrize("call", BAD_CALLS.values(), ids=BAD_CALLS.keys())
+def test_a_bad_argument_is_an_agentmetrics_error_and_a_value_error(path, call):
+    with pytest.raises(AgentMetricsError) as raised:
+        call(path)
+    assert isinstance(raised.value, ValueError)
+
+
+def tables(path):
+    conn = sqlite3.connect(path)
+    try:
+        names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        return {name: sorted(map(repr, conn.execute(f'SELECT * FROM "{name}"'))) for name in names}
+    finally:
+        conn.close()
+
+
+def test_a_read_command_that_ends_in_error_changes_no_tracked_row(db_path):
+    """README: an error writes nothing but the derived rollup tables a read brings up to
+    date first (here a failed gate, after the report that refreshed them)."""
+    now = [dt.datetime(2026, 3, 1, tzinfo=dt.timezone.utc)]
+    monitor = agentmetrics.Monitor(db_path, clock=lambda: now[0])
+    for n in range(5):
+        monitor.start_agent_execution(f"a{n}", "coder")
+        now[0] += dt.timedelta(seconds=2)
+        monitor.complete_agent_execution(f"a{n}", "completed")
+    monitor.close()
+    before = tables(db_path)
+    result = CliRunner().invoke(
+        cli, ["--db", str(db_path), "health", "--max-p95", "1ms", "--now", "2026-03-01T01:00Z"]
+    )
+    assert result.exit_code == 1
+    assert result.stderr == "Error: Unhealthy: p95_duration_ms 2s > 1ms\n"
+    after = tables(db_path)
+    changed = {name for name in before if before[name] != after[name]}
+    assert changed == {"am_rollups", "am_rollup_sketches", "am_rollup_state"}  # rolled up
+    assert set(after) == set(before)
