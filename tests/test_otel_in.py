@@ -476,7 +476,6 @@ except MissingDependency as e:
 
 def sdk_spans():
     """A small agent trace made with the SDK: a workflow, two agents, a chat, a tool."""
-    pytest.importorskip("opentelemetry.sdk.trace")
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
