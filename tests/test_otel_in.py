@@ -155,6 +155,31 @@ def test_spans_in_any_order_end_in_the_same_rows(tmp_path):
             assert rows(path, table) == expected[table], (seed, table)
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_spans_sent_again_with_later_ends_in_any_order_end_in_the_final_rows(tmp_path, seed):
+    # A span re-sent with a later end replaces the stored one: the rows are derived again
+    # from the stored spans whenever any span of the trace arrives, so a stored first
+    # version would bring the old end back as soon as a later span came in.
+    rng = random.Random(seed)
+    final = [
+        {**raw, "endTimeUnixNano": str(int(raw["endTimeUnixNano"]) + (i + 1) * 7 * MS)}
+        for i, raw in enumerate(OPENINFERENCE)
+    ]
+    once = tmp_path / "once.db"
+    ingest_spans(once, decode_json(request(*final)))
+    resent = tmp_path / "resent.db"
+    # Every span as first sent, then every span in its final version, each round in a
+    # random order, one span per request (as a live receiver gets them).
+    for raw in rng.sample(OPENINFERENCE, len(OPENINFERENCE)) + rng.sample(final, len(final)):
+        ingest_spans(resent, decode_json(request(raw)))
+    for table in ("orchestrations", "agent_executions"):
+        assert rows(resent, table) == rows(once, table), table
+    # The final ends, read off the spans: the root 1000 + 7 ms, writer_agent 580 + 42 ms.
+    [orchestration] = rows(once, "orchestrations").values()
+    assert orchestration["duration_ms"] == 1007
+    assert executions_by_name(once)["writer_agent"]["duration_ms"] == 622 - 210
+
+
 def test_trace_without_its_root_yet_is_a_running_orchestration(db_path):
     # The LLM span first, then its agent: the root chain has not arrived.
     ingest_spans(db_path, decode_json(request(OPENINFERENCE[6])))
