@@ -277,6 +277,7 @@ class Receiver(http.server.HTTPServer):
             if serve:
                 self.finish_request(request, client_address)
             else:
+                self.count("requests")
                 self.count("failed_requests")
                 request.sendall(_full_response("Too many connections: retry later"))
         except Exception:
