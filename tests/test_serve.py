@@ -379,6 +379,27 @@ def test_a_decompressed_body_counts_against_the_buffered_cap(db_path):
     assert executions(db_path) == ONE_MINUTE_RUN
 
 
+def test_a_request_being_stored_when_the_server_stops_is_asked_to_retry(db_path, monkeypatch):
+    from agentmetrics.otel import ingest
+
+    spans = [span(trace=f"{s + 1:032x}", span_id=f"{s + 1:016x}") for s in range(600)]
+    body = json.dumps(request(*spans)).encode()
+    write = ingest._write
+    with running(Receiver(db_path, port=0)) as server:
+
+        def stop_after_one_transaction(db, batch, result):
+            write(db, batch, result)
+            server._stopping.set()  # what server_close does first
+
+        monkeypatch.setattr(ingest, "_write", stop_after_one_transaction)
+        assert_retry_later(*post(server, body))
+    assert len(executions(db_path)) == 500  # the first transaction; the rest was not begun
+    monkeypatch.setattr(ingest, "_write", write)
+    with running(Receiver(db_path, port=0)) as server:  # the client sends it again
+        assert post(server, body)[0] == 200
+    assert len(executions(db_path)) == 600
+
+
 def test_the_buffered_cap_holds_at_least_one_body(db_path):
     with pytest.raises(InvalidValue, match="max_buffered"):
         Receiver(db_path, port=0, max_body=1024, max_buffered=1000)
