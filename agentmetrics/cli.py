@@ -1352,9 +1352,30 @@ def watch(
     show_default=True,
     help="Largest request body accepted, compressed or not (MiB).",
 )
+@click.option(
+    "--max-buffered-mib",
+    type=_Number(min=0, min_open=True, max=65536),
+    default=None,
+    help="Request bytes all connections together may hold; more are answered 503"
+    " (MiB, at least --max-body-mib)  [default: twice --max-body-mib]",
+)
+@click.option(
+    "--max-connections",
+    type=POSITIVE_INT,
+    default=256,
+    show_default=True,
+    help="Connections served at once; more are answered 503.",
+)
 @db_option
 @click.pass_context
-def serve(ctx: click.Context, host: str, port: int, max_body_mib: float) -> None:
+def serve(
+    ctx: click.Context,
+    host: str,
+    port: int,
+    max_body_mib: float,
+    max_buffered_mib: float | None,
+    max_connections: int,
+) -> None:
     """Receive OpenTelemetry traces over OTLP/HTTP into the database.
 
     POST /v1/traces takes protobuf or JSON, gzip or not; agent spans become executions
@@ -1374,8 +1395,21 @@ def serve(ctx: click.Context, host: str, port: int, max_body_mib: float) -> None
             err=True,
         )
 
+    max_body = int(max_body_mib * 1024 * 1024)
+    max_buffered = None if max_buffered_mib is None else int(max_buffered_mib * 1024 * 1024)
+    if max_buffered is not None and max_buffered < max_body:
+        raise click.BadParameter(
+            f"{max_buffered_mib:g} is under --max-body-mib ({max_body_mib:g})",
+            param_hint="--max-buffered-mib",
+        )
     totals = serve_(
-        ctx.obj["db_path"], host, port, max_body=int(max_body_mib * 1024 * 1024), ready=ready
+        ctx.obj["db_path"],
+        host,
+        port,
+        max_body=max_body,
+        max_connections=max_connections,
+        max_buffered=max_buffered,
+        ready=ready,
     )
     click.echo(
         f"Stopped: {totals.accepted} spans stored, {totals.rejected} rejected,"

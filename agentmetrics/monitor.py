@@ -320,8 +320,9 @@ class Monitor:
     :param busy_timeout: seconds a write waits for another process's lock
     :param otlp_endpoint: also send each finished execution and orchestration as an
       OpenTelemetry span to this OTLP/HTTP receiver's base URL (``/v1/traces`` is
-      appended), or True for ``$OTEL_EXPORTER_OTLP_ENDPOINT``; headers come from
-      ``$OTEL_EXPORTER_OTLP_HEADERS``. Needs the ``otel`` extra. See
+      appended unless the URL already ends with it), or True for
+      ``$OTEL_EXPORTER_OTLP_ENDPOINT``; headers come from ``$OTEL_EXPORTER_OTLP_HEADERS``.
+      Needs the ``otel`` extra. See
       :mod:`agentmetrics.push` and :attr:`push`.
     """
 

@@ -14,6 +14,12 @@ exception class name its error message starts with (``TimeoutError: ...``), else
 ``_OTHER``. An execution with no orchestration is a trace of its own, its session its
 agent session.
 
+Times are nanoseconds since the epoch, from 1 to 2^63-1 (1970 to 2262): OTLP's 0 means
+"unset", and readers (ours, SQLite, most backends) hold them as signed 64-bit integers.
+A stored time outside that range is clamped into it, and the exact nanoseconds travel
+as a decimal string in ``agentmetrics.start_time_unix_nano`` /
+``agentmetrics.end_time_unix_nano``, which our import takes over the clamped field.
+
 Ids are derived from ours (sha256), so exporting twice gives the same traces, and a
 finished execution of a still running orchestration is exported with its parent's
 future span id: the trace joins up when the workflow span follows. Runs still in
@@ -57,6 +63,8 @@ STATUS_UNSET, STATUS_OK, STATUS_ERROR = 0, 1, 2
 SPAN_FLAGS = 0x100
 DEFAULT_BATCH_SIZE = 100
 SERVICE_NAME = "agentmetrics"
+# The times a span's fields carry (nanoseconds): 0 is "unset", above is past int64.
+MIN_NANOS, MAX_NANOS = 1, 2**63 - 1
 
 _NON_FINITE = {"inf": "Infinity", "-inf": "-Infinity", "nan": "NaN"}
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
@@ -110,7 +118,7 @@ class Span:
     span_id: str
     parent_span_id: str | None
     name: str
-    start: int  # nanoseconds since the epoch
+    start: int  # nanoseconds since the epoch, MIN_NANOS to MAX_NANOS
     end: int
     attributes: dict[str, Any]  # str, int, float or bool values; no None
     status: int = STATUS_UNSET
@@ -166,6 +174,18 @@ def _attributes(pairs: Iterable[tuple[str, Any]]) -> dict[str, Any]:
     return {key: value for key, value in pairs if value is not None}
 
 
+def _clamp(nanos: int) -> int:
+    return min(max(nanos, MIN_NANOS), MAX_NANOS)
+
+
+def _exact_times(start: int, end: int) -> list[tuple[str, str | None]]:
+    """The attributes carrying times the span's fields cannot hold (None: not needed)."""
+    return [
+        (f"agentmetrics.{name}_time_unix_nano", None if _clamp(nanos) == nanos else str(nanos))
+        for name, nanos in (("start", start), ("end", end))
+    ]
+
+
 def _end(row: dict[str, Any]) -> int | None:
     if row.get("completed_at"):
         return unix_nano(row["completed_at"])
@@ -185,12 +205,13 @@ def orchestration_span(orchestration: dict[str, Any]) -> Span | None:
     if status == "running" or end is None:
         return None
     name = orchestration.get("task_description")
+    start = unix_nano(orchestration["started_at"])
     return Span(
         *_workflow_ids(orchestration["id"]),
         parent_span_id=None,
         name=f"invoke_workflow {name}" if name else "invoke_workflow",
-        start=unix_nano(orchestration["started_at"]),
-        end=end,
+        start=_clamp(start),
+        end=_clamp(end),
         attributes=_attributes(
             [
                 ("gen_ai.operation.name", "invoke_workflow"),
@@ -207,6 +228,7 @@ def orchestration_span(orchestration: dict[str, Any]) -> Span | None:
                 ("agentmetrics.git_commit_hash", orchestration.get("git_commit_hash")),
                 ("agentmetrics.plan_file_path", orchestration.get("plan_file_path")),
                 ("agentmetrics.progress_file_path", orchestration.get("progress_file_path")),
+                *_exact_times(start, end),
             ]
         ),
         # partial: some tasks failed but the workflow finished; left UNSET, the
@@ -235,13 +257,14 @@ def execution_span(
         trace, parent = trace_id(execution["id"]), None
         session = execution["agent_session_id"]
     self_healed = execution.get("self_healed")
+    start = unix_nano(execution["started_at"])
     return Span(
         trace,
         span_id("execution", execution["id"]),
         parent_span_id=parent,
         name=f"invoke_agent {execution['agent_name']}",
-        start=unix_nano(execution["started_at"]),
-        end=end,
+        start=_clamp(start),
+        end=_clamp(end),
         attributes=_attributes(
             [
                 ("gen_ai.operation.name", "invoke_agent"),
@@ -266,6 +289,7 @@ def execution_span(
                 ("agentmetrics.cost_usd", _float(execution.get("cost_usd"))),
                 ("agentmetrics.summary_report_path", execution.get("summary_report_path")),
                 ("agentmetrics.session_log_path", execution.get("session_log_path")),
+                *_exact_times(start, end),
             ]
         ),
         status=STATUS_ERROR if failed else STATUS_OK,

@@ -44,21 +44,24 @@ _ORCHESTRATION_SQL = (
 
 
 def traces_url(endpoint: str) -> str:
-    """The ``/v1/traces`` URL of an OTLP/HTTP base URL (as ``OTEL_EXPORTER_OTLP_ENDPOINT``)."""
+    """The ``/v1/traces`` URL of an OTLP/HTTP base URL (as ``OTEL_EXPORTER_OTLP_ENDPOINT``),
+    or the URL itself when it already ends in ``/v1/traces`` (as
+    ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` and Phoenix's docs write it)."""
     if not isinstance(endpoint, str) or not endpoint.startswith(("http://", "https://")):
         raise InvalidValue(
             f"otlp_endpoint must be an http:// or https:// URL (or True), got {endpoint!r}"
         )
-    return endpoint.rstrip("/") + TRACES_PATH
+    base = endpoint.rstrip("/")
+    return base if base.endswith(TRACES_PATH) else base + TRACES_PATH
 
 
 class LivePush:
     """Sends finished runs as spans to one OTLP/HTTP endpoint.
 
     :param endpoint: the receiver's base URL (``http://collector:4318``; ``/v1/traces`` is
-      appended), or True for ``$OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` /
-      ``$OTEL_EXPORTER_OTLP_ENDPOINT`` (else ``http://localhost:4318``). Headers come from
-      ``$OTEL_EXPORTER_OTLP_HEADERS`` either way.
+      appended unless the URL already ends with it), or True for
+      ``$OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` / ``$OTEL_EXPORTER_OTLP_ENDPOINT`` (else
+      ``http://localhost:4318``). Headers come from ``$OTEL_EXPORTER_OTLP_HEADERS`` either way.
     :param max_queue_size: how many spans may wait to be sent
     :param timeout: seconds one send may take, retries included
     """

@@ -17,16 +17,27 @@ baseline), spans lost (sent against ``otel_spans`` rows, and executions and
 orchestrations against those expected), tracker errors and rows, and the live push's
 per-call overhead against no push. Goals: >= 10,000 spans/s, p99 < 100 ms, 0 lost.
 
+``--abuse`` runs something else: ``serve`` under abusive clients (Linux, for /proc).
+``--abusers`` connections (20) each declare a 32 MiB body, send 30 MiB of it and stall;
+reported: serve's resident memory (RSS) and threads before, at their peak and after the
+abusers leave, how many abusers were answered 503, whether a normal request is then
+served, and the seconds from SIGTERM to exit with an idle keep-alive client and one
+trickling a byte every 0.2 s. Goals: RSS under 300 MB, a normal request served after,
+exit within 2 s.
+
     python benchmarks/bench_serve.py                       # 200 requests of 512 spans
     python benchmarks/bench_serve.py --requests 40 --calls 500
+    python benchmarks/bench_serve.py --abuse
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
+import socket
 import sqlite3
 import statistics
 import subprocess
@@ -303,13 +314,115 @@ def push_run(folder: Path, calls: int) -> dict:
     }
 
 
+MIB = 1024 * 1024
+
+
+def memory(pid: int) -> tuple[float, int]:
+    """A process's resident memory (MB) and threads, from /proc."""
+    with open(f"/proc/{pid}/status") as f:
+        fields = dict(line.split(":", 1) for line in f)
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["Threads"])
+
+
+def abuser(port: int, leave: threading.Event, answers: list[bytes]) -> None:
+    """Declare a 32 MiB body, send 30 MiB of it, stall until ``leave``; keep the answer."""
+    chunk = b" " * MIB
+    with socket.create_connection(("127.0.0.1", port), timeout=120) as sock:
+        head = "POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        with contextlib.suppress(OSError):  # a refused client may be cut off mid-body
+            sock.sendall(f"{head}Content-Length: {32 * MIB}\r\n\r\n".encode())
+            for _ in range(30):
+                sock.sendall(chunk)
+        sock.settimeout(0.5)
+        answer = b""
+        with contextlib.suppress(OSError):
+            answer = sock.recv(100)
+        answers.append(answer)
+        leave.wait()
+
+
+def abuse_run(folder: Path, abusers: int) -> None:
+    process, port = start_serve(folder / "abused.db")
+    body = build_bodies(1, 512)[0][0]
+    status = send(port, [body], 1)[2]
+    before = memory(process.pid)
+    leave, answers = threading.Event(), []
+    threads = [
+        threading.Thread(target=abuser, args=(port, leave, answers), daemon=True)
+        for _ in range(abusers)
+    ]
+    for thread in threads:
+        thread.start()
+    peak = before
+    deadline = time.monotonic() + 120
+    while len(answers) < abusers and time.monotonic() < deadline:
+        peak = max(peak, memory(process.pid))
+        time.sleep(0.05)
+    for _ in range(20):  # two more seconds of stalled clients
+        peak = max(peak, memory(process.pid))
+        time.sleep(0.1)
+    refused = sum(answer.startswith(b"HTTP/1.1 503") for answer in answers)
+    leave.set()
+    for thread in threads:
+        thread.join()
+    time.sleep(1.5)  # the server sees them go
+    failed = send(port, [body], 1)[2]
+    after = memory(process.pid)
+    # SIGTERM with an idle keep-alive client and one trickling its headers.
+    idle = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    idle.request("POST", "/v1/traces", body, {"Content-Type": "application/x-protobuf"})
+    idle.getresponse().read()
+    trickler = socket.create_connection(("127.0.0.1", port))
+    trickler.sendall(b"POST /v1/traces HTTP/1.1\r\nHost: ")
+    stop = threading.Event()
+
+    def trickle() -> None:
+        with contextlib.suppress(OSError):
+            while not stop.wait(0.2):
+                trickler.send(b"x")
+
+    threading.Thread(target=trickle, daemon=True).start()
+    time.sleep(1)
+    started = time.perf_counter()
+    process.terminate()
+    try:
+        process.communicate(timeout=120)
+        stopped = time.perf_counter() - started
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        stopped = float("inf")
+    stop.set()
+    idle.close()
+    trickler.close()
+    print(
+        f"{abusers} clients each sending 30 MiB of a 32 MiB body, then stalling:"
+        f" serve RSS {before[0]:.0f} MB / {before[1]} threads before, peak"
+        f" {peak[0]:.0f} MB / {peak[1]} threads, {after[0]:.0f} MB after they left;"
+        f" {refused} of {abusers} answered 503"
+    )
+    print(
+        f"a normal request before: {'served' if not status else 'FAILED'}, after:"
+        f" {'served' if not failed else 'FAILED'}; SIGTERM with an idle and a trickling"
+        f" client: exited in {stopped:.2f} s"
+    )
+    ok = peak[0] < 300 and not failed and stopped < 2
+    print("goals (RSS < 300 MB, served after, exit < 2 s):", "met" if ok else "NOT met")
+    sys.exit(0 if ok else 1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--batch", type=int, default=512)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--calls", type=int, default=2000, help="tracking calls timed")
+    parser.add_argument("--abuse", action="store_true", help="serve under abusive clients")
+    parser.add_argument("--abusers", type=int, default=20)
     args = parser.parse_args()
+    if args.abuse:
+        with tempfile.TemporaryDirectory() as tmp:
+            abuse_run(Path(tmp), args.abusers)
 
     bodies, traces, agents = build_bodies(args.requests, args.batch)
     spans = args.requests * args.batch

@@ -87,7 +87,6 @@ def test_a_missing_database_is_an_error(tmp_path):
 @pytest.fixture
 def datasette(data_path, tmp_path):
     """A Datasette on 127.0.0.1 (a free port) serving the file with our metadata."""
-    pytest.importorskip("datasette")
     meta = tmp_path / "metadata.json"
     meta.write_text(json.dumps(metadata(data_path)))
     process = subprocess.Popen(

@@ -12,8 +12,6 @@ import sqlite3
 
 import pytest
 
-pytest.importorskip("opentelemetry.sdk.trace")
-
 
 @pytest.fixture(autouse=True)
 def offline(monkeypatch):
@@ -66,7 +64,6 @@ def span_ms(provider, name):
 
 
 def pydantic_agents(provider):
-    pytest.importorskip("pydantic_ai")
     from pydantic_ai import Agent, RunContext
     from pydantic_ai.capabilities.instrumentation import Instrumentation
     from pydantic_ai.models.instrumented import InstrumentationSettings
@@ -147,9 +144,9 @@ def test_pydantic_ai_two_agents_and_a_failing_tool(db_path, provider):
 
 @pytest.fixture
 def langchain_instrumented(provider):
-    pytest.importorskip("langgraph")
-    instrumentation = pytest.importorskip("openinference.instrumentation.langchain")
-    instrumentor = instrumentation.LangChainInstrumentor()
+    from openinference.instrumentation.langchain import LangChainInstrumentor
+
+    instrumentor = LangChainInstrumentor()
     instrumentor.instrument(tracer_provider=provider)
     yield provider
     instrumentor.uninstrument()

@@ -4,6 +4,7 @@ Spans are written by hand here as OTLP/JSON, and every expected number is read o
 the spans themselves (durations, tokens), not from the code under test.
 """
 
+import datetime as dt
 import gzip
 import json
 import random
@@ -14,7 +15,7 @@ import uuid
 
 import pytest
 from conftest import cli_result, no_traceback
-from dashboard_data import build
+from dashboard_data import T0, Clock, build
 
 import agentmetrics
 from agentmetrics.demo import build_demo
@@ -153,6 +154,31 @@ def test_spans_in_any_order_end_in_the_same_rows(tmp_path):
             ingest_spans(path, decode_json(request(raw)))
         for table in ("orchestrations", "agent_executions"):
             assert rows(path, table) == expected[table], (seed, table)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_spans_sent_again_with_later_ends_in_any_order_end_in_the_final_rows(tmp_path, seed):
+    # A span re-sent with a later end replaces the stored one: the rows are derived again
+    # from the stored spans whenever any span of the trace arrives, so a stored first
+    # version would bring the old end back as soon as a later span came in.
+    rng = random.Random(seed)
+    final = [
+        {**raw, "endTimeUnixNano": str(int(raw["endTimeUnixNano"]) + (i + 1) * 7 * MS)}
+        for i, raw in enumerate(OPENINFERENCE)
+    ]
+    once = tmp_path / "once.db"
+    ingest_spans(once, decode_json(request(*final)))
+    resent = tmp_path / "resent.db"
+    # Every span as first sent, then every span in its final version, each round in a
+    # random order, one span per request (as a live receiver gets them).
+    for raw in rng.sample(OPENINFERENCE, len(OPENINFERENCE)) + rng.sample(final, len(final)):
+        ingest_spans(resent, decode_json(request(raw)))
+    for table in ("orchestrations", "agent_executions"):
+        assert rows(resent, table) == rows(once, table), table
+    # The final ends, read off the spans: the root 1000 + 7 ms, writer_agent 580 + 42 ms.
+    [orchestration] = rows(once, "orchestrations").values()
+    assert orchestration["duration_ms"] == 1007
+    assert executions_by_name(once)["writer_agent"]["duration_ms"] == 622 - 210
 
 
 def test_trace_without_its_root_yet_is_a_running_orchestration(db_path):
@@ -367,6 +393,118 @@ def test_our_export_reimported_into_its_own_database_changes_no_column(tmp_path)
     assert {t: rows(original, t, skip) for t in ("orchestrations", "agent_executions")} == before
 
 
+UTC = dt.timezone.utc
+# Stored times around what OTLP's time fields carry (1 to 2^63-1 ns: 1970-01-01 just
+# after midnight to 2262-04-11T23:47:16.854775807Z), the ISO text a test writes them as.
+EDGE_TIMES = {
+    dt.datetime(1500, 1, 1, tzinfo=UTC): "1500-01-01T00:00:00.000Z",
+    dt.datetime(1969, 12, 31, 23, 59, 59, 999000, tzinfo=UTC): "1969-12-31T23:59:59.999Z",
+    dt.datetime(1970, 1, 1, tzinfo=UTC): "1970-01-01T00:00:00.000Z",  # 0 ns: "unset"
+    dt.datetime(2262, 4, 11, 23, 45, 16, 854000, tzinfo=UTC): "2262-04-11T23:45:16.854Z",
+    dt.datetime(2262, 4, 11, 23, 47, 16, 855000, tzinfo=UTC): "2262-04-11T23:47:16.855Z",
+    dt.datetime(9000, 1, 1, tzinfo=UTC): "9000-01-01T00:00:00.000Z",
+    dt.datetime(9999, 12, 31, 23, 50, tzinfo=UTC): "9999-12-31T23:50:00.000Z",
+}
+
+
+def edge_times_db(path):
+    """Per edge time: an orchestration from it with an execution of 90 s (its end 2 min
+    later), and a standalone execution of 1 s."""
+    clock = Clock(T0)
+    monitor = agentmetrics.Monitor(path, clock=clock)
+    for number, moment in enumerate(EDGE_TIMES):
+        clock.moment = moment
+        orchestration = monitor.start_orchestration(f"s-{number}", "edge")
+        monitor.start_agent_execution(f"a-{number}", "coder", orchestration_id=orchestration)
+        monitor.start_agent_execution(f"alone-{number}", "solo")
+        clock.moment = moment + dt.timedelta(seconds=1)
+        monitor.complete_agent_execution(f"alone-{number}", "completed")
+        clock.moment = moment + dt.timedelta(seconds=90)
+        monitor.complete_agent_execution(f"a-{number}", "completed")
+        clock.moment = moment + dt.timedelta(seconds=120)
+        monitor.complete_orchestration(f"s-{number}", "completed")
+    monitor.close()
+
+
+@pytest.mark.parametrize("fmt", ["otlp", "otlp-protobuf"])
+def test_every_stored_time_goes_out_and_back_through_otlp(tmp_path, fmt):
+    original = tmp_path / "original.db"
+    edge_times_db(original)
+    traces = tmp_path / "traces"
+    with traces.open("wb" if fmt == "otlp-protobuf" else "w") as out:
+        counts = export(original, out, fmt)
+    assert (counts.orchestrations, counts.executions) == (7, 14)
+    copy = tmp_path / "copy.db"
+    ingest_files(copy, [traces])
+    assert rows(copy, "orchestrations", NOT_EXPORTED) == rows(
+        original, "orchestrations", NOT_EXPORTED
+    )
+    assert rows(copy, "agent_executions", NOT_EXPORTED) == rows(
+        original, "agent_executions", NOT_EXPORTED
+    )
+    with sqlite3.connect(copy) as conn:
+        started = {r[0] for r in conn.execute("SELECT started_at FROM orchestrations")}
+        durations = {r[0] for r in conn.execute("SELECT duration_ms FROM agent_executions")}
+    assert started == set(EDGE_TIMES.values())
+    assert durations == {1000, 90000}
+
+
+def test_times_otlp_cannot_hold_are_clamped_and_carried_in_attributes(tmp_path):
+    original = tmp_path / "original.db"
+    edge_times_db(original)
+    text = tmp_path / "traces.jsonl"
+    with text.open("w") as out:
+        export(original, out, "otlp")
+    spans = [
+        span
+        for line in text.read_text().splitlines()
+        for resource in json.loads(line)["resourceSpans"]
+        for scope in resource["scopeSpans"]
+        for span in scope["spans"]
+    ]
+    carried = []
+    for span in spans:
+        start, end = int(span["startTimeUnixNano"]), int(span["endTimeUnixNano"])
+        assert 1 <= start <= end <= 2**63 - 1
+        if span["name"] == "invoke_workflow edge":
+            attributes = {a["key"]: a["value"] for a in span["attributes"]}
+            exact = attributes.get("agentmetrics.start_time_unix_nano", {}).get("stringValue")
+            carried.append((start, exact))
+    # 1500 and 9000: the issue's figures; the others counted in days of 86,400 s.
+    last = 2**63 - 1
+    assert sorted(carried, key=repr) == sorted(
+        [
+            (1, "-14831769600000000000"),
+            (1, "-1000000"),
+            (1, "0"),
+            ((106_751 * 86_400 + 23 * 3600 + 45 * 60 + 16) * 10**9 + 854 * MS, None),
+            (last, str((106_751 * 86_400 + 23 * 3600 + 47 * 60 + 16) * 10**9 + 855 * MS)),
+            (last, "221845392000000000000"),
+            (last, str((2_932_897 * 86_400 - 600) * 10**9)),
+        ],
+        key=repr,
+    )
+
+
+def test_a_carried_time_that_is_not_one_is_ignored(db_path):
+    ours = {"agentmetrics.status": "completed", "gen_ai.operation.name": "invoke_agent"}
+    spans = [
+        span(i + 1, None, "invoke_agent x", 0, 1000, ours | {attribute: value})
+        for i, (attribute, value) in enumerate(
+            [
+                ("agentmetrics.start_time_unix_nano", "99999999999999999999999"),  # year > 9999
+                ("agentmetrics.start_time_unix_nano", "soon"),
+                ("agentmetrics.end_time_unix_nano", 5),  # not a string
+            ]
+        )
+    ]
+    ingest_spans(db_path, decode_json(request(*spans)))
+    found = {
+        (r["started_at"], r["duration_ms"]) for r in rows(db_path, "agent_executions").values()
+    }
+    assert found == {("2026-05-28T20:26:40.000Z", 1000)}
+
+
 # -- files and the command line ------------------------------------------------------
 
 
@@ -476,7 +614,6 @@ except MissingDependency as e:
 
 def sdk_spans():
     """A small agent trace made with the SDK: a workflow, two agents, a chat, a tool."""
-    pytest.importorskip("opentelemetry.sdk.trace")
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter

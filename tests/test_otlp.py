@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import cli_result
 from dashboard_data import T0, Clock, build
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as trace_service
 
 from agentmetrics import Monitor
 from agentmetrics.cli import cli
@@ -392,7 +393,6 @@ def _span_from_protobuf(span):
 
 
 def test_protobuf_export_is_the_json_export(data_path, tmp_path):
-    trace_service = pytest.importorskip("opentelemetry.proto.collector.trace.v1.trace_service_pb2")
     Monitor(data_path).start_agent_execution("a-8", "coder")  # in progress: left out of both
     target = tmp_path / "traces.pb"
     result = cli_result("--db", data_path, "export", "--format", "otlp-protobuf", "-o", target)
@@ -412,7 +412,6 @@ def test_protobuf_export_is_the_json_export(data_path, tmp_path):
 
 
 def test_protobuf_export_to_a_pipe(data_path, tmp_path):
-    trace_service = pytest.importorskip("opentelemetry.proto.collector.trace.v1.trace_service_pb2")
     completed = subprocess.run(
         [
             sys.executable,

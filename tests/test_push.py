@@ -14,14 +14,12 @@ import threading
 import pytest
 from click.testing import CliRunner
 from dashboard_data import T0, Clock
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as trace_service
 from test_otlp import _span_from_protobuf, all_spans
 
 from agentmetrics import Monitor
 from agentmetrics.cli import cli
 from agentmetrics.errors import InvalidValue, MissingDependency
-
-trace_service = pytest.importorskip("opentelemetry.proto.collector.trace.v1.trace_service_pb2")
-pytest.importorskip("opentelemetry.exporter.otlp.proto.http")
 
 
 class Collector(http.server.ThreadingHTTPServer):
@@ -147,6 +145,18 @@ def test_endpoint_and_headers_from_the_environment(db_path, collector, monkeypat
     ((path, headers, _),) = collector.requests
     assert path == "/v1/traces"
     assert (headers["authorization"], headers["x-team"]) == ("Bearer abc", "ml")
+
+
+@pytest.mark.parametrize("suffix", ["", "/", "/v1/traces", "/v1/traces/"])
+def test_a_base_url_or_the_full_traces_url(db_path, collector, suffix):
+    # Phoenix's docs and OTEL_EXPORTER_OTLP_TRACES_ENDPOINT write the full URL: it must
+    # not become /v1/traces/v1/traces (every span dropped with a 405).
+    monitor = Monitor(db_path, otlp_endpoint=collector.url + suffix)
+    with monitor.agent("coder"):
+        pass
+    monitor.close()
+    assert [path for path, _, _ in collector.requests] == ["/v1/traces"]
+    assert (monitor.push.sent, monitor.push.dropped) == (1, 0)
 
 
 def test_a_dead_endpoint_never_blocks_or_raises(db_path, caplog, monkeypatch):

@@ -4,6 +4,7 @@ sqlite3 give equal frames, whatever the stored timestamps, NULLs and file."""
 import datetime as dt
 import sqlite3
 
+import adbc_driver_sqlite  # noqa: F401 (a test dependency: without it, fail, don't skip)
 import pandas as pd
 import pytest
 from conftest import make_original_db
@@ -12,8 +13,6 @@ import agentmetrics
 from agentmetrics import reports
 from agentmetrics.errors import UnknownAgent
 from agentmetrics.reports import _arrow
-
-pytest.importorskip("adbc_driver_sqlite")
 
 UTC = dt.timezone.utc
 

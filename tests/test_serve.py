@@ -4,26 +4,30 @@ Responses are decoded with opentelemetry-proto's messages and a google.rpc.Statu
 from its published definition here, not with the receiver's own encoder.
 """
 
+import contextlib
 import datetime as dt
 import gzip
 import http.client
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
+from click.testing import CliRunner
 from dashboard_data import T0, Clock
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as trace_service
 from test_push import track_runs
 
 from agentmetrics import Monitor
+from agentmetrics.cli import cli
+from agentmetrics.errors import InvalidValue
 from agentmetrics.otel.receiver import Receiver
-
-trace_service = pytest.importorskip("opentelemetry.proto.collector.trace.v1.trace_service_pb2")
-pytest.importorskip("opentelemetry.exporter.otlp.proto.http")
 
 JSON, PROTOBUF = "application/json", "application/x-protobuf"
 
@@ -47,15 +51,22 @@ def _status_class():
 Status = _status_class()
 
 
-@pytest.fixture
-def receiver(db_path):
-    server = Receiver(db_path, port=0, max_body=64 * 1024)
+@contextlib.contextmanager
+def running(server):
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
     thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-    thread.join(10)
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+@pytest.fixture
+def receiver(db_path):
+    with running(Receiver(db_path, port=0, max_body=64 * 1024)) as server:
+        yield server
 
 
 def post(server, body, content_type=JSON, path="/v1/traces", method="POST", headers=(), timeout=30):
@@ -254,19 +265,22 @@ def test_body_over_the_limit(receiver, db_path):
     assert executions(db_path) == []
 
 
-def test_a_locked_database_asks_the_client_to_retry(db_path, receiver, monkeypatch):
-    monkeypatch.setattr("agentmetrics.db.BUSY_TIMEOUT_MS", 100)  # not 30 s
-    blocker = sqlite3.connect(db_path, isolation_level=None, timeout=0)
-    blocker.execute("BEGIN EXCLUSIVE")
-    try:
-        status, headers, raw = post(receiver, json.dumps(request(span())).encode())
-    finally:
-        blocker.execute("ROLLBACK")
-        blocker.close()
-    assert status == 503
-    assert int(headers["Retry-After"]) > 0
-    assert json.loads(raw)["code"] == 14  # UNAVAILABLE
-    assert post(receiver, json.dumps(request(span())).encode())[0] == 200
+def test_a_locked_database_asks_the_client_to_retry(db_path):
+    # busy_timeout_ms, not a patched module constant: the receiver binds its own default.
+    with running(Receiver(db_path, port=0, busy_timeout_ms=100)) as receiver:
+        # The write waits 100 ms for the lock, not serve's default 2 s.
+        assert receiver.db.execute("PRAGMA busy_timeout").fetchone() == (100,)
+        blocker = sqlite3.connect(db_path, isolation_level=None, timeout=0)
+        blocker.execute("BEGIN EXCLUSIVE")
+        try:
+            status, headers, raw = post(receiver, json.dumps(request(span())).encode())
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        assert status == 503
+        assert int(headers["Retry-After"]) > 0
+        assert json.loads(raw)["code"] == 14  # UNAVAILABLE
+        assert post(receiver, json.dumps(request(span())).encode())[0] == 200
 
 
 def test_a_locked_database_is_answered_before_the_client_gives_up(db_path, receiver):
@@ -286,6 +300,109 @@ def test_a_locked_database_is_answered_before_the_client_gives_up(db_path, recei
     assert executions(db_path) == []
     assert post(receiver, body, PROTOBUF)[0] == 200
     assert executions(db_path) == ONE_MINUTE_RUN
+
+
+# -- a full server: caps on connections and on the bytes requests hold ------------------
+
+
+def until(condition, seconds=10):
+    """Poll ``condition`` until it holds (a bounded wait for another thread, not a timing)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "gave up waiting"
+        time.sleep(0.02)
+
+
+def stalled(server, declared, sent):
+    """A client that declares a ``declared``-byte body, sends ``sent`` bytes of it and stalls."""
+    sock = socket.create_connection(server.server_address[:2], timeout=30)
+    head = f"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: {JSON}\r\n"
+    sock.sendall(f"{head}Content-Length: {declared}\r\n\r\n".encode() + b" " * sent)
+    return sock
+
+
+def assert_retry_later(status, headers, raw):
+    assert status == 503
+    assert int(headers["Retry-After"]) > 0
+    assert json.loads(raw)["code"] == 14  # UNAVAILABLE
+
+
+def test_connections_over_the_cap_are_asked_to_retry(db_path):
+    body = json.dumps(request(span())).encode()
+    with running(Receiver(db_path, port=0, max_connections=2)) as server:
+        idle = []
+        for _ in range(2):  # keep-alive clients, idle after one request
+            conn = http.client.HTTPConnection(*server.server_address[:2], timeout=30)
+            conn.request("POST", "/v1/traces", body, {"Content-Type": JSON})
+            response = conn.getresponse()
+            response.read()
+            assert response.status == 200
+            idle.append(conn)
+        assert_retry_later(*post(server, body))
+        for conn in idle:
+            conn.close()
+        # Once the server has seen them go, a client is served again.
+        until(lambda: post(server, body)[0] == 200)
+    assert server.totals.failed_requests >= 1
+
+
+def test_bodies_over_the_buffered_cap_are_asked_to_retry(db_path):
+    body = json.dumps(request(span())).encode().ljust(10 * 1024)  # spaces: still JSON
+    limits = {"max_body": 64 * 1024, "max_buffered": 128 * 1024}
+    with running(Receiver(db_path, port=0, **limits)) as server:
+        # Two clients hold 120 KiB of the 128 KiB, sending slowly: no room for 10 KiB more.
+        abusers = [stalled(server, 60 * 1024, 50 * 1024) for _ in range(2)]
+        until(lambda: server.budget.held == 120 * 1024)
+        assert_retry_later(*post(server, body))
+        assert executions(db_path) == []
+        for sock in abusers:
+            sock.close()
+        until(lambda: post(server, body)[0] == 200)
+        until(lambda: server.budget.held == 0)  # all given back
+    assert executions(db_path) == ONE_MINUTE_RUN
+
+
+def test_a_decompressed_body_counts_against_the_buffered_cap(db_path):
+    # 40 KiB held by a stalled client, a gzip body of a few hundred bytes that inflates
+    # to 30 KiB: together over 64 KiB only when the decompressed bytes count.
+    payload = json.dumps(request(span())).encode().ljust(30 * 1024)
+    compressed = gzip.compress(payload)
+    limits = {"max_body": 64 * 1024, "max_buffered": 64 * 1024}
+    with running(Receiver(db_path, port=0, **limits)) as server:
+        abuser = stalled(server, 40 * 1024, 1024)
+        until(lambda: server.budget.held == 40 * 1024)
+        assert len(compressed) + 40 * 1024 < 64 * 1024
+        gzipped = {"Content-Encoding": "gzip"}
+        assert_retry_later(*post(server, compressed, headers=gzipped))
+        abuser.close()
+        until(lambda: post(server, compressed, headers=gzipped)[0] == 200)
+    assert executions(db_path) == ONE_MINUTE_RUN
+
+
+def test_a_request_being_stored_when_the_server_stops_is_asked_to_retry(db_path, monkeypatch):
+    from agentmetrics.otel import ingest
+
+    spans = [span(trace=f"{s + 1:032x}", span_id=f"{s + 1:016x}") for s in range(600)]
+    body = json.dumps(request(*spans)).encode()
+    write = ingest._write
+    with running(Receiver(db_path, port=0)) as server:
+
+        def stop_after_one_transaction(db, batch, result):
+            write(db, batch, result)
+            server._stopping.set()  # what server_close does first
+
+        monkeypatch.setattr(ingest, "_write", stop_after_one_transaction)
+        assert_retry_later(*post(server, body))
+    assert len(executions(db_path)) == 500  # the first transaction; the rest was not begun
+    monkeypatch.setattr(ingest, "_write", write)
+    with running(Receiver(db_path, port=0)) as server:  # the client sends it again
+        assert post(server, body)[0] == 200
+    assert len(executions(db_path)) == 600
+
+
+def test_the_buffered_cap_holds_at_least_one_body(db_path):
+    with pytest.raises(InvalidValue, match="max_buffered"):
+        Receiver(db_path, port=0, max_body=1024, max_buffered=1000)
 
 
 # -- the command, and the live push end to end -----------------------------------------
@@ -331,6 +448,53 @@ def test_serve_command_stops_cleanly(tmp_path, stop):
     assert process.returncode == 0, err
     assert err.splitlines() == ["Stopped: 1 spans stored, 0 rejected, in 1 requests (0 refused)"]
     assert executions(target) == ONE_MINUTE_RUN
+
+
+@pytest.mark.parametrize("client", ["idle keep-alive", "trickling headers", "trickling body"])
+def test_sigterm_stops_serve_whatever_its_clients_do(tmp_path, client):
+    process, url = start_serve(tmp_path / "received.db")
+    host, port = url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    stop = threading.Event()
+    try:
+        if client == "idle keep-alive":
+            conn.request("POST", "/v1/traces", json.dumps(request(span())), {"Content-Type": JSON})
+            response = conn.getresponse()
+            response.read()
+            assert response.status == 200  # and the connection stays open, idle
+        else:
+            conn.connect()
+            head = "POST /v1/traces HTTP/1.1\r\nHost: x\r\n"
+            if client == "trickling body":
+                head += f"Content-Type: {JSON}\r\nContent-Length: 100000\r\n\r\n"
+            conn.sock.sendall(head.encode())
+
+            def trickle():
+                with contextlib.suppress(OSError):
+                    while not stop.wait(0.2):
+                        conn.sock.send(b"x")
+
+            threading.Thread(target=trickle, daemon=True).start()
+            time.sleep(0.5)  # a few bytes arrived: the server is reading them
+        process.send_signal(signal.SIGTERM)
+        # The target is 2 s; before the fix this took the 60 s idle timeout (or never
+        # ended while a client trickled). 10 s leaves room for a loaded machine.
+        err = process.communicate(timeout=10)[1]
+    finally:
+        stop.set()
+        conn.close()
+        process.kill()  # a no-op once it has exited
+        process.wait()
+    assert process.returncode == 0, err
+    assert err.splitlines()[-1].startswith("Stopped: ")
+
+
+def test_serve_command_buffered_cap_under_the_body_limit(tmp_path):
+    args = ["--db", str(tmp_path / "a.db"), "serve", "--max-body-mib", "8"]
+    result = CliRunner().invoke(cli, [*args, "--max-buffered-mib", "4"])
+    assert result.exit_code == 2
+    assert "Invalid value for --max-buffered-mib: 4 is under --max-body-mib (8)" in result.output
+    assert not (tmp_path / "a.db").exists()
 
 
 def test_serve_command_bad_port(tmp_path):

@@ -29,19 +29,20 @@ An agent span (``gen_ai.operation.name`` ``invoke_agent``, OpenInference kind
 span of a trace with agent spans, is its orchestration (a running one until that span
 arrives). LLM spans (``chat``..., ``LLM``) add their tokens and cost to the execution
 they run in, tool spans (``execute_tool``, ``TOOL``) are counted in its metadata. Spans
-carrying ``agentmetrics.*`` attributes (our own export) give back the rows exported.
+carrying ``agentmetrics.*`` attributes (our own export) give back the rows exported,
+with the exact times it carries for those OTLP's fields cannot hold.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import functools
 import hashlib
 import json
 import math
 import os
 import sqlite3
-import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -215,11 +216,36 @@ def _iso(nanos: int) -> tuple[str, str]:
 
 @functools.lru_cache(maxsize=1024)  # a batch's spans share a few days
 def _day(days: int) -> str:
-    t = time.gmtime(days * 86_400)
-    return f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}"
+    return (_EPOCH + dt.timedelta(days=days)).isoformat()  # years 1-9999, zero-padded
 
 
-def _times(start: int, end: int | None) -> dict[str, Any]:
+_EPOCH = dt.date(1970, 1, 1)
+# The nanoseconds our timestamps can spell: 0001-01-01 to 9999-12-31.
+_FIRST_NANOS = (dt.date.min - _EPOCH).days * 86_400 * 10**9
+_LAST_NANOS = ((dt.date.max - _EPOCH).days + 1) * 86_400 * 10**9 - 1
+
+
+def _exact(start: int, end: int | None, data: dict[str, Any] | None) -> tuple[int, int | None]:
+    """A span's times, or the exact ones our export carries where OTLP's fields could
+    not (``agentmetrics.start_time_unix_nano``/``end_time_unix_nano``, README)."""
+    am = (data or {}).get("am")
+    if not am:
+        return start, end
+    return _carried(am.get("start_time_unix_nano"), start), (
+        None if end is None else _carried(am.get("end_time_unix_nano"), end)
+    )
+
+
+def _carried(value: Any, field: int) -> int:
+    if isinstance(value, str) and value.lstrip("-").isdigit():
+        nanos = int(value)
+        if _FIRST_NANOS <= nanos <= _LAST_NANOS:
+            return nanos
+    return field
+
+
+def _times(start: int, end: int | None, data: dict[str, Any] | None) -> dict[str, Any]:
+    start, end = _exact(start, end, data)
     started_at, created_at = _iso(start)
     return {
         "started_at": started_at,
@@ -322,7 +348,7 @@ class _Trace:
             "task_id": _text(am.get("task_id")),
             "task_number": _count(am.get("task_number")),
             "status": "failed" if failed else "completed",
-            **_times(start, end),
+            **_times(start, end, data),
             "retry_count": _count(am.get("retry_count")) or 0,
             "self_healed": int(self_healed) if isinstance(self_healed, bool) else 0,
             "files_created": _count(am.get("files_created")) or 0,
@@ -411,7 +437,7 @@ class _Trace:
             "session_id": str(data.get("conversation") or self.trace_id),
             "task_description": _text(description),
             "status": status if status in ("completed", "failed", "partial") else "completed",
-            **_times(start, end),
+            **_times(start, end, data),
             **tasks,
             "git_commit_hash": _text(am.get("git_commit_hash")),
             "plan_file_path": _text(am.get("plan_file_path")),
@@ -423,7 +449,7 @@ class _Trace:
 
     def _running(self, executions: dict[str, dict[str, Any]]) -> dict[str, Any]:
         """An orchestration whose workflow (or root) span has not arrived yet."""
-        start = min(record[2] for record in self.records.values())
+        start = min(_exact(r[2], None, r[4])[0] for r in self.records.values())
         # Our execution spans carry their orchestration's session id.
         sessions = (
             (self.records[span_id][4] or {}).get("conversation")
@@ -436,7 +462,7 @@ class _Trace:
             "session_id": str(next((s for s in sessions if s), None) or self.trace_id),
             "task_description": None,
             "status": "running",
-            **_times(start, None),
+            **_times(start, None, None),
             **self._tasks(executions),
             "git_commit_hash": None,
             "plan_file_path": None,
