@@ -28,8 +28,13 @@ An agent span (``gen_ai.operation.name`` ``invoke_agent``, OpenInference kind
 ``AGENT``) is an execution; the workflow span (``invoke_workflow``), or else the root
 span of a trace with agent spans, is its orchestration (a running one until that span
 arrives). LLM spans (``chat``..., ``LLM``) add their tokens and cost to the execution
-they run in, tool spans (``execute_tool``, ``TOOL``) are counted in its metadata. Spans
-carrying ``agentmetrics.*`` attributes (our own export) give back the rows exported.
+they run in, tool spans (``execute_tool``, ``TOOL``) are counted in its metadata.
+Retries: an agent span following a failed one of the same agent under the same parent
+span is the task's next attempt; a failed tool call followed by the same tool, or an
+HTTP request sent again (``http.request.resend_count``), is a retry inside its run
+(``retry_count``, ``self_healed``). An orchestration without an error of its own ends
+by :func:`agentmetrics.tasks.orchestration_status`. Spans carrying ``agentmetrics.*``
+attributes (our own export) give back the rows exported.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ from sqlite_utils import Database
 from ..batching import BatchSize
 from ..db import refused_write, using_database, write_transaction
 from ..errors import InvalidExport, InvalidValue, ReadOnlyDatabase, StorageError
+from ..tasks import orchestration_status
 from .spans import STATUS_ERROR, RejectedSpan, Span, decode_json, decode_protobuf, read_file
 
 LOCK_SECONDS = 0.1
@@ -174,9 +180,11 @@ def role_of(span: Span) -> str | None:
 def extract(span: Span) -> tuple[str | None, dict[str, Any] | None]:
     """The span's role and what the mapping needs from it (None for a linking span)."""
     role = role_of(span)
-    if role is None and span.parent_span_id is not None:
-        return None, None
     a = span.attributes
+    # An HTTP request sent again (a client's retry) is a retry of the run it is in.
+    resends = _count(a.get("http.request.resend_count"))
+    if role is None and span.parent_span_id is not None:
+        return None, {"resends": resends} if resends else None
     data: dict[str, Any] = {"name": span.name}
     if span.status_code == STATUS_ERROR:
         data["error"] = _error(span) or ""
@@ -189,6 +197,8 @@ def extract(span: Span) -> tuple[str | None, dict[str, Any] | None]:
                 if value is not None:
                     data[field] = value
                 break
+    if resends:
+        data["resends"] = resends
     if role in ("agent", "workflow", None):
         ours = {k[len(_AM) :]: v for k, v in a.items() if k.startswith(_AM)}
         if ours:
@@ -242,6 +252,22 @@ def _count(value: Any) -> int | None:
     return value if isinstance(value, int) and _number(value) is not None else None
 
 
+def _in_run_retries(records: list[Record]) -> int:
+    """Steps retried inside one run, from the spans it owns: each failed tool call that
+    a call of the same tool follows (starting after it ended; pydantic-ai's ModelRetry
+    gives exactly this), and each HTTP request sent again."""
+    latest: dict[str, int] = {}
+    for _, role, start, _, data in records:
+        if role == "tool":
+            latest[data["name"]] = max(start, latest.get(data["name"], start))
+    retries = 0
+    for _, role, start, end, data in records:
+        if role == "tool" and "error" in data:
+            retries += latest[data["name"]] >= end and latest[data["name"]] > start
+        retries += "resends" in data
+    return retries
+
+
 class _Trace:
     """The rows of one trace, derived from all of its spans stored so far."""
 
@@ -274,9 +300,19 @@ class _Trace:
         workflows = sorted((r[2], s) for s, r in self.records.items() if r[1] == "workflow")
         roots = sorted((r[2], s) for s, r in self.records.items() if r[0] is None)
         executions = {span_id: self._execution(span_id) for _, span_id in agents}
+        owned: dict[str, list[Record]] = {span_id: [] for span_id in executions}
         for record in self.records.values():
-            if record[1] in ("llm", "tool") and (owner := self.owner(record[0])) is not None:
-                self._add_call(executions[owner], record)
+            if record[1] != "agent" and record[4] and (owner := self.owner(record[0])):
+                owned[owner].append(record)
+        for span_id, execution in executions.items():
+            for record in owned[span_id]:
+                if record[1] in ("llm", "tool"):
+                    self._add_call(execution, record)
+            if not execution["_ours"]:
+                retries = _in_run_retries(owned[span_id])
+                execution["retry_count"] = retries
+                execution["self_healed"] = int(retries > 0 and execution["status"] == "completed")
+        self._attempts(agents, executions)
         orchestration = None
         if workflows:
             orchestration = self._orchestration(workflows[0][1], executions)
@@ -324,6 +360,8 @@ class _Trace:
             "status": "failed" if failed else "completed",
             **_times(start, end),
             "retry_count": _count(am.get("retry_count")) or 0,
+            "attempt": _count(am.get("attempt")) or None,
+            "first_attempt_id": _text(am.get("first_attempt_id")),
             "self_healed": int(self_healed) if isinstance(self_healed, bool) else 0,
             "files_created": _count(am.get("files_created")) or 0,
             "files_modified": _count(am.get("files_modified")) or 0,
@@ -339,6 +377,42 @@ class _Trace:
             "_ours": ours,
             "_trace": self.trace_id,
         }
+
+    def _attempts(
+        self, agents: list[tuple[int, str]], executions: dict[str, dict[str, Any]]
+    ) -> None:
+        """Number the attempts of each task, from the agent spans in start order.
+
+        An agent span that starts after a failed one of the same agent under the same
+        parent span ended runs that task again: its next attempt (a tool running its
+        sub-agent again after it failed; LangGraph's RetryPolicy re-running a node,
+        each run a span of its own). Our own spans carry their attempts.
+        """
+        chains: dict[tuple[str | None, str], list[str]] = {}
+        tasks = []
+        for _, span_id in agents:
+            execution = executions[span_id]
+            if execution["_ours"]:
+                continue
+            parent, _, start, _, _ = self.records[span_id]
+            chain = chains.get((parent, execution["agent_name"]))
+            if (
+                chain
+                and executions[chain[-1]]["status"] == "failed"
+                and start >= self.records[chain[-1]][3]
+            ):
+                chain.append(span_id)
+            else:
+                chains[parent, execution["agent_name"]] = chain = [span_id]
+                tasks.append(chain)
+        for chain in tasks:
+            first = executions[chain[0]]["id"]
+            for attempt, span_id in enumerate(chain, 1):
+                execution = executions[span_id]
+                execution["attempt"] = attempt
+                execution["first_attempt_id"] = first if attempt > 1 else None
+            # The final attempt counts the task's retries, each attempt its own in-run ones.
+            executions[chain[-1]]["retry_count"] += len(chain) - 1
 
     def _add_call(self, execution: dict[str, Any], record: Record) -> None:
         data = record[4] or {}
@@ -374,7 +448,13 @@ class _Trace:
         return _uuid_text(digest[:16].hex())
 
     def _tasks(self, executions: dict[str, dict[str, Any]]) -> dict[str, int]:
-        statuses = [e["status"] for e in executions.values()]
+        """Task counts: a task's status is its final attempt's."""
+        finals: dict[str, tuple[int, str]] = {}
+        for e in executions.values():
+            task, attempt = e["first_attempt_id"] or e["id"], e["attempt"] or 1
+            if attempt > finals.get(task, (0, ""))[0]:
+                finals[task] = (attempt, e["status"])
+        statuses = [status for _, status in finals.values()]
         return {
             "total_tasks": len(statuses),
             "completed_tasks": statuses.count("completed"),
@@ -400,7 +480,8 @@ class _Trace:
             description = data.get("workflow")
         else:
             failed = "error" in data
-            status = "failed" if failed else "partial" if tasks["failed_tasks"] else "completed"
+            completed, failed_tasks = tasks["completed_tasks"], tasks["failed_tasks"]
+            status = "failed" if failed else orchestration_status(completed, failed_tasks)
             description = data.get("workflow") or data["name"]
             if failed and data["error"]:
                 metadata["error_message"] = data["error"]
