@@ -257,14 +257,17 @@ def _in_run_retries(records: list[Record]) -> int:
     a call of the same tool follows (starting after it ended; pydantic-ai's ModelRetry
     gives exactly this), and each HTTP request sent again."""
     latest: dict[str, int] = {}
-    for _, role, start, _, data in records:
-        if role == "tool":
-            latest[data["name"]] = max(start, latest.get(data["name"], start))
+    failed = []
     retries = 0
     for _, role, start, end, data in records:
-        if role == "tool" and "error" in data:
-            retries += latest[data["name"]] >= end and latest[data["name"]] > start
+        if role == "tool":
+            name = data["name"]
+            latest[name] = max(start, latest.get(name, start))
+            if "error" in data:
+                failed.append((name, start, end))
         retries += "resends" in data
+    for name, start, end in failed:
+        retries += latest[name] >= end and latest[name] > start
     return retries
 
 
@@ -300,18 +303,7 @@ class _Trace:
         workflows = sorted((r[2], s) for s, r in self.records.items() if r[1] == "workflow")
         roots = sorted((r[2], s) for s, r in self.records.items() if r[0] is None)
         executions = {span_id: self._execution(span_id) for _, span_id in agents}
-        owned: dict[str, list[Record]] = {span_id: [] for span_id in executions}
-        for record in self.records.values():
-            if record[1] != "agent" and record[4] and (owner := self.owner(record[0])):
-                owned[owner].append(record)
-        for span_id, execution in executions.items():
-            for record in owned[span_id]:
-                if record[1] in ("llm", "tool"):
-                    self._add_call(execution, record)
-            if not execution["_ours"]:
-                retries = _in_run_retries(owned[span_id])
-                execution["retry_count"] = retries
-                execution["self_healed"] = int(retries > 0 and execution["status"] == "completed")
+        self._add_calls(executions)
         self._attempts(agents, executions)
         orchestration = None
         if workflows:
@@ -360,8 +352,9 @@ class _Trace:
             "status": "failed" if failed else "completed",
             **_times(start, end),
             "retry_count": _count(am.get("retry_count")) or 0,
-            "attempt": _count(am.get("attempt")) or None,
-            "first_attempt_id": _text(am.get("first_attempt_id")),
+            # Ours carry their attempts; others are first ones until _attempts says more.
+            "attempt": (_count(am.get("attempt")) or None) if ours else 1,
+            "first_attempt_id": _text(am.get("first_attempt_id")) if ours else None,
             "self_healed": int(self_healed) if isinstance(self_healed, bool) else 0,
             "files_created": _count(am.get("files_created")) or 0,
             "files_modified": _count(am.get("files_modified")) or 0,
@@ -378,6 +371,29 @@ class _Trace:
             "_trace": self.trace_id,
         }
 
+    def _add_calls(self, executions: dict[str, dict[str, Any]]) -> None:
+        """Add each LLM and tool span to its execution, and count the retries in each run."""
+        steps: dict[str, list[Record]] = {}  # tool and HTTP resend spans, by execution
+        retried = set()  # executions with a failed tool call or a resend
+        for record in self.records.values():
+            role, data = record[1], record[4]
+            counted = role in ("llm", "tool")
+            if (counted or (role != "agent" and data and "resends" in data)) and (
+                owner := self.owner(record[0])
+            ) is not None:
+                if counted:
+                    self._add_call(executions[owner], record)
+                if role != "llm":
+                    steps.setdefault(owner, []).append(record)
+                    if "error" in data or "resends" in data:
+                        retried.add(owner)
+        for span_id in retried:
+            execution = executions[span_id]
+            if not execution["_ours"]:
+                retries = _in_run_retries(steps[span_id])
+                execution["retry_count"] += retries
+                execution["self_healed"] |= retries > 0 and execution["status"] == "completed"
+
     def _attempts(
         self, agents: list[tuple[int, str]], executions: dict[str, dict[str, Any]]
     ) -> None:
@@ -385,11 +401,13 @@ class _Trace:
 
         An agent span that starts after a failed one of the same agent under the same
         parent span ended runs that task again: its next attempt (a tool running its
-        sub-agent again after it failed; LangGraph's RetryPolicy re-running a node,
-        each run a span of its own). Our own spans carry their attempts.
+        sub-agent again after it failed). LangGraph's RetryPolicy gives the same: it
+        runs the failed node whole again, from the state before it, as a new span; an
+        agent run again, not a step retried inside one run, so an attempt too. Our own
+        spans carry their attempts.
         """
         chains: dict[tuple[str | None, str], list[str]] = {}
-        tasks = []
+        retried = []
         for _, span_id in agents:
             execution = executions[span_id]
             if execution["_ours"]:
@@ -402,15 +420,13 @@ class _Trace:
                 and start >= self.records[chain[-1]][3]
             ):
                 chain.append(span_id)
+                execution["attempt"] = len(chain)
+                execution["first_attempt_id"] = executions[chain[0]]["id"]
+                if len(chain) == 2:
+                    retried.append(chain)
             else:
-                chains[parent, execution["agent_name"]] = chain = [span_id]
-                tasks.append(chain)
-        for chain in tasks:
-            first = executions[chain[0]]["id"]
-            for attempt, span_id in enumerate(chain, 1):
-                execution = executions[span_id]
-                execution["attempt"] = attempt
-                execution["first_attempt_id"] = first if attempt > 1 else None
+                chains[parent, execution["agent_name"]] = [span_id]
+        for chain in retried:
             # The final attempt counts the task's retries, each attempt its own in-run ones.
             executions[chain[-1]]["retry_count"] += len(chain) - 1
 
@@ -449,12 +465,12 @@ class _Trace:
 
     def _tasks(self, executions: dict[str, dict[str, Any]]) -> dict[str, int]:
         """Task counts: a task's status is its final attempt's."""
-        finals: dict[str, tuple[int, str]] = {}
+        finals: dict[str, dict[str, Any]] = {}
         for e in executions.values():
-            task, attempt = e["first_attempt_id"] or e["id"], e["attempt"] or 1
-            if attempt > finals.get(task, (0, ""))[0]:
-                finals[task] = (attempt, e["status"])
-        statuses = [status for _, status in finals.values()]
+            task = e["first_attempt_id"] or e["id"]
+            if task not in finals or (e["attempt"] or 1) > (finals[task]["attempt"] or 1):
+                finals[task] = e
+        statuses = [e["status"] for e in finals.values()]
         return {
             "total_tasks": len(statuses),
             "completed_tasks": statuses.count("completed"),
