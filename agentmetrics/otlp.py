@@ -282,6 +282,8 @@ def execution_span(
                 ("agentmetrics.orchestration.id", execution.get("orchestration_id")),
                 ("agentmetrics.task_id", execution.get("task_id")),
                 ("agentmetrics.task_number", execution.get("task_number")),
+                ("agentmetrics.attempt", execution.get("attempt")),
+                ("agentmetrics.first_attempt_id", execution.get("first_attempt_id")),
                 ("agentmetrics.retry_count", execution.get("retry_count")),
                 ("agentmetrics.self_healed", None if self_healed is None else bool(self_healed)),
                 ("agentmetrics.files_created", execution.get("files_created")),

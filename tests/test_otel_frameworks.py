@@ -63,24 +63,28 @@ def span_ms(provider, name):
 # -- pydantic-ai ---------------------------------------------------------------------
 
 
-def pydantic_agents(provider):
-    from pydantic_ai import Agent, RunContext
+def instrumented_agent(provider, name):
+    """A pydantic-ai agent on TestModel, traced into ``provider``."""
+    from pydantic_ai import Agent
     from pydantic_ai.capabilities.instrumentation import Instrumentation
     from pydantic_ai.models.instrumented import InstrumentationSettings
     from pydantic_ai.models.test import TestModel
 
-    def instrumented():
-        return [Instrumentation(InstrumentationSettings(tracer_provider=provider))]
+    settings = InstrumentationSettings(tracer_provider=provider)
+    return Agent(TestModel(), name=name, capabilities=[Instrumentation(settings)])
 
-    helper = Agent(TestModel(), name="helper", capabilities=instrumented())
-    boss = Agent(TestModel(), name="boss", capabilities=instrumented())
+
+def pydantic_agents(provider):
+    helper = instrumented_agent(provider, "helper")
+    boss = instrumented_agent(provider, "boss")
+    from pydantic_ai import RunContext
 
     @boss.tool
     async def ask_helper(ctx: RunContext, question: str) -> str:
         """Delegate to the helper agent."""
         return (await helper.run(question, usage=ctx.usage)).output
 
-    failing = Agent(TestModel(), name="failing", capabilities=instrumented())
+    failing = instrumented_agent(provider, "failing")
 
     @failing.tool_plain
     def explode(x: int) -> str:
@@ -137,6 +141,72 @@ def test_pydantic_ai_two_agents_and_a_failing_tool(db_path, provider):
     assert json.loads(failed_run["metadata_json"])["tool_errors"] == 1
     assert first["duration_ms"] == span_ms(provider, "invoke_agent boss")
     assert provider.exporter.dropped == 0
+
+
+def test_pydantic_ai_model_retry_is_a_retry_inside_the_run(db_path, provider):
+    flaky = instrumented_agent(provider, "flaky")
+    from pydantic_ai import ModelRetry
+
+    calls = []
+
+    @flaky.tool_plain
+    def fetch(x: int) -> str:
+        """Fails the first time: the model is asked to call it again."""
+        calls.append(x)
+        if len(calls) == 1:
+            raise ModelRetry("try again")
+        return "ok"
+
+    flaky.run_sync("go")
+    assert len(calls) == 2
+    [run] = table(db_path, "agent_executions")
+    assert (run["status"], run["retry_count"], run["self_healed"]) == ("completed", 1, 1)
+    assert (run["attempt"], run["first_attempt_id"]) == (1, None)
+    [orchestration] = table(db_path, "orchestrations")
+    assert (orchestration["status"], orchestration["total_tasks"]) == ("completed", 1)
+
+
+def test_pydantic_ai_sub_agent_run_again_is_a_second_attempt(db_path, provider):
+    worker = instrumented_agent(provider, "worker")
+    boss = instrumented_agent(provider, "boss")
+    from pydantic_ai import RunContext
+
+    runs = []
+
+    @worker.tool_plain
+    def work(x: int) -> str:
+        """Fails on the worker's first run."""
+        runs.append(x)
+        if len(runs) == 1:
+            raise ValueError("worker failed")
+        return "done"
+
+    @boss.tool
+    async def delegate(ctx: RunContext, question: str) -> str:
+        """Run the worker, once more if it fails."""
+        try:
+            return (await worker.run(question, usage=ctx.usage)).output
+        except ValueError:
+            return (await worker.run(question, usage=ctx.usage)).output
+
+    boss.run_sync("hi")
+    boss_run, first, second = table(db_path, "agent_executions")
+    assert [r["agent_name"] for r in (boss_run, first, second)] == ["boss", "worker", "worker"]
+    assert (first["status"], first["error_message"]) == ("failed", "ValueError: worker failed")
+    assert (first["attempt"], first["first_attempt_id"], first["retry_count"]) == (1, None, 0)
+    assert second["status"] == "completed"
+    assert (second["attempt"], second["first_attempt_id"], second["retry_count"]) == (
+        2,
+        first["id"],
+        1,
+    )
+    assert first["parent_execution_id"] == second["parent_execution_id"] == boss_run["id"]
+    assert boss_run["retry_count"] == 0
+    [orchestration] = table(db_path, "orchestrations")
+    # Two tasks (the boss's, the worker's, rescued by its second attempt), both completed.
+    assert orchestration["status"] == "completed"
+    assert (orchestration["total_tasks"], orchestration["completed_tasks"]) == (2, 2)
+    assert orchestration["failed_tasks"] == 0
 
 
 # -- LangGraph with OpenInference ------------------------------------------------------
@@ -245,3 +315,45 @@ def test_langgraph_two_agents_and_a_failing_tool(db_path, langchain_instrumented
         round((s.end_time - s.start_time) / 1e6) for s in agent_spans
     ]
     assert provider.exporter.dropped == 0
+
+
+def test_langgraph_retry_policy_runs_a_node_again_as_a_new_attempt(db_path, langchain_instrumented):
+    from typing import TypedDict
+
+    from langgraph.graph import END, START, StateGraph
+    from langgraph.types import RetryPolicy
+
+    class State(TypedDict, total=False):
+        answer: str
+
+    calls = []
+
+    def researcher_agent(state: State) -> State:
+        calls.append(1)
+        if len(calls) == 1:
+            raise ConnectionError("flaky upstream")
+        return {"answer": "found"}
+
+    graph = StateGraph(State)
+    retry = RetryPolicy(max_attempts=3, initial_interval=0.001, jitter=False)
+    graph.add_node("researcher_agent", researcher_agent, retry_policy=retry)
+    graph.add_edge(START, "researcher_agent")
+    graph.add_edge("researcher_agent", END)
+    assert graph.compile().invoke({}) == {"answer": "found"}
+
+    # The node ran whole twice, each run an AGENT span under the graph's: two attempts.
+    first, second = table(db_path, "agent_executions")
+    assert (first["status"], first["error_message"]) == (
+        "failed",
+        "ConnectionError: flaky upstream",
+    )
+    assert (first["attempt"], first["first_attempt_id"], first["retry_count"]) == (1, None, 0)
+    assert second["status"] == "completed"
+    assert (second["attempt"], second["first_attempt_id"], second["retry_count"]) == (
+        2,
+        first["id"],
+        1,
+    )
+    [orchestration] = table(db_path, "orchestrations")
+    assert (orchestration["status"], orchestration["total_tasks"]) == ("completed", 1)
+    assert (orchestration["completed_tasks"], orchestration["failed_tasks"]) == (1, 0)

@@ -23,6 +23,7 @@ from agentmetrics.errors import InvalidExport, InvalidValue
 from agentmetrics.exchange import export
 from agentmetrics.otel.ingest import ingest_files, ingest_request, ingest_spans
 from agentmetrics.otel.spans import decode_json
+from agentmetrics.tasks import TASK_COUNTS_SQL, orchestration_status
 
 T = 1_780_000_000_000_000_000  # 2026-05-28T20:26:40Z, in nanoseconds
 MS = 1_000_000
@@ -350,11 +351,30 @@ def finished_rows(path):
     return orchestrations, executions
 
 
-@pytest.mark.parametrize("source", ["dashboard", "demo"])
+def retried(path):
+    """``build``'s file where the second finished execution of each orchestration is a
+    second attempt of its first one."""
+    build(path)
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "UPDATE agent_executions AS e SET attempt = 2, first_attempt_id = ("
+            "  SELECT f.id FROM agent_executions f WHERE f.orchestration_id = e.orchestration_id"
+            "  ORDER BY f.started_at, f.id LIMIT 1)"
+            " WHERE e.id IN (SELECT x.id FROM agent_executions x"
+            "  WHERE x.orchestration_id = e.orchestration_id ORDER BY x.started_at, x.id"
+            "  LIMIT 1 OFFSET 1)"
+        )
+        assert conn.execute("SELECT count(*) FROM agent_executions WHERE attempt = 2").fetchone()[0]
+    conn.close()
+
+
+@pytest.mark.parametrize("source", ["dashboard", "demo", "attempts"])
 def test_our_otlp_export_reimported_gives_back_the_same_rows(tmp_path, source):
     original = tmp_path / "original.db"
     if source == "dashboard":
         build(original)
+    elif source == "attempts":
+        retried(original)
     else:
         build_demo(original, orchestrations=40)
     traces = tmp_path / "traces.jsonl"
@@ -778,3 +798,216 @@ def test_spans_of_a_running_workflow_never_undo_a_finished_orchestration(db_path
     assert rows(db_path, "orchestrations") == before
     [run] = rows(db_path, "agent_executions").values()
     assert (run["agent_session_id"], run["orchestration_id"]) == ("a-1", orchestration_id)
+
+
+# -- attempts, in-run retries and the status rule -------------------------------------
+
+ERROR = {"code": 2}
+
+
+def agent(number, parent, name, start_ms, end_ms, failed=False):
+    attributes = genai("invoke_agent", **{"agent.name": name})
+    return span(
+        number, parent, f"invoke_agent {name}", start_ms, end_ms, attributes, failed and ERROR
+    )
+
+
+def tool(number, parent, name, start_ms, end_ms, failed=False):
+    attributes = genai("execute_tool", **{"tool.name": name})
+    return span(
+        number, parent, f"execute_tool {name}", start_ms, end_ms, attributes, failed and ERROR
+    )
+
+
+def http(number, parent, start_ms, end_ms, resend_count):
+    attributes = {"http.request.method": "POST", "http.request.resend_count": resend_count}
+    return span(number, parent, "POST", start_ms, end_ms, attributes)
+
+
+def workflow(number=1, end_ms=1000, failed=False):
+    attributes = genai("invoke_workflow", **{"workflow.name": "release"})
+    return span(number, None, "invoke_workflow release", 0, end_ms, attributes, failed and ERROR)
+
+
+def by_span(path):
+    """Executions by the number of the agent span they come from."""
+    found = rows(path, "agent_executions").values()
+    return {int(json.loads(r["metadata_json"])["span_id"], 16): r for r in found}
+
+
+def tasks_of(orchestration):
+    return tuple(orchestration[k] for k in ("total_tasks", "completed_tasks", "failed_tasks"))
+
+
+IN_RUN = [
+    workflow(),
+    agent(2, 1, "fixer", 10, 500),
+    tool(3, 2, "lookup", 20, 40, failed=True),
+    tool(4, 2, "lookup", 50, 60),  # the same tool after the failure: a retry
+    tool(5, 2, "search", 70, 90, failed=True),  # no search after it: not retried
+    tool(6, 2, "fetch", 100, 150, failed=True),
+    tool(7, 2, "fetch", 120, 160),  # started while 6 ran: parallel, not a retry
+    span(8, 2, "chat gpt-x", 200, 300, chat(5, 1)),
+    http(9, 8, 210, 220, 0),  # the first request
+    http(10, 8, 230, 240, 1),  # sent again: a retry
+    agent(11, 1, "breaker", 510, 900, failed=True),
+    tool(12, 11, "run", 520, 530, failed=True),
+    tool(13, 11, "run", 540, 550, failed=True),  # retries 12, then fails itself
+]
+
+
+def test_in_run_retries_from_tool_calls_and_http_resends(db_path):
+    ingest_spans(db_path, decode_json(request(*IN_RUN)))
+    runs = by_span(db_path)
+    fixer, breaker = runs[2], runs[11]
+    # fixer: lookup retried once, one HTTP resend; recovered.
+    assert (fixer["status"], fixer["retry_count"], fixer["self_healed"]) == ("completed", 2, 1)
+    # breaker: run retried once, the run failed anyway.
+    assert (breaker["status"], breaker["retry_count"], breaker["self_healed"]) == ("failed", 1, 0)
+    for run in (fixer, breaker):  # retried inside one run: each is its task's only attempt
+        assert (run["attempt"], run["first_attempt_id"]) == (1, None)
+    assert json.loads(fixer["metadata_json"])["tool_errors"] == 3
+    [orchestration] = rows(db_path, "orchestrations").values()
+    assert (orchestration["status"], tasks_of(orchestration)) == ("partial", (2, 1, 1))
+
+
+ATTEMPTS = [
+    workflow(),
+    agent(2, 1, "coder", 10, 100, failed=True),  # task A, attempt 1
+    agent(3, 1, "coder", 110, 200, failed=True),  # A, 2
+    agent(4, 1, "coder", 210, 300),  # A, 3: completed
+    agent(5, 1, "coder", 310, 400, failed=True),  # task B: A had completed
+    agent(6, 1, "coder", 350, 420),  # task C: started while B ran (parallel)
+    agent(7, 1, "tester", 110, 150),  # another agent: its own task
+    agent(8, 1, "lead", 430, 900),
+    tool(9, 8, "delegate", 440, 800),
+    agent(10, 9, "coder", 450, 500, failed=True),  # task D under another parent, 1
+    agent(11, 9, "coder", 510, 600),  # D, 2: the tool ran its sub-agent again
+    tool(12, 11, "edit", 520, 530, failed=True),
+    tool(13, 11, "edit", 540, 550),  # and D's second attempt retried a tool once
+]
+# span: (attempt, span of the first attempt or None, retry_count)
+EXPECTED_ATTEMPTS = {
+    2: (1, None, 0),
+    3: (2, 2, 0),
+    4: (3, 2, 2),
+    5: (1, None, 0),
+    6: (1, None, 0),
+    7: (1, None, 0),
+    8: (1, None, 0),
+    10: (1, None, 0),
+    11: (2, 10, 1 + 1),
+}
+
+
+def attempts_of(path):
+    runs = by_span(path)
+    ids = {run["id"]: number for number, run in runs.items()}
+    return {
+        number: (run["attempt"], ids.get(run["first_attempt_id"]), run["retry_count"])
+        for number, run in runs.items()
+    }
+
+
+def test_sibling_agent_spans_after_a_failure_are_attempts_of_one_task(db_path):
+    ingest_spans(db_path, decode_json(request(*ATTEMPTS)))
+    assert attempts_of(db_path) == EXPECTED_ATTEMPTS
+    runs = by_span(db_path)
+    assert runs[11]["self_healed"] == 1 and runs[4]["self_healed"] == 0
+    assert runs[10]["parent_execution_id"] == runs[11]["parent_execution_id"] == runs[8]["id"]
+    [orchestration] = rows(db_path, "orchestrations").values()
+    # Tasks A, C, tester, lead, D completed; B failed.
+    assert (orchestration["status"], tasks_of(orchestration)) == ("partial", (6, 5, 1))
+
+
+def test_attempts_are_the_same_whatever_order_the_spans_arrive_in(tmp_path):
+    expected = None
+    for seed in range(5):
+        path = tmp_path / f"order{seed}.db"
+        shuffled = random.Random(seed).sample(ATTEMPTS, len(ATTEMPTS))
+        for raw in shuffled:  # one span per request
+            ingest_spans(path, decode_json(request(raw)))
+        got = {t: rows(path, t) for t in ("orchestrations", "agent_executions")}
+        assert attempts_of(path) == EXPECTED_ATTEMPTS, seed
+        assert got == (expected := expected or got), seed
+    for half in (5, 9):  # two batches, each sent twice
+        path = tmp_path / f"batches{half}.db"
+        shuffled = random.Random(half).sample(ATTEMPTS, len(ATTEMPTS))
+        for batch in (shuffled[half:], shuffled[:half], shuffled[half:], shuffled[:half]):
+            ingest_spans(path, decode_json(request(*batch)))
+        got = {t: rows(path, t) for t in ("orchestrations", "agent_executions")}
+        assert got == expected, half
+
+
+def tracked(path, tasks):
+    """``tasks`` tracked from Python: attempts as the tracking API records them (until
+    it lands here: executions, then their attempt columns set by hand)."""
+    monitor = agentmetrics.Monitor(path)
+    orchestration_id = monitor.start_orchestration("tracked", "release")
+    for t, outcomes in enumerate(tasks):
+        first = None
+        for a, outcome in enumerate(outcomes, 1):
+            session = f"task{t}-attempt{a}"
+            execution_id = monitor.start_agent_execution(session, f"agent{t}", orchestration_id)
+            monitor.complete_agent_execution(session, outcome)
+            with sqlite3.connect(path) as conn:
+                conn.execute(
+                    "UPDATE agent_executions SET attempt = ?, first_attempt_id = ? WHERE id = ?",
+                    (a, first, execution_id),
+                )
+            first = first or execution_id
+    monitor.close()
+    with sqlite3.connect(path) as conn:
+        counts = conn.execute(TASK_COUNTS_SQL, {"id": orchestration_id}).fetchone()
+    total, completed, failed = counts
+    return orchestration_status(completed, failed, total - completed - failed), counts
+
+
+def traced(path, tasks):
+    """The same tasks as spans: each attempt an agent span after the one that failed."""
+    spans, number, clock = [workflow(end_ms=10_000)], 2, 0
+    for t, outcomes in enumerate(tasks):
+        for outcome in outcomes:
+            spans.append(agent(number, 1, f"agent{t}", clock, clock + 50, outcome == "failed"))
+            number, clock = number + 1, clock + 100
+    ingest_spans(path, decode_json(request(*spans)))
+    [orchestration] = rows(path, "orchestrations").values()
+    return orchestration["status"], tasks_of(orchestration)
+
+
+@pytest.mark.parametrize(
+    "tasks, expected",
+    [
+        # The issue's case: one task rescued by a second attempt, one failure caught.
+        ([["completed"], ["failed", "completed"], ["failed"]], ("partial", (3, 2, 1))),
+        ([["failed", "failed", "completed"], ["completed"]], ("completed", (2, 2, 0))),
+        ([["failed"], ["failed", "failed"]], ("failed", (2, 0, 2))),
+    ],
+)
+def test_one_status_rule_from_python_and_from_spans(tmp_path, tasks, expected):
+    assert tracked(tmp_path / "tracked.db", tasks) == expected
+    assert traced(tmp_path / "traced.db", tasks) == expected
+
+
+def test_a_failed_workflow_span_fails_its_orchestration(db_path):
+    spans = [workflow(failed=True), agent(2, 1, "coder", 10, 20)]
+    ingest_spans(db_path, decode_json(request(*spans)))
+    [orchestration] = rows(db_path, "orchestrations").values()
+    assert (orchestration["status"], tasks_of(orchestration)) == ("failed", (1, 1, 0))
+
+
+def test_our_spans_carry_their_own_attempts(db_path):
+    def ours(number, name, status, **more):
+        attributes = genai("invoke_agent", **{"agent.name": name, "conversation.id": f"s{number}"})
+        am = {f"agentmetrics.{k}": v for k, v in {"status": status, **more}.items()}
+        return span(number, None, f"invoke_agent {name}", 0, 5, attributes | am)
+
+    spans = [
+        ours(1, "coder", "failed"),
+        ours(2, "coder", "completed", attempt=2, first_attempt_id="first-id", retry_count=1),
+    ]
+    ingest_spans(db_path, decode_json(request(*spans)))
+    runs = {r["agent_session_id"]: r for r in rows(db_path, "agent_executions").values()}
+    assert (runs["s1"]["attempt"], runs["s1"]["first_attempt_id"]) == (None, None)
+    assert (runs["s2"]["attempt"], runs["s2"]["first_attempt_id"]) == (2, "first-id")
+    assert runs["s2"]["retry_count"] == 1

@@ -28,9 +28,14 @@ An agent span (``gen_ai.operation.name`` ``invoke_agent``, OpenInference kind
 ``AGENT``) is an execution; the workflow span (``invoke_workflow``), or else the root
 span of a trace with agent spans, is its orchestration (a running one until that span
 arrives). LLM spans (``chat``..., ``LLM``) add their tokens and cost to the execution
-they run in, tool spans (``execute_tool``, ``TOOL``) are counted in its metadata. Spans
-carrying ``agentmetrics.*`` attributes (our own export) give back the rows exported,
-with the exact times it carries for those OTLP's fields cannot hold.
+they run in, tool spans (``execute_tool``, ``TOOL``) are counted in its metadata.
+Retries: an agent span following a failed one of the same agent under the same parent
+span is the task's next attempt; a failed tool call followed by the same tool, or an
+HTTP request sent again (``http.request.resend_count``), is a retry inside its run
+(``retry_count``, ``self_healed``). An orchestration without an error of its own ends
+by :func:`agentmetrics.tasks.orchestration_status`. Spans carrying ``agentmetrics.*``
+attributes (our own export) give back the rows exported, with the exact times it
+carries for those OTLP's fields cannot hold.
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ from sqlite_utils import Database
 from ..batching import BatchSize
 from ..db import refused_write, using_database, write_transaction
 from ..errors import InvalidExport, InvalidValue, ReadOnlyDatabase, StorageError
+from ..tasks import orchestration_status
 from .spans import STATUS_ERROR, RejectedSpan, Span, decode_json, decode_protobuf, read_file
 
 LOCK_SECONDS = 0.1
@@ -175,9 +181,11 @@ def role_of(span: Span) -> str | None:
 def extract(span: Span) -> tuple[str | None, dict[str, Any] | None]:
     """The span's role and what the mapping needs from it (None for a linking span)."""
     role = role_of(span)
-    if role is None and span.parent_span_id is not None:
-        return None, None
     a = span.attributes
+    # An HTTP request sent again (a client's retry) is a retry of the run it is in.
+    resends = _count(a.get("http.request.resend_count"))
+    if role is None and span.parent_span_id is not None:
+        return None, {"resends": resends} if resends else None
     data: dict[str, Any] = {"name": span.name}
     if span.status_code == STATUS_ERROR:
         data["error"] = _error(span) or ""
@@ -190,6 +198,8 @@ def extract(span: Span) -> tuple[str | None, dict[str, Any] | None]:
                 if value is not None:
                     data[field] = value
                 break
+    if resends:
+        data["resends"] = resends
     if role in ("agent", "workflow", None):
         ours = {k[len(_AM) :]: v for k, v in a.items() if k.startswith(_AM)}
         if ours:
@@ -268,6 +278,25 @@ def _count(value: Any) -> int | None:
     return value if isinstance(value, int) and _number(value) is not None else None
 
 
+def _in_run_retries(records: list[Record]) -> int:
+    """Steps retried inside one run, from the spans it owns: each failed tool call that
+    a call of the same tool follows (starting after it ended; pydantic-ai's ModelRetry
+    gives exactly this), and each HTTP request sent again."""
+    latest: dict[str, int] = {}
+    failed = []
+    retries = 0
+    for _, role, start, end, data in records:
+        if role == "tool":
+            name = data["name"]
+            latest[name] = max(start, latest.get(name, start))
+            if "error" in data:
+                failed.append((name, start, end))
+        retries += "resends" in data
+    for name, start, end in failed:
+        retries += latest[name] >= end and latest[name] > start
+    return retries
+
+
 class _Trace:
     """The rows of one trace, derived from all of its spans stored so far."""
 
@@ -300,9 +329,8 @@ class _Trace:
         workflows = sorted((r[2], s) for s, r in self.records.items() if r[1] == "workflow")
         roots = sorted((r[2], s) for s, r in self.records.items() if r[0] is None)
         executions = {span_id: self._execution(span_id) for _, span_id in agents}
-        for record in self.records.values():
-            if record[1] in ("llm", "tool") and (owner := self.owner(record[0])) is not None:
-                self._add_call(executions[owner], record)
+        self._add_calls(executions)
+        self._attempts(agents, executions)
         orchestration = None
         if workflows:
             orchestration = self._orchestration(workflows[0][1], executions)
@@ -350,6 +378,9 @@ class _Trace:
             "status": "failed" if failed else "completed",
             **_times(start, end, data),
             "retry_count": _count(am.get("retry_count")) or 0,
+            # Ours carry their attempts; others are first ones until _attempts says more.
+            "attempt": (_count(am.get("attempt")) or None) if ours else 1,
+            "first_attempt_id": _text(am.get("first_attempt_id")) if ours else None,
             "self_healed": int(self_healed) if isinstance(self_healed, bool) else 0,
             "files_created": _count(am.get("files_created")) or 0,
             "files_modified": _count(am.get("files_modified")) or 0,
@@ -365,6 +396,65 @@ class _Trace:
             "_ours": ours,
             "_trace": self.trace_id,
         }
+
+    def _add_calls(self, executions: dict[str, dict[str, Any]]) -> None:
+        """Add each LLM and tool span to its execution, and count the retries in each run."""
+        steps: dict[str, list[Record]] = {}  # tool and HTTP resend spans, by execution
+        retried = set()  # executions with a failed tool call or a resend
+        for record in self.records.values():
+            role, data = record[1], record[4]
+            counted = role in ("llm", "tool")
+            if (counted or (role != "agent" and data and "resends" in data)) and (
+                owner := self.owner(record[0])
+            ) is not None:
+                if counted:
+                    self._add_call(executions[owner], record)
+                if role != "llm":
+                    steps.setdefault(owner, []).append(record)
+                    if "error" in data or "resends" in data:
+                        retried.add(owner)
+        for span_id in retried:
+            execution = executions[span_id]
+            if not execution["_ours"]:
+                retries = _in_run_retries(steps[span_id])
+                execution["retry_count"] += retries
+                execution["self_healed"] |= retries > 0 and execution["status"] == "completed"
+
+    def _attempts(
+        self, agents: list[tuple[int, str]], executions: dict[str, dict[str, Any]]
+    ) -> None:
+        """Number the attempts of each task, from the agent spans in start order.
+
+        An agent span that starts after a failed one of the same agent under the same
+        parent span ended runs that task again: its next attempt (a tool running its
+        sub-agent again after it failed). LangGraph's RetryPolicy gives the same: it
+        runs the failed node whole again, from the state before it, as a new span; an
+        agent run again, not a step retried inside one run, so an attempt too. Our own
+        spans carry their attempts.
+        """
+        chains: dict[tuple[str | None, str], list[str]] = {}
+        retried = []
+        for _, span_id in agents:
+            execution = executions[span_id]
+            if execution["_ours"]:
+                continue
+            parent, _, start, _, _ = self.records[span_id]
+            chain = chains.get((parent, execution["agent_name"]))
+            if (
+                chain
+                and executions[chain[-1]]["status"] == "failed"
+                and start >= self.records[chain[-1]][3]
+            ):
+                chain.append(span_id)
+                execution["attempt"] = len(chain)
+                execution["first_attempt_id"] = executions[chain[0]]["id"]
+                if len(chain) == 2:
+                    retried.append(chain)
+            else:
+                chains[parent, execution["agent_name"]] = [span_id]
+        for chain in retried:
+            # The final attempt counts the task's retries, each attempt its own in-run ones.
+            executions[chain[-1]]["retry_count"] += len(chain) - 1
 
     def _add_call(self, execution: dict[str, Any], record: Record) -> None:
         data = record[4] or {}
@@ -400,7 +490,13 @@ class _Trace:
         return _uuid_text(digest[:16].hex())
 
     def _tasks(self, executions: dict[str, dict[str, Any]]) -> dict[str, int]:
-        statuses = [e["status"] for e in executions.values()]
+        """Task counts: a task's status is its final attempt's."""
+        finals: dict[str, dict[str, Any]] = {}
+        for e in executions.values():
+            task = e["first_attempt_id"] or e["id"]
+            if task not in finals or (e["attempt"] or 1) > (finals[task]["attempt"] or 1):
+                finals[task] = e
+        statuses = [e["status"] for e in finals.values()]
         return {
             "total_tasks": len(statuses),
             "completed_tasks": statuses.count("completed"),
@@ -426,7 +522,8 @@ class _Trace:
             description = data.get("workflow")
         else:
             failed = "error" in data
-            status = "failed" if failed else "partial" if tasks["failed_tasks"] else "completed"
+            completed, failed_tasks = tasks["completed_tasks"], tasks["failed_tasks"]
+            status = "failed" if failed else orchestration_status(completed, failed_tasks)
             description = data.get("workflow") or data["name"]
             if failed and data["error"]:
                 metadata["error_message"] = data["error"]
