@@ -12,7 +12,7 @@ Import matches rows by ``session_id`` / ``agent_session_id``: an incoming row re
 the stored one only when it is further along (finished beats running; a later
 ``completed_at`` beats an earlier one), otherwise it is skipped. A row whose id is
 another stored row's gets a new one; references to it (``orchestration_id``,
-``parent_execution_id``) follow it, or the stored id of its session. Every file is
+``parent_execution_id``, ``first_attempt_id``) follow it, or the stored id of its session. Every file is
 validated completely before anything is written, so a malformed file imports nothing.
 Rows are then written in short transactions, each holding whole orchestrations with
 their executions; the matching rules make running an interrupted import again
@@ -825,50 +825,59 @@ def _validate(source: _Source, db: Database | None) -> tuple[int, set[str]]:
 
 _RENAMED = "temp.agentmetrics_import_renamed"
 _CHILDREN = "temp.agentmetrics_import_children"
+# The columns of an execution that hold another execution's id.
+EXECUTION_REFERENCES = ("parent_execution_id", "first_attempt_id")
 
 
 class _ExecutionIds:
-    """The execution ids an import changed, and the parent ids its rows came with, so
-    ``parent_execution_id`` follows a renamed parent whether the child comes before or
-    after it, however far apart. Kept in temporary tables: a file may hold millions.
+    """The execution ids an import changed, and the ids its rows referred to (their
+    parent, their task's first attempt), so a reference follows a renamed execution
+    whether the referring row comes before or after it, however far apart. Kept in
+    temporary tables: a file may hold millions.
     """
 
     def __init__(self, db: Database) -> None:
         self.db = db
         for name, columns in (
             (_RENAMED, "old TEXT PRIMARY KEY, new TEXT NOT NULL"),
-            (_CHILDREN, "parent TEXT, id TEXT, PRIMARY KEY (parent, id)"),
+            (_CHILDREN, "col TEXT, parent TEXT, id TEXT, PRIMARY KEY (col, parent, id)"),
         ):
             db.execute(f"DROP TABLE IF EXISTS {name}")
             db.execute(f"CREATE TABLE {name} ({columns}) WITHOUT ROWID")
 
-    def parent(self, incoming: str) -> str:
-        """The id an incoming ``parent_execution_id`` stands for in the database."""
-        found = self.db.execute(f"SELECT new FROM {_RENAMED} WHERE old = ?", [incoming]).fetchone()
-        return incoming if found is None else found[0]
+    def follow(self, row: dict[str, Any]) -> dict[str, str]:
+        """Point ``row``'s references at the ids they stand for in the database, in
+        place; return the references it came with."""
+        incoming = {col: row[col] for col in EXECUTION_REFERENCES if row.get(col) is not None}
+        for col, old in incoming.items():
+            found = self.db.execute(f"SELECT new FROM {_RENAMED} WHERE old = ?", [old]).fetchone()
+            row[col] = old if found is None else found[0]
+        return incoming
 
     def applied(
-        self, incoming_id: str | None, incoming_parent: str | None, row: dict[str, Any]
+        self, incoming_id: str | None, incoming: dict[str, str], row: dict[str, Any]
     ) -> None:
         """Note an execution just written or skipped, ``row`` holding its final id."""
-        if incoming_parent is not None and row["parent_execution_id"] == incoming_parent:
-            # Its parent may be renamed later. Skipped rows too: re-running an import
-            # killed between a child and its renamed parent then completes it.
-            self.db.execute(
-                f"INSERT OR IGNORE INTO {_CHILDREN} VALUES (?, ?)", [incoming_parent, row["id"]]
-            )
+        for col, old in incoming.items():
+            if row[col] == old:
+                # It may be renamed later. Skipped rows too: re-running an import
+                # killed between a reference and its renamed execution then completes it.
+                self.db.execute(
+                    f"INSERT OR IGNORE INTO {_CHILDREN} VALUES (?, ?, ?)", [col, old, row["id"]]
+                )
         if incoming_id is None or row["id"] == incoming_id:
             return
         self.db.execute(
             f"INSERT OR REPLACE INTO {_RENAMED} VALUES (?, ?)", [incoming_id, row["id"]]
         )
-        # Only the children this import met that still hold the old id: a stored row
+        # Only the rows this import met that still hold the old id: a stored row
         # pointing at the stored execution that owns that id keeps pointing at it.
-        self.db.execute(
-            "UPDATE agent_executions SET parent_execution_id = :new WHERE parent_execution_id"
-            f" = :old AND id IN (SELECT id FROM {_CHILDREN} WHERE parent = :old)",
-            {"old": incoming_id, "new": row["id"]},
-        )
+        for col in EXECUTION_REFERENCES:
+            self.db.execute(
+                f"UPDATE agent_executions SET {col} = :new WHERE {col} = :old AND id IN"
+                f" (SELECT id FROM {_CHILDREN} WHERE col = :col AND parent = :old)",
+                {"old": incoming_id, "new": row["id"], "col": col},
+            )
 
     def close(self) -> None:
         for name in (_RENAMED, _CHILDREN):
@@ -894,9 +903,7 @@ class _Writer:
             row["orchestration_id"] = (
                 None if parent in self.missing else self.id_map.get(parent, parent)
             )
-        parent_execution = row.get("parent_execution_id")
-        if parent_execution is not None:
-            row["parent_execution_id"] = self.executions.parent(parent_execution)
+        references = self.executions.follow(row) if kind == "execution" else {}
         stored = self.db.execute(
             f"SELECT id, status, completed_at FROM {table} WHERE {key} = ?", [row[key]]
         ).fetchone()
@@ -925,7 +932,7 @@ class _Writer:
             else:
                 counts.skipped += 1
         if kind == "execution":
-            self.executions.applied(incoming_id, parent_execution, row)
+            self.executions.applied(incoming_id, references, row)
         elif incoming_id is not None:
             self.id_map[incoming_id] = row["id"]
 

@@ -577,6 +577,32 @@ def test_children_follow_a_renamed_parent_execution(db, tmp_path, how, child_fir
     assert table_rows(db, "agent_executions") == before
 
 
+@pytest.mark.parametrize("retry_first", [True, False])
+@pytest.mark.parametrize("how", ["jsonl", "json", "merge"])
+def test_later_attempts_follow_a_renamed_first_attempt(db, tmp_path, how, retry_first):
+    # Stored: "old" owns the id P. The file's first attempt P is renamed on import.
+    import_files(db, [write(tmp_path / "stored.jsonl", jsonl_of([execution("old", id="P")]))])
+    rows = [
+        execution("coder", id="P", status="failed"),
+        execution("coder#2", id="A", attempt=2, first_attempt_id="P", parent_execution_id="P"),
+    ]
+    import_family(db, tmp_path, how, started_in_order(rows[::-1] if retry_first else rows))
+    got = dict(
+        db.execute(
+            "SELECT agent_session_id, id || ' ' || ifnull(first_attempt_id, '-') || ' '"
+            " || ifnull(parent_execution_id, '-') || ' ' || ifnull(attempt, '-')"
+            " FROM agent_executions"
+        ).fetchall()
+    )
+    renamed = got["coder"].split()[0]
+    assert renamed not in ("P", "A")
+    assert got == {
+        "old": "P - - -",
+        "coder": f"{renamed} - - -",
+        "coder#2": f"A {renamed} {renamed} 2",
+    }
+
+
 @pytest.mark.parametrize("child_first", [True, False])
 def test_children_follow_a_parent_stored_under_another_id(db, tmp_path, child_first):
     # "boss" is already stored as S: the file's id P for it stands for S.
