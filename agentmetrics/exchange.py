@@ -12,8 +12,9 @@ Import matches rows by ``session_id`` / ``agent_session_id``: an incoming row re
 the stored one only when it is further along (finished beats running; a later
 ``completed_at`` beats an earlier one), otherwise it is skipped. A row whose id is
 another stored row's gets a new one; references to it (``orchestration_id``,
-``parent_execution_id``, ``first_attempt_id``) follow it, or the stored id of its session. Every file is
-validated completely before anything is written, so a malformed file imports nothing.
+``parent_execution_id``, ``first_attempt_id``) follow it, or the stored id of its
+session. Every file is validated completely before anything is written, so a malformed
+file imports nothing.
 Rows are then written in short transactions, each holding whole orchestrations with
 their executions; the matching rules make running an interrupted import again
 complete it.
