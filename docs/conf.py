@@ -20,7 +20,7 @@ exclude_patterns = ["_build", "examples", "conftest.py"]
 
 # `[text](page.md#a-heading)` links: anchors for headings down to ###.
 myst_heading_anchors = 3
-myst_enable_extensions = ["colon_fence"]
+myst_enable_extensions = ["colon_fence", "deflist"]
 
 html_theme = "furo"
 html_title = f"agentmetrics {release}"
