@@ -17,7 +17,6 @@ use what an earlier one built (a demo database, ``export AGENTMETRICS_DB=...``):
 """
 
 import os
-import re
 import shlex
 import shutil
 import tempfile
@@ -56,7 +55,7 @@ def _run_simple(words: list[str], namespace: dict) -> tuple[int, str]:
         os.environ[name] = value
         return 0, ""
     if words[0] != "agentmetrics":
-        raise ValueError(f"cannot run {words[0]!r} here: add <!-- skip: next \"why\" -->")
+        raise ValueError(f'cannot run {words[0]!r} here: add <!-- skip: next "why" -->')
     target = None
     if ">" in words:
         i = words.index(">")
@@ -77,7 +76,7 @@ def run_line(line: str, namespace: dict) -> tuple[int, str]:
     words = list(lexer)
     for word in words:
         if word in ("|", "&", ";", "<", ">>", "|&"):
-            raise ValueError(f"cannot run {word!r} here: add <!-- skip: next \"why\" -->")
+            raise ValueError(f'cannot run {word!r} here: add <!-- skip: next "why" -->')
     code, output, operator = 0, "", None
     while words:
         ends = [i for i, word in enumerate(words) if word in ("&&", "||")] + [len(words)]
@@ -104,7 +103,10 @@ def _matches(shown: list[str], actual: list[str]) -> bool:
     """``shown`` lines, where a ``...`` line stands for any lines, are all of ``actual``."""
     chunks: list[list[str]] = [[]]
     for line in shown:
-        chunks.append([]) if line == "..." else chunks[-1].append(line)
+        if line == "...":
+            chunks.append([])
+        else:
+            chunks[-1].append(line)
     first, *rest = chunks
     at = len(first)
     if actual[:at] != first:
