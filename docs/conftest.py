@@ -234,6 +234,7 @@ def teardown(namespace: dict) -> None:
         else:
             os.environ[name] = value
     shutil.rmtree(namespace["__folder__"], ignore_errors=True)
+    namespace.clear()  # a page's objects (a Monitor) go now, not at exit
 
 
 class _PythonBlocks(PythonCodeBlockParser):
