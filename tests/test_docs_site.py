@@ -1,13 +1,13 @@
 """The docs site (docs/): it builds without a warning, its generated parts are current,
 and its code blocks are run (docs/conftest.py; pytest collects docs/*.md)."""
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["pytester"]
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 GENERATED = ["docs/cli.md", "docs/reports.md"]  # by their cog blocks
@@ -61,11 +61,11 @@ agentmetrics no-such-command
 ```
 
 ```bash
-agentmetrics demo --db t.db --now 2026-11-01T12:00:00Z
+agentmetrics --help
 ```
 
 ```console
-$ agentmetrics --db t.db failures 1
+$ agentmetrics --version
 not this
 ```
 
@@ -81,22 +81,15 @@ x = 1
 """
 
 
-def test_a_broken_block_fails(tmp_path):
+def test_a_broken_block_fails(pytester):
     """The runner is no rubber stamp: each kind of broken block fails its test."""
-    shutil.copy(DOCS / "conftest.py", tmp_path / "conftest.py")
-    (tmp_path / "broken.md").write_text(BROKEN)
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts="]
-        + ["--rootdir", str(tmp_path), str(tmp_path / "broken.md")],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=300,
-    )
+    pytester.makeconftest((DOCS / "conftest.py").read_text())
+    pytester.makefile(".md", broken=BROKEN)
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-o", "addopts=")
     failed = sorted(
         int(line.split("line:")[1].split(",")[0])
-        for line in result.stdout.splitlines()
+        for line in result.outlines
         if line.startswith("FAILED")
     )
-    assert failed == [3, 7, 15, 20, 26], result.stdout  # all but the demo build
-    assert "5 failed, 2 passed" in result.stdout  # the demo build and the raises marker
+    assert failed == [3, 7, 15, 20, 26], result.outlines  # all but `--help`
+    result.assert_outcomes(failed=5, passed=2)  # `--help` and the raises marker

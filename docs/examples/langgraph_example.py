@@ -15,8 +15,9 @@ from typing import TypedDict
 
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage
+from langchain_core.messages.ai import UsageMetadata
 from langchain_core.tools import tool
-from langgraph.graph import END, START, StateGraph
+from langgraph.graph import START, StateGraph
 from openinference.instrumentation.langchain import LangChainInstrumentor
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -43,9 +44,10 @@ def search(query: str) -> str:
 
 def chat_model(answer: str, tokens_in: int, tokens_out: int) -> GenericFakeChatModel:
     """A model that gives ``answer`` and reports its token usage, as a real one would."""
-    usage = {"input_tokens": tokens_in, "output_tokens": tokens_out}
-    usage["total_tokens"] = tokens_in + tokens_out
-    return GenericFakeChatModel(messages=iter([AIMessage(content=answer, usage_metadata=usage)]))
+    usage = UsageMetadata(
+        input_tokens=tokens_in, output_tokens=tokens_out, total_tokens=tokens_in + tokens_out
+    )
+    return GenericFakeChatModel(messages=iter([AIMessage(answer, usage_metadata=usage)]))
 
 
 class Ticket(TypedDict, total=False):
@@ -63,13 +65,8 @@ def writer_agent(ticket: Ticket) -> Ticket:
     return {"answer": chat_model("the answer", 30, 9).invoke(ticket["notes"]).content}
 
 
-graph = StateGraph(Ticket)
-graph.add_node("researcher_agent", researcher_agent)
-graph.add_node("writer_agent", writer_agent)
-graph.add_edge(START, "researcher_agent")
-graph.add_edge("researcher_agent", "writer_agent")
-graph.add_edge("writer_agent", END)
-app = graph.compile()
+app = StateGraph(Ticket).add_sequence([researcher_agent, writer_agent])
+app = app.add_edge(START, "researcher_agent").compile()
 
 for n in range(1, 5):
     session = f"ticket-{n}"
