@@ -6,7 +6,7 @@ use what an earlier one built (a demo database, ``export AGENTMETRICS_DB=...``):
 - ``python``: executed (Sybil). ``<!-- raises: Type: message -->`` before a block says it
   ends in that exception; ``<!-- invisible-code-block: python -->`` runs checks unseen.
 - ``bash``: each line an ``agentmetrics`` command run in process (``> FILE``, ``|| cmd``
-  and ``&& cmd`` as in a shell; exit 0 unless ``||`` follows), ``export NAME=VALUE`` or
+  and ``&& cmd`` as in a shell; exit 0, or 1 when ``||`` follows), ``export NAME=VALUE`` or
   ``echo``. Anything else cannot run here: precede the block with
   ``<!-- skip: next "why" -->``.
 - ``console``: ``$ `` lines run as above; the lines shown after each must be its output
@@ -84,7 +84,7 @@ def run_line(line: str, namespace: dict) -> tuple[int, str]:
         if operator is None or (operator == "&&") == (code == 0):
             code, out = _run_simple(command, namespace)
             output += out
-            if code and words[:1] != ["||"]:
+            if code and (words[:1] != ["||"] or code != 1):  # `||` takes a failed gate only
                 return code, output
         if words:
             operator, words = words[0], words[1:]

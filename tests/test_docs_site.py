@@ -64,6 +64,10 @@ agentmetrics no-such-command
 agentmetrics --help
 ```
 
+```bash
+agentmetrics health --max-p95 fast || echo "a usage error is no failed gate"
+```
+
 ```console
 $ agentmetrics --version
 not this
@@ -91,5 +95,5 @@ def test_a_broken_block_fails(pytester):
         for line in result.outlines
         if line.startswith("FAILED")
     )
-    assert failed == [3, 7, 15, 20, 26], result.outlines  # all but `--help`
-    result.assert_outcomes(failed=5, passed=2)  # `--help` and the raises marker
+    assert failed == [3, 7, 15, 19, 24, 30], result.outlines  # all but `--help`
+    result.assert_outcomes(failed=6, passed=2)  # `--help` and the raises marker
