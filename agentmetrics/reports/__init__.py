@@ -80,7 +80,7 @@ durations                 [since, until), finished only    yes    agent_name, st
                                                                   status, duration_ms
 costs                     [since, until), finished only    yes    key columns, finished,
                                                                   total_duration_ms,
-                                                                  *_priced, *_cost_usd,
+                                                                  ``*_priced``, ``*_cost_usd``,
                                                                   method
 regressions               baseline [now - recent -         yes    agent_name, metric,
                           baseline, now - recent), recent         baseline/recent value
