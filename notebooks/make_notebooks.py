@@ -65,39 +65,9 @@ exporter = SQLiteSpanExporter(DB)
 provider = TracerProvider()
 provider.add_span_processor(BatchSpanProcessor(exporter))"""
 
-FRAMEWORK_AGENTS = """\
-from dataclasses import dataclass
-
-from pydantic_ai import Agent, RunContext
-from pydantic_ai.models.instrumented import InstrumentationSettings
-from pydantic_ai.models.test import TestModel
-
-Agent.instrument_all(InstrumentationSettings(tracer_provider=provider))
-
-
-@dataclass
-class Backend:
-    search_up: bool = True
-
-
-coordinator = Agent(TestModel(), name="coordinator", deps_type=Backend)
-researcher = Agent(TestModel(), name="researcher", deps_type=Backend)
-writer = Agent(TestModel(), name="writer")
-
-
-@researcher.tool
-def search(ctx: RunContext[Backend], query: str) -> str:
-    \"\"\"Search the knowledge base.\"\"\"
-    if not ctx.deps.search_up:
-        raise ConnectionError("search backend unreachable")
-    return f"3 documents about {query}"
-
-
-@coordinator.tool
-async def delegate(ctx: RunContext[Backend], ticket: str) -> str:
-    \"\"\"Research the ticket, then write the answer.\"\"\"
-    notes = await researcher.run(ticket, deps=ctx.deps, usage=ctx.usage)
-    return (await writer.run(notes.output, usage=ctx.usage)).output"""
+# The agents' cell is the part of docs/examples/pydantic_ai_example.py between its markers.
+_EXAMPLE = (Path(__file__).parent.parent / "docs/examples/pydantic_ai_example.py").read_text()
+FRAMEWORK_AGENTS = _EXAMPLE.split("# [notebook 06: the agents]\n")[1].split("# [end]")[0].rstrip()
 
 
 class Markdown(str):

@@ -90,9 +90,11 @@ def test_distribution_name_is_not_the_unrelated_agentmetrics():
     assert extras["dev"] == [f"{DISTRIBUTION}[test]"]
 
 
-def test_readme_requirements_are_the_pyproject_lower_bounds():
+@pytest.mark.parametrize("page", ["README.md", "docs/getting-started.md"])
+def test_readme_requirements_are_the_pyproject_lower_bounds(page):
     project = _pyproject()["project"]
-    sentence = re.split(r"\.\s", README.split("Requirements: ", 1)[1], maxsplit=1)[0]
+    text = (ROOT / page).read_text()
+    sentence = re.split(r"\.\s", text.split("Requirements: ", 1)[1], maxsplit=1)[0]
     stated = dict(re.findall(r"([\w-]+)\s+([\d.]+)\+", sentence))
     bounds = {"Python": project["requires-python"].removeprefix(">=")}
     for requirement in project["dependencies"]:

@@ -26,7 +26,7 @@ Exact
     Counts, sums and rates are the same either way. Percentiles are exact up to 20,000
     finished executions in the report, else within 0.5% (DDSketch buckets) and within
     the exact min and max; ``regressions`` ranks durations binned to 0.5% for its U
-    test; ``costs`` agree to float rounding. README "Scale" has the details.
+    test; ``costs`` agree to float rounding. docs/store.md ("Rollups") has the details.
 
 Vocabulary (aggregate reports)
     - ``executions``: every execution started in the window, in progress included;
@@ -80,7 +80,7 @@ durations                 [since, until), finished only    yes    agent_name, st
                                                                   status, duration_ms
 costs                     [since, until), finished only    yes    key columns, finished,
                                                                   total_duration_ms,
-                                                                  *_priced, *_cost_usd,
+                                                                  ``*_priced``, ``*_cost_usd``,
                                                                   method
 regressions               baseline [now - recent -         yes    agent_name, metric,
                           baseline, now - recent), recent         baseline/recent value
@@ -99,7 +99,7 @@ executions(db, session)   none (one session)               no     agent_executio
 execution_rows            [since, until), in start order   yes    agent_executions row
 ========================  ===============================  =====  ==================
 
-README's "Report contract" lists every column with its dtype.
+docs/reports.md lists every column with its dtype, generated from the reports.
 """
 
 from .agents import agent_stats, agent_summary, performance_report
