@@ -13,9 +13,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
 
 from .reports.cost import METHOD_COLUMNS, METHODS
+from .reports.timeline import MAX_EXECUTIONS, fold, lanes
 from .reports.trend import TOTAL_LABEL
 
 if TYPE_CHECKING:
@@ -229,7 +231,160 @@ def plot_duration_distribution(df: pd.DataFrame, title: str | None = None) -> Fi
     return fig
 
 
-__all__ = ["plot_duration_distribution", "plot_durations", "plot_failures", "plot_trends"]
+STATUS_COLORS = {"completed": "tab:green", "failed": "tab:red", "in_progress": "tab:blue"}
+_SPAN_COLORS = {"llm": "tab:purple", "tool": "tab:orange"}
+_LANE_INCHES = (0.3, 0.16)  # per lane: up to _ROOMY_LANES lanes, then beyond
+_ROOMY_LANES = 30
+# Time units for the axis, by the orchestration's length: (up to ms, divisor, name).
+_UNITS = ((2_000, 1, "ms"), (120_000, 1_000, "s"), (7_200_000, 60_000, "min"))
+
+
+def plot_timeline(
+    frame: pd.DataFrame,
+    *,
+    now=None,
+    title: str | None = None,
+    max_executions: int = MAX_EXECUTIONS,
+) -> Figure:
+    """A waterfall of one orchestration: a lane per task (its attempts side by side),
+    indented by depth, bars coloured by status (failed ones also crossed, a running
+    one drawn to ``now`` and hatched), the stored spans as thin bars inside.
+
+    Beyond ``max_executions`` executions, later lanes are folded and the chart says so.
+
+    :param frame: :func:`agentmetrics.reports.timeline` output
+    :param now: where running executions end (default: the current time)
+    """
+    _require(frame, ["kind", "lane", "status", "start_offset_ms", "end_offset_ms"], "timeline")
+    shown, note = fold(frame, max_executions)
+    runs = shown[shown["kind"] == "execution"]
+    summary = lanes(shown)
+    count = len(summary)
+    height = 1.6 + _LANE_INCHES[0] * min(count, _ROOMY_LANES)
+    height += _LANE_INCHES[1] * max(0, count - _ROOMY_LANES)
+    fig, (ax,) = _figure(1, 1, figsize=(FIGSIZE[0], max(2.4, height)))
+    fig.suptitle(title or _timeline_title(frame))
+    if note:
+        ax.set_title(note, loc="left", fontsize="small", color=STATUS_COLORS["failed"])
+    if runs.empty:
+        _no_data(ax)
+        return fig
+    end = runs["end_offset_ms"].fillna(_now_offset(frame, now))
+    end = end.where(end >= runs["start_offset_ms"], runs["start_offset_ms"])
+    length = max(float(end.max()), float(shown["end_offset_ms"].max(skipna=True) or 0), 1.0)
+    divisor, unit = next(((d, u) for top, d, u in _UNITS if length <= top), (3_600_000, "h"))
+    start = runs["start_offset_ms"] / divisor
+    # Instant runs still show: at least 0.4% of the axis wide.
+    width = ((end - runs["start_offset_ms"]) / divisor).clip(lower=0.004 * length / divisor)
+    for status, color in STATUS_COLORS.items():
+        mask = runs["status"] == status
+        if mask.any():
+            ax.barh(
+                runs.loc[mask, "lane"],
+                width[mask],
+                left=start[mask],
+                height=0.6,
+                color=color,
+                label="running (to now)" if status == "in_progress" else status,
+                hatch="//" if status == "in_progress" else None,
+                edgecolor="white" if status == "in_progress" else color,
+            )
+    failed = runs["status"] == "failed"
+    if failed.any():
+        ax.plot(
+            (start + width)[failed], runs.loc[failed, "lane"], "X", color="black", markersize=7
+        )
+    extra = _draw_spans(ax, shown[shown["kind"] != "execution"], divisor)
+    if count <= _ROOMY_LANES:
+        _attempt_numbers(ax, runs, start)
+    _lane_labels(ax, summary, 6 if count > _ROOMY_LANES else 10)
+    ax.set_ylim(summary["lane"].max() + 0.5, summary["lane"].min() - 0.5)
+    lowest = min(0.0, float(start.min()))
+    ax.set_xlim(lowest, lowest + (length / divisor - lowest) * 1.03)
+    ax.set_xlabel(f"Time since the orchestration started ({unit})")
+    handles = ax.get_legend_handles_labels()[0] + extra
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 5))
+    return fig
+
+
+def _lane_labels(ax: Axes, summary: pd.DataFrame, size: float) -> None:
+    """Lane labels aligned left, so a nested run's indent shows."""
+    ax.set_yticks(summary["lane"], summary["label"], fontsize=size, ha="left")
+    widest = max(len(label) for label in summary["label"])
+    ax.tick_params(axis="y", pad=0.6 * size * widest + 4)  # about a character's width
+
+
+def _timeline_title(frame: pd.DataFrame) -> str:
+    about = frame.attrs.get("orchestration") or {}
+    if not about:
+        return "Timeline"
+    text = f"{about['session_id']} ({about['status']})"
+    return f"{text}: {_shorten(about['task_description'])}" if about["task_description"] else text
+
+
+def _now_offset(frame: pd.DataFrame, now) -> float:
+    """``now`` in ms after the orchestration's start (the latest end without a start)."""
+    started = (frame.attrs.get("orchestration") or {}).get("started_at")
+    if started is None:
+        return float(frame["end_offset_ms"].max(skipna=True) or 0)
+    moment = pd.Timestamp.now(tz="UTC") if now is None else pd.Timestamp(now)
+    if moment.tzinfo is None:
+        moment = moment.tz_localize("UTC")
+    return (moment - started) / pd.Timedelta(milliseconds=1)
+
+
+def _draw_spans(ax: Axes, calls: pd.DataFrame, divisor: float) -> list:
+    """LLM and tool calls as thin bars in their execution's lane, failed ones red;
+    returns their legend entries."""
+    from matplotlib.collections import PolyCollection
+    from matplotlib.patches import Patch
+
+    if calls.empty:
+        return []
+    left = calls["start_offset_ms"].to_numpy() / divisor
+    right = np.maximum(calls["end_offset_ms"].to_numpy() / divisor, left)
+    top = calls["lane"].to_numpy() + 0.08
+    bottom = top + 0.2
+    verts = np.stack(
+        [np.column_stack(p) for p in ((left, top), (right, top), (right, bottom), (left, bottom))],
+        axis=1,
+    )
+    colors = [
+        STATUS_COLORS["failed"] if status == "failed" else _SPAN_COLORS.get(kind, "tab:gray")
+        for kind, status in zip(calls["kind"], calls["status"], strict=True)
+    ]
+    ax.add_collection(PolyCollection(verts, facecolors=colors, edgecolors="black", linewidths=0.3))
+    return [
+        Patch(color=_SPAN_COLORS.get(kind, "tab:gray"), label=f"{kind} call")
+        for kind in sorted(set(calls["kind"]))
+    ]
+
+
+def _attempt_numbers(ax: Axes, runs: pd.DataFrame, start: pd.Series) -> None:
+    """Label each attempt of a task that needed more than one: ``#1``, ``#2``..."""
+    retried = runs.groupby("lane")["attempt"].transform("size") > 1
+    for lane, attempt, left in zip(
+        runs.loc[retried, "lane"], runs.loc[retried, "attempt"], start[retried], strict=True
+    ):
+        ax.annotate(
+            f"#{attempt}",
+            (left, lane),
+            xytext=(2, 0),
+            textcoords="offset points",
+            va="center",
+            fontsize="x-small",
+            color="white",
+            fontweight="bold",
+        )
+
+
+__all__ = [
+    "plot_duration_distribution",
+    "plot_durations",
+    "plot_failures",
+    "plot_timeline",
+    "plot_trends",
+]
 
 
 def cost_chart(frame: pd.DataFrame, title: str = "Estimated cost") -> Figure:
