@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .reports.cost import METHOD_COLUMNS, METHODS
-from .reports.timeline import MAX_EXECUTIONS, fold, lanes
+from .reports.timeline import MAX_EXECUTIONS, fold, lanes, now_offset
 from .reports.trend import TOTAL_LABEL
 
 if TYPE_CHECKING:
@@ -269,7 +269,7 @@ def plot_timeline(
     if runs.empty:
         _no_data(ax)
         return fig
-    end = runs["end_offset_ms"].fillna(_now_offset(frame, now))
+    end = runs["end_offset_ms"].fillna(now_offset(frame, now))
     end = end.where(end >= runs["start_offset_ms"], runs["start_offset_ms"])
     length = max(float(end.max()), float(shown["end_offset_ms"].max(skipna=True) or 0), 1.0)
     divisor, unit = next(((d, u) for top, d, u in _UNITS if length <= top), (3_600_000, "h"))
@@ -320,17 +320,6 @@ def _timeline_title(frame: pd.DataFrame) -> str:
         return "Timeline"
     text = f"{about['session_id']} ({about['status']})"
     return f"{text}: {_shorten(about['task_description'])}" if about["task_description"] else text
-
-
-def _now_offset(frame: pd.DataFrame, now) -> float:
-    """``now`` in ms after the orchestration's start (the latest end without a start)."""
-    started = (frame.attrs.get("orchestration") or {}).get("started_at")
-    if started is None:
-        return float(frame["end_offset_ms"].max(skipna=True) or 0)
-    moment = pd.Timestamp.now(tz="UTC") if now is None else pd.Timestamp(now)
-    if moment.tzinfo is None:
-        moment = moment.tz_localize("UTC")
-    return (moment - started) / pd.Timedelta(milliseconds=1)
 
 
 def _draw_spans(ax: Axes, calls: pd.DataFrame, divisor: float) -> list:

@@ -308,3 +308,14 @@ def fold(frame: pd.DataFrame, limit: int = MAX_EXECUTIONS) -> tuple[pd.DataFrame
         f" ({counts}) after the first {len(runs) - len(left):,}"
     )
     return frame[frame["lane"] <= last_lane], note
+
+
+def now_offset(frame: pd.DataFrame, now) -> float:
+    """``now`` in ms after the orchestration's start (the latest end without a start)."""
+    started = (frame.attrs.get("orchestration") or {}).get("started_at")
+    if started is None:
+        return float(frame["end_offset_ms"].max(skipna=True) or 0)
+    moment = pd.Timestamp.now(tz="UTC") if now is None else pd.Timestamp(now)
+    if moment.tzinfo is None:
+        moment = moment.tz_localize("UTC")
+    return (moment - started) / pd.Timedelta(milliseconds=1)
