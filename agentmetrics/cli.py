@@ -349,15 +349,16 @@ def list_(ctx: click.Context, limit: int, fmt: str) -> None:
 
 @cli.command()
 @click.argument("session_id")
+@now_option
 @db_option
 @output_options
 @click.pass_context
-def show(ctx: click.Context, session_id: str, fmt: str) -> None:
+def show(ctx: click.Context, session_id: str, now: str | None, fmt: str) -> None:
     """Show the metrics of one orchestration and its timeline.
 
     On a terminal the timeline is a waterfall scaled to its width (one line per task,
-    its attempts side by side); piped, a table of the executions in start order.
-    --json and --csv give the metrics only.
+    its attempts side by side, running ones up to --now); piped, a table of the
+    executions in start order. --json and --csv give the metrics only.
     """
     from . import reports
 
@@ -375,7 +376,7 @@ def show(ctx: click.Context, session_id: str, fmt: str) -> None:
         return
     from .waterfall import render
 
-    for line in render(frame, width):
+    for line in render(frame, width, now=now):
         click.echo(line)
 
 

@@ -236,8 +236,8 @@ def _failures(conn, since: str, until: str) -> str:
 
 FAILED_RUNS_SHOWN = 10
 _FAILED_RUNS = """
-SELECT session_id, task_description, status, started_at, duration_ms, total_tasks,
-  completed_tasks, failed_tasks FROM orchestrations
+SELECT session_id, task_description, status, started_at, duration_ms, completed_tasks,
+  failed_tasks FROM orchestrations
 WHERE status IN ('failed', 'partial') AND started_at >= :since AND started_at < :until
 ORDER BY started_at DESC
 """
@@ -255,14 +255,14 @@ def _failed_runs(conn, since: str, until: str, now: str) -> str:
     if not shown:
         return '<p class="empty">No failed or partial orchestrations in this window.</p>'
     parts = []
-    for session, task, status, started, duration, total, completed, failed in shown:
+    for session, task, status, started, duration, completed, failed in shown:
         chart = svg(plot_timeline(timeline(conn, session, spans=True), now=now))
         summary = (
             f'<span class="status status-{html.escape(status)}">{html.escape(status)}</span> '
             f"<code>{html.escape(session)}</code> {html.escape(_text(task))}"
             f' <span class="note">· started {html.escape(_moment(started))}'
-            f" · {html.escape(format_duration(duration))} · {_count(completed)} of"
-            f" {_count(total)} tasks done, {_count(failed)} failed</span>"
+            f" · {html.escape(format_duration(duration))} · tasks: {_count(completed)}"
+            f" completed, {_count(failed)} failed</span>"
         )
         parts.append(f"<details><summary>{summary}</summary>{chart}</details>")
     if more:

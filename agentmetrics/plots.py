@@ -343,10 +343,13 @@ def _draw_spans(ax: Axes, calls: pd.DataFrame, divisor: float) -> list:
         for kind, status in zip(calls["kind"], calls["status"], strict=True)
     ]
     ax.add_collection(PolyCollection(verts, facecolors=colors, edgecolors="black", linewidths=0.3))
-    return [
+    entries = [
         Patch(color=_SPAN_COLORS.get(kind, "tab:gray"), label=f"{kind} call")
         for kind in sorted(set(calls["kind"]))
     ]
+    if (calls["status"] == "failed").any():
+        entries.append(Patch(color=STATUS_COLORS["failed"], label="failed call"))
+    return entries
 
 
 def _attempt_numbers(ax: Axes, runs: pd.DataFrame, start: pd.Series) -> None:

@@ -8,8 +8,6 @@ on the line below.
 
 from __future__ import annotations
 
-import math
-
 import click
 import pandas as pd
 
@@ -47,8 +45,8 @@ def render(frame: pd.DataFrame, width: int, *, now=None, color: bool = True) -> 
         for start, end, status in zip(
             own["start_offset_ms"], ends[own.index], own["status"], strict=True
         ):
-            first = min(bar_width - 1, int((start - origin) * scale))
-            last = max(first + 1, min(bar_width, math.ceil((end - origin) * scale)))
+            first = min(bar_width - 1, round((start - origin) * scale))
+            last = max(first + 1, min(bar_width, round((end - origin) * scale)))
             mark, fg = _MARKS.get(status, ("?", None))
             for i in range(first, last):
                 cells[i], colors[i] = mark, fg
