@@ -291,9 +291,7 @@ def plot_timeline(
             )
     failed = runs["status"] == "failed"
     if failed.any():
-        ax.plot(
-            (start + width)[failed], runs.loc[failed, "lane"], "X", color="black", markersize=7
-        )
+        ax.plot((start + width)[failed], runs.loc[failed, "lane"], "X", color="black", markersize=7)
     extra = _draw_spans(ax, shown[shown["kind"] != "execution"], divisor)
     if count <= _ROOMY_LANES:
         _attempt_numbers(ax, runs, start)

@@ -51,7 +51,8 @@ def render(frame: pd.DataFrame, width: int, *, now=None, color: bool = True) -> 
             for i in range(first, last):
                 cells[i], colors[i] = mark, fg
         bar = "".join(
-            click.style(c, fg=fg) if color and fg else c for c, fg in zip(cells, colors, strict=True)
+            click.style(cell, fg=fg) if color and fg else cell
+            for cell, fg in zip(cells, colors, strict=True)
         )
         label = printable(lane.label)
         label = label if len(label) <= label_width else label[: label_width - 1] + "…"

@@ -78,7 +78,8 @@ def run_db(db_path):
         [ids["lead"]],
     )
     db.execute(
-        "UPDATE agent_executions SET attempt = 2, first_attempt_id = ? WHERE agent_session_id = 'w2'",
+        "UPDATE agent_executions SET attempt = 2, first_attempt_id = ?"
+        " WHERE agent_session_id = 'w2'",
         [ids["w1"]],
     )
     m.close()
