@@ -18,10 +18,10 @@ import pandas as pd
 
 from .errors import AgentMetricsError
 from .formatting import format_duration, format_percent
-from .htmlreport import _count, _moment, _text, svg, table
+from .htmlreport import _count, _database_name, _moment, _text, svg, table
 from .reports._common import DbArg, reading
 from .reports.orchestrations import list_orchestrations, orchestration_summary
-from .reports.timeline import timeline
+from .reports.run import timeline
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -124,7 +124,7 @@ def _database_html(db, pending: int) -> str:
         )
         latest = list_orchestrations(conn, limit=_LATEST)
         newest = run(conn, latest["session_id"].iloc[0]) if len(latest) else None
-        name = conn.execute("PRAGMA database_list").fetchone()[2] or "in-memory database"
+        name = _database_name(conn)
     by_status = ", ".join(f"{n:,} {s}" for s, n in sorted(counts.items())) or "none yet"
     parts = [
         f"<p><b>agentmetrics Monitor</b> on <code>{html.escape(name)}</code>: "

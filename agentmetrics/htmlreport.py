@@ -247,7 +247,7 @@ def _failed_runs(conn, since: str, until: str, now: str) -> str:
     """Each failed or partial orchestration of the window (the newest few), a summary
     line that expands to its timeline."""
     from .plots import plot_timeline
-    from .reports.timeline import timeline
+    from .reports.run import timeline
 
     cursor = conn.execute(_FAILED_RUNS, {"since": since, "until": until})
     shown = cursor.fetchmany(FAILED_RUNS_SHOWN)

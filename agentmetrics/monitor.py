@@ -635,6 +635,9 @@ class Monitor:
             raise UnknownSession(f"{what} {value!r} not found")
         raise AlreadyFinished(f"{what} {value!r} is already {row[0]}")
 
+    def __repr__(self) -> str:
+        return f"<Monitor {os.path.basename(_name(self._source))}>"
+
     def _repr_html_(self) -> str:
         """In a notebook: the file, its orchestrations and the newest one's timeline."""
         from .display import monitor_html

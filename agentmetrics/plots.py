@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .reports.cost import METHOD_COLUMNS, METHODS
-from .reports.timeline import MAX_EXECUTIONS, fold, lanes, now_offset
+from .reports.run import MAX_EXECUTIONS, fold, lanes, now_offset
 from .reports.trend import TOTAL_LABEL
 
 if TYPE_CHECKING:
@@ -233,6 +233,7 @@ def plot_duration_distribution(df: pd.DataFrame, title: str | None = None) -> Fi
 
 STATUS_COLORS = {"completed": "tab:green", "failed": "tab:red", "in_progress": "tab:blue"}
 _SPAN_COLORS = {"llm": "tab:purple", "tool": "tab:orange"}
+_FAILED_CALL = "black"  # seen on a failed (red) execution too
 _LANE_INCHES = (0.3, 0.16)  # per lane: up to _ROOMY_LANES lanes, then beyond
 _ROOMY_LANES = 30
 # Time units for the axis, by the orchestration's length: (up to ms, divisor, name).
@@ -248,7 +249,8 @@ def plot_timeline(
 ) -> Figure:
     """A waterfall of one orchestration: a lane per task (its attempts side by side),
     indented by depth, bars coloured by status (failed ones also crossed, a running
-    one drawn to ``now`` and hatched), the stored spans as thin bars inside.
+    one drawn to ``now`` and hatched), the stored spans as thin bars inside (LLM
+    calls purple, tool calls orange, failed calls black).
 
     Beyond ``max_executions`` executions, later lanes are folded and the chart says so.
 
@@ -321,7 +323,7 @@ def _timeline_title(frame: pd.DataFrame) -> str:
 
 
 def _draw_spans(ax: Axes, calls: pd.DataFrame, divisor: float) -> list:
-    """LLM and tool calls as thin bars in their execution's lane, failed ones red;
+    """LLM and tool calls as thin bars in their execution's lane, failed ones black;
     returns their legend entries."""
     from matplotlib.collections import PolyCollection
     from matplotlib.patches import Patch
@@ -337,7 +339,7 @@ def _draw_spans(ax: Axes, calls: pd.DataFrame, divisor: float) -> list:
         axis=1,
     )
     colors = [
-        STATUS_COLORS["failed"] if status == "failed" else _SPAN_COLORS.get(kind, "tab:gray")
+        _FAILED_CALL if status == "failed" else _SPAN_COLORS.get(kind, "tab:gray")
         for kind, status in zip(calls["kind"], calls["status"], strict=True)
     ]
     ax.add_collection(PolyCollection(verts, facecolors=colors, edgecolors="black", linewidths=0.3))
@@ -346,7 +348,7 @@ def _draw_spans(ax: Axes, calls: pd.DataFrame, divisor: float) -> list:
         for kind in sorted(set(calls["kind"]))
     ]
     if (calls["status"] == "failed").any():
-        entries.append(Patch(color=STATUS_COLORS["failed"], label="failed call"))
+        entries.append(Patch(color=_FAILED_CALL, label="failed call"))
     return entries
 
 

@@ -2,8 +2,8 @@
 
 One line per lane of :func:`agentmetrics.reports.timeline` (a task, its attempts side
 by side), bars scaled to the width: ``█`` completed, ``x`` failed (red), ``░`` running
-up to now (blue), then the final attempt's status and duration; a failed task's error
-on the line below.
+up to now (blue), each attempt of a retried task starting with its number, then the
+final attempt's status and duration; a failed task's error on the line below.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import click
 import pandas as pd
 
 from .formatting import format_duration, printable
-from .reports.timeline import MAX_EXECUTIONS, fold, lanes, now_offset
+from .reports.run import MAX_EXECUTIONS, fold, lanes, now_offset
 
 _MARKS = {"completed": ("█", "green"), "failed": ("x", "red"), "in_progress": ("░", "blue")}
 _RIGHT = 26  # status, duration and attempts
@@ -42,14 +42,16 @@ def render(frame: pd.DataFrame, width: int, *, now=None, color: bool = True) -> 
         cells = [" "] * bar_width
         colors: list[str | None] = [None] * bar_width
         own = runs[runs["lane"] == lane.lane]
-        for start, end, status in zip(
-            own["start_offset_ms"], ends[own.index], own["status"], strict=True
+        for start, end, status, attempt in zip(
+            own["start_offset_ms"], ends[own.index], own["status"], own["attempt"], strict=True
         ):
             first = min(bar_width - 1, round((start - origin) * scale))
             last = max(first + 1, min(bar_width, round((end - origin) * scale)))
             mark, fg = _MARKS.get(status, ("?", None))
             for i in range(first, last):
                 cells[i], colors[i] = mark, fg
+            if lane.attempts > 1 and attempt < 10:
+                cells[first] = str(attempt)  # where each attempt starts
         bar = "".join(
             click.style(cell, fg=fg) if color and fg else cell
             for cell, fg in zip(cells, colors, strict=True)

@@ -23,7 +23,7 @@ from agentmetrics.cli import cli
 from agentmetrics.errors import UnknownSession
 from agentmetrics.htmlreport import render_report
 from agentmetrics.otel.ingest import ingest_request
-from agentmetrics.reports.timeline import lanes
+from agentmetrics.reports.run import lanes
 
 T0 = dt.datetime(2024, 3, 1, 12, 0, tzinfo=dt.timezone.utc)
 NOW = T0 + dt.timedelta(seconds=30)
@@ -319,7 +319,7 @@ def test_plot_timeline_draws_spans_inside_their_lane(traced):
         (570, 575, 1),
     ]
     colors = [tuple(c) for c in calls.get_facecolors()]
-    assert colors == [rgba("tab:purple"), rgba("tab:orange"), rgba("tab:purple"), rgba("tab:red")]
+    assert colors == [rgba("tab:purple"), rgba("tab:orange"), rgba("tab:purple"), rgba("black")]
     (legend,) = fig.legends
     assert [t.get_text() for t in legend.get_texts()] == [
         "completed",
@@ -389,7 +389,7 @@ def test_waterfall_lines(run_db):
     assert lines == [
         " " * 25 + "0ms" + " " * 22 + "30s",
         "lead".ljust(24) + "  " + "█" * 18 + " " * 9 + " completed 19s",
-        "└ worker #1 (2 attempts)" + "   xxx ██" + " " * 20 + " completed 3s (2 attempts)",
+        "└ worker #1 (2 attempts)" + "   1xx 2█" + " " * 20 + " completed 3s (2 attempts)",
         "└ reviewer #2".ljust(24) + " " * 10 + "░" * 19 + " running -",
         "tester".ljust(24) + " " * 12 + "xxx" + " " * 14 + " failed 3s",
         " " * 25 + "↳ tests red",
@@ -399,7 +399,7 @@ def test_waterfall_lines(run_db):
 def test_waterfall_colours_by_status(run_db):
     path, _ = run_db
     lines = waterfall.render(reports.timeline(path, "run-1"), 80, now=NOW, color=True)
-    assert "\x1b[31mx\x1b[0m" in lines[2] and "\x1b[32m█\x1b[0m" in lines[1]
+    assert "\x1b[31m1\x1b[0m\x1b[31mx\x1b[0m" in lines[2] and "\x1b[32m█\x1b[0m" in lines[1]
     assert "\x1b[34m░\x1b[0m" in lines[3]
 
 
@@ -434,7 +434,7 @@ def test_show_draws_the_waterfall_on_a_terminal(run_db, monkeypatch):
     args = ["--db", str(path), "show", "run-1", "--now", NOW.isoformat()]
     view = CliRunner().invoke(cli, args, catch_exceptions=False).stdout.split("\n\n")[1]
     view = view.splitlines()
-    assert view[2].startswith("└ worker #1 (2 attempts)   xxx ██ ")
+    assert view[2].startswith("└ worker #1 (2 attempts)   1xx 2█ ")
     assert view[-1].endswith("↳ tests red")
 
 
@@ -486,6 +486,7 @@ def test_monitor_and_orchestration_display(run_db):
     page = m._repr_html_()
     assert "1 orchestrations (1 partial)" in page and "<code>run-1</code>" in page
     assert page.count("<svg") == 1
+    assert repr(m) == "<Monitor test.db>" and "<code>test.db</code>" in page
     with m.orchestration("run-2", "next") as o:
         assert "<td>next</td>" in o._repr_html_()
     m.close()

@@ -118,8 +118,8 @@ from .orchestrations import (
 )
 from .regression import regressions
 from .rows import execution_rows
+from .run import timeline
 from .stale import stale_runs
-from .timeline import timeline
 from .trend import durations, error_patterns, self_healing, trends
 
 __all__ = [
