@@ -345,7 +345,7 @@ def _draw_spans(ax: Axes, calls: pd.DataFrame, divisor: float) -> list:
     ax.add_collection(PolyCollection(verts, facecolors=colors, edgecolors="black", linewidths=0.3))
     entries = [
         Patch(color=_SPAN_COLORS.get(kind, "tab:gray"), label=f"{kind} call")
-        for kind in sorted(set(calls["kind"]))
+        for kind in sorted(set(calls.loc[calls["status"] != "failed", "kind"]))
     ]
     if (calls["status"] == "failed").any():
         entries.append(Patch(color=_FAILED_CALL, label="failed call"))

@@ -6,8 +6,10 @@ Expected values are read off the data each test writes (seconds after T0), by ha
 
 import datetime as dt
 import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import matplotlib.colors as mcolors
 import numpy as np
@@ -518,3 +520,21 @@ def test_report_expands_failed_and_partial_runs(run_db, traced):
     assert "No failed or partial" in render_report(
         traced, since="2026-05-01", until="2026-06-01", config={}
     )
+
+
+def test_readme_example_runs_and_shows_its_waterfall(tmp_path, monkeypatch):
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme[readme.index("## One run, seen whole") : readme.index("## Report contract")]
+    example = re.search(r"```python\n(.+?)\n```", section, re.S).group(1)
+    shown = re.search(r"```text\n(.+?)\n```", section, re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    namespace = {}
+    exec(example, namespace)
+    assert (tmp_path / "one-run.png").read_bytes()[:4] == b"\x89PNG"
+    assert repr(namespace["view"]) == "<Run ticket-42: failed, 5 executions (4 failed)>"
+    # What `show` draws on a 100-column terminal.
+    args = ["--db", "data/one-run.db", "show", "ticket-42"]
+    monkeypatch.setattr("agentmetrics.cli._terminal_width", lambda: 100)
+    output = CliRunner().invoke(cli, args, catch_exceptions=False).stdout
+    assert output.split("\n\n")[1] == shown + "\n"
