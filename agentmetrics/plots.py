@@ -92,8 +92,7 @@ def plot_trends(df: pd.DataFrame, title: str | None = None) -> Figure:
     top.set_ylabel("Executions (count)")
     top.set_title("Executions per period")
     top.legend(loc="upper left")
-    for name, rows in _per_agent(df):
-        bottom.plot(_naive(rows["period"]), rows["success_rate"], marker=".", label=name)
+    _lines(bottom, df, "success_rate")
     bottom.set_ylabel("Success rate (%)")
     bottom.set_title("Success rate (completed / finished)")
     bottom.set_ylim(_rate_floor(df["success_rate"]), 101)
@@ -103,6 +102,23 @@ def plot_trends(df: pd.DataFrame, title: str | None = None) -> Figure:
         _no_data(top)
     _dates(bottom)
     return fig
+
+
+# Hollow markers of shrinking size, so agents at the same value nest, not hide.
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+
+
+def _lines(ax: Axes, df: pd.DataFrame, column: str, divisor: float = 1) -> None:
+    """One line per agent of ``column`` over the periods."""
+    for i, (name, rows) in enumerate(_per_agent(df)):
+        ax.plot(
+            _naive(rows["period"]),
+            rows[column] / divisor,
+            marker=_MARKERS[i % len(_MARKERS)],
+            markersize=max(3.0, 9.0 - 1.5 * (i % len(_MARKERS))),
+            markerfacecolor="none",
+            label=name,
+        )
 
 
 def _agent_legend(fig: Figure, ax: Axes) -> None:
@@ -145,8 +161,7 @@ def plot_durations(df: pd.DataFrame, title: str | None = None) -> Figure:
     for ax, column, label in zip(
         axes, ("p50_duration_ms", "p95_duration_ms"), ("Median (p50)", "p95"), strict=True
     ):
-        for name, rows in _per_agent(df):
-            ax.plot(_naive(rows["period"]), rows[column] / 1000, marker=".", label=name)
+        _lines(ax, df, column, 1000)
         ax.set_ylabel("Duration (s)")
         ax.set_title(f"{label} duration of finished executions")
         ax.set_ylim(bottom=0)
@@ -155,6 +170,10 @@ def plot_durations(df: pd.DataFrame, title: str | None = None) -> Figure:
     if df.empty:
         _no_data(axes[0])
     _dates(axes[1])
+    if not df.empty:  # an agent with one point would stretch the axis over years
+        periods = _naive(pd.Series(df["period"].unique())).sort_values()
+        margin = pd.Timedelta(days=_bar_width(periods, df.attrs.get("freq")))
+        axes[1].set_xlim(periods.iloc[0] - margin, periods.iloc[-1] + margin)
     return fig
 
 
@@ -176,6 +195,8 @@ def plot_failures(
     agents = by_agent[by_agent["agent_name"] != TOTAL_LABEL].sort_values(
         ["failed", "agent_name"], ascending=[True, False]
     )
+    from matplotlib.ticker import MaxNLocator
+
     left.barh(agents["agent_name"], agents["failed"], color="tab:red")
     left.set_xlabel("Failed executions (count)")
     left.set_ylabel("Agent")
@@ -188,6 +209,7 @@ def plot_failures(
     right.set_xlabel("Failed executions (count)")
     right.set_title(f"Top {len(shown)} error patterns")
     for ax, data in ((left, agents), (right, shown)):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # counts: no 0.2 ticks
         if data.empty:
             _no_data(ax)
     return fig
