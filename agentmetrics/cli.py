@@ -24,7 +24,7 @@ from .db import (
     open_database,
 )
 from .errors import AgentMetricsError, ConfigError
-from .formatting import format_time, formatters, printable, readable
+from .formatting import format_duration, format_time, formatters, printable, readable
 from .reports._common import bound, resolve_now
 from .reports.regression import METRICS as REGRESSION_METRICS
 from .timestamps import before, parse_timestamp, positive_duration, to_iso
@@ -349,14 +349,61 @@ def list_(ctx: click.Context, limit: int, fmt: str) -> None:
 
 @cli.command()
 @click.argument("session_id")
+@now_option
 @db_option
 @output_options
 @click.pass_context
-def show(ctx: click.Context, session_id: str, fmt: str) -> None:
-    """Show the metrics of one orchestration and its executions."""
+def show(ctx: click.Context, session_id: str, now: str | None, fmt: str) -> None:
+    """Show the metrics of one orchestration and its timeline.
+
+    On a terminal the timeline is a waterfall scaled to its width (one line per task,
+    its attempts side by side, running ones up to --now); piped, a table of the
+    executions in start order. --json and --csv give the metrics only.
+    """
     from . import reports
 
-    emit_record(reports.orchestration_summary(read_db(ctx), session_id), fmt)
+    db = read_db(ctx)
+    emit_record(reports.orchestration_summary(db, session_id), fmt)
+    if fmt != "table":
+        return
+    frame = reports.timeline(db, session_id)
+    click.echo()
+    width = _terminal_width()
+    if width is None:
+        table = frame[_TIMELINE_TABLE]
+        offsets = dict.fromkeys(("start_offset_ms", "end_offset_ms"), format_duration)
+        emit(table, fmt, {**formatters(table), **offsets}, empty=_NO_EXECUTIONS)
+        return
+    from .waterfall import render
+
+    for line in render(frame, width, now=now):
+        click.echo(line)
+
+
+_NO_EXECUTIONS = "No executions recorded for this orchestration."
+_TIMELINE_TABLE = [
+    "depth",
+    "agent_name",
+    "task_number",
+    "attempt",
+    "status",
+    "start_offset_ms",
+    "end_offset_ms",
+    "duration_ms",
+    "input_tokens",
+    "output_tokens",
+    "cost_usd",
+    "error_message",
+]
+
+
+def _terminal_width() -> int | None:
+    """The terminal's width when stdout is one, else None (a pipe gets tables)."""
+    if not sys.stdout.isatty():
+        return None
+    import shutil
+
+    return shutil.get_terminal_size((100, 24)).columns
 
 
 @cli.command()
@@ -389,7 +436,7 @@ def executions(ctx: click.Context, session_id: str, fmt: str) -> None:
     from . import reports
 
     df = reports.executions(read_db(ctx), session_id)
-    emit_report(df, fmt, _EXECUTION_TABLE, empty="No executions recorded for this orchestration.")
+    emit_report(df, fmt, _EXECUTION_TABLE, empty=_NO_EXECUTIONS)
 
 
 _duration_text = _checked(positive_duration)
@@ -1215,7 +1262,7 @@ def trends(ctx: click.Context, freq: str, by_agent: bool, fmt: str, **window) ->
     emit_report(df, fmt, empty="No agent executions in this window.")
 
 
-_CHARTS = ("trends", "durations", "failures", "distribution")
+_CHARTS = ("trends", "durations", "failures", "distribution", "timeline")
 # The figures are at most 12 x 6 inches: 600 dpi (print quality) draws 7,200 x 3,600
 # pixels in about 260 MB and 10 s; 1200 took 520 MB and 20 s; 100000 a MemoryError.
 MIN_DPI, MAX_DPI = 10, 600
@@ -1223,6 +1270,7 @@ MIN_DPI, MAX_DPI = 10, 600
 
 @cli.command()
 @click.argument("chart", type=click.Choice(_CHARTS))
+@click.argument("session_id", required=False)
 @click.option(
     "-o", "--output", required=True, type=click.Path(dir_okay=False), help="Image file to write."
 )
@@ -1237,7 +1285,15 @@ MIN_DPI, MAX_DPI = 10, 600
 @window_options("since", "until", "agent", "now")
 @db_option
 @click.pass_context
-def plot(ctx: click.Context, chart: str, output: str, freq: str, dpi: int, **window) -> None:
+def plot(
+    ctx: click.Context,
+    chart: str,
+    session_id: str | None,
+    output: str,
+    freq: str,
+    dpi: int,
+    **window,
+) -> None:
     """Draw a chart into an image file (PNG, SVG or PDF, by extension).
 
     \b
@@ -1245,11 +1301,20 @@ def plot(ctx: click.Context, chart: str, output: str, freq: str, dpi: int, **win
     durations     p50 and p95 duration per period, one line per agent
     failures      failures by agent and by error pattern
     distribution  duration box plot per agent
+    timeline      one orchestration's executions: plot timeline SESSION -o FILE
     """
     from . import plots, reports
 
+    if (chart == "timeline") != (session_id is not None):
+        raise _UsageFailure(
+            "timeline needs a SESSION" if chart == "timeline" else f"{chart} takes no SESSION"
+        )
     db = read_db(ctx)
-    if chart == "trends":
+    if chart == "timeline":
+        df = reports.timeline(db, session_id, spans=True)
+        fig = plots.plot_timeline(df, now=window["now"])
+        empty = False  # an orchestration without executions still has its chart
+    elif chart == "trends":
         df = reports.trends(db, freq=freq, **window)
         fig = plots.plot_trends(df)
         empty = not df["executions"].any()

@@ -543,4 +543,97 @@ def _ms_sqlite(ms: int) -> str:
     return (_EPOCH + dt.timedelta(milliseconds=ms)).isoformat(sep=" ", timespec="seconds")
 
 
-__all__ = ["AGENTS", "FLAKY_AGENT", "NOTEBOOK_NOW", "SLOW_AGENT", "build_demo", "ensure_demo"]
+# -- one failed run, traced: notebooks/07-one-run.ipynb ----------------------------------
+
+ONE_RUN_SESSION = "ticket-42"
+_ONE_RUN_START_NS = 1_793_530_800_000_000_000  # 2026-11-01T11:00:00Z
+_TIMEOUT = "TimeoutError: search backend timed out after 20s"
+_UNREACHABLE = "ConnectionError: search backend unreachable"
+# (span number, parent number, kind, name, start s, end s, error, attributes)
+_ONE_RUN = [
+    (1, None, "invoke_workflow", "Answer ticket 42", 0, 95, "researcher gave up", {}),
+    (2, 1, "invoke_agent", "coordinator", 0.5, 94, "researcher gave up", {}),
+    (3, 2, "chat", "gpt-4.1-mini", 1, 3, None, (820, 64)),
+    (4, 2, "invoke_agent", "triager", 3.5, 8, None, {}),
+    (5, 4, "chat", "gpt-4.1-mini", 4, 7.5, None, (410, 38)),
+    (6, 2, "invoke_agent", "researcher", 9, 35, _TIMEOUT, {}),
+    (7, 6, "chat", "gpt-4.1", 10, 13, None, (1200, 90)),
+    (8, 6, "execute_tool", "search", 13.5, 34, _TIMEOUT, {}),
+    (9, 2, "invoke_agent", "researcher", 37, 63, _TIMEOUT, {}),
+    (10, 9, "chat", "gpt-4.1", 38, 41, None, (1350, 95)),
+    (11, 9, "execute_tool", "search", 41.5, 62, _TIMEOUT, {}),
+    (12, 2, "invoke_agent", "researcher", 65, 92, _UNREACHABLE, {}),
+    (13, 12, "chat", "gpt-4.1", 66, 69, None, (1500, 110)),
+    (14, 12, "execute_tool", "search", 69.5, 70, _UNREACHABLE, {}),
+    (15, 12, "chat", "gpt-4.1", 71, 75, None, (1640, 120)),
+    (16, 12, "execute_tool", "search", 75.5, 91, _UNREACHABLE, {}),
+]
+
+
+def build_one_run(db: str | os.PathLike[str] | Database) -> str:
+    """Write one failed orchestration, as OpenTelemetry spans ingested, into ``db``:
+    a coordinator runs a triager, then a researcher three times (each attempt's search
+    tool fails) and gives up. Returns its session id. The same rows every time."""
+    from .otel.ingest import ingest_spans
+    from .otel.spans import STATUS_ERROR, Span
+
+    trace = "42" * 16
+    spans = []
+    for number, parent, kind, name, start, end, error, extra in _ONE_RUN:
+        attributes: dict[str, Any] = {"gen_ai.operation.name": kind}
+        if kind == "invoke_workflow":
+            attributes["gen_ai.workflow.name"] = name
+            attributes["gen_ai.conversation.id"] = ONE_RUN_SESSION
+        elif kind == "invoke_agent":
+            attributes["gen_ai.agent.name"] = name
+        elif kind == "chat":
+            attributes["gen_ai.request.model"] = name
+            attributes["gen_ai.usage.input_tokens"], attributes["gen_ai.usage.output_tokens"] = (
+                extra
+            )
+        spans.append(
+            Span(
+                trace_id=trace,
+                span_id=f"{number:016x}",
+                parent_span_id=None if parent is None else f"{parent:016x}",
+                name=f"{kind} {name}",
+                start_ns=_ONE_RUN_START_NS + int(start * 1e9),
+                end_ns=_ONE_RUN_START_NS + int(end * 1e9),
+                status_code=STATUS_ERROR if error else 0,
+                status_message=error or "",
+                attributes=attributes,
+            )
+        )
+    with using_database(db) as database:
+        ingest_spans(database, spans)
+        _number_attempts(database, trace, [6, 9, 12])
+    return ONE_RUN_SESSION
+
+
+def _number_attempts(db: Database, trace: str, numbers: list[int]) -> None:
+    """Mark the executions of these agent spans as attempts 1, 2, ... of one task."""
+    ids = [
+        db.execute(
+            "SELECT id FROM agent_executions WHERE agent_session_id = ?",
+            [f"{trace}-{number:016x}"],
+        ).fetchone()[0]
+        for number in numbers
+    ]
+    with write_transaction(db):
+        for attempt, id_ in enumerate(ids[1:], start=2):
+            db.conn.execute(
+                "UPDATE agent_executions SET attempt = ?, first_attempt_id = ? WHERE id = ?",
+                [attempt, ids[0], id_],
+            )
+
+
+__all__ = [
+    "AGENTS",
+    "FLAKY_AGENT",
+    "NOTEBOOK_NOW",
+    "ONE_RUN_SESSION",
+    "SLOW_AGENT",
+    "build_demo",
+    "build_one_run",
+    "ensure_demo",
+]

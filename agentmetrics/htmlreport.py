@@ -3,7 +3,8 @@
 :func:`render_report` runs the reports over one time window and fills the
 ``templates/report.html`` template (``string.Template``): a health summary, alert
 rule status (when rules are configured), regressions, the per-agent performance
-table, trend charts, failure patterns, running and stale runs, and estimated costs.
+table, trend charts, failure patterns, each failed or partial orchestration expanding
+to its timeline, running and stale runs, and estimated costs.
 Charts are inline SVG and the CSS is inline, so the file needs no network to view.
 Every value from the database is HTML-escaped.
 """
@@ -84,9 +85,12 @@ def table(frame: pd.DataFrame, columns: Sequence[Column], empty: str = "No rows.
 
 
 def svg(fig) -> str:
-    """A matplotlib Figure as an inline ``<svg>`` element."""
+    """A matplotlib Figure as an inline ``<svg>`` element, the same text every time."""
+    from matplotlib import rc_context
+
     buffer = io.StringIO()
-    fig.savefig(buffer, format="svg", metadata={"Date": None})
+    with rc_context({"svg.hashsalt": DISTRIBUTION}):  # else element ids are random
+        fig.savefig(buffer, format="svg", metadata={"Date": None})
     text = buffer.getvalue()
     return '<div class="chart">' + text[text.index("<svg") :] + "</div>"
 
@@ -231,6 +235,46 @@ def _failures(conn, since: str, until: str) -> str:
     )
 
 
+FAILED_RUNS_SHOWN = 10
+_FAILED_RUNS = """
+SELECT session_id, task_description, status, started_at, duration_ms, completed_tasks,
+  failed_tasks FROM orchestrations
+WHERE status IN ('failed', 'partial') AND started_at >= :since AND started_at < :until
+ORDER BY started_at DESC
+"""
+
+
+def _failed_runs(conn, since: str, until: str, now: str) -> str:
+    """Each failed or partial orchestration of the window (the newest few), a summary
+    line that expands to its timeline."""
+    from .plots import plot_timeline
+    from .reports.run import timeline
+
+    cursor = conn.execute(_FAILED_RUNS, {"since": since, "until": until})
+    shown = cursor.fetchmany(FAILED_RUNS_SHOWN)
+    more = len(cursor.fetchall())
+    if not shown:
+        return '<p class="empty">No failed or partial orchestrations in this window.</p>'
+    parts = []
+    for session, task, status, started, duration, completed, failed in shown:
+        chart = svg(plot_timeline(timeline(conn, session, spans=True), now=now))
+        summary = (
+            f'<span class="status status-{html.escape(status)}">{html.escape(status)}</span> '
+            f"<code>{html.escape(session)}</code> {html.escape(_text(task))}"
+            f' <span class="note">· started {html.escape(_moment(started))}'
+            f" · {html.escape(format_duration(duration))} · tasks: {_count(completed)}"
+            f" completed, {_count(failed)} failed</span>"
+        )
+        parts.append(f"<details><summary>{summary}</summary>{chart}</details>")
+    if more:
+        parts.append(
+            f'<p class="note">{more:,} more not shown: <code>agentmetrics failures'
+            " --include-partial</code> lists them, <code>agentmetrics show SESSION</code>"
+            " draws one.</p>"
+        )
+    return "".join(parts)
+
+
 def _running(conn, now: str) -> str:
     from .reports.stale import DEFAULT_STALE_AFTER, stale_runs
     from .watch import snapshot
@@ -348,6 +392,7 @@ def render_report(
             "performance": _performance(conn, start, end),
             "trends": _trends(conn, start, end),
             "failures": _failures(conn, start, end),
+            "failed_runs": _failed_runs(conn, start, end, reference),
             "running": _running(conn, reference),
             "costs": _costs(conn, start, end, config),
         }

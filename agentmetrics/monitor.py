@@ -763,6 +763,15 @@ class Monitor:
             raise UnknownSession(f"{what} {value!r} not found")
         raise AlreadyFinished(f"{what} {value!r} is already {row[0]}")
 
+    def __repr__(self) -> str:
+        return f"<Monitor {os.path.basename(_name(self._source))}>"
+
+    def _repr_html_(self) -> str:
+        """In a notebook: the file, its orchestrations and the newest one's timeline."""
+        from .display import monitor_html
+
+        return monitor_html(self)
+
 
 def _source(db: Any) -> str | Database:
     if db is None:
@@ -909,6 +918,12 @@ class Orchestration(_Tracked):
     def _recount(self) -> None:
         if self.follow_executions:
             self.monitor._write("recount_tasks", {"id": self.id})
+
+    def _repr_html_(self) -> str:
+        """In a notebook: this orchestration's summary and timeline, as stored so far."""
+        from .display import orchestration_html
+
+        return orchestration_html(self)
 
 
 class AgentRun(_Tracked):

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
 
 from .errors import InvalidValue
 from .reports.cost import METHOD_COLUMNS, METHODS
+from .reports.run import MAX_EXECUTIONS, fold, lanes, now_offset
 from .reports.trend import TOTAL_LABEL
 
 if TYPE_CHECKING:
@@ -91,8 +93,7 @@ def plot_trends(df: pd.DataFrame, title: str | None = None) -> Figure:
     top.set_ylabel("Executions (count)")
     top.set_title("Executions per period")
     top.legend(loc="upper left")
-    for name, rows in _per_agent(df):
-        bottom.plot(_naive(rows["period"]), rows["success_rate"], marker=".", label=name)
+    _lines(bottom, df, "success_rate")
     bottom.set_ylabel("Success rate (%)")
     bottom.set_title("Success rate (completed / finished)")
     bottom.set_ylim(_rate_floor(df["success_rate"]), 101)
@@ -102,6 +103,23 @@ def plot_trends(df: pd.DataFrame, title: str | None = None) -> Figure:
         _no_data(top)
     _dates(bottom)
     return fig
+
+
+# Hollow markers of shrinking size, so agents at the same value nest, not hide.
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+
+
+def _lines(ax: Axes, df: pd.DataFrame, column: str, divisor: float = 1) -> None:
+    """One line per agent of ``column`` over the periods."""
+    for i, (name, rows) in enumerate(_per_agent(df)):
+        ax.plot(
+            _naive(rows["period"]),
+            rows[column] / divisor,
+            marker=_MARKERS[i % len(_MARKERS)],
+            markersize=max(3.0, 9.0 - 1.5 * (i % len(_MARKERS))),
+            markerfacecolor="none",
+            label=name,
+        )
 
 
 def _agent_legend(fig: Figure, ax: Axes) -> None:
@@ -144,8 +162,7 @@ def plot_durations(df: pd.DataFrame, title: str | None = None) -> Figure:
     for ax, column, label in zip(
         axes, ("p50_duration_ms", "p95_duration_ms"), ("Median (p50)", "p95"), strict=True
     ):
-        for name, rows in _per_agent(df):
-            ax.plot(_naive(rows["period"]), rows[column] / 1000, marker=".", label=name)
+        _lines(ax, df, column, 1000)
         ax.set_ylabel("Duration (s)")
         ax.set_title(f"{label} duration of finished executions")
         ax.set_ylim(bottom=0)
@@ -154,6 +171,10 @@ def plot_durations(df: pd.DataFrame, title: str | None = None) -> Figure:
     if df.empty:
         _no_data(axes[0])
     _dates(axes[1])
+    if not df.empty:  # an agent with one point would stretch the axis over years
+        periods = _naive(pd.Series(df["period"].unique())).sort_values()
+        margin = pd.Timedelta(days=_bar_width(periods, df.attrs.get("freq")))
+        axes[1].set_xlim(periods.iloc[0] - margin, periods.iloc[-1] + margin)
     return fig
 
 
@@ -175,6 +196,8 @@ def plot_failures(
     agents = by_agent[by_agent["agent_name"] != TOTAL_LABEL].sort_values(
         ["failed", "agent_name"], ascending=[True, False]
     )
+    from matplotlib.ticker import MaxNLocator
+
     left.barh(agents["agent_name"], agents["failed"], color="tab:red")
     left.set_xlabel("Failed executions (count)")
     left.set_ylabel("Agent")
@@ -187,6 +210,7 @@ def plot_failures(
     right.set_xlabel("Failed executions (count)")
     right.set_title(f"Top {len(shown)} error patterns")
     for ax, data in ((left, agents), (right, shown)):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # counts: no 0.2 ticks
         if data.empty:
             _no_data(ax)
     return fig
@@ -230,7 +254,152 @@ def plot_duration_distribution(df: pd.DataFrame, title: str | None = None) -> Fi
     return fig
 
 
-__all__ = ["plot_duration_distribution", "plot_durations", "plot_failures", "plot_trends"]
+STATUS_COLORS = {"completed": "tab:green", "failed": "tab:red", "in_progress": "tab:blue"}
+_SPAN_COLORS = {"llm": "tab:purple", "tool": "tab:orange"}
+_FAILED_CALL = "black"  # seen on a failed (red) execution too
+_LANE_INCHES = (0.3, 0.16)  # per lane: up to _ROOMY_LANES lanes, then beyond
+_ROOMY_LANES = 30
+# Time units for the axis, by the orchestration's length: (up to ms, divisor, name).
+_UNITS = ((2_000, 1, "ms"), (120_000, 1_000, "s"), (7_200_000, 60_000, "min"))
+
+
+def plot_timeline(
+    frame: pd.DataFrame,
+    *,
+    now=None,
+    title: str | None = None,
+    max_executions: int = MAX_EXECUTIONS,
+) -> Figure:
+    """A waterfall of one orchestration: a lane per task (its attempts side by side),
+    indented by depth, bars coloured by status (failed ones also crossed, a running
+    one drawn to ``now`` and hatched), the stored spans as thin bars inside (LLM
+    calls purple, tool calls orange, failed calls black).
+
+    Beyond ``max_executions`` executions, later lanes are folded and the chart says so.
+
+    :param frame: :func:`agentmetrics.reports.timeline` output
+    :param now: where running executions end (default: the current time)
+    """
+    _require(frame, ["kind", "lane", "status", "start_offset_ms", "end_offset_ms"], "timeline")
+    shown, note = fold(frame, max_executions)
+    runs = shown[shown["kind"] == "execution"]
+    summary = lanes(shown)
+    count = len(summary)
+    height = 1.6 + _LANE_INCHES[0] * min(count, _ROOMY_LANES)
+    height += _LANE_INCHES[1] * max(0, count - _ROOMY_LANES)
+    fig, (ax,) = _figure(1, 1, figsize=(FIGSIZE[0], max(2.4, height)))
+    fig.suptitle(title or _timeline_title(frame))
+    if note:
+        ax.set_title(note, loc="left", fontsize="small", color=STATUS_COLORS["failed"])
+    if runs.empty:
+        _no_data(ax)
+        return fig
+    end = runs["end_offset_ms"].fillna(now_offset(frame, now))
+    end = end.where(end >= runs["start_offset_ms"], runs["start_offset_ms"])
+    length = max(float(end.max()), float(shown["end_offset_ms"].max(skipna=True) or 0), 1.0)
+    divisor, unit = next(((d, u) for top, d, u in _UNITS if length <= top), (3_600_000, "h"))
+    start = runs["start_offset_ms"] / divisor
+    # Instant runs still show: at least 0.4% of the axis wide.
+    width = ((end - runs["start_offset_ms"]) / divisor).clip(lower=0.004 * length / divisor)
+    for status, color in STATUS_COLORS.items():
+        mask = runs["status"] == status
+        if mask.any():
+            ax.barh(
+                runs.loc[mask, "lane"],
+                width[mask],
+                left=start[mask],
+                height=0.6,
+                color=color,
+                label="running (to now)" if status == "in_progress" else status,
+                hatch="//" if status == "in_progress" else None,
+                edgecolor="white" if status == "in_progress" else color,
+            )
+    failed = runs["status"] == "failed"
+    if failed.any():
+        ax.plot((start + width)[failed], runs.loc[failed, "lane"], "X", color="black", markersize=7)
+    extra = _draw_spans(ax, shown[shown["kind"] != "execution"], divisor)
+    if count <= _ROOMY_LANES:
+        _attempt_numbers(ax, runs, start)
+    _lane_labels(ax, summary, 6 if count > _ROOMY_LANES else 10)
+    ax.set_ylim(summary["lane"].max() + 0.5, summary["lane"].min() - 0.5)
+    lowest = min(0.0, float(start.min()))
+    ax.set_xlim(lowest, lowest + (length / divisor - lowest) * 1.03)
+    ax.set_xlabel(f"Time since the orchestration started ({unit})")
+    handles = ax.get_legend_handles_labels()[0] + extra
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 5))
+    return fig
+
+
+def _lane_labels(ax: Axes, summary: pd.DataFrame, size: float) -> None:
+    """Lane labels aligned left, so a nested run's indent shows."""
+    ax.set_yticks(summary["lane"], summary["label"], fontsize=size, ha="left")
+    widest = max(len(label) for label in summary["label"])
+    ax.tick_params(axis="y", pad=0.6 * size * widest + 4)  # about a character's width
+
+
+def _timeline_title(frame: pd.DataFrame) -> str:
+    about = frame.attrs.get("orchestration") or {}
+    if not about:
+        return "Timeline"
+    text = f"{about['session_id']} ({about['status']})"
+    return f"{text}: {_shorten(about['task_description'])}" if about["task_description"] else text
+
+
+def _draw_spans(ax: Axes, calls: pd.DataFrame, divisor: float) -> list:
+    """LLM and tool calls as thin bars in their execution's lane, failed ones black;
+    returns their legend entries."""
+    from matplotlib.collections import PolyCollection
+    from matplotlib.patches import Patch
+
+    if calls.empty:
+        return []
+    left = calls["start_offset_ms"].to_numpy() / divisor
+    right = np.maximum(calls["end_offset_ms"].to_numpy() / divisor, left)
+    top = calls["lane"].to_numpy() + 0.08
+    bottom = top + 0.2
+    verts = np.stack(
+        [np.column_stack(p) for p in ((left, top), (right, top), (right, bottom), (left, bottom))],
+        axis=1,
+    )
+    colors = [
+        _FAILED_CALL if status == "failed" else _SPAN_COLORS.get(kind, "tab:gray")
+        for kind, status in zip(calls["kind"], calls["status"], strict=True)
+    ]
+    ax.add_collection(PolyCollection(verts, facecolors=colors, edgecolors="black", linewidths=0.3))
+    entries = [
+        Patch(color=_SPAN_COLORS.get(kind, "tab:gray"), label=f"{kind} call")
+        for kind in sorted(set(calls.loc[calls["status"] != "failed", "kind"]))
+    ]
+    if (calls["status"] == "failed").any():
+        entries.append(Patch(color=_FAILED_CALL, label="failed call"))
+    return entries
+
+
+def _attempt_numbers(ax: Axes, runs: pd.DataFrame, start: pd.Series) -> None:
+    """Label each attempt of a task that needed more than one: ``#1``, ``#2``..."""
+    retried = runs.groupby("lane")["attempt"].transform("size") > 1
+    for lane, attempt, left in zip(
+        runs.loc[retried, "lane"], runs.loc[retried, "attempt"], start[retried], strict=True
+    ):
+        ax.annotate(
+            f"#{attempt}",
+            (left, lane),
+            xytext=(2, 0),
+            textcoords="offset points",
+            va="center",
+            fontsize="x-small",
+            color="white",
+            fontweight="bold",
+        )
+
+
+__all__ = [
+    "plot_duration_distribution",
+    "plot_durations",
+    "plot_failures",
+    "plot_timeline",
+    "plot_trends",
+]
 
 
 def cost_chart(frame: pd.DataFrame, title: str = "Estimated cost") -> Figure:

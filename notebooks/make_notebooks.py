@@ -5,7 +5,8 @@ the library's output), then check them with
 ``pytest --nbval --nbval-current-env notebooks/``. The notebooks read the demo
 database ``data/notebook-demo.db``, built on first use with a fixed seed and ``now``,
 so their stored outputs are reproducible. ``06-frameworks`` writes its own file from a
-pydantic-ai run on TestModel (offline) and shows no times or durations.
+pydantic-ai run on TestModel (offline) and shows no times or durations; ``07-one-run``
+writes its own file from fixed spans (``agentmetrics.demo.build_one_run``).
 """
 
 from __future__ import annotations
@@ -68,6 +69,25 @@ provider.add_span_processor(BatchSpanProcessor(exporter))"""
 # The agents' cell is the part of docs/examples/pydantic_ai_example.py between its markers.
 _EXAMPLE = (Path(__file__).parent.parent / "docs/examples/pydantic_ai_example.py").read_text()
 FRAMEWORK_AGENTS = _EXAMPLE.split("# [notebook 06: the agents]\n")[1].split("# [end]")[0].rstrip()
+
+
+ONE_RUN_SETUP = """\
+%matplotlib inline
+from pathlib import Path
+
+import pandas as pd
+
+import agentmetrics
+from agentmetrics import display, plots, waterfall
+from agentmetrics.demo import build_one_run
+
+pd.options.display.precision = 1
+pd.options.display.width = 120
+DB = Path("../data/notebook-one-run.db")
+for suffix in ("", "-wal", "-shm"):
+    Path(f"{DB}{suffix}").unlink(missing_ok=True)  # a fresh file on every run
+SESSION = build_one_run(DB)
+SESSION"""
 
 
 class Markdown(str):
@@ -361,6 +381,72 @@ NOTEBOOKS = {
             "it."
         ),
         "provider.shutdown()",
+    ],
+    "07-one-run.ipynb": [
+        md(
+            "# One run, seen whole\n\n"
+            "One failed orchestration, followed from the top: what ran, in what order, "
+            "inside what, how often the failing agent tried, and what it did inside each "
+            "try. The run comes from OpenTelemetry: a coordinator agent runs a `triager`, "
+            "then a `researcher` whose `search` tool times out; it is tried three times "
+            "and the coordinator gives up. `build_one_run` ingests its spans into a fresh "
+            "file, the same rows every time."
+        ),
+        ONE_RUN_SETUP,
+        md(
+            "## The run view\n\n"
+            "`display.run` reads the orchestration's summary and its timeline in one "
+            "snapshot. In a notebook it shows itself: the summary, then the waterfall (a "
+            "lane per task, nested runs under the one they ran in, failed runs red and "
+            "crossed, the LLM and tool calls inside as thin bars)."
+        ),
+        "view = display.run(DB, SESSION)\nview",
+        md(
+            "## The timeline frame\n\n"
+            "Behind the picture is an ordinary DataFrame: one row per execution in start "
+            "order, with its depth, lane, attempt, and its start and end in milliseconds "
+            "from the orchestration's start. `spans=True` adds the calls each execution "
+            "made, right after it."
+        ),
+        "frame = view.timeline  # the same as reports.timeline(DB, SESSION, spans=True)\n"
+        'runs = frame[frame["kind"] == "execution"]\n'
+        'runs[["agent_name", "depth", "lane", "attempt", "status", "start_offset_ms",\n'
+        '      "duration_ms", "input_tokens"]]',
+        md(
+            "## The failing agent's attempts\n\n"
+            "The researcher's three executions are attempts of one task (one lane): each "
+            "failed, and each failure is the reason for the next try."
+        ),
+        'attempts = runs[runs["agent_name"] == "researcher"]\n'
+        'attempts[["attempt", "status", "start_offset_ms", "duration_ms", "error_message"]]',
+        md(
+            "## Inside each attempt\n\n"
+            "The spans under the researcher: every attempt asked the model, then waited on "
+            "`search` until it failed; the third failed at once and then waited again."
+        ),
+        'calls = frame[(frame["kind"] != "execution") & (frame["agent_name"] == "researcher")]\n'
+        'calls[["attempt", "kind", "name", "status", "start_offset_ms", "duration_ms",\n'
+        '       "input_tokens", "error_message"]]',
+        md("Where the time went: most of each attempt is the tool call that failed."),
+        'waiting = calls[calls["kind"] == "tool"].groupby("attempt")["duration_ms"].sum()\n'
+        'share = 100 * waiting / attempts.set_index("attempt")["duration_ms"]\n'
+        'share.round(1).rename("% of the attempt in search")',
+        md(
+            "## The chart, and the terminal's view\n\n"
+            "`plots.plot_timeline` is the chart on its own (`agentmetrics plot timeline "
+            "ticket-42 -o run.png` writes it); `agentmetrics show ticket-42` prints the "
+            "same waterfall in a terminal."
+        ),
+        "fig = plots.plot_timeline(frame)\nfig",
+        'print("\\n".join(waterfall.render(frame, 100, color=False)))',
+        md(
+            "## The Monitor\n\n"
+            "A `Monitor` shows its file: the orchestrations by status, the newest ones, and "
+            "the newest one's timeline. (An orchestration handle, `with monitor."
+            "orchestration(...) as run:`, shows its own run view the same way.)"
+        ),
+        "monitor = agentmetrics.Monitor(DB)\nmonitor",
+        "monitor.close()",
     ],
 }
 

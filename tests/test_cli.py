@@ -633,7 +633,14 @@ def test_show(recent):
         "files_created": 2,
     }
     assert {k: data[k] for k in expected} == expected
-    table = record_lines(invoke("--db", recent, "show", "r-1").stdout)
+    metrics, timeline = invoke("--db", recent, "show", "r-1").stdout.split("\n\n")
+    table = record_lines(metrics)
+    # Piped, the timeline is a table: a-1 then a-2, offsets from the start at 0 s.
+    rows = [line.split() for line in timeline.splitlines()[1:]]
+    assert [row[:8] for row in rows] == [
+        ["0", "backend", "-", "1", "completed", "1s", "3s", "2s"],
+        ["0", "tests", "2", "1", "failed", "4s", "10s", "6s"],
+    ]
     assert (table["status"], table["duration_ms"], table["success_rate"]) == (
         "partial",
         "11s",

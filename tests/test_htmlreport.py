@@ -19,6 +19,7 @@ SECTIONS = [
     "performance",
     "trends",
     "failures",
+    "failed-runs",
     "running",
     "costs",
 ]
@@ -73,8 +74,9 @@ def test_sections_tables_and_charts(page):
     assert parsed.ids == SECTIONS
     # performance, failure patterns, running, stale (empty here? no: s-3 and a-6), costs
     assert parsed.tags["table"] >= 5
-    # trends (2 figures), failures, costs
-    assert parsed.tags["svg"] == 4
+    # trends (2 figures), failures, costs, and the timeline of s-2 (failed; s-1 completed)
+    assert parsed.tags["svg"] == 5
+    assert parsed.tags["details"] == 1
     assert "script" not in parsed.tags
 
 
@@ -219,7 +221,7 @@ def test_renders_in_chromium(data_path, tmp_path):
     assert messages == []
     parsed = outline(dom)
     assert parsed.ids == SECTIONS
-    assert parsed.tags["svg"] == 4
+    assert parsed.tags["svg"] == 5
     assert parsed.tags["table"] >= 5
     assert parsed.tags["tr"] > 10
     png = tmp_path / "report.png"

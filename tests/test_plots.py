@@ -303,3 +303,25 @@ def test_cli_plot_into_a_missing_folder(one_hour, db_path, tmp_path):
     result = cli_result("--db", db_path, "plot", "trends", "-o", target)
     no_traceback(result, 1)
     assert result.output.strip() == f"Error: Cannot write {target}: No such file or directory"
+
+
+def test_one_run_charts_stay_readable():
+    # One agent with one day among three: the axis spans those days, not years.
+    frame = trend_frame(["a", "b"]).iloc[[0, 4]].reset_index(drop=True)
+    frame.loc[1, "period"] = frame.loc[0, "period"]
+    frame.loc[1, "p50_duration_ms"] = frame.loc[0, "p50_duration_ms"]  # same value
+    fig = plots.plot_durations(frame)
+    left, right = (mdates.num2date(x) for x in fig.axes[1].get_xlim())
+    assert (right - left).days <= 2
+    # Two agents at one value: distinct hollow markers of different sizes, both visible.
+    first, second = fig.axes[0].get_lines()
+    assert (first.get_marker(), second.get_marker()) == ("o", "s")
+    assert first.get_markersize() > second.get_markersize()
+    assert first.get_markerfacecolor() == second.get_markerfacecolor() == "none"
+    # Counts of one failure: whole-number ticks only.
+    by_agent = pd.DataFrame({"agent_name": ["a"], "failed": [1]})
+    patterns = pd.DataFrame({"pattern": ["boom"], "count": [1]})
+    failures = plots.plot_failures(by_agent, patterns)
+    for ax in failures.axes:
+        ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+        assert ticks and all(t == int(t) for t in ticks)

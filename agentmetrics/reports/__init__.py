@@ -5,8 +5,8 @@ contract, tested for every report by ``tests/test_contract.py``.
 Signature
     ``report(db, [subject,] *, since=None, until=None, agent=None, now=None, ...)``.
     ``db`` and the subject (the agent name of ``agent_stats``/``agent_summary``, the
-    session id of ``orchestration_summary``/``executions``) are positional, everything
-    else is keyword-only. A report takes only the filters that apply to it (table below).
+    session id of ``orchestration_summary``/``executions``/``timeline``) are positional,
+    everything else is keyword-only. A report takes only the filters that apply to it (table below).
 
 Window
     A run is in the window when ``since <= started_at < until``: a run starting exactly
@@ -45,8 +45,8 @@ and ``self_healed`` as the row's bool flag.
 Dtypes
     - counts and sums: int64, also when the window is empty;
     - rates (``*_rate``): float64 percent, 0 to 100, NaN when the denominator is 0;
-    - durations (``duration_ms``, ``*_duration_ms``, ``age_ms``): float64
-      milliseconds, NaN when there is none;
+    - durations (``duration_ms``, ``*_duration_ms``, ``age_ms``) and offsets
+      (``*_offset_ms``): float64 milliseconds, NaN when there is none;
     - timestamps: ``datetime64[us, UTC]``, NaT when there is none;
     - text: object, holding str or None; flags: bool.
 
@@ -96,6 +96,11 @@ orchestration_summary     none (one session)               no     row, then the 
                                                                   of performance_report
                                                                   after agent_name
 executions(db, session)   none (one session)               no     agent_executions row
+timeline(db, session)     none (one session; spans=)       no     kind, id, parent, depth,
+                                                                  lane, agent, task,
+                                                                  attempt, status, times,
+                                                                  offsets, tokens, cost,
+                                                                  error_message
 execution_rows            [since, until), in start order   yes    agent_executions row
 ========================  ===============================  =====  ==================
 
@@ -113,6 +118,7 @@ from .orchestrations import (
 )
 from .regression import regressions
 from .rows import execution_rows
+from .run import timeline
 from .stale import stale_runs
 from .trend import durations, error_patterns, self_healing, trends
 
@@ -132,5 +138,6 @@ __all__ = [
     "self_healing",
     "stale_runs",
     "system_health",
+    "timeline",
     "trends",
 ]
