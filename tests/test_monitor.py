@@ -3,6 +3,7 @@ import contextvars
 import datetime as dt
 import json
 import re
+import sys
 import threading
 import uuid
 
@@ -769,7 +770,9 @@ def test_a_thread_inherits_the_parent_only_from_a_copied_context(monitor, db):
         for thread in (copied, unrelated):
             thread.start()
             thread.join()
-    assert parents(db) == {"lead": None, "copied": run.id, "unrelated": None}
+    # Python 3.14 can make every new thread inherit the context (free-threaded builds do).
+    inherited = run.id if getattr(sys.flags, "thread_inherit_context", False) else None
+    assert parents(db) == {"lead": None, "copied": run.id, "unrelated": inherited}
 
 
 # -- attributes that cannot record the wrong thing silently ------------------------------
