@@ -837,8 +837,8 @@ class _Tracked:
     """Shared ``with`` behaviour: complete on exit, failed when an exception escapes.
 
     The end of a block never raises for storage (the write is kept for later), and an
-    exception escaping the block always comes through unchanged. A mistake found at the
-    end (a value that cannot be stored) first ends the run as failed, then raises.
+    exception escaping the block always comes through unchanged. A mistake found only at
+    the end (a clock that gives no usable time) first ends the run as failed, then raises.
 
     Only the names in ``_settable`` can be set, each value checked at assignment; any
     other public attribute raises ``AttributeError`` (naming the closest settable one).

@@ -454,3 +454,30 @@ def test_flush_reports_writes_that_still_cannot_be_applied(tmp_path):
     assert result.exit_code == 1
     assert result.stderr.startswith("Error: ")
     assert pending.count_kept(str(path)) == 1
+
+
+def test_a_retry_and_the_status_rule_wait_with_the_writes_kept_for_later(db_path):
+    monitor = Monitor(db_path, busy_timeout=0.05)
+    with WriteLock(db_path):
+        with monitor.orchestration("s1") as orch:
+            with orch.agent("coder", "c") as run:
+                run.retry("flaky")  # no read needed: the new attempt is known at once
+                assert (run.attempt, run.agent_session_id) == (2, "c#2")
+            with orch.agent("reviewer", "r") as review:
+                review.fail("rejected")
+        assert monitor.pending > 0
+    assert monitor.flush() == 0
+    stored = rows(
+        db_path,
+        "SELECT agent_session_id, status, attempt, first_attempt_id, retry_count, error_message"
+        " FROM agent_executions ORDER BY rowid",
+    )
+    first_id = rows(db_path, "SELECT id FROM agent_executions WHERE agent_session_id = 'c'")
+    assert [tuple(r.values()) for r in stored] == [
+        ("c", "failed", 1, None, 0, "flaky"),
+        ("c#2", "completed", 2, first_id[0]["id"], 1, None),
+        ("r", "failed", 1, None, 0, "rejected"),
+    ]
+    (orch,) = rows(db_path, "SELECT * FROM orchestrations")
+    assert (orch["status"], orch["total_tasks"], orch["completed_tasks"]) == ("partial", 2, 1)
+    assert orch["failed_tasks"] == 1
