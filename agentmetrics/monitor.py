@@ -106,12 +106,13 @@ UPDATE orchestrations SET total_tasks = COALESCE(:total_tasks, total_tasks),
 WHERE session_id = :session_id
 """
 
+# A first attempt keeps attempt NULL, as the original's rows and every row before: 1.
 _START_EXECUTION = f"""
 INSERT INTO agent_executions (id, orchestration_id, agent_session_id, agent_name, task_id,
   task_number, status, started_at, retry_count, self_healed, files_created, files_modified,
-  session_log_path, parent_execution_id, attempt, created_at)
+  session_log_path, parent_execution_id, created_at)
 VALUES (:id, :orchestration_id, :agent_session_id, :agent_name, :task_id, :task_number,
-  'in_progress', {_NOW}, 0, 0, 0, 0, :session_log_path, :parent_execution_id, 1,
+  'in_progress', {_NOW}, 0, 0, 0, 0, :session_log_path, :parent_execution_id,
   COALESCE(:created, datetime('now')))
 """
 

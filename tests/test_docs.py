@@ -220,12 +220,12 @@ def test_tracking_examples_run_twice_and_record_what_they_say(tmp_path, monkeypa
         "SELECT agent_name, status, attempt, retry_count, model, input_tokens, output_tokens,"
         " cost_usd, files_created, error_message FROM agent_executions ORDER BY rowid"
     ).fetchall()
-    first_run = [
-        ("planner", "completed", 1, 0, "claude-sonnet-4", 12000, 3400, 0.087, 0, None),
-        ("coder", "failed", 1, 0, None, None, None, None, 0, "tests failed"),
-        ("test-runner", "failed", 1, 0, None, None, None, None, 0, "2 tests failed"),
+    first_run = [  # a first attempt's attempt stays NULL, as on every older row: it is 1
+        ("planner", "completed", None, 0, "claude-sonnet-4", 12000, 3400, 0.087, 0, None),
+        ("coder", "failed", None, 0, None, None, None, None, 0, "tests failed"),
+        ("test-runner", "failed", None, 0, None, None, None, None, 0, "2 tests failed"),
         ("coder", "completed", 2, 1, None, None, None, None, 3, None),
-        ("backend-agent", "failed", 1, 0, None, None, None, None, 0, "tests failed"),
+        ("backend-agent", "failed", None, 0, None, None, None, None, 0, "tests failed"),
         ("backend-agent", "completed", 2, 1, None, None, None, None, 3, None),
     ]
     assert rows == first_run * 2
@@ -237,9 +237,9 @@ def test_tracking_examples_run_twice_and_record_what_they_say(tmp_path, monkeypa
         " FROM agent_executions e JOIN agent_executions f ON f.id = e.first_attempt_id"
     ).fetchall()
     assert sorted(set(links)) == [
-        ("backend-agent attempt 2", "backend-agent", 1),
-        ("coder attempt 2", "coder", 1),
-        ("test-runner", "coder", 1),
+        ("backend-agent attempt 2", "backend-agent", None),
+        ("coder attempt 2", "coder", None),
+        ("test-runner", "coder", None),
     ]
     assert len(links) == 6
     # Three tasks, two completed, one failed: partial, as README says.

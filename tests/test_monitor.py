@@ -560,11 +560,11 @@ def test_a_run_with_a_handled_failure_and_a_retry_is_seen_whole(db):
     assert executions(
         db, "agent_name", "status", "attempt", "first_attempt_id", "retry_count",
         "error_message", "files_created", "model", "duration_ms",
-    ) == [
-        ("planner", "completed", 1, None, 0, None, 0, None, 1000),
-        ("coder", "failed", 1, None, 0, "tests failed", 5, "m-1", 2000),
+    ) == [  # a first attempt's attempt stays NULL, as on every older row: it is 1
+        ("planner", "completed", None, None, 0, None, 0, None, 1000),
+        ("coder", "failed", None, None, 0, "tests failed", 5, "m-1", 2000),
         ("coder", "completed", 2, first_id, 1, None, 2, None, 3000),
-        ("reviewer", "failed", 1, None, 0, "review timed out", 0, None, 0),
+        ("reviewer", "failed", None, None, 0, "review timed out", 0, None, 0),
     ]  # fmt: skip
     second = row(db, "agent_executions", "agent_session_id", "coder-1#2")
     assert (second["task_number"], second["started_at"]) == (2, "2026-03-01T12:00:03.000Z")
@@ -591,7 +591,7 @@ def test_attempts_with_the_original_style_calls(monitor, db):
         db, "agent_session_id", "status", "attempt", "first_attempt_id", "retry_count",
         "error_message", "files_created", "task_id", "orchestration_id",
     ) == [
-        ("a", "failed", 1, None, 2, "lint failed", 1, "T1", orch_id),
+        ("a", "failed", None, None, 2, "lint failed", 1, "T1", orch_id),
         ("a#2", "failed", 2, first_id, 0, "timeout", 0, "T1", orch_id),
         ("a-third", "failed", 3, first_id, 0, "oom", 0, "T1", orch_id),
         # Its own in-run retry plus the three attempts before it.
@@ -641,7 +641,7 @@ def test_a_failed_last_attempt_fails_its_task(monitor, db):
         run.retry("flaky again")
         raise RuntimeError("still broken")
     assert executions(db, "status", "attempt", "retry_count", "error_message") == [
-        ("failed", 1, 0, "flaky"),
+        ("failed", None, 0, "flaky"),
         ("failed", 2, 0, "flaky again"),
         ("failed", 3, 2, "RuntimeError: still broken"),
     ]
