@@ -228,6 +228,13 @@ _STATEMENTS = {
     "start_next_attempt": _START_NEXT_ATTEMPT,
 }
 
+# Parameters added to a statement since a journal line may have been kept: their values
+# for a line that lacks them.
+_ADDED: dict[str, dict[str, Any]] = {
+    "start_agent_execution": {"parent_execution_id": None},
+    "complete_orchestration": {"follow": False, "id": None},
+}
+
 
 def _status(value: Any, allowed: tuple[str, ...]) -> str:
     if not isinstance(value, str) or value not in allowed:
@@ -696,7 +703,7 @@ class Monitor:
         with write_transaction(self._db):
             for kind, params in writes:
                 try:
-                    self._db.conn.execute(_STATEMENTS[kind], params)
+                    self._db.conn.execute(_STATEMENTS[kind], {**_ADDED.get(kind, {}), **params})
                 except (sqlite3.IntegrityError, sqlite3.ProgrammingError) as e:
                     # A start applied before (replays repeat nothing else) or a
                     # mistake that could not be detected when the write was kept.

@@ -481,3 +481,30 @@ def test_a_retry_and_the_status_rule_wait_with_the_writes_kept_for_later(db_path
     (orch,) = rows(db_path, "SELECT * FROM orchestrations")
     assert (orch["status"], orch["total_tasks"], orch["completed_tasks"]) == ("partial", 2, 1)
     assert orch["failed_tasks"] == 1
+
+
+def test_writes_kept_by_the_previous_release_are_still_applied(db_path):
+    # Journal lines as the release before attempts wrote them: no parent_execution_id on
+    # a start, no follow/id on the end of an orchestration.
+    Monitor(db_path).close()  # the file, with its schema
+    now = {"now": "2026-03-01T12:00:00.000Z", "created": "2026-03-01 12:00:00"}
+    kept = [
+        ("start_orchestration", {"id": "o", "session_id": "s1", "task_description": None,
+         "total_tasks": 1, "git_commit_hash": None, "plan_file_path": None,
+         "progress_file_path": None, **now}),
+        ("start_agent_execution", {"id": "e", "orchestration_id": "o", "agent_session_id": "a",
+         "agent_name": "coder", "task_id": None, "task_number": 1, "session_log_path": None,
+         **now}),
+        ("complete_orchestration", {"session_id": "s1", "status": "completed",
+         "completed_tasks": 1, "failed_tasks": 0, "error_message": None, **now}),
+    ]  # fmt: skip
+    with open(f"{db_path}.pending.jsonl", "w") as journal:
+        for kind, params in kept:
+            journal.write(json.dumps({"kind": kind, "params": params}) + "\n")
+    assert Monitor(db_path).flush() == 0
+    assert rows(db_path, "SELECT status, completed_tasks FROM orchestrations") == [
+        {"status": "completed", "completed_tasks": 1}
+    ]
+    assert rows(db_path, "SELECT id, parent_execution_id FROM agent_executions") == [
+        {"id": "e", "parent_execution_id": None}
+    ]
