@@ -997,11 +997,13 @@ def datasette_metadata(ctx: click.Context) -> None:
 @db_option
 @click.pass_context
 def reap(ctx: click.Context, stale_after: str, dry_run: bool, now: str | None, fmt: str) -> None:
-    """Close stale runs as failed: orchestrations still running and executions still
-    in progress with no sign of life for --stale-after (a crashed process).
+    """Close stale runs: orchestrations still running and executions still in progress
+    with no sign of life for --stale-after (a crashed process).
 
-    Each gets completed_at = its last sign of life and an "abandoned: ..." message;
-    a reaped orchestration's task counts are recounted from its executions; finished
+    Each gets completed_at = its last sign of life and an "abandoned: ..." message. An
+    execution ends failed; an orchestration's task counts are recounted from its
+    executions and it ends completed, partial or failed by the one status rule, every
+    task that did not complete counted as failed (failed when it has no task). Finished
     rows are never touched. All in one transaction.
     """
     from .formatting import format_duration

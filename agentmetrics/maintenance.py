@@ -9,9 +9,9 @@ import pandas as pd
 
 from .db import ensure_database, refused_write, write_transaction
 from .errors import ReadOnlyDatabase
-from .monitor import _RECOUNT_TASKS
 from .reports._common import DbArg, TimeArg, database, resolve_now
 from .reports.stale import DEFAULT_STALE_AFTER, STALE_COLUMNS, stale_runs
+from .tasks import RECOUNT_TASKS_SQL, status_sql
 from .timestamps import sql_duration_ms, to_iso
 
 REAP_COLUMNS = [*STALE_COLUMNS, "error_message"]
@@ -28,10 +28,18 @@ UPDATE agent_executions SET status = 'failed', completed_at = :last_seen,
 WHERE id = :id AND status = 'in_progress'
 """
 
+# An abandoned orchestration's status: the one rule, every task that did not complete
+# counted as failed (it never will), and failed when it recorded no task at all.
+_EVERY_OTHER_TASK_FAILED = status_sql("completed_tasks", "total_tasks - completed_tasks", "0")
+_ABANDONED_STATUS = (
+    f"CASE WHEN COALESCE(total_tasks, 0) = 0 THEN 'failed' ELSE {_EVERY_OTHER_TASK_FAILED} END"
+)
+
 # Orchestrations have no error_message column: the message goes into metadata_json,
-# merged into an existing JSON object, or wrapping metadata that is not one.
+# merged into an existing JSON object, or wrapping metadata that is not one. Its task
+# counts are recounted first.
 _REAP_ORCHESTRATION = f"""
-UPDATE orchestrations SET status = 'failed', completed_at = :last_seen,
+UPDATE orchestrations SET status = {_ABANDONED_STATUS}, completed_at = :last_seen,
   duration_ms = {_DURATION},
   metadata_json = CASE
     WHEN metadata_json IS NULL THEN json_object('error_message', :message)
@@ -58,8 +66,10 @@ def reap(
     and the message ``abandoned: no activity since <last seen>; reaped at <now>``
     (in ``error_message`` for executions, in ``metadata_json`` for orchestrations,
     which have no such column). A reaped orchestration's task counts are recounted from
-    its executions, as the context manager keeps them. Everything happens in one
-    transaction; finished rows are never touched.
+    its executions, as the context manager keeps them, and its status follows the one
+    rule (:func:`agentmetrics.tasks.orchestration_status`) with every task that did not
+    complete counted as failed: ``partial`` when some completed; with no task at all,
+    ``failed``. Everything happens in one transaction; finished rows are never touched.
 
     :param stale_after: how long without a sign of life makes a run stale
     :param now: the reference time (default: the current time)
@@ -77,17 +87,18 @@ def reap(
             with write_transaction(conn):
                 # Listed again under the write lock, so no run can finish in between.
                 runs = _with_messages(stale_runs(conn, stale_after=stale_after, now=moment), moment)
-                for row in runs.itertuples(index=False):
-                    sql = _REAP_ORCHESTRATION if row.kind == "orchestration" else _REAP_EXECUTION
+                # Executions first: their failures count in their orchestration.
+                for row in runs.sort_values("kind", kind="stable").itertuples(index=False):
                     params = {
                         "id": row.id,
                         "last_seen": to_iso(row.last_seen_at),
                         "message": row.error_message,
                     }
-                    conn.execute(sql, params)
-                # After the executions: their failures count in their orchestration.
-                for orchestration_id in runs.loc[runs["kind"] == "orchestration", "id"]:
-                    conn.execute(_RECOUNT_TASKS, {"id": orchestration_id})
+                    if row.kind == "orchestration":
+                        conn.execute(RECOUNT_TASKS_SQL, {"id": row.id})
+                        conn.execute(_REAP_ORCHESTRATION, params)
+                    else:
+                        conn.execute(_REAP_EXECUTION, params)
         except sqlite3.OperationalError as e:
             if refused_write(e):
                 raise ReadOnlyDatabase(

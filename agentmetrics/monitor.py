@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import contextvars
 import datetime as dt
+import difflib
 import logging
 import math
 import os
@@ -19,7 +21,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +40,7 @@ from .errors import (
     UnknownSession,
 )
 from .pending import SUFFIX, PendingWrites
+from .tasks import RECOUNT_TASKS_SQL, TASK_COUNTS_SQL, status_sql
 from .timestamps import SQL_NOW, sql_duration_ms, to_iso, to_sqlite_datetime
 
 if TYPE_CHECKING:
@@ -65,11 +68,29 @@ VALUES (:id, :session_id, :task_description, 'running', {_NOW}, :total_tasks, 0,
   :git_commit_hash, :plan_file_path, :progress_file_path, COALESCE(:created, datetime('now')))
 """
 
+# The counts to end with: those given, else with :follow the orchestration's tasks, else
+# the stored ones. Without a :status, the one status rule decides from them.
+_FINAL_COUNTS = f"""
+SELECT
+  CASE WHEN :follow THEN max(COALESCE(orchestrations.total_tasks, 0), c.tasks)
+    ELSE orchestrations.total_tasks END AS total,
+  COALESCE(:completed_tasks, CASE WHEN :follow THEN c.completed END,
+    orchestrations.completed_tasks) AS completed,
+  COALESCE(:failed_tasks, CASE WHEN :follow THEN c.failed END, orchestrations.failed_tasks)
+    AS failed
+FROM ({TASK_COUNTS_SQL}) AS c
+"""
+_RULE = status_sql(
+    "COALESCE(completed, 0)",
+    "COALESCE(failed, 0)",
+    "max(COALESCE(total, 0) - COALESCE(completed, 0) - COALESCE(failed, 0), 0)",
+)
+
 # The original's table has no error column: a failure's message goes in metadata_json.
 _COMPLETE_ORCHESTRATION = f"""
-UPDATE orchestrations SET status = :status, completed_at = {_NOW}, duration_ms = {_DURATION},
-  completed_tasks = COALESCE(:completed_tasks, completed_tasks),
-  failed_tasks = COALESCE(:failed_tasks, failed_tasks),
+UPDATE orchestrations SET (total_tasks, completed_tasks, failed_tasks, status) = (
+    SELECT total, completed, failed, COALESCE(:status, {_RULE}) FROM ({_FINAL_COUNTS})),
+  completed_at = {_NOW}, duration_ms = {_DURATION},
   metadata_json = CASE
     WHEN :error_message IS NULL THEN metadata_json
     WHEN json_valid(metadata_json) AND json_type(metadata_json) = 'object'
@@ -85,24 +106,27 @@ UPDATE orchestrations SET total_tasks = COALESCE(:total_tasks, total_tasks),
 WHERE session_id = :session_id
 """
 
+# A first attempt keeps attempt NULL, as the original's rows and every row before: 1.
 _START_EXECUTION = f"""
 INSERT INTO agent_executions (id, orchestration_id, agent_session_id, agent_name, task_id,
   task_number, status, started_at, retry_count, self_healed, files_created, files_modified,
-  session_log_path, created_at)
+  session_log_path, parent_execution_id, created_at)
 VALUES (:id, :orchestration_id, :agent_session_id, :agent_name, :task_id, :task_number,
-  'in_progress', {_NOW}, 0, 0, 0, 0, :session_log_path, COALESCE(:created, datetime('now')))
+  'in_progress', {_NOW}, 0, 0, 0, 0, :session_log_path, :parent_execution_id,
+  COALESCE(:created, datetime('now')))
 """
 
-# Task counts that follow the orchestration's executions (context-manager form).
-_RECOUNT_TASKS = """
-UPDATE orchestrations SET
-  completed_tasks = (SELECT count(*) FROM agent_executions
-                     WHERE orchestration_id = :id AND status = 'completed'),
-  failed_tasks = (SELECT count(*) FROM agent_executions
-                  WHERE orchestration_id = :id AND status = 'failed'),
-  total_tasks = max(COALESCE(total_tasks, 0),
-                    (SELECT count(*) FROM agent_executions WHERE orchestration_id = :id))
-WHERE id = :id
+# The next attempt of the task of the attempt :previous, while that one is in progress.
+# Until it ends, its retry_count is the task's retries so far.
+_START_NEXT_ATTEMPT = f"""
+INSERT INTO agent_executions (id, orchestration_id, agent_session_id, agent_name, task_id,
+  task_number, status, started_at, retry_count, self_healed, files_created, files_modified,
+  session_log_path, parent_execution_id, attempt, first_attempt_id, created_at)
+SELECT :id, orchestration_id, :agent_session_id, agent_name, task_id, task_number,
+  'in_progress', {_NOW}, COALESCE(attempt, 1), 0, 0, 0, session_log_path,
+  parent_execution_id, COALESCE(attempt, 1) + 1, COALESCE(first_attempt_id, id),
+  COALESCE(:created, datetime('now'))
+FROM agent_executions WHERE agent_session_id = :previous AND status = 'in_progress'
 """
 
 # What a storage failure looks like (IntegrityError and ProgrammingError are handled first).
@@ -181,19 +205,38 @@ EXECUTION_FIELDS: dict[str, Callable[[str, Any], Any]] = {
     "cost_usd": _cost,
 }
 
-_COMPLETE_EXECUTION = f"""
+
+def _complete_execution(retry_count: str) -> str:
+    """The UPDATE that ends an in-progress execution, storing ``retry_count`` as given."""
+    fields = [f"{name} = COALESCE(:{name}, {name})" for name in EXECUTION_FIELDS]
+    fields[list(EXECUTION_FIELDS).index("retry_count")] = f"retry_count = {retry_count}"
+    return f"""
 UPDATE agent_executions SET status = :status, completed_at = {_NOW}, duration_ms = {_DURATION},
-  {", ".join(f"{name} = COALESCE(:{name}, {name})" for name in EXECUTION_FIELDS)}
+  {", ".join(fields)}
 WHERE agent_session_id = :agent_session_id AND status = 'in_progress'
 """
+
 
 _STATEMENTS = {
     "start_orchestration": _START_ORCHESTRATION,
     "update_orchestration_tasks": _UPDATE_TASKS,
     "complete_orchestration": _COMPLETE_ORCHESTRATION,
     "start_agent_execution": _START_EXECUTION,
-    "complete_agent_execution": _COMPLETE_EXECUTION,
-    "recount_tasks": _RECOUNT_TASKS,
+    # The attempt that ends its task: its own in-run retries plus the attempts before it.
+    "complete_agent_execution": _complete_execution(
+        "COALESCE(:retry_count + COALESCE(attempt, 1) - 1, retry_count)"
+    ),
+    "recount_tasks": RECOUNT_TASKS_SQL,
+    # An attempt that a retry ends: only its own in-run retries.
+    "fail_attempt": _complete_execution("COALESCE(:retry_count, 0)"),
+    "start_next_attempt": _START_NEXT_ATTEMPT,
+}
+
+# Parameters added to a statement since a journal line may have been kept: their values
+# for a line that lacks them.
+_ADDED: dict[str, dict[str, Any]] = {
+    "start_agent_execution": {"parent_execution_id": None},
+    "complete_orchestration": {"follow": False, "id": None},
 }
 
 
@@ -228,7 +271,17 @@ def _finished_status(allowed: tuple[str, ...]) -> Callable[[str, Any], str]:
     return lambda _name, value: _status(value, allowed)
 
 
+def _optional_finished_status(allowed: tuple[str, ...]) -> Callable[[str, Any], str | None]:
+    return lambda _name, value: None if value is None else _status(value, allowed)
+
+
 _TIMES: dict[str, Callable[[str, Any], Any]] = {"now": _moment, "created": _moment}
+_FINISH_EXECUTION = {
+    "agent_session_id": _text,
+    "status": _finished_status(EXECUTION_STATUSES[1:]),
+    **EXECUTION_FIELDS,
+    **_TIMES,
+}
 _ORCHESTRATION_COUNTS = dict.fromkeys(("total_tasks", "completed_tasks", "failed_tasks"), _count)
 # What a kept write of each kind holds, with the checks it must pass to be applied: a
 # journal line is checked again when replayed (it may be torn, edited or not ours).
@@ -246,10 +299,12 @@ _KEPT_PARAMS: dict[str, dict[str, Callable[[str, Any], Any]]] = {
     "update_orchestration_tasks": {"session_id": _text, **_ORCHESTRATION_COUNTS},
     "complete_orchestration": {
         "session_id": _text,
-        "status": _finished_status(ORCHESTRATION_STATUSES[1:]),
+        "status": _optional_finished_status(ORCHESTRATION_STATUSES[1:]),
         "completed_tasks": _count,
         "failed_tasks": _count,
         "error_message": _optional_text,
+        "follow": _flag,
+        "id": _optional_text,
         **_TIMES,
     },
     "start_agent_execution": {
@@ -260,12 +315,15 @@ _KEPT_PARAMS: dict[str, dict[str, Callable[[str, Any], Any]]] = {
         "task_id": _optional_text,
         "task_number": _optional_integer,
         "session_log_path": _optional_text,
+        "parent_execution_id": _optional_text,
         **_TIMES,
     },
-    "complete_agent_execution": {
+    "complete_agent_execution": _FINISH_EXECUTION,
+    "fail_attempt": _FINISH_EXECUTION,
+    "start_next_attempt": {
+        "id": _text,
         "agent_session_id": _text,
-        "status": _finished_status(EXECUTION_STATUSES[1:]),
-        **EXECUTION_FIELDS,
+        "previous": _text,
         **_TIMES,
     },
     "recount_tasks": {"id": _text},
@@ -275,6 +333,8 @@ _TARGETS = {
     "update_orchestration_tasks": ("orchestration", "session_id"),
     "complete_orchestration": ("running orchestration", "session_id"),
     "complete_agent_execution": ("execution in progress", "agent_session_id"),
+    "fail_attempt": ("execution in progress", "agent_session_id"),
+    "start_next_attempt": ("execution in progress", "previous"),
     "recount_tasks": ("orchestration with id", "id"),
 }
 
@@ -501,12 +561,30 @@ class Monitor:
         :raises UnknownSession: no orchestration has this session id
         :raises AlreadyFinished: it was completed before
         """
+        status = _status(status, ORCHESTRATION_STATUSES[1:])
+        self._complete_orchestration(
+            session_id, status, completed_tasks, failed_tasks, error_message
+        )
+
+    def _complete_orchestration(
+        self,
+        session_id: str,
+        status: str | None,
+        completed_tasks: int | None = None,
+        failed_tasks: int | None = None,
+        error_message: str | None = None,
+        follow: str | None = None,
+    ) -> None:
+        """Finish an orchestration; a None status by the one status rule, from its task
+        counts or, with ``follow`` (its id), from its executions."""
         params = {
             "session_id": _text("session_id", session_id),
-            "status": _status(status, ORCHESTRATION_STATUSES[1:]),
+            "status": status,
             "completed_tasks": _count("completed_tasks", completed_tasks),
             "failed_tasks": _count("failed_tasks", failed_tasks),
             "error_message": _optional_text("error_message", error_message),
+            "follow": follow is not None,
+            "id": follow,
             **self._now(),
         }
         changed = self._write("complete_orchestration", params)
@@ -522,9 +600,11 @@ class Monitor:
         task_id: str | None = None,
         task_number: int | None = None,
         session_log_path: str | None = None,
+        parent_execution_id: str | None = None,
     ) -> str:
         """Record an execution in progress and return its new id (a UUID4 string).
 
+        :param parent_execution_id: the id of the execution this one runs inside
         :raises UnknownSession: ``orchestration_id`` names no orchestration
         :raises DuplicateSession: the agent session id is already recorded
         """
@@ -541,6 +621,7 @@ class Monitor:
                 if task_number is None
                 else _integer("task_number", task_number),
                 "session_log_path": _optional_text("session_log_path", session_log_path),
+                "parent_execution_id": _optional_text("parent_execution_id", parent_execution_id),
                 **self._now(),
             },
             duplicate=f"Agent session {agent_session_id!r} already exists",
@@ -559,21 +640,92 @@ class Monitor:
         :raises AlreadyFinished: it was completed before
         :raises InvalidValue: an unknown field, or a value that cannot be stored
         """
-        unknown = set(fields) - set(EXECUTION_FIELDS)
+        params = self._execution_params(agent_session_id, status, fields)
+        self._end_execution("complete_agent_execution", params)
+
+    def retry_agent_execution(
+        self,
+        agent_session_id: str,
+        reason: str,
+        new_agent_session_id: str | None = None,
+        **fields: Any,
+    ) -> str:
+        """End an attempt in progress as failed with ``reason`` (its ``error_message``) and
+        start the next attempt of its task; return the new attempt's agent session id.
+
+        The new attempt has the same agent, orchestration, task and parent, ``attempt``
+        one more and ``first_attempt_id`` the id of the task's first attempt. Complete it
+        as any execution: the attempt that ends the task stores ``retry_count`` as its own
+        in-run retries plus the attempts before it.
+
+        :param new_agent_session_id: default ``agent_session_id`` with ``#2`` appended, or
+          its ``#n`` suffix counted up (``run-7`` -> ``run-7#2`` -> ``run-7#3``)
+        :param fields: any of :data:`EXECUTION_FIELDS` but ``error_message``, for the
+          attempt that failed (``retry_count``: its own in-run retries)
+        :raises UnknownSession: no execution has this agent session id
+        :raises AlreadyFinished: that attempt was completed before
+        :raises DuplicateSession: the new agent session id is already recorded
+        """
+        if "error_message" in fields:
+            raise InvalidValue(
+                "The reason is the failed attempt's error_message: pass it as reason"
+            )
+        if new_agent_session_id is None:
+            new_agent_session_id = _next_attempt(_text("agent_session_id", agent_session_id))
+        self._retry(agent_session_id, reason, new_agent_session_id, fields)
+        return new_agent_session_id
+
+    def _retry(
+        self, agent_session_id: str, reason: str, new_agent_session_id: str, fields: dict
+    ) -> str:
+        """Start the next attempt, then fail the one in progress; the new execution id."""
+        reason = _text("reason", reason)
+        failed = self._execution_params(
+            agent_session_id, "failed", {**fields, "error_message": reason}
+        )
+        execution_id = str(uuid.uuid4())
+        start = {
+            "id": execution_id,
+            "agent_session_id": _text("new_agent_session_id", new_agent_session_id),
+            "previous": agent_session_id,
+            "now": failed["now"],
+            "created": failed["created"],
+        }
+        # Started first: a taken session id then leaves the attempt in progress untouched.
+        changed = self._write(
+            "start_next_attempt",
+            start,
+            duplicate=f"Agent session {new_agent_session_id!r} already exists",
+        )
+        if changed == 0:
+            self._explain_missing(
+                "agent_executions", "agent_session_id", agent_session_id, "Agent session"
+            )
+        self._end_execution("fail_attempt", failed)
+        return execution_id
+
+    def _execution_params(
+        self, agent_session_id: str, status: str, fields: dict[str, Any]
+    ) -> dict[str, Any]:
+        unknown = sorted(set(fields) - set(EXECUTION_FIELDS))
         if unknown:
-            raise InvalidValue(f"Unknown execution field(s): {', '.join(sorted(unknown))}")
-        params = {
+            raise InvalidValue(
+                f"Unknown execution field(s): {', '.join(unknown)}"
+                + _did_you_mean(unknown[0], EXECUTION_FIELDS)
+            )
+        return {
             "agent_session_id": _text("agent_session_id", agent_session_id),
             "status": _status(status, EXECUTION_STATUSES[1:]),
             **{name: check(name, fields.get(name)) for name, check in EXECUTION_FIELDS.items()},
             **self._now(),
         }
-        changed = self._write("complete_agent_execution", params)
+
+    def _end_execution(self, kind: str, params: dict[str, Any]) -> None:
+        changed = self._write(kind, params)
+        session = params["agent_session_id"]
         if changed == 0:
-            self._explain_missing(
-                "agent_executions", "agent_session_id", agent_session_id, "Agent session"
-            )
-        self._pushed(changed, "execution_finished", agent_session_id)
+            self._explain_missing("agent_executions", "agent_session_id", session, "Agent session")
+        self._pushed(changed, "execution_finished", session)
 
     # -- context managers --------------------------------------------------------------
 
@@ -588,8 +740,10 @@ class Monitor:
     ) -> Orchestration:
         """Start an orchestration that completes itself when its ``with`` block ends.
 
-        ``completed`` on normal exit; ``failed`` when an exception escapes (re-raised).
-        Its task counts follow its executions unless set explicitly.
+        On normal exit its status follows the one rule (see :class:`Orchestration`);
+        ``failed`` when an exception escapes (re-raised). Its task counts follow its
+        executions, a task counted once by its last attempt, unless set explicitly. The
+        session id is generated when not given.
         """
         session_id = session_id if session_id is not None else str(uuid.uuid4())
         orchestration_id = self.start_orchestration(
@@ -611,8 +765,13 @@ class Monitor:
         task_id: str | None = None,
         task_number: int | None = None,
         session_log_path: str | None = None,
+        parent: AgentRun | str | None = None,
     ) -> AgentRun:
-        """Start an execution that completes itself when its ``with`` block ends."""
+        """Start an execution that completes itself when its ``with`` block ends.
+
+        :param parent: the run (or execution id) this one runs inside; default: the agent
+          block this one is opened in, if any (see :class:`AgentRun`)
+        """
         return self._agent(
             None,
             agent_name,
@@ -621,13 +780,22 @@ class Monitor:
             task_id=task_id,
             task_number=task_number,
             session_log_path=session_log_path,
+            parent=parent,
         )
 
     def _agent(
-        self, orchestration: Orchestration | None, agent_name: str, agent_session_id, **kwargs
+        self,
+        orchestration: Orchestration | None,
+        agent_name: str,
+        agent_session_id: str | None,
+        parent: AgentRun | str | None,
+        **kwargs: Any,
     ) -> AgentRun:
         agent_session_id = agent_session_id if agent_session_id is not None else str(uuid.uuid4())
-        execution_id = self.start_agent_execution(agent_session_id, agent_name, **kwargs)
+        parent_id = _parent_id(parent)
+        execution_id = self.start_agent_execution(
+            agent_session_id, agent_name, parent_execution_id=parent_id, **kwargs
+        )
         return AgentRun(self, execution_id, agent_session_id, orchestration)
 
     # -- helpers -----------------------------------------------------------------------
@@ -673,6 +841,7 @@ class Monitor:
 
     def _apply_kept(self, kind: str, params: dict[str, Any]) -> str | None:
         """Apply one kept write; why it cannot be, or None once applied."""
+        params = {**_ADDED.get(kind, {}), **params}
         try:
             _check_kept(kind, params)
             changed = self._db.conn.execute(_STATEMENTS[kind], params).rowcount
@@ -831,11 +1000,28 @@ class _Tracked:
     """Shared ``with`` behaviour: complete on exit, failed when an exception escapes.
 
     The end of a block never raises for storage (the write is kept for later), and an
-    exception escaping the block always comes through unchanged.
+    exception escaping the block always comes through unchanged. A mistake found only at
+    the end (a clock that gives no usable time) first ends the run as failed, then raises.
+
+    Only the names in ``_settable`` can be set, each value checked at assignment; any
+    other public attribute raises ``AttributeError`` (naming the closest settable one).
     """
 
+    _settable: dict[str, Callable[[str, Any], Any]] = {}
     monitor: Monitor
     finished = False
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if not name.startswith("_"):
+            if name not in self._settable:
+                raise AttributeError(_cannot_set(self, name))
+            self._settable[name](name, value)  # InvalidValue now, not when the block ends
+        object.__setattr__(self, name, value)
+
+    def _set(self, **values: Any) -> None:
+        """Set attributes the user cannot (id, session, state)."""
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
 
     def __enter__(self):
         return self
@@ -849,23 +1035,32 @@ class _Tracked:
         if self.finished:
             return
         with self.monitor._lenient():
-            if exc is None:
-                self.complete("completed")
+            if exc is not None:
+                self._record_failure(_describe(exc))
                 return
             try:
-                self.fail(_describe(exc))
-            except AgentMetricsError as e:
-                log.warning("agentmetrics: could not record the failure: %s", e)
+                self.complete()
+            except InvalidValue as mistake:
+                self._record_failure(_describe(mistake))
+                raise
+
+    def _record_failure(self, message: str) -> None:
+        try:
+            self.fail(message)
+        except AgentMetricsError as e:
+            log.warning("agentmetrics: could not record the failure: %s", e)
 
 
 class Orchestration(_Tracked):
-    """A running orchestration; use :meth:`agent` to track its executions."""
+    """A running orchestration; use :meth:`agent` to track its executions.
+
+    Ended without an explicit status (the end of its ``with`` block, :meth:`complete`
+    without one), it is ``completed`` when every task completed, ``failed`` when every
+    task failed, else ``partial`` (:func:`agentmetrics.tasks.orchestration_status`).
+    """
 
     def __init__(self, monitor: Monitor, id: str, session_id: str) -> None:
-        self.monitor = monitor
-        self.id = id
-        self.session_id = session_id
-        self.follow_executions = True
+        self._set(monitor=monitor, id=id, session_id=session_id, follow_executions=True)
 
     def agent(
         self,
@@ -875,12 +1070,15 @@ class Orchestration(_Tracked):
         task_id: str | None = None,
         task_number: int | None = None,
         session_log_path: str | None = None,
+        parent: AgentRun | str | None = None,
     ) -> AgentRun:
-        """Start an execution that belongs to this orchestration."""
+        """Start an execution that belongs to this orchestration (``parent``: see
+        :meth:`Monitor.agent`)."""
         return self.monitor._agent(
             self,
             agent_name,
             agent_session_id,
+            parent,
             orchestration_id=self.id,
             task_id=task_id,
             task_number=task_number,
@@ -898,22 +1096,40 @@ class Orchestration(_Tracked):
             self.session_id, total_tasks, completed_tasks, failed_tasks
         )
         if completed_tasks is not None or failed_tasks is not None:
-            self.follow_executions = False
+            self._set(follow_executions=False)
 
     def complete(
         self,
-        status: str = "completed",
+        status: str | None = None,
         completed_tasks: int | None = None,
         failed_tasks: int | None = None,
     ) -> None:
-        """Finish the orchestration now (the ``with`` block then leaves it alone)."""
-        self.monitor.complete_orchestration(self.session_id, status, completed_tasks, failed_tasks)
-        self.finished = True
+        """Finish the orchestration now (the ``with`` block then leaves it alone); without
+        a status, by the rule above."""
+        if status is not None:
+            status = _status(status, ORCHESTRATION_STATUSES[1:])
+        self._finish(status, completed_tasks, failed_tasks)
 
     def fail(self, error_message: str | None = None) -> None:
         """Finish the orchestration as failed; the message goes in its ``metadata_json``."""
-        self.monitor.complete_orchestration(self.session_id, "failed", error_message=error_message)
-        self.finished = True
+        self._finish("failed", error_message=error_message)
+
+    def _finish(
+        self,
+        status: str | None,
+        completed_tasks: int | None = None,
+        failed_tasks: int | None = None,
+        error_message: str | None = None,
+    ) -> None:
+        self.monitor._complete_orchestration(
+            self.session_id,
+            status,
+            completed_tasks,
+            failed_tasks,
+            error_message,
+            follow=self.id if self.follow_executions else None,
+        )
+        self._set(finished=True)
 
     def _recount(self) -> None:
         if self.follow_executions:
@@ -927,8 +1143,17 @@ class Orchestration(_Tracked):
 
 
 class AgentRun(_Tracked):
-    """A running agent execution. Set any of :data:`EXECUTION_FIELDS` as an attribute
-    (``run.files_created = 2``, ``run.model = "m"``) before the block ends."""
+    """A running agent execution: one attempt of its task.
+
+    Set any of :data:`EXECUTION_FIELDS` as an attribute (``run.files_created = 2``,
+    ``run.model = "m"``) before the block ends; ``retry_count`` is this attempt's own
+    in-run retries. :meth:`retry` ends the attempt as failed and starts the next one.
+
+    An agent block opened inside this one records it as its parent: also in ``asyncio``
+    tasks and in threads run in a copy of the context (``contextvars.copy_context()``).
+    """
+
+    _settable = EXECUTION_FIELDS
 
     def __init__(
         self,
@@ -937,24 +1162,119 @@ class AgentRun(_Tracked):
         agent_session_id: str,
         orchestration: Orchestration | None = None,
     ) -> None:
-        self.monitor = monitor
-        self.id = id
-        self.agent_session_id = agent_session_id
-        self.orchestration = orchestration
-        for name in EXECUTION_FIELDS:  # files_created, model, cost_usd...
-            setattr(self, name, None)
+        self._set(
+            monitor=monitor,
+            id=id,
+            agent_session_id=agent_session_id,
+            orchestration=orchestration,
+            attempt=1,
+            first_attempt_id=None,
+            _entered=[],
+        )
+        self._clear_fields()
+
+    def __enter__(self) -> AgentRun:
+        self._entered.append(_CURRENT_RUN.set(self))
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            super().__exit__(exc_type, exc, tb)
+        finally:
+            _leave(self._entered.pop())
+
+    def retry(self, reason: str, agent_session_id: str | None = None) -> None:
+        """End this attempt as failed with ``reason`` and start the task's next attempt,
+        which the run then stands for (``id``, ``agent_session_id``, ``attempt``), its
+        fields unset again. See :meth:`Monitor.retry_agent_execution`.
+
+        :param agent_session_id: the new attempt's (default: this one's ``#2``, ``#3``...)
+        """
+        if agent_session_id is None:
+            agent_session_id = _next_attempt(self.agent_session_id)
+        execution_id = self.monitor._retry(
+            self.agent_session_id, reason, agent_session_id, self._fields()
+        )
+        self._set(
+            id=execution_id,
+            agent_session_id=agent_session_id,
+            attempt=self.attempt + 1,
+            first_attempt_id=self.first_attempt_id or self.id,
+        )
+        self._clear_fields()
+
+    def _fields(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in EXECUTION_FIELDS}
+
+    def _clear_fields(self) -> None:
+        self._set(**dict.fromkeys(EXECUTION_FIELDS))  # files_created, model, cost_usd...
 
     def complete(self, status: str = "completed", **fields: Any) -> None:
         """Finish the execution now; ``fields`` override the attributes set on the run."""
-        values = {name: getattr(self, name) for name in EXECUTION_FIELDS}
-        self.monitor.complete_agent_execution(self.agent_session_id, status, **{**values, **fields})
-        self.finished = True
+        self.monitor.complete_agent_execution(
+            self.agent_session_id, status, **{**self._fields(), **fields}
+        )
+        self._set(finished=True)
         if self.orchestration is not None:
             self.orchestration._recount()
 
     def fail(self, error_message: str | None = None) -> None:
         """Finish the execution as failed with this error message."""
         self.complete("failed", error_message=error_message)
+
+
+# The agent block the code runs in: the parent of one opened inside it.
+_CURRENT_RUN: contextvars.ContextVar[AgentRun | None] = contextvars.ContextVar(
+    "agentmetrics_current_run", default=None
+)
+
+
+def _leave(token: contextvars.Token) -> None:
+    try:
+        _CURRENT_RUN.reset(token)
+    except ValueError:  # the block ended in another context than it began in
+        _CURRENT_RUN.set(None)
+
+
+def _parent_id(parent: AgentRun | str | None) -> str | None:
+    if parent is None:
+        current = _CURRENT_RUN.get()
+        return None if current is None else current.id
+    if isinstance(parent, AgentRun):
+        return parent.id
+    if isinstance(parent, str) and parent:
+        return _optional_text("parent", parent)
+    raise InvalidValue(f"parent must be an AgentRun or an execution id, got {parent!r}")
+
+
+def _next_attempt(agent_session_id: str) -> str:
+    """The default agent session id of the attempt after ``agent_session_id``."""
+    base, hash_sign, number = agent_session_id.rpartition("#")
+    if hash_sign and number.isdigit():
+        return f"{base}#{int(number) + 1}"
+    return f"{agent_session_id}#2"
+
+
+def _did_you_mean(name: str, names: Iterable[str]) -> str:
+    match = difflib.get_close_matches(name, list(names), n=1, cutoff=0.6)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def _cannot_set(tracked: _Tracked, name: str) -> str:
+    kind = type(tracked).__name__
+    if hasattr(tracked, name):
+        return f"{kind}.{name} cannot be set"
+    message = f"{kind} has no attribute {name!r} to set"
+    if tracked._settable:
+        message += (
+            f"{_did_you_mean(name, tracked._settable)}; settable: {', '.join(tracked._settable)}"
+        )
+    return message
 
 
 _default: dict[str, Any] = {}

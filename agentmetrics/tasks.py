@@ -43,3 +43,22 @@ def orchestration_status(completed: int, failed: int, unfinished: int = 0) -> st
     if completed == 0 and unfinished == 0:
         return "failed"
     return "partial"
+
+
+def status_sql(completed: str, failed: str, unfinished: str) -> str:
+    """:func:`orchestration_status` as a SQL expression over three SQL expressions, for
+    writes that decide the status when they are applied (possibly later, from a journal)."""
+    return (
+        f"CASE WHEN {failed} = 0 AND {unfinished} = 0 THEN 'completed'"
+        f" WHEN {completed} = 0 AND {unfinished} = 0 THEN 'failed' ELSE 'partial' END"
+    )
+
+
+# Set the task counts of orchestration ``:id`` from its executions; a planned
+# ``total_tasks`` larger than the tasks recorded is kept.
+RECOUNT_TASKS_SQL = f"""
+UPDATE orchestrations SET (total_tasks, completed_tasks, failed_tasks) = (
+  SELECT max(COALESCE(orchestrations.total_tasks, 0), c.tasks), c.completed, c.failed
+  FROM ({TASK_COUNTS_SQL}) AS c)
+WHERE id = :id
+"""

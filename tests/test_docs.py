@@ -208,24 +208,49 @@ def test_demo_block_commands_give_non_empty_answers(tmp_path, monkeypatch):
             assert int(executions.group(1).replace(",", "")) > 0, line
 
 
-def test_tracking_example_runs_and_records_the_optional_fields(tmp_path, monkeypatch):
-    example = re.search(r"```python\n(.+?)\n```", _section("Tracking from Python"), re.S).group(1)
-    assert 'Monitor("monitoring.db")' in example
+def test_tracking_examples_run_twice_and_record_what_they_say(tmp_path, monkeypatch):
+    blocks = re.findall(r"```python\n(.+?)\n```", _section("Tracking from Python"), re.S)
+    assert len(blocks) == 2 and 'Monitor("monitoring.db")' in blocks[0]
     monkeypatch.chdir(tmp_path)
-    namespace = {}
-    with pytest.raises(RuntimeError, match="npm failed"):
-        exec(example, namespace)
-    namespace["monitor"].close()
+    for _ in range(2):  # session ids are generated: no DuplicateSession the second time
+        namespace = {}
+        for block in blocks:
+            exec(block, namespace)
+        namespace["monitor"].close()
     db = sqlite3.connect(tmp_path / "monitoring.db")
     rows = db.execute(
-        "SELECT agent_name, status, model, input_tokens, output_tokens, cost_usd, error_message"
-        " FROM agent_executions ORDER BY task_number"
+        "SELECT agent_name, status, attempt, retry_count, model, input_tokens, output_tokens,"
+        " cost_usd, files_created, error_message FROM agent_executions ORDER BY rowid"
     ).fetchall()
-    assert rows == [
-        ("backend-agent", "completed", "claude-sonnet-4", 12000, 3400, 0.087, None),
-        ("frontend-agent", "failed", None, None, None, None, "RuntimeError: npm failed"),
+    first_run = [  # a first attempt's attempt stays NULL, as on every older row: it is 1
+        ("planner", "completed", None, 0, "claude-sonnet-4", 12000, 3400, 0.087, 0, None),
+        ("coder", "failed", None, 0, None, None, None, None, 0, "tests failed"),
+        ("test-runner", "failed", None, 0, None, None, None, None, 0, "2 tests failed"),
+        ("coder", "completed", 2, 1, None, None, None, None, 3, None),
+        ("backend-agent", "failed", None, 0, None, None, None, None, 0, "tests failed"),
+        ("backend-agent", "completed", 2, 1, None, None, None, None, 3, None),
     ]
-    assert db.execute("SELECT status FROM orchestrations").fetchall() == [("failed",)]
+    assert rows == first_run * 2
+    # The test runner ran inside the coder's first attempt; attempt 2 points at attempt 1.
+    links = db.execute(
+        "SELECT e.agent_name, p.agent_name, p.attempt FROM agent_executions e"
+        " JOIN agent_executions p ON p.id = e.parent_execution_id"
+        " UNION ALL SELECT e.agent_name || ' attempt 2', f.agent_name, f.attempt"
+        " FROM agent_executions e JOIN agent_executions f ON f.id = e.first_attempt_id"
+    ).fetchall()
+    assert sorted(set(links)) == [
+        ("backend-agent attempt 2", "backend-agent", None),
+        ("coder attempt 2", "coder", None),
+        ("test-runner", "coder", None),
+    ]
+    assert len(links) == 6
+    # Three tasks, two completed, one failed: partial, as README says.
+    orchestrations = db.execute(
+        "SELECT status, total_tasks, completed_tasks, failed_tasks FROM orchestrations"
+        " ORDER BY rowid"
+    ).fetchall()
+    assert orchestrations == [("partial", 3, 2, 1), ("completed", 1, 1, 0)] * 2
+    assert "three tasks, two completed, the test run failed: `partial`" in README
 
 
 def _git(*args, cwd):

@@ -198,6 +198,7 @@ def test_every_write_the_tracker_keeps_is_applied(db_path):
     with monitor.orchestration("s1", total_tasks=2) as orch:  # start, recount, complete
         orch.update_tasks(total_tasks=3)
         with orch.agent("coder", "a1") as run:  # start, complete
+            run.retry("flaky")  # start the next attempt, fail this one
             run.cost_usd, run.model, run.self_healed = 0.5, "m", True
     lock.execute("ROLLBACK")
     kept = [json.loads(line) for line in Path(f"{db_path}.pending.jsonl").read_text().splitlines()]
@@ -206,11 +207,17 @@ def test_every_write_the_tracker_keeps_is_applied(db_path):
         named = set(re.findall(r":(\w+)", _STATEMENTS[k["kind"]]))
         assert named <= set(k["params"]) <= named | {"now", "created"}
     assert monitor.flush() == 0 and monitor.rejected == 0
+    # One task of three planned ran (twice) and completed: partial.
     assert rows(db_path, "SELECT status, total_tasks, completed_tasks FROM orchestrations") == [
-        ("completed", 3, 1)
+        ("partial", 3, 1)
     ]
-    assert rows(db_path, "SELECT status, cost_usd, model, self_healed FROM agent_executions") == [
-        ("completed", 0.5, "m", 1)
+    assert rows(
+        db_path,
+        "SELECT agent_session_id, status, attempt, cost_usd, model, self_healed, error_message"
+        " FROM agent_executions ORDER BY rowid",
+    ) == [
+        ("a1", "failed", None, None, None, 0, "flaky"),
+        ("a1#2", "completed", 2, 0.5, "m", 1, None),
     ]
 
 

@@ -1,6 +1,10 @@
+import asyncio
+import contextvars
 import datetime as dt
 import json
 import re
+import sys
+import threading
 import uuid
 
 import pytest
@@ -10,7 +14,7 @@ from conftest import SMALL_NOW, SMALL_T0, make_original_db
 import agentmetrics
 from agentmetrics.errors import AlreadyFinished, DuplicateSession, InvalidValue, UnknownSession
 from agentmetrics.monitor import Monitor
-from agentmetrics.reports import system_health
+from agentmetrics.reports import failed_orchestrations, system_health
 
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 SQLITE_DATETIME = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$")
@@ -264,7 +268,7 @@ def test_context_managers_complete_and_follow_task_counts(db):
             clock.advance(seconds=1)
             raise KeyError("missing input")
     orchestration = row(db, "orchestrations", "session_id", "s1")
-    assert orchestration["status"] == "completed"
+    assert orchestration["status"] == "partial"  # 3 tasks completed, 1 failed (caught)
     assert orchestration["duration_ms"] == 7000
     assert (orchestration["total_tasks"], orchestration["completed_tasks"]) == (4, 3)
     assert orchestration["failed_tasks"] == 1
@@ -419,15 +423,44 @@ def test_orchestration_failure_message_is_kept_in_its_metadata(monitor):
     assert metadata["s3"] is None
 
 
-def test_a_bad_attribute_does_not_hide_the_blocks_own_exception(monitor, caplog):
-    error = RuntimeError("the real problem")
-    with pytest.raises(RuntimeError) as raised, monitor.agent("coder", "a1") as run:
+def test_a_bad_value_raises_at_assignment_and_the_run_ends_failed(monitor):
+    # It used to raise only at the end of the block, leaving the execution in_progress.
+    with (
+        pytest.raises(InvalidValue, match="files_created must be a whole number") as raised,
+        monitor.orchestration("s1") as orch,
+        orch.agent("coder", "a1") as run,
+    ):
         run.files_created = "three"
+        pytest.fail("the assignment must raise")
+    assert run.files_created is None  # the bad value was not kept
+    execution = row(monitor.db, "agent_executions", "agent_session_id", "a1")
+    assert (execution["status"], execution["files_created"]) == ("failed", 0)
+    assert execution["error_message"] == f"InvalidValue: {raised.value}"
+    orchestration = row(monitor.db, "orchestrations", "session_id", "s1")
+    assert orchestration["status"] == "failed"
+    assert (orchestration["total_tasks"], orchestration["failed_tasks"]) == (1, 1)
+
+
+def test_a_mistake_found_at_the_end_of_a_block_ends_the_run_then_raises(db):
+    # A clock that gives no usable time once, at the end of the block.
+    moments = iter([T0, "not a time", T0 + dt.timedelta(seconds=1)])
+    monitor = Monitor(db, clock=lambda: next(moments))
+    with pytest.raises(InvalidValue, match="aware datetime"), monitor.agent("coder", "a1"):
+        pass
+    execution = row(db, "agent_executions", "agent_session_id", "a1")
+    assert (execution["status"], execution["duration_ms"]) == ("failed", 1000)
+    assert execution["error_message"].startswith("InvalidValue: clock must return")
+
+
+def test_the_blocks_own_exception_comes_through_when_its_failure_cannot_be_recorded(
+    monitor, caplog
+):
+    error = RuntimeError("the real problem")
+    with pytest.raises(RuntimeError) as raised, monitor.agent("coder", "a1"):
+        monitor.complete_agent_execution("a1", "completed")  # ended behind the block's back
         raise error
     assert raised.value is error
-    assert "files_created must be a whole number" in caplog.text
-    with pytest.raises(InvalidValue, match="files_created"), monitor.agent("coder", "a2") as run:
-        run.files_created = "three"
+    assert "could not record the failure: Agent session 'a1' is already completed" in caplog.text
 
 
 def test_unknown_execution_fields_are_refused(monitor):
@@ -492,3 +525,305 @@ def test_monitor_on_a_plain_sqlite_utils_database(db_path, original):
     row = system_health(db, now=SMALL_NOW).iloc[0]
     assert (row["completed"], row["avg_duration_ms"]) == (1, 2000)
     db.close()
+
+
+# -- one run, seen whole: tasks and attempts, nesting, the status rule ----------------------
+
+
+def executions(db, *columns):
+    names = ", ".join(columns)
+    return [tuple(r) for r in db.execute(f"SELECT {names} FROM agent_executions ORDER BY rowid")]
+
+
+def test_a_run_with_a_handled_failure_and_a_retry_is_seen_whole(db):
+    """The new user's run: planner, coder (fails once, then succeeds), reviewer (fails,
+    the failure caught inside the orchestration block)."""
+    clock = Clock()
+    monitor = Monitor(db, clock=clock)
+    with monitor.orchestration(task_description="feature", total_tasks=3) as orch:
+        with orch.agent("planner", task_number=1):
+            clock.advance(seconds=1)
+        with orch.agent("coder", "coder-1", task_number=2) as run:
+            clock.advance(seconds=2)
+            run.files_created, run.model = 5, "m-1"
+            run.retry("tests failed")
+            assert (run.attempt, run.agent_session_id) == (2, "coder-1#2")
+            assert run.files_created is None and run.model is None  # the new attempt's own
+            clock.advance(seconds=3)
+            run.files_created = 2
+        with orch.agent("reviewer", task_number=3) as run:
+            try:
+                raise TimeoutError("review timed out")
+            except TimeoutError as e:
+                run.fail(str(e))
+    first_id = row(db, "agent_executions", "agent_session_id", "coder-1")["id"]
+    assert executions(
+        db, "agent_name", "status", "attempt", "first_attempt_id", "retry_count",
+        "error_message", "files_created", "model", "duration_ms",
+    ) == [  # a first attempt's attempt stays NULL, as on every older row: it is 1
+        ("planner", "completed", None, None, 0, None, 0, None, 1000),
+        ("coder", "failed", None, None, 0, "tests failed", 5, "m-1", 2000),
+        ("coder", "completed", 2, first_id, 1, None, 2, None, 3000),
+        ("reviewer", "failed", None, None, 0, "review timed out", 0, None, 0),
+    ]  # fmt: skip
+    second = row(db, "agent_executions", "agent_session_id", "coder-1#2")
+    assert (second["task_number"], second["started_at"]) == (2, "2026-03-01T12:00:03.000Z")
+    # Three tasks: planner and coder completed, reviewer failed (caught, so no exception).
+    orchestration = next(db.query("SELECT * FROM orchestrations"))
+    assert (orchestration["total_tasks"], orchestration["completed_tasks"]) == (3, 2)
+    assert (orchestration["failed_tasks"], orchestration["status"]) == (1, "partial")
+    listed = failed_orchestrations(db, include_partial=True)
+    assert list(listed["session_id"]) == [orchestration["session_id"]]
+    assert listed["task_completion_rate"].iloc[0] == pytest.approx(200 / 3)
+
+
+def test_attempts_with_the_original_style_calls(monitor, db):
+    orch_id = monitor.start_orchestration("s1", total_tasks=1)
+    monitor.start_agent_execution("a", "coder", orchestration_id=orch_id, task_id="T1")
+    second = monitor.retry_agent_execution("a", "lint failed", retry_count=2, files_created=1)
+    assert second == "a#2"
+    # A name of one's own; the default counts up a #n suffix.
+    assert monitor.retry_agent_execution(second, "timeout", "a-third") == "a-third"
+    assert monitor.retry_agent_execution("a-third", "oom") == "a-third#2"
+    monitor.complete_agent_execution("a-third#2", "completed", retry_count=1, self_healed=True)
+    first_id = row(db, "agent_executions", "agent_session_id", "a")["id"]
+    assert executions(
+        db, "agent_session_id", "status", "attempt", "first_attempt_id", "retry_count",
+        "error_message", "files_created", "task_id", "orchestration_id",
+    ) == [
+        ("a", "failed", None, None, 2, "lint failed", 1, "T1", orch_id),
+        ("a#2", "failed", 2, first_id, 0, "timeout", 0, "T1", orch_id),
+        ("a-third", "failed", 3, first_id, 0, "oom", 0, "T1", orch_id),
+        # Its own in-run retry plus the three attempts before it.
+        ("a-third#2", "completed", 4, first_id, 4, None, 0, "T1", orch_id),
+    ]  # fmt: skip
+    # sum(retry_count) over the task: 2 + 0 + 0 + 4, the in-run retries 2 + 1 and 3 retries.
+    assert sum(r[0] for r in executions(db, "retry_count")) == 6
+
+
+@pytest.mark.parametrize(
+    "call, error, message",
+    [
+        (lambda m: m.retry_agent_execution("nope", "x"), UnknownSession, "'nope' not found"),
+        (lambda m: m.retry_agent_execution("done", "x"), AlreadyFinished, "already completed"),
+        (lambda m: m.retry_agent_execution("a1", "x", "done"), DuplicateSession, "'done'"),
+        (lambda m: m.retry_agent_execution("a1", ""), InvalidValue, "reason"),
+        (lambda m: m.retry_agent_execution("a1", "x", error_message="y"), InvalidValue, "reason"),
+        (lambda m: m.retry_agent_execution("a1", "x", retry_count=-1), InvalidValue, "negative"),
+        (lambda m: m.retry_agent_execution("a1", "x", colour=1), InvalidValue, "colour"),
+    ],
+)
+def test_a_retry_that_cannot_be_made_changes_nothing(monitor, call, error, message):
+    monitor.start_agent_execution("a1", "coder")
+    monitor.start_agent_execution("done", "coder")
+    monitor.complete_agent_execution("done", "completed")
+    before = snapshot(monitor.db)
+    with pytest.raises(error, match=message):
+        call(monitor)
+    assert snapshot(monitor.db) == before
+
+
+def test_a_retry_after_the_run_ended_is_refused(monitor):
+    with monitor.agent("coder", "a1") as run:
+        run.fail("gave up")
+        with pytest.raises(AlreadyFinished, match="already failed"):
+            run.retry("again")
+    assert (run.attempt, run.agent_session_id) == (1, "a1")
+
+
+def test_a_failed_last_attempt_fails_its_task(monitor, db):
+    with (
+        pytest.raises(RuntimeError),
+        monitor.orchestration("s1") as orch,
+        orch.agent("coder", "c") as run,
+    ):
+        run.retry("flaky")
+        run.retry("flaky again")
+        raise RuntimeError("still broken")
+    assert executions(db, "status", "attempt", "retry_count", "error_message") == [
+        ("failed", None, 0, "flaky"),
+        ("failed", 2, 0, "flaky again"),
+        ("failed", 3, 2, "RuntimeError: still broken"),
+    ]
+    orchestration = row(db, "orchestrations", "session_id", "s1")
+    assert (orchestration["total_tasks"], orchestration["failed_tasks"]) == (1, 1)
+    assert orchestration["status"] == "failed"  # an exception escaped
+
+
+@pytest.mark.parametrize(
+    "outcomes, status",
+    [
+        ([], "completed"),
+        (["completed", "completed"], "completed"),
+        (["failed", "failed"], "failed"),
+        (["completed", "failed"], "partial"),
+        (["completed", "in_progress"], "partial"),  # a task still running did not complete
+        (["failed", "in_progress"], "partial"),
+    ],
+)
+def test_the_end_of_an_orchestration_block_follows_the_status_rule(monitor, outcomes, status):
+    with monitor.orchestration("s1") as orch:
+        for outcome in outcomes:
+            run = orch.agent("worker")
+            if outcome != "in_progress":
+                run.complete(outcome)
+    orchestration = row(monitor.db, "orchestrations", "session_id", "s1")
+    assert orchestration["status"] == status
+    assert orchestration["total_tasks"] == len(outcomes)
+    assert orchestration["completed_tasks"] == outcomes.count("completed")
+    assert orchestration["failed_tasks"] == outcomes.count("failed")
+
+
+def test_planned_tasks_that_never_ran_did_not_complete(monitor):
+    with monitor.orchestration("s1", total_tasks=3) as orch, orch.agent("worker"):
+        pass
+    orchestration = row(monitor.db, "orchestrations", "session_id", "s1")
+    assert (orchestration["status"], orchestration["total_tasks"]) == ("partial", 3)
+    assert (orchestration["completed_tasks"], orchestration["failed_tasks"]) == (1, 0)
+
+
+def test_explicit_counts_decide_the_status_when_none_is_given(monitor):
+    with monitor.orchestration("s1", total_tasks=4) as orch:
+        orch.update_tasks(completed_tasks=4, failed_tasks=0)
+        with orch.agent("worker") as run:
+            run.fail("ignored by the counts set")
+    with monitor.orchestration("s2", total_tasks=4) as orch:
+        orch.complete(completed_tasks=0, failed_tasks=4)
+    statuses = dict(monitor.db.execute("SELECT session_id, status FROM orchestrations"))
+    assert statuses == {"s1": "completed", "s2": "failed"}
+
+
+def test_a_retried_task_counts_once_as_it_runs(monitor):
+    with monitor.orchestration("s1") as orch, orch.agent("coder") as run:
+        run.retry("flaky")
+        run.complete()
+        # Followed as executions end, before the orchestration does.
+        counts = row(monitor.db, "orchestrations", "session_id", "s1")
+        assert (counts["total_tasks"], counts["completed_tasks"]) == (1, 1)
+        assert counts["failed_tasks"] == 0
+
+
+# -- nesting -----------------------------------------------------------------------------
+
+
+def parents(db):
+    return dict(db.execute("SELECT agent_name, parent_execution_id FROM agent_executions"))
+
+
+def test_an_agent_block_inside_another_records_its_parent(monitor, db):
+    with monitor.orchestration("s1") as orch, orch.agent("lead") as lead:
+        with orch.agent("helper") as helper, monitor.agent("grandchild"):
+            pass
+        lead.retry("first plan rejected")
+        with orch.agent("after-retry"):
+            pass
+    with monitor.agent("next"):  # after the block: no parent
+        pass
+    first_lead = row(db, "agent_executions", "agent_session_id", f"{lead.agent_session_id[:-2]}")
+    assert parents(db) == {
+        "lead": None,
+        "helper": first_lead["id"],
+        "grandchild": helper.id,
+        "after-retry": lead.id,  # the attempt running when it started
+        "next": None,
+    }
+
+
+def test_an_explicit_parent_wins(monitor, db):
+    with (
+        monitor.agent("a") as a,
+        monitor.agent("b") as b,
+        monitor.agent("by-run", parent=a),
+        monitor.agent("by-id", parent=b.id),
+    ):
+        pass
+    found = parents(db)
+    assert (found["by-run"], found["by-id"]) == (a.id, b.id)
+    with pytest.raises(InvalidValue, match="parent must be an AgentRun or an execution id"):
+        monitor.agent("bad", parent=42)
+
+
+def test_children_in_asyncio_tasks_record_their_parent(monitor, db):
+    async def child(name):
+        await asyncio.sleep(0)
+        with monitor.agent(name):
+            await asyncio.sleep(0)
+
+    async def lead():
+        with monitor.agent("lead") as run:
+            await asyncio.gather(child("c1"), child("c2"), child("c3"))
+        return run.id
+
+    lead_id = asyncio.run(lead())
+    assert parents(db) == {"lead": None, "c1": lead_id, "c2": lead_id, "c3": lead_id}
+
+
+def test_a_thread_inherits_the_parent_only_from_a_copied_context(monitor, db):
+    def child(name):
+        with monitor.agent(name):
+            pass
+
+    with monitor.agent("lead") as run:
+        context = contextvars.copy_context()
+        copied = threading.Thread(target=context.run, args=(child, "copied"))
+        unrelated = threading.Thread(target=child, args=("unrelated",))
+        for thread in (copied, unrelated):
+            thread.start()
+            thread.join()
+    # Python 3.14 can make every new thread inherit the context (free-threaded builds do).
+    inherited = run.id if getattr(sys.flags, "thread_inherit_context", False) else None
+    assert parents(db) == {"lead": None, "copied": run.id, "unrelated": inherited}
+
+
+# -- attributes that cannot record the wrong thing silently ------------------------------
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("self_heald", "'self_heald' to set (did you mean 'self_healed'?); settable: files_"),
+        ("retries", "no attribute 'retries' to set; settable: files_created, files_modified"),
+        ("file_created", "did you mean 'files_created'?"),
+        ("id", "AgentRun.id cannot be set"),
+        ("retry", "AgentRun.retry cannot be set"),
+    ],
+)
+def test_an_unknown_or_read_only_attribute_is_refused_at_assignment(monitor, name, message):
+    with monitor.agent("coder", "a1") as run, pytest.raises(AttributeError) as raised:
+        setattr(run, name, True)
+    assert message in str(raised.value)
+    assert row(monitor.db, "agent_executions", "agent_session_id", "a1")["status"] == "completed"
+
+
+def test_orchestration_attributes_are_strict_too(monitor):
+    with monitor.orchestration("s1") as orch:
+        with pytest.raises(AttributeError, match="Orchestration has no attribute 'status'"):
+            orch.status = "failed"
+        with pytest.raises(AttributeError, match="Orchestration.session_id cannot be set"):
+            orch.session_id = "other"
+    assert row(monitor.db, "orchestrations", "session_id", "s1")["status"] == "completed"
+
+
+@pytest.mark.parametrize(
+    "name, value, message",
+    [
+        ("files_created", "three", "files_created must be a whole number"),
+        ("self_healed", "yes", "self_healed must be True or False"),
+        ("cost_usd", -1, "cost_usd must be a finite number"),
+        ("model", 3, "model must be a string"),
+    ],
+)
+def test_a_bad_value_is_refused_at_assignment(monitor, name, value, message):
+    run = monitor.agent("coder")
+    with pytest.raises(InvalidValue, match=message):
+        setattr(run, name, value)
+    assert getattr(run, name) is None
+
+
+def test_session_ids_are_generated_so_a_block_runs_twice(monitor, db):
+    for _ in range(2):
+        with monitor.orchestration() as orch, orch.agent("coder") as run:
+            run.retry("again")
+    assert db.execute("SELECT count(DISTINCT session_id) FROM orchestrations").fetchone() == (2,)
+    sessions = [r[0] for r in executions(db, "agent_session_id")]
+    assert len(set(sessions)) == 4 and sessions[1] == sessions[0] + "#2"

@@ -136,9 +136,10 @@ def test_reap(runs):
         "error_message": f"abandoned: no activity since {ago(10)}; {reaped_at}"
     }
     c = after["orchestrations"]["C"]
-    # From its start (20h ago) to the last execution start (6.5h ago).
+    # From its start (20h ago) to the last execution start (6.5h ago); c1 completed, c2
+    # was abandoned: partial.
     assert (c["status"], c["completed_at"], c["duration_ms"]) == (
-        "failed",
+        "partial",
         ago(6.5),
         13.5 * HOUR_MS,
     )
@@ -348,7 +349,7 @@ def test_reap_plain_database_of_an_original_file(tmp_path):
     db = Database(path)
     reaped = reap(db, now=NOW_ISO)
     assert sorted(reaped["id"]) == ["e1", "o1"]
-    assert statuses(path) == [("e1", "failed"), ("e2", "completed"), ("o1", "failed")]
+    assert statuses(path) == [("e1", "failed"), ("e2", "completed"), ("o1", "partial")]
     (metadata,) = db.execute("SELECT metadata_json FROM orchestrations").fetchone()
     assert json.loads(metadata)["error_message"].startswith(
         "abandoned: no activity since 2026-03-01T10:05:00.000Z"

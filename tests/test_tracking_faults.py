@@ -565,3 +565,57 @@ def test_every_storage_failure_is_kept_or_an_agentmetrics_error(
     monkeypatch.undo()
     assert monitor.flush() == 0
     assert_lifecycle_stored(db_path, orch_id)
+
+
+def test_a_retry_and_the_status_rule_wait_with_the_writes_kept_for_later(db_path):
+    monitor = Monitor(db_path, busy_timeout=0.05)
+    with WriteLock(db_path):
+        with monitor.orchestration("s1") as orch:
+            with orch.agent("coder", "c") as run:
+                run.retry("flaky")  # no read needed: the new attempt is known at once
+                assert (run.attempt, run.agent_session_id) == (2, "c#2")
+            with orch.agent("reviewer", "r") as review:
+                review.fail("rejected")
+        assert monitor.pending > 0
+    assert monitor.flush() == 0
+    stored = rows(
+        db_path,
+        "SELECT agent_session_id, status, attempt, first_attempt_id, retry_count, error_message"
+        " FROM agent_executions ORDER BY rowid",
+    )
+    first_id = rows(db_path, "SELECT id FROM agent_executions WHERE agent_session_id = 'c'")
+    assert [tuple(r.values()) for r in stored] == [
+        ("c", "failed", None, None, 0, "flaky"),
+        ("c#2", "completed", 2, first_id[0]["id"], 1, None),
+        ("r", "failed", None, None, 0, "rejected"),
+    ]
+    (orch,) = rows(db_path, "SELECT * FROM orchestrations")
+    assert (orch["status"], orch["total_tasks"], orch["completed_tasks"]) == ("partial", 2, 1)
+    assert orch["failed_tasks"] == 1
+
+
+def test_writes_kept_by_the_previous_release_are_still_applied(db_path):
+    # Journal lines as the release before attempts wrote them: no parent_execution_id on
+    # a start, no follow/id on the end of an orchestration.
+    Monitor(db_path).close()  # the file, with its schema
+    now = {"now": "2026-03-01T12:00:00.000Z", "created": "2026-03-01 12:00:00"}
+    kept = [
+        ("start_orchestration", {"id": "o", "session_id": "s1", "task_description": None,
+         "total_tasks": 1, "git_commit_hash": None, "plan_file_path": None,
+         "progress_file_path": None, **now}),
+        ("start_agent_execution", {"id": "e", "orchestration_id": "o", "agent_session_id": "a",
+         "agent_name": "coder", "task_id": None, "task_number": 1, "session_log_path": None,
+         **now}),
+        ("complete_orchestration", {"session_id": "s1", "status": "completed",
+         "completed_tasks": 1, "failed_tasks": 0, "error_message": None, **now}),
+    ]  # fmt: skip
+    with open(f"{db_path}.pending.jsonl", "w") as journal:
+        for kind, params in kept:
+            journal.write(json.dumps({"kind": kind, "params": params}) + "\n")
+    assert Monitor(db_path).flush() == 0
+    assert rows(db_path, "SELECT status, completed_tasks FROM orchestrations") == [
+        {"status": "completed", "completed_tasks": 1}
+    ]
+    assert rows(db_path, "SELECT id, parent_execution_id FROM agent_executions") == [
+        {"id": "e", "parent_execution_id": None}
+    ]
