@@ -48,6 +48,8 @@ DEMO_DAYS = 60
 CLEANUP_DAYS = 30
 # The trackers slow the import down (1.4x measured), and the cleanup comes after it.
 SPREAD_MARGIN = 1.6
+# The slowest tracker calls whose waits are attributed to the background writers.
+WORST_CALLS = 20
 
 TRACKER = """
 import json, sys, time
@@ -85,7 +87,7 @@ json.dump({"calls": calls, "errors": errors, "executions": executions}, sys.stdo
 
 IMPORTER = """
 import json, sys, time
-import agentmetrics.cleanup
+import agentmetrics.cleanup, agentmetrics.exchange
 from agentmetrics.cleanup import cleanup
 from agentmetrics.exchange import import_files
 
@@ -93,6 +95,7 @@ path, export, days, now, here = sys.argv[1], sys.argv[2], float(sys.argv[3]), *s
 sys.path.insert(0, here)
 from bench_trust import imported_rows, timed_transactions
 
+import_held = timed_transactions(agentmetrics.exchange, "write_transaction")
 t0 = time.time()
 import_files(path, [export])
 t1 = time.time()
@@ -105,7 +108,7 @@ json.dump(
     {
         "import": [t0, t1],
         "cleanup": [t2, t3],
-        "cleanup_held": max(held, default=0),
+        "held": {"import": import_held, "cleanup": held},
         "imported": imported,
         "deleted": [deleted.orchestrations, deleted.executions + deleted.standalone_executions],
     },
@@ -132,7 +135,7 @@ while not stop.exists():
     trends(path, since="60d")
     costs(path, by="day")
     seconds.append(time.perf_counter() - t0)
-json.dump({"reports": seconds, "held": max(held, default=0)}, sys.stdout)
+json.dump({"reports": seconds, "held": {"rollups": held}}, sys.stdout)
 """
 
 
@@ -146,19 +149,19 @@ def python(code: str, *args: object) -> subprocess.Popen:
     )
 
 
-def timed_transactions(module: object, name: str) -> list[float]:
-    """Wrap the context manager ``module.name`` (a write transaction) to time each use;
-    return the list the seconds are appended to."""
+def timed_transactions(module: object, name: str) -> list[tuple[float, float]]:
+    """Wrap the context manager ``module.name`` (a write transaction) to record when each
+    use held the lock; return the list the (start, end) times are appended to."""
     wrapped, held = getattr(module, name), []
 
     @contextlib.contextmanager
     def timed(*args, **kwargs):
         with wrapped(*args, **kwargs) as value:
-            started = time.perf_counter()  # the lock is ours from here
+            started = time.time()  # the lock is ours from here
             try:
                 yield value
             finally:
-                held.append(time.perf_counter() - started)
+                held.append((started, time.time()))
 
     setattr(module, name, timed)
     return held
@@ -300,12 +303,38 @@ def describe(
         rounds = sorted(looped["reports"])
         lines.append(
             f"report loop:       {len(rounds)} rounds of 4 reports, median"
-            f" {rounds[len(rounds) // 2] if rounds else float('nan'):.2f}s; longest rollup"
-            f" write transaction {looped['held']:.3f}s"
+            f" {rounds[len(rounds) // 2] if rounds else float('nan'):.2f}s"
         )
     if imported:
         lines += import_lines(files["source"], files[load], reports, imported, now)
-    return lines
+    return lines + held_lines(reports, {**imported.get("held", {}), **looped.get("held", {})})
+
+
+def held_lines(reports: list, held: dict[str, list]) -> list[str]:
+    """The longest write transaction of each background writer, and what held the lock
+    while the worst tracker calls waited."""
+    if not held:
+        return []
+    longest = ", ".join(
+        f"{name} {max((end - start for start, end in spans), default=0):.3f}s"
+        for name, spans in held.items()
+    )
+    worst = sorted((c for r in reports for c in r["calls"]), key=lambda c: -c[1])[:WORST_CALLS]
+    waited = sum(seconds for _, seconds in worst)
+    shares = ", ".join(
+        f"{name} {sum(overlap(call, spans) for call in worst) / waited:.0%}"
+        for name, spans in held.items()
+    )
+    return [
+        f"longest write transaction: {longest}",
+        f"the {len(worst)} worst calls ({waited:.1f}s in all) spent their time behind: {shares}",
+    ]
+
+
+def overlap(call: tuple[float, float], spans: list) -> float:
+    """Seconds of ``call`` (start, duration) during which one of ``spans`` held the lock."""
+    start, end = call[0], call[0] + call[1]
+    return sum(max(0.0, min(end, e) - max(start, s)) for s, e in spans)
 
 
 def import_lines(source: Path, path: Path, reports: list, imported: dict, now: str) -> list[str]:
@@ -330,7 +359,7 @@ def import_lines(source: Path, path: Path, reports: list, imported: dict, now: s
         f" {max(during_import, default=0):.3f}s",
         f"cleanup:           {cleanup_seconds:.1f}s (deleted {deleted[0]} orchestrations,"
         f" {deleted[1]} executions), {len(during_cleanup)} tracker calls during it, the worst"
-        f" {max(during_cleanup, default=0):.3f}s; longest batch {imported['cleanup_held']:.3f}s",
+        f" {max(during_cleanup, default=0):.3f}s",
         f"import rows lost:  {lost_import} after the import, {lost_after} after the cleanup",
         f"p99 during import: {p99(during_import) * 1000:.1f}ms"
         f" (all calls {p99(loaded) * 1000:.1f}ms)",
