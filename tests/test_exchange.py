@@ -1009,10 +1009,21 @@ def test_costs_after_importing_finished_executions_without_duration(tmp_path):
     )
     target = str(tmp_path / "costs.db")
     assert CliRunner().invoke(cli, ["--db", target, "import", path]).exit_code == 0
+    # By hand: a ran 30 s (10:00:01 to 10:00:31), priced by time at the default
+    # $1/hour: 30 / 3600 = $0.008333; b failed without an end: no duration, $0.
+    # (--json rounds to 10 significant digits.)
     for by in ("agent", "day", "orchestration"):
-        result = CliRunner().invoke(cli, ["--db", target, "costs", "--by", by])
+        result = CliRunner().invoke(cli, ["--db", target, "costs", "--by", by, "--json"])
         assert result.exit_code == 0, result.output
-        assert "Total: $" in result.output
+        rows = json.loads(result.stdout)
+        assert sum(row["finished"] for row in rows) == 2
+        assert sum(row["total_duration_ms"] or 0 for row in rows) == 30_000
+        assert sum(row["cost_usd"] for row in rows) == pytest.approx(30 / 3600, rel=1e-8)
+        if by == "agent":
+            costs = {row["agent_name"]: row["cost_usd"] for row in rows}
+            assert costs == {"backend": pytest.approx(30 / 3600, rel=1e-8), "never-finished": 0}
+    table = CliRunner().invoke(cli, ["--db", target, "costs"])
+    assert table.output.endswith("\nTotal: $0.01 over 2 finished executions\n")
 
 
 @pytest.mark.parametrize("merge", [False, True])
