@@ -342,6 +342,30 @@ def test_rows_on_hour_and_day_edges(db, refresh):
         ), (since, until)
 
 
+def test_a_report_rebuilds_a_bounded_number_of_dirty_hours(db, monkeypatch):
+    """After a cleanup a report rebuilt every dirty hour back to back (721 hours, 9 s
+    of write transactions with trackers waiting). Now: the newest ones its budget
+    allows, with the lock left free between them; the others are read exactly."""
+    import time
+    import types
+
+    from agentmetrics import batching
+
+    populate(db, seed=5)
+    reports.performance_report(db)  # rolls everything up
+    cleanup(db, days=1.5, now=NOW)
+    dirty = [hour for (hour,) in db.execute("SELECT hour FROM am_rollup_dirty ORDER BY hour")]
+    assert len(dirty) > 10
+    rests = []
+    fake = types.SimpleNamespace(perf_counter=time.perf_counter, sleep=rests.append)
+    monkeypatch.setattr(batching, "time", fake)
+    rollups.refresh(db, budget=3 * rollups.DIRTY_HOUR_ROWS)
+    left = [hour for (hour,) in db.execute("SELECT hour FROM am_rollup_dirty ORDER BY hour")]
+    assert left == dirty[:-3]
+    assert len(rests) == 3
+    assert_same(db, refresh=False)  # the dirty hours read exactly
+
+
 def test_tracking_never_fires_the_triggers(db):
     monitor = Monitor(db)
     monitor.start_agent_execution("s1", "a")
