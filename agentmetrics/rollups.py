@@ -46,8 +46,8 @@ _LOG_GAMMA = math.log(GAMMA)
 # Keys: 0 for zero, BIAS + k for a positive value, -(BIAS + k) for a negative one,
 # so that keys sort like the values they stand for.
 _BIAS = 1 << 20
-# Rows read per catch-up batch: well under 0.1 s of reading, and the write that
-# follows holds the lock for milliseconds.
+# Rows read per catch-up batch: well under 0.1 s of reading; the write that follows
+# holds the lock for milliseconds, up to 0.1-0.3 s for rows spread over many hours.
 BATCH_ROWS = 20_000
 # A dirty hour to rebuild counts as this many rows in a refresh's budget and backlog.
 DIRTY_HOUR_ROWS = 1000
