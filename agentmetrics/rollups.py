@@ -8,8 +8,8 @@ exact one.
 
 Rollups are kept current on read, never by the tracking statements (the original
 tool writes to the same file and knows nothing of them): :func:`refresh` rolls up
-the rows added since a rowid watermark, in small batches whose write transaction
-holds the lock for milliseconds. Everything else that can change a rolled-up row
+the rows added since a rowid watermark, in batches worked out before their short
+write transaction. Everything else that can change a rolled-up row
 is caught by triggers that only fire off the tracking path:
 
 - a run still in progress when rolled past is kept in ``am_rollup_open`` and rolled
