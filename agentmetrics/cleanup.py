@@ -116,7 +116,7 @@ def _delete(
     result: CleanupResult,
     progress: Callable[[int], None] | None,
 ) -> None:
-    batches = BatchSize(batch_size, TARGET_LOCK_SECONDS)
+    batches = BatchSize(batch_size, TARGET_LOCK_SECONDS, rests=True)
     while True:
         with batches.timed() as size, write_transaction(db):
             ids = [r[0] for r in db.execute(_ORCHESTRATION_BATCH, {**params, "limit": size})]
@@ -133,7 +133,8 @@ def _delete(
         result.executions += executions
         if progress is not None:
             progress(len(ids) + executions)
-    batches = BatchSize(batch_size * 10, TARGET_LOCK_SECONDS)  # ~ten executions each
+    # ~ten executions each
+    batches = BatchSize(batch_size * 10, TARGET_LOCK_SECONDS, rests=True)
     for statement, field in (
         (f"DELETE FROM agent_executions WHERE rowid IN ({_STANDALONE_BATCH})", "standalone"),
         (f"DELETE FROM otel_spans WHERE (trace_id, span_id) IN ({_SPANS_BATCH})", "spans"),
@@ -184,7 +185,7 @@ def vacuum(db: str | os.PathLike[str] | Database) -> int:
     with using_database(db) as conn:
         before = _size(conn)
         if conn.execute("PRAGMA auto_vacuum").fetchone()[0] == _INCREMENTAL:
-            batches = BatchSize(VACUUM_PAGES, TARGET_LOCK_SECONDS)
+            batches = BatchSize(VACUUM_PAGES, TARGET_LOCK_SECONDS, rests=True)
             while conn.execute("PRAGMA freelist_count").fetchone()[0]:
                 with batches.timed() as pages:
                     _free_pages(conn, pages)

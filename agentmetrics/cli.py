@@ -959,7 +959,10 @@ def metrics(
     """
     from .prometheus import metrics_text, parse_labels
 
-    constant = parse_labels(labels)
+    try:
+        constant = parse_labels(labels)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="'--label'") from None
     text = metrics_text(read_db(ctx), now=now, stale_after=stale_after, labels=constant)
     if output is None:
         write_exact(text)

@@ -337,8 +337,13 @@ def _connect(path: str, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> sqlite3.Conne
 
 def _open_read_only(file: Path, path: str) -> Database:
     uri = "file:" + urllib.parse.quote(str(file.resolve()))
+    # A WAL database gets -wal and -shm files beside it while it is open, and only the
+    # last read-write connection to close removes them: a read-only one leaves them
+    # behind. So read through a read-write connection where we could write (no
+    # statement can write through it: open_database sets query_only).
+    mode = "rw" if _writable(file) else "ro"
     conn = sqlite3.connect(
-        uri + "?mode=ro", uri=True, isolation_level=None, check_same_thread=False
+        f"{uri}?mode={mode}", uri=True, isolation_level=None, check_same_thread=False
     )
     try:
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()

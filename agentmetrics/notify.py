@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 import urllib.error
@@ -28,6 +29,19 @@ def redact_url(url: str) -> str:
     return printable(f"{parts.scheme}://{host}{port}") if parts.scheme and host else "(a URL)"
 
 
+def _without_credentials(url: str) -> tuple[str, dict[str, str]]:
+    """``url`` without its ``user:password@`` part, and the Basic ``Authorization``
+    header that carries it instead (urllib would look the whole part up as a host)."""
+    parts = urllib.parse.urlsplit(url)
+    if "@" not in parts.netloc:
+        return url, {}
+    user = urllib.parse.unquote(parts.username or "")
+    password = urllib.parse.unquote(parts.password or "")
+    token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+    bare = parts._replace(netloc=parts.netloc.rpartition("@")[2])
+    return urllib.parse.urlunsplit(bare), {"Authorization": f"Basic {token}"}
+
+
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     """Report redirects instead of following them: urllib would resend the POST as a
     GET without its body, and the notification would be lost while looking sent."""
@@ -39,6 +53,9 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 def notify(url: str, message: dict[str, Any], timeout: float = NOTIFY_TIMEOUT) -> str | None:
     """POST ``message`` as JSON to ``url``; return None on success, else the problem.
 
+    Credentials in the URL (``https://user:password@host/...``, percent-encoded) are
+    sent as HTTP Basic authentication.
+
     Never raises for network trouble and never waits much longer than ``timeout``
     seconds in all, even for a server that trickles its answer. Only a 2xx answer is a
     success (a redirect is not followed); at most :data:`NOTIFY_MAX_RESPONSE` bytes of
@@ -46,10 +63,15 @@ def notify(url: str, message: dict[str, Any], timeout: float = NOTIFY_TIMEOUT) -
     """
     if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
         return f"not an http(s) URL: {redact_url(url)}"
+    bare, authorization = _without_credentials(url)
     request = urllib.request.Request(
-        url,
+        bare,
         data=json.dumps(message).encode("utf-8"),
-        headers={"Content-Type": "application/json", "User-Agent": "agentmetrics"},
+        headers={
+            "Content-Type": "application/json",
+            "User-Agent": "agentmetrics",
+            **authorization,
+        },
         method="POST",
     )
     opener = urllib.request.build_opener(_NoRedirect)

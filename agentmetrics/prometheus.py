@@ -145,12 +145,14 @@ def parse_labels(pairs: Iterable[str]) -> dict[str, str]:
 
 
 def check_labels(labels: Mapping[str, str]) -> dict[str, str]:
-    """Return ``labels`` if every name is a valid Prometheus label name of our own.
+    """Return ``labels`` if every name is a valid Prometheus label name of our own and
+    every value is not empty.
 
     :raises InvalidValue: a name the text format does not allow, reserved (``__``), or one
-        of :data:`SERIES_LABELS`
+        of :data:`SERIES_LABELS`; an empty value (Prometheus reads it as no label at all,
+        so it would not keep two files apart)
     """
-    for name in labels:
+    for name, value in labels.items():
         if not _LABEL_NAME.fullmatch(name) or name.startswith("__"):
             raise InvalidValue(
                 f"label name {name!r} is not allowed: use letters, digits and _, not"
@@ -160,6 +162,10 @@ def check_labels(labels: Mapping[str, str]) -> dict[str, str]:
             raise InvalidValue(
                 f"label name {name!r} is already used by the series: choose another"
                 f" than {', '.join(SERIES_LABELS)}"
+            )
+        if not value:
+            raise InvalidValue(
+                f"label {name!r} has an empty value, which Prometheus reads as no label"
             )
     return dict(labels)
 

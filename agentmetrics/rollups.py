@@ -8,8 +8,8 @@ exact one.
 
 Rollups are kept current on read, never by the tracking statements (the original
 tool writes to the same file and knows nothing of them): :func:`refresh` rolls up
-the rows added since a rowid watermark, in small batches whose write transaction
-holds the lock for milliseconds. Everything else that can change a rolled-up row
+the rows added since a rowid watermark, in batches worked out before their short
+write transaction. Everything else that can change a rolled-up row
 is caught by triggers that only fire off the tracking path:
 
 - a run still in progress when rolled past is kept in ``am_rollup_open`` and rolled
@@ -26,6 +26,7 @@ Until :func:`refresh` runs, reports read every row the rollups do not hold exact
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -35,6 +36,8 @@ import numpy as np
 import pandas as pd
 from sqlite_utils import Database
 
+from .batching import rest
+
 # Relative error of a duration read from a sketch (DDSketch's alpha): every value in
 # bucket k lies in (GAMMA**(k-1), GAMMA**k], shown as the point within ALPHA of all.
 RELATIVE_ERROR = 0.005
@@ -43,9 +46,11 @@ _LOG_GAMMA = math.log(GAMMA)
 # Keys: 0 for zero, BIAS + k for a positive value, -(BIAS + k) for a negative one,
 # so that keys sort like the values they stand for.
 _BIAS = 1 << 20
-# Rows read per catch-up batch: well under 0.1 s of reading, and the write that
-# follows holds the lock for milliseconds.
+# Rows read per catch-up batch: well under 0.1 s of reading; the write that follows
+# holds the lock for milliseconds, up to 0.1-0.3 s for rows spread over many hours.
 BATCH_ROWS = 20_000
+# A dirty hour to rebuild counts as this many rows in a refresh's budget and backlog.
+DIRTY_HOUR_ROWS = 1000
 
 TABLES = (
     "am_rollups",
@@ -223,40 +228,48 @@ def refresh(
     *,
     budget: int | None = None,
     progress: Callable[[int, int], None] | None = None,
-    gap: float = 0.0,
 ) -> bool:
-    """Bring the rollups of ``db`` up to date; return whether they are.
+    """Bring the rollups of ``db`` up to date; return whether the watermark is.
 
-    Rebuilds the hours marked dirty, rolls up the open runs that finished, then the
+    Rebuilds the hours marked dirty (newest first, each counting as
+    :data:`DIRTY_HOUR_ROWS` rows), rolls up the open runs that finished, then the
     rows above the watermark in batches of :data:`BATCH_ROWS`, stopping after about
-    ``budget`` rows (None: no limit). Each write transaction is short; reading a batch
-    happens outside it, and a batch another process rolled up meanwhile is dropped.
+    ``budget`` rows (None: no limit); what is left is read exactly until a later
+    refresh. Each write transaction is short, and the lock is left free between two
+    rebuilds (:func:`~agentmetrics.batching.rest`) and while a batch is read; a
+    batch another process rolled up meanwhile is dropped.
     """
     _check_watermark(db)
-    for (hour,) in db.execute("SELECT hour FROM am_rollup_dirty").fetchall():
+    dirty = db.execute("SELECT hour FROM am_rollup_dirty ORDER BY hour DESC").fetchall()
+    if budget is not None:
+        dirty = dirty[: budget // DIRTY_HOUR_ROWS]
+    for (hour,) in dirty:
+        started = time.perf_counter()
         _rebuild(db, hour)
+        rest(time.perf_counter() - started)
     # Finished open runs are read exactly until then: roll them up now and then only,
     # as checking them all costs a lookup each.
     reused = db.execute("SELECT reuse_from FROM am_rollup_state").fetchone()[0]
     if budget is None or reused is not None:
         _roll_reopened(db)
-    done = 0
+    done, spent = 0, len(dirty) * DIRTY_HOUR_ROWS
     last = db.execute("SELECT max(rowid) FROM agent_executions").fetchone()[0] or 0
     while True:
         watermark = _watermark(db)
-        if watermark >= last or (budget is not None and done >= budget):
+        if watermark >= last or (budget is not None and spent + done >= budget):
             if done >= BATCH_ROWS:
                 _roll_reopened(db)
             return watermark >= last
         end = min(watermark + BATCH_ROWS, last)
         with _read(db):
-            delta = _aggregate(db, "rowid > ? AND rowid <= ?", [watermark, end])
+            frame = _aggregate(db, "rowid > ? AND rowid <= ?", [watermark, end])
             running = db.execute(
                 "SELECT rowid, started_at FROM agent_executions"
                 " WHERE rowid > ? AND rowid <= ? AND status = 'in_progress'",
                 [watermark, end],
             ).fetchall()
             end_id = _id_at(db, end)
+        delta = _delta(frame)  # worked out before taking the lock
         with _write(db):
             if _watermark(db) != watermark:
                 continue  # another process rolled this batch up
@@ -268,8 +281,6 @@ def refresh(
         done += end - watermark
         if progress:
             progress(end, last)
-        if gap:
-            time.sleep(gap)
 
 
 def backlog(db: Database) -> int:
@@ -281,7 +292,7 @@ def backlog(db: Database) -> int:
         "SELECT watermark, reuse_from FROM am_rollup_state"
     ).fetchone()
     reused = watermark - reuse_from + 1 if reuse_from else 0
-    return max(last - watermark, 0) + max(reused, 0) + dirty * 1000
+    return max(last - watermark, 0) + max(reused, 0) + dirty * DIRTY_HOUR_ROWS
 
 
 def reset(db: Database) -> None:
@@ -338,7 +349,7 @@ def _rebuild(db: Database, hour: str) -> None:
         db.execute("DELETE FROM am_rollups WHERE level = 'h' AND hour = ?", [hour])
         in_hour = "started_at >= ? AND started_at < ? AND substr(started_at, 1, 13) = ?"
         params = [hour, upper(hour), hour]
-        _apply(db, _aggregate(db, f"{in_hour} AND {ROLLED}", params, indexed=""))
+        _apply(db, _delta(_aggregate(db, f"{in_hour} AND {ROLLED}", params, indexed="")))
         _roll_days(db, {hour[:10]})
         # A row set back in progress (by an import) is open again.
         db.execute(
@@ -365,25 +376,52 @@ def _roll_reopened(db: Database) -> None:
         db.execute("UPDATE am_rollup_state SET reuse_from = NULL")
         db.execute(f"DELETE FROM am_rollup_open WHERE NOT {_EXISTS}")
         finished = "rowid IN (SELECT row FROM am_rollup_open)"
-        _apply(db, _aggregate(db, finished, []))
+        _apply(db, _delta(_aggregate(db, finished, [])))
         db.execute(
             "DELETE FROM am_rollup_open WHERE row IN (SELECT rowid FROM agent_executions"
             " WHERE rowid IN (SELECT row FROM am_rollup_open) AND status != 'in_progress')"
         )
 
 
-def _apply(db: Database, delta: pd.DataFrame) -> None:
-    """Add aggregated rows (from :data:`AGGREGATE_SQL`) to the rollups."""
-    if delta.empty:
+@dataclasses.dataclass
+class _Delta:
+    """Aggregated rows (from :data:`AGGREGATE_SQL`) ready to add to the rollups: worked
+    out before the write transaction, which then only merges them in."""
+
+    rows: list[tuple]  # KEY_COLUMNS + SUM_COLUMNS, NULL as None
+    days: set[str]
+    # One element per duration: its hour, day, agent and sketch key.
+    hours: np.ndarray
+    day_of_hour: np.ndarray
+    agents: np.ndarray
+    keys: np.ndarray
+
+
+def _delta(frame: pd.DataFrame) -> _Delta:
+    rows = frame[[*KEY_COLUMNS, *SUM_COLUMNS]].astype(object)
+    lists = frame["duration_list"].fillna("")
+    lengths = lists.map(lambda text: text.count(",") + 1 if text else 0).to_numpy(np.int64)
+    hours = np.repeat(frame["hour"].to_numpy(dtype=object), lengths)
+    return _Delta(
+        rows=list(rows.where(rows.notna(), None).itertuples(index=False, name=None)),
+        days={hour[:10] for hour in frame["hour"]},
+        hours=hours,
+        day_of_hour=np.array([h[:10] for h in hours], dtype=object),
+        agents=np.repeat(frame["agent_name"].to_numpy(dtype=object), lengths),
+        keys=sketch_keys(split(",".join(text for text in lists if text))),
+    )
+
+
+def _apply(db: Database, delta: _Delta) -> None:
+    """Add ``delta`` to the rollups."""
+    if not delta.rows:
         return
     columns = [*KEY_COLUMNS, *SUM_COLUMNS]
     listed = ", ".join(columns)
     db.execute(f"CREATE TEMP TABLE IF NOT EXISTS am_rollup_delta ({listed})")
     db.execute("DELETE FROM temp.am_rollup_delta")
-    rows = delta[columns].astype(object)
     db.conn.executemany(
-        f"INSERT INTO temp.am_rollup_delta VALUES ({', '.join('?' * len(columns))})",
-        rows.where(rows.notna(), None).itertuples(index=False, name=None),
+        f"INSERT INTO temp.am_rollup_delta VALUES ({', '.join('?' * len(columns))})", delta.rows
     )
     merged = ", ".join(f"{COMBINE[name]}({name})" for name in SUM_COLUMNS)
     touched = "level = 'h' AND hour IN (SELECT hour FROM temp.am_rollup_delta)"
@@ -393,16 +431,10 @@ def _apply(db: Database, delta: pd.DataFrame) -> None:
         f"INSERT INTO am_rollups (level, {listed}) SELECT 'h', {', '.join(KEY_COLUMNS)}, {merged}"
         f" FROM temp.am_rollup_delta GROUP BY {', '.join(KEY_COLUMNS)}"
     )
-    _roll_days(db, {hour[:10] for hour in delta["hour"]})
-    lists = delta["duration_list"].fillna("")
-    lengths = lists.map(lambda text: text.count(",") + 1 if text else 0).to_numpy()
-    values = split(",".join(text for text in lists if text))
-    keys = sketch_keys(values)
-    ones = np.ones(len(values), dtype=np.int64)
-    agents = np.repeat(delta["agent_name"].to_numpy(dtype=object), lengths)
-    hour = np.repeat(delta["hour"].to_numpy(dtype=object), lengths)
-    add_sketches(db, "h", hour, agents, keys, ones)
-    add_sketches(db, "D", np.array([h[:10] for h in hour], dtype=object), agents, keys, ones)
+    _roll_days(db, delta.days)
+    ones = np.ones(len(delta.keys), dtype=np.int64)
+    add_sketches(db, "h", delta.hours, delta.agents, delta.keys, ones)
+    add_sketches(db, "D", delta.day_of_hour, delta.agents, delta.keys, ones)
 
 
 def _roll_days(db: Database, days: set[str]) -> None:
@@ -421,6 +453,7 @@ def _roll_days(db: Database, days: set[str]) -> None:
 
 # Sketch keys shifted to be positive and below 2**22, to pack (group, key) in one int64.
 _SHIFT = 1 << 21
+_PAIR_BYTES = 16  # one (key, count) pair in an encoded sketch
 
 
 def add_sketches(
@@ -454,7 +487,8 @@ def add_sketches(
     kept = totals != 0
     unique, totals = unique[kept], totals[kept].astype(np.int64)
     group, key = unique >> 22, (unique & ((1 << 22) - 1)) - _SHIFT
-    bounds = np.searchsorted(group, np.arange(len(uniques) + 1))
+    bounds = np.searchsorted(group, np.arange(len(uniques) + 1)) * _PAIR_BYTES
+    encoded = encode(key, totals)  # every group's sketch at once: slices of it
     replaced, deleted = [], []
     for i, name in enumerate(uniques):
         period, agent = name.split("\x1f", 1)
@@ -462,7 +496,7 @@ def add_sketches(
         if start == end:
             deleted.append((level, period, agent))
         else:
-            replaced.append((level, period, agent, encode(key[start:end], totals[start:end])))
+            replaced.append((level, period, agent, encoded[start:end]))
     db.conn.executemany(
         "DELETE FROM am_rollup_sketches WHERE level = ? AND period = ? AND agent_name = ?",
         deleted,

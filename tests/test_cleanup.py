@@ -84,6 +84,50 @@ def test_small_batches_delete_the_same_rows(aged):
     assert sessions(aged) == {"at-cutoff", "just-inside", "new"}
 
 
+def resting(monkeypatch, events):
+    """Record each rest (batching's sleep) in ``events`` instead of sleeping."""
+    import time
+    import types
+
+    from agentmetrics import batching
+
+    fake = types.SimpleNamespace(
+        perf_counter=time.perf_counter, sleep=lambda s: events.append(("rest", s))
+    )
+    monkeypatch.setattr(batching, "time", fake)
+
+
+def test_cleanup_leaves_the_lock_free_between_batches(aged, monkeypatch):
+    """A tracker waiting for the lock retries every 100 ms at most: a cleanup that took
+    the lock back at once after each batch let it in only by chance (a tracker call
+    waited 3 s in bench_trust). Counted in statements, not timed."""
+    from agentmetrics.batching import RETRY_SECONDS
+
+    events = []
+    resting(monkeypatch, events)
+    aged.conn.set_trace_callback(lambda sql: events.append(sql.strip()))
+    cleanup(aged, 30, now=NOW, batch_size=1)
+    aged.conn.set_trace_callback(None)
+    begins = [i for i, e in enumerate(events) if e == "BEGIN IMMEDIATE"]
+    # Orchestrations old and just-outside, the last empty batch; solo-old, an empty one.
+    assert len(begins) >= 5
+    rests = [e for e in events if isinstance(e, tuple)]
+    for begin, following in zip(begins, begins[1:], strict=False):
+        assert any(isinstance(e, tuple) for e in events[begin:following]), events[begin:following]
+    assert len(rests) >= len(begins) - 1
+    assert all(0 <= seconds <= RETRY_SECONDS for _, seconds in rests)
+
+
+def test_a_rest_lasts_as_long_as_the_lock_was_held_up_to_the_retry_interval(monkeypatch):
+    from agentmetrics.batching import rest
+
+    events = []
+    resting(monkeypatch, events)
+    rest(0.02)
+    rest(2.5)
+    assert events == [("rest", 0.02), ("rest", 0.1)]
+
+
 def test_days_zero_deletes_everything_started_before_now(aged):
     add_orchestration(aged, "future", iso(NOW + MS))
     result = cleanup(aged, 0, now=NOW)

@@ -805,6 +805,62 @@ def test_merge_errors(db, tmp_path, db_path):
         merge_databases(db, [db_path])
 
 
+def wal_source(folder):
+    """An agentmetrics file (WAL mode) alone in ``folder``, closed: no -wal, no -shm."""
+    folder.mkdir()
+    source = folder / "source.db"
+    monitor = agentmetrics.Monitor(source)
+    monitor.start_orchestration("s1")
+    monitor.close()
+    with contextlib.closing(sqlite3.connect(source)) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    assert sorted(p.name for p in folder.iterdir()) == ["source.db"]
+    return source
+
+
+def test_merge_creates_nothing_beside_the_source(tmp_path):
+    """A read-only connection left an empty -wal and a 32 KB -shm beside the source."""
+    source = wal_source(tmp_path / "sources")
+    before = source.read_bytes()
+    result = cli_result("--db", tmp_path / "target.db", "merge", source)
+    assert result.exit_code == 0, result.output
+    assert "Orchestrations: 1 inserted" in result.output
+    assert sorted(p.name for p in source.parent.iterdir()) == ["source.db"]
+    assert source.read_bytes() == before
+
+
+def test_merge_leaves_a_live_writers_files(tmp_path):
+    """The -wal and -shm of a writer that has the source open are its own: they stay,
+    and its later writes are not lost."""
+    source = wal_source(tmp_path / "sources")
+    writer = agentmetrics.Monitor(source)
+    writer.start_orchestration("s2")
+    merge_databases(tmp_path / "target.db", [source])
+    assert sorted(p.name for p in source.parent.iterdir()) == [
+        "source.db",
+        "source.db-shm",
+        "source.db-wal",
+    ]
+    writer.start_orchestration("s3")
+    writer.close()
+    conn = sqlite3.connect(source)
+    assert conn.execute("SELECT session_id FROM orchestrations ORDER BY 1").fetchall() == [
+        ("s1",),
+        ("s2",),
+        ("s3",),
+    ]
+    conn.close()
+
+
+def test_read_only_database_refuses_writes(tmp_path):
+    source = wal_source(tmp_path / "sources")
+    db = agentmetrics.open_database(source, read_only=True)
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        db.execute("DELETE FROM orchestrations")
+    db.close()
+    assert sorted(p.name for p in source.parent.iterdir()) == ["source.db"]
+
+
 def test_progress_callbacks(filled, tmp_path):
     path = write(tmp_path / "e.json", export_text(filled))
     seen = []
@@ -979,10 +1035,21 @@ def test_costs_after_importing_finished_executions_without_duration(tmp_path):
     )
     target = str(tmp_path / "costs.db")
     assert CliRunner().invoke(cli, ["--db", target, "import", path]).exit_code == 0
+    # By hand: a ran 30 s (10:00:01 to 10:00:31), priced by time at the default
+    # $1/hour: 30 / 3600 = $0.008333; b failed without an end: no duration, $0.
+    # (--json rounds to 10 significant digits.)
     for by in ("agent", "day", "orchestration"):
-        result = CliRunner().invoke(cli, ["--db", target, "costs", "--by", by])
+        result = CliRunner().invoke(cli, ["--db", target, "costs", "--by", by, "--json"])
         assert result.exit_code == 0, result.output
-        assert "Total: $" in result.output
+        rows = json.loads(result.stdout)
+        assert sum(row["finished"] for row in rows) == 2
+        assert sum(row["total_duration_ms"] or 0 for row in rows) == 30_000
+        assert sum(row["cost_usd"] for row in rows) == pytest.approx(30 / 3600, rel=1e-8)
+        if by == "agent":
+            costs = {row["agent_name"]: row["cost_usd"] for row in rows}
+            assert costs == {"backend": pytest.approx(30 / 3600, rel=1e-8), "never-finished": 0}
+    table = CliRunner().invoke(cli, ["--db", target, "costs"])
+    assert table.output.endswith("\nTotal: $0.01 over 2 finished executions\n")
 
 
 @pytest.mark.parametrize("merge", [False, True])

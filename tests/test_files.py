@@ -92,15 +92,152 @@ def test_a_link_at_the_random_name_is_skipped(tmp_path, monkeypatch):
     never opened; the next name is tried."""
     victim = tmp_path / "victim.txt"
     victim.write_text(PRECIOUS)
-    link = tmp_path / ".out.txt.planted"
+    link = tmp_path / f".out.txt.{os.getpid()}-planted0.agentmetrics-tmp"
     link.symlink_to(victim)
-    names = iter(["planted", "fresh"])
+    names = iter(["planted0", "fresh000"])
     monkeypatch.setattr(tempfile, "_get_candidate_names", lambda: names)
     with atomic_file(tmp_path / "out.txt") as out:
         out.write("new\n")
     assert victim.read_text() == PRECIOUS
     assert (tmp_path / "out.txt").read_text() == "new\n"
-    assert listing(tmp_path) == [".out.txt.planted", "out.txt", "victim.txt"]
+    assert listing(tmp_path) == [link.name, "out.txt", "victim.txt"]
+
+
+# -- temporary files of writers killed outright ---------------------------------------
+
+KILLED_EXPORT = """
+import sys, time
+import agentmetrics.exchange
+from agentmetrics.cli import cli
+
+real = agentmetrics.exchange.export
+
+def export_then_hang(db, out, *args, **kwargs):
+    counts = real(db, out, *args, **kwargs)
+    out.flush()
+    print("written", flush=True)  # everything is in the temporary file, not yet renamed
+    time.sleep(60)
+    return counts
+
+agentmetrics.exchange.export = export_then_hang
+cli(sys.argv[1:])
+"""
+
+
+def temporaries(folder, name):
+    return sorted(p.name for p in folder.glob(f".{name}.*-*.agentmetrics-tmp"))
+
+
+def dead_pid():
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait(timeout=30)
+    return child.pid
+
+
+def test_export_killed_mid_write_leaves_no_temporary_file_after_the_next_run(data_path, tmp_path):
+    """SIGKILL during `export -o` left .NAME.xxxxxxxx (2 MB) beside the target, and a
+    run again kept it. The next write of the target removes it; others' files stay."""
+    import signal
+
+    out = tmp_path / "out"
+    out.mkdir()
+    target = out / "all.json"
+    target.write_text("yesterday\n")
+    # Named like temporary files, but not ours: another tool's, the old naming.
+    foreign = [out / ".all.json.abcdefgh", out / ".all.json.tmp"]
+    for path in foreign:
+        path.write_text(PRECIOUS)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLED_EXPORT, "--db", str(data_path), "export", "-o", target],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stdout.readline() == "written\n"  # bounded: the child ends in 60 s
+        [left] = temporaries(out, "all.json")
+        assert f".{proc.pid}-" in left and (out / left).stat().st_size > 0
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    assert temporaries(out, "all.json") == [left]  # a SIGKILL cannot be cleaned up after
+    assert target.read_text() == "yesterday\n"
+
+    result = run(data_path, "export", "-o", target)
+    assert result.exit_code == 0, result.output
+    assert listing(out) == sorted(["all.json", *(p.name for p in foreign)])
+    assert all(p.read_text() == PRECIOUS for p in foreign)
+    exported = json.loads(target.read_text())
+    assert len(exported) == len(json.loads(run(data_path, "export").stdout))
+
+
+@pytest.mark.parametrize("output", OUTPUTS)
+def test_every_output_removes_stale_temporary_files_of_its_target(data_path, tmp_path, output):
+    name, args = OUTPUTS[output]
+    stale = tmp_path / f".{name}.{dead_pid()}-abcdefgh.agentmetrics-tmp"
+    stale.write_text("half")
+    result = run(data_path, *args, "-o", tmp_path / name)
+    assert result.exit_code == 0, result.output
+    assert listing(tmp_path) == sorted([name, "test.db"])
+
+
+def test_a_live_writers_temporary_file_is_left_alone(tmp_path):
+    """Another process still writing the same target keeps its file and finishes."""
+    target = tmp_path / "m.prom"
+    code = (
+        "import sys\nfrom agentmetrics.atomic import atomic_file\n"
+        "with atomic_file(sys.argv[1]) as out:\n"
+        "    out.write('live\\n'); print('ready', flush=True); sys.stdin.readline()\n"
+    )
+    writer = subprocess.Popen(
+        [sys.executable, "-c", code, str(target)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert writer.stdout.readline() == "ready\n"
+        [live] = temporaries(tmp_path, "m.prom")
+        with atomic_file(target) as out:
+            out.write("mine\n")
+        assert temporaries(tmp_path, "m.prom") == [live]
+        assert target.read_text() == "mine\n"
+    finally:
+        writer.communicate("go\n", timeout=30)
+    assert writer.returncode == 0
+    assert listing(tmp_path) == ["m.prom"] and target.read_text() == "live\n"
+
+
+def test_which_stale_temporary_files_are_removed(tmp_path, monkeypatch):
+    from agentmetrics.atomic import STALE_SECONDS, remove_stale
+
+    target = tmp_path / "m.prom"
+    victim = tmp_path / "victim.txt"
+    victim.write_text(PRECIOUS)
+    gone, alive = dead_pid(), os.getpid()
+    files = {
+        "dead writer": f".m.prom.{gone}-abcdefgh.agentmetrics-tmp",
+        "old, pid reused": f".m.prom.{alive}-ijklmnop.agentmetrics-tmp",
+        "young, pid alive": f".m.prom.{alive}-qrstuvwx.agentmetrics-tmp",
+        "other target": f".m.prom2.{gone}-abcdefgh.agentmetrics-tmp",
+        "not our name": f".m.prom.{gone}-abcdefgh.tmp",
+    }
+    for name in files.values():
+        (tmp_path / name).write_text("x")
+    old = os.stat(tmp_path / files["old, pid reused"]).st_mtime - STALE_SECONDS - 60
+    os.utime(tmp_path / files["old, pid reused"], (old, old))
+    link = tmp_path / f".m.prom.{gone}-symlink0.agentmetrics-tmp"
+    link.symlink_to(victim)
+    kept = [files["young, pid alive"], files["other target"], files["not our name"], link.name]
+    assert sorted(remove_stale(target)) == sorted([files["dead writer"], files["old, pid reused"]])
+    assert listing(tmp_path) == sorted([*kept, "victim.txt"])
+    assert victim.read_text() == PRECIOUS
+    # Another user's file is never removed, even with its writer gone.
+    (tmp_path / files["dead writer"]).write_text("x")
+    monkeypatch.setattr(os, "geteuid", lambda: os.getuid() + 1)
+    assert remove_stale(target) == []
+    assert (tmp_path / files["dead writer"]).exists()
 
 
 @pytest.mark.parametrize("error", [OSError(28, "No space left on device"), KeyboardInterrupt])

@@ -6,6 +6,7 @@ from dashboard_data import NOW, build
 from prometheus_client.parser import text_string_to_metric_families
 
 from agentmetrics.cli import cli
+from agentmetrics.errors import InvalidValue
 from agentmetrics.prometheus import DURATION_BUCKETS, metrics_text
 
 
@@ -213,28 +214,37 @@ def test_constant_label_values_are_escaped(db_path, db):
 @pytest.mark.parametrize(
     "label, message",
     [
-        ("db", "Error: label 'db' is not NAME=VALUE"),
-        ("1db=x", "Error: label name '1db' is not allowed"),
-        ("my-db=x", "Error: label name 'my-db' is not allowed"),
-        ("__name__=x", "Error: label name '__name__' is not allowed"),
-        ("=x", "Error: label name '' is not allowed"),
-        ("agent=x", "Error: label name 'agent' is already used by the series"),
-        ("le=1", "Error: label name 'le' is already used by the series"),
+        ("db", "label 'db' is not NAME=VALUE"),
+        ("1db=x", "label name '1db' is not allowed"),
+        ("my-db=x", "label name 'my-db' is not allowed"),
+        ("__name__=x", "label name '__name__' is not allowed"),
+        ("=x", "label name '' is not allowed"),
+        ("agent=x", "label name 'agent' is already used by the series"),
+        ("le=1", "label name 'le' is already used by the series"),
+        # Prometheus reads an empty value as no label: the files would collide again.
+        ("db=", "label 'db' has an empty value, which Prometheus reads as no label"),
     ],
 )
 def test_bad_labels(db_path, db, tmp_path, label, message):
+    """A bad --label is a bad option value: exit 2, as the README's table says."""
     out = tmp_path / "x.prom"
     result = CliRunner().invoke(
         cli, ["--db", str(db_path), "metrics", "--label", label, "-o", str(out)]
     )
-    assert result.exit_code == 1
-    assert result.output.startswith(message) and len(result.output.splitlines()) == 1
+    assert result.exit_code == 2
+    assert result.output.startswith(f"Error: Invalid value for '--label': {message}")
+    assert len(result.output.splitlines()) == 1
     assert not out.exists()
+
+
+def test_an_empty_label_value_is_refused_in_python(db_path, db):
+    with pytest.raises(InvalidValue, match="label 'db' has an empty value"):
+        metrics_text(db_path, labels={"db": ""})
 
 
 def test_a_label_given_twice(db_path, db):
     result = CliRunner().invoke(
         cli, ["--db", str(db_path), "metrics", "--label", "db=a", "--label", "db=b"]
     )
-    assert result.exit_code == 1
-    assert result.output == "Error: label 'db' is given twice\n"
+    assert result.exit_code == 2
+    assert result.output == "Error: Invalid value for '--label': label 'db' is given twice\n"
