@@ -112,6 +112,7 @@ from .orchestrations import (
     orchestration_summary,
 )
 from .regression import regressions
+from .retries import retries
 from .rows import execution_rows
 from .stale import stale_runs
 from .trend import durations, error_patterns, self_healing, trends
@@ -129,6 +130,7 @@ __all__ = [
     "orchestration_summary",
     "performance_report",
     "regressions",
+    "retries",
     "self_healing",
     "stale_runs",
     "system_health",
