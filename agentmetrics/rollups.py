@@ -98,7 +98,7 @@ SUM_COLUMNS = {
     "first_attempt_completed": "total(ifnull(attempt, 1) = 1 AND status = 'completed')",
     "retried": "total(attempt = 2)",
     "rescued": "total(attempt >= 2 AND status = 'completed')",
-    "max_attempt": "max(ifnull(attempt, 1))",
+    "max_attempt": "ifnull(max(ifnull(attempt, 1)), 0)",
     "self_healed_tasks": "total(self_healed != 0 AND status = 'completed')",
     "failed_duration": "total(CASE WHEN status = 'failed' THEN duration_ms END)",
     **{
