@@ -245,7 +245,7 @@ MAX_HOURS = MAX_HOURS_YEARS * 366 * 24
 class _Hours(_Number):
     """HOURS of a report window: positive, at most :data:`MAX_HOURS`."""
 
-    name = "hours"
+    name = "number of hours"  # "'soon' is not a valid number of hours."
 
     def __init__(self) -> None:
         super().__init__(min=0, min_open=True)

@@ -144,9 +144,10 @@ def test_rows_of_the_original_tool_are_first_attempts(db):
             [f"r{i}", f"r{i}", status, at(f"1{i}:00")],
         )
     row = reports.retries(db).iloc[0]
-    assert (row["tasks"], row["attempts"], row["max_attempts"], row["retried_tasks"]) == (3, 3, 1, 0)
-    assert row["first_attempt_success_rate"] == row["eventual_success_rate"] == pytest.approx(
-        200 / 3
+    counts = row[["tasks", "attempts", "max_attempts", "retried_tasks"]].tolist()
+    assert counts == [3, 3, 1, 0]
+    assert (
+        row["first_attempt_success_rate"] == row["eventual_success_rate"] == pytest.approx(200 / 3)
     )
     assert row["top_reasons"] is None  # failed, never retried
 
@@ -218,8 +219,17 @@ def test_check_reads_attempt_rules_from_a_file(tried, db_path, tmp_path):
 
 @pytest.mark.parametrize(
     "value,number",
-    [(90, 90.0), ("90", 90.0), ("90%", 90.0), (" 99.5 % ", 99.5), ("0.9%", 0.9), (0, 0.0),
-     ("100%", 100.0), (100, 100.0), ("1%", 1.0)],  # fmt: skip
+    [
+        (90, 90.0),
+        ("90", 90.0),
+        ("90%", 90.0),
+        (" 99.5 % ", 99.5),
+        ("0.9%", 0.9),
+        (0, 0.0),
+        ("100%", 100.0),
+        (100, 100.0),
+        ("1%", 1.0),
+    ],  # fmt: skip
 )
 def test_percents(value, number):
     assert parse_percent(value) == number
