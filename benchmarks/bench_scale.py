@@ -56,6 +56,8 @@ REPORTS: list[tuple[str, float, Callable]] = [
     ),
     ("costs (by agent)", 0.300, lambda d, x: reports.costs(d, exact=x)),
     ("regressions", 0.300, lambda d, x: reports.regressions(d, now=NOW, exact=x)),
+    ("retries, all time", 0.300, lambda d, x: reports.retries(d, exact=x)),
+    ("retries 24 h", 0.300, lambda d, x: reports.retries(d, since="24h", now=NOW, exact=x)),
     (
         "agent_summary one agent",
         0.050,
