@@ -623,8 +623,8 @@ def retries(
     """Tasks, attempts and retries per agent: first-attempt and eventual success, tasks
     rescued by a retry, time and cost of failed attempts, the top reasons retried.
 
-    Over the last HOURS hours (before --until, else now), or --since/--until (default:
-    every run). Failed attempts are priced like `agentmetrics costs` prices them.
+    Over the last HOURS hours (default 24, before --until, else now), or
+    --since/--until. Failed attempts are priced like `agentmetrics costs` prices them.
 
     \b
     agentmetrics retries 24
@@ -633,11 +633,11 @@ def retries(
     from .formatting import format_usd
     from .reports.retries import retries as retries_
 
-    if hours is not None:
-        if since is not None:
-            raise _UsageFailure("Give HOURS or --since, not both")
+    if hours is not None and since is not None:
+        raise _UsageFailure("Give HOURS or --since, not both")
+    if since is None:
         end = _window_end(until, now)
-        since, until = to_iso(before(end, hours)), to_iso(end)
+        since, until = to_iso(before(end, hours or 24)), to_iso(end)
     df = retries_(
         read_db(ctx), since=since, until=until, agent=agent, now=now, rates=_cost_rates(config_path)
     )

@@ -343,3 +343,12 @@ def test_retries_command_empty(tried, db_path):
     result = cli_result("--db", db_path, "retries", "1", "--now", "2026-03-01")
     no_traceback(result, 0)
     assert result.output == "No finished attempts in this window.\n"
+
+
+def test_retries_command_defaults_to_the_last_24_hours(tried, db_path):
+    # 24 h before 11:00 the next day: from 11:00, b1 c1 c2 d1 of coder (d2 runs).
+    args = ["--db", db_path, "retries", "--now", "2026-03-11T11:00:00Z", "--json"]
+    result = cli_result(*args, "--agent", "coder")
+    no_traceback(result, 0)
+    (row,) = json.loads(result.stdout)
+    assert (row["tasks"], row["attempts"]) == (3, 4)

@@ -150,15 +150,16 @@ def _rolled_sums(conn: Database, params: dict, agent: str | None, rates: dict) -
 def _reasons(conn: Database, where: str, params: dict) -> pd.DataFrame:
     """The normalised messages of the window's failed attempts followed by another
     attempt, counted per agent: columns ``agent_name``, ``pattern``, ``count``."""
-    conn.conn.create_function("agentmetrics_error_pattern", 1, normalize_error, deterministic=True)
-    return read_frame(
+    # Counted per message in SQL, each distinct message normalised once.
+    found = read_frame(
         conn,
-        "SELECT e.agent_name, agentmetrics_error_pattern(e.error_message) AS pattern,"
-        " count(*) AS count FROM agent_executions e"
+        "SELECT e.agent_name, e.error_message, count(*) AS count FROM agent_executions e"
         f" WHERE e.status != 'in_progress' AND e.status = 'failed'{where}"
         f" AND NOT {IS_FINAL_ATTEMPT} GROUP BY 1, 2",
         params,
     )
+    found["pattern"] = [normalize_error(message) for message in found["error_message"]]
+    return found[["agent_name", "pattern", "count"]]
 
 
 def _frame(sums: pd.DataFrame, reasons: pd.DataFrame) -> pd.DataFrame:
