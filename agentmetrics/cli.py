@@ -587,22 +587,6 @@ def _cost_rates(config_path: str | None) -> dict:
     return cost_rates(load_config(config_path))
 
 
-_RETRIES_TABLE = [
-    "agent_name",
-    "tasks",
-    "attempts",
-    "attempts_per_task",
-    "max_attempts",
-    "first_attempt_success_rate",
-    "eventual_success_rate",
-    "retry_rate",
-    "rescued_tasks",
-    "self_healed_tasks",
-    "failed_duration_ms",
-    "failed_cost_usd",
-]
-
-
 @cli.command(cls=_NumberArgument)
 @click.argument("hours", type=HOURS, required=False)
 @window_options("since", "until", "agent", "now")
@@ -644,7 +628,7 @@ def retries(
     if fmt != "table":
         emit(df, fmt)
         return
-    shown = df[_RETRIES_TABLE]
+    shown = df.drop(columns=["retried_tasks", "failed_attempts", "top_reasons"])
     money = {
         "failed_cost_usd": format_usd,
         "attempts_per_task": lambda x: "-" if pd.isna(x) else f"{x:.2f}",
@@ -1313,14 +1297,15 @@ def demo(
     )
 
 
+def freq_option(help: str) -> Callable:
+    """``--freq``: a period of :data:`~agentmetrics.reports.trend.FREQUENCIES` (else exit 2)."""
+    return click.option(
+        "--freq", type=click.Choice(FREQUENCIES), default="D", show_default=True, help=help
+    )
+
+
 @cli.command()
-@click.option(
-    "--freq",
-    type=click.Choice(FREQUENCIES),
-    default="D",
-    show_default=True,
-    help="Period: h (hour), D (day), W (week).",
-)
+@freq_option("Period: h (hour), D (day), W (week).")
 @click.option("--by-agent", is_flag=True, help="One row per period and agent.")
 @window_options("since", "until", "agent", "now")
 @db_option
@@ -1345,13 +1330,7 @@ MIN_DPI, MAX_DPI = 10, 600
 @click.option(
     "-o", "--output", required=True, type=click.Path(dir_okay=False), help="Image file to write."
 )
-@click.option(
-    "--freq",
-    type=click.Choice(FREQUENCIES),
-    default="D",
-    show_default=True,
-    help="Period for trends and durations.",
-)
+@freq_option("Period for trends and durations.")
 @click.option(
     "--dpi",
     type=_Whole(MIN_DPI, MAX_DPI),

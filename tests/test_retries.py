@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import cli_result, no_traceback
+from test_contract import COLUMNS as CONTRACT
 
 from agentmetrics import reports, rules
 from agentmetrics.errors import ConfigError, InvalidValue
@@ -70,23 +71,7 @@ def expected_frame(rows):
     return frame
 
 
-COLUMNS = [
-    "agent_name",
-    "tasks",
-    "attempts",
-    "attempts_per_task",
-    "max_attempts",
-    "first_attempt_success_rate",
-    "eventual_success_rate",
-    "retry_rate",
-    "retried_tasks",
-    "rescued_tasks",
-    "self_healed_tasks",
-    "failed_attempts",
-    "failed_duration_ms",
-    "failed_cost_usd",
-    "top_reasons",
-]
+COLUMNS = [name for name, _ in CONTRACT["retries"]]  # as the contract writes them
 # coder: finished attempts a1 a2 a3 b1 c1 c2 d1 (d2 runs); tasks a b c d; first attempts
 # completed: b; rescued: a (a3); second attempts finished: a2 c2; failed: a1 a2 c1 c2 d1,
 # 9.5 s, a1's recorded 0.50 USD and 8.5 s at 0.001 USD/s. Retried after a failure: a1, a2,
