@@ -158,7 +158,8 @@ def _reasons(conn: Database, where: str, params: dict) -> pd.DataFrame:
         f" AND NOT {IS_FINAL_ATTEMPT} GROUP BY 1, 2",
         params,
     )
-    found["pattern"] = [normalize_error(message) for message in found["error_message"]]
+    messages = texts(found)["error_message"]  # all NULL would read as NaN
+    found["pattern"] = [normalize_error(message) for message in messages]
     return found[["agent_name", "pattern", "count"]]
 
 
