@@ -24,9 +24,10 @@ from .db import (
     open_database,
 )
 from .errors import AgentMetricsError, ConfigError
-from .formatting import format_duration, format_time, formatters, printable, readable
+from .formatting import format_duration, format_time, formatters, parse_percent, printable, readable
 from .reports._common import bound, resolve_now
 from .reports.regression import METRICS as REGRESSION_METRICS
+from .reports.trend import FREQUENCIES
 from .timestamps import before, parse_timestamp, positive_duration, to_iso
 
 
@@ -236,6 +237,47 @@ class _Whole(click.IntRange):
     name = "whole number"  # in click's message: "'2.5' is not a valid whole number."
 
 
+# The longest window HOURS may give: a bigger number is a typo, not a window.
+MAX_HOURS_YEARS = 100
+MAX_HOURS = MAX_HOURS_YEARS * 366 * 24
+
+
+class _Hours(_Number):
+    """HOURS of a report window: positive, at most :data:`MAX_HOURS`."""
+
+    name = "number of hours"  # "'soon' is not a valid number of hours."
+
+    def __init__(self) -> None:
+        super().__init__(min=0, min_open=True)
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if number > MAX_HOURS:
+            self.fail(
+                f"{value} hours is more than {MAX_HOURS_YEARS} years: use --since for a"
+                " window that long",
+                param,
+                ctx,
+            )
+        return number
+
+
+class _Percent(click.ParamType):
+    """A rate in percent, ``90`` or ``90%`` (:func:`~agentmetrics.formatting.parse_percent`);
+    the value is passed on as written, for the rules that parse it the same way."""
+
+    name = "percent"
+
+    def convert(self, value, param, ctx):
+        try:
+            parse_percent(value)
+        except ValueError as e:
+            self.fail(str(e), param, ctx)
+        return value
+
+
+HOURS = _Hours()
+PERCENT = _Percent()
 POSITIVE_INT = _Whole(min=1)
 NON_NEGATIVE_INT = _Whole(min=0)
 POSITIVE_NUMBER = _Number(min=0, min_open=True)
@@ -485,10 +527,10 @@ def _is_number(text: str) -> bool:
 
 
 @cli.command(cls=_NumberArgument)
-@click.argument("hours", type=POSITIVE_NUMBER, required=False)
+@click.argument("hours", type=HOURS, required=False)
 @window_options("since", "until")
 @click.option(
-    "--min-success-rate", type=NON_NEGATIVE_NUMBER, metavar="PCT", help="Fail below this rate."
+    "--min-success-rate", type=PERCENT, metavar="PCT", help="Fail below this rate (90 or 90%)."
 )
 @click.option("--max-running", type=NON_NEGATIVE_INT, metavar="N", help="Fail above N running.")
 @click.option(
@@ -532,7 +574,7 @@ def health(
 
     if hours is not None and since is not None:
         raise _UsageFailure("Give HOURS or --since, not both")
-    end = parse_timestamp(bound(until, now)) if until is not None else resolve_now(now)
+    end = _window_end(until, now)
     start = parse_timestamp(bound(since, now)) if since is not None else before(end, hours or 24)
     if start >= end:
         raise _UsageFailure(f"--since ({format_time(start)} UTC) is not before the window's end")
@@ -556,6 +598,11 @@ def health(
             raise click.ClickException("Unhealthy: " + "; ".join(reasons))
 
 
+def _window_end(until: str | None, now: str | None):
+    """Where a window given by HOURS ends: at --until, else now."""
+    return parse_timestamp(bound(until, now)) if until is not None else resolve_now(now)
+
+
 @cli.command()
 @window_options("since", "until", "agent", "now")
 @db_option
@@ -569,6 +616,74 @@ def performance(ctx: click.Context, fmt: str, **window) -> None:
     hidden = ("finished", "in_progress", "min_duration_ms", "files_modified")
     columns = [c for c in df.columns if c not in hidden]
     emit_report(df, fmt, columns, empty="No agent executions recorded.")
+
+
+costs_config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    help="TOML file with a [costs] table (default: agentmetrics.toml or pyproject.toml).",
+)
+
+
+def _cost_rates(config_path: str | None) -> dict:
+    """The checked ``[costs]`` table of ``--config`` (or of the file found from cwd)."""
+    from .config import load_config
+    from .reports.cost import cost_rates
+
+    return cost_rates(load_config(config_path))
+
+
+@cli.command(cls=_NumberArgument)
+@click.argument("hours", type=HOURS, required=False)
+@window_options("since", "until", "agent", "now")
+@costs_config_option
+@db_option
+@output_options
+@click.pass_context
+def retries(
+    ctx: click.Context,
+    hours: float | None,
+    since: str | None,
+    until: str | None,
+    now: str | None,
+    config_path: str | None,
+    fmt: str,
+    agent: str | None,
+) -> None:
+    """Tasks, attempts and retries per agent: first-attempt and eventual success, tasks
+    rescued by a retry, time and cost of failed attempts, the top reasons retried.
+
+    Over the last HOURS hours (default 24, before --until, else now), or
+    --since/--until. Failed attempts are priced like `agentmetrics costs` prices them.
+
+    \b
+    agentmetrics retries 24
+    agentmetrics retries --since 7d --agent coder --json
+    """
+    from .formatting import format_usd
+    from .reports.retries import retries as retries_
+
+    if hours is not None and since is not None:
+        raise _UsageFailure("Give HOURS or --since, not both")
+    if since is None:
+        end = _window_end(until, now)
+        since, until = to_iso(before(end, hours or 24)), to_iso(end)
+    df = retries_(
+        read_db(ctx), since=since, until=until, agent=agent, now=now, rates=_cost_rates(config_path)
+    )
+    if fmt != "table":
+        emit(df, fmt)
+        return
+    shown = df.drop(columns=["retried_tasks", "failed_attempts", "top_reasons"])
+    money = {
+        "failed_cost_usd": format_usd,
+        "attempts_per_task": lambda x: "-" if pd.isna(x) else f"{x:.2f}",
+    }
+    emit(shown, fmt, {**formatters(shown), **money}, empty="No finished attempts in this window.")
+    for name, reasons in zip(df["agent_name"], df["top_reasons"], strict=True):
+        if reasons is not None:
+            click.echo(f"\nRetried {name} after: {printable(reasons)}")
 
 
 @cli.command(cls=_NumberArgument)
@@ -879,12 +994,7 @@ def _export_tables(
     help="Group the costs by agent, UTC day or orchestration.",
 )
 @window_options("since", "until", "agent", "now")
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False),
-    help="TOML file with a [costs] table (default: agentmetrics.toml or pyproject.toml).",
-)
+@costs_config_option
 @output_options
 @db_option
 @click.pass_context
@@ -904,13 +1014,10 @@ def costs(
     agentmetrics costs
     agentmetrics costs --by day --since 2026-01-01 --json
     """
-    from .config import load_config
     from .formatting import format_usd
-    from .reports.cost import cost_rates
     from .reports.cost import costs as costs_
 
-    rates = cost_rates(load_config(config_path))
-    df = costs_(read_db(ctx), rates=rates, by=by, **window)
+    df = costs_(read_db(ctx), rates=_cost_rates(config_path), by=by, **window)
     if fmt != "table":
         emit(df, fmt)
         return
@@ -1252,8 +1359,15 @@ def demo(
     )
 
 
+def freq_option(help: str) -> Callable:
+    """``--freq``: a period of :data:`~agentmetrics.reports.trend.FREQUENCIES` (else exit 2)."""
+    return click.option(
+        "--freq", type=click.Choice(FREQUENCIES), default="D", show_default=True, help=help
+    )
+
+
 @cli.command()
-@click.option("--freq", default="D", show_default=True, help="Period: h (hour), D (day), W (week).")
+@freq_option("Period: h (hour), D (day), W (week).")
 @click.option("--by-agent", is_flag=True, help="One row per period and agent.")
 @window_options("since", "until", "agent", "now")
 @db_option
@@ -1279,7 +1393,7 @@ MIN_DPI, MAX_DPI = 10, 600
 @click.option(
     "-o", "--output", required=True, type=click.Path(dir_okay=False), help="Image file to write."
 )
-@click.option("--freq", default="D", show_default=True, help="Period for trends and durations.")
+@freq_option("Period for trends and durations.")
 @click.option(
     "--dpi",
     type=_Whole(MIN_DPI, MAX_DPI),

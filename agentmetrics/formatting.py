@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
+
+from .errors import InvalidValue
 
 # C0 and C1 controls, DEL, line/paragraph separators and bidirectional overrides.
 _UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
@@ -34,6 +37,35 @@ def format_percent(value: float | None) -> str:
     if pd.isna(value):
         return "-"
     return f"{value:.1f}%"
+
+
+def parse_percent(value: float | str) -> float:
+    """A rate a person wrote, in percent: ``90``, ``"90"`` and ``"90%"`` are all 90.
+
+    The one reading of rates for CLI options and rules files. A bare value above 0 and
+    up to 1 is refused as ambiguous (``0.9`` looks like a fraction; ``"0.9%"`` is under
+    one percent), as is anything outside 0 to 100.
+
+    :raises InvalidValue: not a percent, or an ambiguous one
+    """
+    text = value.strip() if isinstance(value, str) else None
+    marked = text is not None and text.endswith("%")
+    try:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ValueError
+        number = float(text.removesuffix("%").strip()) if text is not None else float(value)
+    except ValueError:
+        raise InvalidValue(f"not a percent: {value!r} (write 90 or 90%)") from None
+    shown = text if text is not None else f"{number:g}"
+    if not math.isfinite(number) or not 0 <= number <= 100:
+        raise InvalidValue(f"{shown} is not a percent from 0 to 100")
+    if not marked and 0 < number <= 1:
+        meant = "under one percent" if number < 1 else "one percent"
+        raise InvalidValue(
+            f"{shown} looks like a fraction: write {number * 100:g} or {number * 100:g}%,"
+            f" or {shown}% if you mean {meant}"
+        )
+    return number
 
 
 def format_usd(value: float | None) -> str:

@@ -59,6 +59,22 @@ TABLES = (
     "am_rollup_open",
     "am_rollup_dirty",
 )
+# What the costs report (reports/cost.py) prices, per method: (which rows, summed value).
+_COST_SUMS = {
+    "recorded_cost": ("cost_usd IS NOT NULL", "cost_usd"),
+    "input_tokens": ("cost_usd IS NULL", "input_tokens"),
+    "output_tokens": ("cost_usd IS NULL", "output_tokens"),
+    "token_duration": (
+        "cost_usd IS NULL AND (input_tokens IS NOT NULL OR output_tokens IS NOT NULL)",
+        "duration_ms",
+    ),
+    "time_duration": (
+        "cost_usd IS NULL AND input_tokens IS NULL AND output_tokens IS NULL",
+        "duration_ms",
+    ),
+}
+# The prefix of the same sums over failed executions only (reports/retries.py).
+FAILED = "failed_"
 # The sums kept per (hour, agent_name, model), as the reports define them.
 SUM_COLUMNS = {
     "completed": "total(status = 'completed')",
@@ -73,15 +89,27 @@ SUM_COLUMNS = {
     "files_modified": "total(files_modified)",
     # For costs (reports/cost.py): recorded costs, rows priceable by tokens, by time.
     "recorded": "total(cost_usd IS NOT NULL)",
-    "recorded_cost": "total(cost_usd)",
     "token_rows": "total(cost_usd IS NULL AND (input_tokens IS NOT NULL"
     " OR output_tokens IS NOT NULL))",
-    "input_tokens": "total(CASE WHEN cost_usd IS NULL THEN input_tokens END)",
-    "output_tokens": "total(CASE WHEN cost_usd IS NULL THEN output_tokens END)",
-    "token_duration": "total(CASE WHEN cost_usd IS NULL AND (input_tokens IS NOT NULL"
-    " OR output_tokens IS NOT NULL) THEN duration_ms END)",
-    "time_duration": "total(CASE WHEN cost_usd IS NULL AND input_tokens IS NULL"
-    " AND output_tokens IS NULL THEN duration_ms END)",
+    **{
+        name: f"total(CASE WHEN {rows} THEN {value} END)"
+        for name, (rows, value) in _COST_SUMS.items()
+    },
+    # For retries (reports/retries.py), each attempt in the hour of its own start: first
+    # attempts (NULL is the first), tasks that needed a second attempt, completed later
+    # attempts (tasks rescued by a retry), self-healed runs (they end completed: one per
+    # task), and the time and cost of failed attempts.
+    "first_attempts": "total(ifnull(attempt, 1) = 1)",
+    "first_attempt_completed": "total(ifnull(attempt, 1) = 1 AND status = 'completed')",
+    "retried": "total(attempt = 2)",
+    "rescued": "total(attempt >= 2 AND status = 'completed')",
+    "max_attempt": "ifnull(max(ifnull(attempt, 1)), 0)",
+    "self_healed_tasks": "total(self_healed != 0 AND status = 'completed')",
+    "failed_duration": "total(CASE WHEN status = 'failed' THEN duration_ms END)",
+    **{
+        FAILED + name: f"total(CASE WHEN status = 'failed' AND {rows} THEN {value} END)"
+        for name, (rows, value) in _COST_SUMS.items()
+    },
     "first_started": "min(started_at)",
     "last_started": "max(started_at)",
 }
@@ -90,7 +118,7 @@ COMBINE = {
     name: "min"
     if name in ("duration_min", "first_started")
     else "max"
-    if name in ("duration_max", "last_started")
+    if name in ("duration_max", "max_attempt", "last_started")
     else "sum"
     for name in SUM_COLUMNS
 }
@@ -152,20 +180,37 @@ ROLLED = (
 
 
 def present(db: Database) -> bool:
-    """Whether ``db`` has the rollup tables."""
+    """Whether ``db`` has the rollup tables, as this version makes them."""
     names = {
         row[0]
         for row in db.execute(
             "SELECT name FROM main.sqlite_master WHERE type = 'table' AND name LIKE 'am_rollup%'"
         )
     }
-    return set(TABLES) <= names
+    return set(TABLES) <= names and not _outdated(db)
+
+
+def _outdated(db: Database) -> bool:
+    """Whether ``am_rollups`` is an earlier version's: it lacks a sum kept now."""
+    columns = {row[1] for row in db.execute("PRAGMA main.table_info(am_rollups)")}
+    return bool(columns) and not set(SUM_COLUMNS) <= columns
 
 
 def create(db: Database) -> None:
-    """Create the (empty) rollup tables and triggers: instant, whatever the file's size."""
-    for sql in _SCHEMA:
-        db.execute(sql)
+    """Create the (empty) rollup tables and triggers: instant, whatever the file's size.
+
+    An earlier version's rollups (fewer sums) are dropped, all at once: the next
+    :func:`refresh` rolls every row up again, in short batches, and reports read
+    exactly until then.
+    """
+    with db.atomic():
+        outdated = _outdated(db)
+        if outdated:
+            db.execute("DROP TABLE am_rollups")
+        for sql in _SCHEMA:
+            db.execute(sql)
+        if outdated:
+            _forget(db)
 
 
 def upper(prefix: str) -> str:
@@ -299,12 +344,13 @@ def reset(db: Database) -> None:
     """Forget every rollup (the next :func:`refresh` rebuilds them): after VACUUM,
     which may renumber rowids."""
     with _write(db):
-        for table in ("am_rollups", "am_rollup_sketches", "am_rollup_open"):
-            db.execute(f"DELETE FROM {table}")
-        db.execute("DELETE FROM am_rollup_dirty")
-        db.execute(
-            "UPDATE am_rollup_state SET watermark = 0, watermark_id = NULL, reuse_from = NULL"
-        )
+        _forget(db)
+
+
+def _forget(db: Database) -> None:
+    for table in ("am_rollups", "am_rollup_sketches", "am_rollup_open", "am_rollup_dirty"):
+        db.execute(f"DELETE FROM {table}")
+    db.execute("UPDATE am_rollup_state SET watermark = 0, watermark_id = NULL, reuse_from = NULL")
 
 
 def _watermark(db: Database) -> int:

@@ -7,8 +7,8 @@ as ``[[tool.agentmetrics.rules]]`` (see :mod:`agentmetrics.config` for the looku
     name = "success rate"
     metric = "success_rate"
     window = "24h"          # default 24h
-    warn = 95               # rates: warn/alert when the value falls below
-    alert = 90
+    warn = 95               # rates, in percent (95 or "95%"): warn/alert when the
+    alert = 90              # value falls below
 
     [[rules]]
     name = "coder p95"
@@ -25,12 +25,17 @@ as ``[[tool.agentmetrics.rules]]`` (see :mod:`agentmetrics.config` for the looku
 A rule needs at least one of ``warn``/``alert``; a value equal to a threshold does
 not breach it. Every duration (``window``, ``stale_after``, ``baseline`` and the
 thresholds of duration metrics) is a string with its unit: ``"600000ms"``, ``"90s"``,
-``"15m"``, ``"1.5h"``, ``"3d"``, ``"2w"``; a bare number is an error.
+``"15m"``, ``"1.5h"``, ``"3d"``, ``"2w"``; a bare number is an error. Every rate is in
+percent, ``90`` or ``"90%"``: a bare value above 0 and up to 1 is refused as ambiguous (a
+fraction? write ``"0.9%"`` for under one percent), and so is one above 100.
 Metrics (:data:`METRICS`) and the extra keys they take:
 
 - ``success_rate`` (percent of finished executions that completed), ``p95_duration_ms``,
   ``p50_duration_ms``: ``min_samples`` (default 1): with fewer finished executions in
   the window the rule is ok and says it had too few runs to judge;
+- ``first_attempt_success_rate`` (percent of tasks whose first attempt completed) and
+  ``retry_rate`` (percent of tasks that needed more than one attempt; rises above):
+  from :func:`~agentmetrics.reports.retries`, with ``min_samples`` counted in tasks;
 - ``failed_executions``, ``failed_orchestrations`` and ``running_orchestrations`` (the
   last two take no ``agent``): counts in the window;
 - ``stale_running`` (no ``agent`` or ``window``): unfinished runs with no sign of life
@@ -42,7 +47,7 @@ Metrics (:data:`METRICS`) and the extra keys they take:
 - ``cost_usd``: estimated cost of the window's executions, priced with ``[costs]``.
 
 Every value comes from a report function (``system_health`` for all agents,
-``agent_summary`` for one, ``stale_runs``, ``costs``, ``regressions``), read in one
+``agent_summary`` for one, ``retries``, ``stale_runs``, ``costs``, ``regressions``), read in one
 snapshot. ``agentmetrics health --min-success-rate/--max-*`` builds rules with
 :func:`health_rules` and evaluates them here too. Adding a metric is one function
 decorated with :func:`metric`; loading the file is :mod:`agentmetrics.config`'s job,
@@ -65,13 +70,14 @@ from sqlite_utils import Database
 
 from .config import ConfigFile, read_config
 from .errors import ConfigError, InvalidValue, UnknownAgent
-from .formatting import format_value
+from .formatting import format_value, parse_percent
 from .reports._common import DbArg, reading, resolve_now
 from .reports.agents import agent_summary
 from .reports.cost import cost_rates, costs
 from .reports.health import system_health
 from .reports.regression import DEFAULT_ALPHA, DEFAULT_MIN_SAMPLES, regressions
 from .reports.regression import METRICS as REGRESSION_METRICS
+from .reports.retries import retries
 from .reports.stale import DEFAULT_STALE_AFTER, count_stale
 from .timestamps import before, parse_duration, positive_duration, to_iso
 
@@ -232,25 +238,43 @@ def _window_report(context: Context, rule: Rule) -> pd.Series | None:
     return context.reports[key]
 
 
-def _report_value(column: str, sampled: bool = False) -> Callable[[Context, Rule], float | None]:
-    """A metric reading ``column`` of :func:`_window_report`; ``sampled``: judged only
-    with at least ``min_samples`` finished executions."""
+def _retries_report(context: Context, rule: Rule) -> pd.Series | None:
+    """The :func:`~agentmetrics.reports.retries` row of the rule's window (every agent's
+    total, or its agent's), computed once per window and agent (None: no attempt)."""
+    key = ("retries", rule.window, rule.agent)
+    if key not in context.reports:
+        start, end = context.window(rule)
+        frame = retries(
+            context.db, since=start, until=end, agent=rule.agent, now=context.now, total=True
+        )
+        context.reports[key] = frame.iloc[-1] if len(frame) else None
+    return context.reports[key]
+
+
+def _report_value(
+    column: str,
+    sampled: bool = False,
+    report: Callable[[Context, Rule], pd.Series | None] = _window_report,
+    runs: str = "finished",
+) -> Callable[[Context, Rule], float | None]:
+    """A metric reading ``column`` of ``report``'s row; ``sampled``: judged only with
+    at least ``min_samples`` of ``runs`` (finished executions, or tasks)."""
 
     def compute(context: Context, rule: Rule) -> float | None:
-        row = _window_report(context, rule)
+        row = report(context, rule)
         if row is None or pd.isna(row[column]):
             return None
-        value, runs = float(row[column]), int(row["finished"])
+        value, count = float(row[column]), int(row[runs])
         needed = rule.options.get("min_samples", 1)
-        if sampled and 0 < runs < needed:
-            raise _TooFewRuns(value, runs, needed)
+        if sampled and 0 < count < needed:
+            raise _TooFewRuns(value, count, needed)
         return value
 
     return compute
 
 
 # Rates and percentiles of a handful of runs swing wildly; min_samples lets a rule
-# ignore windows with fewer finished executions.
+# ignore windows with fewer finished executions (tasks, for the attempt rates).
 _SAMPLE_OPTIONS = {"min_samples": (_number(0, whole=True), 1)}
 
 for _name, _direction, _unit in (
@@ -259,6 +283,10 @@ for _name, _direction, _unit in (
     ("p50_duration_ms", "above", "ms"),
 ):
     metric(_name, _direction, _unit, options=_SAMPLE_OPTIONS)(_report_value(_name, sampled=True))
+for _name, _direction in (("first_attempt_success_rate", "below"), ("retry_rate", "above")):
+    metric(_name, _direction, "percent", options=_SAMPLE_OPTIONS)(
+        _report_value(_name, sampled=True, report=_retries_report, runs="tasks")
+    )
 metric("failed_executions", "above", "count")(_report_value("failed"))
 for _name in ("failed_orchestrations", "running_orchestrations"):
     metric(_name, "above", "count", agent=False)(_report_value(_name))
@@ -475,11 +503,14 @@ def _check_rule(table: dict[str, Any], fail: Callable[[str | None, str], Excepti
 
 def _threshold(spec: Metric, value: Any) -> float | None:
     """A ``warn``/``alert`` value in the metric's unit (milliseconds for durations,
-    which are written with their unit: ``"10m"``)."""
+    which are written with their unit: ``"10m"``; rates in percent, ``90`` or
+    ``"90%"``, see :func:`~agentmetrics.formatting.parse_percent`)."""
     if value is None:
         return None
     if spec.unit == "ms":
         return parse_duration(value).total_seconds() * 1000
+    if spec.unit == "percent":
+        return parse_percent(value)
     if (
         isinstance(value, bool)
         or not isinstance(value, (int, float))

@@ -56,6 +56,14 @@ REPORTS: list[tuple[str, float, Callable]] = [
     ),
     ("costs (by agent)", 0.300, lambda d, x: reports.costs(d, exact=x)),
     ("regressions", 0.300, lambda d, x: reports.regressions(d, now=NOW, exact=x)),
+    # The reasons retried are read row by row: all time is for information, not a goal.
+    (
+        "retries 24 h (the command's default)",
+        0.300,
+        lambda d, x: reports.retries(d, since="24h", now=NOW, exact=x),
+    ),
+    ("retries 7 days", 0.300, lambda d, x: reports.retries(d, since="7d", now=NOW, exact=x)),
+    ("retries, all time", 10.0, lambda d, x: reports.retries(d, exact=x)),
     (
         "agent_summary one agent",
         0.050,

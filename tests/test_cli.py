@@ -479,7 +479,7 @@ def test_readable_keeps_counts_whole_after_transposing(recent):
         ),
         (
             ["health", "soon"],
-            "Error: Invalid value for '[HOURS]': 'soon' is not a valid number.",
+            "Error: Invalid value for '[HOURS]': 'soon' is not a valid number of hours.",
             2,
         ),
         (
@@ -489,7 +489,7 @@ def test_readable_keeps_counts_whole_after_transposing(recent):
         ),
         (
             ["health", "--min-success-rate", "x"],
-            "Error: Invalid value for '--min-success-rate': 'x' is not a valid number.",
+            "Error: Invalid value for '--min-success-rate': not a percent: 'x' (write 90 or 90%)",
             2,
         ),
         (

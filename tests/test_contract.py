@@ -100,6 +100,26 @@ COLUMNS = {
         ("p95_duration_ms", "float64"),
         ("retries", "int64"),
         ("self_healed", "int64"),
+        ("tasks", "int64"),
+        ("first_attempt_success_rate", "float64"),
+        ("retry_rate", "float64"),
+    ],
+    "retries": [
+        ("agent_name", "object"),
+        ("tasks", "int64"),
+        ("attempts", "int64"),
+        ("attempts_per_task", "float64"),
+        ("max_attempts", "int64"),
+        ("first_attempt_success_rate", "float64"),
+        ("eventual_success_rate", "float64"),
+        ("retry_rate", "float64"),
+        ("retried_tasks", "int64"),
+        ("rescued_tasks", "int64"),
+        ("self_healed_tasks", "int64"),
+        ("failed_attempts", "int64"),
+        ("failed_duration_ms", "float64"),
+        ("failed_cost_usd", "float64"),
+        ("top_reasons", "object"),
     ],
     "self_healing": [
         ("agent_name", "object"),
@@ -214,6 +234,7 @@ WINDOWED = {
     "error_patterns": lambda df: df["count"].sum(),
     "durations": len,
     "costs": lambda df: df["finished"].sum(),
+    "retries": lambda df: df["attempts"].sum(),
     "execution_rows": len,
 }
 FILTERED_BY_AGENT = {*WINDOWED, "regressions"} - {"system_health", "agent_summary"}
@@ -226,6 +247,7 @@ ROLLED_UP = {
     "trends",
     "costs",
     "regressions",
+    "retries",
 }
 
 

@@ -186,6 +186,18 @@ def test_quick_tour_gives_the_output_shown(tmp_path, monkeypatch):
         assert result.stdout.splitlines()[: len(shown)] == shown, command
 
 
+def test_retries_example_gives_the_output_shown(tmp_path, monkeypatch):
+    section = _section("Retries")
+    example = re.search(r"```python\n(.+?)\n```", section, re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    exec(example, {})
+    ((command, shown),) = _console(re.search(r"```console\n(.+?)\n```", section, re.S).group(1))
+    result = _run(command)
+    assert result.exit_code == 0
+    assert [line for line in result.stdout.splitlines() if line] == shown
+
+
 def test_demo_block_commands_give_non_empty_answers(tmp_path, monkeypatch):
     blocks = re.findall(r"```bash\n(.+?)\n```", _section("Demo, trends and notebooks"), re.S)
     lines = [line for block in blocks for line in block.splitlines() if "demo" in block]

@@ -145,7 +145,7 @@ def test_health_hours_positional_keeps_the_original_meaning(timed):
         lambda db: regressions(db, baseline="14", now=NOW),
         lambda db: system_health(db, now=NOW, stale_after=6),
         lambda db: metrics_text(db, now=NOW, stale_after=6),
-        lambda db: rules.evaluate(db, [rules.Rule("r", "success_rate", window=24, alert=1)]),
+        lambda db: rules.evaluate(db, [rules.Rule("r", "success_rate", window=24, alert=50)]),
         lambda db: rules.evaluate(db, [rules.Rule("r", "p95_duration_ms", alert=600000)]),
     ],
 )

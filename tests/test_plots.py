@@ -212,7 +212,7 @@ def test_cli_plot_svg_for_one_agent(demo_path, tmp_path):
         ),
         (["plot", "trends", "-o", "x.png", "--agent", "nobody"], 1, "Error: Nothing to plot"),
         (["plot", "trends", "-o", "x.nope"], 2, "Error: Format 'nope' is not supported"),
-        (["plot", "trends", "-o", "x.png", "--freq", "Y"], 1, "Error: Unknown freq 'Y'"),
+        (["plot", "trends", "-o", "x.png", "--freq", "Y"], 2, "'Y' is not one of 'h', 'D', 'W'"),
         (
             ["plot", "failures", "-o", "x.png", "--since", "soon"],
             2,

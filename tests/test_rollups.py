@@ -51,8 +51,10 @@ def populate(
 ):
     """``n`` executions over three days, as the original tool's statements write them:
     ties, zero and huge durations, a one-row agent, NULL durations and counters,
-    models, tokens and recorded costs, runs still in progress, starts on the hour."""
+    models, tokens and recorded costs, runs still in progress, starts on the hour;
+    a quarter of them later attempts (2 or 3) of another row, in any hour."""
     rng = random.Random(seed)
+    tries = random.Random(-seed)  # its own stream: the other columns stay as they were
     rows = []
     for i in range(n):
         started = start + dt.timedelta(milliseconds=rng.randrange(3 * 86_400_000))
@@ -76,13 +78,18 @@ def populate(
                 rng.randrange(10**5) if tokens else None,
                 rng.randrange(10**4) if tokens else None,
                 rng.choice([None, None, 0.25]),
+                *(
+                    (tries.choice([2, 2, 3]), f"{seed}-{tries.randrange(i)}")
+                    if i and tries.random() < 0.25
+                    else (tries.choice([None, 1]), None)
+                ),
             )
         )
     rows.append((f"{seed}-one", f"session-{seed}-one", "d", "completed", iso(start), 1234,
-                 0, 0, 0, None, None, None, None))  # fmt: skip
+                 0, 0, 0, None, None, None, None, None, None))  # fmt: skip
     columns = ["id", "agent_session_id", "agent_name", "status", "started_at", "duration_ms",
                "retry_count", "self_healed", "files_created", "model", "input_tokens",
-               "output_tokens", "cost_usd"]  # fmt: skip
+               "output_tokens", "cost_usd", "attempt", "first_attempt_id"]  # fmt: skip
     if original:  # the original's columns only
         columns, rows = columns[:9], [row[:9] for row in rows]
     conn = db if isinstance(db, sqlite3.Connection) else db.conn
@@ -105,6 +112,8 @@ def calls(since, until):
         lambda d, x: reports.agent_summary(d, "a", **window, exact=x),
         lambda d, x: reports.costs(d, **window, rates=RATES, exact=x),
         lambda d, x: reports.costs(d, **window, by="day", exact=x),
+        lambda d, x: reports.retries(d, **window, rates=RATES, total=True, now=NOW, exact=x),
+        lambda d, x: reports.retries(d, **window, agent="b", now=NOW, exact=x),
     ]
     for freq, by_agent in (("h", True), ("D", False), ("W", True)):
         found.append(
@@ -575,3 +584,67 @@ def test_upgrade_rolls_a_large_file_up_in_short_batches(tmp_path, monkeypatch):
     assert db.execute("SELECT count(*) FROM am_rollups").fetchone()[0] > 0
     assert rollups.backlog(db) == 0
     assert_same(db)
+
+
+# The sums rollups gained with attempts (the earlier version's am_rollups lacks them).
+ATTEMPT_SUMS = [
+    "first_attempts",
+    "first_attempt_completed",
+    "retried",
+    "rescued",
+    "max_attempt",
+    "self_healed_tasks",
+    "failed_duration",
+    "failed_recorded_cost",
+    "failed_input_tokens",
+    "failed_output_tokens",
+    "failed_token_duration",
+    "failed_time_duration",
+]
+
+
+def roll_up_as_earlier_version(path):
+    """A file rolled up by the version before attempts: its am_rollups, full of rows,
+    lacks the attempt sums."""
+    db = agentmetrics.open_database(path)
+    populate(db, seed=5)
+    reports.performance_report(db)  # rolls everything up
+    for column in ATTEMPT_SUMS:
+        db.execute(f"ALTER TABLE am_rollups DROP COLUMN {column}")
+    assert db.execute("SELECT count(*) FROM am_rollups").fetchone()[0] > 0
+    db.close()
+
+
+def test_a_small_file_with_earlier_rollups_gets_them_rebuilt_on_open(tmp_path):
+    roll_up_as_earlier_version(tmp_path / "small.db")
+    db = agentmetrics.open_database(tmp_path / "small.db", create=False)
+    assert rollups.present(db)
+    assert_same(db)
+    # Rebuilt from the rows, every sum: later attempts counted once each.
+    retried = db.execute("SELECT total(retried) FROM am_rollups WHERE level = 'h'").fetchone()[0]
+    expected = db.execute(
+        "SELECT count(*) FROM agent_executions WHERE attempt = 2 AND status != 'in_progress'"
+    ).fetchone()[0]
+    assert retried == expected > 0
+    db.close()
+
+
+def test_a_large_file_with_earlier_rollups_is_read_exactly_until_upgraded(tmp_path, monkeypatch):
+    roll_up_as_earlier_version(tmp_path / "large.db")
+    monkeypatch.setattr(dbmodule, "IMPLICIT_INDEX_ROWS", 10)
+    monkeypatch.setattr(rollups, "BATCH_ROWS", 50)
+    with pytest.warns(dbmodule.MissingIndexesWarning, match="rollups missing"):
+        db = agentmetrics.open_database(tmp_path / "large.db", create=False)
+    assert not rollups.present(db)
+    exact = [call(db, True) for call in calls(*WINDOWS[1])]
+    for call, frame in zip(calls(*WINDOWS[1]), exact, strict=True):
+        pd.testing.assert_frame_equal(call(db, False), frame)  # the same path: exact
+    statements = []
+    db.conn.set_trace_callback(statements.append)
+    assert "rollups" in dbmodule.upgrade(db, progress=None)
+    db.conn.set_trace_callback(None)
+    assert "DROP TABLE am_rollups" in statements
+    assert statements.count("BEGIN IMMEDIATE") >= 9  # 401 rows in batches of 50
+    assert rollups.present(db) and rollups.backlog(db) == 0
+    assert_same(db)
+    db.close()

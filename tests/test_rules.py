@@ -243,7 +243,7 @@ GOOD = 'name = "ok"\nmetric = "success_rate"\nalert = 90\n'
         ),
         (
             'name = "x"\nmetric = "success_rate"\nwarn = "high"\n',
-            "line 9: rule 2 ('x'): warn: must be a number, got 'high'",
+            "line 9: rule 2 ('x'): warn: not a percent: 'high' (write 90 or 90%)",
         ),
         (
             'name = "x"\nmetric = "success_rate"\nalert = 1\ntreshold = 3\n',
@@ -295,11 +295,15 @@ GOOD = 'name = "ok"\nmetric = "success_rate"\nalert = 90\n'
             "line 9: rule 2 ('x'): min_samples: must be a whole number, got 2.5",
         ),
         (
-            'name = "x"\nmetric = "success_rate"\nalert = true\n',
+            'name = "x"\nmetric = "failed_executions"\nalert = true\n',
             "line 9: rule 2 ('x'): alert: must be a number, got True",
         ),
         (
-            'name = "ok"\nmetric = "success_rate"\nalert = 1\n',
+            'name = "x"\nmetric = "success_rate"\nalert = true\n',
+            "line 9: rule 2 ('x'): alert: not a percent: True (write 90 or 90%)",
+        ),
+        (
+            'name = "ok"\nmetric = "success_rate"\nalert = 50\n',
             "line 7: rule 2 ('ok'): name: duplicate rule name 'ok'",
         ),
         (
@@ -892,7 +896,7 @@ RULE = '[[rules]]\nname = "r"\nmetric = "{metric}"\n{extra}\n'
     "metric,extra,message",
     [
         # TOML has nan and inf; a nan threshold never compared true: a silent dead rule.
-        ("success_rate", "warn = nan", "line 4: rule 1 ('r'): warn: must be a number, got nan"),
+        ("success_rate", "warn = nan", "line 4: rule 1 ('r'): warn: nan is not a percent from 0"),
         ("p95_duration_ms", "alert = inf", "alert: not a duration: inf"),
         ("failed_executions", "alert = -inf", "alert: must be a number, got -inf"),
         ("regressions", "alert = 0\nthreshold = nan", "threshold: must be a number, got nan"),

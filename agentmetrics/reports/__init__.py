@@ -21,7 +21,7 @@ Snapshot
 
 Exact
     The aggregate reports (``system_health``, ``performance_report``, ``agent_summary``,
-    ``trends``, ``costs``, ``regressions``) read finished executions through the
+    ``trends``, ``costs``, ``regressions``, ``retries``) read finished executions through the
     rollups (:mod:`agentmetrics.rollups`) and take ``exact=True`` to scan them instead.
     Counts, sums and rates are the same either way. Percentiles are exact up to 20,000
     finished executions in the report, else within 0.5% (DDSketch buckets) and within
@@ -37,6 +37,11 @@ Vocabulary (aggregate reports)
     - ``retries`` (sum of ``retry_count``), ``self_healed`` (executions that
       self-healed), ``files_created``, ``files_modified``: sums over ``executions``.
     - ``orchestrations`` and ``<status>_orchestrations``: orchestrations by status.
+    - attempts (:mod:`agentmetrics.tasks`): ``tasks`` counts first attempts,
+      ``first_attempt_success_rate`` is the percent of them that completed,
+      ``retry_rate`` the percent of tasks with a second attempt; finished attempts
+      only, each in the window of its own start. ``*_tasks`` names a count of tasks
+      (``self_healed_tasks``), not of executions.
 
 Row reports (``list_orchestrations``, ``failed_orchestrations``, ``agent_stats``,
 ``executions``, ``execution_rows``) keep the stored tables' columns: ``retry_count``,
@@ -68,7 +73,16 @@ trends                    [since, until), by period        yes    period, [agent
                                                                   execution counts,
                                                                   success_rate, p50/p95
                                                                   duration, retries,
-                                                                  self_healed
+                                                                  self_healed, tasks,
+                                                                  first_attempt_success_rate,
+                                                                  retry_rate
+retries                   [since, until), finished only    yes    agent_name, tasks,
+                                                                  attempts, per task,
+                                                                  attempt rates, retried/
+                                                                  rescued/self_healed
+                                                                  tasks, failed attempts,
+                                                                  time and cost,
+                                                                  top_reasons
 error_patterns            [since, until), failed only      yes    pattern, count, agents,
                                                                   agent_count, first_seen,
                                                                   last_seen, example
@@ -117,6 +131,7 @@ from .orchestrations import (
     orchestration_summary,
 )
 from .regression import regressions
+from .retries import retries
 from .rows import execution_rows
 from .run import timeline
 from .stale import stale_runs
@@ -135,6 +150,7 @@ __all__ = [
     "orchestration_summary",
     "performance_report",
     "regressions",
+    "retries",
     "self_healing",
     "stale_runs",
     "system_health",

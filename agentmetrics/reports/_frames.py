@@ -45,6 +45,9 @@ AGGREGATE_COLUMNS = [
     *EXECUTION_SUMS,
 ]
 
+# What the trends add about attempts (see reports/retries.py).
+ATTEMPT_COLUMNS = ["tasks", "first_attempt_success_rate", "retry_rate"]
+
 
 def select_list(columns: Sequence[str], alias: str = "") -> str:
     prefix = f"{alias}." if alias else ""
@@ -207,6 +210,16 @@ def percent(part: Any, whole: Any) -> Any:
     if isinstance(whole, np.ndarray):
         return 100 * part / np.where(whole > 0, whole, np.nan)
     return 100 * part / whole if whole else float("nan")
+
+
+def attempt_rates(tasks: Any, first_completed: Any, retried: Any) -> dict[str, Any]:
+    """``first_attempt_success_rate`` and ``retry_rate`` of finished attempts counted by
+    their own start: ``retried`` (second attempts) may belong to tasks first tried
+    before the window, so the share is capped at the window's tasks."""
+    return {
+        "first_attempt_success_rate": percent(first_completed, tasks),
+        "retry_rate": percent(np.minimum(retried, tasks), tasks),
+    }
 
 
 # SQLite's largest integer: a bigger limit means "all rows" and would not bind.

@@ -103,6 +103,14 @@ def cost_rates(config: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(str(e)) from None
 
 
+def checked_rates(rates: dict[str, Any] | None) -> dict[str, Any]:
+    """A ``[costs]`` table checked, every key present (None: the defaults).
+
+    :raises InvalidValue: an unknown key or a bad rate
+    """
+    return _validate({} if rates is None else rates)
+
+
 def costs(
     db: DbArg,
     *,
@@ -140,21 +148,10 @@ def costs(
     """
     if by not in GROUPINGS:
         raise InvalidValue(f"Invalid grouping {by!r}: use one of {', '.join(GROUPINGS)}")
-    checked = _validate({} if rates is None else rates)
+    checked = checked_rates(rates)
     key, key_columns = GROUPINGS[by]
     where, params = window(since, until, now, agent=agent, alias="e")
-    params["default_rate"] = checked["default_hourly_rate"]
-    agent_rates = _values(checked["agents"].items(), "ar", params, 2)
-    model_prices = _values(
-        (
-            (name, price["input_per_million"], price["output_per_million"])
-            for name, price in checked["models"].items()
-        ),
-        "mp",
-        params,
-        3,
-    )
-    sql = _PRICED.format(agent_rates=agent_rates, model_prices=model_prices, key=key, where=where)
+    sql = priced_sql(checked, key, where, params)
     with _rollups.reading(db, exact or by == "orchestration") as (conn, rolled):
         if rolled:
             frame = _rolled(conn, params, agent, by, checked)
@@ -179,6 +176,24 @@ def costs(
     return frame.reset_index(drop=True)
 
 
+def priced_sql(rates: dict, key: str, where: str, params: dict[str, Any]) -> str:
+    """The query pricing the finished executions ``e`` matching ``where`` row by row,
+    grouped by the SQL expression ``key`` (column ``group_key``); adds the rates to
+    ``params``. ``rates`` as :func:`cost_rates` checks them."""
+    params["default_rate"] = rates["default_hourly_rate"]
+    agent_rates = _values(rates["agents"].items(), "ar", params, 2)
+    model_prices = _values(
+        (
+            (name, price["input_per_million"], price["output_per_million"])
+            for name, price in rates["models"].items()
+        ),
+        "mp",
+        params,
+        3,
+    )
+    return _PRICED.format(agent_rates=agent_rates, model_prices=model_prices, key=key, where=where)
+
+
 def _rolled(conn, params: dict, agent: str | None, by: str, rates: dict) -> pd.DataFrame:
     """The priced groups of :data:`_PRICED`, from the rollups' sums per agent and model."""
     found = _rollups.finished(
@@ -189,14 +204,9 @@ def _rolled(conn, params: dict, agent: str | None, by: str, rates: dict) -> pd.D
         by=["agent_name", "model"] + (["period"] if by == "day" else []),
         period="substr(started_at, 1, 10)",
     )
-    hourly = found["agent_name"].map(rates["agents"]).fillna(rates["default_hourly_rate"])
-    prices = found["model"].map(rates["models"])
-    priced = prices.notna() & found["model"].notna()
-    inputs = prices.map(lambda p: p["input_per_million"] if isinstance(p, dict) else 0.0)
-    outputs = prices.map(lambda p: p["output_per_million"] if isinstance(p, dict) else 0.0)
+    priced = _priced_models(found, rates)
     finished = found["completed"] + found["failed"]
     tokens = found["token_rows"].where(priced, 0)
-    time_duration = found["time_duration"] + found["token_duration"].where(~priced, 0)
     rows = pd.DataFrame(
         {
             "group_key": found["period" if by == "day" else "agent_name"],
@@ -205,11 +215,7 @@ def _rolled(conn, params: dict, agent: str | None, by: str, rates: dict) -> pd.D
             "time_priced": finished - found["recorded"] - tokens,
             "token_priced": tokens,
             "recorded_priced": found["recorded"],
-            "time_cost_usd": time_duration * hourly / 3600000.0,
-            "token_cost_usd": (
-                (found["input_tokens"] * inputs + found["output_tokens"] * outputs) / 1e6
-            ).where(priced, 0.0),
-            "recorded_cost_usd": found["recorded_cost"],
+            **price_sums(found, rates),
         }
     )
     frame = rows.groupby("group_key", as_index=False).sum(min_count=1)
@@ -220,6 +226,32 @@ def _rolled(conn, params: dict, agent: str | None, by: str, rates: dict) -> pd.D
         "mixed" if used.sum() > 1 else names[used][0] if used.any() else None for used in counts
     ]
     return frame
+
+
+def _priced_models(found: pd.DataFrame, rates: dict) -> pd.Series:
+    """Whether each row's model has a price (its token counts are priced)."""
+    return found["model"].map(rates["models"]).notna() & found["model"].notna()
+
+
+def price_sums(found: pd.DataFrame, rates: dict, prefix: str = "") -> dict[str, pd.Series]:
+    """The cost by each method (:data:`METHOD_COLUMNS`) of rollup sums per agent and
+    model (:func:`._rollups.finished` by ``agent_name`` and ``model``), as
+    :data:`_PRICED` prices the rows they sum. ``prefix``: the sums of a subset
+    (``rollups.FAILED``: failed executions)."""
+    hourly = found["agent_name"].map(rates["agents"]).fillna(rates["default_hourly_rate"])
+    prices = found["model"].map(rates["models"])
+    priced = _priced_models(found, rates)
+    inputs = prices.map(lambda p: p["input_per_million"] if isinstance(p, dict) else 0.0)
+    outputs = prices.map(lambda p: p["output_per_million"] if isinstance(p, dict) else 0.0)
+    time_duration = found[prefix + "time_duration"] + found[prefix + "token_duration"].where(
+        ~priced, 0
+    )
+    tokens = found[prefix + "input_tokens"] * inputs + found[prefix + "output_tokens"] * outputs
+    return {
+        "time_cost_usd": time_duration * hourly / 3600000.0,
+        "token_cost_usd": (tokens / 1e6).where(priced, 0.0),
+        "recorded_cost_usd": found[prefix + "recorded_cost"],
+    }
 
 
 def _values(rows, prefix: str, params: dict[str, Any], width: int) -> str:

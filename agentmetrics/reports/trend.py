@@ -15,7 +15,17 @@ import pandas as pd
 from ..errors import InvalidValue
 from . import _rollups
 from ._common import DbArg, TimeArg, bound, read_frame, reading, resolve_now, window
-from ._frames import EXECUTION_COUNTS, check_limit, counted, percent, texts, to_utc, typed
+from ._frames import (
+    ATTEMPT_COLUMNS,
+    EXECUTION_COUNTS,
+    attempt_rates,
+    check_limit,
+    counted,
+    percent,
+    texts,
+    to_utc,
+    typed,
+)
 
 # Period start of `started_at` (stored as YYYY-MM-DDTHH:MM:SS.sssZ), in the same format.
 FREQUENCIES = {
@@ -37,6 +47,7 @@ TREND_COLUMNS = [
     "p95_duration_ms",
     "retries",
     "self_healed",
+    *ATTEMPT_COLUMNS,
 ]
 PATTERN_COLUMNS = [
     "pattern",
@@ -88,7 +99,10 @@ def trends(
       are then exact, else within 0.5% (see :mod:`agentmetrics.rollups`)
     :returns: columns ``period`` (period start, UTC datetime), the execution
       counts, ``success_rate``, ``p50_duration_ms``, ``p95_duration_ms`` (of finished
-      executions), ``retries`` and ``self_healed``
+      executions), ``retries``, ``self_healed``, and of the finished attempts:
+      ``tasks`` (first attempts), ``first_attempt_success_rate`` and ``retry_rate``
+      (see :func:`~agentmetrics.reports.retries`; each attempt in the period of its
+      own start)
     :raises ValueError: unknown ``freq``, a bad time, ``since`` after ``until``, or a
       window of more than :data:`MAX_PERIODS` periods
     """
@@ -114,6 +128,9 @@ def trends(
         index = pd.Index(periods, name="period")
     counts["period"] = to_utc(counts["period"])
     frame = counted(counts.set_index(keys).reindex(index))
+    tries = frame[_ATTEMPT_SUMS].fillna(0).astype("int64")
+    frame["tasks"] = tries["first_attempts"]
+    frame = frame.assign(**attempt_rates(*(tries[name] for name in _ATTEMPT_SUMS)))
     frame["p50_duration_ms"] = quantiles[0.5].reindex(index).astype("float64")
     frame["p95_duration_ms"] = quantiles[0.95].reindex(index).astype("float64")
     result = texts(frame.reset_index()[columns])
@@ -122,12 +139,17 @@ def trends(
     return result
 
 
+# The rollup sums of finished attempts the attempt columns are made of.
+_ATTEMPT_SUMS = ["first_attempts", "first_attempt_completed", "retried"]
 _COUNTS = """SELECT {select},
   count(CASE WHEN status = 'completed' THEN 1 END) AS completed,
   count(CASE WHEN status = 'failed' THEN 1 END) AS failed,
   count(CASE WHEN status = 'in_progress' THEN 1 END) AS in_progress,
   count(CASE WHEN self_healed THEN 1 END) AS self_healed,
-  coalesce(sum(retry_count), 0) AS retries
+  coalesce(sum(retry_count), 0) AS retries,
+  total(status != 'in_progress' AND ifnull(attempt, 1) = 1) AS first_attempts,
+  total(status = 'completed' AND ifnull(attempt, 1) = 1) AS first_attempt_completed,
+  total(status != 'in_progress' AND attempt = 2) AS retried
 FROM agent_executions WHERE {status}{where} GROUP BY {group}"""
 
 
@@ -169,7 +191,7 @@ def _rolled_counts(
         params,
     )
     found = found.rename(columns={"p50": 0.5, "p95": 0.95})
-    finished = found[[*keys, "completed", "failed", "self_healed", "retries"]]
+    finished = found[[*keys, "completed", "failed", "self_healed", "retries", *_ATTEMPT_SUMS]]
     counts = pd.concat([finished, running]).groupby(keys, as_index=False).sum()
     quantiles = found.assign(period=to_utc(found["period"])).set_index(keys)[[0.5, 0.95]]
     return counts, quantiles
