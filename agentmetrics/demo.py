@@ -605,26 +605,8 @@ def build_one_run(db: str | os.PathLike[str] | Database) -> str:
             )
         )
     with using_database(db) as database:
-        ingest_spans(database, spans)
-        _number_attempts(database, trace, [6, 9, 12])
+        ingest_spans(database, spans)  # the researcher's three runs: attempts of one task
     return ONE_RUN_SESSION
-
-
-def _number_attempts(db: Database, trace: str, numbers: list[int]) -> None:
-    """Mark the executions of these agent spans as attempts 1, 2, ... of one task."""
-    ids = [
-        db.execute(
-            "SELECT id FROM agent_executions WHERE agent_session_id = ?",
-            [f"{trace}-{number:016x}"],
-        ).fetchone()[0]
-        for number in numbers
-    ]
-    with write_transaction(db):
-        for attempt, id_ in enumerate(ids[1:], start=2):
-            db.conn.execute(
-                "UPDATE agent_executions SET attempt = ?, first_attempt_id = ? WHERE id = ?",
-                [attempt, ids[0], id_],
-            )
 
 
 __all__ = [
