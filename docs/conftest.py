@@ -249,7 +249,7 @@ EVALUATORS = {
     "toml": evaluate_toml,
     "yaml": evaluate_yaml,
 }
-pytest_collect_file = Sybil(
+SYBIL = Sybil(
     parsers=[
         _PythonBlocks(),
         *[CodeBlockParser(language, evaluator) for language, evaluator in EVALUATORS.items()],
@@ -260,4 +260,5 @@ pytest_collect_file = Sybil(
     patterns=["*.md"],
     setup=setup,
     teardown=teardown,
-).pytest()
+)
+pytest_collect_file = SYBIL.pytest()

@@ -1,5 +1,7 @@
-"""README and CI stay true: the commands they name exist and match."""
+"""README, the docs pages and CI stay true: the commands they name exist and match, and
+their examples do what the text around them says (docs/conftest.py runs every block)."""
 
+import importlib.util
 import json
 import os
 import re
@@ -9,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import unittest
 from pathlib import Path
 
 import click
@@ -21,6 +24,12 @@ from agentmetrics.cli import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
+README_MAX_LINES = 250  # issue 20: a short README, links into the docs
+
+
+def page(name):
+    """The text of ``docs/NAME.md``."""
+    return (ROOT / "docs" / f"{name}.md").read_text()
 
 
 def readme_commands():
@@ -73,6 +82,35 @@ def test_readme_names_every_command():
     assert not missing, f"README does not mention: {missing}"
 
 
+def test_readme_stays_short():
+    assert len(README.splitlines()) <= README_MAX_LINES
+
+
+def _docs_runner():
+    """docs/conftest.py, which runs the docs' code blocks, loaded on its own."""
+    spec = importlib.util.spec_from_file_location("docs_blocks", ROOT / "docs" / "conftest.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_readme_code_blocks_run_as_the_docs_do():
+    """Every README block runs by the docs' rules; only the first two (they install) skip."""
+    docs = _docs_runner()
+    document = docs.SYBIL.parse(ROOT / "README.md")
+    docs.setup(document.namespace)
+    skipped = []
+    try:
+        for example in document.examples():
+            try:
+                example.evaluate()
+            except unittest.SkipTest:
+                skipped.append(example.parsed)
+    finally:
+        docs.teardown(document.namespace)
+    assert [block.strip() for block in skipped] == readme_commands()[:2]
+
+
 def _pyproject():
     try:
         import tomllib
@@ -90,10 +128,10 @@ def test_distribution_name_is_not_the_unrelated_agentmetrics():
     assert extras["dev"] == [f"{DISTRIBUTION}[test]"]
 
 
-@pytest.mark.parametrize("page", ["README.md", "docs/getting-started.md"])
-def test_readme_requirements_are_the_pyproject_lower_bounds(page):
+@pytest.mark.parametrize("document", ["README.md", "docs/getting-started.md"])
+def test_readme_requirements_are_the_pyproject_lower_bounds(document):
     project = _pyproject()["project"]
-    text = (ROOT / page).read_text()
+    text = (ROOT / document).read_text()
     sentence = re.split(r"\.\s", text.split("Requirements: ", 1)[1], maxsplit=1)[0]
     stated = dict(re.findall(r"([\w-]+)\s+([\d.]+)\+", sentence))
     bounds = {"Python": project["requires-python"].removeprefix(">=")}
@@ -121,6 +159,7 @@ PIP_INSTALL = re.compile(r"pip install ((?:-[-\w]+ )*)(\S+)")
 
 def _pip_install_lines():
     files = [ROOT / "README.md", ROOT / ".ci" / "run", *ROOT.glob("notebooks/*")]
+    files += ROOT.glob("docs/*.md")
     files += ROOT.glob("agentmetrics/**/*.py")
     for path in files:
         if path.suffix in (".md", ".py", ".ipynb", ""):
@@ -131,7 +170,7 @@ def _pip_install_lines():
 
 def test_every_pip_install_line_names_this_distribution():
     targets = list(_pip_install_lines())
-    assert len(targets) >= 6  # README's commands, CI, the parquet hint
+    assert len(targets) >= 6  # README's and the docs' commands, CI, the parquet hint
     # A checkout (`.`, `./agentmetrics`) or this distribution: never PyPI's agentmetrics.
     wrong = [
         (str(path), target)
@@ -142,12 +181,13 @@ def test_every_pip_install_line_names_this_distribution():
     assert any(target.startswith(DISTRIBUTION) for _, target in targets)
 
 
-def _section(title):
-    return README.split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
+def _section(text, title):
+    """The ``## title`` section of a page, up to the next ``## `` heading."""
+    return text.split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
 
 
 def _run(line):
-    """Run one README command line (``agentmetrics ...``, comment stripped) in-process."""
+    """Run one command line (``agentmetrics ...``, comment stripped) in-process."""
     args = shlex.split(line, comments=True)
     assert args[0] == "agentmetrics", line
     return CliRunner().invoke(cli, args[1:], catch_exceptions=False)
@@ -165,9 +205,9 @@ def _console(block):
 
 
 def test_quick_tour_gives_the_output_shown(tmp_path, monkeypatch):
-    tour = _section("A quick tour")
-    build = re.search(r"`(agentmetrics demo [^`]+)`", tour.replace("\n", " ")).group(1)
-    database = re.search(r"export AGENTMETRICS_DB=(\S+?)`", tour).group(1)
+    tour = _section(page("getting-started"), "A quick tour")
+    build = re.search(r"^(agentmetrics demo .+)$", tour, re.M).group(1)
+    database = re.search(r"^export AGENTMETRICS_DB=(\S+)$", tour, re.M).group(1)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "data").mkdir()
     monkeypatch.setenv("AGENTMETRICS_DB", database)
@@ -187,7 +227,7 @@ def test_quick_tour_gives_the_output_shown(tmp_path, monkeypatch):
 
 
 def test_retries_example_gives_the_output_shown(tmp_path, monkeypatch):
-    section = _section("Retries")
+    section = _section(page("reports"), "Retries")
     example = re.search(r"```python\n(.+?)\n```", section, re.S).group(1)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "data").mkdir()
@@ -199,7 +239,9 @@ def test_retries_example_gives_the_output_shown(tmp_path, monkeypatch):
 
 
 def test_demo_block_commands_give_non_empty_answers(tmp_path, monkeypatch):
-    blocks = re.findall(r"```bash\n(.+?)\n```", _section("Demo, trends and notebooks"), re.S)
+    getting_started = page("getting-started")
+    sections = [_section(getting_started, title) for title in ("The main job", "More of the demo")]
+    blocks = [b for text in sections for b in re.findall(r"```bash\n(.+?)\n```", text, re.S)]
     lines = [line for block in blocks for line in block.splitlines() if "demo" in block]
     assert sum("trends" in line for line in lines) >= 3 and any(" report" in line for line in lines)
     monkeypatch.chdir(tmp_path)
@@ -215,14 +257,16 @@ def test_demo_block_commands_give_non_empty_answers(tmp_path, monkeypatch):
             busy = [period["executions"] > 0 for period in periods]
             assert periods and sum(busy) >= len(busy) / 2, line
         if "report" in args:
-            page = Path(args[args.index("-o") + 1]).read_text()
-            executions = re.search(r'"label">Executions</div><div class="value">([\d,]+)<', page)
+            html = Path(args[args.index("-o") + 1]).read_text()
+            executions = re.search(r'"label">Executions</div><div class="value">([\d,]+)<', html)
             assert int(executions.group(1).replace(",", "")) > 0, line
 
 
 def test_tracking_examples_run_twice_and_record_what_they_say(tmp_path, monkeypatch):
-    blocks = re.findall(r"```python\n(.+?)\n```", _section("Tracking from Python"), re.S)
+    tracking = page("tracking").split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.+?)\n```", tracking, re.S)
     assert len(blocks) == 2 and 'Monitor("monitoring.db")' in blocks[0]
+    assert f"```python\n{blocks[0]}\n```" in README  # README's tracking in 15 lines
     monkeypatch.chdir(tmp_path)
     for _ in range(2):  # session ids are generated: no DuplicateSession the second time
         namespace = {}
@@ -256,13 +300,13 @@ def test_tracking_examples_run_twice_and_record_what_they_say(tmp_path, monkeypa
         ("test-runner", "coder", None),
     ]
     assert len(links) == 6
-    # Three tasks, two completed, one failed: partial, as README says.
+    # Three tasks, two completed, one failed: partial, as the page says.
     orchestrations = db.execute(
         "SELECT status, total_tasks, completed_tasks, failed_tasks FROM orchestrations"
         " ORDER BY rowid"
     ).fetchall()
     assert orchestrations == [("partial", 3, 2, 1), ("completed", 1, 1, 0)] * 2
-    assert "three tasks, two completed, the test run failed: `partial`" in README
+    assert "three tasks, two completed, the test run failed: `partial`" in tracking
 
 
 def _git(*args, cwd):
@@ -288,7 +332,7 @@ def _step_env(step, target):
 
 
 def _run_workflow(steps, user, runner, target, record):
-    """Run README's workflow steps the way GitHub does; ``record(db)`` is the user's own step
+    """Run the docs' workflow steps the way GitHub does; ``record(db)`` is the user's own step
     (their orchestrator) before the gate. Returns ``(step, exit code, output)`` per step."""
     outcomes, failed = [], False
     for step in steps:
@@ -342,10 +386,10 @@ _NOT_SOURCE = (".git", ".venv", "*.db", "*.db-*", "__pycache__", "*.egg-info", "
 
 
 def test_ci_example_runs_as_written(tmp_path):
-    """README's workflow, on fresh clones of a repository with agentmetrics as a submodule and
-    README's rules: the `run:` scripts verbatim (an unset secret is empty, as on GitHub)."""
-    section = _section("Use it in CI")
-    block = re.search(r"```yaml\n(.+?)\n```", section, re.S).group(1)
+    """docs/ci.md's workflow, on fresh clones of a repository with agentmetrics as a submodule
+    and the page's rules: the `run:` scripts verbatim (an unset secret is empty, as on GitHub)."""
+    ci = page("ci")
+    block = re.search(r"```yaml\n(.+?)\n```", _section(ci, "GitHub Actions"), re.S).group(1)
     assert "OWNER" not in block and "<" not in block  # nothing to fill in
     steps = yaml.safe_load(textwrap.dedent(block))
     hosted, user = tmp_path / "hosted", tmp_path / "user"
@@ -356,7 +400,7 @@ def test_ci_example_runs_as_written(tmp_path):
     _git("add", "-A", cwd=hosted)
     _git("-c", *_IDENTITY, "commit", "-qm", "agentmetrics", cwd=hosted)
     user.mkdir()
-    (user / "agentmetrics.toml").write_text(re.search(r"```toml\n(.+?)\n```", section, re.S)[1])
+    (user / "agentmetrics.toml").write_text(re.search(r"```toml\n(.+?)\n```", ci, re.S)[1])
     _git("init", "-q", cwd=user)
     _git("submodule", "add", "-q", str(hosted), "agentmetrics", cwd=user)
     _git("add", "agentmetrics.toml", cwd=user)

@@ -220,9 +220,9 @@ def test_rules_duration_thresholds_take_units(timed, threshold, status):
     assert result["status"] == status
 
 
-def test_readme_rules_example_loads(db, tmp_path):
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    example = readme.split("```toml\n")[1].split("```")[0]
+def test_docs_rules_example_loads(db, tmp_path):
+    ci = (Path(__file__).resolve().parent.parent / "docs" / "ci.md").read_text()
+    example = ci.split("```toml\n")[1].split("```")[0]
     path = tmp_path / "agentmetrics.toml"
     path.write_text(example)
     results = rules.evaluate(db, rules.load_rules(path)).set_index("name")

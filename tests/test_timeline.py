@@ -522,9 +522,9 @@ def test_report_expands_failed_and_partial_runs(run_db, traced):
     )
 
 
-def test_readme_example_runs_and_shows_its_waterfall(tmp_path, monkeypatch):
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
-    section = readme[readme.index("## One run, seen whole") : readme.index("## Report contract")]
+def test_docs_example_runs_and_shows_its_waterfall(tmp_path, monkeypatch):
+    page = (Path(__file__).parent.parent / "docs" / "reports.md").read_text()
+    section = page[page.index("## One run, seen whole") : page.index("## Loading rows")]
     example = re.search(r"```python\n(.+?)\n```", section, re.S).group(1)
     shown = re.search(r"```text\n(.+?)\n```", section, re.S).group(1)
     monkeypatch.chdir(tmp_path)
