@@ -40,7 +40,7 @@ from .timestamps import parse_timestamp, utcnow
 DEFAULT_DAYS = 30
 DEFAULT_ORCHESTRATIONS = 600
 DEFAULT_SEED = 42
-# The notebooks and README pin this so their outputs never change.
+# The notebooks, README and the docs pin this so their outputs never change.
 NOTEBOOK_NOW = "2026-11-01T12:00:00Z"
 
 MARKER_TABLE = "_agentmetrics_demo"

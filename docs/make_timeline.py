@@ -1,4 +1,5 @@
-"""Draw ``docs/timeline.png``, README's picture of one run: ``python docs/make_timeline.py``.
+"""Draw ``docs/timeline.png``, the reports page's picture of one run:
+``python docs/make_timeline.py``.
 
 The run is :func:`agentmetrics.demo.build_one_run` (the same rows every time), written
 into a temporary file.

@@ -279,9 +279,9 @@ NOTEBOOKS = {
             "# Frameworks: a pydantic-ai team, traced into agentmetrics\n\n"
             "Agents built on a framework already emit OpenTelemetry spans. "
             "`SQLiteSpanExporter` writes them into a SQLite file as orchestrations and "
-            'executions (README, "OpenTelemetry in", has the mapping), so every report '
-            "works on them. Here three pydantic-ai agents run on its `TestModel`: no network, "
-            "no API key (`pip install -e '.[notebooks]'` installs pydantic-ai and the "
+            "executions ([OpenTelemetry](../docs/opentelemetry.md) has the mapping), so every "
+            "report works on them. Here three pydantic-ai agents run on its `TestModel`: no "
+            "network, no API key (`pip install -e '.[notebooks]'` installs pydantic-ai and the "
             "OpenTelemetry SDK). The spans carry the real times of this run, so the tables "
             "below show counts, statuses, names and tokens, and leave times and durations "
             "out: they differ on every run."

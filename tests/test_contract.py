@@ -1,4 +1,4 @@
-"""The report contract (``agentmetrics.reports``' docstring, README "Report contract"),
+"""The report contract (``agentmetrics.reports``' docstring, rendered in docs/reports.md),
 checked for every public report: signature, window edges, spans, columns and dtypes.
 
 The expected columns and dtypes below are written out by hand from the documented

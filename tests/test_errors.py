@@ -70,7 +70,7 @@ def tables(path):
 
 
 def test_a_read_command_that_ends_in_error_changes_no_tracked_row(db_path):
-    """README: an error writes nothing but the derived rollup tables a read brings up to
+    """docs/cli.md: an error writes nothing but the derived rollup tables a read brings up to
     date first (here a failed gate, after the report that refreshed them)."""
     now = [dt.datetime(2026, 3, 1, tzinfo=dt.timezone.utc)]
     monitor = agentmetrics.Monitor(db_path, clock=lambda: now[0])

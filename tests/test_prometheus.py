@@ -226,7 +226,7 @@ def test_constant_label_values_are_escaped(db_path, db):
     ],
 )
 def test_bad_labels(db_path, db, tmp_path, label, message):
-    """A bad --label is a bad option value: exit 2, as the README's table says."""
+    """A bad --label is a bad option value: exit 2, as docs/cli.md's exit-code table says."""
     out = tmp_path / "x.prom"
     result = CliRunner().invoke(
         cli, ["--db", str(db_path), "metrics", "--label", label, "-o", str(out)]

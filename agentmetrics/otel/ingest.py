@@ -21,9 +21,10 @@ raises :class:`~agentmetrics.errors.StorageError`. ``db`` is a path (opened and 
 call) or an open Database, better for many calls; calls sharing one Database from
 several threads must take turns (a lock around them).
 
-The mapping (README, "OpenTelemetry in"): every span is kept in ``otel_spans``; each
-time spans of a trace arrive, the trace's rows are derived again from all its spans,
-so spans may arrive in any order and sending the same spans twice changes nothing.
+The mapping (docs/opentelemetry.md, "In: how spans become rows"): every span is kept
+in ``otel_spans``; each time spans of a trace arrive, the trace's rows are derived again
+from all its spans, so spans may arrive in any order and sending the same spans twice
+changes nothing.
 An agent span (``gen_ai.operation.name`` ``invoke_agent``, OpenInference kind
 ``AGENT``) is an execution; the workflow span (``invoke_workflow``), or else the root
 span of a trace with agent spans, is its orchestration (a running one until that span
@@ -237,7 +238,7 @@ _LAST_NANOS = ((dt.date.max - _EPOCH).days + 1) * 86_400 * 10**9 - 1
 
 def _exact(start: int, end: int | None, data: dict[str, Any] | None) -> tuple[int, int | None]:
     """A span's times, or the exact ones our export carries where OTLP's fields could
-    not (``agentmetrics.start_time_unix_nano``/``end_time_unix_nano``, README)."""
+    not (``agentmetrics.start_time_unix_nano``/``end_time_unix_nano``, docs/opentelemetry.md)."""
     am = (data or {}).get("am")
     if not am:
         return start, end

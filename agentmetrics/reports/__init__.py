@@ -42,6 +42,9 @@ Vocabulary (aggregate reports)
       ``retry_rate`` the percent of tasks with a second attempt; finished attempts
       only, each in the window of its own start. ``*_tasks`` names a count of tasks
       (``self_healed_tasks``), not of executions.
+    - ``stale_after``: the silence (no sign of life) that makes a running run stale, the
+      same in ``stale_runs``, ``system_health``, ``reap``, ``--stale-after`` and the
+      ``stale_running`` rule.
 
 Row reports (``list_orchestrations``, ``failed_orchestrations``, ``agent_stats``,
 ``executions``, ``execution_rows``) keep the stored tables' columns: ``retry_count``,
