@@ -35,7 +35,13 @@ from typing import IO, Any, NamedTuple
 from sqlite_utils import Database
 
 from .batching import BatchSize
-from .db import ensure_database, open_database, using_database, write_transaction
+from .db import (
+    database_file,
+    ensure_database,
+    open_database,
+    using_database,
+    write_transaction,
+)
 from .errors import AgentMetricsError, InvalidExport, InvalidValue, UnknownSession
 from .migrations import COLUMN_TYPES, EXECUTION_COLUMNS, ORCHESTRATION_COLUMNS
 from .otlp import write_otlp, write_otlp_protobuf
@@ -1025,7 +1031,5 @@ def merge_databases(
 def _main_file(db: str | os.PathLike[str] | Database) -> Path | None:
     if not isinstance(db, Database):
         return None if os.fspath(db) == ":memory:" else Path(db).resolve()
-    for _, name, file in db.conn.execute("PRAGMA database_list"):
-        if name == "main" and file:
-            return Path(file).resolve()
-    return None
+    file = database_file(db)
+    return Path(file).resolve() if file else None

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from sqlite_utils import Database
 
 from . import schema
-from .db import default_path, ensure_database, refused_write, write_transaction
+from .db import database_file, default_path, ensure_database, refused_write, write_transaction
 from .errors import (
     AgentMetricsError,
     AlreadyFinished,
@@ -900,10 +900,10 @@ def _journal_path(source: str | Database) -> str | None:
     if isinstance(source, str):
         return None if source == ":memory:" else source + SUFFIX
     try:
-        files = {name: file for _, name, file in source.execute("PRAGMA database_list")}
+        file = database_file(source)
     except sqlite3.Error:
         return None
-    return files.get("main") + SUFFIX if files.get("main") else None
+    return file + SUFFIX if file else None
 
 
 def _name(source: str | Database) -> str:

@@ -6,7 +6,7 @@ Tracking (:mod:`agentmetrics.monitor`, its journal replay included), import and 
 check values against these rules, so what tracking stores, an export of it imports and
 merges again (``tests/test_schema.py`` round-trips every rule). :meth:`Rule.check` refuses
 a bad value with :class:`~agentmetrics.errors.InvalidValue`; ingestion is lenient and uses
-:meth:`Rule.accept`, which drops it (None).
+:meth:`Rule.accept`, which drops it (the column's default).
 
 Part of the store: it imports only the leaves (errors, timestamps), so anything may
 import it.
@@ -161,11 +161,12 @@ class Rule:
         return self.form(timestamp(name, value))
 
     def accept(self, value: Any) -> Any:
-        """:meth:`check`, lenient: None for a value the column cannot hold."""
+        """:meth:`check`, lenient: the default (None or 0) for a value the column
+        cannot hold."""
         try:
             return self.check("value", value)
         except InvalidValue:
-            return None
+            return self.default
 
 
 _ID = Rule("text", non_empty=True)  # None: a new one is made (import)
