@@ -131,7 +131,11 @@ def snapshot(db):
         (lambda m: m.complete_orchestration("nope", "completed"), UnknownSession, "not found"),
         (lambda m: m.complete_agent_execution("nope", "failed"), UnknownSession, "not found"),
         (lambda m: m.update_orchestration_tasks("nope", 1), UnknownSession, "nope"),
-        (lambda m: m.complete_orchestration("s1", "running"), InvalidValue, "status must be one of"),
+        (
+            lambda m: m.complete_orchestration("s1", "running"),
+            InvalidValue,
+            "status must be one of",
+        ),
         (lambda m: m.complete_orchestration("s1", "done"), InvalidValue, "completed, failed"),
         (lambda m: m.complete_agent_execution("a1", "in_progress"), InvalidValue, "status"),
         (lambda m: m.complete_agent_execution("a1", "ok"), InvalidValue, "status"),
