@@ -40,7 +40,7 @@ from .errors import (
     UnknownSession,
 )
 from .pending import SUFFIX, PendingWrites
-from .schema import EXECUTION_STATUSES, ORCHESTRATION_STATUSES
+from .schema import EXECUTION_STATUSES, MAX_INTEGER, ORCHESTRATION_STATUSES
 from .tasks import RECOUNT_TASKS_SQL, TASK_COUNTS_SQL, status_sql
 from .timestamps import SQL_NOW, sql_duration_ms, to_iso, to_sqlite_datetime
 
@@ -163,9 +163,10 @@ _STATEMENTS = {
     "update_orchestration_tasks": _UPDATE_TASKS,
     "complete_orchestration": _COMPLETE_ORCHESTRATION,
     "start_agent_execution": _START_EXECUTION,
-    # The attempt that ends its task: its own in-run retries plus the attempts before it.
+    # The attempt that ends its task: its own in-run retries plus the attempts before it
+    # (at most the largest INTEGER: SQLite would store a sum past it as a float).
     "complete_agent_execution": _complete_execution(
-        "COALESCE(:retry_count + COALESCE(attempt, 1) - 1, retry_count)"
+        f"COALESCE(min(:retry_count + COALESCE(attempt, 1) - 1, {MAX_INTEGER}), retry_count)"
     ),
     "recount_tasks": RECOUNT_TASKS_SQL,
     # An attempt that a retry ends: only its own in-run retries.

@@ -62,7 +62,7 @@ def track(db) -> None:
             "failed" if i % 2 else "completed",
             files_created=count,
             files_modified=count,
-            retry_count=0 if count == MAX_INTEGER else count,  # its attempts are added
+            retry_count=count,  # plus the attempt before it: at most MAX_INTEGER
             self_healed=flag,
             error_message=text,
             summary_report_path=text,
@@ -119,6 +119,8 @@ def test_tracking_stored_the_awkward_values(tracked):
     assert set(TEXTS) <= texts
     costs = {r[0] for r in db_values(tracked, "SELECT cost_usd FROM agent_executions")}
     assert {float(c) for c in COSTS} <= costs
+    retries = {r[0] for r in db_values(tracked, "SELECT retry_count FROM agent_executions")}
+    assert retries == {0, 1, 2, MAX_INTEGER}  # 0 + 1 and 1 + 1 attempt before, MAX capped
     attempts = {r[0] for r in db_values(tracked, "SELECT attempt FROM agent_executions")}
     assert attempts == {None, 2}
 
