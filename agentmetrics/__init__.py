@@ -1,9 +1,19 @@
-"""Track multi-agent AI orchestrations in SQLite and analyse them with pandas."""
+"""Track multi-agent AI orchestrations in SQLite and analyse them with pandas.
 
-from .db import open_database
-from .errors import AgentMetricsError
-from .monitor import AgentRun, Monitor, Orchestration, get_monitor
-from .reports import execution_rows
+The names below load lazily, on first use: ``import agentmetrics.monitor`` (the tracking
+hot path) loads the store and tracking only, never the reports, plots or command line.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .db import open_database
+    from .errors import AgentMetricsError
+    from .monitor import AgentRun, Monitor, Orchestration, get_monitor
+    from .reports import execution_rows
 
 # The name on the package index (its `agentmetrics` is an unrelated project).
 DISTRIBUTION = "agentmetrics-sqlite"
@@ -18,3 +28,35 @@ __all__ = [
     "get_monitor",
     "open_database",
 ]
+
+# Where each name of __all__ lives.
+_HOMES = {
+    "AgentMetricsError": "errors",
+    "AgentRun": "monitor",
+    "Monitor": "monitor",
+    "Orchestration": "monitor",
+    "execution_rows": "reports",
+    "get_monitor": "monitor",
+    "open_database": "db",
+}
+
+
+def __getattr__(name: str) -> Any:
+    # A name of __all__, or a submodule (``agentmetrics.reports`` after ``import agentmetrics``).
+    if name.startswith("_"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    try:
+        module = importlib.import_module(f".{_HOMES.get(name, name)}", __name__)
+    except ModuleNotFoundError as e:
+        if e.name != f"{__name__}.{name}":
+            raise
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    value = getattr(module, name) if name in _HOMES else module
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    prefix = __name__ + "."
+    loaded = [n for n, v in globals().items() if getattr(v, "__name__", "").startswith(prefix)]
+    return sorted({*__all__, *loaded})

@@ -25,10 +25,11 @@ from .db import (
 )
 from .errors import AgentMetricsError, ConfigError
 from .formatting import format_duration, format_time, formatters, parse_percent, printable, readable
-from .reports._common import bound, resolve_now
 from .reports.regression import METRICS as REGRESSION_METRICS
 from .reports.trend import FREQUENCIES
+from .schema import MAX_INTEGER, MIN_INTEGER
 from .timestamps import before, parse_timestamp, positive_duration, to_iso
+from .window import bound, resolve_now
 
 
 class _UsageFailure(click.ClickException):
@@ -282,7 +283,7 @@ POSITIVE_INT = _Whole(min=1)
 NON_NEGATIVE_INT = _Whole(min=0)
 POSITIVE_NUMBER = _Number(min=0, min_open=True)
 NON_NEGATIVE_NUMBER = _Number(min=0)
-SQLITE_INT = _Whole(-(2**63), 2**63 - 1)  # what an INTEGER column holds
+SQLITE_INT = _Whole(MIN_INTEGER, MAX_INTEGER)  # what an INTEGER column holds
 
 
 def emit_report(

@@ -1,4 +1,14 @@
-"""Opening a monitoring database: checks, connection pragmas and migrations."""
+"""Getting a monitoring database and reading it consistently: the store's access layer.
+
+- :func:`open_database`: a path to a new ``sqlite_utils.Database`` (checks, pragmas,
+  migrations); :func:`ensure_database` takes a path or a Database (:data:`DbArg`), and
+  :func:`using_database` is that for a ``with`` block, closing what it opened.
+- :func:`reading`: ``using_database(db, create=False)`` in one read transaction
+  (:func:`snapshot`), what reports and views read through.
+- :func:`database_file`: which file a Database reads.
+
+Part of the store: it knows no analysis and no CLI; anything may import it.
+"""
 
 from __future__ import annotations
 
@@ -39,6 +49,11 @@ INDEX_ROWS_PER_SECOND = 300_000
 WRITER_GAP_S = 0.25
 _SQLITE_HEADER = b"SQLite format 3\x00"
 _SHARED_FIRST = 0x40000002  # SQLite's PENDING_BYTE + 2: where its shared locks start
+
+
+DbArg = str | os.PathLike[str] | Database
+"""A database: a path (opened, and closed after) or a ``sqlite_utils.Database`` (the
+caller's: used as it is and left open)."""
 
 
 def default_path() -> str:
@@ -136,18 +151,21 @@ def refused_write(error: BaseException) -> bool:
     return "readonly" in message or "because it is a view" in message
 
 
-def ensure_database(db: str | os.PathLike[str] | Database, **kwargs) -> Database:
-    """Return ``db`` itself if it is a Database (configured for us), else open the path.
+def ensure_database(db: DbArg, **kwargs) -> Database:
+    """``db`` as a Database: a path is opened (:func:`open_database` with ``kwargs``), a
+    Database is returned itself.
 
-    A Database given for writing (not ``create=False`` or ``read_only=True``) gets
-    the schema too, as a path would: a plain ``sqlite_utils.Database("new.db")`` has
-    no tables yet. One that cannot be written is left as it is; one holding another
-    application's tables is refused unless ``allow_foreign=True``.
+    A Database given for writing (not ``create=False`` or ``read_only=True``) is
+    configured for us and gets the schema, as a path would: a plain
+    ``sqlite_utils.Database("new.db")`` has no tables yet. One that cannot be written
+    is left as it is; one holding another application's tables is refused unless
+    ``allow_foreign=True``. One given for reading is used as it is.
     """
-    if isinstance(db, Database):
+    if not isinstance(db, Database):
+        return open_database(db, **kwargs)
+    if kwargs.get("create", True) and not kwargs.get("read_only", False):
         configure(db, writable=None, busy_timeout_ms=kwargs.get("busy_timeout_ms", BUSY_TIMEOUT_MS))
-        writing = kwargs.get("create", True) and not kwargs.get("read_only", False)
-        if writing and migrations.pending(db):
+        if migrations.pending(db):
             name = _file_name(db)
             _check_ours(db, name, reading=False, allow_foreign=kwargs.get("allow_foreign", False))
             try:
@@ -155,20 +173,57 @@ def ensure_database(db: str | os.PathLike[str] | Database, **kwargs) -> Database
             except sqlite3.OperationalError as e:
                 if not refused_write(e):
                     raise DatabaseError(f"Cannot upgrade the schema of {name}: {e}") from None
-        return db
-    return open_database(db, **kwargs)
+    return db
 
 
 @contextlib.contextmanager
-def using_database(db: str | os.PathLike[str] | Database, **kwargs) -> Iterator[Database]:
+def using_database(db: DbArg, **kwargs) -> Iterator[Database]:
     """:func:`ensure_database` for a ``with`` block: a path is opened and closed at its
-    end; a Database given is used and left open (it is the caller's)."""
+    end; a Database given is used and left open (it is the caller's). Reading is
+    ``using_database(db, create=False)``: a missing file is an error, not created."""
     database = ensure_database(db, **kwargs)
     try:
         yield database
     finally:
         if database is not db:
             database.close()
+
+
+@contextlib.contextmanager
+def snapshot(db: Database) -> Iterator[Database]:
+    """Run a reader's statements in one read transaction.
+
+    Each statement alone sees a consistent database, but a tracker committing
+    between two of them would make a report disagree with itself (an execution
+    counted neither finished nor in progress). In WAL mode a read transaction
+    never blocks writers. Inside a caller's transaction, that one is used.
+    """
+    conn = db.conn
+    if conn.in_transaction:
+        yield db
+        return
+    conn.execute("BEGIN")
+    try:
+        yield db
+    finally:
+        if conn.in_transaction:
+            conn.execute("COMMIT")
+
+
+@contextlib.contextmanager
+def reading(db: DbArg) -> Iterator[Database]:
+    """``using_database(db, create=False)`` in a :func:`snapshot`: what every report,
+    view and check that reads several statements reads through."""
+    with using_database(db, create=False) as conn, snapshot(conn):
+        yield conn
+
+
+def database_file(db: Database) -> str | None:
+    """The file ``db`` reads, or None for an in-memory or temporary database."""
+    for _, name, file in db.conn.execute("PRAGMA database_list"):
+        if name == "main":
+            return file or None
+    return None
 
 
 def upgrade(
@@ -563,7 +618,7 @@ def _build_seconds(rows: int) -> float:
 
 
 def _file_name(db: Database) -> str:
-    return db.conn.execute("PRAGMA main.database_list").fetchone()[2] or ":memory:"
+    return database_file(db) or ":memory:"
 
 
 def _shim_missing_columns(db: Database) -> None:

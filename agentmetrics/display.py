@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from .db import DbArg, reading
 from .errors import AgentMetricsError
 from .formatting import format_duration, format_percent
 from .htmlreport import _count, _database_name, _moment, _text, svg, table
-from .reports._common import DbArg, reading
 from .reports.orchestrations import list_orchestrations, orchestration_summary
 from .reports.run import timeline
 

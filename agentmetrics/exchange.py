@@ -26,9 +26,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import json
-import math
 import os
-import re
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -37,11 +35,17 @@ from typing import IO, Any, NamedTuple
 from sqlite_utils import Database
 
 from .batching import BatchSize
-from .db import ensure_database, open_database, using_database, write_transaction
+from .db import (
+    database_file,
+    ensure_database,
+    open_database,
+    using_database,
+    write_transaction,
+)
 from .errors import AgentMetricsError, InvalidExport, InvalidValue, UnknownSession
 from .migrations import COLUMN_TYPES, EXECUTION_COLUMNS, ORCHESTRATION_COLUMNS
-from .monitor import EXECUTION_STATUSES, ORCHESTRATION_STATUSES
 from .otlp import write_otlp, write_otlp_protobuf
+from .schema import COLUMNS
 from .tabular import write_csv, write_parquet
 from .timestamps import parse_timestamp, to_iso, to_sqlite_datetime
 
@@ -440,40 +444,14 @@ def _prefetch(sessions: Iterator[Any]) -> Iterator[Any]:
 # -- validating incoming rows ----------------------------------------------------------
 
 
-def _columns_of_type(sql_type: str) -> dict[str, tuple[str, ...]]:
-    return {
-        kind: tuple(name for name, type_ in COLUMN_TYPES[table].items() if type_ == sql_type)
-        for kind, table in (("orchestration", "orchestrations"), ("execution", "agent_executions"))
-    }
-
-
-_INTS = _columns_of_type("INTEGER")
-_TEXTS = _columns_of_type("TEXT")
-_DEFAULT_ZERO = {
-    "total_tasks",
-    "completed_tasks",
-    "failed_tasks",
-    "retry_count",
-    "self_healed",
-    "files_created",
-    "files_modified",
-}
-# SQLite stores 64-bit signed integers.
-_MAX_INT = 2**63 - 1
-# Years before 1000 would be stored with fewer than four digits by SQLite's and
-# Python's date formatting, which sorts wrongly and breaks the reports that parse them.
-_MIN_YEAR = 1000
-# Lone surrogates (valid in JSON escapes) cannot be encoded as UTF-8 for SQLite.
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
 def _snake(name: str) -> str:
     # Accept camelCase keys as well (sessionId -> session_id).
     return "".join("_" + c.lower() if c.isupper() else c for c in name)
 
 
 def _normalize(raw: Any, columns: tuple[str, ...], kind: str) -> dict[str, Any]:
-    """Validate one incoming row and return it in storage form; ValueError explains why."""
+    """Validate one incoming row by the column rules (:mod:`agentmetrics.schema`) and
+    return it in storage form; ValueError explains why."""
     if not isinstance(raw, dict):
         raise ValueError(f"{kind} must be an object, got {type(raw).__name__}")
     known = set(columns)
@@ -482,78 +460,34 @@ def _normalize(raw: Any, columns: tuple[str, ...], kind: str) -> dict[str, Any]:
         name = key if key in known else _snake(key)
         if name in known:
             row[name] = value
-    key = "session_id" if kind == "orchestration" else "agent_session_id"
-    for name in (key, "agent_name") if kind == "execution" else (key,):
-        if not isinstance(row[name], str) or not row[name]:
-            raise ValueError(f"{kind} {name} must be a non-empty string, got {row[name]!r}")
-    statuses = ORCHESTRATION_STATUSES if kind == "orchestration" else EXECUTION_STATUSES
-    if row["status"] not in statuses:
-        raise ValueError(
-            f"{kind} {row[key]!r}: status must be one of {', '.join(statuses)},"
-            f" got {row['status']!r}"
-        )
+    table, key, _ = _TABLES[kind]
+    rules = COLUMNS[table]
+    try:
+        row[key] = rules[key].check(key, row[key])
+    except InvalidValue as e:
+        raise ValueError(f"{kind} {e}") from None
     if row["metadata_json"] is not None and not isinstance(row["metadata_json"], str):
         try:
             row["metadata_json"] = json.dumps(row["metadata_json"], ensure_ascii=False)
         except RecursionError:
             raise ValueError(f"{kind} {row[key]!r}: metadata_json is nested too deeply") from None
-    for name in _TEXTS[kind]:
-        value = row[name]
-        if value is not None and not isinstance(value, str):
-            raise ValueError(
-                f"{kind} {row[key]!r}: {name} must be a string, got {type(value).__name__}"
-            )
-        if value is not None and _SURROGATE.search(value):
-            raise ValueError(f"{kind} {row[key]!r}: {name} holds a lone surrogate (not UTF-8)")
-    if row["started_at"] is None:
-        raise ValueError(f"{kind} {row[key]!r}: started_at is missing")
-    moments = {}
-    for name in ("started_at", "completed_at", "created_at"):
-        if row[name] is not None:
-            try:
-                moment = parse_timestamp(row[name])
-            except (ValueError, OverflowError):
-                raise ValueError(
-                    f"{kind} {row[key]!r}: {name} is not a timestamp: {row[name]!r}"
-                ) from None
-            if moment.year < _MIN_YEAR:
-                raise ValueError(
-                    f"{kind} {row[key]!r}: {name} is before the year {_MIN_YEAR}: {row[name]!r}"
-                )
-            moments[name] = moment
-            row[name] = to_sqlite_datetime(moment) if name == "created_at" else to_iso(moment)
+    for name, rule in rules.items():
+        try:
+            row[name] = rule.check(name, row[name])
+        except InvalidValue as e:
+            raise ValueError(f"{kind} {row[key]!r}: {e}") from None
     if row["created_at"] is None:
-        row["created_at"] = to_sqlite_datetime(moments["started_at"])
-    for name in _INTS[kind]:
-        value = row[name]
-        if isinstance(value, bool):
-            row[name] = value = int(value)
-        if value is None:
-            if name in _DEFAULT_ZERO:
-                row[name] = 0
-        elif not isinstance(value, int) or not 0 <= value <= _MAX_INT:
-            raise ValueError(
-                f"{kind} {row[key]!r}: {name} must be a whole number from 0 to {_MAX_INT},"
-                f" got {value!r}"
-            )
+        row["created_at"] = to_sqlite_datetime(parse_timestamp(row["started_at"]))
     if row["duration_ms"] is None and row["status"] in ("completed", "failed", "partial"):
-        row["duration_ms"] = _duration_ms(moments)
-    if kind == "execution":
-        cost = row["cost_usd"]
-        if cost is not None and (
-            isinstance(cost, bool) or not isinstance(cost, (int, float)) or not 0 <= cost < math.inf
-        ):
-            raise ValueError(
-                f"{kind} {row[key]!r}: cost_usd must be a finite number >= 0, got {cost!r}"
-            )
+        row["duration_ms"] = _duration_ms(row)
     return row
 
 
-def _duration_ms(moments: dict[str, dt.datetime]) -> int | None:
+def _duration_ms(row: dict[str, Any]) -> int | None:
     """What the original stores for a finished row: completed_at - started_at."""
-    if "completed_at" not in moments:
+    if row["completed_at"] is None:
         return None
-    elapsed = moments["completed_at"] - moments["started_at"]
+    elapsed = parse_timestamp(row["completed_at"]) - parse_timestamp(row["started_at"])
     return elapsed // dt.timedelta(milliseconds=1) if elapsed >= dt.timedelta(0) else None
 
 
@@ -653,14 +587,11 @@ class _DatabaseSource(_Source):
 
     def items(self) -> Iterator[Item]:
         for orchestration, executions in iter_sessions(self.db):
+            # No place to name: a row's error names it by its session id.
             if orchestration is not None:
-                yield (
-                    "orchestration",
-                    orchestration,
-                    f"orchestration {orchestration['session_id']!r}",
-                )
+                yield "orchestration", orchestration, ""
             for execution in executions:
-                yield "execution", execution, f"execution {execution['agent_session_id']!r}"
+                yield "execution", execution, ""
 
     def close(self) -> None:
         self.db.close()
@@ -782,6 +713,11 @@ def _progress_rank(row: dict[str, Any]) -> tuple[int, str]:
     return int(finished), completed_at or ""
 
 
+def _at(source: _Source, where: str, error: Any) -> str:
+    """An error's message, prefixed with its file and place in it (if any)."""
+    return f"{source.name}: {where}: {error}" if where else f"{source.name}: {error}"
+
+
 def _validate(source: _Source, db: Database | None) -> tuple[int, set[str]]:
     """Check every row of ``source``; raise InvalidExport on the first bad one.
 
@@ -797,7 +733,7 @@ def _validate(source: _Source, db: Database | None) -> tuple[int, set[str]]:
             try:
                 row = _normalize(raw, _TABLES[kind][2], kind)
             except ValueError as e:
-                raise InvalidExport(f"{source.name}: {where}: {e}") from None
+                raise InvalidExport(_at(source, where, e)) from None
             if kind == "orchestration" and row["id"] is not None:
                 orchestration_ids.add(row["id"])
             elif kind == "execution" and row["orchestration_id"] is not None:
@@ -811,8 +747,11 @@ def _validate(source: _Source, db: Database | None) -> tuple[int, set[str]]:
     for orchestration_id, where in unresolved.items():
         if orchestration_id in orchestration_ids:
             raise InvalidExport(
-                f"{source.name}: {where}: orchestration {orchestration_id!r} must come before"
-                " its executions"
+                _at(
+                    source,
+                    where,
+                    f"orchestration {orchestration_id!r} must come before its executions",
+                )
             )
         if (
             db is None
@@ -1092,7 +1031,5 @@ def merge_databases(
 def _main_file(db: str | os.PathLike[str] | Database) -> Path | None:
     if not isinstance(db, Database):
         return None if os.fspath(db) == ":memory:" else Path(db).resolve()
-    for _, name, file in db.conn.execute("PRAGMA database_list"):
-        if name == "main" and file:
-            return Path(file).resolve()
-    return None
+    file = database_file(db)
+    return Path(file).resolve() if file else None

@@ -26,10 +26,11 @@ import pandas as pd
 
 from . import DISTRIBUTION
 from .atomic import atomic_file
+from .db import DbArg, database_file, reading
 from .errors import InvalidValue
 from .formatting import format_duration, format_percent, format_usd
-from .reports._common import DbArg, TimeArg, bound, reading, resolve_now
 from .timestamps import parse_timestamp, to_iso
+from .window import TimeArg, bound, resolve_now
 
 DEFAULT_SPAN = dt.timedelta(days=7)
 TITLE = "agentmetrics report"
@@ -412,8 +413,8 @@ def render_report(
 
 
 def _database_name(conn) -> str:
-    row = conn.execute("PRAGMA database_list").fetchone()
-    return Path(row[2]).name if row and row[2] else "in-memory database"
+    file = database_file(conn)
+    return Path(file).name if file else "in-memory database"
 
 
 def write_report(db: DbArg, path: str | os.PathLike[str], **kwargs: Any) -> Path:

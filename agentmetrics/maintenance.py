@@ -7,12 +7,12 @@ import sqlite3
 
 import pandas as pd
 
-from .db import ensure_database, refused_write, write_transaction
+from .db import DbArg, ensure_database, refused_write, using_database, write_transaction
 from .errors import ReadOnlyDatabase
-from .reports._common import DbArg, TimeArg, database, resolve_now
 from .reports.stale import DEFAULT_STALE_AFTER, STALE_COLUMNS, stale_runs
 from .tasks import RECOUNT_TASKS_SQL, status_sql
 from .timestamps import sql_duration_ms, to_iso
+from .window import TimeArg, resolve_now
 
 REAP_COLUMNS = [*STALE_COLUMNS, "error_message"]
 
@@ -77,7 +77,7 @@ def reap(
     :returns: the reaped runs: the columns of ``stale_runs`` plus ``error_message``
     """
     moment = resolve_now(now)
-    with database(db) as conn:
+    with using_database(db, create=False) as conn:
         runs = _with_messages(stale_runs(conn, stale_after=stale_after, now=moment), moment)
         if dry_run or runs.empty:  # nothing to write: no write lock, fine on a read-only file
             return runs

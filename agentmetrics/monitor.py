@@ -14,7 +14,6 @@ import contextvars
 import datetime as dt
 import difflib
 import logging
-import math
 import os
 import sqlite3
 import threading
@@ -27,7 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 from sqlite_utils import Database
 
-from .db import default_path, ensure_database, refused_write, write_transaction
+from . import schema
+from .db import database_file, default_path, ensure_database, refused_write, write_transaction
 from .errors import (
     AgentMetricsError,
     AlreadyFinished,
@@ -40,20 +40,18 @@ from .errors import (
     UnknownSession,
 )
 from .pending import SUFFIX, PendingWrites
+from .schema import EXECUTION_STATUSES, MAX_INTEGER, ORCHESTRATION_STATUSES
 from .tasks import RECOUNT_TASKS_SQL, TASK_COUNTS_SQL, status_sql
 from .timestamps import SQL_NOW, sql_duration_ms, to_iso, to_sqlite_datetime
 
 if TYPE_CHECKING:
     from .push import LivePush
 
-ORCHESTRATION_STATUSES = ("running", "completed", "failed", "partial")
-EXECUTION_STATUSES = ("in_progress", "completed", "failed")
 STRICT_ENV_VAR = "AGENTMETRICS_STRICT"
 BUSY_TIMEOUT = 5.0
 # After a failed write, later ones go straight to the journal for this long instead of
 # each waiting out the busy timeout again.
 RETRY_SECONDS = 5.0
-_MAX_INTEGER = 2**63 - 1  # SQLite's largest INTEGER
 
 log = logging.getLogger("agentmetrics")
 
@@ -133,76 +131,19 @@ FROM agent_executions WHERE agent_session_id = :previous AND status = 'in_progre
 _UNAVAILABLE = (sqlite3.DatabaseError, DatabaseError, OSError)
 
 
-def _count(name: str, value: Any) -> int | None:
-    if value is None:
-        return None
-    value = _integer(name, value)
-    if value < 0:
-        raise InvalidValue(f"{name} must not be negative, got {value}")
-    return value
-
-
-def _integer(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidValue(f"{name} must be a whole number, got {value!r}")
-    if not -_MAX_INTEGER <= value <= _MAX_INTEGER:
-        raise InvalidValue(f"{name} is too large to store (at most {_MAX_INTEGER}), got {value}")
-    return value
-
-
-def _text(name: str, value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise InvalidValue(f"{name} must be a non-empty string, got {value!r}")
-    return _optional_text(name, value)
-
-
-def _optional_text(name: str, value: Any) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise InvalidValue(f"{name} must be a string, got {type(value).__name__} {value!r}")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidValue(f"{name} is not valid text (lone surrogate): {value!r}") from None
-    return value
-
-
-def _flag(name: str, value: Any) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, int) and value in (0, 1):  # True and False are ints too
-        return int(value)
-    raise InvalidValue(f"{name} must be True or False, got {value!r}")
-
-
-def _optional_integer(name: str, value: Any) -> int | None:
-    return None if value is None else _integer(name, value)
-
-
-def _cost(name: str, value: Any) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        with contextlib.suppress(OverflowError):  # an int too large for a float
-            if 0 <= (cost := float(value)) < math.inf:  # also refuses NaN
-                return cost
-    raise InvalidValue(f"{name} must be a finite number >= 0, got {value!r}")
-
-
 # The optional fields that complete an execution, with their checks: the one list behind
 # the SQL below, complete_agent_execution's keywords, AgentRun's attributes and complete().
 EXECUTION_FIELDS: dict[str, Callable[[str, Any], Any]] = {
-    "files_created": _count,
-    "files_modified": _count,
-    "retry_count": _count,
-    "self_healed": _flag,
-    "error_message": _optional_text,
-    "summary_report_path": _optional_text,
-    "model": _optional_text,
-    "input_tokens": _count,
-    "output_tokens": _count,
-    "cost_usd": _cost,
+    "files_created": schema.count,
+    "files_modified": schema.count,
+    "retry_count": schema.count,
+    "self_healed": schema.flag,
+    "error_message": schema.optional_text,
+    "summary_report_path": schema.optional_text,
+    "model": schema.optional_text,
+    "input_tokens": schema.count,
+    "output_tokens": schema.count,
+    "cost_usd": schema.cost,
 }
 
 
@@ -222,9 +163,10 @@ _STATEMENTS = {
     "update_orchestration_tasks": _UPDATE_TASKS,
     "complete_orchestration": _COMPLETE_ORCHESTRATION,
     "start_agent_execution": _START_EXECUTION,
-    # The attempt that ends its task: its own in-run retries plus the attempts before it.
+    # The attempt that ends its task: its own in-run retries plus the attempts before it
+    # (at most the largest INTEGER: SQLite would store a sum past it as a float).
     "complete_agent_execution": _complete_execution(
-        "COALESCE(:retry_count + COALESCE(attempt, 1) - 1, retry_count)"
+        f"COALESCE(min(:retry_count + COALESCE(attempt, 1) - 1, {MAX_INTEGER}), retry_count)"
     ),
     "recount_tasks": RECOUNT_TASKS_SQL,
     # An attempt that a retry ends: only its own in-run retries.
@@ -238,12 +180,6 @@ _ADDED: dict[str, dict[str, Any]] = {
     "start_agent_execution": {"parent_execution_id": None},
     "complete_orchestration": {"follow": False, "id": None},
 }
-
-
-def _status(value: Any, allowed: tuple[str, ...]) -> str:
-    if not isinstance(value, str) or value not in allowed:
-        raise InvalidValue(f"Invalid status {value!r}: use one of {', '.join(allowed)}")
-    return value
 
 
 # The formats of the call times a kept write holds (see _stamped), and how to write them.
@@ -268,65 +204,67 @@ def _moment(name: str, value: Any) -> str | None:
 
 
 def _finished_status(allowed: tuple[str, ...]) -> Callable[[str, Any], str]:
-    return lambda _name, value: _status(value, allowed)
+    return lambda name, value: schema.status(name, value, allowed)
 
 
 def _optional_finished_status(allowed: tuple[str, ...]) -> Callable[[str, Any], str | None]:
-    return lambda _name, value: None if value is None else _status(value, allowed)
+    return lambda name, value: None if value is None else schema.status(name, value, allowed)
 
 
 _TIMES: dict[str, Callable[[str, Any], Any]] = {"now": _moment, "created": _moment}
 _FINISH_EXECUTION = {
-    "agent_session_id": _text,
+    "agent_session_id": schema.text,
     "status": _finished_status(EXECUTION_STATUSES[1:]),
     **EXECUTION_FIELDS,
     **_TIMES,
 }
-_ORCHESTRATION_COUNTS = dict.fromkeys(("total_tasks", "completed_tasks", "failed_tasks"), _count)
+_ORCHESTRATION_COUNTS = dict.fromkeys(
+    ("total_tasks", "completed_tasks", "failed_tasks"), schema.count
+)
 # What a kept write of each kind holds, with the checks it must pass to be applied: a
 # journal line is checked again when replayed (it may be torn, edited or not ours).
 _KEPT_PARAMS: dict[str, dict[str, Callable[[str, Any], Any]]] = {
     "start_orchestration": {
-        "id": _text,
-        "session_id": _text,
-        "task_description": _optional_text,
-        "total_tasks": _count,
-        "git_commit_hash": _optional_text,
-        "plan_file_path": _optional_text,
-        "progress_file_path": _optional_text,
+        "id": schema.text,
+        "session_id": schema.text,
+        "task_description": schema.optional_text,
+        "total_tasks": schema.count,
+        "git_commit_hash": schema.optional_text,
+        "plan_file_path": schema.optional_text,
+        "progress_file_path": schema.optional_text,
         **_TIMES,
     },
-    "update_orchestration_tasks": {"session_id": _text, **_ORCHESTRATION_COUNTS},
+    "update_orchestration_tasks": {"session_id": schema.text, **_ORCHESTRATION_COUNTS},
     "complete_orchestration": {
-        "session_id": _text,
+        "session_id": schema.text,
         "status": _optional_finished_status(ORCHESTRATION_STATUSES[1:]),
-        "completed_tasks": _count,
-        "failed_tasks": _count,
-        "error_message": _optional_text,
-        "follow": _flag,
-        "id": _optional_text,
+        "completed_tasks": schema.count,
+        "failed_tasks": schema.count,
+        "error_message": schema.optional_text,
+        "follow": schema.flag,
+        "id": schema.optional_text,
         **_TIMES,
     },
     "start_agent_execution": {
-        "id": _text,
-        "orchestration_id": _optional_text,
-        "agent_session_id": _text,
-        "agent_name": _text,
-        "task_id": _optional_text,
-        "task_number": _optional_integer,
-        "session_log_path": _optional_text,
-        "parent_execution_id": _optional_text,
+        "id": schema.text,
+        "orchestration_id": schema.optional_text,
+        "agent_session_id": schema.text,
+        "agent_name": schema.text,
+        "task_id": schema.optional_text,
+        "task_number": schema.optional_integer,
+        "session_log_path": schema.optional_text,
+        "parent_execution_id": schema.optional_text,
         **_TIMES,
     },
     "complete_agent_execution": _FINISH_EXECUTION,
     "fail_attempt": _FINISH_EXECUTION,
     "start_next_attempt": {
-        "id": _text,
-        "agent_session_id": _text,
-        "previous": _text,
+        "id": schema.text,
+        "agent_session_id": schema.text,
+        "previous": schema.text,
         **_TIMES,
     },
-    "recount_tasks": {"id": _text},
+    "recount_tasks": {"id": schema.text},
 }
 # The row an update of each kind must find: (what, the parameter naming it).
 _TARGETS = {
@@ -516,12 +454,14 @@ class Monitor:
             "start_orchestration",
             {
                 "id": orchestration_id,
-                "session_id": _text("session_id", session_id),
-                "task_description": _optional_text("task_description", task_description),
-                "total_tasks": _count("total_tasks", total_tasks),
-                "git_commit_hash": _optional_text("git_commit_hash", git_commit_hash),
-                "plan_file_path": _optional_text("plan_file_path", plan_file_path),
-                "progress_file_path": _optional_text("progress_file_path", progress_file_path),
+                "session_id": schema.text("session_id", session_id),
+                "task_description": schema.optional_text("task_description", task_description),
+                "total_tasks": schema.count("total_tasks", total_tasks),
+                "git_commit_hash": schema.optional_text("git_commit_hash", git_commit_hash),
+                "plan_file_path": schema.optional_text("plan_file_path", plan_file_path),
+                "progress_file_path": schema.optional_text(
+                    "progress_file_path", progress_file_path
+                ),
                 **self._now(),
             },
             duplicate=f"Orchestration session {session_id!r} already exists",
@@ -537,10 +477,10 @@ class Monitor:
     ) -> None:
         """Set any of the orchestration's task counts (None leaves a count unchanged)."""
         params = {
-            "session_id": _text("session_id", session_id),
-            "total_tasks": _count("total_tasks", total_tasks),
-            "completed_tasks": _count("completed_tasks", completed_tasks),
-            "failed_tasks": _count("failed_tasks", failed_tasks),
+            "session_id": schema.text("session_id", session_id),
+            "total_tasks": schema.count("total_tasks", total_tasks),
+            "completed_tasks": schema.count("completed_tasks", completed_tasks),
+            "failed_tasks": schema.count("failed_tasks", failed_tasks),
         }
         if self._write("update_orchestration_tasks", params) == 0:
             raise UnknownSession(f"No orchestration with session id {session_id!r}")
@@ -561,7 +501,7 @@ class Monitor:
         :raises UnknownSession: no orchestration has this session id
         :raises AlreadyFinished: it was completed before
         """
-        status = _status(status, ORCHESTRATION_STATUSES[1:])
+        status = schema.status("status", status, ORCHESTRATION_STATUSES[1:])
         self._complete_orchestration(
             session_id, status, completed_tasks, failed_tasks, error_message
         )
@@ -578,11 +518,11 @@ class Monitor:
         """Finish an orchestration; a None status by the one status rule, from its task
         counts or, with ``follow`` (its id), from its executions."""
         params = {
-            "session_id": _text("session_id", session_id),
+            "session_id": schema.text("session_id", session_id),
             "status": status,
-            "completed_tasks": _count("completed_tasks", completed_tasks),
-            "failed_tasks": _count("failed_tasks", failed_tasks),
-            "error_message": _optional_text("error_message", error_message),
+            "completed_tasks": schema.count("completed_tasks", completed_tasks),
+            "failed_tasks": schema.count("failed_tasks", failed_tasks),
+            "error_message": schema.optional_text("error_message", error_message),
             "follow": follow is not None,
             "id": follow,
             **self._now(),
@@ -613,15 +553,17 @@ class Monitor:
             "start_agent_execution",
             {
                 "id": execution_id,
-                "orchestration_id": _optional_text("orchestration_id", orchestration_id),
-                "agent_session_id": _text("agent_session_id", agent_session_id),
-                "agent_name": _text("agent_name", agent_name),
-                "task_id": _optional_text("task_id", task_id),
+                "orchestration_id": schema.optional_text("orchestration_id", orchestration_id),
+                "agent_session_id": schema.text("agent_session_id", agent_session_id),
+                "agent_name": schema.text("agent_name", agent_name),
+                "task_id": schema.optional_text("task_id", task_id),
                 "task_number": None
                 if task_number is None
-                else _integer("task_number", task_number),
-                "session_log_path": _optional_text("session_log_path", session_log_path),
-                "parent_execution_id": _optional_text("parent_execution_id", parent_execution_id),
+                else schema.integer("task_number", task_number),
+                "session_log_path": schema.optional_text("session_log_path", session_log_path),
+                "parent_execution_id": schema.optional_text(
+                    "parent_execution_id", parent_execution_id
+                ),
                 **self._now(),
             },
             duplicate=f"Agent session {agent_session_id!r} already exists",
@@ -671,7 +613,7 @@ class Monitor:
                 "The reason is the failed attempt's error_message: pass it as reason"
             )
         if new_agent_session_id is None:
-            new_agent_session_id = _next_attempt(_text("agent_session_id", agent_session_id))
+            new_agent_session_id = _next_attempt(schema.text("agent_session_id", agent_session_id))
         self._retry(agent_session_id, reason, new_agent_session_id, fields)
         return new_agent_session_id
 
@@ -679,14 +621,14 @@ class Monitor:
         self, agent_session_id: str, reason: str, new_agent_session_id: str, fields: dict
     ) -> str:
         """Start the next attempt, then fail the one in progress; the new execution id."""
-        reason = _text("reason", reason)
+        reason = schema.text("reason", reason)
         failed = self._execution_params(
             agent_session_id, "failed", {**fields, "error_message": reason}
         )
         execution_id = str(uuid.uuid4())
         start = {
             "id": execution_id,
-            "agent_session_id": _text("new_agent_session_id", new_agent_session_id),
+            "agent_session_id": schema.text("new_agent_session_id", new_agent_session_id),
             "previous": agent_session_id,
             "now": failed["now"],
             "created": failed["created"],
@@ -714,8 +656,8 @@ class Monitor:
                 + _did_you_mean(unknown[0], EXECUTION_FIELDS)
             )
         return {
-            "agent_session_id": _text("agent_session_id", agent_session_id),
-            "status": _status(status, EXECUTION_STATUSES[1:]),
+            "agent_session_id": schema.text("agent_session_id", agent_session_id),
+            "status": schema.status("status", status, EXECUTION_STATUSES[1:]),
             **{name: check(name, fields.get(name)) for name, check in EXECUTION_FIELDS.items()},
             **self._now(),
         }
@@ -959,10 +901,10 @@ def _journal_path(source: str | Database) -> str | None:
     if isinstance(source, str):
         return None if source == ":memory:" else source + SUFFIX
     try:
-        files = {name: file for _, name, file in source.execute("PRAGMA database_list")}
+        file = database_file(source)
     except sqlite3.Error:
         return None
-    return files.get("main") + SUFFIX if files.get("main") else None
+    return file + SUFFIX if file else None
 
 
 def _name(source: str | Database) -> str:
@@ -1107,7 +1049,7 @@ class Orchestration(_Tracked):
         """Finish the orchestration now (the ``with`` block then leaves it alone); without
         a status, by the rule above."""
         if status is not None:
-            status = _status(status, ORCHESTRATION_STATUSES[1:])
+            status = schema.status("status", status, ORCHESTRATION_STATUSES[1:])
         self._finish(status, completed_tasks, failed_tasks)
 
     def fail(self, error_message: str | None = None) -> None:
@@ -1248,7 +1190,7 @@ def _parent_id(parent: AgentRun | str | None) -> str | None:
     if isinstance(parent, AgentRun):
         return parent.id
     if isinstance(parent, str) and parent:
-        return _optional_text("parent", parent)
+        return schema.optional_text("parent", parent)
     raise InvalidValue(f"parent must be an AgentRun or an execution id, got {parent!r}")
 
 

@@ -54,6 +54,7 @@ from typing import IO, Any
 
 from . import DISTRIBUTION
 from .errors import InvalidValue, MissingDependency
+from .schema import MAX_INTEGER
 from .timestamps import parse_timestamp
 
 SPAN_KIND_INTERNAL = 1
@@ -64,7 +65,7 @@ SPAN_FLAGS = 0x100
 DEFAULT_BATCH_SIZE = 100
 SERVICE_NAME = "agentmetrics"
 # The times a span's fields carry (nanoseconds): 0 is "unset", above is past int64.
-MIN_NANOS, MAX_NANOS = 1, 2**63 - 1
+MIN_NANOS, MAX_NANOS = 1, MAX_INTEGER
 
 _NON_FINITE = {"inf": "Infinity", "-inf": "-Infinity", "nan": "NaN"}
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)

@@ -69,9 +69,9 @@ import pandas as pd
 from sqlite_utils import Database
 
 from .config import ConfigFile, read_config
+from .db import DbArg, reading
 from .errors import ConfigError, InvalidValue, UnknownAgent
 from .formatting import format_value, parse_percent
-from .reports._common import DbArg, reading, resolve_now
 from .reports.agents import agent_summary
 from .reports.cost import cost_rates, costs
 from .reports.health import system_health
@@ -80,6 +80,7 @@ from .reports.regression import METRICS as REGRESSION_METRICS
 from .reports.retries import retries
 from .reports.stale import DEFAULT_STALE_AFTER, count_stale
 from .timestamps import before, parse_duration, positive_duration, to_iso
+from .window import resolve_now
 
 STATUSES = ("ok", "warn", "alert")
 DEFAULT_WINDOW = "24h"

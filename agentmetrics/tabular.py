@@ -21,9 +21,9 @@ from sqlite_utils import Database
 
 from . import DISTRIBUTION
 from .atomic import atomic_file
+from .db import DbArg, using_database
 from .errors import AgentMetricsError, InvalidValue, MissingDependency
 from .migrations import COLUMN_TYPES, EXECUTION_COLUMNS, ORCHESTRATION_COLUMNS
-from .reports._common import DbArg, database
 
 TABLES = {
     "orchestrations": ("orchestrations", ORCHESTRATION_COLUMNS),
@@ -70,7 +70,7 @@ def write_csv(
     """Write ``table`` as CSV (header row first, NULL as an empty field); return the rows."""
     writer = csv.writer(out, lineterminator="\n")
     count = 0
-    with database(db) as conn:
+    with using_database(db, create=False) as conn:
         chunks = _rows(conn, table, chunk_rows, progress=progress)
         writer.writerow(_table(table)[1])
         for chunk in chunks:
@@ -119,7 +119,7 @@ def write_parquet(
     schema = parquet_schema(table)
     expressions = {c: _EPOCH_MS.format(c) for c in TIMESTAMPS}
     count = 0
-    with database(db) as conn, pq.ParquetWriter(out, schema) as writer:
+    with using_database(db, create=False) as conn, pq.ParquetWriter(out, schema) as writer:
         for chunk in _rows(conn, table, chunk_rows, expressions, progress):
             columns = list(zip(*chunk, strict=True))
             arrays = [_array(pa, table, f, v) for f, v in zip(schema, columns, strict=True)]
@@ -168,7 +168,7 @@ def export_tables(
     folder.mkdir(exist_ok=True)
     written = {table: folder / f"{table}.{format}" for table in TABLES}
     try:
-        with database(db) as conn, contextlib.ExitStack() as files:
+        with using_database(db, create=False) as conn, contextlib.ExitStack() as files:
             for table, path in written.items():
                 out = files.enter_context(atomic_file(path, binary=spec.binary))
                 spec.write_table(conn, table, out, progress=progress)

@@ -131,7 +131,11 @@ def snapshot(db):
         (lambda m: m.complete_orchestration("nope", "completed"), UnknownSession, "not found"),
         (lambda m: m.complete_agent_execution("nope", "failed"), UnknownSession, "not found"),
         (lambda m: m.update_orchestration_tasks("nope", 1), UnknownSession, "nope"),
-        (lambda m: m.complete_orchestration("s1", "running"), InvalidValue, "Invalid status"),
+        (
+            lambda m: m.complete_orchestration("s1", "running"),
+            InvalidValue,
+            "status must be one of",
+        ),
         (lambda m: m.complete_orchestration("s1", "done"), InvalidValue, "completed, failed"),
         (lambda m: m.complete_agent_execution("a1", "in_progress"), InvalidValue, "status"),
         (lambda m: m.complete_agent_execution("a1", "ok"), InvalidValue, "status"),
@@ -172,10 +176,14 @@ def snapshot(db):
             UnknownSession,
             "No orchestration with id 'missing'",
         ),
-        # SQLite integers stop at 2**63 - 1
+        # SQLite integers hold -2**63 to 2**63 - 1
         (lambda m: m.start_orchestration("s2", total_tasks=2**63), InvalidValue, "too large"),
         (lambda m: m.start_agent_execution("a2", "x", task_number=2**63), InvalidValue, "large"),
-        (lambda m: m.start_agent_execution("a2", "x", task_number=-(2**63)), InvalidValue, "la"),
+        (
+            lambda m: m.start_agent_execution("a2", "x", task_number=-(2**63) - 1),
+            InvalidValue,
+            "task_number must be at least -9223372036854775808",
+        ),
         (lambda m: m.update_orchestration_tasks("s1", 2**64), InvalidValue, "too large"),
         (
             lambda m: m.complete_agent_execution("a1", "completed", input_tokens=2**63),

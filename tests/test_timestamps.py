@@ -4,10 +4,10 @@ import pytest
 from conftest import cli_result, no_traceback, pandas_3_only
 
 from agentmetrics import reports
-from agentmetrics.reports._common import bound, window
 from agentmetrics.reports.regression import regressions
 from agentmetrics.reports.stale import stale_cutoff
 from agentmetrics.timestamps import normalize, parse_duration, to_iso
+from agentmetrics.window import bound, window
 
 
 def test_iso_format_matches_javascript_to_iso_string():

@@ -46,7 +46,6 @@ import datetime as dt
 import functools
 import hashlib
 import json
-import math
 import os
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
@@ -55,8 +54,9 @@ from typing import Any
 from sqlite_utils import Database
 
 from ..batching import BatchSize
-from ..db import refused_write, using_database, write_transaction
+from ..db import database_file, refused_write, using_database, write_transaction
 from ..errors import InvalidExport, InvalidValue, ReadOnlyDatabase, StorageError
+from ..schema import COLUMNS
 from ..tasks import orchestration_status
 from .spans import STATUS_ERROR, RejectedSpan, Span, decode_json, decode_protobuf, read_file
 
@@ -76,7 +76,6 @@ _ROLES = {
     "EMBEDDING": "llm",
 }
 _AM = "agentmetrics."
-_MAX_INTEGER = 2**63 - 1  # SQLite's largest INTEGER
 # One encoder for every call: creating one per call costs more than encoding.
 _dumps = json.JSONEncoder(
     ensure_ascii=False,
@@ -136,6 +135,7 @@ _FIELDS = {
     "cost": ("gen_ai.usage.cost", "llm.cost.total"),
 }
 _NUMBERS = {"input_tokens", "output_tokens", "cost"}
+_EXECUTION = COLUMNS["agent_executions"]
 _USAGE = ("model", "input_tokens", "output_tokens", "cost")
 # Which fields each role needs; None: a root span of no known role.
 _ROLE_FIELDS: dict[str | None, tuple[str, ...]] = {
@@ -148,12 +148,8 @@ _ROLE_FIELDS: dict[str | None, tuple[str, ...]] = {
 
 
 def _number(value: Any) -> int | float | None:
-    """A count or cost SQLite can store (a whole number up to 2^63-1, a finite float)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    if isinstance(value, float):
-        return value if 0 <= value < math.inf else None
-    return value if 0 <= value <= _MAX_INTEGER else None
+    """A count or a cost the store holds (a whole number or a finite float >= 0), else None."""
+    return _held("cost_usd" if isinstance(value, float) else "input_tokens", value)
 
 
 def _error(span: Span) -> str | None:
@@ -184,7 +180,7 @@ def extract(span: Span) -> tuple[str | None, dict[str, Any] | None]:
     role = role_of(span)
     a = span.attributes
     # An HTTP request sent again (a client's retry) is a retry of the run it is in.
-    resends = _count(a.get("http.request.resend_count"))
+    resends = _held("retry_count", a.get("http.request.resend_count"))
     if role is None and span.parent_span_id is not None:
         return None, {"resends": resends} if resends else None
     data: dict[str, Any] = {"name": span.name}
@@ -275,8 +271,10 @@ def _text(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
-def _count(value: Any) -> int | None:
-    return value if isinstance(value, int) and _number(value) is not None else None
+def _held(column: str, value: Any) -> Any:
+    """``value`` if the execution column holds it (:mod:`agentmetrics.schema`), else the
+    column's default: a bad attribute is dropped, not its span."""
+    return _EXECUTION[column].accept(value)
 
 
 def _in_run_retries(records: list[Record]) -> int:
@@ -375,23 +373,23 @@ class _Trace:
             ),
             "agent_name": str(name),
             "task_id": _text(am.get("task_id")),
-            "task_number": _count(am.get("task_number")),
+            "task_number": _held("task_number", am.get("task_number")),
             "status": "failed" if failed else "completed",
             **_times(start, end, data),
-            "retry_count": _count(am.get("retry_count")) or 0,
+            "retry_count": _held("retry_count", am.get("retry_count")),
             # Ours carry their attempts; others are first ones until _attempts says more.
-            "attempt": (_count(am.get("attempt")) or None) if ours else 1,
+            "attempt": _held("attempt", am.get("attempt")) if ours else 1,
             "first_attempt_id": _text(am.get("first_attempt_id")) if ours else None,
             "self_healed": int(self_healed) if isinstance(self_healed, bool) else 0,
-            "files_created": _count(am.get("files_created")) or 0,
-            "files_modified": _count(am.get("files_modified")) or 0,
+            "files_created": _held("files_created", am.get("files_created")),
+            "files_modified": _held("files_modified", am.get("files_modified")),
             "error_message": (data.get("error") or None) if failed else None,
             "summary_report_path": _text(am.get("summary_report_path")),
             "session_log_path": _text(am.get("session_log_path")),
             "model": _text(data.get("model")),
-            "input_tokens": _count(data.get("input_tokens")),
-            "output_tokens": _count(data.get("output_tokens")),
-            "cost_usd": _number(am.get("cost_usd", data.get("cost"))),
+            "input_tokens": _held("input_tokens", data.get("input_tokens")),
+            "output_tokens": _held("output_tokens", data.get("output_tokens")),
+            "cost_usd": _held("cost_usd", am.get("cost_usd", data.get("cost"))),
             "_metadata": metadata,
             "_own": {"input_tokens", "output_tokens", "cost_usd"},  # still the agent span's
             "_ours": ours,
@@ -519,7 +517,7 @@ class _Trace:
         metadata: dict[str, Any] = {"trace_id": self.trace_id, "span_id": span_id}
         if "status" in am:
             status = am["status"]
-            tasks = {key: _count(am.get(key)) or 0 for key in tasks}
+            tasks = {key: COLUMNS["orchestrations"][key].accept(am.get(key)) for key in tasks}
             description = data.get("workflow")
         else:
             failed = "error" in data
@@ -797,12 +795,10 @@ def ingest_spans(
             elif batch:
                 _write_checked(database, batch, result)
         except sqlite3.DatabaseError as e:
-            name = database.conn.execute("PRAGMA main.database_list").fetchone()[2]
+            name = database_file(database) or ":memory:"
             if refused_write(e):
-                raise ReadOnlyDatabase(
-                    f"{name or ':memory:'} is read-only: spans not stored"
-                ) from None
-            raise StorageError(f"Cannot store spans in {name or ':memory:'}: {e}") from None
+                raise ReadOnlyDatabase(f"{name} is read-only: spans not stored") from None
+            raise StorageError(f"Cannot store spans in {name}: {e}") from None
     return result
 
 

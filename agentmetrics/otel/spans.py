@@ -31,6 +31,7 @@ from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
 from ..errors import InvalidExport, MissingDependency
+from ..schema import MAX_INTEGER
 
 STATUS_UNSET, STATUS_OK, STATUS_ERROR = 0, 1, 2
 _STATUS_NAMES = {"STATUS_CODE_UNSET": 0, "STATUS_CODE_OK": 1, "STATUS_CODE_ERROR": 2}
@@ -38,7 +39,7 @@ _TRACE_ID = re.compile(r"[0-9a-f]{32}")
 _SPAN_ID = re.compile(r"[0-9a-f]{16}")
 _INVALID_TRACE, _INVALID_SPAN = "0" * 32, "0" * 16
 # Nanosecond times SQLite and our timestamp formats can hold (years 1970-2262).
-_MAX_NANOS = 2**63 - 1
+_MAX_NANOS = MAX_INTEGER
 _GZIP_MAGIC = b"\x1f\x8b"
 _NOT_OTLP_JSON = (
     "not OTLP: expected an ExportTraceServiceRequest (resourceSpans) per line"

@@ -122,8 +122,18 @@ execution_rows            [since, until), in start order   yes    agent_executio
 ========================  ===============================  =====  ==================
 
 docs/reports.md lists every column with its dtype, generated from the reports.
+
+Helpers (not reports): ``read_frame``, ``percent`` and ``percentiles`` compute the
+reports' numbers for a view that reads live (:mod:`agentmetrics.watch`). The reports
+import the store (:mod:`agentmetrics.db`, :mod:`agentmetrics.window`), never
+matplotlib or the command line; its private modules are imported only here.
 """
 
+# Not reports, so not in __all__: the helpers behind their numbers, for views that
+# compute the same numbers live (agentmetrics.watch).
+from ._common import read_frame as read_frame
+from ._frames import percent as percent
+from ._frames import percentiles as percentiles
 from .agents import agent_stats, agent_summary, performance_report
 from .cost import costs
 from .health import system_health

@@ -19,8 +19,9 @@ import numpy as np
 import pandas as pd
 from sqlite_utils import Database
 
+from ..db import database_file
 from ..migrations import COLUMN_TYPES
-from ._common import DbArg, database, snapshot
+from ._common import DbArg, snapshot, using_database
 from ._frames import TIMESTAMPS, rows_frame, to_utc, typed
 
 try:
@@ -46,19 +47,11 @@ def available() -> bool:
     return adbc is not None
 
 
-def database_file(db: Database) -> str | None:
-    """The file ``db`` reads, or None for an in-memory or temporary database."""
-    for _, name, file in db.conn.execute("PRAGMA database_list"):
-        if name == "main":
-            return file or None
-    return None
-
-
 def bulk_frame(db: DbArg, sql: str, params: dict[str, Any]) -> pd.DataFrame:
     """:func:`~._frames.rows_frame` for queries returning many rows: through Arrow when
     it can, else through sqlite3. A caller's open transaction may hold writes that
     only its own connection sees: then sqlite3 reads them."""
-    with database(db) as conn:
+    with using_database(db, create=False) as conn:
         own = not conn.conn.in_transaction
         with snapshot(conn):
             frame = arrow_frame(conn, sql, params) if own else None

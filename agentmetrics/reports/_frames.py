@@ -18,6 +18,7 @@ from pandas.api.types import infer_dtype
 from sqlite_utils import Database
 
 from ..errors import InvalidValue
+from ..schema import MAX_INTEGER
 
 TIMESTAMPS = ("started_at", "completed_at", "created_at")
 FLOATS = ("duration_ms", "task_number", "input_tokens", "output_tokens", "cost_usd")
@@ -222,8 +223,8 @@ def attempt_rates(tasks: Any, first_completed: Any, retried: Any) -> dict[str, A
     }
 
 
-# SQLite's largest integer: a bigger limit means "all rows" and would not bind.
-MAX_LIMIT = 2**63 - 1
+# A bigger limit means "all rows" and would not bind.
+MAX_LIMIT = MAX_INTEGER
 
 
 def check_limit(limit: int) -> int:

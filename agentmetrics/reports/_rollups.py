@@ -29,7 +29,7 @@ from sqlite_utils import Database
 
 from .. import rollups
 from ..rollups import COMBINE, SUM_COLUMNS, key_values, sketch_keys, split
-from ._common import DbArg, database, snapshot, window
+from ._common import DbArg, snapshot, using_database, window
 from ._frames import percentiles
 
 # Up to this many finished executions in a report, percentiles are exact: reading
@@ -61,7 +61,7 @@ def reading(db: DbArg, exact: bool = False) -> Iterator[tuple[Database, bool]]:
     Rollups are brought up to date first (a few short write transactions) when the
     file can be written; a file without them, or far behind, is read exactly.
     """
-    with database(db) as conn:
+    with using_database(db, create=False) as conn:
         use = not exact and _ready(conn)
         with snapshot(conn):
             yield conn, use
