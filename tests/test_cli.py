@@ -745,6 +745,25 @@ def test_help(command):
     assert "--db" in result.stdout
 
 
+def test_root_help_lists_every_command_once_in_sections_with_whole_summaries():
+    result = CliRunner().invoke(cli, ["--help"], terminal_width=80)
+    assert result.exit_code == 0, result.output
+    commands_part = result.stdout.split("\n\n", 3)[3]  # after usage, description, options
+    sections = {}
+    for block in commands_part.strip().split("\n\n"):
+        title, *rows = block.splitlines()
+        sections[title] = [row.split(maxsplit=1) for row in rows]
+    assert list(sections) == ["Tracking:", "Reports:", "Data in and out:", "Upkeep:", "Serving:"]
+    listed = [name for rows in sections.values() for name, _ in rows]
+    assert sorted(listed) == sorted(cli.commands)  # each command exactly once
+    for rows in sections.values():
+        for name, summary in rows:
+            first_line = cli.commands[name].help.splitlines()[0]
+            assert summary == first_line, name  # shown whole, on one line
+            assert not summary.endswith("...")
+    assert max(len(line) for line in result.stdout.splitlines()) <= 80
+
+
 # -- progress -----------------------------------------------------------------------------
 
 
