@@ -16,14 +16,8 @@ from sqlite_utils import Database
 
 from . import DISTRIBUTION
 from .atomic import atomic_file
-from .db import (
-    DEFAULT_PATH,
-    ENV_VAR,
-    MissingIndexesWarning,
-    PendingWritesWarning,
-    open_database,
-)
-from .errors import AgentMetricsError, ConfigError
+from .db import DEFAULT_PATH, ENV_VAR, open_database
+from .errors import AgentMetricsError, ConfigError, MissingIndexesWarning, PendingWritesWarning
 from .formatting import format_duration, format_time, formatters, parse_percent, printable, readable
 from .reports._common import bound, resolve_now
 from .reports.regression import METRICS as REGRESSION_METRICS

@@ -819,7 +819,7 @@ def test_long_work_shows_progress_only_when_asked(tmp_path, monkeypatch, shown):
 # -- errors: one home for every exception, one exit code per kind ------------------------
 
 
-def test_every_exception_lives_in_errors():
+def test_every_exception_and_warning_lives_in_errors():
     import importlib
     import inspect
     import pkgutil
@@ -834,14 +834,14 @@ def test_every_exception_lives_in_errors():
             if (
                 inspect.isclass(value)
                 and issubclass(value, BaseException)
-                and not issubclass(value, Warning)  # e.g. db.MissingIndexesWarning
                 and value.__module__ == info.name
                 and not name.startswith("_")
             ):
                 assert info.name == "agentmetrics.errors", f"{info.name}.{name}"
     for value in vars(agentmetrics.errors).values():
         if inspect.isclass(value) and value.__module__ == "agentmetrics.errors":
-            assert issubclass(value, agentmetrics.AgentMetricsError), value
+            base = UserWarning if issubclass(value, Warning) else agentmetrics.AgentMetricsError
+            assert issubclass(value, base), value
 
 
 def test_exit_codes(recent, tmp_path):
