@@ -16,14 +16,8 @@ from sqlite_utils import Database
 
 from . import DISTRIBUTION
 from .atomic import atomic_file
-from .db import (
-    DEFAULT_PATH,
-    ENV_VAR,
-    MissingIndexesWarning,
-    PendingWritesWarning,
-    open_database,
-)
-from .errors import AgentMetricsError, ConfigError
+from .db import DEFAULT_PATH, ENV_VAR, open_database
+from .errors import AgentMetricsError, ConfigError, MissingIndexesWarning, PendingWritesWarning
 from .formatting import format_duration, format_time, formatters, parse_percent, printable, readable
 from .reports.regression import METRICS as REGRESSION_METRICS
 from .reports.trend import FREQUENCIES
@@ -38,9 +32,42 @@ class _UsageFailure(click.ClickException):
     exit_code = 2
 
 
+SECTIONS = {
+    "Tracking": ("list", "show", "executions", "agent", "failures", "watch"),
+    "Reports": (
+        "health",
+        "performance",
+        "retries",
+        "trends",
+        "costs",
+        "regressions",
+        "check",
+        "plot",
+        "report",
+    ),
+    "Data in and out": ("export", "import", "merge", "demo"),
+    "Upkeep": ("cleanup", "reap", "upgrade", "flush"),
+    "Serving": ("serve", "metrics", "datasette-metadata"),
+}
+"""The sections of ``agentmetrics --help``, in order, and their commands."""
+
+
 class _Group(click.Group):
     """Turns errors into one ``Error: ...`` line: exit code 2 for a bad option value or
-    configuration (:class:`~agentmetrics.errors.ConfigError`), 1 for everything else."""
+    configuration (:class:`~agentmetrics.errors.ConfigError`), 1 for everything else.
+
+    ``--help`` lists the commands by :data:`SECTIONS`, aligned across sections.
+    """
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        width = max(len(name) for name in self.commands)
+        limit = formatter.width - 6 - width  # as click's own listing
+        for title, names in SECTIONS.items():
+            rows = [
+                (name.ljust(width), self.commands[name].get_short_help_str(limit)) for name in names
+            ]
+            with formatter.section(title):
+                formatter.write_dl(rows)
 
     def invoke(self, ctx: click.Context):
         try:
@@ -397,7 +424,7 @@ def list_(ctx: click.Context, limit: int, fmt: str) -> None:
 @output_options
 @click.pass_context
 def show(ctx: click.Context, session_id: str, now: str | None, fmt: str) -> None:
-    """Show the metrics of one orchestration and its timeline.
+    """Show one orchestration's metrics and timeline.
 
     On a terminal the timeline is a waterfall scaled to its width (one line per task,
     its attempts side by side, running ones up to --now); piped, a table of the
@@ -457,7 +484,7 @@ def _terminal_width() -> int | None:
 @output_options
 @click.pass_context
 def agent(ctx: click.Context, agent_name: str, list_: bool, limit: int | None, fmt: str) -> None:
-    """Show the statistics of one agent over all its executions."""
+    """Show one agent's statistics over all its executions."""
     from . import reports
 
     if list_:
@@ -475,7 +502,7 @@ def agent(ctx: click.Context, agent_name: str, list_: bool, limit: int | None, f
 @output_options
 @click.pass_context
 def executions(ctx: click.Context, session_id: str, fmt: str) -> None:
-    """List the agent executions of one orchestration, in the order they started."""
+    """List one orchestration's executions in start order."""
     from . import reports
 
     df = reports.executions(read_db(ctx), session_id)
@@ -560,12 +587,12 @@ def health(
     fmt: str,
     **limits: float | str | None,
 ) -> None:
-    """System health over the last HOURS hours (default 24); a CI gate with the --max/--min
-    options: exit 1 with the reason when unhealthy.
+    """System health over the last HOURS hours (default 24).
 
-    Each limit is an alert rule evaluated as `agentmetrics check` does (no data in the
-    window passes). --since/--until give the window instead of HOURS: it is then
-    answered as of UNTIL (HOURS hours before it without --since).
+    A CI gate with the --max/--min options: exit 1 with the reason when unhealthy. Each
+    limit is an alert rule evaluated as `agentmetrics check` does (no data in the window
+    passes). --since/--until give the window instead of HOURS: it is then answered as of
+    UNTIL (HOURS hours before it without --since).
 
     \b
     agentmetrics health 24 --min-success-rate 90 --max-running 0
@@ -610,7 +637,7 @@ def _window_end(until: str | None, now: str | None):
 @output_options
 @click.pass_context
 def performance(ctx: click.Context, fmt: str, **window) -> None:
-    """Performance of every agent: success rate and duration percentiles."""
+    """Each agent's success rate and duration percentiles."""
     from . import reports
 
     df = reports.performance_report(read_db(ctx), **window)
@@ -652,11 +679,12 @@ def retries(
     fmt: str,
     agent: str | None,
 ) -> None:
-    """Tasks, attempts and retries per agent: first-attempt and eventual success, tasks
-    rescued by a retry, time and cost of failed attempts, the top reasons retried.
+    """Tasks, attempts and retries per agent.
 
-    Over the last HOURS hours (default 24, before --until, else now), or
-    --since/--until. Failed attempts are priced like `agentmetrics costs` prices them.
+    First-attempt and eventual success, tasks rescued by a retry, time and cost of failed
+    attempts, the top reasons retried. Over the last HOURS hours (default 24, before
+    --until, else now), or --since/--until. Failed attempts are priced like `agentmetrics
+    costs` prices them.
 
     \b
     agentmetrics retries 24
@@ -694,7 +722,10 @@ def retries(
 @output_options
 @click.pass_context
 def failures(ctx: click.Context, limit: int, include_partial: bool, fmt: str) -> None:
-    """List the latest failed orchestrations (at most LIMIT, default 50)."""
+    """List the latest failed orchestrations.
+
+    At most LIMIT of them (default 50), newest first.
+    """
     from . import reports
 
     df = reports.failed_orchestrations(read_db(ctx), limit=limit, include_partial=include_partial)
@@ -731,7 +762,9 @@ def export(
     output: str | None,
     table: str | None,
 ) -> None:
-    """Export all data, or one session, as JSON, JSON Lines, OTLP, CSV or Parquet (streamed).
+    """Export all data, or one session, streamed.
+
+    As JSON (the default), JSON Lines, OTLP, CSV or Parquet.
 
     \b
     agentmetrics export > all-data.json
@@ -799,15 +832,15 @@ def _print_import(result) -> None:
 @db_option
 @click.pass_context
 def import_(ctx: click.Context, files: tuple[str, ...], format_: str) -> None:
-    """Import export files (JSON or JSON Lines, ours or the original's) or OpenTelemetry
-    traces (--format otlp) into the database.
+    """Import export files or OpenTelemetry traces.
 
-    Rows are matched by session id: a stored row is replaced only by one further
-    along (finished beats running; a later completed_at wins). A malformed file is
-    rejected whole and nothing is imported. Rows are written in short transactions
-    (trackers keep writing meanwhile); an interrupted import completes when run again.
-    Spans become orchestrations and executions as README's "OpenTelemetry in" maps
-    them; importing the same spans again changes nothing.
+    Export files are JSON or JSON Lines, ours or the original's; traces (--format otlp) are
+    OTLP/JSON Lines or protobuf. Rows are matched by session id: a stored row is replaced
+    only by one further along (finished beats running; a later completed_at wins). A
+    malformed file is rejected whole and nothing is imported. Rows are written in short
+    transactions (trackers keep writing meanwhile); an interrupted import completes when run
+    again. Spans become orchestrations and executions as docs/opentelemetry.md maps them;
+    importing the same spans again changes nothing.
 
     \b
     agentmetrics import all-data.json
@@ -837,9 +870,10 @@ def import_(ctx: click.Context, files: tuple[str, ...], format_: str) -> None:
 @db_option
 @click.pass_context
 def merge(ctx: click.Context, databases: tuple[str, ...]) -> None:
-    """Merge other agentmetrics (or original tool) database files into the database.
+    """Merge other database files into the database.
 
-    The other files are only read; rows follow the same rules as import.
+    Files of agentmetrics or of the original tool; they are only read, and rows follow the
+    same rules as import.
     """
     from .exchange import merge_databases
 
@@ -863,8 +897,11 @@ def merge(ctx: click.Context, databases: tuple[str, ...]) -> None:
 @db_option
 @click.pass_context
 def cleanup(ctx: click.Context, days: float, dry_run: bool, vacuum: bool, now: str | None) -> None:
-    """Delete orchestrations started more than DAYS days ago, with their executions,
-    and standalone executions of the same age (0: everything started before now)."""
+    """Delete the runs started more than DAYS days ago.
+
+    Orchestrations with their executions, and standalone executions of the same age
+    (0: everything started before now).
+    """
     from .cleanup import cleanup as cleanup_
     from .cleanup import vacuum as vacuum_
 
@@ -894,7 +931,7 @@ def cleanup(ctx: click.Context, days: float, dry_run: bool, vacuum: bool, now: s
 @db_option
 @click.pass_context
 def upgrade(ctx: click.Context) -> None:
-    """Build the report indexes and rollups a large existing file lacks (announced).
+    """Build the indexes and rollups a large file lacks.
 
     Opening a file never builds them when it holds many rows, as that holds the write
     lock for seconds; reports work without them, only slower. Writers wait while each
@@ -916,9 +953,10 @@ def upgrade(ctx: click.Context) -> None:
 @db_option
 @click.pass_context
 def flush(ctx: click.Context) -> None:
-    """Apply the tracking writes kept in DB.pending.jsonl while the database was unavailable.
+    """Apply the writes kept in DB.pending.jsonl.
 
-    Any tracking write applies them too; this is for when no tracker runs any more.
+    The tracking writes kept there while the database was unavailable. Any tracking write
+    applies them too; this is for when no tracker runs any more.
     """
     from .errors import StorageError
     from .monitor import Monitor
@@ -1006,10 +1044,11 @@ def costs(
     fmt: str,
     **window,
 ) -> None:
-    """Estimated cost of finished executions, and how each figure was produced.
+    """Estimate the cost of finished executions.
 
-    Recorded cost_usd is used as is; token counts are priced with [costs.models];
-    otherwise execution time is priced at the agent's hourly rate.
+    Each figure says how it was produced. Recorded cost_usd is used as is; token counts are
+    priced with [costs.models]; otherwise execution time is priced at the agent's hourly
+    rate.
 
     \b
     agentmetrics costs
@@ -1084,8 +1123,10 @@ def metrics(
 @db_option
 @click.pass_context
 def datasette_metadata(ctx: click.Context) -> None:
-    """Print Datasette metadata for the database: internal tables hidden, newest first,
-    column descriptions and units, canned queries (health, failures, slowest agents).
+    """Print Datasette metadata for the database.
+
+    Internal tables hidden, newest first, column descriptions and units, canned queries
+    (health, failures, slowest agents).
 
     \b
     agentmetrics --db monitoring.db datasette-metadata > metadata.json
@@ -1108,14 +1149,14 @@ def datasette_metadata(ctx: click.Context) -> None:
 @db_option
 @click.pass_context
 def reap(ctx: click.Context, stale_after: str, dry_run: bool, now: str | None, fmt: str) -> None:
-    """Close stale runs: orchestrations still running and executions still in progress
-    with no sign of life for --stale-after (a crashed process).
+    """Close stale runs (left by a crashed process).
 
-    Each gets completed_at = its last sign of life and an "abandoned: ..." message. An
-    execution ends failed; an orchestration's task counts are recounted from its
-    executions and it ends completed, partial or failed by the one status rule, every
-    task that did not complete counted as failed (failed when it has no task). Finished
-    rows are never touched. All in one transaction.
+    Orchestrations still running and executions still in progress with no sign of life for
+    --stale-after. Each gets completed_at = its last sign of life and an "abandoned: ..."
+    message. An execution ends failed; an orchestration's task counts are recounted from its
+    executions and it ends completed, partial or failed by the one status rule, every task
+    that did not complete counted as failed (failed when it has no task). Finished rows are
+    never touched. All in one transaction.
     """
     from .formatting import format_duration
     from .maintenance import reap as reap_
@@ -1199,8 +1240,10 @@ def regressions(
     now: str | None,
     fmt: str,
 ) -> None:
-    """Compare each agent's recent window with the baseline before it; exit 1 if
-    any agent regressed (a practical change, significant, with enough runs).
+    """Compare each agent's recent runs with its baseline.
+
+    The recent window against the baseline before it; exit 1 if any agent regressed (a
+    practical change, significant, with enough runs).
 
     \b
     Example, in CI:
@@ -1281,10 +1324,10 @@ def check(
     strict: bool,
     now: str | None,
 ) -> None:
-    """Evaluate the alerting rules and print each one's status and value.
+    """Evaluate the alerting rules and print their status.
 
-    Exit codes: 0 when every rule is ok or only warns (--strict: warnings exit 1),
-    1 when a rule alerts, 2 for a configuration error.
+    Each rule's status and value. Exit codes: 0 when every rule is ok or only warns
+    (--strict: warnings exit 1), 1 when a rule alerts, 2 for a configuration error.
     """
     from . import notify as notify_
     from . import rules as rules_
@@ -1329,12 +1372,12 @@ def check(
 def demo(
     ctx: click.Context, days: float, orchestrations: int, seed: int, now: str | None, replace: bool
 ) -> None:
-    """Build a realistic demo database (the same --seed and --now give the same data).
+    """Build a realistic demo database.
 
-    Seven agents over --days days: one got slower in the last week, one is flaky,
-    some runs are retried and self-heal, a few orchestrations are still running.
-    Refuses a database that holds other data unless --replace is given; an earlier
-    demo build is rebuilt.
+    The same --seed and --now give the same data. Seven agents over --days days: one got
+    slower in the last week, one is flaky, some runs are retried and self-heal, a few
+    orchestrations are still running. Refuses a database that holds other data unless
+    --replace is given; an earlier demo build is rebuilt.
 
     \b
     Example:
@@ -1375,7 +1418,10 @@ def freq_option(help: str) -> Callable:
 @output_options
 @click.pass_context
 def trends(ctx: click.Context, freq: str, by_agent: bool, fmt: str, **window) -> None:
-    """Executions, success rate and p50/p95 duration per hour, day or week."""
+    """Executions, success rate and durations over time.
+
+    Per hour, day or week: executions, success rate, p50 and p95 duration.
+    """
     from . import reports
 
     df = reports.trends(read_db(ctx), freq=freq, by_agent=by_agent, **window)
@@ -1414,7 +1460,9 @@ def plot(
     dpi: int,
     **window,
 ) -> None:
-    """Draw a chart into an image file (PNG, SVG or PDF, by extension).
+    """Draw a chart into a PNG, SVG or PDF file.
+
+    The format follows the file's extension.
 
     \b
     trends        executions per period and the success rate
@@ -1494,10 +1542,10 @@ def _image_format(fig, output: str) -> str:
 def watch(
     ctx: click.Context, interval: float, minutes: float, iterations: int | None, once: bool
 ) -> None:
-    """Live view: running orchestrations, recent executions, last hour, failures.
+    """Live view of running and recent runs.
 
-    Reads through a read-only connection, so it can run while agents write.
-    Press Ctrl-C to stop.
+    Running orchestrations, recent executions, the last hour, failures. Reads through a
+    read-only connection, so it can run while agents write. Press Ctrl-C to stop.
     """
     import shutil
 
@@ -1561,7 +1609,7 @@ def serve(
     max_buffered_mib: float | None,
     max_connections: int,
 ) -> None:
-    """Receive OpenTelemetry traces over OTLP/HTTP into the database.
+    """Receive OpenTelemetry traces over OTLP/HTTP.
 
     POST /v1/traces takes protobuf or JSON, gzip or not; agent spans become executions
     and workflows orchestrations, as `import --format otlp` does. Stops on Ctrl-C or
@@ -1631,8 +1679,10 @@ def report(
     rules_path: str | None,
     title: str,
 ) -> None:
-    """Write a self-contained HTML report (health, agents, trends, failures, costs)
-    of the 7 days before --until (default: now), or from --since.
+    """Write a self-contained HTML report.
+
+    Health, agents, trends, failures and costs of the 7 days before --until (default:
+    now), or from --since.
 
     \b
     agentmetrics report -o report.html

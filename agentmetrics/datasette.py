@@ -88,7 +88,7 @@ CANNED_QUERIES = {
     AS success_rate_percent,
   round(avg(CASE WHEN status != 'in_progress' THEN duration_ms END) / 1000.0, 1)
     AS avg_duration_s,
-  coalesce(sum(self_healed), 0) AS self_healed
+  coalesce(sum(self_healed), 0) AS self_healed_executions
 FROM agent_executions
 WHERE started_at >= {_SINCE}""",
     },

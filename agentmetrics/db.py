@@ -31,7 +31,14 @@ from pathlib import Path
 from sqlite_utils import Database
 
 from . import rollups
-from .errors import DatabaseError, ForeignDatabase, NotADatabase, ReadOnlyDatabase
+from .errors import (
+    DatabaseError,
+    ForeignDatabase,
+    MissingIndexesWarning,
+    NotADatabase,
+    PendingWritesWarning,
+    ReadOnlyDatabase,
+)
 from .migrations import EXTRA_COLUMNS, migrations, missing_indexes
 from .pending import SUFFIX, count_kept
 
@@ -61,14 +68,6 @@ def default_path() -> str:
     return os.environ.get(ENV_VAR) or DEFAULT_PATH
 
 
-class MissingIndexesWarning(UserWarning):
-    """A large file lacks the report indexes or rollups: reports work, only slower."""
-
-
-class PendingWritesWarning(UserWarning):
-    """Tracking writes wait in the journal beside the file: reports do not include them."""
-
-
 def _stderr(message: str) -> None:
     print(f"agentmetrics: {message}", file=sys.stderr, flush=True)
 
@@ -87,9 +86,10 @@ def open_database(
     ``synchronous=NORMAL``; pending migrations (instant: nullable columns) are
     applied. The report indexes are built too when the file is new or small; on a
     larger file that lacks them or the rollups, opening with ``create=False`` (as the
-    report functions do with a path) warns with :class:`MissingIndexesWarning`, and
-    :func:`upgrade` builds them. A file that cannot be written (read-only file or
-    folder) is opened read-only: reports work, nothing is written.
+    report functions do with a path) warns with
+    :class:`~agentmetrics.errors.MissingIndexesWarning`, and :func:`upgrade` builds them.
+    A file that cannot be written (read-only file or folder) is opened read-only: reports
+    work, nothing is written.
 
     :param path: file path, ``":memory:"``, or None for :func:`default_path`
     :param read_only: open for reading only, never writing to the file

@@ -1,7 +1,8 @@
-"""Every exception agentmetrics raises on purpose, in one place.
+"""Every exception agentmetrics raises on purpose, and every warning it gives, in one place.
 
-The command line turns them into one ``Error: ...`` line: a :class:`ConfigError` exits
-with code 2 (like a usage error), every other :class:`AgentMetricsError` with code 1.
+The command line turns the exceptions into one ``Error: ...`` line: a :class:`ConfigError`
+exits with code 2 (like a usage error), every other :class:`AgentMetricsError` with code 1.
+It prints the warnings as one ``agentmetrics: ...`` line on stderr.
 """
 
 
@@ -59,3 +60,11 @@ class InvalidExport(AgentMetricsError):
 
 class MissingDependency(AgentMetricsError):
     """An optional dependency needed for this feature is not installed."""
+
+
+class MissingIndexesWarning(UserWarning):
+    """A large file lacks the report indexes or rollups: reports work, only slower."""
+
+
+class PendingWritesWarning(UserWarning):
+    """Tracking writes wait in the journal beside the file: reports do not include them."""

@@ -1,7 +1,8 @@
 """Moving data between databases: streaming export, import of exports, merge of files.
 
 An export is either JSON in the original tool's shape (a list of orchestrations, newest
-first, each with an ``executions`` list in start order; ``self_healed`` as true/false; one
+first, each with an ``executions`` list oldest first, in the original's order: by
+``created_at``, rows of the same second as written; ``self_healed`` as true/false; one
 session as ``{"orchestration": ..., "executions": [...]}``) or JSON Lines: one object per
 line with a ``type`` of ``orchestration`` or ``execution``, each orchestration followed
 by its executions, in the same order. Executions without an orchestration come last: in
@@ -60,21 +61,25 @@ def _select(alias: str, columns: Iterable[str]) -> str:
     return ", ".join(f"{alias}.{c}" for c in columns)
 
 
-# Newest first, as the original exports.
+# Newest first, in the order the original's export query (``ORDER BY created_at DESC``,
+# each one's executions ``ORDER BY created_at``) returns rows on its files, ties of the
+# same second included: its plan reads the created_at index backwards (rowid DESC) and
+# sorts each one's executions read in rowid order.
+_ORCHESTRATIONS_ORDER = "o.created_at DESC, o.rowid DESC"
+_EXECUTIONS_ORDER = "e.created_at, e.rowid"
 _ORCHESTRATIONS_SQL = f"""
 SELECT {_select("o", ORCHESTRATION_COLUMNS)} FROM orchestrations o {{where}}
-ORDER BY o.started_at DESC, o.rowid DESC
+ORDER BY {_ORCHESTRATIONS_ORDER}
 """
 # The same order, so one pass over both cursors pairs each orchestration with its
 # executions without repeating the orchestration's columns on every row. Ordering by
-# (started_at, rowid) is the started_at index's own order (read backwards), and CROSS
-# JOIN keeps the orchestrations outside, each one's executions read in order from the
-# (orchestration_id, started_at) index: no sort of the whole table (1.7x faster on a
-# million executions).
+# (created_at, rowid) is the created_at index's own order (read backwards), and CROSS
+# JOIN keeps the orchestrations outside, each one's few executions sorted apart: no
+# sort of the whole table (1.7x faster on a million executions).
 _EXECUTIONS_SQL = f"""
 SELECT o.id, {_select("e", EXECUTION_COLUMNS)}
 FROM orchestrations o CROSS JOIN agent_executions e ON e.orchestration_id = o.id {{where}}
-ORDER BY o.started_at DESC, o.rowid DESC, e.started_at, e.rowid
+ORDER BY {_ORCHESTRATIONS_ORDER}, {_EXECUTIONS_ORDER}
 """
 
 # Executions with no orchestration, and (in files written without foreign keys)
@@ -93,7 +98,7 @@ def iter_sessions(
 ) -> Iterator[Session]:
     """Yield every orchestration with its executions, newest first, from one cursor.
 
-    Executions come in start order, with ``self_healed`` as a bool (None if unset).
+    Executions come oldest first, with ``self_healed`` as a bool (None if unset).
 
     The standalone executions come last, as ``(None, executions)``, in batches so
     memory stays flat. With ``session_id`` only that orchestration is yielded.
@@ -160,15 +165,14 @@ EncodedSession = tuple[str | None, int, str]
 """An orchestration as JSON text (None for executions without one), its number of
 executions, and those executions as JSON text joined by the separator."""
 
-# Each orchestration with its executions already encoded and joined, in start order
-# (the order of the (orchestration_id, started_at) index, read for each one).
-_ENCODED_SQL = """
-SELECT {orchestration}, (
+# Each orchestration with its executions already encoded and joined, in the same order.
+_ENCODED_SQL = f"""
+SELECT {{orchestration}}, (
   SELECT count(*) || ' ' || group_concat(row, :separator) FROM (
-    SELECT {execution} AS row FROM agent_executions e WHERE e.orchestration_id = o.id
-    ORDER BY e.started_at, e.rowid))
-FROM orchestrations o {where}
-ORDER BY o.started_at DESC, o.rowid DESC
+    SELECT {{execution}} AS row FROM agent_executions e WHERE e.orchestration_id = o.id
+    ORDER BY {_EXECUTIONS_ORDER}))
+FROM orchestrations o {{where}}
+ORDER BY {_ORCHESTRATIONS_ORDER}
 """
 
 

@@ -192,7 +192,7 @@ def _performance(conn, since: str, until: str) -> str:
             ("p99_duration_ms", "p99", format_duration),
             ("max_duration_ms", "Max", format_duration),
             ("retries", "Retries", _count),
-            ("self_healed", "Self-healed", _count),
+            ("self_healed_executions", "Self-healed", _count),
         ],
         empty="No executions in this window.",
     )

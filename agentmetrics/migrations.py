@@ -110,6 +110,11 @@ INDEXES = [
         "CREATE INDEX IF NOT EXISTS idx_am_orch_started ON orchestrations(started_at)",
         ("started_at",),
     ),
+    # The export's order (newest first, as the original's export query returns them).
+    (
+        "CREATE INDEX IF NOT EXISTS idx_am_orch_created ON orchestrations(created_at)",
+        ("created_at",),
+    ),
     (
         "CREATE INDEX IF NOT EXISTS idx_am_orch_status_started"
         " ON orchestrations(status, started_at)",

@@ -142,7 +142,7 @@ NOTEBOOKS = {
         ),
         "perf = reports.performance_report(DB)\n"
         'perf[["agent_name", "executions", "failed", "success_rate", "p50_duration_ms",\n'
-        '      "p95_duration_ms", "p99_duration_ms", "retries", "self_healed"]]',
+        '      "p95_duration_ms", "p99_duration_ms", "retries", "self_healed_executions"]]',
         md("## Who is slow?\n\nSorted by p95 duration, in readable units:"),
         'slowest = perf.sort_values("p95_duration_ms", ascending=False).set_index("agent_name")\n'
         'slowest[["p50_duration_ms", "p95_duration_ms", "p99_duration_ms"]].map(format_duration)',

@@ -16,6 +16,16 @@ FIXTURES = Path(__file__).parent / "fixtures"
 ORIGINAL_SCHEMA = (FIXTURES / "original_schema.sql").read_text()
 
 
+def pyproject() -> dict:
+    """This project's pyproject.toml."""
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib
+
+    return tomllib.loads((FIXTURES.parent.parent / "pyproject.toml").read_text())
+
+
 def pytest_report_header(config):
     return f"SQLite {sqlite3.sqlite_version}, sqlite-utils {version('sqlite-utils')}"
 

@@ -745,6 +745,25 @@ def test_help(command):
     assert "--db" in result.stdout
 
 
+def test_root_help_lists_every_command_once_in_sections_with_whole_summaries():
+    result = CliRunner().invoke(cli, ["--help"], terminal_width=80)
+    assert result.exit_code == 0, result.output
+    commands_part = result.stdout.split("\n\n", 3)[3]  # after usage, description, options
+    sections = {}
+    for block in commands_part.strip().split("\n\n"):
+        title, *rows = block.splitlines()
+        sections[title] = [row.split(maxsplit=1) for row in rows]
+    assert list(sections) == ["Tracking:", "Reports:", "Data in and out:", "Upkeep:", "Serving:"]
+    listed = [name for rows in sections.values() for name, _ in rows]
+    assert sorted(listed) == sorted(cli.commands)  # each command exactly once
+    for rows in sections.values():
+        for name, summary in rows:
+            first_line = cli.commands[name].help.splitlines()[0]
+            assert summary == first_line, name  # shown whole, on one line
+            assert not summary.endswith("...")
+    assert max(len(line) for line in result.stdout.splitlines()) <= 80
+
+
 # -- progress -----------------------------------------------------------------------------
 
 
@@ -800,7 +819,7 @@ def test_long_work_shows_progress_only_when_asked(tmp_path, monkeypatch, shown):
 # -- errors: one home for every exception, one exit code per kind ------------------------
 
 
-def test_every_exception_lives_in_errors():
+def test_every_exception_and_warning_lives_in_errors():
     import importlib
     import inspect
     import pkgutil
@@ -815,14 +834,14 @@ def test_every_exception_lives_in_errors():
             if (
                 inspect.isclass(value)
                 and issubclass(value, BaseException)
-                and not issubclass(value, Warning)  # e.g. db.MissingIndexesWarning
                 and value.__module__ == info.name
                 and not name.startswith("_")
             ):
                 assert info.name == "agentmetrics.errors", f"{info.name}.{name}"
     for value in vars(agentmetrics.errors).values():
         if inspect.isclass(value) and value.__module__ == "agentmetrics.errors":
-            assert issubclass(value, agentmetrics.AgentMetricsError), value
+            base = UserWarning if issubclass(value, Warning) else agentmetrics.AgentMetricsError
+            assert issubclass(value, base), value
 
 
 def test_exit_codes(recent, tmp_path):

@@ -23,7 +23,9 @@ RATES = {"default_hourly_rate": 3.6}  # 0.001 USD per second
 
 TIME = "datetime64[us, UTC]"
 COUNTS = [(c, "int64") for c in ("executions", "finished", "completed", "failed", "in_progress")]
-SUMS = [(c, "int64") for c in ("retries", "self_healed", "files_created", "files_modified")]
+SUMS = [
+    (c, "int64") for c in ("retries", "self_healed_executions", "files_created", "files_modified")
+]
 ORCHESTRATION_ROW = [
     ("id", "object"),
     ("session_id", "object"),
@@ -99,7 +101,7 @@ COLUMNS = {
         ("p50_duration_ms", "float64"),
         ("p95_duration_ms", "float64"),
         ("retries", "int64"),
-        ("self_healed", "int64"),
+        ("self_healed_executions", "int64"),
         ("tasks", "int64"),
         ("first_attempt_success_rate", "float64"),
         ("retry_rate", "float64"),
@@ -124,7 +126,7 @@ COLUMNS = {
     "self_healing": [
         ("agent_name", "object"),
         *COUNTS,
-        ("self_healed", "int64"),
+        ("self_healed_executions", "int64"),
         ("self_healed_rate", "float64"),
         ("rescued", "int64"),
         ("rescue_rate", "float64"),
@@ -308,6 +310,24 @@ def edges(session):
 
 def test_every_report_is_in_the_contract():
     assert sorted(reports.__all__) == sorted(COLUMNS)
+
+
+def test_self_healed_is_the_row_flag_only():
+    """One name, one meaning: the count of self-healed executions has its own name."""
+    kinds = {
+        dtype for columns in COLUMNS.values() for name, dtype in columns if name == "self_healed"
+    }
+    assert kinds == {"bool"}
+    counts = [
+        name for name, columns in COLUMNS.items() if ("self_healed_executions", "int64") in columns
+    ]
+    assert sorted(counts) == [
+        "agent_summary",
+        "orchestration_summary",
+        "performance_report",
+        "self_healing",
+        "trends",
+    ]
 
 
 @pytest.mark.parametrize("name", sorted(COLUMNS))
@@ -495,7 +515,7 @@ def test_performance_report_whole_frame(edges):
             "p95_duration_ms": 2000 + 0.8 * 2000,
             "p99_duration_ms": 2000 + 0.96 * 2000,
             "retries": 0,
-            "self_healed": 0,
+            "self_healed_executions": 0,
             "files_created": 0,
             "files_modified": 0,
         },

@@ -149,7 +149,7 @@ def test_datasette_health_query(datasette):
         "in_progress": 1,
         "success_rate_percent": 66.7,
         "avg_duration_s": 70.0,
-        "self_healed": 1,
+        "self_healed_executions": 1,
     }
     assert datasette("/runs/health.json?_shape=array&hours=24") == [last_day]
     assert datasette("/runs/health.json?_shape=array") == [last_day]  # default 24

@@ -18,6 +18,7 @@ import click
 import pytest
 import yaml
 from click.testing import CliRunner
+from conftest import pyproject
 
 from agentmetrics import DISTRIBUTION
 from agentmetrics.cli import cli
@@ -111,27 +112,18 @@ def test_readme_code_blocks_run_as_the_docs_do():
     assert [block.strip() for block in skipped] == readme_commands()[:2]
 
 
-def _pyproject():
-    try:
-        import tomllib
-    except ImportError:  # Python 3.10
-        import tomli as tomllib
-
-    return tomllib.loads((ROOT / "pyproject.toml").read_text())
-
-
 def test_distribution_name_is_not_the_unrelated_agentmetrics():
-    project = _pyproject()["project"]
+    project = pyproject()["project"]
     assert project["name"] == DISTRIBUTION != "agentmetrics"
     # The extras that include the test extra name this distribution, not PyPI's.
     extras = project["optional-dependencies"]
     assert extras["dev"] == [f"{DISTRIBUTION}[test]"]
 
 
-@pytest.mark.parametrize("document", ["README.md", "docs/getting-started.md"])
-def test_readme_requirements_are_the_pyproject_lower_bounds(document):
-    project = _pyproject()["project"]
-    text = (ROOT / document).read_text()
+@pytest.mark.parametrize("page", ["README.md", "docs/getting-started.md"])
+def test_readme_requirements_are_the_pyproject_lower_bounds(page):
+    project = pyproject()["project"]
+    text = (ROOT / page).read_text()
     sentence = re.split(r"\.\s", text.split("Requirements: ", 1)[1], maxsplit=1)[0]
     stated = dict(re.findall(r"([\w-]+)\s+([\d.]+)\+", sentence))
     bounds = {"Python": project["requires-python"].removeprefix(">=")}
@@ -412,7 +404,7 @@ def test_ci_example_runs_as_written(tmp_path):
     for label, record in (("ok", _healthy), ("failed", lambda db: _healthy(db, True))):
         runner, target = tmp_path / f"run-{label}", tmp_path / f"site-{label}"
         runs[label] = _run_workflow(steps, user, runner, target, record)
-        dist_info = f"{DISTRIBUTION.replace('-', '_')}-{_pyproject()['project']['version']}"
+        dist_info = f"{DISTRIBUTION.replace('-', '_')}-{pyproject()['project']['version']}"
         assert (target / f"{dist_info}.dist-info").is_dir()  # installed from ./agentmetrics
         with (runner / "agentmetrics-export.jsonl").open() as export:
             lines = [json.loads(line) for line in export]

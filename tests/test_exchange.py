@@ -709,6 +709,60 @@ def test_orphan_executions_are_exported_and_imported_standalone(tmp_path):
     assert fresh.execute("SELECT orchestration_id FROM agent_executions").fetchall() == [(None,)]
 
 
+def original_file_written_in_one_second(path):
+    """Several writers of the original within one second: o-a and o-b created in the
+    same millisecond, o-c created last though its run started first, and o-b's
+    executions written out of start order (created_at is the second of each insert)."""
+    second, ms = "2024-03-01 12:00:00", "2024-03-01T12:00:00.{:03d}Z"
+    orchestrations = [
+        {"id": f"o-{s}", "session_id": s, "status": "running", "started_at": ms.format(started)}
+        for s, started in (("d", 100), ("a", 500), ("b", 500), ("c", 200))
+    ]
+    executions = [
+        {
+            "id": f"e-{name}",
+            "orchestration_id": "o-b",
+            "agent_session_id": name,
+            "agent_name": "coder",
+            "status": "in_progress",
+            "started_at": ms.format(started),
+        }
+        for name, started in (("x", 900), ("y", 700), ("z", 700))
+    ]
+    for row in (*orchestrations, *executions):
+        row["created_at"] = second
+    orchestrations[0]["created_at"] = "2024-03-01 11:59:59"
+    return make_original_db(path, orchestrations, executions)
+
+
+def test_json_export_order_is_the_originals_query_order_with_its_ties(tmp_path):
+    path = original_file_written_in_one_second(tmp_path / "orig.db")
+    # What the original's export runs, on its own file, before we open it.
+    conn = sqlite3.connect(path)
+    original = [
+        (session, [row[0] for row in conn.execute(
+            "SELECT agent_session_id FROM agent_executions WHERE orchestration_id = ?"
+            " ORDER BY created_at", [orchestration_id])])
+        for orchestration_id, session in conn.execute(
+            "SELECT id, session_id FROM orchestrations ORDER BY created_at DESC LIMIT ?", [1000])
+    ]  # fmt: skip
+    conn.close()
+    # Newest second first; in one second, the last written first (executions: as written).
+    expected = [("c", []), ("b", ["x", "y", "z"]), ("a", []), ("d", [])]
+    assert original == expected
+    db = agentmetrics.open_database(path)
+    data = json.loads(export_text(db))
+    assert [(o["session_id"], [e["agent_session_id"] for e in o["executions"]]) for o in data] == (
+        expected
+    )
+    lines = [json.loads(line) for line in export_text(db, format="jsonl").splitlines()]
+    db.close()
+    in_order = [row.get("session_id") or row["agent_session_id"] for row in lines]
+    assert in_order == ["c", "b", "x", "y", "z", "a", "d"]
+    one = json.loads(cli_result("--db", path, "export", "b").stdout)
+    assert [e["agent_session_id"] for e in one["executions"]] == ["x", "y", "z"]
+
+
 def original_rows():
     orchestrations = [
         {

@@ -24,7 +24,7 @@ import agentmetrics
 from agentmetrics import db as dbmodule
 from agentmetrics import reports
 from agentmetrics.cli import cli
-from agentmetrics.errors import DatabaseError, ForeignDatabase
+from agentmetrics.errors import DatabaseError, ForeignDatabase, MissingIndexesWarning
 from agentmetrics.migrations import INDEXES, migrations, missing_indexes
 from tests.conftest import make_original_db
 
@@ -84,7 +84,7 @@ def large_original(tmp_path, monkeypatch):
 
 def all_reports(path) -> dict[str, pd.DataFrame]:
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", dbmodule.MissingIndexesWarning)
+        warnings.simplefilter("ignore", MissingIndexesWarning)
         return {
             "health": reports.system_health(path, hours=24, now=NOW),
             "performance": reports.performance_report(path),
@@ -165,7 +165,7 @@ def test_upgrade_builds_one_index_per_transaction(large_original):
 
 
 def test_python_api_warns_once_about_missing_indexes(large_original):
-    with pytest.warns(dbmodule.MissingIndexesWarning, match="agentmetrics upgrade"):
+    with pytest.warns(MissingIndexesWarning, match="agentmetrics upgrade"):
         reports.list_orchestrations(large_original)
     # Writing (tracking) does not warn; a small file never lacks them.
     with warnings.catch_warnings():
@@ -182,7 +182,7 @@ def test_a_large_file_with_indexes_but_no_rollups_warns_until_upgraded(large_ori
         for sql, _ in INDEXES:
             conn.execute(sql)
     conn.close()
-    with pytest.warns(dbmodule.MissingIndexesWarning, match="report rollups missing.*upgrade"):
+    with pytest.warns(MissingIndexesWarning, match="report rollups missing.*upgrade"):
         reports.list_orchestrations(large_original)
     result = run(large_original, "health", "24")
     assert "report rollups missing" in result.stderr

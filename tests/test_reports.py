@@ -255,7 +255,7 @@ def test_performance_report(agents_db):
     assert alpha["p50_duration_ms"] == 2500.0
     assert alpha["p95_duration_ms"] == pytest.approx(3000 + 0.85 * 7000)
     assert alpha["p99_duration_ms"] == pytest.approx(3000 + 0.97 * 7000)
-    assert (alpha["retries"], alpha["self_healed"]) == (3, 1)
+    assert (alpha["retries"], alpha["self_healed_executions"]) == (3, 1)
     assert (alpha["files_created"], alpha["files_modified"]) == (5, 2)
 
     assert beta["executions"] == 4
@@ -263,7 +263,7 @@ def test_performance_report(agents_db):
     assert beta["success_rate"] == 50.0
     assert beta["avg_duration_ms"] == 5500.0
     assert beta["p50_duration_ms"] == 6000.0  # 1, 5, 7, 9 s
-    assert (beta["self_healed"], beta["files_modified"]) == (1, 3)
+    assert (beta["self_healed_executions"], beta["files_modified"]) == (1, 3)
 
     assert gamma["executions"] == 4
     assert (gamma["completed"], gamma["failed"]) == (0, 0)

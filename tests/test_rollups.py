@@ -21,6 +21,7 @@ import agentmetrics
 from agentmetrics import Monitor, reports, rollups
 from agentmetrics import db as dbmodule
 from agentmetrics.cleanup import cleanup, vacuum
+from agentmetrics.errors import MissingIndexesWarning
 from agentmetrics.exchange import merge_databases
 from agentmetrics.maintenance import reap
 from agentmetrics.reports import _rollups
@@ -633,7 +634,7 @@ def test_a_large_file_with_earlier_rollups_is_read_exactly_until_upgraded(tmp_pa
     roll_up_as_earlier_version(tmp_path / "large.db")
     monkeypatch.setattr(dbmodule, "IMPLICIT_INDEX_ROWS", 10)
     monkeypatch.setattr(rollups, "BATCH_ROWS", 50)
-    with pytest.warns(dbmodule.MissingIndexesWarning, match="rollups missing"):
+    with pytest.warns(MissingIndexesWarning, match="rollups missing"):
         db = agentmetrics.open_database(tmp_path / "large.db", create=False)
     assert not rollups.present(db)
     exact = [call(db, True) for call in calls(*WINDOWS[1])]

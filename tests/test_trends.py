@@ -73,7 +73,7 @@ def test_daily_trends_by_hand(tiny):
     assert list(df["executions"]) == [3, 0, 3, 0, 1]
     assert list(df["completed"]) == [2, 0, 1, 0, 0]
     assert list(df["failed"]) == [1, 0, 1, 0, 1]
-    assert list(df["self_healed"]) == [1, 0, 2, 0, 1]
+    assert list(df["self_healed_executions"]) == [1, 0, 2, 0, 1]
     assert list(df["retries"]) == [3, 0, 1, 0, 3]
     # Jan 1: 2 of 3 finished completed; Jan 3: 1 of 2 (the one in progress is not finished)
     assert df["success_rate"].tolist()[0] == pytest.approx(200 / 3)
@@ -223,15 +223,19 @@ def test_self_healing(tiny):
     rows = df.set_index("agent_name")
     # alpha: 4 finished, healed 3 (Jan 1 ok, Jan 3 ok, Jan 5 failed) -> rescued 2
     assert rows.loc["alpha", ["executions", "completed", "failed"]].tolist() == [4, 2, 2]
-    assert rows.loc["alpha", ["self_healed", "rescued"]].tolist() == [3, 2]
+    assert rows.loc["alpha", ["self_healed_executions", "rescued"]].tolist() == [3, 2]
     assert rows.loc["alpha", "self_healed_rate"] == 75.0
     assert rows.loc["alpha", "rescue_rate"] == pytest.approx(200 / 3)
     # beta: 3 started, 2 finished (the one in progress has no outcome), healed 1 which failed
     assert rows.loc["beta", ["executions", "finished", "in_progress"]].tolist() == [3, 2, 1]
-    assert rows.loc["beta", ["self_healed", "rescued"]].tolist() == [1, 0]
+    assert rows.loc["beta", ["self_healed_executions", "rescued"]].tolist() == [1, 0]
     assert rows.loc["beta", "self_healed_rate"] == pytest.approx(100 / 3)
     assert rows.loc["beta", "rescue_rate"] == 0.0
-    assert rows.loc[TOTAL_LABEL, ["executions", "self_healed", "rescued"]].tolist() == [7, 4, 2]
+    assert rows.loc[TOTAL_LABEL, ["executions", "self_healed_executions", "rescued"]].tolist() == [
+        7,
+        4,
+        2,
+    ]
     assert rows.loc[TOTAL_LABEL, "rescue_rate"] == 50.0
     no_total = reports.self_healing(tiny, total=False, agent="beta")
     assert list(no_total["agent_name"]) == ["beta"]

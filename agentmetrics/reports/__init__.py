@@ -34,14 +34,16 @@ Vocabulary (aggregate reports)
       ``finished``. A report of finished executions only (``costs``) names its count
       ``finished``.
     - ``success_rate``: percent of ``finished`` that completed.
-    - ``retries`` (sum of ``retry_count``), ``self_healed`` (executions that
-      self-healed), ``files_created``, ``files_modified``: sums over ``executions``.
+    - ``retries`` (sum of ``retry_count``), ``self_healed_executions`` (executions
+      whose ``self_healed`` flag is set), ``files_created``, ``files_modified``: sums
+      over ``executions``.
     - ``orchestrations`` and ``<status>_orchestrations``: orchestrations by status.
     - attempts (:mod:`agentmetrics.tasks`): ``tasks`` counts first attempts,
       ``first_attempt_success_rate`` is the percent of them that completed,
       ``retry_rate`` the percent of tasks with a second attempt; finished attempts
       only, each in the window of its own start. ``*_tasks`` names a count of tasks
-      (``self_healed_tasks``), not of executions.
+      (``self_healed_tasks``), ``*_executions`` a count of executions
+      (``self_healed_executions``).
     - ``stale_after``: the silence (no sign of life) that makes a running run stale, the
       same in ``stale_runs``, ``system_health``, ``reap``, ``--stale-after`` and the
       ``stale_running`` rule.
@@ -76,7 +78,8 @@ trends                    [since, until), by period        yes    period, [agent
                                                                   execution counts,
                                                                   success_rate, p50/p95
                                                                   duration, retries,
-                                                                  self_healed, tasks,
+                                                                  self_healed_executions,
+                                                                  tasks,
                                                                   first_attempt_success_rate,
                                                                   retry_rate
 retries                   [since, until), finished only    yes    agent_name, tasks,
@@ -90,7 +93,8 @@ error_patterns            [since, until), failed only      yes    pattern, count
                                                                   agent_count, first_seen,
                                                                   last_seen, example
 self_healing              [since, until)                   yes    agent_name, execution
-                                                                  counts, self_healed,
+                                                                  counts,
+                                                                  self_healed_executions,
                                                                   self_healed_rate,
                                                                   rescued, rescue_rate
 durations                 [since, until), finished only    yes    agent_name, started_at,

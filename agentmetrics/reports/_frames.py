@@ -36,8 +36,9 @@ INTEGER_DEFAULTS = {**dict.fromkeys(COUNTERS, 0), "attempt": 1}
 
 # The aggregate vocabulary (see the package docstring): counts of executions by state...
 EXECUTION_COUNTS = ["executions", "finished", "completed", "failed", "in_progress"]
-# ...and sums over the executions counted.
-EXECUTION_SUMS = ["retries", "self_healed", "files_created", "files_modified"]
+# ...and sums over the executions counted (``self_healed_executions`` counts the rows whose
+# ``self_healed`` flag is set).
+EXECUTION_SUMS = ["retries", "self_healed_executions", "files_created", "files_modified"]
 # What the per-agent and per-orchestration summaries give after their keys.
 AGGREGATE_COLUMNS = [
     *EXECUTION_COUNTS,

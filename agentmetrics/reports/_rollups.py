@@ -38,6 +38,9 @@ EXACT_PERCENTILE_ROWS = 20_000
 # What the reports read (first/last_started only tell whether an edge hour is inside).
 READ_COLUMNS = [name for name in SUM_COLUMNS if name not in ("first_started", "last_started")]
 _OPERATIONS = [{"sum": operator.add, "min": min, "max": max}[COMBINE[n]] for n in READ_COLUMNS]
+# The rollup sum the reports name apart from the row flag it counts (the stored column
+# keeps its name: renaming it would rebuild every file's rollups).
+_REPORT_NAMES = {"self_healed": "self_healed_executions"}
 # Counts and sums of integers are int64; sums of durations and costs, and min/max, float64.
 DTYPES = {
     name: "float64"
@@ -103,7 +106,8 @@ def finished(
     :param distributions: add ``distribution``: the group's durations as sketch
       (keys, counts), see :func:`distribution`
     :returns: one row per group with a finished execution: the keys, then
-      :data:`~agentmetrics.rollups.SUM_COLUMNS` (counts and sums as int64 where whole)
+      :data:`~agentmetrics.rollups.SUM_COLUMNS` (counts and sums as int64 where whole;
+      ``self_healed`` as ``self_healed_executions``)
     """
     dirty = {row[0] for row in db.execute("SELECT hour FROM am_rollup_dirty")}
     s13, u13 = since and since[:13], until and until[:13]
@@ -191,7 +195,7 @@ def finished(
     columns = {
         key: pd.Series([g[i] for g in groups], dtype=object) for i, key in enumerate(keys)
     } | {
-        name: np.array([r[i] for r in rows], dtype=DTYPES[name])
+        _REPORT_NAMES.get(name, name): np.array([r[i] for r in rows], dtype=DTYPES[name])
         if DTYPES[name] == "int64"
         else np.array([np.nan if r[i] is None else r[i] for r in rows], dtype="float64")
         for i, name in enumerate(READ_COLUMNS)

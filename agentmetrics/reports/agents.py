@@ -81,7 +81,7 @@ def performance_report(
       ``agent_name``, the execution counts, ``success_rate``, ``avg_duration_ms``,
       ``min_duration_ms``, ``max_duration_ms``, ``p50_duration_ms``,
       ``p95_duration_ms``, ``p99_duration_ms`` (of finished executions) and the sums
-      ``retries``, ``self_healed``, ``files_created``, ``files_modified`` (see
+      ``retries``, ``self_healed_executions``, ``files_created``, ``files_modified`` (see
       :mod:`agentmetrics.reports` for the vocabulary)
     """
     with _rollups.reading(db, exact) as (conn, rolled):
@@ -208,7 +208,7 @@ def _performance(
             "min_duration_ms": low,
             "max_duration_ms": high,
             "retries": retries,
-            "self_healed": healed,
+            "self_healed_executions": healed,
             "files_created": created,
             "files_modified": modified,
             "p50_duration_ms": p50,

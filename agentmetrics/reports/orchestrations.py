@@ -80,8 +80,8 @@ def orchestration_summary(db: DbArg, session_id: str) -> pd.DataFrame:
       execution counts, ``success_rate``, ``avg_duration_ms``, ``min_duration_ms``,
       ``max_duration_ms``, ``p50_duration_ms``, ``p95_duration_ms``,
       ``p99_duration_ms`` (of finished
-      executions) and the sums ``retries``, ``self_healed``, ``files_created``,
-      ``files_modified`` over its executions
+      executions) and the sums ``retries``, ``self_healed_executions``,
+      ``files_created``, ``files_modified`` over its executions
     """
     with reading(db) as conn:
         frame = _orchestration(conn, session_id)

@@ -46,7 +46,7 @@ TREND_COLUMNS = [
     "p50_duration_ms",
     "p95_duration_ms",
     "retries",
-    "self_healed",
+    "self_healed_executions",
     *ATTEMPT_COLUMNS,
 ]
 PATTERN_COLUMNS = [
@@ -61,7 +61,7 @@ PATTERN_COLUMNS = [
 SELF_HEALING_COLUMNS = [
     "agent_name",
     *EXECUTION_COUNTS,
-    "self_healed",
+    "self_healed_executions",
     "self_healed_rate",
     "rescued",
     "rescue_rate",
@@ -99,7 +99,7 @@ def trends(
       are then exact, else within 0.5% (see :mod:`agentmetrics.rollups`)
     :returns: columns ``period`` (period start, UTC datetime), the execution
       counts, ``success_rate``, ``p50_duration_ms``, ``p95_duration_ms`` (of finished
-      executions), ``retries``, ``self_healed``, and of the finished attempts:
+      executions), ``retries``, ``self_healed_executions``, and of the finished attempts:
       ``tasks`` (first attempts), ``first_attempt_success_rate`` and ``retry_rate``
       (see :func:`~agentmetrics.reports.retries`; each attempt in the period of its
       own start)
@@ -145,7 +145,7 @@ _COUNTS = """SELECT {select},
   count(CASE WHEN status = 'completed' THEN 1 END) AS completed,
   count(CASE WHEN status = 'failed' THEN 1 END) AS failed,
   count(CASE WHEN status = 'in_progress' THEN 1 END) AS in_progress,
-  count(CASE WHEN self_healed THEN 1 END) AS self_healed,
+  count(CASE WHEN self_healed THEN 1 END) AS self_healed_executions,
   coalesce(sum(retry_count), 0) AS retries,
   total(status != 'in_progress' AND ifnull(attempt, 1) = 1) AS first_attempts,
   total(status = 'completed' AND ifnull(attempt, 1) = 1) AS first_attempt_completed,
@@ -191,7 +191,9 @@ def _rolled_counts(
         params,
     )
     found = found.rename(columns={"p50": 0.5, "p95": 0.95})
-    finished = found[[*keys, "completed", "failed", "self_healed", "retries", *_ATTEMPT_SUMS]]
+    finished = found[
+        [*keys, "completed", "failed", "self_healed_executions", "retries", *_ATTEMPT_SUMS]
+    ]
     counts = pd.concat([finished, running]).groupby(keys, as_index=False).sum()
     quantiles = found.assign(period=to_utc(found["period"])).set_index(keys)[[0.5, 0.95]]
     return counts, quantiles
@@ -369,7 +371,7 @@ def self_healing(
     """How often self-healing occurred per agent, and how often it rescued the run.
 
     :param total: add a last row ``agent_name == "(all agents)"`` summing every agent
-    :returns: columns ``agent_name``, the execution counts, ``self_healed``
+    :returns: columns ``agent_name``, the execution counts, ``self_healed_executions``
       (executions where it occurred), ``self_healed_rate`` (percent of executions),
       ``rescued`` (self-healed and completed), ``rescue_rate`` (percent of
       self-healed that completed; NaN if none healed); agents by name
@@ -382,18 +384,19 @@ def self_healing(
               count(CASE WHEN status = 'completed' THEN 1 END) AS completed,
               count(CASE WHEN status = 'failed' THEN 1 END) AS failed,
               count(CASE WHEN status = 'in_progress' THEN 1 END) AS in_progress,
-              count(CASE WHEN self_healed THEN 1 END) AS self_healed,
+              count(CASE WHEN self_healed THEN 1 END) AS self_healed_executions,
               count(CASE WHEN self_healed AND status = 'completed' THEN 1 END) AS rescued
             FROM agent_executions WHERE 1{where} GROUP BY agent_name ORDER BY agent_name""",
             params,
         )
-    counts = ["completed", "failed", "in_progress", "self_healed", "rescued"]
+    counts = ["completed", "failed", "in_progress", "self_healed_executions", "rescued"]
     if total and not frame.empty:
         frame.loc[len(frame)] = [TOTAL_LABEL, *frame[counts].sum()]
     frame = texts(counted(frame))
     frame["rescued"] = frame["rescued"].astype("int64")
-    frame["self_healed_rate"] = percent(frame["self_healed"], frame["executions"])
-    frame["rescue_rate"] = percent(frame["rescued"], frame["self_healed"])
+    healed = frame["self_healed_executions"]
+    frame["self_healed_rate"] = percent(healed, frame["executions"])
+    frame["rescue_rate"] = percent(frame["rescued"], healed)
     return frame[SELF_HEALING_COLUMNS]
 
 
