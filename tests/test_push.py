@@ -185,7 +185,7 @@ def test_a_dead_endpoint_never_blocks_or_raises(db_path, caplog, monkeypatch):
 
 
 def test_the_queue_is_bounded_and_what_it_drops_is_counted(db_path, hanging):
-    from agentmetrics.push import LivePush
+    from agentmetrics.otel.push import LivePush
 
     monitor = Monitor(db_path)
     for number in range(30):

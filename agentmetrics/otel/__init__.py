@@ -17,7 +17,7 @@ __all__ = ["SQLiteSpanExporter"]
 def __getattr__(name: str) -> Any:
     # Lazily: importing agentmetrics.otel must work without opentelemetry-sdk.
     if name == "SQLiteSpanExporter":
-        from .exporter import SQLiteSpanExporter
+        from .sqlite_exporter import SQLiteSpanExporter
 
         return SQLiteSpanExporter
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

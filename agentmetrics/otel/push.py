@@ -2,7 +2,7 @@
 
 When an execution or orchestration finishes, its row is read back and turned into the
 span ``export --format otlp`` writes for it (same ids, names and attributes, built by
-:mod:`agentmetrics.otlp`), then handed to opentelemetry-sdk's ``BatchSpanProcessor``
+:mod:`agentmetrics.otel.export`), then handed to opentelemetry-sdk's ``BatchSpanProcessor``
 with the OTLP/HTTP protobuf exporter, which sends batches from a thread of its own. The
 tracking call only queues the span: it never waits for the network and never raises.
 At most ``max_queue_size`` spans wait; beyond that, and when the endpoint does not take
@@ -20,10 +20,10 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from . import DISTRIBUTION
-from .errors import InvalidValue, MissingDependency
-from .migrations import EXECUTION_COLUMNS, ORCHESTRATION_COLUMNS
-from .otlp import execution_span, orchestration_span
+from .. import DISTRIBUTION
+from ..errors import InvalidValue, MissingDependency
+from ..migrations import EXECUTION_COLUMNS, ORCHESTRATION_COLUMNS
+from .export import execution_span, orchestration_span
 
 MAX_QUEUE_SIZE = 2048
 BATCH_SIZE = 512

@@ -27,7 +27,7 @@ progress have no end time and are left out until they finish.
 
 :func:`orchestration_span` and :func:`execution_span` build a :class:`Span` from a row:
 the one definition behind both export encodings and the live push
-(:mod:`agentmetrics.push`). ``otlp`` is JSON Lines, each line one
+(:mod:`agentmetrics.otel.push`). ``otlp`` is JSON Lines, each line one
 ``ExportTraceServiceRequest`` holding up to ``batch_size`` traces, the form the
 OpenTelemetry Collector's ``otlpjsonfile`` receiver reads; each line can also be POSTed
 as is to an OTLP/HTTP ``/v1/traces`` endpoint. OTLP/JSON writes ids as lowercase hex,
@@ -52,9 +52,9 @@ from collections.abc import Iterable, Iterator
 from importlib.metadata import PackageNotFoundError, version
 from typing import IO, Any
 
-from . import DISTRIBUTION
-from .errors import InvalidValue, MissingDependency
-from .timestamps import parse_timestamp
+from .. import DISTRIBUTION
+from ..errors import InvalidValue, MissingDependency
+from ..timestamps import parse_timestamp
 
 SPAN_KIND_INTERNAL = 1
 STATUS_UNSET, STATUS_OK, STATUS_ERROR = 0, 1, 2

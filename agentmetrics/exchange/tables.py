@@ -19,11 +19,11 @@ from typing import IO, Any
 
 from sqlite_utils import Database
 
-from . import DISTRIBUTION
-from .atomic import atomic_file
-from .errors import AgentMetricsError, InvalidValue, MissingDependency
-from .migrations import COLUMN_TYPES, EXECUTION_COLUMNS, ORCHESTRATION_COLUMNS
-from .reports._common import DbArg, database
+from .. import DISTRIBUTION
+from ..atomic import atomic_file
+from ..errors import AgentMetricsError, InvalidValue, MissingDependency
+from ..migrations import COLUMN_TYPES, EXECUTION_COLUMNS, ORCHESTRATION_COLUMNS
+from ..reports._common import DbArg, database
 
 TABLES = {
     "orchestrations": ("orchestrations", ORCHESTRATION_COLUMNS),
@@ -200,7 +200,7 @@ def export_table(
 
 def _table_format(format: str):
     """The :data:`~agentmetrics.exchange.EXPORT_FORMATS` entry of a table format."""
-    from .exchange import EXPORT_FORMATS, TABLE_FORMATS  # it imports this module's writers
+    from .writer import EXPORT_FORMATS, TABLE_FORMATS  # it imports this module's writers
 
     if format not in TABLE_FORMATS:
         raise InvalidValue(

@@ -36,14 +36,14 @@ from typing import IO, Any, NamedTuple
 
 from sqlite_utils import Database
 
-from .batching import BatchSize
-from .db import ensure_database, open_database, using_database, write_transaction
-from .errors import AgentMetricsError, InvalidExport, InvalidValue, UnknownSession
-from .migrations import COLUMN_TYPES, EXECUTION_COLUMNS, ORCHESTRATION_COLUMNS
-from .monitor import EXECUTION_STATUSES, ORCHESTRATION_STATUSES
-from .otlp import write_otlp, write_otlp_protobuf
-from .tabular import write_csv, write_parquet
-from .timestamps import parse_timestamp, to_iso, to_sqlite_datetime
+from ..batching import BatchSize
+from ..db import ensure_database, open_database, using_database, write_transaction
+from ..errors import AgentMetricsError, InvalidExport, InvalidValue, UnknownSession
+from ..migrations import COLUMN_TYPES, EXECUTION_COLUMNS, ORCHESTRATION_COLUMNS
+from ..monitor import EXECUTION_STATUSES, ORCHESTRATION_STATUSES
+from ..otel.export import write_otlp, write_otlp_protobuf
+from ..timestamps import parse_timestamp, to_iso, to_sqlite_datetime
+from .tables import write_csv, write_parquet
 
 Session = tuple[dict[str, Any] | None, list[dict[str, Any]]]
 """One orchestration (None for the executions that have none) and its executions."""
@@ -371,14 +371,14 @@ EXPORT_FORMATS: dict[str, ExportFormat] = {
     "json": ExportFormat(_write_json, encoded=Encoding()),
     "jsonl": ExportFormat(_write_jsonl, encoded=Encoding("\n", typed=True)),
     # OpenTelemetry traces: JSON Lines of ExportTraceServiceRequest, or one protobuf
-    # ExportTraceServiceRequest (see otlp.py).
+    # ExportTraceServiceRequest (see agentmetrics.otel.export).
     "otlp": ExportFormat(write_otlp),
     "otlp-protobuf": ExportFormat(write_otlp_protobuf, binary=True),
     "csv": ExportFormat(write_table=write_csv),
     "parquet": ExportFormat(write_table=write_parquet, binary=True),
 }
 """Every export format by name (:func:`export` writes the session formats,
-:mod:`agentmetrics.tabular` the table formats); add an entry to support another one."""
+:mod:`agentmetrics.exchange.tables` the table formats); add an entry to support another one."""
 SESSION_FORMATS = tuple(name for name, f in EXPORT_FORMATS.items() if f.write is not None)
 TABLE_FORMATS = tuple(name for name, f in EXPORT_FORMATS.items() if f.write_table is not None)
 
