@@ -21,23 +21,19 @@ reports, plots or CLI. The CLI and outside code import it; the store, tracking
 below; the modules are its inside.
 """
 
-from .tables import TABLES, export_table, export_tables, parquet_schema, write_csv, write_parquet
-from .writer import (
+from .formats import (
     EXPORT_FORMATS,
     SESSION_FORMATS,
     TABLE_FORMATS,
-    Counts,
-    Encoding,
     ExportCounts,
     ExportFormat,
-    ImportResult,
-    Session,
     export,
-    import_files,
-    iter_encoded_sessions,
-    iter_sessions,
-    merge_databases,
+    export_table,
+    export_tables,
 )
+from .sessions import Encoding, Session, iter_encoded_sessions, iter_sessions
+from .tables import TABLES, parquet_schema, write_csv, write_parquet
+from .writer import Counts, ImportResult, import_files, merge_databases
 
 __all__ = [
     "EXPORT_FORMATS",
