@@ -23,7 +23,7 @@ from sqlite_utils import Database
 from .. import DISTRIBUTION
 from ..errors import InvalidValue, MissingDependency
 from ..migrations import EXECUTION_COLUMNS, ORCHESTRATION_COLUMNS
-from .export import execution_span, orchestration_span
+from .export import execution_span, orchestration_span, to_readable
 
 MAX_QUEUE_SIZE = 2048
 BATCH_SIZE = 512
@@ -150,7 +150,7 @@ class LivePush:
             span = build(row) if row is not None else None
             if span is None:
                 raise LookupError(f"no finished run {key!r} to send")
-            self._processor.on_end(span.to_readable())
+            self._processor.on_end(to_readable(span))
         except Exception as e:  # tracking never fails because of the push
             log.debug("agentmetrics: live push skipped %r: %s", key, e)
             self._settle(1, sent=False)
