@@ -99,33 +99,16 @@ EXECUTION_ROWS = [
         "first_attempt_id": "exec-1",
     },
 ]
-# Columns that travel in OTLP's own fields or GenAI attributes (or are not exported).
+# Columns that travel in OTLP's own fields or GenAI attributes, or are not exported:
+# the span's times and the columns derived on import, then the ids, names, error
+# message (the status message), model and tokens (gen_ai.*) and parent execution.
+DERIVED = {"started_at", "completed_at", "duration_ms", "created_at", "metadata_json"}
 STANDARD = {
-    "orchestrations": {
-        "session_id",  # gen_ai.conversation.id
-        "task_description",  # gen_ai.workflow.name
-        "started_at",
-        "completed_at",
-        "duration_ms",  # the span's times
-        "created_at",
-        "metadata_json",  # not exported
-    },
-    "agent_executions": {
-        "id",  # gen_ai.agent.id
-        "agent_name",  # gen_ai.agent.name
-        "started_at",
-        "completed_at",
-        "duration_ms",  # the span's times
-        "error_message",  # the status message
-        "model",
-        "input_tokens",
-        "output_tokens",  # gen_ai.request.model, gen_ai.usage.*
-        "created_at",
-        "metadata_json",
-        "parent_execution_id",  # not exported
-    },
+    "orchestrations": DERIVED | {"session_id", "task_description"},
+    "agent_executions": DERIVED
+    | {"id", "agent_name", "error_message", "model", "input_tokens", "output_tokens"}
+    | {"parent_execution_id"},
 }
-TABLES = {"orchestrations": ORCHESTRATION, "agent_executions": EXECUTION}
 
 
 # A column OTLP carries too: an execution's status is its span's status code as well.

@@ -15,8 +15,8 @@ files. The modules, from the ground up:
 - :mod:`~agentmetrics.exchange.writer`: the import writer: the conflict rules, id
   remapping, short transactions (:func:`import_files`, :func:`merge_databases`).
 
-It imports the store and :mod:`agentmetrics.otel.export` (the OTLP formats), never the
-reports, plots or CLI. The CLI and outside code import it; the store, tracking
+It imports the store (with the statuses tracking defines) and
+:mod:`agentmetrics.otel.export` (the OTLP formats), never the reports, plots or CLI. The CLI and outside code import it; the store, tracking
 (:mod:`agentmetrics.monitor`) and :mod:`agentmetrics.otel` never do. Use the names
 below; the modules are its inside.
 """
