@@ -16,9 +16,9 @@ files. The modules, from the ground up:
   remapping, short transactions (:func:`import_files`, :func:`merge_databases`).
 
 It imports the store (with the statuses tracking defines) and
-:mod:`agentmetrics.otel.export` (the OTLP formats), never the reports, plots or CLI. The CLI and outside code import it; the store, tracking
-(:mod:`agentmetrics.monitor`) and :mod:`agentmetrics.otel` never do. Use the names
-below; the modules are its inside.
+:mod:`agentmetrics.otel.export` (the OTLP formats), never the reports, plots or CLI.
+The CLI and outside code import it; the store, tracking (:mod:`agentmetrics.monitor`)
+and :mod:`agentmetrics.otel` never do. Outside code uses the names exported here.
 """
 
 from .formats import (

@@ -282,7 +282,7 @@ def _spaced(text: str) -> str:
     return text.replace('\\": ', '\\":') if '\\": ' in text else text
 
 
-# -- writing exports -------------------------------------------------------------------
+# -- writing JSON and JSON Lines -------------------------------------------------------
 
 _NULL_ORCHESTRATION = dict.fromkeys(ORCHESTRATION_COLUMNS)
 

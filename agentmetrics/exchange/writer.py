@@ -30,8 +30,6 @@ from ..errors import AgentMetricsError, InvalidExport, InvalidValue
 from ..timestamps import parse_timestamp, to_iso
 from .sources import KINDS, DatabaseSource, Source, open_export
 
-# -- importing -------------------------------------------------------------------------
-
 
 @dataclasses.dataclass
 class Counts:
