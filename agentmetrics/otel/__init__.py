@@ -29,7 +29,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from .. import DISTRIBUTION
+from ..errors import MissingDependency
+
 __all__ = ["SQLiteSpanExporter"]
+
+
+def needs_extra(what: str, error: ImportError) -> MissingDependency:
+    """The error for ``what`` (a subject with its verb) when the otel extra is missing,
+    ``error`` naming the module not found."""
+    return MissingDependency(
+        f"{what} the otel extra ({error.name} is missing): pip install '{DISTRIBUTION}[otel]'"
+    )
 
 
 def __getattr__(name: str) -> Any:

@@ -53,9 +53,9 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import IO, Any
 
 from .. import DISTRIBUTION
-from ..errors import InvalidValue, MissingDependency
+from ..errors import InvalidValue
 from ..timestamps import parse_timestamp
-from . import attributes
+from . import attributes, needs_extra
 from .spans import MAX_NANOS, MIN_NANOS, STATUS_ERROR, STATUS_OK, STATUS_UNSET, Span
 
 SPAN_KIND_INTERNAL = 1
@@ -391,10 +391,7 @@ def _sdk() -> Any:
         from opentelemetry.sdk.util.instrumentation import InstrumentationScope
         from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
     except ImportError as e:
-        raise MissingDependency(
-            f"OTLP protobuf and the live push need the otel extra ({e.name} is missing):"
-            f" pip install '{DISTRIBUTION}[otel]'"
-        ) from None
+        raise needs_extra("OTLP protobuf and the live push need", e) from None
     return types.SimpleNamespace(
         encode_spans=encode_spans,
         ReadableSpan=ReadableSpan,

@@ -20,9 +20,9 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from .. import DISTRIBUTION
-from ..errors import InvalidValue, MissingDependency
+from ..errors import InvalidValue
 from ..migrations import EXECUTION_COLUMNS, ORCHESTRATION_COLUMNS
+from . import needs_extra
 from .export import execution_span, orchestration_span, to_readable
 
 MAX_QUEUE_SIZE = 2048
@@ -78,10 +78,7 @@ class LivePush:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
             from opentelemetry.sdk.trace.export import BatchSpanProcessor
         except ImportError as e:
-            raise MissingDependency(
-                f"The live push needs the otel extra ({e.name} is missing):"
-                f" pip install '{DISTRIBUTION}[otel]'"
-            ) from None
+            raise needs_extra("The live push needs", e) from None
         self.max_queue_size = max_queue_size
         self.sent = 0
         self.dropped = 0

@@ -32,7 +32,8 @@ import zlib
 from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
-from ..errors import InvalidExport, MissingDependency
+from ..errors import InvalidExport
+from . import needs_extra
 
 STATUS_UNSET, STATUS_OK, STATUS_ERROR = 0, 1, 2
 """A span's status codes; OTLP/JSON may also spell them by name (:data:`STATUS_NAMES`)."""
@@ -209,10 +210,8 @@ def _proto_module() -> Any:
     try:
         from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
         from opentelemetry.proto.trace.v1 import trace_pb2
-    except ImportError:
-        raise MissingDependency(
-            "OTLP protobuf needs opentelemetry-proto: pip install 'agentmetrics-sqlite[otel]'"
-        ) from None
+    except ImportError as e:
+        raise needs_extra("OTLP protobuf needs", e) from None
     return trace_service_pb2, trace_pb2
 
 
