@@ -995,7 +995,7 @@ def flush(ctx: click.Context) -> None:
 def _export_tables(
     ctx: click.Context, format_: str, session_id: str | None, table: str | None, output: str | None
 ) -> None:
-    from .tabular import TABLES, export_table, export_tables, write_csv
+    from .exchange import TABLES, export_table, export_tables, write_csv
 
     if session_id is not None:
         raise _UsageFailure(f"--format {format_} exports whole tables, not one session")

@@ -575,7 +575,7 @@ def build_one_run(db: str | os.PathLike[str] | Database) -> str:
     a coordinator runs a triager, then a researcher three times (each attempt's search
     tool fails) and gives up. Returns its session id. The same rows every time."""
     from .otel.ingest import ingest_spans
-    from .otel.spans import STATUS_ERROR, Span
+    from .otel.spans import STATUS_ERROR, STATUS_UNSET, Span
 
     trace = "42" * 16
     spans = []
@@ -599,7 +599,7 @@ def build_one_run(db: str | os.PathLike[str] | Database) -> str:
                 name=f"{kind} {name}",
                 start_ns=_ONE_RUN_START_NS + int(start * 1e9),
                 end_ns=_ONE_RUN_START_NS + int(end * 1e9),
-                status_code=STATUS_ERROR if error else 0,
+                status_code=STATUS_ERROR if error else STATUS_UNSET,
                 status_message=error or "",
                 attributes=attributes,
             )

@@ -45,7 +45,7 @@ from .tasks import RECOUNT_TASKS_SQL, TASK_COUNTS_SQL, status_sql
 from .timestamps import SQL_NOW, sql_duration_ms, to_iso, to_sqlite_datetime
 
 if TYPE_CHECKING:
-    from .push import LivePush
+    from .otel.push import LivePush
 
 STRICT_ENV_VAR = "AGENTMETRICS_STRICT"
 BUSY_TIMEOUT = 5.0
@@ -321,7 +321,7 @@ class Monitor:
       appended unless the URL already ends with it), or True for
       ``$OTEL_EXPORTER_OTLP_ENDPOINT``; headers come from ``$OTEL_EXPORTER_OTLP_HEADERS``.
       Needs the ``otel`` extra. See
-      :mod:`agentmetrics.push` and :attr:`push`.
+      :mod:`agentmetrics.otel.push` and :attr:`push`.
     """
 
     def __init__(
@@ -351,7 +351,7 @@ class Monitor:
         self._pid = os.getpid()
         self._push: LivePush | None = None
         if otlp_endpoint not in (None, False):
-            from .push import LivePush
+            from .otel.push import LivePush
 
             self._push = LivePush(otlp_endpoint)
         _LIVE.add(self)

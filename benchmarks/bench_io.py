@@ -32,7 +32,8 @@ from bench_exchange import CLI, _run_measured  # noqa: E402
 from bench_reports import NOW, build, median_time  # noqa: E402
 
 from agentmetrics import execution_rows, open_database  # noqa: E402
-from agentmetrics.exchange import _NULL_ORCHESTRATION, _dumps, export, iter_sessions  # noqa: E402
+from agentmetrics.exchange import export, iter_sessions  # noqa: E402
+from agentmetrics.exchange.sessions import _NULL_ORCHESTRATION, _dumps  # noqa: E402
 from agentmetrics.reports import _arrow, _common, rows  # noqa: E402
 
 ROWS_GOAL = 1_000_000

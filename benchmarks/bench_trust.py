@@ -87,7 +87,7 @@ json.dump({"calls": calls, "errors": errors, "executions": executions}, sys.stdo
 
 IMPORTER = """
 import json, sys, time
-import agentmetrics.cleanup, agentmetrics.exchange
+import agentmetrics.cleanup, agentmetrics.exchange.writer
 from agentmetrics.cleanup import cleanup
 from agentmetrics.exchange import import_files
 
@@ -95,7 +95,7 @@ path, export, days, now, here = sys.argv[1], sys.argv[2], float(sys.argv[3]), *s
 sys.path.insert(0, here)
 from bench_trust import imported_rows, timed_transactions
 
-import_held = timed_transactions(agentmetrics.exchange, "write_transaction")
+import_held = timed_transactions(agentmetrics.exchange.writer, "write_transaction")
 t0 = time.time()
 import_files(path, [export])
 t1 = time.time()

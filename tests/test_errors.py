@@ -14,16 +14,16 @@ from agentmetrics import (
     cleanup,
     demo,
     htmlreport,
-    otlp,
     plots,
     prometheus,
     rules,
     stats,
-    tabular,
     watch,
 )
 from agentmetrics.cli import cli
 from agentmetrics.errors import AgentMetricsError
+from agentmetrics.exchange import write_csv
+from agentmetrics.otel.export import iter_batches
 
 
 @pytest.fixture
@@ -47,8 +47,8 @@ BAD_CALLS = {
     ),
     "prometheus buckets": lambda p: prometheus.collect(p, buckets=(2.0, 1.0)),
     "watch recent_minutes 0": lambda p: watch.snapshot(p, recent_minutes=0),
-    "tabular unknown table": lambda p: tabular.write_csv(p, "nope", io.StringIO()),
-    "otlp batch_size 0": lambda p: list(otlp.iter_batches([], batch_size=0)),
+    "tabular unknown table": lambda p: write_csv(p, "nope", io.StringIO()),
+    "otlp batch_size 0": lambda p: list(iter_batches([], batch_size=0)),
     "rules metric direction": lambda p: rules.metric("x", "sideways", "count"),
 }
 

@@ -8,15 +8,9 @@ import pytest
 from conftest import cli_result, make_original_db
 
 import agentmetrics
-from agentmetrics.errors import UnknownSession
-from agentmetrics.exchange import (
-    EXECUTION_COLUMNS,
-    ORCHESTRATION_COLUMNS,
-    InvalidExport,
-    export,
-    import_files,
-    merge_databases,
-)
+from agentmetrics.errors import InvalidExport, UnknownSession
+from agentmetrics.exchange import export, import_files, merge_databases
+from agentmetrics.migrations import EXECUTION_COLUMNS, ORCHESTRATION_COLUMNS
 
 T0 = dt.datetime(2024, 3, 1, 12, 0, tzinfo=dt.timezone.utc)
 
@@ -951,8 +945,7 @@ def test_one_registry_for_every_export_format(db, tmp_path):
     """json/jsonl/otlp/otlp-protobuf and csv/parquet are all in EXPORT_FORMATS; each writer refuses
     the other kind with the library's own error."""
     from agentmetrics.errors import InvalidValue
-    from agentmetrics.exchange import EXPORT_FORMATS
-    from agentmetrics.tabular import export_table
+    from agentmetrics.exchange import EXPORT_FORMATS, export_table
 
     assert list(EXPORT_FORMATS) == ["json", "jsonl", "otlp", "otlp-protobuf", "csv", "parquet"]
     with pytest.raises(InvalidValue, match="use one of json, jsonl, otlp, otlp-protobuf$"):
@@ -1172,12 +1165,12 @@ def stored_executions(path) -> dict[str, int]:
 
 @pytest.mark.parametrize("kind", ["json", "jsonl", "merge"])
 def test_each_transaction_holds_whole_orchestrations(demo_source, tmp_path, monkeypatch, kind):
-    import agentmetrics.exchange as exchange
+    import agentmetrics.exchange.writer as writer
 
     expected = expected_executions(demo_source)
     target = tmp_path / "target.db"
     commits = []
-    real = exchange.write_transaction
+    real = writer.write_transaction
 
     @contextlib.contextmanager
     def checked(db):
@@ -1188,7 +1181,7 @@ def test_each_transaction_holds_whole_orchestrations(demo_source, tmp_path, monk
         assert all(stored[o] == expected[o] for o in stored)
         commits.append(len(stored))
 
-    monkeypatch.setattr(exchange, "write_transaction", checked)
+    monkeypatch.setattr(writer, "write_transaction", checked)
     if kind == "merge":
         merge_databases(target, [demo_source], lock_seconds=0)
     else:

@@ -372,10 +372,9 @@ def test_both_tables_into_an_existing_directory_named_like_a_file(data_path, tmp
 def test_both_tables_are_replaced_together(data_path, tmp_path, monkeypatch, existing):
     """The executions table fails after orchestrations was written: neither file
     changes, and a folder made for them is removed."""
-    import agentmetrics.tabular as tabular
-    from agentmetrics.exchange import EXPORT_FORMATS, ExportFormat
+    from agentmetrics.exchange import EXPORT_FORMATS, ExportFormat, write_csv
 
-    real = tabular.write_csv
+    real = write_csv
 
     def fails_on_executions(db, table, out, *args, **kwargs):
         if table == "executions":

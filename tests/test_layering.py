@@ -76,7 +76,7 @@ def test_the_parser_sees_the_imports():
     # Checked by hand against the files.
     assert ("agentmetrics.schema", True) in GRAPH["agentmetrics.monitor"]
     assert ("agentmetrics.db", True) in GRAPH["agentmetrics.monitor"]
-    assert ("agentmetrics.push", True) not in GRAPH["agentmetrics.monitor"]  # TYPE_CHECKING
+    assert ("agentmetrics.otel.push", True) not in GRAPH["agentmetrics.monitor"]  # TYPE_CHECKING
     assert ("agentmetrics.reports._common", True) in GRAPH["agentmetrics.reports.trend"]
     assert ("agentmetrics.reports._rollups", True) in GRAPH["agentmetrics.reports.trend"]
     assert "matplotlib.figure" in closure("agentmetrics.plots")
@@ -99,7 +99,7 @@ def test_no_private_module_is_imported_from_outside_its_package():
 
 # The live push is loaded by tracking when asked for; a notebook's rich display of a
 # Monitor (agentmetrics.display, imported inside _repr_html_) is not tracking.
-@pytest.mark.parametrize("part", ["agentmetrics.monitor", "agentmetrics.push"])
+@pytest.mark.parametrize("part", ["agentmetrics.monitor", "agentmetrics.otel.push"])
 def test_tracking_never_imports_reports_plots_or_the_cli(part):
     loaded = closure(part, lazy=False)
     forbidden = [
@@ -125,12 +125,8 @@ def part_of(name: str) -> str:
 
 
 # Import cycles between top-level parts (lazy imports inside functions included) still
-# allowed, each with its reason.
-KNOWN_CYCLES = [
-    # tabular reads exchange's row encoding inside a function; ends with the exchange
-    # package.
-    {"agentmetrics.exchange", "agentmetrics.tabular"},
-]
+# allowed, each with its reason: none.
+KNOWN_CYCLES: list[set[str]] = []
 
 
 def part_edges() -> dict[str, set[str]]:

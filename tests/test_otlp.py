@@ -15,7 +15,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as trace_se
 from agentmetrics import Monitor
 from agentmetrics.cli import cli
 from agentmetrics.exchange import iter_sessions
-from agentmetrics.otlp import error_type, iter_requests
+from agentmetrics.otel.export import error_type, iter_requests
 
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
 HEX16 = re.compile(r"^[0-9a-f]{16}$")
@@ -434,7 +434,7 @@ def test_protobuf_export_to_a_pipe(data_path, tmp_path):
 
 
 def test_protobuf_export_without_the_otel_extra(data_path, tmp_path, monkeypatch):
-    from agentmetrics import otlp
+    from agentmetrics.otel import export as otlp
 
     otlp._sdk.cache_clear()
     monkeypatch.setitem(sys.modules, "opentelemetry.sdk.trace", None)  # as if not installed

@@ -185,7 +185,7 @@ def test_a_dead_endpoint_never_blocks_or_raises(db_path, caplog, monkeypatch):
 
 
 def test_the_queue_is_bounded_and_what_it_drops_is_counted(db_path, hanging):
-    from agentmetrics.push import LivePush
+    from agentmetrics.otel.push import LivePush
 
     monitor = Monitor(db_path)
     for number in range(30):
@@ -246,3 +246,18 @@ def test_without_the_otel_extra(db_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "opentelemetry.exporter.otlp.proto.http.trace_exporter", None)
     with pytest.raises(MissingDependency, match=r"pip install 'agentmetrics-sqlite\[otel\]'"):
         Monitor(db_path, otlp_endpoint="http://127.0.0.1:4318")
+
+
+def test_tracking_and_the_otel_modules_load_no_opentelemetry():
+    """Importing tracking, the push, the export or the exchange loads no opentelemetry or
+    protobuf module: the push loads them when a Monitor asks for one."""
+    code = (
+        "import sys, agentmetrics.monitor, agentmetrics.otel.push, agentmetrics.otel.export,"
+        " agentmetrics.exchange;"
+        " print(sorted(m for m in sys.modules if m.split('.')[0] in ('opentelemetry', 'google')))"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout == "[]\n"

@@ -10,8 +10,8 @@ from conftest import cli_result, make_original_db
 from dashboard_data import build
 
 from agentmetrics.cli import cli
-from agentmetrics.exchange import EXECUTION_COLUMNS, ORCHESTRATION_COLUMNS
-from agentmetrics.tabular import write_csv
+from agentmetrics.exchange import write_csv
+from agentmetrics.migrations import EXECUTION_COLUMNS, ORCHESTRATION_COLUMNS
 
 
 @pytest.fixture

@@ -58,6 +58,7 @@ from ..db import database_file, refused_write, using_database, write_transaction
 from ..errors import InvalidExport, InvalidValue, ReadOnlyDatabase, StorageError
 from ..schema import COLUMNS
 from ..tasks import orchestration_status
+from .attributes import EXECUTION, ORCHESTRATION, PREFIX, TIMES, carried
 from .spans import STATUS_ERROR, RejectedSpan, Span, decode_json, decode_protobuf, read_file
 
 LOCK_SECONDS = 0.1
@@ -75,7 +76,6 @@ _ROLES = {
     "LLM": "llm",
     "EMBEDDING": "llm",
 }
-_AM = "agentmetrics."
 # One encoder for every call: creating one per call costs more than encoding.
 _dumps = json.JSONEncoder(
     ensure_ascii=False,
@@ -198,7 +198,7 @@ def extract(span: Span) -> tuple[str | None, dict[str, Any] | None]:
     if resends:
         data["resends"] = resends
     if role in ("agent", "workflow", None):
-        ours = {k[len(_AM) :]: v for k, v in a.items() if k.startswith(_AM)}
+        ours = {k[len(PREFIX) :]: v for k, v in a.items() if k.startswith(PREFIX)}
         if ours:
             data["am"] = ours
         if span.resource.get("service.name"):
@@ -235,11 +235,9 @@ _LAST_NANOS = ((dt.date.max - _EPOCH).days + 1) * 86_400 * 10**9 - 1
 def _exact(start: int, end: int | None, data: dict[str, Any] | None) -> tuple[int, int | None]:
     """A span's times, or the exact ones our export carries where OTLP's fields could
     not (``agentmetrics.start_time_unix_nano``/``end_time_unix_nano``, docs/opentelemetry.md)."""
-    am = (data or {}).get("am")
-    if not am:
-        return start, end
-    return _carried(am.get("start_time_unix_nano"), start), (
-        None if end is None else _carried(am.get("end_time_unix_nano"), end)
+    exact = _ours(data, TIMES)
+    return _carried(exact.get("start"), start), (
+        None if end is None else _carried(exact.get("end"), end)
     )
 
 
@@ -249,6 +247,12 @@ def _carried(value: Any, field: int) -> int:
         if _FIRST_NANOS <= nanos <= _LAST_NANOS:
             return nanos
     return field
+
+
+def _ours(data: dict[str, Any] | None, table: dict[str, str]) -> dict[str, Any]:
+    """What a span of our export carries of ``table`` (:mod:`~agentmetrics.otel.attributes`),
+    by column; the ``agentmetrics.*`` attributes are kept in ``data["am"]``."""
+    return carried((data or {}).get("am") or {}, table)
 
 
 def _times(start: int, end: int | None, data: dict[str, Any] | None) -> dict[str, Any]:
@@ -336,8 +340,8 @@ class _Trace:
         elif agents and roots:
             root = roots[0][1]
             # Our export's execution without an orchestration is a trace of its own.
-            am = (self.records[root][4] or {}).get("am") or {}
-            if not (self.records[root][1] == "agent" and "status" in am):
+            ours = _ours(self.records[root][4], EXECUTION)
+            if not (self.records[root][1] == "agent" and "status" in ours):
                 orchestration = self._orchestration(root, executions)
         elif agents:
             orchestration = self._running(executions)
@@ -354,7 +358,7 @@ class _Trace:
     def _execution(self, span_id: str) -> dict[str, Any]:
         _, _, start, end, data = self.records[span_id]
         data = data or {}
-        am = data.get("am") or {}
+        am = _ours(data, EXECUTION)
         ours = "status" in am
         failed = am.get("status") == "failed" if ours else "error" in data
         name = data.get("agent") or data["name"].removeprefix("invoke_agent ").strip() or "agent"
@@ -504,15 +508,15 @@ class _Trace:
 
     def _orchestration_id(self, executions: dict[str, dict[str, Any]]) -> str:
         for span_id in executions:
-            am = (self.records[span_id][4] or {}).get("am") or {}
-            if am.get("orchestration.id"):
-                return str(am["orchestration.id"])
+            am = _ours(self.records[span_id][4], EXECUTION)
+            if am.get("orchestration_id"):
+                return str(am["orchestration_id"])
         return _uuid_text(self.trace_id)
 
     def _orchestration(self, span_id: str, executions: dict[str, dict[str, Any]]) -> dict[str, Any]:
         _, _, start, end, data = self.records[span_id]
         data = data or {}
-        am = data.get("am") or {}
+        am = _ours(data, ORCHESTRATION)
         tasks = self._tasks(executions)
         metadata: dict[str, Any] = {"trace_id": self.trace_id, "span_id": span_id}
         if "status" in am:
@@ -529,7 +533,7 @@ class _Trace:
             if data.get("service"):
                 metadata["service_name"] = data["service"]
         return {
-            "id": str(am.get("orchestration.id") or self._orchestration_id(executions)),
+            "id": str(am.get("id") or self._orchestration_id(executions)),
             "session_id": str(data.get("conversation") or self.trace_id),
             "task_description": _text(description),
             "status": status if status in ("completed", "failed", "partial") else "completed",

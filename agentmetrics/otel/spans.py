@@ -1,10 +1,12 @@
-"""Spans in one normalized form, decoded from OTLP/JSON, OTLP protobuf and files of them.
+"""The one span type, its status codes, and spans decoded from OTLP/JSON, OTLP protobuf
+and files of them.
 
-A :class:`Span` holds ids as lowercase hex, times as nanoseconds since the epoch and
-attribute values as plain Python values (str, bool, int, float, bytes, lists and dicts
-of them). A span that cannot be stored (bad ids or times) is decoded as a
-:class:`RejectedSpan` with the reason, so a receiver can answer with a partial success;
-a body or file that is not OTLP at all raises :class:`~agentmetrics.errors.InvalidExport`.
+A :class:`Span` (what the export writes and the ingest reads) holds ids as lowercase
+hex, times as nanoseconds since the epoch and attribute values as plain Python values
+(str, bool, int, float, bytes, lists and dicts of them). A span that cannot be stored
+(bad ids or times) is decoded as a :class:`RejectedSpan` with the reason, so a receiver
+can answer with a partial success; a body or file that is not OTLP at all raises
+:class:`~agentmetrics.errors.InvalidExport`.
 
 Files (:func:`read_file`) are streamed, so memory stays flat however large they are:
 
@@ -30,16 +32,23 @@ import zlib
 from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
-from ..errors import InvalidExport, MissingDependency
+from ..errors import InvalidExport
 from ..schema import MAX_INTEGER
+from . import needs_extra
 
 STATUS_UNSET, STATUS_OK, STATUS_ERROR = 0, 1, 2
-_STATUS_NAMES = {"STATUS_CODE_UNSET": 0, "STATUS_CODE_OK": 1, "STATUS_CODE_ERROR": 2}
+"""A span's status codes; OTLP/JSON may also spell them by name (:data:`STATUS_NAMES`)."""
+STATUS_NAMES = {
+    "STATUS_CODE_UNSET": STATUS_UNSET,
+    "STATUS_CODE_OK": STATUS_OK,
+    "STATUS_CODE_ERROR": STATUS_ERROR,
+}
+# The times a span's fields carry (nanoseconds): 0 is "unset", above is past int64
+# (SQLite, and most readers, hold them as signed 64-bit integers): years 1970-2262.
+MIN_NANOS, MAX_NANOS = 1, MAX_INTEGER
 _TRACE_ID = re.compile(r"[0-9a-f]{32}")
 _SPAN_ID = re.compile(r"[0-9a-f]{16}")
 _INVALID_TRACE, _INVALID_SPAN = "0" * 32, "0" * 16
-# Nanosecond times SQLite and our timestamp formats can hold (years 1970-2262).
-_MAX_NANOS = MAX_INTEGER
 _GZIP_MAGIC = b"\x1f\x8b"
 _NOT_OTLP_JSON = (
     "not OTLP: expected an ExportTraceServiceRequest (resourceSpans) per line"
@@ -49,7 +58,9 @@ _NOT_OTLP_JSON = (
 
 @dataclasses.dataclass(slots=True)
 class Span:
-    """One finished span, decoded."""
+    """One finished span: decoded by the ingest, built from a row by the export and the
+    live push (:mod:`agentmetrics.otel.export`, whose spans leave ``resource`` and
+    ``scope`` to the request that wraps them)."""
 
     trace_id: str
     span_id: str
@@ -81,7 +92,7 @@ def check(span: Span) -> Span | RejectedSpan:
         return RejectedSpan(f"{what}: spanId must be 16 hex digits, not all zero")
     if span.parent_span_id is not None and not _SPAN_ID.fullmatch(span.parent_span_id):
         return RejectedSpan(f"{what}: parentSpanId must be 16 hex digits or empty")
-    if not 0 < span.start_ns <= span.end_ns <= _MAX_NANOS:
+    if not MIN_NANOS <= span.start_ns <= span.end_ns <= MAX_NANOS:
         return RejectedSpan(f"{what}: needs start and end times, the end not before the start")
     return span
 
@@ -135,7 +146,9 @@ def _json_span(raw: dict[str, Any], resource: dict[str, Any], scope: str) -> Spa
             name=str(raw.get("name", "")),
             start_ns=int(raw.get("startTimeUnixNano", 0)),
             end_ns=int(raw.get("endTimeUnixNano", 0)),
-            status_code=_STATUS_NAMES.get(code, 0) if isinstance(code, str) else int(code),
+            status_code=(
+                STATUS_NAMES.get(code, STATUS_UNSET) if isinstance(code, str) else int(code)
+            ),
             status_message=str(status.get("message") or ""),
             attributes=_json_attributes(raw.get("attributes", ())),
             events=[
@@ -198,10 +211,8 @@ def _proto_module() -> Any:
     try:
         from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
         from opentelemetry.proto.trace.v1 import trace_pb2
-    except ImportError:
-        raise MissingDependency(
-            "OTLP protobuf needs opentelemetry-proto: pip install 'agentmetrics-sqlite[otel]'"
-        ) from None
+    except ImportError as e:
+        raise needs_extra("OTLP protobuf needs", e) from None
     return trace_service_pb2, trace_pb2
 
 

@@ -2,7 +2,7 @@
 
 When an execution or orchestration finishes, its row is read back and turned into the
 span ``export --format otlp`` writes for it (same ids, names and attributes, built by
-:mod:`agentmetrics.otlp`), then handed to opentelemetry-sdk's ``BatchSpanProcessor``
+:mod:`agentmetrics.otel.export`), then handed to opentelemetry-sdk's ``BatchSpanProcessor``
 with the OTLP/HTTP protobuf exporter, which sends batches from a thread of its own. The
 tracking call only queues the span: it never waits for the network and never raises.
 At most ``max_queue_size`` spans wait; beyond that, and when the endpoint does not take
@@ -20,10 +20,10 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from . import DISTRIBUTION
-from .errors import InvalidValue, MissingDependency
-from .migrations import EXECUTION_COLUMNS, ORCHESTRATION_COLUMNS
-from .otlp import execution_span, orchestration_span
+from ..errors import InvalidValue
+from ..migrations import EXECUTION_COLUMNS, ORCHESTRATION_COLUMNS
+from . import needs_extra
+from .export import execution_span, orchestration_span, to_readable
 
 MAX_QUEUE_SIZE = 2048
 BATCH_SIZE = 512
@@ -78,10 +78,7 @@ class LivePush:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
             from opentelemetry.sdk.trace.export import BatchSpanProcessor
         except ImportError as e:
-            raise MissingDependency(
-                f"The live push needs the otel extra ({e.name} is missing):"
-                f" pip install '{DISTRIBUTION}[otel]'"
-            ) from None
+            raise needs_extra("The live push needs", e) from None
         self.max_queue_size = max_queue_size
         self.sent = 0
         self.dropped = 0
@@ -150,7 +147,7 @@ class LivePush:
             span = build(row) if row is not None else None
             if span is None:
                 raise LookupError(f"no finished run {key!r} to send")
-            self._processor.on_end(span.to_readable())
+            self._processor.on_end(to_readable(span))
         except Exception as e:  # tracking never fails because of the push
             log.debug("agentmetrics: live push skipped %r: %s", key, e)
             self._settle(1, sent=False)

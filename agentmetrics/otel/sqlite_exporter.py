@@ -25,17 +25,15 @@ from typing import Any
 from sqlite_utils import Database
 
 from ..db import ensure_database
-from ..errors import MissingDependency
+from . import needs_extra
 from .ingest import batch_sizer, ingest_spans
 from .spans import Span
 
 try:
     from opentelemetry.sdk.trace import ReadableSpan
     from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
-except ImportError:  # pragma: no cover - the otel extra is missing
-    raise MissingDependency(
-        "SQLiteSpanExporter needs opentelemetry-sdk: pip install 'agentmetrics-sqlite[otel]'"
-    ) from None
+except ImportError as e:  # pragma: no cover - the otel extra is missing
+    raise needs_extra("SQLiteSpanExporter needs", e) from None
 
 log = logging.getLogger("agentmetrics")
 

@@ -1,29 +1,27 @@
-"""Table exports for spreadsheets and data tools: CSV and Parquet.
+"""The table writers, for spreadsheets and data tools: CSV and Parquet.
 
 Each of the two tables (``orchestrations``, ``executions``) is written as it is stored,
 one row per row, streamed from one cursor in chunks so memory stays flat. Parquet
 needs pyarrow (``pip install 'agentmetrics-sqlite[parquet]'``); its columns are typed:
 ``started_at``, ``completed_at`` and ``created_at`` as ``timestamp[ms, tz=UTC]``,
 ``self_healed`` as bool, text as string, counts and ``duration_ms`` as int64,
-``cost_usd`` as double, NULL as null in every column.
+``cost_usd`` as double, NULL as null in every column. Writing them into files goes
+through the format registry (:func:`agentmetrics.exchange.export_tables`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import os
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import IO, Any
 
 from sqlite_utils import Database
 
-from . import DISTRIBUTION
-from .atomic import atomic_file
-from .db import DbArg, using_database
-from .errors import AgentMetricsError, InvalidValue, MissingDependency
-from .migrations import COLUMN_TYPES, EXECUTION_COLUMNS, ORCHESTRATION_COLUMNS
+from .. import DISTRIBUTION
+from ..db import using_database
+from ..errors import AgentMetricsError, InvalidValue, MissingDependency
+from ..migrations import COLUMN_TYPES, EXECUTION_COLUMNS, ORCHESTRATION_COLUMNS
 
 TABLES = {
     "orchestrations": ("orchestrations", ORCHESTRATION_COLUMNS),
@@ -65,7 +63,11 @@ def _table(table: str) -> tuple[str, tuple[str, ...]]:
 
 
 def write_csv(
-    db: DbArg, table: str, out: IO[str], chunk_rows: int = CHUNK_ROWS, progress: Progress = None
+    db: str | os.PathLike[str] | Database,
+    table: str,
+    out: IO[str],
+    chunk_rows: int = CHUNK_ROWS,
+    progress: Progress = None,
 ) -> int:
     """Write ``table`` as CSV (header row first, NULL as an empty field); return the rows."""
     writer = csv.writer(out, lineterminator="\n")
@@ -79,7 +81,8 @@ def write_csv(
     return count
 
 
-def _pyarrow():
+def require_pyarrow() -> tuple[Any, Any]:
+    """pyarrow and pyarrow.parquet, imported on first use."""
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -92,7 +95,7 @@ def _pyarrow():
 
 def parquet_schema(table: str) -> Any:
     """The pyarrow schema of ``table`` as :func:`write_parquet` writes it."""
-    pa, _ = _pyarrow()
+    pa, _ = require_pyarrow()
     name = TABLES[table][0]
     fields = []
     for column, kind in COLUMN_TYPES[name].items():
@@ -107,14 +110,14 @@ def parquet_schema(table: str) -> Any:
 
 
 def write_parquet(
-    db: DbArg,
+    db: str | os.PathLike[str] | Database,
     table: str,
     out: str | os.PathLike[str] | IO[bytes],
     chunk_rows: int = CHUNK_ROWS,
     progress: Progress = None,
 ) -> int:
     """Write ``table`` as a Parquet file, one row group per chunk; return the rows."""
-    pa, pq = _pyarrow()
+    pa, pq = require_pyarrow()
     _table(table)
     schema = parquet_schema(table)
     expressions = {c: _EPOCH_MS.format(c) for c in TIMESTAMPS}
@@ -142,75 +145,3 @@ def _array(pa: Any, table: str, field: Any, values: tuple) -> Any:
             f"Column {table}.{field.name} holds a value Parquet cannot store"
             f" as {field.type}: {values[0] if len(values) == 1 else e!r}"
         ) from None
-
-
-def export_tables(
-    db: DbArg, directory: str | os.PathLike[str], format: str = "csv", progress: Progress = None
-) -> dict[str, Path]:
-    """Write both tables into ``directory`` (created if missing, its parent must exist) as
-    ``orchestrations.<format>`` and ``executions.<format>``; return their paths.
-
-    Both files are replaced together at the end, atomically each
-    (:mod:`agentmetrics.atomic`): a failure changes neither and leaves no new folder.
-    """
-    spec = _table_format(format)
-    folder = Path(directory)
-    if folder.exists() and not folder.is_dir():
-        raise AgentMetricsError(f"{folder} is a file: give a directory for both tables")
-    if not folder.exists() and folder.suffix.lower() in (".csv", ".parquet"):
-        raise AgentMetricsError(
-            f"{folder} looks like a file name, but both tables need a directory: give"
-            f" -o DIRECTORY (for DIRECTORY/orchestrations.{format} and"
-            f" DIRECTORY/executions.{format}), or --table for one table"
-        )
-    _check_folder(folder, folder.parent)
-    created = not folder.exists()
-    folder.mkdir(exist_ok=True)
-    written = {table: folder / f"{table}.{format}" for table in TABLES}
-    try:
-        with using_database(db, create=False) as conn, contextlib.ExitStack() as files:
-            for table, path in written.items():
-                out = files.enter_context(atomic_file(path, binary=spec.binary))
-                spec.write_table(conn, table, out, progress=progress)
-    except BaseException:
-        if created:
-            with contextlib.suppress(OSError):
-                folder.rmdir()
-        raise
-    return written
-
-
-def export_table(
-    db: DbArg,
-    table: str,
-    path: str | os.PathLike[str],
-    format: str = "csv",
-    progress: Progress = None,
-) -> int:
-    """Write one table to the file ``path`` as ``csv`` or ``parquet``, atomically
-    (:mod:`agentmetrics.atomic`); return the rows."""
-    spec = _table_format(format)
-    target = Path(path)
-    if target.is_dir():
-        raise AgentMetricsError(f"{target} is a directory: give a file name for one table")
-    _check_folder(target, target.parent)
-    with atomic_file(target, binary=spec.binary) as out:
-        return spec.write_table(db, table, out, progress=progress)
-
-
-def _table_format(format: str):
-    """The :data:`~agentmetrics.exchange.EXPORT_FORMATS` entry of a table format."""
-    from .exchange import EXPORT_FORMATS, TABLE_FORMATS  # it imports this module's writers
-
-    if format not in TABLE_FORMATS:
-        raise InvalidValue(
-            f"Unknown table format {format!r}: use one of {', '.join(TABLE_FORMATS)}"
-        )
-    if format == "parquet":
-        _pyarrow()  # fail before creating anything
-    return EXPORT_FORMATS[format]
-
-
-def _check_folder(target: Path, folder: Path) -> None:
-    if not folder.is_dir():
-        raise AgentMetricsError(f"Cannot write {target}: folder {folder} does not exist")

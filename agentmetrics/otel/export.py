@@ -9,10 +9,10 @@ and OpenInference's (``openinference.span.kind`` CHAIN for the workflow, AGENT f
 execution). Every span of an orchestration carries its session id as ``session.id`` and
 ``gen_ai.conversation.id``; an execution's own session id travels as
 ``agentmetrics.agent_session_id``, with our other columns as ``agentmetrics.*``
-attributes. A failed run has span status ERROR (code 2) and an ``error.type``: the
-exception class name its error message starts with (``TimeoutError: ...``), else
-``_OTHER``. An execution with no orchestration is a trace of its own, its session its
-agent session.
+attributes (:mod:`agentmetrics.otel.attributes`). A failed run has span status ERROR
+(code 2) and an ``error.type``: the exception class name its error message starts with
+(``TimeoutError: ...``), else ``_OTHER``. An execution with no orchestration is a trace
+of its own, its session its agent session.
 
 Times are nanoseconds since the epoch, from 1 to 2^63-1 (1970 to 2262): OTLP's 0 means
 "unset", and readers (ours, SQLite, most backends) hold them as signed 64-bit integers.
@@ -25,9 +25,10 @@ finished execution of a still running orchestration is exported with its parent'
 future span id: the trace joins up when the workflow span follows. Runs still in
 progress have no end time and are left out until they finish.
 
-:func:`orchestration_span` and :func:`execution_span` build a :class:`Span` from a row:
-the one definition behind both export encodings and the live push
-(:mod:`agentmetrics.push`). ``otlp`` is JSON Lines, each line one
+:func:`orchestration_span` and :func:`execution_span` build a
+:class:`~agentmetrics.otel.spans.Span` from a row: the one definition behind both export
+encodings (:func:`to_json`, :func:`to_readable`) and the live push
+(:mod:`agentmetrics.otel.push`). ``otlp`` is JSON Lines, each line one
 ``ExportTraceServiceRequest`` holding up to ``batch_size`` traces, the form the
 OpenTelemetry Collector's ``otlpjsonfile`` receiver reads; each line can also be POSTed
 as is to an OTLP/HTTP ``/v1/traces`` endpoint. OTLP/JSON writes ids as lowercase hex,
@@ -40,7 +41,6 @@ application/x-protobuf``), written batch by batch with flat memory.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import functools
 import hashlib
@@ -52,20 +52,18 @@ from collections.abc import Iterable, Iterator
 from importlib.metadata import PackageNotFoundError, version
 from typing import IO, Any
 
-from . import DISTRIBUTION
-from .errors import InvalidValue, MissingDependency
-from .schema import MAX_INTEGER
-from .timestamps import parse_timestamp
+from .. import DISTRIBUTION
+from ..errors import InvalidValue
+from ..timestamps import parse_timestamp
+from . import attributes, needs_extra
+from .spans import MAX_NANOS, MIN_NANOS, STATUS_ERROR, STATUS_OK, STATUS_UNSET, Span
 
 SPAN_KIND_INTERNAL = 1
-STATUS_UNSET, STATUS_OK, STATUS_ERROR = 0, 1, 2
 # SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK: the parent (if any) is known to be local, as the
 # OpenTelemetry SDK's encoder marks every span it sends.
 SPAN_FLAGS = 0x100
 DEFAULT_BATCH_SIZE = 100
 SERVICE_NAME = "agentmetrics"
-# The times a span's fields carry (nanoseconds): 0 is "unset", above is past int64.
-MIN_NANOS, MAX_NANOS = 1, MAX_INTEGER
 
 _NON_FINITE = {"inf": "Infinity", "-inf": "-Infinity", "nan": "NaN"}
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
@@ -111,64 +109,47 @@ def attribute(key: str, value: Any) -> dict[str, Any]:
     return {"key": key, "value": typed}
 
 
-@dataclasses.dataclass(frozen=True)
-class Span:
-    """One finished span, independent of its encoding."""
+def to_json(span: Span) -> dict[str, Any]:
+    """A span in the OTLP/JSON encoding."""
+    encoded: dict[str, Any] = {"traceId": span.trace_id, "spanId": span.span_id}
+    if span.parent_span_id:
+        encoded["parentSpanId"] = span.parent_span_id
+    status: dict[str, Any] = {"code": span.status_code}
+    if span.status_message:
+        status["message"] = span.status_message
+    encoded.update(
+        {
+            "flags": SPAN_FLAGS,
+            "name": span.name,
+            "kind": SPAN_KIND_INTERNAL,
+            "startTimeUnixNano": str(span.start_ns),
+            "endTimeUnixNano": str(span.end_ns),
+            "attributes": [attribute(key, value) for key, value in span.attributes.items()],
+            "status": status,
+        }
+    )
+    return encoded
 
-    trace_id: str
-    span_id: str
-    parent_span_id: str | None
-    name: str
-    start: int  # nanoseconds since the epoch, MIN_NANOS to MAX_NANOS
-    end: int
-    attributes: dict[str, Any]  # str, int, float or bool values; no None
-    status: int = STATUS_UNSET
-    message: str | None = None
 
-    @property
-    def is_workflow(self) -> bool:
-        return self.attributes.get("gen_ai.operation.name") == "invoke_workflow"
-
-    def to_json(self) -> dict[str, Any]:
-        """The span in the OTLP/JSON encoding."""
-        span: dict[str, Any] = {"traceId": self.trace_id, "spanId": self.span_id}
-        if self.parent_span_id:
-            span["parentSpanId"] = self.parent_span_id
-        status: dict[str, Any] = {"code": self.status}
-        if self.message:
-            status["message"] = self.message
-        span.update(
-            {
-                "flags": SPAN_FLAGS,
-                "name": self.name,
-                "kind": SPAN_KIND_INTERNAL,
-                "startTimeUnixNano": str(self.start),
-                "endTimeUnixNano": str(self.end),
-                "attributes": [attribute(key, value) for key, value in self.attributes.items()],
-                "status": status,
-            }
-        )
-        return span
-
-    def to_readable(self) -> Any:
-        """The span as an opentelemetry-sdk ``ReadableSpan`` (what span processors take)."""
-        sdk = _sdk()
-        context = functools.partial(
-            sdk.SpanContext, trace_flags=sdk.TraceFlags(sdk.TraceFlags.SAMPLED), is_remote=False
-        )
-        trace = int(self.trace_id, 16)
-        return sdk.ReadableSpan(
-            name=self.name,
-            context=context(trace, int(self.span_id, 16)),
-            parent=context(trace, int(self.parent_span_id, 16)) if self.parent_span_id else None,
-            resource=sdk.resource,
-            attributes=self.attributes,
-            kind=sdk.SpanKind.INTERNAL,
-            status=sdk.Status(sdk.StatusCode(self.status), self.message),
-            start_time=self.start,
-            end_time=self.end,
-            instrumentation_scope=sdk.scope,
-        )
+def to_readable(span: Span) -> Any:
+    """A span as an opentelemetry-sdk ``ReadableSpan`` (what span processors take)."""
+    sdk = _sdk()
+    context = functools.partial(
+        sdk.SpanContext, trace_flags=sdk.TraceFlags(sdk.TraceFlags.SAMPLED), is_remote=False
+    )
+    trace = int(span.trace_id, 16)
+    return sdk.ReadableSpan(
+        name=span.name,
+        context=context(trace, int(span.span_id, 16)),
+        parent=context(trace, int(span.parent_span_id, 16)) if span.parent_span_id else None,
+        resource=sdk.resource,
+        attributes=span.attributes,
+        kind=sdk.SpanKind.INTERNAL,
+        status=sdk.Status(sdk.StatusCode(span.status_code), span.status_message or None),
+        start_time=span.start_ns,
+        end_time=span.end_ns,
+        instrumentation_scope=sdk.scope,
+    )
 
 
 def _attributes(pairs: Iterable[tuple[str, Any]]) -> dict[str, Any]:
@@ -182,9 +163,24 @@ def _clamp(nanos: int) -> int:
 def _exact_times(start: int, end: int) -> list[tuple[str, str | None]]:
     """The attributes carrying times the span's fields cannot hold (None: not needed)."""
     return [
-        (f"agentmetrics.{name}_time_unix_nano", None if _clamp(nanos) == nanos else str(nanos))
+        (attributes.TIMES[name], None if _clamp(nanos) == nanos else str(nanos))
         for name, nanos in (("start", start), ("end", end))
     ]
+
+
+# How a column's value is written as an attribute (the others as they are stored).
+_ATTRIBUTE_TYPES = {"self_healed": bool, "cost_usd": float}
+
+
+def _ours(row: dict[str, Any], table: dict[str, str]) -> list[tuple[str, Any]]:
+    """A row's columns as our ``agentmetrics.*`` attributes (None: not written)."""
+    pairs = []
+    for column, name in table.items():
+        value = row.get(column)
+        if value is not None and column in _ATTRIBUTE_TYPES:
+            value = _ATTRIBUTE_TYPES[column](value)
+        pairs.append((name, value))
+    return pairs
 
 
 def _end(row: dict[str, Any]) -> int | None:
@@ -207,12 +203,14 @@ def orchestration_span(orchestration: dict[str, Any]) -> Span | None:
         return None
     name = orchestration.get("task_description")
     start = unix_nano(orchestration["started_at"])
+    trace, span = _workflow_ids(orchestration["id"])
     return Span(
-        *_workflow_ids(orchestration["id"]),
+        trace_id=trace,
+        span_id=span,
         parent_span_id=None,
         name=f"invoke_workflow {name}" if name else "invoke_workflow",
-        start=_clamp(start),
-        end=_clamp(end),
+        start_ns=_clamp(start),
+        end_ns=_clamp(end),
         attributes=_attributes(
             [
                 ("gen_ai.operation.name", "invoke_workflow"),
@@ -221,20 +219,13 @@ def orchestration_span(orchestration: dict[str, Any]) -> Span | None:
                 ("gen_ai.conversation.id", orchestration["session_id"]),
                 ("session.id", orchestration["session_id"]),
                 ("error.type", "orchestration_failed" if status == "failed" else None),
-                ("agentmetrics.orchestration.id", orchestration["id"]),
-                ("agentmetrics.status", status),
-                ("agentmetrics.total_tasks", orchestration.get("total_tasks")),
-                ("agentmetrics.completed_tasks", orchestration.get("completed_tasks")),
-                ("agentmetrics.failed_tasks", orchestration.get("failed_tasks")),
-                ("agentmetrics.git_commit_hash", orchestration.get("git_commit_hash")),
-                ("agentmetrics.plan_file_path", orchestration.get("plan_file_path")),
-                ("agentmetrics.progress_file_path", orchestration.get("progress_file_path")),
+                *_ours(orchestration, attributes.ORCHESTRATION),
                 *_exact_times(start, end),
             ]
         ),
         # partial: some tasks failed but the workflow finished; left UNSET, the
         # agentmetrics.status attribute says which.
-        status={"completed": STATUS_OK, "failed": STATUS_ERROR}.get(status, STATUS_UNSET),
+        status_code={"completed": STATUS_OK, "failed": STATUS_ERROR}.get(status, STATUS_UNSET),
     )
 
 
@@ -257,15 +248,14 @@ def execution_span(
     else:
         trace, parent = trace_id(execution["id"]), None
         session = execution["agent_session_id"]
-    self_healed = execution.get("self_healed")
     start = unix_nano(execution["started_at"])
     return Span(
-        trace,
-        span_id("execution", execution["id"]),
+        trace_id=trace,
+        span_id=span_id("execution", execution["id"]),
         parent_span_id=parent,
         name=f"invoke_agent {execution['agent_name']}",
-        start=_clamp(start),
-        end=_clamp(end),
+        start_ns=_clamp(start),
+        end_ns=_clamp(end),
         attributes=_attributes(
             [
                 ("gen_ai.operation.name", "invoke_agent"),
@@ -278,30 +268,13 @@ def execution_span(
                 ("gen_ai.usage.input_tokens", execution.get("input_tokens")),
                 ("gen_ai.usage.output_tokens", execution.get("output_tokens")),
                 ("error.type", error_type(execution.get("error_message")) if failed else None),
-                ("agentmetrics.agent_session_id", execution["agent_session_id"]),
-                ("agentmetrics.status", execution["status"]),
-                ("agentmetrics.orchestration.id", execution.get("orchestration_id")),
-                ("agentmetrics.task_id", execution.get("task_id")),
-                ("agentmetrics.task_number", execution.get("task_number")),
-                ("agentmetrics.attempt", execution.get("attempt")),
-                ("agentmetrics.first_attempt_id", execution.get("first_attempt_id")),
-                ("agentmetrics.retry_count", execution.get("retry_count")),
-                ("agentmetrics.self_healed", None if self_healed is None else bool(self_healed)),
-                ("agentmetrics.files_created", execution.get("files_created")),
-                ("agentmetrics.files_modified", execution.get("files_modified")),
-                ("agentmetrics.cost_usd", _float(execution.get("cost_usd"))),
-                ("agentmetrics.summary_report_path", execution.get("summary_report_path")),
-                ("agentmetrics.session_log_path", execution.get("session_log_path")),
+                *_ours(execution, attributes.EXECUTION),
                 *_exact_times(start, end),
             ]
         ),
-        status=STATUS_ERROR if failed else STATUS_OK,
-        message=execution.get("error_message") if failed else None,
+        status_code=STATUS_ERROR if failed else STATUS_OK,
+        status_message=(execution.get("error_message") or "") if failed else "",
     )
-
-
-def _float(value: Any) -> float | None:
-    return None if value is None else float(value)
 
 
 def session_spans(
@@ -368,12 +341,14 @@ def iter_requests(
 ) -> Iterator[dict[str, Any]]:
     """OTLP/JSON ``ExportTraceServiceRequest`` objects of ``batch_size`` sessions each."""
     for spans in iter_batches(sessions, batch_size):
-        yield request([span.to_json() for span in spans], service_name)
+        yield request([to_json(span) for span in spans], service_name)
 
 
 def _counted(batches: Iterable[list[Span]], written: list[int]) -> Iterator[list[Span]]:
     for spans in batches:
-        workflows = sum(span.is_workflow for span in spans)
+        workflows = sum(
+            span.attributes.get("gen_ai.operation.name") == "invoke_workflow" for span in spans
+        )
         written[0] += workflows
         written[1] += len(spans) - workflows
         yield spans
@@ -386,7 +361,7 @@ def write_otlp(sessions: Iterable[Session], out: IO[str], single: bool = False) 
     """
     written = [0, 0]
     for spans in _counted(iter_batches(sessions), written):
-        item = request([span.to_json() for span in spans])
+        item = request([to_json(span) for span in spans])
         out.write(json.dumps(item, ensure_ascii=False, separators=(",", ":"), allow_nan=False))
         out.write("\n")
     return written[0], written[1]
@@ -402,7 +377,7 @@ def write_otlp_protobuf(
     encode = _sdk().encode_spans  # before writing anything: a missing extra writes nothing
     written = [0, 0]
     for spans in _counted(iter_batches(sessions), written):
-        out.write(encode([span.to_readable() for span in spans]).SerializeToString())
+        out.write(encode([to_readable(span) for span in spans]).SerializeToString())
     return written[0], written[1]
 
 
@@ -416,10 +391,7 @@ def _sdk() -> Any:
         from opentelemetry.sdk.util.instrumentation import InstrumentationScope
         from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
     except ImportError as e:
-        raise MissingDependency(
-            f"OTLP protobuf and the live push need the otel extra ({e.name} is missing):"
-            f" pip install '{DISTRIBUTION}[otel]'"
-        ) from None
+        raise needs_extra("OTLP protobuf and the live push need", e) from None
     return types.SimpleNamespace(
         encode_spans=encode_spans,
         ReadableSpan=ReadableSpan,
