@@ -10,10 +10,10 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .db import open_database
     from .errors import AgentMetricsError
     from .monitor import AgentRun, Monitor, Orchestration, get_monitor
     from .reports import execution_rows
+    from .store.db import open_database
 
 # The name on the package index (its `agentmetrics` is an unrelated project).
 DISTRIBUTION = "agentmetrics-sqlite"
@@ -37,7 +37,7 @@ _HOMES = {
     "Orchestration": "monitor",
     "execution_rows": "reports",
     "get_monitor": "monitor",
-    "open_database": "db",
+    "open_database": "store.db",
 }
 
 

@@ -16,12 +16,12 @@ from sqlite_utils import Database
 
 from . import DISTRIBUTION
 from .atomic import atomic_file
-from .db import DEFAULT_PATH, ENV_VAR, open_database
 from .errors import AgentMetricsError, ConfigError, MissingIndexesWarning, PendingWritesWarning
 from .formatting import format_duration, format_time, formatters, parse_percent, printable, readable
 from .reports.regression import METRICS as REGRESSION_METRICS
 from .reports.trend import FREQUENCIES
-from .schema import MAX_INTEGER, MIN_INTEGER
+from .store.db import DEFAULT_PATH, ENV_VAR, open_database
+from .store.schema import MAX_INTEGER, MIN_INTEGER
 from .timestamps import before, parse_timestamp, positive_duration, to_iso
 from .window import bound, resolve_now
 
@@ -444,7 +444,7 @@ def show(ctx: click.Context, session_id: str, now: str | None, fmt: str) -> None
         offsets = dict.fromkeys(("start_offset_ms", "end_offset_ms"), format_duration)
         emit(table, fmt, {**formatters(table), **offsets}, empty=_NO_EXECUTIONS)
         return
-    from .waterfall import render
+    from .outputs.waterfall import render
 
     for line in render(frame, width, now=now):
         click.echo(line)
@@ -598,7 +598,8 @@ def health(
     agentmetrics health 24 --min-success-rate 90 --max-running 0
     agentmetrics health --since 2026-11-01 --until 2026-11-08
     """
-    from . import reports, rules
+    from . import reports
+    from .alerting import rules
 
     if hours is not None and since is not None:
         raise _UsageFailure("Give HOURS or --since, not both")
@@ -656,7 +657,7 @@ costs_config_option = click.option(
 
 def _cost_rates(config_path: str | None) -> dict:
     """The checked ``[costs]`` table of ``--config`` (or of the file found from cwd)."""
-    from .config import load_config
+    from .alerting.config import load_config
     from .reports.cost import cost_rates
 
     return cost_rates(load_config(config_path))
@@ -902,8 +903,8 @@ def cleanup(ctx: click.Context, days: float, dry_run: bool, vacuum: bool, now: s
     Orchestrations with their executions, and standalone executions of the same age
     (0: everything started before now).
     """
-    from .cleanup import cleanup as cleanup_
-    from .cleanup import vacuum as vacuum_
+    from .store.cleanup import cleanup as cleanup_
+    from .store.cleanup import vacuum as vacuum_
 
     db = read_db(ctx)
     with _Progress("Deleting") as bar:
@@ -937,7 +938,7 @@ def upgrade(ctx: click.Context) -> None:
     lock for seconds; reports work without them, only slower. Writers wait while each
     index is built: run this when they can (the estimate comes first, on stderr).
     """
-    from .db import upgrade as upgrade_
+    from .store.db import upgrade as upgrade_
 
     timings = upgrade_(ctx.obj["db_path"], progress=lambda m: click.echo(m, err=True))
     if timings:
@@ -960,7 +961,7 @@ def flush(ctx: click.Context) -> None:
     """
     from .errors import StorageError
     from .monitor import Monitor
-    from .pending import REJECTED_SUFFIX, count_kept
+    from .store.pending import REJECTED_SUFFIX, count_kept
 
     path = ctx.obj["db_path"]
     if not count_kept(path):
@@ -1104,7 +1105,7 @@ def metrics(
     agentmetrics metrics -o /var/lib/node_exporter/textfile/agentmetrics.prom
     agentmetrics metrics --label db=runner-3 -o /var/lib/node_exporter/textfile/runner-3.prom
     """
-    from .prometheus import metrics_text, parse_labels
+    from .outputs.prometheus import metrics_text, parse_labels
 
     try:
         constant = parse_labels(labels)
@@ -1132,7 +1133,7 @@ def datasette_metadata(ctx: click.Context) -> None:
     agentmetrics --db monitoring.db datasette-metadata > metadata.json
     datasette monitoring.db -m metadata.json
     """
-    from .datasette import datasette_metadata as metadata
+    from .outputs.datasette import datasette_metadata as metadata
 
     read_db(ctx)  # a missing or foreign file is an error, as for every read
     write_exact(json.dumps(metadata(ctx.obj["db_path"]), indent=2) + "\n")
@@ -1280,7 +1281,7 @@ def _notify_url(ctx: click.Context, param: click.Parameter, value: str | None) -
     """Check the webhook URL; messages show only its scheme and host (it is a secret)."""
     import urllib.parse
 
-    from .notify import redact_url
+    from .alerting.notify import redact_url
 
     if value == "":  # an unset CI secret: no notification
         return None
@@ -1329,8 +1330,8 @@ def check(
     Each rule's status and value. Exit codes: 0 when every rule is ok or only warns
     (--strict: warnings exit 1), 1 when a rule alerts, 2 for a configuration error.
     """
-    from . import notify as notify_
-    from . import rules as rules_
+    from .alerting import notify as notify_
+    from .alerting import rules as rules_
 
     rule_set = rules_.load_rules(rules_path)
     results = rules_.evaluate(read_db(ctx), rule_set, now=now)
@@ -1549,7 +1550,7 @@ def watch(
     """
     import shutil
 
-    from .watch import watch as watch_
+    from .outputs.watch import watch as watch_
 
     # Read-only, so the schema is never created here: a file with no agentmetrics
     # tables is a DatabaseError.
@@ -1688,7 +1689,7 @@ def report(
     agentmetrics report -o report.html
     agentmetrics report --since 2026-01-01 --until 2026-02-01 -o january.html
     """
-    from .htmlreport import write_report
+    from .outputs.htmlreport import write_report
 
     db = read_db(ctx)
     path = write_report(

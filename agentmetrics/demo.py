@@ -33,8 +33,8 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from .db import using_database, write_transaction
 from .errors import AgentMetricsError, ForeignDatabase, InvalidValue
+from .store.db import using_database, write_transaction
 from .timestamps import parse_timestamp, utcnow
 
 DEFAULT_DAYS = 30

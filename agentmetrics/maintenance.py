@@ -7,10 +7,10 @@ import sqlite3
 
 import pandas as pd
 
-from .db import DbArg, ensure_database, refused_write, using_database, write_transaction
 from .errors import ReadOnlyDatabase
 from .reports.stale import DEFAULT_STALE_AFTER, STALE_COLUMNS, stale_runs
-from .tasks import RECOUNT_TASKS_SQL, status_sql
+from .store.db import DbArg, ensure_database, refused_write, using_database, write_transaction
+from .store.tasks import RECOUNT_TASKS_SQL, status_sql
 from .timestamps import sql_duration_ms, to_iso
 from .window import TimeArg, resolve_now
 
@@ -67,7 +67,7 @@ def reap(
     (in ``error_message`` for executions, in ``metadata_json`` for orchestrations,
     which have no such column). A reaped orchestration's task counts are recounted from
     its executions, as the context manager keeps them, and its status follows the one
-    rule (:func:`agentmetrics.tasks.orchestration_status`) with every task that did not
+    rule (:func:`agentmetrics.store.tasks.orchestration_status`) with every task that did not
     complete counted as failed: ``partial`` when some completed; with no task at all,
     ``failed``. Everything happens in one transaction; finished rows are never touched.
 

@@ -3,7 +3,7 @@
 Each call is one short autocommit statement, so many processes can track into one
 file at once. Completion computes ``completed_at`` and ``duration_ms`` in SQL from the
 stored ``started_at``, with no read first. A write the database cannot take (locked,
-read-only, full) is kept in :mod:`agentmetrics.pending` and applied later.
+read-only, full) is kept in :mod:`agentmetrics.store.pending` and applied later.
 """
 
 from __future__ import annotations
@@ -26,8 +26,6 @@ from typing import TYPE_CHECKING, Any
 
 from sqlite_utils import Database
 
-from . import schema
-from .db import database_file, default_path, ensure_database, refused_write, write_transaction
 from .errors import (
     AgentMetricsError,
     AlreadyFinished,
@@ -39,9 +37,11 @@ from .errors import (
     StorageError,
     UnknownSession,
 )
-from .pending import SUFFIX, PendingWrites
-from .schema import EXECUTION_STATUSES, MAX_INTEGER, ORCHESTRATION_STATUSES
-from .tasks import RECOUNT_TASKS_SQL, TASK_COUNTS_SQL, status_sql
+from .store import schema
+from .store.db import database_file, default_path, ensure_database, refused_write, write_transaction
+from .store.pending import SUFFIX, PendingWrites
+from .store.schema import EXECUTION_STATUSES, MAX_INTEGER, ORCHESTRATION_STATUSES
+from .store.tasks import RECOUNT_TASKS_SQL, TASK_COUNTS_SQL, status_sql
 from .timestamps import SQL_NOW, sql_duration_ms, to_iso, to_sqlite_datetime
 
 if TYPE_CHECKING:
@@ -879,7 +879,7 @@ class Monitor:
 
     def _repr_html_(self) -> str:
         """In a notebook: the file, its orchestrations and the newest one's timeline."""
-        from .display import monitor_html
+        from .outputs.display import monitor_html
 
         return monitor_html(self)
 
@@ -998,7 +998,7 @@ class Orchestration(_Tracked):
 
     Ended without an explicit status (the end of its ``with`` block, :meth:`complete`
     without one), it is ``completed`` when every task completed, ``failed`` when every
-    task failed, else ``partial`` (:func:`agentmetrics.tasks.orchestration_status`).
+    task failed, else ``partial`` (:func:`agentmetrics.store.tasks.orchestration_status`).
     """
 
     def __init__(self, monitor: Monitor, id: str, session_id: str) -> None:
@@ -1079,7 +1079,7 @@ class Orchestration(_Tracked):
 
     def _repr_html_(self) -> str:
         """In a notebook: this orchestration's summary and timeline, as stored so far."""
-        from .display import orchestration_html
+        from .outputs.display import orchestration_html
 
         return orchestration_html(self)
 

@@ -2,7 +2,7 @@
 
 * export everything: ``agentmetrics export -o FILE`` as its own process; executions
   per second and the process's peak RSS (goal: 100,000+ executions/s, under 300 MB);
-* cleanup 30: :func:`agentmetrics.cleanup.cleanup` on one copy of the file, against
+* cleanup 30: :func:`agentmetrics.store.cleanup.cleanup` on one copy of the file, against
   one bare ``DELETE`` of the same rows (cascade included) on another copy, each
   while a tracker process writes (start + complete an orchestration and an
   execution, in a loop) and records its worst wait (goal: cleanup at most 2x the
@@ -37,7 +37,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from agentmetrics import Monitor  # noqa: E402
-from agentmetrics.cleanup import cleanup  # noqa: E402
+from agentmetrics.store.cleanup import cleanup  # noqa: E402
 from agentmetrics.timestamps import to_iso  # noqa: E402
 
 CLI = [sys.executable, "-m", "agentmetrics"]

@@ -32,8 +32,8 @@ from pathlib import Path
 from sqlite_utils import Database
 
 from agentmetrics import open_database
-from agentmetrics.db import IMPLICIT_INDEX_ROWS
-from agentmetrics.migrations import INDEXES, missing_indexes
+from agentmetrics.store.db import IMPLICIT_INDEX_ROWS
+from agentmetrics.store.migrations import INDEXES, missing_indexes
 
 ORIGINAL_SCHEMA = (
     Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "original_schema.sql"

@@ -37,8 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sqlite_utils import Database  # noqa: E402
 
 from agentmetrics import open_database, reports  # noqa: E402
-from agentmetrics.db import upgrade  # noqa: E402
-from agentmetrics.migrations import AGENT_EXECUTIONS_SQL, ORCHESTRATIONS_SQL  # noqa: E402
+from agentmetrics.store.db import upgrade  # noqa: E402
+from agentmetrics.store.migrations import AGENT_EXECUTIONS_SQL, ORCHESTRATIONS_SQL  # noqa: E402
 from agentmetrics.timestamps import to_iso, to_sqlite_datetime  # noqa: E402
 
 NOW = dt.datetime(2025, 6, 30, 12, 0, tzinfo=dt.timezone.utc)

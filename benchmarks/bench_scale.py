@@ -29,7 +29,7 @@ import bench_tracking  # noqa: E402
 from bench_reports import DAYS, NOW, build  # noqa: E402
 
 from agentmetrics import open_database, reports  # noqa: E402
-from agentmetrics.db import upgrade  # noqa: E402
+from agentmetrics.store.db import upgrade  # noqa: E402
 
 # (name, goal in seconds, report called with exact=...)
 REPORTS: list[tuple[str, float, Callable]] = [

@@ -26,8 +26,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from agentmetrics import open_database, plots, reports  # noqa: E402
-from agentmetrics.db import upgrade  # noqa: E402
 from agentmetrics.reports.run import fold  # noqa: E402
+from agentmetrics.store.db import upgrade  # noqa: E402
 
 SESSION = "bench-timeline"
 EXECUTIONS = 1_000

@@ -8,7 +8,7 @@
 3. the same tracker load into another fresh database, once per ``--loads`` entry:
    ``import``: one process imports the export
    (:func:`agentmetrics.exchange.import_files`) and then deletes what is over 30 days
-   old (:func:`agentmetrics.cleanup.cleanup`, about half the import); ``reports``: the
+   old (:func:`agentmetrics.store.cleanup.cleanup`, about half the import); ``reports``: the
    export is imported first, then a report loop runs beside the trackers (aggregate
    reports, which bring the rollups up to date on read); ``both``: the import, the
    cleanup and the report loop together.
@@ -87,8 +87,8 @@ json.dump({"calls": calls, "errors": errors, "executions": executions}, sys.stdo
 
 IMPORTER = """
 import json, sys, time
-import agentmetrics.cleanup, agentmetrics.exchange.writer
-from agentmetrics.cleanup import cleanup
+import agentmetrics.store.cleanup, agentmetrics.exchange.writer
+from agentmetrics.store.cleanup import cleanup
 from agentmetrics.exchange import import_files
 
 path, export, days, now, here = sys.argv[1], sys.argv[2], float(sys.argv[3]), *sys.argv[4:6]
@@ -101,7 +101,7 @@ import_files(path, [export])
 t1 = time.time()
 imported = imported_rows(path)
 t2 = time.time()
-held = timed_transactions(agentmetrics.cleanup, "write_transaction")
+held = timed_transactions(agentmetrics.store.cleanup, "write_transaction")
 deleted = cleanup(path, days, now=now)
 t3 = time.time()
 json.dump(
@@ -119,7 +119,7 @@ json.dump(
 REPORTER = """
 import json, sys, time
 from pathlib import Path
-from agentmetrics import rollups
+from agentmetrics.store import rollups
 from agentmetrics.reports import costs, performance_report, system_health, trends
 
 path, stop, here = sys.argv[1], Path(sys.argv[2]), sys.argv[3]

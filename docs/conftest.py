@@ -142,9 +142,9 @@ def evaluate_console(example) -> str | None:
 
 
 def evaluate_toml(example) -> None:
-    from agentmetrics.config import load_config
+    from agentmetrics.alerting.config import load_config
+    from agentmetrics.alerting.rules import load_rules
     from agentmetrics.reports.cost import cost_rates
-    from agentmetrics.rules import load_rules
 
     path = Path("agentmetrics.toml")
     path.write_text(example.parsed)

@@ -78,7 +78,8 @@ from pathlib import Path
 import pandas as pd
 
 import agentmetrics
-from agentmetrics import display, plots, waterfall
+from agentmetrics import plots
+from agentmetrics.outputs import display, waterfall
 from agentmetrics.demo import build_one_run
 
 pd.options.display.precision = 1
@@ -243,7 +244,8 @@ NOTEBOOKS = {
             "The same table as `[costs]` in `agentmetrics.toml`: a default hourly rate, "
             "per-agent hourly rates, and per-model token prices (USD per million tokens). "
             "Here they are given inline; from the file, they are "
-            "`cost_rates(load_config())` (`agentmetrics.reports.cost`, `agentmetrics.config`)."
+            "`cost_rates(load_config())` "
+            "(`agentmetrics.reports.cost`, `agentmetrics.alerting.config`)."
         ),
         "rates = {\n"
         '    "default_hourly_rate": 6.0,\n'

@@ -85,7 +85,7 @@ def trim_bottom(png: Path, margin: int = 24) -> None:
 
 def main() -> None:
     import agentmetrics.demo
-    from agentmetrics.htmlreport import write_report
+    from agentmetrics.outputs.htmlreport import write_report
 
     binary = find_chromium()
     if binary is None:

@@ -5,9 +5,9 @@ import pytest
 from conftest import SMALL_NOW, cli_result, make_original_db
 
 import agentmetrics
-from agentmetrics import cleanup as cleanup_module
-from agentmetrics.cleanup import cleanup, vacuum
 from agentmetrics.errors import DatabaseError
+from agentmetrics.store import cleanup as cleanup_module
+from agentmetrics.store.cleanup import cleanup, vacuum
 
 NOW = dt.datetime(2024, 6, 30, 12, 0, tzinfo=dt.timezone.utc)
 MS = dt.timedelta(milliseconds=1)
@@ -89,7 +89,7 @@ def resting(monkeypatch, events):
     import time
     import types
 
-    from agentmetrics import batching
+    from agentmetrics.store import batching
 
     fake = types.SimpleNamespace(
         perf_counter=time.perf_counter, sleep=lambda s: events.append(("rest", s))
@@ -101,7 +101,7 @@ def test_cleanup_leaves_the_lock_free_between_batches(aged, monkeypatch):
     """A tracker waiting for the lock retries every 100 ms at most: a cleanup that took
     the lock back at once after each batch let it in only by chance (a tracker call
     waited 3 s in bench_trust). Counted in statements, not timed."""
-    from agentmetrics.batching import RETRY_SECONDS
+    from agentmetrics.store.batching import RETRY_SECONDS
 
     events = []
     resting(monkeypatch, events)
@@ -119,7 +119,7 @@ def test_cleanup_leaves_the_lock_free_between_batches(aged, monkeypatch):
 
 
 def test_a_rest_lasts_as_long_as_the_lock_was_held_up_to_the_retry_interval(monkeypatch):
-    from agentmetrics.batching import rest
+    from agentmetrics.store.batching import rest
 
     events = []
     resting(monkeypatch, events)
@@ -279,7 +279,7 @@ def test_cleanup_huge_days_deletes_nothing(small):
 
 
 def test_batch_size_grows_while_quick_and_shrinks_when_slow():
-    from agentmetrics.batching import BatchSize
+    from agentmetrics.store.batching import BatchSize
 
     size = BatchSize(10, target_seconds=1.0, max_growth=4)
     seen = []

@@ -1,4 +1,4 @@
-from agentmetrics.config import find_config, load_config
+from agentmetrics.alerting.config import find_config, load_config
 
 
 def test_config_found_in_parent_folder_within_the_project(tmp_path):

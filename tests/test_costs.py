@@ -7,8 +7,8 @@ from conftest import cli_result
 from dashboard_data import build
 
 import agentmetrics
+from agentmetrics.alerting.config import load_config
 from agentmetrics.cli import cli
-from agentmetrics.config import load_config
 from agentmetrics.errors import ConfigError
 from agentmetrics.plots import cost_chart
 from agentmetrics.reports import costs
@@ -291,7 +291,7 @@ def test_tracking_api_accepts_cost_fields(monitor, db):
 
 
 def test_cost_usd_alert_rule(data_path, tmp_path):
-    from agentmetrics.rules import evaluate, load_rules
+    from agentmetrics.alerting.rules import evaluate, load_rules
 
     (tmp_path / "agentmetrics.toml").write_text(
         TOML

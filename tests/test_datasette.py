@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 import agentmetrics
 from agentmetrics.cli import cli
-from agentmetrics.migrations import COLUMN_TYPES
+from agentmetrics.store.migrations import COLUMN_TYPES
 from agentmetrics.timestamps import to_iso
 
 NOW = dt.datetime.now(dt.timezone.utc)
@@ -124,7 +124,7 @@ def test_datasette_hides_internal_tables(datasette):
         "_sqlite_migrations": True,
         "_agentmetrics_demo": True,
         "otel_spans": True,
-        # The rollups (agentmetrics.rollups) are internal too.
+        # The rollups (agentmetrics.store.rollups) are internal too.
         "am_rollups": True,
         "am_rollup_sketches": True,
         "am_rollup_state": True,

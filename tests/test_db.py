@@ -6,9 +6,9 @@ import sys
 import pytest
 
 import agentmetrics
-from agentmetrics import db as dbmodule
 from agentmetrics.errors import DatabaseError, ReadOnlyDatabase
-from agentmetrics.migrations import migrations, missing_indexes
+from agentmetrics.store import db as dbmodule
+from agentmetrics.store.migrations import migrations, missing_indexes
 from tests.conftest import make_original_db
 
 ORIGINAL_COLUMNS = {
@@ -332,8 +332,8 @@ def export_file(path, tmp_path):
     ],
 )
 def test_path_functions_close_what_they_open(tmp_path, opened, call):
-    from agentmetrics.cleanup import cleanup, vacuum
     from agentmetrics.exchange import import_files, iter_sessions, merge_databases
+    from agentmetrics.store.cleanup import cleanup, vacuum
 
     path = sample_db(tmp_path / "a.db")
     other = sample_db(tmp_path / "b.db")
@@ -360,8 +360,8 @@ def test_path_functions_close_what_they_open(tmp_path, opened, call):
 
 
 def test_a_given_database_is_left_open(tmp_path, opened):
-    from agentmetrics.cleanup import cleanup
     from agentmetrics.exchange import iter_sessions
+    from agentmetrics.store.cleanup import cleanup
 
     database = dbmodule.open_database(sample_db(tmp_path / "a.db"))
     assert len(list(iter_sessions(database))) == 2

@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from agentmetrics import Monitor, rules
+from agentmetrics import Monitor
+from agentmetrics.alerting import rules
 from agentmetrics.cli import cli
 from agentmetrics.errors import InvalidValue
 from agentmetrics.maintenance import reap
-from agentmetrics.prometheus import metrics_text
+from agentmetrics.outputs.prometheus import metrics_text
 from agentmetrics.reports import regressions, stale_runs, system_health
 from agentmetrics.timestamps import parse_duration
 

@@ -10,20 +10,14 @@ import pytest
 from click.testing import CliRunner
 
 import agentmetrics
-from agentmetrics import (
-    cleanup,
-    demo,
-    htmlreport,
-    plots,
-    prometheus,
-    rules,
-    stats,
-    watch,
-)
+from agentmetrics import demo, plots, stats
+from agentmetrics.alerting import rules
 from agentmetrics.cli import cli
 from agentmetrics.errors import AgentMetricsError
 from agentmetrics.exchange import write_csv
 from agentmetrics.otel.export import iter_batches
+from agentmetrics.outputs import htmlreport, prometheus, watch
+from agentmetrics.store import cleanup
 
 
 @pytest.fixture

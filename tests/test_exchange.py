@@ -10,7 +10,7 @@ from conftest import cli_result, make_original_db
 import agentmetrics
 from agentmetrics.errors import InvalidExport, UnknownSession
 from agentmetrics.exchange import export, import_files, merge_databases
-from agentmetrics.migrations import EXECUTION_COLUMNS, ORCHESTRATION_COLUMNS
+from agentmetrics.store.migrations import EXECUTION_COLUMNS, ORCHESTRATION_COLUMNS
 
 T0 = dt.datetime(2024, 3, 1, 12, 0, tzinfo=dt.timezone.utc)
 

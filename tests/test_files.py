@@ -441,7 +441,7 @@ def test_tables_escape_control_characters(evil_db, args):
 
 
 def test_watch_escapes_control_characters(evil_db):
-    from agentmetrics.watch import render, snapshot
+    from agentmetrics.outputs.watch import render, snapshot
 
     text = render(snapshot(evil_db), width=200)
     assert "\x1b" not in text and "\x07" not in text

@@ -9,7 +9,7 @@ from dashboard_data import NOW, build
 
 import agentmetrics
 from agentmetrics.cli import cli
-from agentmetrics.htmlreport import render_report, write_report
+from agentmetrics.outputs.htmlreport import render_report, write_report
 
 CONFIG = {"costs": {"default_hourly_rate": 6.0}}
 SECTIONS = [

@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from agentmetrics import Monitor, pending
+from agentmetrics import Monitor
 from agentmetrics.cli import cli
 from agentmetrics.monitor import _STATEMENTS
+from agentmetrics.store import pending
 
 BIG = 2**63  # one more than SQLite's largest INTEGER
 

@@ -74,14 +74,14 @@ def closure(start: str, lazy: bool = True) -> set[str]:
 
 def test_the_parser_sees_the_imports():
     # Checked by hand against the files.
-    assert ("agentmetrics.schema", True) in GRAPH["agentmetrics.monitor"]
-    assert ("agentmetrics.db", True) in GRAPH["agentmetrics.monitor"]
+    assert ("agentmetrics.store.schema", True) in GRAPH["agentmetrics.monitor"]
+    assert ("agentmetrics.store.db", True) in GRAPH["agentmetrics.monitor"]
     assert ("agentmetrics.otel.push", True) not in GRAPH["agentmetrics.monitor"]  # TYPE_CHECKING
     assert ("agentmetrics.reports._common", True) in GRAPH["agentmetrics.reports.trend"]
     assert ("agentmetrics.reports._rollups", True) in GRAPH["agentmetrics.reports.trend"]
     assert "matplotlib.figure" in closure("agentmetrics.plots")
-    assert "agentmetrics.display" in closure("agentmetrics.monitor")  # for notebooks
-    assert "agentmetrics.display" not in closure("agentmetrics.monitor", lazy=False)
+    assert "agentmetrics.outputs.display" in closure("agentmetrics.monitor")  # for notebooks
+    assert "agentmetrics.outputs.display" not in closure("agentmetrics.monitor", lazy=False)
 
 
 def test_no_private_module_is_imported_from_outside_its_package():
@@ -98,7 +98,7 @@ def test_no_private_module_is_imported_from_outside_its_package():
 
 
 # The live push is loaded by tracking when asked for; a notebook's rich display of a
-# Monitor (agentmetrics.display, imported inside _repr_html_) is not tracking.
+# Monitor (agentmetrics.outputs.display, imported inside _repr_html_) is not tracking.
 @pytest.mark.parametrize("part", ["agentmetrics.monitor", "agentmetrics.otel.push"])
 def test_tracking_never_imports_reports_plots_or_the_cli(part):
     loaded = closure(part, lazy=False)

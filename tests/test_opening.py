@@ -21,11 +21,11 @@ from click.testing import CliRunner
 from sqlite_utils import Database
 
 import agentmetrics
-from agentmetrics import db as dbmodule
 from agentmetrics import reports
 from agentmetrics.cli import cli
 from agentmetrics.errors import DatabaseError, ForeignDatabase, MissingIndexesWarning
-from agentmetrics.migrations import INDEXES, migrations, missing_indexes
+from agentmetrics.store import db as dbmodule
+from agentmetrics.store.migrations import INDEXES, migrations, missing_indexes
 from tests.conftest import make_original_db
 
 NOW = "2026-06-01T12:00:00.000Z"

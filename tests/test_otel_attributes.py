@@ -14,10 +14,10 @@ import pytest
 
 import agentmetrics
 from agentmetrics.exchange import iter_sessions
-from agentmetrics.migrations import EXECUTION_COLUMNS, ORCHESTRATION_COLUMNS
 from agentmetrics.otel.attributes import EXECUTION, ORCHESTRATION, TIMES
 from agentmetrics.otel.export import session_spans
 from agentmetrics.otel.ingest import ingest_spans
+from agentmetrics.store.migrations import EXECUTION_COLUMNS, ORCHESTRATION_COLUMNS
 
 ORCHESTRATIONS = [
     {

@@ -23,7 +23,7 @@ from agentmetrics.errors import InvalidExport, InvalidValue
 from agentmetrics.exchange import export
 from agentmetrics.otel.ingest import ingest_files, ingest_request, ingest_spans
 from agentmetrics.otel.spans import decode_json
-from agentmetrics.tasks import TASK_COUNTS_SQL, orchestration_status
+from agentmetrics.store.tasks import TASK_COUNTS_SQL, orchestration_status
 
 T = 1_780_000_000_000_000_000  # 2026-05-28T20:26:40Z, in nanoseconds
 MS = 1_000_000
@@ -740,7 +740,7 @@ def test_exporter_never_raises(tmp_path, caplog):
 
 
 def test_cleanup_deletes_old_spans_with_their_rows(db_path):
-    from agentmetrics.cleanup import cleanup
+    from agentmetrics.store.cleanup import cleanup
 
     ingest_spans(db_path, decode_json(request(*OPENINFERENCE)))
     # The trace started 2026-05-28T20:26:40Z: 30 days before 2026-06-28 it is kept.

@@ -7,7 +7,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agentmetrics.cli import cli
 from agentmetrics.errors import InvalidValue
-from agentmetrics.prometheus import DURATION_BUCKETS, metrics_text
+from agentmetrics.outputs.prometheus import DURATION_BUCKETS, metrics_text
 
 
 @pytest.fixture

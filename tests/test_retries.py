@@ -13,7 +13,8 @@ import pytest
 from conftest import cli_result, no_traceback
 from test_contract import COLUMNS as CONTRACT
 
-from agentmetrics import reports, rules
+from agentmetrics import reports
+from agentmetrics.alerting import rules
 from agentmetrics.errors import ConfigError, InvalidValue
 from agentmetrics.formatting import parse_percent
 

@@ -1,4 +1,4 @@
-"""Rollups (agentmetrics.rollups, reports/_rollups.py): every report gives the same
+"""Rollups (agentmetrics.store.rollups, reports/_rollups.py): every report gives the same
 counts, sums and rates with and without them, whatever happened to the file since
 they were last brought up to date; percentiles stay within the documented bound.
 
@@ -18,13 +18,14 @@ import pytest
 from conftest import make_original_db
 
 import agentmetrics
-from agentmetrics import Monitor, reports, rollups
-from agentmetrics import db as dbmodule
-from agentmetrics.cleanup import cleanup, vacuum
+from agentmetrics import Monitor, reports
 from agentmetrics.errors import MissingIndexesWarning
 from agentmetrics.exchange import merge_databases
 from agentmetrics.maintenance import reap
 from agentmetrics.reports import _rollups
+from agentmetrics.store import db as dbmodule
+from agentmetrics.store import rollups
+from agentmetrics.store.cleanup import cleanup, vacuum
 
 NOW = dt.datetime(2026, 3, 10, 12, 0, tzinfo=dt.timezone.utc)
 RATES = {
@@ -359,7 +360,7 @@ def test_a_report_rebuilds_a_bounded_number_of_dirty_hours(db, monkeypatch):
     import time
     import types
 
-    from agentmetrics import batching
+    from agentmetrics.store import batching
 
     populate(db, seed=5)
     reports.performance_report(db)  # rolls everything up

@@ -12,13 +12,13 @@ import pytest
 from click.testing import CliRunner
 from conftest import cli_result, no_traceback
 
-import agentmetrics.notify
-from agentmetrics import rules
+import agentmetrics.alerting.notify
+from agentmetrics.alerting import rules
+from agentmetrics.alerting.notify import notify
+from agentmetrics.alerting.rules import evaluate, load_rules, payload
 from agentmetrics.cli import cli
 from agentmetrics.demo import SLOW_AGENT, build_demo
 from agentmetrics.errors import ConfigError
-from agentmetrics.notify import notify
-from agentmetrics.rules import evaluate, load_rules, payload
 
 NOW = dt.datetime(2026, 3, 10, 12, 0, tzinfo=dt.timezone.utc)
 NOW_ISO = "2026-03-10T12:00:00.000Z"
@@ -647,7 +647,7 @@ def test_check_notify_failures_are_not_fatal(data, db_path, closed_port, silent_
     result = check(db_path, "--notify", f"http://127.0.0.1:{closed_port}/")
     assert result.exit_code == 1  # the alert, not the network
     assert result.stderr.startswith(f"Warning: could not notify http://127.0.0.1:{closed_port}: ")
-    monkeypatch.setattr(agentmetrics.notify, "NOTIFY_TIMEOUT", 0.3)
+    monkeypatch.setattr(agentmetrics.alerting.notify, "NOTIFY_TIMEOUT", 0.3)
     started = time.monotonic()
     result = check(db_path, "--notify", f"http://127.0.0.1:{silent_port}/")
     assert time.monotonic() - started < 3
@@ -758,7 +758,7 @@ def test_notify_reads_a_bounded_answer(answering):
 
 
 def test_redact_url():
-    from agentmetrics.notify import redact_url
+    from agentmetrics.alerting.notify import redact_url
 
     assert redact_url(f"https://hooks.slack.com/services/{SECRET}") == "https://hooks.slack.com"
     assert redact_url("https://user:XXsecretXX@example.com:8443/x?token=1") == (

@@ -1,4 +1,4 @@
-"""The column rules (agentmetrics.schema): what tracking stores, export then import and
+"""The column rules (agentmetrics.store.schema): what tracking stores, export then import and
 merge store again, unchanged; what tracking refuses, import refuses with the same words."""
 
 import datetime as dt
@@ -12,9 +12,9 @@ import pytest
 import agentmetrics
 from agentmetrics.errors import InvalidExport, InvalidValue
 from agentmetrics.exchange import export, import_files, merge_databases
-from agentmetrics.migrations import COLUMN_TYPES
 from agentmetrics.otel.ingest import ingest_files
-from agentmetrics.schema import COLUMNS, MAX_INTEGER, MIN_INTEGER
+from agentmetrics.store.migrations import COLUMN_TYPES
+from agentmetrics.store.schema import COLUMNS, MAX_INTEGER, MIN_INTEGER
 
 # Written out rather than taken from the module: 64-bit signed integers.
 assert (MIN_INTEGER, MAX_INTEGER) == (-9223372036854775808, 9223372036854775807)

@@ -226,8 +226,8 @@ def test_requests_after_a_quick_one_are_one_transaction_each(db_path, monkeypatc
     # after a quick one is one transaction, not 500 spans and then 100.
     import types
 
-    from agentmetrics import batching
     from agentmetrics.otel import ingest
+    from agentmetrics.store import batching
 
     written = []
     write = ingest._write

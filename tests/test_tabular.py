@@ -11,7 +11,7 @@ from dashboard_data import build
 
 from agentmetrics.cli import cli
 from agentmetrics.exchange import write_csv
-from agentmetrics.migrations import EXECUTION_COLUMNS, ORCHESTRATION_COLUMNS
+from agentmetrics.store.migrations import EXECUTION_COLUMNS, ORCHESTRATION_COLUMNS
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@ import sqlite3
 
 import pytest
 
-from agentmetrics.tasks import RECOUNT_TASKS_SQL, orchestration_status, status_sql
+from agentmetrics.store.tasks import RECOUNT_TASKS_SQL, orchestration_status, status_sql
 
 # The rule by hand: (completed, failed, unfinished) -> status.
 RULE = {

@@ -20,11 +20,12 @@ from conftest import make_original_db
 from test_otel_in import OPENINFERENCE, oi, request, span
 
 import agentmetrics
-from agentmetrics import display, plots, reports, waterfall
+from agentmetrics import plots, reports
 from agentmetrics.cli import cli
 from agentmetrics.errors import UnknownSession
-from agentmetrics.htmlreport import render_report
 from agentmetrics.otel.ingest import ingest_request
+from agentmetrics.outputs import display, waterfall
+from agentmetrics.outputs.htmlreport import render_report
 from agentmetrics.reports.run import lanes
 
 T0 = dt.datetime(2024, 3, 1, 12, 0, tzinfo=dt.timezone.utc)
@@ -501,7 +502,7 @@ def test_monitor_and_orchestration_display(run_db):
 def test_display_stays_out_of_tracking():
     code = (
         "import sys, agentmetrics.monitor; "
-        "print('agentmetrics.display' in sys.modules, 'matplotlib' in sys.modules)"
+        "print('agentmetrics.outputs.display' in sys.modules, 'matplotlib' in sys.modules)"
     )
     found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert found.stdout.split() == ["False", "False"]

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 from conftest import fill
 
-from agentmetrics import Monitor, pending
+from agentmetrics import Monitor
 from agentmetrics.errors import AgentMetricsError, DatabaseError, ReadOnlyDatabase, StorageError
+from agentmetrics.store import pending
 
 T0 = dt.datetime(2026, 3, 1, 12, 0, 0, tzinfo=dt.timezone.utc)
 

@@ -8,7 +8,7 @@ from dashboard_data import NOW, T0, build
 
 import agentmetrics
 from agentmetrics.cli import cli
-from agentmetrics.watch import CLEAR, render, snapshot, watch
+from agentmetrics.outputs.watch import CLEAR, render, snapshot, watch
 
 AT_11_05 = T0 + dt.timedelta(hours=1, minutes=5)
 
@@ -106,7 +106,7 @@ def test_cli_ctrl_c_exits_cleanly(data_path, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("agentmetrics.watch.watch", interrupted)
+    monkeypatch.setattr("agentmetrics.outputs.watch.watch", interrupted)
     result = CliRunner().invoke(cli, ["--db", str(data_path), "watch"])
     assert result.exit_code == 0
     assert "Traceback" not in result.output
@@ -161,7 +161,7 @@ def test_watch_on_a_database_without_our_tables(tmp_path):
 
 
 def test_watch_refreshes_in_place_within_the_terminal_height(data_path):
-    from agentmetrics.watch import render, snapshot, watch
+    from agentmetrics.outputs.watch import render, snapshot, watch
 
     total = len(render(snapshot(data_path), 60).splitlines())
     assert total > 7
@@ -181,7 +181,7 @@ def test_watch_refreshes_in_place_within_the_terminal_height(data_path):
 
 
 def test_watch_view_fits_without_cutting(data_path):
-    from agentmetrics.watch import render, snapshot, watch
+    from agentmetrics.outputs.watch import render, snapshot, watch
 
     out = io.StringIO()
     watch(data_path, iterations=1, out=out, sleep=lambda s: None, width=60, height=100)
@@ -217,7 +217,7 @@ def test_watch_bounds(data_path, args, message):
 
 
 def test_watch_snapshot_rejects_minutes_beyond_the_lookback(data_path):
-    from agentmetrics.watch import snapshot
+    from agentmetrics.outputs.watch import snapshot
 
     with pytest.raises(ValueError, match="recent_minutes must be over 0 and at most 1440"):
         snapshot(data_path, recent_minutes=2000)

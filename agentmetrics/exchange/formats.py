@@ -18,9 +18,9 @@ from typing import IO, Any
 from sqlite_utils import Database
 
 from ..atomic import atomic_file
-from ..db import using_database
 from ..errors import AgentMetricsError, InvalidValue
 from ..otel.export import write_otlp, write_otlp_protobuf
+from ..store.db import using_database
 from .sessions import Encoding, iter_encoded_sessions, iter_sessions, write_json, write_jsonl
 from .tables import TABLES, Progress, require_pyarrow, write_csv, write_parquet
 

@@ -24,9 +24,9 @@ from typing import IO, Any, NamedTuple
 
 from sqlite_utils import Database
 
-from ..db import using_database
 from ..errors import UnknownSession
-from ..migrations import COLUMN_TYPES, EXECUTION_COLUMNS, ORCHESTRATION_COLUMNS
+from ..store.db import using_database
+from ..store.migrations import COLUMN_TYPES, EXECUTION_COLUMNS, ORCHESTRATION_COLUMNS
 
 Session = tuple[dict[str, Any] | None, list[dict[str, Any]]]
 """One orchestration (None for the executions that have none) and its executions."""

@@ -17,10 +17,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from ..db import open_database
 from ..errors import InvalidExport, InvalidValue
-from ..migrations import EXECUTION_COLUMNS, ORCHESTRATION_COLUMNS
-from ..schema import COLUMNS
+from ..store.db import open_database
+from ..store.migrations import EXECUTION_COLUMNS, ORCHESTRATION_COLUMNS
+from ..store.schema import COLUMNS
 from ..timestamps import parse_timestamp, to_sqlite_datetime
 from .sessions import iter_sessions
 
@@ -40,7 +40,7 @@ def _snake(name: str) -> str:
 
 
 def _normalize(raw: Any, columns: tuple[str, ...], kind: str) -> dict[str, Any]:
-    """Validate one incoming row by the column rules (:mod:`agentmetrics.schema`) and
+    """Validate one incoming row by the column rules (:mod:`agentmetrics.store.schema`) and
     return it in storage form; ValueError explains why."""
     if not isinstance(raw, dict):
         raise ValueError(f"{kind} must be an object, got {type(raw).__name__}")

@@ -19,9 +19,9 @@ from typing import IO, Any
 from sqlite_utils import Database
 
 from .. import DISTRIBUTION
-from ..db import using_database
 from ..errors import AgentMetricsError, InvalidValue, MissingDependency
-from ..migrations import COLUMN_TYPES, EXECUTION_COLUMNS, ORCHESTRATION_COLUMNS
+from ..store.db import using_database
+from ..store.migrations import COLUMN_TYPES, EXECUTION_COLUMNS, ORCHESTRATION_COLUMNS
 
 TABLES = {
     "orchestrations": ("orchestrations", ORCHESTRATION_COLUMNS),

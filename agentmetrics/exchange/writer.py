@@ -24,9 +24,9 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from ..batching import BatchSize
-from ..db import database_file, ensure_database, write_transaction
 from ..errors import AgentMetricsError, InvalidExport, InvalidValue
+from ..store.batching import BatchSize
+from ..store.db import database_file, ensure_database, write_transaction
 from ..timestamps import parse_timestamp, to_iso
 from .sources import KINDS, DatabaseSource, Source, open_export
 

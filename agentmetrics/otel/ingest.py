@@ -34,7 +34,7 @@ Retries: an agent span following a failed one of the same agent under the same p
 span is the task's next attempt; a failed tool call followed by the same tool, or an
 HTTP request sent again (``http.request.resend_count``), is a retry inside its run
 (``retry_count``, ``self_healed``). An orchestration without an error of its own ends
-by :func:`agentmetrics.tasks.orchestration_status`. Spans carrying ``agentmetrics.*``
+by :func:`agentmetrics.store.tasks.orchestration_status`. Spans carrying ``agentmetrics.*``
 attributes (our own export) give back the rows exported, with the exact times it
 carries for those OTLP's fields cannot hold.
 """
@@ -53,11 +53,11 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from ..batching import BatchSize
-from ..db import database_file, refused_write, using_database, write_transaction
 from ..errors import InvalidExport, InvalidValue, ReadOnlyDatabase, StorageError
-from ..schema import COLUMNS
-from ..tasks import orchestration_status
+from ..store.batching import BatchSize
+from ..store.db import database_file, refused_write, using_database, write_transaction
+from ..store.schema import COLUMNS
+from ..store.tasks import orchestration_status
 from .attributes import EXECUTION, ORCHESTRATION, PREFIX, TIMES, carried
 from .spans import STATUS_ERROR, RejectedSpan, Span, decode_json, decode_protobuf, read_file
 
@@ -276,7 +276,7 @@ def _text(value: Any) -> str | None:
 
 
 def _held(column: str, value: Any) -> Any:
-    """``value`` if the execution column holds it (:mod:`agentmetrics.schema`), else the
+    """``value`` if the execution column holds it (:mod:`agentmetrics.store.schema`), else the
     column's default: a bad attribute is dropped, not its span."""
     return _EXECUTION[column].accept(value)
 
@@ -771,7 +771,7 @@ def ingest_spans(
     each; ``spans`` is consumed as it goes, so a stream of any length keeps memory flat.
     Rows counted in the result are those (re)written, once per transaction.
     ``busy_timeout_ms``: how long to wait for another writer's lock before giving up
-    (default :data:`agentmetrics.db.BUSY_TIMEOUT_MS`). ``batch_size``: one kept across
+    (default :data:`agentmetrics.store.db.BUSY_TIMEOUT_MS`). ``batch_size``: one kept across
     calls (a server's requests), so each call starts at the size the last one reached
     rather than :data:`_FIRST_BATCH` spans (a request of 512 spans in one transaction,
     not two).

@@ -21,7 +21,7 @@ from typing import Any
 from sqlite_utils import Database
 
 from ..errors import InvalidValue
-from ..migrations import EXECUTION_COLUMNS, ORCHESTRATION_COLUMNS
+from ..store.migrations import EXECUTION_COLUMNS, ORCHESTRATION_COLUMNS
 from . import needs_extra
 from .export import execution_span, orchestration_span, to_readable
 

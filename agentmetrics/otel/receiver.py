@@ -44,8 +44,8 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from ..db import ensure_database
 from ..errors import AgentMetricsError, InvalidValue, MissingDependency, StorageError
+from ..store.db import ensure_database
 from .ingest import batch_sizer, decode_request, ingest_spans
 
 DEFAULT_HOST = "127.0.0.1"

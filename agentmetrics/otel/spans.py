@@ -33,7 +33,7 @@ from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
 from ..errors import InvalidExport
-from ..schema import MAX_INTEGER
+from ..store.schema import MAX_INTEGER
 from . import needs_extra
 
 STATUS_UNSET, STATUS_OK, STATUS_ERROR = 0, 1, 2

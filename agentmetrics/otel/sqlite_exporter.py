@@ -24,7 +24,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from ..db import ensure_database
+from ..store.db import ensure_database
 from . import needs_extra
 from .ingest import batch_sizer, ingest_spans
 from .spans import Span

@@ -22,7 +22,7 @@ Snapshot
 Exact
     The aggregate reports (``system_health``, ``performance_report``, ``agent_summary``,
     ``trends``, ``costs``, ``regressions``, ``retries``) read finished executions through the
-    rollups (:mod:`agentmetrics.rollups`) and take ``exact=True`` to scan them instead.
+    rollups (:mod:`agentmetrics.store.rollups`) and take ``exact=True`` to scan them instead.
     Counts, sums and rates are the same either way. Percentiles are exact up to 20,000
     finished executions in the report, else within 0.5% (DDSketch buckets) and within
     the exact min and max; ``regressions`` ranks durations binned to 0.5% for its U
@@ -38,7 +38,7 @@ Vocabulary (aggregate reports)
       whose ``self_healed`` flag is set), ``files_created``, ``files_modified``: sums
       over ``executions``.
     - ``orchestrations`` and ``<status>_orchestrations``: orchestrations by status.
-    - attempts (:mod:`agentmetrics.tasks`): ``tasks`` counts first attempts,
+    - attempts (:mod:`agentmetrics.store.tasks`): ``tasks`` counts first attempts,
       ``first_attempt_success_rate`` is the percent of them that completed,
       ``retry_rate`` the percent of tasks with a second attempt; finished attempts
       only, each in the window of its own start. ``*_tasks`` names a count of tasks
@@ -128,13 +128,13 @@ execution_rows            [since, until), in start order   yes    agent_executio
 docs/reports.md lists every column with its dtype, generated from the reports.
 
 Helpers (not reports): ``read_frame``, ``percent`` and ``percentiles`` compute the
-reports' numbers for a view that reads live (:mod:`agentmetrics.watch`). The reports
-import the store (:mod:`agentmetrics.db`, :mod:`agentmetrics.window`), never
+reports' numbers for a view that reads live (:mod:`agentmetrics.outputs.watch`). The reports
+import the store (:mod:`agentmetrics.store.db`, :mod:`agentmetrics.window`), never
 matplotlib or the command line; its private modules are imported only here.
 """
 
 # Not reports, so not in __all__: the helpers behind their numbers, for views that
-# compute the same numbers live (agentmetrics.watch).
+# compute the same numbers live (agentmetrics.outputs.watch).
 from ._common import read_frame as read_frame
 from ._frames import percent as percent
 from ._frames import percentiles as percentiles

@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 from sqlite_utils import Database
 
-from ..db import database_file
-from ..migrations import COLUMN_TYPES
+from ..store.db import database_file
+from ..store.migrations import COLUMN_TYPES
 from ._common import DbArg, snapshot, using_database
 from ._frames import TIMESTAMPS, rows_frame, to_utc, typed
 

@@ -1,4 +1,4 @@
-"""What the report modules share: database access (:mod:`agentmetrics.db`), the window
+"""What the report modules share: database access (:mod:`agentmetrics.store.db`), the window
 (:mod:`agentmetrics.window`), and SQL to frames."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 from sqlite_utils import Database
 
-from ..db import DbArg, reading, snapshot, using_database
+from ..store.db import DbArg, reading, snapshot, using_database
 from ..window import TimeArg, bound, resolve_now, window
 
 __all__ = [

@@ -18,7 +18,7 @@ from pandas.api.types import infer_dtype
 from sqlite_utils import Database
 
 from ..errors import InvalidValue
-from ..schema import MAX_INTEGER
+from ..store.schema import MAX_INTEGER
 
 TIMESTAMPS = ("started_at", "completed_at", "created_at")
 FLOATS = ("duration_ms", "task_number", "input_tokens", "output_tokens", "cost_usd")

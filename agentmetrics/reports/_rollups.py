@@ -2,7 +2,7 @@
 
 :func:`finished` gives the counts, sums and percentiles of the finished executions
 in a window, grouped by agent, model and/or period, from the rollups
-(:mod:`agentmetrics.rollups`) where they hold the answer, else from the table:
+(:mod:`agentmetrics.store.rollups`) where they hold the answer, else from the table:
 
 - hours strictly inside the window, and an edge hour whose rolled-up rows all lie in
   the window, come from ``am_rollups``;
@@ -12,7 +12,7 @@ in a window, grouped by agent, model and/or period, from the rollups
 
 Counts and sums are then identical to the exact path's. Percentiles are exact when
 no rollup took part in a group, else read from the merged sketches with the exact
-rows added: within :data:`~agentmetrics.rollups.RELATIVE_ERROR` of the exact value
+rows added: within :data:`~agentmetrics.store.rollups.RELATIVE_ERROR` of the exact value
 (and within the group's exact min and max).
 """
 
@@ -27,8 +27,8 @@ import numpy as np
 import pandas as pd
 from sqlite_utils import Database
 
-from .. import rollups
-from ..rollups import COMBINE, SUM_COLUMNS, key_values, sketch_keys, split
+from ..store import rollups
+from ..store.rollups import COMBINE, SUM_COLUMNS, key_values, sketch_keys, split
 from ._common import DbArg, snapshot, using_database, window
 from ._frames import percentiles
 
@@ -106,7 +106,7 @@ def finished(
     :param distributions: add ``distribution``: the group's durations as sketch
       (keys, counts), see :func:`distribution`
     :returns: one row per group with a finished execution: the keys, then
-      :data:`~agentmetrics.rollups.SUM_COLUMNS` (counts and sums as int64 where whole;
+      :data:`~agentmetrics.store.rollups.SUM_COLUMNS` (counts and sums as int64 where whole;
       ``self_healed`` as ``self_healed_executions``)
     """
     dirty = {row[0] for row in db.execute("SELECT hour FROM am_rollup_dirty")}

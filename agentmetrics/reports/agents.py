@@ -6,7 +6,7 @@ import pandas as pd
 from sqlite_utils import Database
 
 from ..errors import UnknownAgent
-from ..migrations import EXECUTION_COLUMNS
+from ..store.migrations import EXECUTION_COLUMNS
 from . import _rollups
 from ._arrow import bulk_frame
 from ._common import DbArg, TimeArg, resolve_now, window
@@ -75,7 +75,7 @@ def performance_report(
     :param agent: only this agent
     :param now: the time spans are measured back from (default: the current time)
     :param exact: scan the executions instead of reading the rollups; the percentiles
-      are then exact, else within 0.5% (see :mod:`agentmetrics.rollups`)
+      are then exact, else within 0.5% (see :mod:`agentmetrics.store.rollups`)
     :raises InvalidValue: a bound is not a time, or ``since`` is after ``until``
     :returns: sorted by most executions first, then ``agent_name``; columns
       ``agent_name``, the execution counts, ``success_rate``, ``avg_duration_ms``,

@@ -92,7 +92,7 @@ GROUP BY group_key
 
 
 def cost_rates(config: dict[str, Any]) -> dict[str, Any]:
-    """The ``[costs]`` table of a loaded config (:func:`agentmetrics.config.load_config`),
+    """The ``[costs]`` table of a loaded config (:func:`agentmetrics.alerting.config.load_config`),
     checked.
 
     :raises ConfigError: the table holds an unknown key or a bad rate

@@ -69,7 +69,7 @@ def system_health(
     :param now: the time spans and ``stale_after`` are measured back from
     :param stale_after: how long without a sign of life makes a run stale (``"6h"``)
     :param exact: scan the executions instead of reading the rollups; the percentiles
-      are then exact, else within 0.5% (see :mod:`agentmetrics.rollups`)
+      are then exact, else within 0.5% (see :mod:`agentmetrics.store.rollups`)
     :raises InvalidValue: both ``hours`` and a bound, ``hours`` not a positive
       number, or a bad time
     :returns: one row: the orchestration counts ``orchestrations``,

@@ -6,7 +6,7 @@ import pandas as pd
 from sqlite_utils import Database
 
 from ..errors import UnknownSession
-from ..migrations import EXECUTION_COLUMNS, ORCHESTRATION_COLUMNS
+from ..store.migrations import EXECUTION_COLUMNS, ORCHESTRATION_COLUMNS
 from ._common import DbArg, reading
 from ._frames import (
     AGGREGATE_COLUMNS,

@@ -1,13 +1,13 @@
 """Retries: how many attempts each agent's tasks took, and what the failed ones cost.
 
-An execution is one *attempt* of a *task* (:mod:`agentmetrics.tasks`). The report
+An execution is one *attempt* of a *task* (:mod:`agentmetrics.store.tasks`). The report
 counts finished attempts, each in the window of its own start: a task counts where
 its first attempt started, a retry or a rescue where that later attempt started.
 A task whose first attempt started before ``since`` and whose retry started after
 it shows the retry but not the task; over windows much longer than retries take,
 that edge is noise, and the rates are capped at 100.
 
-The counts and sums come from the rollups (:mod:`agentmetrics.rollups`) like every
+The counts and sums come from the rollups (:mod:`agentmetrics.store.rollups`) like every
 aggregate report's; the reasons retried are read from the table: the window's
 failed attempts that were followed by another attempt.
 """
@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 from sqlite_utils import Database
 
-from .. import rollups
-from ..tasks import IS_FINAL_ATTEMPT
+from ..store import rollups
+from ..store.tasks import IS_FINAL_ATTEMPT
 from . import _rollups
 from ._common import DbArg, TimeArg, read_frame, resolve_now, window
 from ._frames import percent, texts

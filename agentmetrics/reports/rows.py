@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ..migrations import EXECUTION_COLUMNS
+from ..store.migrations import EXECUTION_COLUMNS
 from ._arrow import bulk_frame
 from ._common import DbArg, TimeArg, window
 from ._frames import select_list

@@ -2,7 +2,7 @@
 and attempts, and on request the OpenTelemetry spans each one ran.
 
 Rows are laid out for a waterfall: a *lane* holds one task (every attempt of it, see
-:mod:`agentmetrics.tasks`), and lanes are numbered parent first, then its children's
+:mod:`agentmetrics.store.tasks`), and lanes are numbered parent first, then its children's
 tasks in start order, so a nested run sits under the one it ran inside. A span belongs
 to the execution of the nearest agent span above it (as ingestion maps them) and
 takes that execution's lane.

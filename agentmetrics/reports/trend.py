@@ -96,7 +96,7 @@ def trends(
       ``period``); every agent seen in the window gets every period
     :param now: the time spans are measured back from (default: the current time)
     :param exact: scan the executions instead of reading the rollups; the percentiles
-      are then exact, else within 0.5% (see :mod:`agentmetrics.rollups`)
+      are then exact, else within 0.5% (see :mod:`agentmetrics.store.rollups`)
     :returns: columns ``period`` (period start, UTC datetime), the execution
       counts, ``success_rate``, ``p50_duration_ms``, ``p95_duration_ms`` (of finished
       executions), ``retries``, ``self_healed_executions``, and of the finished attempts:

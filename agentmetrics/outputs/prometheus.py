@@ -25,10 +25,10 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 
-from .db import DbArg, reading
-from .errors import InvalidValue
-from .reports.stale import DEFAULT_STALE_AFTER, STALE_SQL, stale_cutoff
-from .window import TimeArg
+from ..errors import InvalidValue
+from ..reports.stale import DEFAULT_STALE_AFTER, STALE_SQL, stale_cutoff
+from ..store.db import DbArg, reading
+from ..window import TimeArg
 
 # Seconds: agent executions last from about a second to about an hour.
 DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600)

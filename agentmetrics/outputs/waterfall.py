@@ -11,8 +11,8 @@ from __future__ import annotations
 import click
 import pandas as pd
 
-from .formatting import format_duration, printable
-from .reports.run import MAX_EXECUTIONS, fold, lanes, now_offset
+from ..formatting import format_duration, printable
+from ..reports.run import MAX_EXECUTIONS, fold, lanes, now_offset
 
 _MARKS = {"completed": ("█", "green"), "failed": ("x", "red"), "in_progress": ("░", "blue")}
 _RIGHT = 26  # status, duration and attempts

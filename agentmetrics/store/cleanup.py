@@ -14,12 +14,12 @@ from collections.abc import Callable
 
 from sqlite_utils import Database
 
+from ..errors import DatabaseError, InvalidValue
+from ..timestamps import before, to_iso
+from ..window import resolve_now
 from . import rollups
 from .batching import BatchSize
 from .db import using_database, write_transaction
-from .errors import DatabaseError, InvalidValue
-from .timestamps import before, to_iso
-from .window import resolve_now
 
 DEFAULT_BATCH_SIZE = 100
 # Batches grow from batch_size while each holds the write lock under half of this, so a

@@ -1,7 +1,7 @@
 """Alerting rules: thresholds on metrics, evaluated by ``agentmetrics check``.
 
 Rules live in ``agentmetrics.toml`` as an array of tables, or in ``pyproject.toml``
-as ``[[tool.agentmetrics.rules]]`` (see :mod:`agentmetrics.config` for the lookup)::
+as ``[[tool.agentmetrics.rules]]`` (see :mod:`agentmetrics.alerting.config` for the lookup)::
 
     [[rules]]
     name = "success rate"
@@ -50,8 +50,8 @@ Every value comes from a report function (``system_health`` for all agents,
 ``agent_summary`` for one, ``retries``, ``stale_runs``, ``costs``, ``regressions``), read in one
 snapshot. ``agentmetrics health --min-success-rate/--max-*`` builds rules with
 :func:`health_rules` and evaluates them here too. Adding a metric is one function
-decorated with :func:`metric`; loading the file is :mod:`agentmetrics.config`'s job,
-notifying :mod:`agentmetrics.notify`'s.
+decorated with :func:`metric`; loading the file is :mod:`agentmetrics.alerting.config`'s job,
+notifying :mod:`agentmetrics.alerting.notify`'s.
 """
 
 from __future__ import annotations
@@ -68,19 +68,19 @@ import numpy as np
 import pandas as pd
 from sqlite_utils import Database
 
+from ..errors import ConfigError, InvalidValue, UnknownAgent
+from ..formatting import format_value, parse_percent
+from ..reports.agents import agent_summary
+from ..reports.cost import cost_rates, costs
+from ..reports.health import system_health
+from ..reports.regression import DEFAULT_ALPHA, DEFAULT_MIN_SAMPLES, regressions
+from ..reports.regression import METRICS as REGRESSION_METRICS
+from ..reports.retries import retries
+from ..reports.stale import DEFAULT_STALE_AFTER, count_stale
+from ..store.db import DbArg, reading
+from ..timestamps import before, parse_duration, positive_duration, to_iso
+from ..window import resolve_now
 from .config import ConfigFile, read_config
-from .db import DbArg, reading
-from .errors import ConfigError, InvalidValue, UnknownAgent
-from .formatting import format_value, parse_percent
-from .reports.agents import agent_summary
-from .reports.cost import cost_rates, costs
-from .reports.health import system_health
-from .reports.regression import DEFAULT_ALPHA, DEFAULT_MIN_SAMPLES, regressions
-from .reports.regression import METRICS as REGRESSION_METRICS
-from .reports.retries import retries
-from .reports.stale import DEFAULT_STALE_AFTER, count_stale
-from .timestamps import before, parse_duration, positive_duration, to_iso
-from .window import resolve_now
 
 STATUSES = ("ok", "warn", "alert")
 DEFAULT_WINDOW = "24h"

@@ -281,7 +281,7 @@ def refresh(
     rows above the watermark in batches of :data:`BATCH_ROWS`, stopping after about
     ``budget`` rows (None: no limit); what is left is read exactly until a later
     refresh. Each write transaction is short, and the lock is left free between two
-    rebuilds (:func:`~agentmetrics.batching.rest`) and while a batch is read; a
+    rebuilds (:func:`~agentmetrics.store.batching.rest`) and while a batch is read; a
     batch another process rolled up meanwhile is dropped.
     """
     _check_watermark(db)

@@ -12,9 +12,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .demo import MARKER_TABLE
-from .migrations import COLUMN_TYPES
-from .rollups import TABLES as ROLLUP_TABLES
+from ..demo import MARKER_TABLE
+from ..store.migrations import COLUMN_TYPES
+from ..store.rollups import TABLES as ROLLUP_TABLES
 
 # otel_spans: the spans behind OpenTelemetry rows, kept for deriving them again.
 HIDDEN_TABLES = ("_sqlite_migrations", MARKER_TABLE, "otel_spans", *ROLLUP_TABLES)

@@ -10,7 +10,7 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
-from .formatting import printable
+from ..formatting import printable
 
 NOTIFY_TIMEOUT = 5.0
 NOTIFY_MAX_RESPONSE = 64 * 1024  # bytes of the webhook's answer read, at most

@@ -16,12 +16,12 @@ from typing import IO
 
 import pandas as pd
 
-from .db import DbArg, reading
-from .errors import InvalidValue
-from .formatting import format_duration, format_percent, printable
-from .reports import percent, percentiles, read_frame
-from .timestamps import parse_timestamp, to_iso
-from .window import TimeArg, resolve_now, window
+from ..errors import InvalidValue
+from ..formatting import format_duration, format_percent, printable
+from ..reports import percent, percentiles, read_frame
+from ..store.db import DbArg, reading
+from ..timestamps import parse_timestamp, to_iso
+from ..window import TimeArg, resolve_now, window
 
 CLEAR = "\x1b[H\x1b[2J"
 # Later refreshes overwrite the previous one in place (cursor home, each line erased to

@@ -30,8 +30,7 @@ from pathlib import Path
 
 from sqlite_utils import Database
 
-from . import rollups
-from .errors import (
+from ..errors import (
     DatabaseError,
     ForeignDatabase,
     MissingIndexesWarning,
@@ -39,6 +38,7 @@ from .errors import (
     PendingWritesWarning,
     ReadOnlyDatabase,
 )
+from . import rollups
 from .migrations import EXTRA_COLUMNS, migrations, missing_indexes
 from .pending import SUFFIX, count_kept
 
@@ -231,7 +231,7 @@ def upgrade(
     *,
     progress: Callable[[str], None] | None = _stderr,
 ) -> dict[str, float]:
-    """Build the report indexes ``db`` lacks and its rollups (:mod:`agentmetrics.rollups`);
+    """Build the report indexes ``db`` lacks and its rollups (:mod:`agentmetrics.store.rollups`);
     return the seconds each step took (``"rollups"``: rolling every row up).
 
     Each index is built in its own transaction and writers get the lock between

@@ -19,8 +19,8 @@ import datetime as dt
 import math
 from typing import Any
 
-from .errors import InvalidValue
-from .timestamps import parse_timestamp, to_iso, to_sqlite_datetime
+from ..errors import InvalidValue
+from ..timestamps import parse_timestamp, to_iso, to_sqlite_datetime
 
 # What an SQLite INTEGER holds: a 64-bit signed integer.
 MAX_INTEGER = 2**63 - 1
@@ -227,4 +227,5 @@ COLUMNS: dict[str, dict[str, Rule]] = {
         "first_attempt_id": _TEXT,
     },
 }
-"""Every column's :class:`Rule`, in the order of :data:`agentmetrics.migrations.COLUMN_TYPES`."""
+"""Every column's :class:`Rule`, in the order of
+:data:`agentmetrics.store.migrations.COLUMN_TYPES`."""

@@ -16,17 +16,17 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from .db import DbArg, reading
-from .errors import AgentMetricsError
-from .formatting import format_duration, format_percent
+from ..errors import AgentMetricsError
+from ..formatting import format_duration, format_percent
+from ..reports.orchestrations import list_orchestrations, orchestration_summary
+from ..reports.run import timeline
+from ..store.db import DbArg, reading
 from .htmlreport import _count, _database_name, _moment, _text, svg, table
-from .reports.orchestrations import list_orchestrations, orchestration_summary
-from .reports.run import timeline
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from .monitor import Monitor, Orchestration
+    from ..monitor import Monitor, Orchestration
 
 _LATEST = 5
 _STYLE = (
@@ -53,7 +53,7 @@ class Run:
 
     def plot(self) -> Figure:
         """The waterfall (:func:`agentmetrics.plots.plot_timeline`)."""
-        from .plots import plot_timeline
+        from ..plots import plot_timeline
 
         return plot_timeline(self.timeline, now=self.now)
 

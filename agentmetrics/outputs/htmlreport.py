@@ -24,13 +24,13 @@ from typing import Any
 
 import pandas as pd
 
-from . import DISTRIBUTION
-from .atomic import atomic_file
-from .db import DbArg, database_file, reading
-from .errors import InvalidValue
-from .formatting import format_duration, format_percent, format_usd
-from .timestamps import parse_timestamp, to_iso
-from .window import TimeArg, bound, resolve_now
+from .. import DISTRIBUTION
+from ..atomic import atomic_file
+from ..errors import InvalidValue
+from ..formatting import format_duration, format_percent, format_usd
+from ..store.db import DbArg, database_file, reading
+from ..timestamps import parse_timestamp, to_iso
+from ..window import TimeArg, bound, resolve_now
 
 DEFAULT_SPAN = dt.timedelta(days=7)
 TITLE = "agentmetrics report"
@@ -109,7 +109,7 @@ def _cards(items: Sequence[tuple[str, str]]) -> str:
 
 
 def _health(conn, since: str, until: str) -> str:
-    from .reports.health import system_health
+    from ..reports.health import system_health
 
     row = system_health(conn, since=since, until=until, now=until).iloc[0]
     return _cards(
@@ -128,7 +128,7 @@ def _health(conn, since: str, until: str) -> str:
 
 
 def _alerts(conn, rules: Any, now: str) -> str:
-    from .rules import evaluate, for_display
+    from ..alerting.rules import evaluate, for_display
 
     if rules is None:
         return (
@@ -153,7 +153,7 @@ def _alerts(conn, rules: Any, now: str) -> str:
 
 
 def _regressions(conn, now: str) -> str:
-    from .reports.regression import regressions
+    from ..reports.regression import regressions
 
     found = regressions(conn, now=now)
     found = found.assign(
@@ -176,7 +176,7 @@ def _regressions(conn, now: str) -> str:
 
 
 def _performance(conn, since: str, until: str) -> str:
-    from .reports.agents import performance_report
+    from ..reports.agents import performance_report
 
     return table(
         performance_report(conn, since=since, until=until),
@@ -204,8 +204,8 @@ def _frequency(since: str, until: str) -> str:
 
 
 def _trends(conn, since: str, until: str) -> str:
-    from .plots import plot_durations, plot_trends
-    from .reports.trend import trends
+    from ..plots import plot_durations, plot_trends
+    from ..reports.trend import trends
 
     freq = _frequency(since, until)
     overall = trends(conn, freq=freq, since=since, until=until)
@@ -216,9 +216,9 @@ def _trends(conn, since: str, until: str) -> str:
 
 
 def _failures(conn, since: str, until: str) -> str:
-    from .plots import plot_failures
-    from .reports.agents import performance_report
-    from .reports.trend import error_patterns
+    from ..plots import plot_failures
+    from ..reports.agents import performance_report
+    from ..reports.trend import error_patterns
 
     patterns = error_patterns(conn, since=since, until=until, limit=10)
     if patterns.empty:
@@ -248,8 +248,8 @@ ORDER BY started_at DESC
 def _failed_runs(conn, since: str, until: str, now: str) -> str:
     """Each failed or partial orchestration of the window (the newest few), a summary
     line that expands to its timeline."""
-    from .plots import plot_timeline
-    from .reports.run import timeline
+    from ..plots import plot_timeline
+    from ..reports.run import timeline
 
     cursor = conn.execute(_FAILED_RUNS, {"since": since, "until": until})
     shown = cursor.fetchmany(FAILED_RUNS_SHOWN)
@@ -277,7 +277,7 @@ def _failed_runs(conn, since: str, until: str, now: str) -> str:
 
 
 def _running(conn, now: str) -> str:
-    from .reports.stale import DEFAULT_STALE_AFTER, stale_runs
+    from ..reports.stale import DEFAULT_STALE_AFTER, stale_runs
     from .watch import snapshot
 
     running = snapshot(conn, now=now, limit=20).running
@@ -310,8 +310,8 @@ def _running(conn, now: str) -> str:
 
 
 def _costs(conn, since: str, until: str, config: dict[str, Any]) -> str:
-    from .plots import cost_chart
-    from .reports.cost import cost_rates, costs
+    from ..plots import cost_chart
+    from ..reports.cost import cost_rates, costs
 
     frame = costs(conn, rates=cost_rates(config), since=since, until=until)
     if frame.empty:
@@ -342,8 +342,8 @@ def _costs(conn, since: str, until: str, config: dict[str, Any]) -> str:
 
 
 def _load_rules(rules_path: str | os.PathLike[str] | None):
-    from .config import read_config
-    from .rules import load_rules
+    from ..alerting.config import read_config
+    from ..alerting.rules import load_rules
 
     if rules_path is not None:
         return load_rules(rules_path)
@@ -373,7 +373,7 @@ def render_report(
     :param rules_path: alert rules file; None uses the config file's rules if it has any
     :param config: the configuration (cost rates); None reads the config file
     """
-    from .config import load_config
+    from ..alerting.config import load_config
 
     # A report on a past window describes that window as of its end.
     reference = to_iso(resolve_now(now if now is not None else bound(until, now)))
@@ -400,7 +400,7 @@ def render_report(
     from importlib.metadata import version
 
     template = Template(
-        resources.files("agentmetrics").joinpath("templates/report.html").read_text("utf-8")
+        resources.files("agentmetrics.outputs").joinpath("templates/report.html").read_text("utf-8")
     )
     window = f"{_moment(start)} to {_moment(end)} UTC"
     return template.substitute(

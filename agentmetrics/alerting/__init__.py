@@ -1,0 +1,1 @@
+"""Alerting (rules, config, notify)."""

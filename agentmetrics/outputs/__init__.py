@@ -1,0 +1,1 @@
+"""Outputs (HTML report, Prometheus, Datasette metadata, notebook and text views)."""

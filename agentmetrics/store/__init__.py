@@ -1,0 +1,1 @@
+"""The store (opening, migrations, column rules, rollups, the journal)."""
