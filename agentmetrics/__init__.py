@@ -2,6 +2,12 @@
 
 The names below load lazily, on first use: ``import agentmetrics.monitor`` (the tracking
 hot path) loads the store and tracking only, never the reports, plots or command line.
+
+The parts, from the ground up (each package's docstring says what it may import and
+what must never import it): the errors and small leaves (``timestamps``, ``window``,
+``formatting``, ``stats``, ``atomic``); ``store``; tracking (``monitor``); ``reports``;
+``exchange`` and ``otel``; ``maintenance`` (reaping stale runs), ``alerting``, ``plots``
+and ``outputs``; the command line (``cli``). ``demo`` writes a sample database.
 """
 
 from __future__ import annotations

@@ -119,6 +119,73 @@ def test_reports_never_import_matplotlib_or_the_cli():
             assert not loaded & {"agentmetrics.cli", "agentmetrics.plots", "click"}, name
 
 
+# What each part must never load (lazy imports included): STYLE section 12 and the
+# packages' docstrings.
+NEVER = {
+    "agentmetrics.store": {
+        "agentmetrics.monitor",
+        "agentmetrics.maintenance",
+        "agentmetrics.reports",
+        "agentmetrics.exchange",
+        "agentmetrics.otel",
+        "agentmetrics.alerting",
+        "agentmetrics.plots",
+        "agentmetrics.outputs",
+        "agentmetrics.demo",
+        "agentmetrics.cli",
+    },
+    "agentmetrics.reports": {
+        "agentmetrics.monitor",
+        "agentmetrics.alerting",
+        "agentmetrics.plots",
+        "agentmetrics.outputs",
+        "agentmetrics.cli",
+    },
+    "agentmetrics.alerting": {
+        "agentmetrics.monitor",
+        "agentmetrics.plots",
+        "agentmetrics.outputs",
+        "agentmetrics.cli",
+    },
+    "agentmetrics.otel": {
+        "agentmetrics.exchange",
+        "agentmetrics.reports",
+        "agentmetrics.plots",
+        "agentmetrics.cli",
+    },
+}
+
+
+def forbidden_loads(part: str, never: set[str]) -> list[str]:
+    return sorted(
+        f"{name} loads {loaded}"
+        for name in MODULES
+        if part_of(name) == part
+        for loaded in closure(name)
+        if part_of(loaded) in never
+    )
+
+
+@pytest.mark.parametrize("part", sorted(NEVER))
+def test_a_part_never_loads_the_parts_above_it(part):
+    assert forbidden_loads(part, NEVER[part]) == []
+
+
+def test_forbidden_loads_are_found():
+    assert forbidden_loads("agentmetrics.reports", {"agentmetrics.store"}) != []
+    assert "agentmetrics.outputs.display" in str(
+        forbidden_loads("agentmetrics.monitor", {"agentmetrics.outputs"})
+    )
+
+
+@pytest.mark.parametrize(
+    "package", sorted(name for name, path in MODULES.items() if path.name == "__init__.py")
+)
+def test_every_package_says_what_may_import_it(package):
+    text = ast.get_docstring(ast.parse(MODULES[package].read_text(encoding="utf-8")))
+    assert text and "import" in text and "never" in text, package
+
+
 def part_of(name: str) -> str:
     """The top-level module or package a module belongs to."""
     return ".".join(name.split(".")[:2])

@@ -20,7 +20,7 @@ they are used: importing this package, :mod:`~agentmetrics.otel.export` or
 :mod:`~agentmetrics.otel.push` loads no opentelemetry module (tracking imports the push
 only when asked for it).
 
-It imports the store and small leaves (errors, timestamps, task counts), never the
+It imports the store (task counts among it) and small leaves (errors, timestamps), never the
 exchange, reports, plots or CLI. Tracking (the push), :mod:`agentmetrics.exchange` (the
 OTLP export formats), the demo, the CLI and outside code import it; the store never does.
 """

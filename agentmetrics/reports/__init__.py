@@ -130,7 +130,9 @@ docs/reports.md lists every column with its dtype, generated from the reports.
 Helpers (not reports): ``read_frame``, ``percent`` and ``percentiles`` compute the
 reports' numbers for a view that reads live (:mod:`agentmetrics.outputs.watch`). The reports
 import the store (:mod:`agentmetrics.store.db`, :mod:`agentmetrics.window`), never
-matplotlib or the command line; its private modules are imported only here.
+matplotlib or the command line; its private modules are imported only here. Plots,
+alerting, the outputs, ``maintenance`` and the command line import the reports; the store
+and tracking (``import agentmetrics.monitor``) must never.
 """
 
 # Not reports, so not in __all__: the helpers behind their numbers, for views that
