@@ -22,12 +22,13 @@ import sys
 import tempfile
 import time
 import uuid
+import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from agentmetrics import open_database, plots, reports  # noqa: E402
-from agentmetrics.db import upgrade  # noqa: E402
+from agentmetrics.db import MissingIndexesWarning, upgrade  # noqa: E402
 from agentmetrics.reports import _arrow  # noqa: E402
 from agentmetrics.reports.run import fold  # noqa: E402
 
@@ -156,6 +157,7 @@ def drawn(frame) -> None:
 
 
 def main() -> None:
+    warnings.simplefilter("ignore", MissingIndexesWarning)  # a timeline reads no rollup
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--db", type=Path, help="a large file to copy (never written)")
     args = parser.parse_args()
