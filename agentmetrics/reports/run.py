@@ -197,8 +197,7 @@ def _stored_spans(conn: Database, runs: pd.DataFrame) -> dict[str, np.ndarray] |
     found = []
     for trace, executions in agents.items():
         spans = _span_columns(conn, trace)
-        kind = spans["kind"]
-        calls = (kind == "llm") | (kind == "tool")
+        calls = pd.Index(spans["kind"], dtype=object).isin(SPAN_KINDS)
         spans["owner"] = np.where(calls, _owners(spans, executions), -1)
         found.append(spans)
     if not found:
