@@ -259,6 +259,8 @@ _SPAN_COLORS = {"llm": "tab:purple", "tool": "tab:orange"}
 _FAILED_CALL = "black"  # seen on a failed (red) execution too
 _LANE_INCHES = (0.3, 0.16)  # per lane: up to _ROOMY_LANES lanes, then beyond
 _ROOMY_LANES = 30
+_MAX_INCHES = 20  # a chart's height: its lanes get thinner beyond
+_MAX_LABELS = 100
 # Time units for the axis, by the orchestration's length: (up to ms, divisor, name).
 _UNITS = ((2_000, 1, "ms"), (120_000, 1_000, "s"), (7_200_000, 60_000, "min"))
 
@@ -275,7 +277,9 @@ def plot_timeline(
     one drawn to ``now`` and hatched), the stored spans as thin bars inside (LLM
     calls purple, tool calls orange, failed calls black).
 
-    Beyond ``max_executions`` executions, later lanes are folded and the chart says so.
+    Beyond ``max_executions`` executions, later lanes are folded and the chart says so;
+    beyond 100 lanes, one lane in two (three...) is labelled, in a chart at most 20
+    inches tall.
 
     :param frame: :func:`agentmetrics.reports.timeline` output
     :param now: where running executions end (default: the current time)
@@ -287,7 +291,7 @@ def plot_timeline(
     count = len(summary)
     height = 1.6 + _LANE_INCHES[0] * min(count, _ROOMY_LANES)
     height += _LANE_INCHES[1] * max(0, count - _ROOMY_LANES)
-    fig, (ax,) = _figure(1, 1, figsize=(FIGSIZE[0], max(2.4, height)))
+    fig, (ax,) = _figure(1, 1, figsize=(FIGSIZE[0], min(max(2.4, height), _MAX_INCHES)))
     fig.suptitle(title or _timeline_title(frame))
     if note:
         ax.set_title(note, loc="left", fontsize="small", color=STATUS_COLORS["failed"])
@@ -301,19 +305,7 @@ def plot_timeline(
     start = runs["start_offset_ms"] / divisor
     # Instant runs still show: at least 0.4% of the axis wide.
     width = ((end - runs["start_offset_ms"]) / divisor).clip(lower=0.004 * length / divisor)
-    for status, color in STATUS_COLORS.items():
-        mask = runs["status"] == status
-        if mask.any():
-            ax.barh(
-                runs.loc[mask, "lane"],
-                width[mask],
-                left=start[mask],
-                height=0.6,
-                color=color,
-                label="running (to now)" if status == "in_progress" else status,
-                hatch="//" if status == "in_progress" else None,
-                edgecolor="white" if status == "in_progress" else color,
-            )
+    _draw_runs(ax, runs, start.to_numpy(), (start + width).to_numpy())
     failed = runs["status"] == "failed"
     if failed.any():
         ax.plot((start + width)[failed], runs.loc[failed, "lane"], "X", color="black", markersize=7)
@@ -330,11 +322,44 @@ def plot_timeline(
     return fig
 
 
+def _draw_runs(ax: Axes, runs: pd.DataFrame, left: np.ndarray, right: np.ndarray) -> None:
+    """The executions as bars, one collection per status (one artist per bar would
+    take most of the drawing time of a large chart)."""
+    from matplotlib.collections import PolyCollection
+
+    top = runs["lane"].to_numpy() - 0.3
+    for status, color in STATUS_COLORS.items():
+        mask = (runs["status"] == status).to_numpy()
+        if mask.any():
+            running = status == "in_progress"
+            ax.add_collection(
+                PolyCollection(
+                    _boxes(left[mask], right[mask], top[mask], top[mask] + 0.6),
+                    facecolors=color,
+                    edgecolors="white" if running else color,
+                    hatch="//" if running else None,
+                    label="running (to now)" if running else status,
+                )
+            )
+
+
+def _boxes(left, right, top, bottom) -> np.ndarray:
+    """Rectangles as PolyCollection vertices."""
+    corners = ((left, top), (right, top), (right, bottom), (left, bottom))
+    return np.stack([np.column_stack(corner) for corner in corners], axis=1)
+
+
 def _lane_labels(ax: Axes, summary: pd.DataFrame, size: float) -> None:
-    """Lane labels aligned left, so a nested run's indent shows."""
-    ax.set_yticks(summary["lane"], summary["label"], fontsize=size, ha="left")
-    widest = max(len(label) for label in summary["label"])
+    """Lane labels aligned left, so a nested run's indent shows. At most
+    :data:`_MAX_LABELS` (each text drawn costs milliseconds): beyond, one lane in
+    two, three..., as the axis says."""
+    step = -(-len(summary) // _MAX_LABELS)
+    shown = summary.iloc[::step]
+    ax.set_yticks(shown["lane"], shown["label"], fontsize=size, ha="left")
+    widest = max(len(label) for label in shown["label"])
     ax.tick_params(axis="y", pad=0.6 * size * widest + 4)  # about a character's width
+    if step > 1:
+        ax.set_ylabel(f"Lanes (1 in {step} labelled)", fontsize="small")
 
 
 def _timeline_title(frame: pd.DataFrame) -> str:
@@ -356,11 +381,7 @@ def _draw_spans(ax: Axes, calls: pd.DataFrame, divisor: float) -> list:
     left = calls["start_offset_ms"].to_numpy() / divisor
     right = np.maximum(calls["end_offset_ms"].to_numpy() / divisor, left)
     top = calls["lane"].to_numpy() + 0.08
-    bottom = top + 0.2
-    verts = np.stack(
-        [np.column_stack(p) for p in ((left, top), (right, top), (right, bottom), (left, bottom))],
-        axis=1,
-    )
+    verts = _boxes(left, right, top, top + 0.2)
     colors = [
         _FAILED_CALL if status == "failed" else _SPAN_COLORS.get(kind, "tab:gray")
         for kind, status in zip(calls["kind"], calls["status"], strict=True)

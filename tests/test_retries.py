@@ -17,6 +17,8 @@ from agentmetrics import reports
 from agentmetrics.alerting import rules
 from agentmetrics.errors import ConfigError, InvalidValue
 from agentmetrics.formatting import parse_percent
+from agentmetrics.reports._common import window
+from agentmetrics.reports.retries import _REASONS
 
 NOW = "2026-03-10T13:00:00.000Z"
 RATES = {"default_hourly_rate": 3.6}  # 0.001 USD per second
@@ -338,3 +340,13 @@ def test_retries_command_defaults_to_the_last_24_hours(tried, db_path):
     no_traceback(result, 0)
     (row,) = json.loads(result.stdout)
     assert (row["tasks"], row["attempts"]) == (3, 4)
+
+
+def test_reasons_find_a_window_through_its_start_index(tried):
+    # Not the agent index read whole for the grouping's order: minutes on 10M rows.
+    where, params = window("1d", None, NOW, alias="e")
+    plan = tried.execute("EXPLAIN QUERY PLAN " + _REASONS.format(where=where), params).fetchall()
+    assert "USING INDEX idx_am_exec_finished_started (started_at>?)" in plan[0][3]
+    where, params = window("1d", None, NOW, agent="coder", alias="e")
+    plan = tried.execute("EXPLAIN QUERY PLAN " + _REASONS.format(where=where), params).fetchall()
+    assert "idx_am_exec_finished_agent (agent_name=? AND started_at>?)" in plan[0][3]

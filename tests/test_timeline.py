@@ -262,14 +262,24 @@ def test_original_tool_file_is_flat(tmp_path):
 # -- the chart -------------------------------------------------------------------------
 
 
+def boxes(collection):
+    """(left, right, top) of each rectangle in a PolyCollection."""
+    return [
+        (p.vertices[:, 0].min(), p.vertices[:, 0].max(), p.vertices[:, 1].min())
+        for p in collection.get_paths()
+    ]
+
+
 def bars(ax):
-    """(label, [(lane, left, width, colour)]) per bar container."""
+    """(label, [(lane, left, width, colour)]) per collection of execution bars (one per
+    status, labelled; the spans' collection has no label)."""
     return {
         c.get_label(): [
-            (round(b.get_y() + b.get_height() / 2), b.get_x(), b.get_width(), b.get_facecolor())
-            for b in c
+            (round(top + 0.3), left, right - left, tuple(c.get_facecolor()[0]))
+            for left, right, top in boxes(c)
         ]
-        for c in ax.containers
+        for c in ax.collections
+        if not c.get_label().startswith("_")
     }
 
 
@@ -290,7 +300,7 @@ def test_plot_timeline_bars_lanes_and_colours(run_db):
     # The reviewer runs from 10 s to NOW (30 s), hatched.
     ((lane, left, width, _),) = found["running (to now)"]
     assert (lane, left, width) == (2, 10, 20)
-    assert ax.containers[2][0].get_hatch() == "//"
+    assert ax.collections[2].get_hatch() == "//"
     # The failed ones are crossed at their end.
     (crosses,) = ax.get_lines()
     assert crosses.get_marker() == "X"
@@ -309,13 +319,9 @@ def test_plot_timeline_draws_spans_inside_their_lane(traced):
     fig = plots.plot_timeline(reports.timeline(traced, "chat-7", spans=True))
     (ax,) = fig.axes
     assert ax.get_xlabel() == "Time since the orchestration started (ms)"
-    (calls,) = ax.collections
-    boxes = [
-        (p.vertices[:, 0].min(), p.vertices[:, 0].max(), p.vertices[:, 1].min())
-        for p in calls.get_paths()
-    ]
+    (calls,) = [c for c in ax.collections if c.get_label().startswith("_")]
     # llm 20-120 and tool 130-180 in lane 0; llm 220-560 and the failed tool in lane 1.
-    assert [(a, b, round(y)) for a, b, y in boxes] == [
+    assert [(a, b, round(y)) for a, b, y in boxes(calls)] == [
         (20, 120, 0),
         (130, 180, 0),
         (220, 560, 1),
@@ -357,15 +363,24 @@ def test_plot_timeline_folds_beyond_500():
     frame = many(520)
     fig = plots.plot_timeline(frame)
     (ax,) = fig.axes
-    assert sum(len(c) for c in ax.containers) == 500
-    assert len(ax.get_yticklabels()) == 500
+    assert sum(len(c.get_paths()) for c in ax.collections) == 500
+    # 500 lanes: every 5th labelled, from the first.
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels == [f"agent-{i}" for i in range(0, 500, 5)]
+    assert ax.get_ylabel() == "Lanes (1 in 5 labelled)"
+    assert fig.get_size_inches()[1] == 20  # not 80 inches
     # Lanes 500 to 519 folded: failed are i % 7 == 3 -> 502, 509, 516.
     assert ax.get_title(loc="left") == (
         "Folded: 20 more executions in 20 lanes (17 completed, 3 failed) after the first 500"
     )
     shown = plots.plot_timeline(many(500))
-    assert sum(len(c) for c in shown.axes[0].containers) == 500
+    assert sum(len(c.get_paths()) for c in shown.axes[0].collections) == 500
     assert shown.axes[0].get_title(loc="left") == ""
+    # Up to 100 lanes, each has its label; 101 lanes: one in two.
+    for count, step in ((100, 1), (101, 2)):
+        lanes_ax = plots.plot_timeline(many(count)).axes[0]
+        assert len(lanes_ax.get_yticklabels()) == len(range(0, count, step))
+        assert lanes_ax.get_ylabel() == ("" if step == 1 else "Lanes (1 in 2 labelled)")
 
 
 def test_plot_timeline_one_run_has_axes_around_it():
@@ -377,8 +392,8 @@ def test_plot_timeline_one_run_has_axes_around_it():
     assert fig.get_size_inches()[1] >= 2.4
     # An instant run is still a visible bar.
     instant = many(1).assign(end_offset_ms=0.0, duration_ms=0.0)
-    (bar,) = plots.plot_timeline(instant).axes[0].containers[0]
-    assert bar.get_width() > 0
+    ((left, right, _),) = boxes(plots.plot_timeline(instant).axes[0].collections[0])
+    assert right - left > 0
 
 
 # -- the terminal ----------------------------------------------------------------------

@@ -1,5 +1,6 @@
 import io
 import math
+import random
 import sqlite3
 
 import numpy as np
@@ -11,6 +12,7 @@ from conftest import add_runs, cli_result, no_traceback, pandas_3_only
 from agentmetrics import reports
 from agentmetrics.cli import cli
 from agentmetrics.demo import build_demo
+from agentmetrics.reports import trend
 from agentmetrics.reports.trend import (
     PATTERN_COLUMNS,
     SELF_HEALING_COLUMNS,
@@ -197,6 +199,29 @@ def test_percentiles_match_numpy_on_demo(tmp_path):
 )
 def test_normalize_error(message, expected):
     assert normalize_error(message) == expected
+
+
+# Pieces meeting each fold's needs or not: quotes, URLs, times, UUIDs, paths, 0x, hex.
+PIECES = [
+    *("Timeout", "30s", "'key-1'", '"x y"', "`cmd`", "https://a.b/c?d=1", "ftp:/x"),
+    *("2026-03-01T10:00:00Z", "2026-03-01 10:00", "550e8400-e29b-41d4-a716-446655440000"),
+    *("/tmp/a1/x.py", "C:\\Users\\x", "./rel", "src/app/main.py", "0xDEADBEEF", "0X1f"),
+    *("deadbeef1", "abc123", "sha256", "42", "3.14", "\t", ":", "-", "/", "'", "\\"),
+]
+
+
+def test_normalize_error_skips_only_folds_that_cannot_match():
+    # A fold is skipped on a message holding none of its needs: the same result as
+    # trying every fold.
+    rng = random.Random(11)
+    for _ in range(3000):
+        pieces = [rng.choice(PIECES) for _ in range(rng.randint(1, 6))]
+        message = "".join(piece + rng.choice(["", " ", ""]) for piece in pieces)
+        expected = message
+        for pattern, placeholder, _ in trend._FOLDS:
+            fold = trend._hex_or_keep if placeholder == "<hexid>" else placeholder
+            expected = pattern.sub(fold, expected)
+        assert normalize_error(message) == (expected.strip() or "(no error message)"), message
 
 
 def test_error_patterns(tiny):

@@ -28,6 +28,7 @@ try:
     import adbc_driver_sqlite.dbapi as adbc
     import pyarrow as pa
     import pyarrow.compute as pc
+    import pyarrow.json as pa_json
 except ImportError:  # the optional `arrow` extra
     adbc = None
 
@@ -35,6 +36,7 @@ except ImportError:  # the optional `arrow` extra
 # batch differs (a text column NULL in the first rows): one batch for the whole result.
 _ONE_BATCH = {"adbc.sqlite.query.batch_rows": str(2**30)}
 _TEXT_TYPES = {"TEXT"}
+_JSON_TYPES = {str: pa.string(), float: pa.float64()} if adbc is not None else {}
 _PARAMETER = re.compile(r":(\w+)")
 _ZONE = re.compile(r"(?:[zZ]|[+-]\d\d(?::?\d\d)?)$")
 # Memory-mapped reads: each row fetched through an index is a page lookup without a
@@ -58,12 +60,81 @@ def bulk_frame(db: DbArg, sql: str, params: dict[str, Any]) -> pd.DataFrame:
             return rows_frame(conn, sql, params) if frame is None else frame
 
 
+def bulk_columns(db: Database, sql: str, params: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The columns of a query returning many rows, as numpy arrays: through Arrow when
+    it can (text as object arrays of str or None, numbers as int64 or float64 with
+    NULL as NaN, a column of NULLs as None), else the values sqlite3 reads, as object
+    arrays (the caller casts them). Inside a caller's transaction, sqlite3 reads."""
+    table = None if db.conn.in_transaction else _arrow_table(db, sql, params)
+    if table is not None:
+        return _arrays(table)
+    cursor = db.conn.execute(sql, params)
+    names = [column[0] for column in cursor.description]
+    rows = cursor.fetchall()
+    values = np.empty((len(rows), len(names)), dtype=object)
+    if rows:
+        values[:] = rows
+    return {name: values[:, i] for i, name in enumerate(names)}
+
+
+def json_columns(
+    db: Database, sql: str, params: dict[str, Any], fields: dict[str, type]
+) -> dict[str, np.ndarray] | None:
+    """:func:`bulk_columns` through Arrow for a query whose last column holds JSON
+    objects, each text ending with a newline: that column is replaced by the
+    ``fields`` (key: ``str`` or ``float``) of its objects, a missing or null one as
+    None or NaN. pyarrow parses them in C, several times faster than SQLite's
+    ``json_extract``. None when Arrow cannot read the query, or a field holds a value
+    of another type (the caller then extracts them in SQL)."""
+    table = None if db.conn.in_transaction else _arrow_table(db, sql, params)
+    if table is None:
+        return None
+    *names, last = table.column_names
+    texts = table.column(last).combine_chunks()
+    if not len(texts) or texts.null_count or not pa.types.is_string(texts.type):
+        return None
+    schema = pa.schema([(key, _JSON_TYPES[kind]) for key, kind in fields.items()])
+    # The texts one after another, as stored in the column: newline-delimited JSON.
+    offsets = np.frombuffer(texts.buffers()[1], dtype=np.int32)[texts.offset :]
+    body = texts.buffers()[2].slice(int(offsets[0]), int(offsets[len(texts)] - offsets[0]))
+    try:
+        parsed = pa_json.read_json(
+            pa.BufferReader(body),
+            read_options=pa_json.ReadOptions(use_threads=False, block_size=max(body.size, 1)),
+            parse_options=pa_json.ParseOptions(
+                explicit_schema=schema, unexpected_field_behavior="ignore"
+            ),
+        )
+    except pa.ArrowInvalid:
+        return None  # a number where text is expected, or the reverse
+    if parsed.num_rows != len(texts):
+        return None
+    return _arrays(table.select(names)) | _arrays(parsed.select(list(fields)))
+
+
+def _arrays(table: Any) -> dict[str, np.ndarray]:
+    found = {}
+    for name, column in zip(table.column_names, table.columns, strict=True):
+        column = column.combine_chunks()
+        if column.null_count == len(column):
+            found[name] = np.full(len(column), None, dtype=object)
+        else:
+            found[name] = column.to_numpy(zero_copy_only=False)
+    return found
+
+
 def arrow_frame(db: Database, sql: str, params: dict[str, Any]) -> pd.DataFrame | None:
     """The frame :func:`~._frames.rows_frame` gives for ``sql`` over table columns
     (``:name`` parameters, rewritten as ``?``: no ``:word`` may appear in its literals),
     read through Arrow from ``db``'s file with a connection of its own; None when that
     is not possible (no driver, no file, a value of another type than the column's).
     One statement: a snapshot of its own."""
+    table = _arrow_table(db, sql, params)
+    return None if table is None else _frame(table)
+
+
+def _arrow_table(db: Database, sql: str, params: dict[str, Any]) -> Any:
+    """``sql``'s result as an Arrow table (see :func:`arrow_frame`), or None."""
     file = database_file(db) if adbc is not None else None
     if file is None:
         return None
@@ -78,10 +149,9 @@ def arrow_frame(db: Database, sql: str, params: dict[str, Any]) -> pd.DataFrame 
                 cursor.execute(statement)
             cursor.adbc_statement.set_options(**_ONE_BATCH)
             cursor.execute(positional, [params[name] for name in names])
-            table = cursor.fetch_arrow_table()
+            return cursor.fetch_arrow_table()
     except (adbc.Error, OSError):
         return None  # e.g. a read-only folder without the -shm file: sqlite3 can
-    return _frame(table)
 
 
 def _frame(table: Any) -> pd.DataFrame | None:

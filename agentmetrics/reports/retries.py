@@ -147,18 +147,22 @@ def _rolled_sums(conn: Database, params: dict, agent: str | None, rates: dict) -
     return frame.groupby("agent_name", as_index=False).agg(combine | {"failed_cost_usd": "sum"})
 
 
+# The window's failed attempts followed by another attempt, counted per message. The
+# unary + keeps SQLite from reading the agent index whole for the grouping's order when
+# the window's start index finds the few rows.
+_REASONS = f"""
+SELECT e.agent_name, e.error_message, count(*) AS count FROM agent_executions e
+WHERE e.status != 'in_progress' AND e.status = 'failed'{{where}} AND NOT {IS_FINAL_ATTEMPT}
+GROUP BY +e.agent_name, e.error_message
+"""
+
+
 def _reasons(conn: Database, where: str, params: dict) -> pd.DataFrame:
     """The normalised messages of the window's failed attempts followed by another
     attempt, counted per agent: columns ``agent_name``, ``pattern``, ``count``."""
-    # Counted per message in SQL, each distinct message normalised once.
-    found = read_frame(
-        conn,
-        "SELECT e.agent_name, e.error_message, count(*) AS count FROM agent_executions e"
-        f" WHERE e.status != 'in_progress' AND e.status = 'failed'{where}"
-        f" AND NOT {IS_FINAL_ATTEMPT} GROUP BY 1, 2",
-        params,
-    )
+    found = read_frame(conn, _REASONS.format(where=where), params)
     messages = texts(found)["error_message"]  # all NULL would read as NaN
+    # Each distinct message normalised once (and cached): the costly part at scale.
     found["pattern"] = [normalize_error(message) for message in messages]
     return found[["agent_name", "pattern", "count"]]
 

@@ -17,8 +17,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sqlite_utils import Database
 
-from ._common import DbArg, reading
+from ._arrow import bulk_columns, json_columns
+from ._common import DbArg, snapshot, using_database
 from ._frames import rows_frame
 from .orchestrations import _orchestration
 
@@ -58,9 +60,35 @@ SELECT 'execution' AS kind, id, parent_execution_id, agent_name, agent_name AS n
 FROM agent_executions WHERE orchestration_id = ?
 ORDER BY started_at, task_number, agent_session_id
 """
+# Every span of a trace, with its data (JSON) for the frame's columns: the data's keys
+# and the columns they fill. Ingestion stores a failed span's error as text (maybe
+# empty), never null. Text holds strings; a model that is not one is spelled by Python.
 _SPANS = """
-SELECT span_id, parent_span_id, role, start_ns, end_ns, data FROM otel_spans WHERE trace_id = ?
+SELECT span_id AS id, parent_span_id AS parent, role AS kind, start_ns, end_ns, {data}
+FROM otel_spans WHERE trace_id = :trace ORDER BY span_id
 """
+_DATA = {
+    "name": "name",
+    "model": "model",
+    "input_tokens": "input_tokens",
+    "output_tokens": "output_tokens",
+    "cost": "cost_usd",
+    "error": "error_message",
+}
+_NUMBERS = ("input_tokens", "output_tokens", "cost")
+_STATUSES = np.array(["completed", "failed"], dtype=object)
+# What pyarrow parses, and what SQLite extracts when it cannot (no Arrow, or a value
+# of another type): ``odd`` then holds the data of a span whose model is not text.
+_RAW = "coalesce(data, '{}') || char(10) AS data"
+_EXTRACTED = (
+    ", ".join(
+        f"CAST(json_extract(data, '$.{key}') AS REAL) AS {column}"
+        if key in _NUMBERS
+        else f"json_extract(data, '$.{key}') AS {column}"
+        for key, column in _DATA.items()
+    )
+    + ", CASE WHEN json_type(data, '$.model') NOT IN ('text', 'null') THEN data END AS odd"
+)
 _MS = pd.Timedelta(milliseconds=1)
 
 
@@ -88,10 +116,12 @@ def timeline(db: DbArg, session_id: str, *, spans: bool = False) -> pd.DataFrame
       holds the orchestration's ``session_id``, ``task_description``, ``status``,
       ``started_at`` and ``completed_at``.
     """
-    with reading(db) as conn:
-        orchestration = _orchestration(conn, session_id).iloc[0]
-        runs = rows_frame(conn, _EXECUTIONS, [orchestration["id"]])
-        found = _stored_spans(conn, runs) if spans and len(runs) else []
+    with using_database(db, create=False) as conn:
+        with snapshot(conn):
+            orchestration = _orchestration(conn, session_id).iloc[0]
+            runs = rows_frame(conn, _EXECUTIONS, [orchestration["id"]])
+        # Many rows, read through Arrow when it can: in a snapshot of their own.
+        calls = _stored_spans(conn, runs) if spans and len(runs) else None
     start = orchestration["started_at"]
     runs["depth"], runs["lane"] = _layout(
         runs["id"].tolist(), runs["parent_execution_id"].tolist(), _task_keys(runs)
@@ -100,8 +130,8 @@ def timeline(db: DbArg, session_id: str, *, spans: bool = False) -> pd.DataFrame
     ends = runs["completed_at"].fillna(runs["started_at"] + runs["duration_ms"] * _MS)
     runs["end_offset_ms"] = (ends - start) / _MS
     frame = runs[COLUMNS]
-    if found:
-        frame = _with_spans(frame, found, start)
+    if calls is not None:
+        frame = _with_spans(frame, calls, start)
     frame.attrs["orchestration"] = {
         key: orchestration[key]
         for key in ("session_id", "task_description", "status", "started_at", "completed_at")
@@ -152,101 +182,132 @@ def _layout(
     return np.array(depth, dtype=np.int64), np.array([lanes[t] for t in tasks], dtype=np.int64)
 
 
-def _stored_spans(conn, runs: pd.DataFrame) -> list[tuple[int, tuple]]:
-    """``(execution row, span row)`` for the LLM and tool spans under each execution."""
+def _stored_spans(conn: Database, runs: pd.DataFrame) -> dict[str, np.ndarray] | None:
+    """The spans of the executions' traces: ``_SPANS``'s columns (numbers cast) and
+    ``owner``, the row in ``runs`` of an LLM or tool call's execution (-1 for other
+    spans); None when no call is stored."""
     if not conn.execute(
         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'otel_spans'"
     ).fetchone():
-        return []
+        return None
     agents: dict[str, dict[str, int]] = defaultdict(dict)
     for i, (trace, span) in enumerate(zip(runs["trace_id"], runs["span_id"], strict=True)):
         if trace is not None and span is not None:
             agents[str(trace)][str(span)] = i
     found = []
     for trace, executions in agents.items():
-        rows = conn.execute(_SPANS, [trace]).fetchall()
-        up = {row[0]: (row[1], row[2]) for row in rows}
-        owners: dict[str | None, int | None] = {}
-        for row in rows:
-            if row[2] in SPAN_KINDS:
-                owner = _owner(row[1], up, executions, owners)
-                if owner is not None:
-                    found.append((owner, row))
-    return found
+        spans = _span_columns(conn, trace)
+        calls = pd.Index(spans["kind"], dtype=object).isin(SPAN_KINDS)
+        spans["owner"] = np.where(calls, _owners(spans, executions), -1)
+        found.append(spans)
+    if not found:
+        return None
+    spans = (
+        found[0]
+        if len(found) == 1
+        else {n: np.concatenate([f[n] for f in found]) for n in found[0]}
+    )
+    return spans if (spans["owner"] >= 0).any() else None
 
 
-def _owner(
-    span_id: str | None,
-    up: dict[str, tuple[str | None, str | None]],
-    executions: dict[str, int],
-    owners: dict[str | None, int | None],
-) -> int | None:
-    """The execution of the nearest agent span at or above ``span_id`` (memoised)."""
-    path = []
-    found = None
-    while span_id is not None and span_id in up:
-        if span_id in owners:
-            found = owners[span_id]
+def _span_columns(conn: Database, trace: str) -> dict[str, np.ndarray]:
+    """:data:`_SPANS` of ``trace``, its data read by pyarrow or else by SQLite, the
+    numbers as int64 and float64 arrays."""
+    params = {"trace": trace}
+    fields = {key: float if key in _NUMBERS else str for key in _DATA}
+    found = json_columns(conn, _SPANS.format(data=_RAW), params, fields)
+    if found is None:
+        found = bulk_columns(conn, _SPANS.format(data=_EXTRACTED), params)
+        odd = found.pop("odd")
+        for i in np.flatnonzero(pd.notna(odd)):  # a model stored as a number or a list
+            found["model"][i] = _text(json.loads(odd[i]).get("model"))
+    spans = {_DATA.get(name, name): values for name, values in found.items()}
+    for name in ("start_ns", "end_ns"):
+        spans[name] = np.asarray(spans[name], dtype=np.int64)
+    for key in _NUMBERS:
+        spans[_DATA[key]] = np.asarray(spans[_DATA[key]], dtype=np.float64)  # None: NaN
+    return spans
+
+
+def _owners(spans: dict[str, np.ndarray], executions: dict[str, int]) -> np.ndarray:
+    """For each span of a trace, the row in ``executions`` (agent span id: row) of the
+    nearest agent span above it, or -1: none, or an agent span of no execution here,
+    or a cycle in bad data."""
+    count = len(spans["id"])
+    index = pd.Index(spans["id"], dtype=object)
+    up = index.get_indexer(pd.Index(spans["parent"], dtype=object))
+    up[up < 0] = count  # a parent outside the trace: the end, at a row of its own
+    agent = np.append(spans["kind"] == "agent", False)
+    # Where each span leads: an agent span to itself, another to its parent.
+    step = np.append(np.where(agent[:-1], np.arange(count), up), count)
+    # Jump twice as far each round: log2(n) rounds reach the end of any chain; a span
+    # still short of an agent then is in a cycle, whose spans lead to no execution.
+    for _ in range(count.bit_length() + 1):
+        further = step[step]
+        if np.array_equal(further, step):
             break
-        path.append(span_id)
-        parent, role = up[span_id]
-        if role == "agent":
-            found = executions.get(span_id)
-            break
-        span_id = parent
-    for seen in path:
-        owners[seen] = found
-    return found
+        step = further
+    rows = np.full(count + 1, -1, dtype=np.int64)
+    known = index.get_indexer(list(executions))
+    rows[known[known >= 0]] = np.array(list(executions.values()), dtype=np.int64)[known >= 0]
+    rows[~agent] = -1
+    return rows[step[up]]
 
 
-def _with_spans(frame: pd.DataFrame, found: list[tuple[int, tuple]], start: pd.Timestamp):
-    """``frame`` with each execution's spans after it, in start order."""
-    owner = np.fromiter((i for i, _ in found), np.int64, len(found))
-    span_ids, _, kinds, starts, ends, datas = zip(*(row for _, row in found), strict=True)
-    # One parse of all the spans' data: a call of json.loads per span costs far more.
-    data = json.loads("[" + ",".join(d or "{}" for d in datas) + "]")
-    start_ns = np.array(starts, dtype=np.int64)
-    end_ns = np.array(ends, dtype=np.int64)
-    base = start.value  # ns since the epoch
-    columns: dict[str, Any] = {
-        "kind": _objects(kinds),
-        "id": _objects(span_ids),
-        "name": _objects([d.get("name") for d in data]),
-        "status": _objects(["failed" if "error" in d else "completed" for d in data]),
-        "started_at": pd.to_datetime(start_ns, utc=True).as_unit("us"),
-        "completed_at": pd.to_datetime(end_ns, utc=True).as_unit("us"),
-        "start_offset_ms": (start_ns - base) / 1e6,
-        "end_offset_ms": (end_ns - base) / 1e6,
-        "duration_ms": (end_ns - start_ns) / 1e6,
-        "model": _objects([_text(d.get("model")) for d in data]),
-        # numpy reads None as NaN in a float array.
-        "input_tokens": np.array([d.get("input_tokens") for d in data], dtype=np.float64),
-        "output_tokens": np.array([d.get("output_tokens") for d in data], dtype=np.float64),
-        "cost_usd": np.array([d.get("cost") for d in data], dtype=np.float64),
-        "error_message": _objects([d.get("error") or None for d in data]),
-    }
-    for column in ("parent_execution_id", "depth", "lane", *_INHERITED):
-        columns[column] = frame[column].to_numpy()[owner]
-    columns["parent_execution_id"] = frame["id"].to_numpy()[owner]
-    columns["depth"] = columns["depth"] + 1
-    calls = pd.DataFrame({c: columns[c] for c in COLUMNS}, copy=False)
-    both = pd.concat([frame, calls], ignore_index=True)
-    # Executions keep their order, each followed by its spans by start time.
+def _with_spans(
+    frame: pd.DataFrame, spans: dict[str, np.ndarray], start: pd.Timestamp
+) -> pd.DataFrame:
+    """``frame`` with each execution's calls (``spans`` from :func:`_stored_spans`
+    whose ``owner`` is one of its rows) after it, in start order."""
+    count = len(frame)
+    kept = np.flatnonzero(spans["owner"] >= 0)
+    owner = spans["owner"][kept]
+    # Executions keep their order, each followed by its calls by start time.
     order = np.lexsort(
         (
-            np.concatenate([np.zeros(len(frame), np.int64), start_ns]),
-            np.concatenate([np.zeros(len(frame), np.int64), np.ones(len(calls), np.int64)]),
-            np.concatenate([np.arange(len(frame)), owner]),
+            np.concatenate([np.zeros(count, np.int64), spans["start_ns"][kept]]),
+            np.concatenate([np.zeros(count, np.int64), np.ones(len(kept), np.int64)]),
+            np.concatenate([np.arange(count), owner]),
         )
     )
-    return both.take(order).reset_index(drop=True)
+    # Each row's place in [frame's rows, spans], and its execution's row in frame.
+    source = np.concatenate([np.arange(count), count + kept])[order]
+    execution = np.concatenate([np.arange(count), owner])[order]
+    is_span = source >= count
+    data: dict[str, Any] = {}
+    for column, values in _span_values(spans, start).items():
+        mine = frame[column]
+        if isinstance(mine.dtype, pd.DatetimeTZDtype):
+            both = np.concatenate([mine.dt.tz_localize(None).to_numpy(), values])[source]
+            data[column] = pd.Series(both, copy=False).dt.tz_localize("UTC")
+        else:
+            both = np.concatenate([mine.to_numpy(), values])[source]
+            data[column] = pd.Series(both, dtype=mine.dtype, copy=False)
+    for column in ("lane", *_INHERITED):
+        data[column] = pd.Series(frame[column].to_numpy()[execution], dtype=frame[column].dtype)
+    data["depth"] = frame["depth"].to_numpy()[execution] + is_span
+    ids, parents = frame["id"].to_numpy()[execution], frame["parent_execution_id"].to_numpy()
+    data["parent_execution_id"] = pd.Series(
+        np.where(is_span, ids, parents[execution]), dtype=object
+    )
+    return pd.DataFrame({column: data[column] for column in COLUMNS}, copy=False)
 
 
-def _objects(values: Sequence[Any]) -> pd.Series:
-    """Text as object dtype holding str or None (see ``_frames.texts``), built directly."""
-    array = np.empty(len(values), dtype=object)
-    array[:] = values
-    return pd.Series(array, dtype=object, copy=False)
+def _span_values(spans: dict[str, np.ndarray], start: pd.Timestamp) -> dict[str, np.ndarray]:
+    """The frame's columns a span fills itself (times: UTC datetime64[us])."""
+    start_ns, end_ns, error = spans["start_ns"], spans["end_ns"], spans["error_message"]
+    values = {name: spans[name] for name in ("kind", "id", "name", "model", "cost_usd")}
+    return values | {
+        "input_tokens": spans["input_tokens"],
+        "output_tokens": spans["output_tokens"],
+        "status": _STATUSES[pd.notna(error).astype(np.int64)],
+        "error_message": np.where(error == "", None, error),
+        "started_at": start_ns.astype("datetime64[ns]").astype("datetime64[us]"),
+        "completed_at": end_ns.astype("datetime64[ns]").astype("datetime64[us]"),
+        "start_offset_ms": (start_ns - start.value) / 1e6,  # value: ns since the epoch
+        "end_offset_ms": (end_ns - start.value) / 1e6,
+        "duration_ms": (end_ns - start_ns) / 1e6,
+    }
 
 
 def _text(value: Any) -> str | None:
