@@ -47,6 +47,26 @@ BAD_CALLS = {
 }
 
 
+# A report's subject that SQLite cannot bind: a lone surrogate, an integer past 64 bits.
+UNBINDABLE = {"lone surrogate": "\ud800", "2**64": 2**64}
+SUBJECT_REPORTS = {
+    "timeline": lambda p, v: agentmetrics.reports.timeline(p, v),
+    "executions": lambda p, v: agentmetrics.reports.executions(p, v),
+    "orchestration_summary": lambda p, v: agentmetrics.reports.orchestration_summary(p, v),
+    "agent_stats": lambda p, v: agentmetrics.reports.agent_stats(p, v),
+    "agent_summary": lambda p, v: agentmetrics.reports.agent_summary(p, v),
+    "performance agent=": lambda p, v: agentmetrics.reports.performance_report(p, agent=v),
+    "retries agent=": lambda p, v: agentmetrics.reports.retries(p, agent=v),
+    "trends agent=": lambda p, v: agentmetrics.reports.trends(p, agent=v),
+    "execution_rows agent=": lambda p, v: agentmetrics.reports.execution_rows(p, agent=v),
+}
+BAD_CALLS |= {
+    f"{report} {kind}": lambda p, report=report, value=value: SUBJECT_REPORTS[report](p, value)
+    for report in SUBJECT_REPORTS
+    for kind, value in UNBINDABLE.items()
+}
+
+
 @pytest.mark.parametrize("call", BAD_CALLS.values(), ids=BAD_CALLS.keys())
 def test_a_bad_argument_is_an_agentmetrics_error_and_a_value_error(path, call):
     with pytest.raises(AgentMetricsError) as raised:

@@ -9,8 +9,10 @@ from typing import Any
 import pandas as pd
 from sqlite_utils import Database
 
+from ..store import schema
 from ..store.db import DbArg, reading, snapshot, using_database
-from ..window import TimeArg, bound, resolve_now, window
+from ..window import TimeArg, bound, resolve_now
+from ..window import window as _window
 
 __all__ = [
     "DbArg",
@@ -20,9 +22,24 @@ __all__ = [
     "reading",
     "resolve_now",
     "snapshot",
+    "subject",
     "using_database",
     "window",
 ]
+
+
+def subject(name: str, value: Any) -> str:
+    """A report's subject (a session id, an agent name) as stored text, so a value
+    SQLite cannot bind (a lone surrogate, an integer past 64 bits) is an InvalidValue."""
+    return schema.text(name, value)
+
+
+def window(
+    since: Any, until: Any, now: TimeArg = None, *, agent: str | None = None, alias: str = ""
+) -> tuple[str, dict[str, str]]:
+    """:func:`agentmetrics.window.window`, with ``agent`` checked as a :func:`subject`."""
+    agent = None if agent is None else subject("agent", agent)
+    return _window(since, until, now, agent=agent, alias=alias)
 
 
 def read_frame(db: Database, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> pd.DataFrame:

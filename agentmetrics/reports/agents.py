@@ -9,7 +9,7 @@ from ..errors import UnknownAgent
 from ..store.migrations import EXECUTION_COLUMNS
 from . import _rollups
 from ._arrow import bulk_frame
-from ._common import DbArg, TimeArg, resolve_now, window
+from ._common import DbArg, TimeArg, resolve_now, subject, window
 from ._frames import (
     AGGREGATE_COLUMNS,
     EXECUTION_SUMS,
@@ -122,6 +122,7 @@ def agent_stats(db: DbArg, agent: str, *, limit: int | None = None) -> pd.DataFr
     :returns: the columns of the ``agent_executions`` table (see ``Row frames`` in
       :mod:`agentmetrics.reports`)
     """
+    agent = subject("agent", agent)
     if limit is not None:
         limit = check_limit(limit)
     columns = select_list(EXECUTION_COLUMNS)
@@ -146,6 +147,7 @@ def agent_stats(db: DbArg, agent: str, *, limit: int | None = None) -> pd.DataFr
 
 
 def _check_agent(db: Database, agent_name: str) -> None:
+    agent_name = subject("agent", agent_name)
     found = db.execute(
         "SELECT 1 FROM agent_executions WHERE agent_name = ? AND status != 'in_progress'"
         " UNION ALL SELECT 1 FROM agent_executions"

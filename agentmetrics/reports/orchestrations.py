@@ -7,7 +7,7 @@ from sqlite_utils import Database
 
 from ..errors import UnknownSession
 from ..store.migrations import EXECUTION_COLUMNS, ORCHESTRATION_COLUMNS
-from ._common import DbArg, reading
+from ._common import DbArg, reading, subject
 from ._frames import (
     AGGREGATE_COLUMNS,
     EXECUTION_SUMS,
@@ -123,6 +123,7 @@ def executions(db: DbArg, session_id: str) -> pd.DataFrame:
 
 
 def _orchestration(db: Database, session_id: str) -> pd.DataFrame:
+    session_id = subject("session_id", session_id)
     frame = rows_frame(
         db, f"SELECT {_ORCHESTRATION} FROM orchestrations WHERE session_id = ?", [session_id]
     )
